@@ -1,0 +1,35 @@
+# anbu: two commands take a fresh clone to a running stack (make run) and a green suite (make test).
+ANBU_CACHE ?= $(HOME)/.cache/anbu
+export ANBU_CACHE
+VENV := $(ANBU_CACHE)/venv
+BIN := $(VENV)/bin
+NAME ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint typecheck bench stop clean-var
+
+setup:
+	@scripts/bootstrap.sh
+
+run: setup
+	$(BIN)/anbu run
+
+stop: setup
+	$(BIN)/anbu stack down
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# make bench          -> every benchmark;  make bench NAME=calls -> bench/calls.py only
+bench: setup
+	$(BIN)/python -m bench $(NAME)

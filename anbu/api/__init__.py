@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI). Routes stay thin: validation and translation only."""

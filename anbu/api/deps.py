@@ -1,0 +1,83 @@
+"""Request dependencies: database session, API-key principal, the application container."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from anbu.container import Container
+from anbu.db.models import ApiKey
+from anbu.errors import ForbiddenError, NotFoundError
+
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="anbu API key")
+
+
+class UnauthenticatedError(Exception):
+    """No key, or a key we do not know (or that was revoked)."""
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+
+
+async def get_session(container: ContainerDep) -> AsyncIterator[AsyncSession]:
+    async with container.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an API key and the districts it may see."""
+
+    key_id: int
+    name: str
+    is_admin: bool
+    district_ids: frozenset[int]
+
+    def can_see(self, district_id: int) -> bool:
+        return self.is_admin or district_id in self.district_ids
+
+    def require_district(self, district_id: int, kind: str, ident: object) -> None:
+        # Another district's record answers 404, not 403: a key must not learn that it exists.
+        if not self.can_see(district_id):
+            raise NotFoundError(kind, ident)
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise ForbiddenError("this action needs an administrator key")
+
+
+async def get_principal(
+    session: SessionDep, key: Annotated[str | None, Security(API_KEY_HEADER)]
+) -> Principal:
+    if not key:
+        raise UnauthenticatedError("missing X-API-Key header")
+    row = (
+        await session.execute(
+            select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise UnauthenticatedError("unknown or revoked API key")
+    return Principal(row.id, row.name, row.is_admin, frozenset(d.id for d in row.districts))
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

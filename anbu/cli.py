@@ -1,0 +1,172 @@
+"""The ``anbu`` command line. Errors print one clear line and exit non-zero, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from anbu.errors import AnbuError
+from anbu.settings import Settings, get_settings
+
+log = logging.getLogger("anbu")
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    return asyncio.run(coro)
+
+
+# --- database and administration -------------------------------------------------------------
+
+
+async def _db_upgrade(settings: Settings, _a: argparse.Namespace) -> int:
+    from anbu.db.migrate import upgrade
+    from anbu.db.session import make_engine
+
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+    print(f"database at head: {engine.url.render_as_string(hide_password=True)}")
+    return 0
+
+
+async def _district_add(settings: Settings, a: argparse.Namespace) -> int:
+    from anbu.container import build_container
+    from anbu.services.admin import ensure_district
+
+    c = build_container(settings)
+    try:
+        async with c.sessions() as s:
+            d = await ensure_district(s, a.code, a.name)
+            await s.commit()
+            print(f"district {d.code} {d.name} (id {d.id})")
+    finally:
+        await c.aclose()
+    return 0
+
+
+async def _key_create(settings: Settings, a: argparse.Namespace) -> int:
+    from anbu.container import build_container
+    from anbu.services.admin import create_api_key
+
+    c = build_container(settings)
+    try:
+        async with c.sessions() as s:
+            key = await create_api_key(s, a.name, a.district or [], admin=a.admin)
+            await s.commit()
+    finally:
+        await c.aclose()
+    print(key)
+    print("(shown once: only its hash is stored)", file=sys.stderr)
+    return 0
+
+
+# --- commands that need telephony are wired in anbu.runtime ------------------------------------
+
+
+def _runtime(name: str) -> Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]:
+    async def call(settings: Settings, a: argparse.Namespace) -> int:
+        from anbu import runtime
+
+        fn: Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]] = getattr(
+            runtime, name
+        )
+        return await fn(settings, a)
+
+    return call
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="anbu", description="anbu (안부) welfare check-in calls")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start the whole local stack (make run)")
+    run.set_defaults(fn=_runtime("run_stack"))
+
+    serve = sub.add_parser("serve", help="API + dialer + scheduler against running Asterisk")
+    serve.add_argument("--no-telephony", action="store_true", help="API only, no dialing")
+    serve.set_defaults(fn=_runtime("serve"))
+
+    stack = sub.add_parser("stack", help="the local stack's parts").add_subparsers(
+        dest="action", required=True
+    )
+    stack.add_parser("down", help="stop Asterisk instances and Kannel").set_defaults(
+        fn=_runtime("stack_down")
+    )
+
+    ast = sub.add_parser("asterisk", help="manage the Asterisk instances").add_subparsers(
+        dest="action", required=True
+    )
+    ast.add_parser("install", help="fetch Asterisk 22 into the cache").set_defaults(
+        fn=_runtime("asterisk_install")
+    )
+    for action in ("up", "down", "status"):
+        sp = ast.add_parser(action, help=f"{action} the engine and carrier instances")
+        sp.add_argument("--only", choices=["engine", "carrier"], help="one instance")
+        sp.set_defaults(fn=_runtime(f"asterisk_{action}"))
+
+    db = sub.add_parser("db", help="database").add_subparsers(dest="action", required=True)
+    db.add_parser("upgrade", help="apply migrations").set_defaults(fn=_db_upgrade)
+
+    district = sub.add_parser("district", help="districts").add_subparsers(
+        dest="action", required=True
+    )
+    dadd = district.add_parser("add", help="add a district")
+    dadd.add_argument("code", help="e.g. 11620 (행정구역 코드)")
+    dadd.add_argument("name", help="e.g. 관악구")
+    dadd.set_defaults(fn=_district_add)
+
+    key = sub.add_parser("key", help="API keys").add_subparsers(dest="action", required=True)
+    kc = key.add_parser("create", help="create an API key (printed once)")
+    kc.add_argument("name")
+    kc.add_argument("--district", action="append", help="district code (repeatable)")
+    kc.add_argument("--admin", action="store_true", help="sees every district")
+    kc.set_defaults(fn=_key_create)
+
+    call = sub.add_parser("call", help="one test call to a number, result printed")
+    call.add_argument("number", help="Korean number, e.g. 01099990001 (carrier stand-in)")
+    call.add_argument("--ring-timeout", type=float, default=20.0)
+    call.set_defaults(fn=_runtime("test_call"))
+
+    prompts = sub.add_parser("prompts", help="prompt audio").add_subparsers(
+        dest="action", required=True
+    )
+    prompts.add_parser("render", help="render the prompt catalogue").set_defaults(
+        fn=_runtime("prompts_render")
+    )
+
+    sim = sub.add_parser("sim", help="simulators").add_subparsers(dest="action", required=True)
+    simsig = sim.add_parser("signals", help="generate realistic signal streams")
+    simsig.add_argument("args", nargs=argparse.REMAINDER)
+    simsig.set_defaults(fn=_runtime("sim_signals"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = get_settings()
+        return _run(args.fn(settings, args))
+    except AnbuError as exc:
+        print(f"anbu: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # pydantic settings errors, bad arguments
+        print(f"anbu: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

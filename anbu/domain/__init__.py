@@ -1,0 +1,3 @@
+"""The pure core: no asyncio, SQLAlchemy, HTTP or Asterisk imports here.
+
+Time comes in as an argument."""

@@ -1,0 +1,90 @@
+"""What the resident said or pressed, and the IVR dialogue as a pure state machine.
+
+The dialogue: greeting + question -> wait for a key (keys pressed during the prompt count) ->
+on silence repeat the question once -> then no response. The adapters (FastAGI, Vosk) feed
+events in; this module only decides.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Reply(enum.StrEnum):
+    """The resident's answer on an answered call."""
+
+    OK = "ok"  # 1 or "네": 괜찮아요
+    HELP = "help"  # 2 or "도와주세요": 도움이 필요해요
+    CALLBACK = "callback"  # "바빠요 / 나중에": call me later
+    NO_RESPONSE = "no_response"  # answered, but neither key nor word after the repeat
+    HUNG_UP = "hung_up"  # answered and hung up before replying
+
+
+KEY_REPLIES: dict[str, Reply] = {"1": Reply.OK, "2": Reply.HELP}
+
+
+def reply_for_key(key: str) -> Reply | None:
+    """Map one DTMF digit to a reply; other keys are ignored (the question is asked again)."""
+    return KEY_REPLIES.get(key)
+
+
+class Prompt(enum.StrEnum):
+    """Prompt ids in the audio catalogue (``audio/catalogue.toml``)."""
+
+    GREETING = "greeting"
+    QUESTION = "question"
+    REPEAT = "repeat"
+    THANKS = "thanks"
+    HELP_ACK = "help_ack"
+    CALLBACK = "callback"
+    GOODBYE = "goodbye"
+    GENERIC = "generic"
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """Play these prompts, then listen for a reply."""
+
+    prompts: tuple[Prompt, ...]
+    listen: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """Play the closing prompt (if any) and hang up with this reply."""
+
+    reply: Reply
+    prompts: tuple[Prompt, ...]
+
+
+Step = Ask | Finish
+
+
+@dataclass(frozen=True, slots=True)
+class Dialogue:
+    """The check-in dialogue. ``asked`` counts how many times the question has been played."""
+
+    max_asks: int = 2
+    asked: int = 0
+
+    def start(self) -> tuple[Dialogue, Step]:
+        return Dialogue(self.max_asks, 1), Ask((Prompt.GREETING, Prompt.QUESTION))
+
+    def replied(self, reply: Reply) -> tuple[Dialogue, Step]:
+        """A key or a recognised word arrived."""
+        closing = {
+            Reply.OK: (Prompt.THANKS, Prompt.GOODBYE),
+            Reply.HELP: (Prompt.HELP_ACK, Prompt.GOODBYE),
+            Reply.CALLBACK: (Prompt.CALLBACK, Prompt.GOODBYE),
+        }.get(reply, ())
+        return self, Finish(reply, closing)
+
+    def heard_nothing(self) -> tuple[Dialogue, Step]:
+        """Silence, an unknown key or an unrecognised utterance: repeat once, then give up."""
+        if self.asked < self.max_asks:
+            return Dialogue(self.max_asks, self.asked + 1), Ask((Prompt.REPEAT, Prompt.QUESTION))
+        return self, Finish(Reply.NO_RESPONSE, (Prompt.GOODBYE,))
+
+    def hung_up(self) -> tuple[Dialogue, Step]:
+        return self, Finish(Reply.HUNG_UP, ())

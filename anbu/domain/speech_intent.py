@@ -1,0 +1,192 @@
+"""What a spoken reply means: a small vocabulary and a strict decision rule.
+
+Pure: the recognizer (``ivr.speech.VoskRecognizer``) hands in the words it heard; this module
+decides. The rule is deliberately lopsided, because the costs are: a false "ok" can leave a
+resident who needs help alone, a false "unknown" only costs a repeat of the question (and then
+the keypad, a no-response follow-up by an official).
+
+- help     if any help word was heard (help wins over everything: a resident saying "네,
+           도와주세요" needs help),
+- callback if any callback word was heard,
+- ok       only if EVERY word is an ok-word, at least one is an ok anchor (네, 괜찮...), and
+           every word reached ``min_ok_confidence``,
+- unknown  otherwise: nothing heard, only ``<UNK>``, distractors (여보세요, 아니요, 안 ...).
+
+Vosk's Korean vocabulary is made of morpheme pieces (괜찮아요 is ``괜찮 아요``), so the lists
+hold pieces, and a word list is not a phrase list: the decoder recombines pieces freely. That
+is why the rule looks at words, never at whole phrases.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from anbu.domain.replies import Reply
+
+UNK = "<UNK>"  # Vosk's catch-all token; "[unk]" is silently dropped by the Korean model
+
+
+class Intent(enum.StrEnum):
+    """What a recognised utterance asks for."""
+
+    OK = "ok"
+    HELP = "help"
+    CALLBACK = "callback"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class HeardWord:
+    """One recognised word (a Vosk morpheme piece) with its confidence and timing."""
+
+    text: str
+    confidence: float
+    start_s: float = 0.0
+    end_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Vocabulary:
+    """The words the recognizer may return, by role.
+
+    ``ok_anchors`` can make an utterance "ok" on their own; ``ok_particles`` (endings such as
+    아요) may appear in an ok utterance but never make one: noise and 여보세요 often come out
+    as 아요. ``others`` are distractors: they are in the grammar so that "안 괜찮아요" or
+    "여보세요" has somewhere to go other than the ok words.
+    """
+
+    ok_anchors: frozenset[str]
+    ok_particles: frozenset[str]
+    help: frozenset[str]
+    callback: frozenset[str]
+    others: frozenset[str] = field(default_factory=frozenset)
+
+    def grammar(self) -> tuple[str, ...]:
+        """Every token for the recognizer's word list, sorted, ``<UNK>`` last."""
+        words = self.ok_anchors | self.ok_particles | self.help | self.callback | self.others
+        return (*sorted(words - {UNK}), UNK)
+
+
+# Every token must exist in the model's word list; ivr.speech checks this at start-up.
+VOCABULARY = Vocabulary(
+    ok_anchors=frozenset({"네", "네네", "괜찮", "괜찮아"}),
+    ok_particles=frozenset({"아요", "요", "습니다"}),
+    help=frozenset(
+        {"도와주", "도와줘", "살려", "살려주", "아파", "아파서", "아프", "도움", "병원", "구급차"}
+    ),
+    # "이따(가)" and "나중" alone are not in the model; "나중에" is one token.
+    callback=frozenset({"바빠", "바빠서", "바쁘", "바쁜", "나중에", "다음"}),
+    others=frozenset(
+        {
+            # 예/예예 sound like the 요 ending everywhere: heard inside 안 괜찮아요, so they
+            # may not count as "yes" (a resident who says 예 is asked again, then uses a key).
+            "예",
+            "예예",
+            "응",
+            "그래",
+            "여보",
+            "세요",
+            "누구",
+            "아니",
+            "아니요",
+            "안",
+            "못",
+            "몰라",
+            "주세요",
+            "전화",
+            "지금",
+            "다시",
+            "뭐",
+            "왜",
+            "들려",
+            "해",
+            "어",
+            "음",
+            "아",
+        }
+    ),
+)
+
+
+def decide(
+    words: Iterable[HeardWord | str],
+    *,
+    vocabulary: Vocabulary = VOCABULARY,
+    min_ok_confidence: float = 0.0,
+) -> Intent:
+    """Apply the strict rule (module docstring) to the recognised words."""
+    heard = [w if isinstance(w, HeardWord) else HeardWord(w, 1.0) for w in words]
+    heard = [w for w in heard if w.text.strip()]
+    texts = {w.text for w in heard}
+    if not texts or texts == {UNK}:
+        return Intent.UNKNOWN
+    if texts & vocabulary.help:
+        return Intent.HELP
+    if texts & vocabulary.callback:
+        return Intent.CALLBACK
+    ok_words = vocabulary.ok_anchors | vocabulary.ok_particles
+    if (
+        texts <= ok_words
+        and texts & vocabulary.ok_anchors
+        and all(w.confidence >= min_ok_confidence for w in heard)
+    ):
+        return Intent.OK
+    return Intent.UNKNOWN
+
+
+INTENT_REPLIES: dict[Intent, Reply] = {
+    Intent.OK: Reply.OK,
+    Intent.HELP: Reply.HELP,
+    Intent.CALLBACK: Reply.CALLBACK,
+}
+
+
+def reply_for_intent(intent: Intent) -> Reply | None:
+    """The dialogue reply for an intent; ``None`` means "heard nothing usable" (ask again)."""
+    return INTENT_REPLIES.get(intent)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResult:
+    """What the recognizer made of one recorded reply.
+
+    ``gated`` is true when the energy gate found no speech and the decoder never ran;
+    ``transcript`` is the recognised pieces joined by spaces ("" when nothing was heard).
+    """
+
+    intent: Intent
+    transcript: str
+    words: tuple[HeardWord, ...] = ()
+    duration_s: float = 0.0
+    voiced_s: float = 0.0
+    gated: bool = False
+
+    @property
+    def reply(self) -> Reply | None:
+        return reply_for_intent(self.intent)
+
+    @property
+    def confidence(self) -> float | None:
+        """The weakest word's confidence (what the ok rule checks); ``None`` if no words."""
+        return min((w.confidence for w in self.words), default=None)
+
+    @classmethod
+    def from_words(
+        cls,
+        words: Sequence[HeardWord],
+        *,
+        duration_s: float,
+        voiced_s: float,
+        vocabulary: Vocabulary = VOCABULARY,
+        min_ok_confidence: float = 0.0,
+    ) -> SpeechResult:
+        intent = decide(words, vocabulary=vocabulary, min_ok_confidence=min_ok_confidence)
+        return cls(
+            intent=intent,
+            transcript=" ".join(w.text for w in words),
+            words=tuple(words),
+            duration_s=duration_s,
+            voiced_s=voiced_s,
+        )

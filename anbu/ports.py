@@ -1,0 +1,56 @@
+"""Ports by role: what the core needs from the outside world. Adapters live at the edge
+(``ivr.dialer.AmiDialer``, ``escalation.providers.KannelSmsSender``, ``ivr.speech.VoskRecognizer``)
+and are built in one place, ``anbu.app`` (the composition root)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from anbu.domain.calls import CallResult
+from anbu.domain.replies import Reply
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """One dial attempt. ``channel_id`` is ours: it becomes the Asterisk channel's uniqueid."""
+
+    channel_id: str
+    number: str  # national digits, already validated
+    district_name: str = ""
+    ring_timeout_s: float = 30.0
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """What one attempt got: the network result and, when answered, the resident's reply."""
+
+    channel_id: str
+    result: CallResult
+    hangup_cause: int | None
+    originated_at: dt.datetime
+    answered_at: dt.datetime | None
+    ended_at: dt.datetime
+    reply: Reply | None = None
+    keys: str = ""
+    transcript: str | None = None
+    confidence: float | None = None
+
+
+class Dialer(Protocol):
+    async def call(self, request: CallRequest) -> CallRecord:
+        """Place the call, run the IVR when answered, return when the channel is gone."""
+        ...
+
+
+class Clock(Protocol):
+    def now(self) -> dt.datetime:
+        """Current time, timezone-aware UTC."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC)

@@ -1,0 +1,1 @@
+"""Application services: use cases over the database, called by the API, CLI and scheduler."""
