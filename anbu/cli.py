@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -72,8 +73,7 @@ async def _key_create(settings: Settings, a: argparse.Namespace) -> int:
 
 def _runtime(name: str) -> Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]:
     async def call(settings: Settings, a: argparse.Namespace) -> int:
-        from anbu import runtime
-
+        runtime = importlib.import_module("anbu.runtime")
         fn: Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]] = getattr(
             runtime, name
         )

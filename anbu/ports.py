@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from anbu.domain.calls import CallResult
 from anbu.domain.replies import Reply
+from anbu.domain.speech_intent import SpeechResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,13 @@ class CallRecord:
 class Dialer(Protocol):
     async def call(self, request: CallRequest) -> CallRecord:
         """Place the call, run the IVR when answered, return when the channel is gone."""
+        ...
+
+
+class SpeechRecognizer(Protocol):
+    async def listen(self, audio_path: Path) -> SpeechResult:
+        """Recognise one recorded reply (8 kHz 16-bit mono WAV) without blocking the loop.
+        Raises an AnbuError when the file cannot be read."""
         ...
 
 

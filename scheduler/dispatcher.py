@@ -1,30 +1,75 @@
-"""The dispatcher: claims due call attempts from the database and dials them, under a cap.
+"""The dispatcher: claims due call attempts from the database and dials them, paced.
 
-All state that matters is in the database (attempt status scheduled -> dialing -> finished);
-the dispatcher only holds the in-flight tasks, so a crash loses nothing that cannot be
-reconciled on restart.
+All state that matters is in the database (attempt ``scheduled -> dialing -> finished``, or
+``unknown`` when its result was lost); the dispatcher only holds the in-flight tasks. After a
+crash, :meth:`Dispatcher.reconcile` finds the attempts a dead worker left ``dialing``, asks
+Asterisk whether their channel (our own channel id) still exists, waits while it does, and
+otherwise closes them as ``unknown``: counted toward the policy and retried no sooner than a
+full interval later. So a crash can cost an attempt, never add a dial the policy forbids.
+
+Pacing: a global cap on simultaneous calls (counted in the database over every worker), a cap
+per trunk and a calls-per-second limit (per process), severe cases first, calling hours per
+resident when claiming (out-of-hours attempts move to the next allowed time).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from anbu.db.models import CallAttempt, Checkin, Resident
+from anbu.domain.calling_hours import CallingWindow
 from anbu.domain.calls import CallResult
-from anbu.domain.checkin import AttemptStatus
 from anbu.domain.phone import mask_phone
 from anbu.domain.retry import RetryPolicy
+from anbu.domain.risk import Level
+from anbu.errors import AnbuError
 from anbu.ports import CallRecord, CallRequest, Clock, Dialer
-from anbu.services.checkins import CheckinListener, claim_attempt, notify, record_attempt
+from anbu.services.checkins import CheckinClosed, CheckinListener, notify, record_attempt
+from scheduler.claims import Claimed, ClaimPass, claim_due, close_lost, orphaned_attempts
+from scheduler.pacing import DEFAULT_TRUNK, Pacer
+from scheduler.workers import WorkerLife
 
 log = logging.getLogger(__name__)
+
+# Check-ins at or above this priority are 심각 (severe): they may use the calling-hours
+# override (anbu.domain.calling_hours). The risk engine opens 심각 cases at this priority (90);
+# API callers choose 0-100.
+SEVERE_PRIORITY = Level.SERIOUS.priority
+RECORD_BATCH = 100  # finished calls stored in one transaction at most
+
+
+class ChannelProbe(Protocol):
+    async def live_channel_ids(self) -> set[str]:
+        """Unique ids of the channels that exist now. Raises when it cannot ask."""
+        ...
+
+
+class AmiChannelProbe:
+    """Asks Asterisk with AMI ``CoreShowChannels``: our Originate ``ChannelId`` is the
+    channel's ``Uniqueid``."""
+
+    def __init__(self, ami: _ListsActions) -> None:
+        self._ami = ami
+
+    async def live_channel_ids(self) -> set[str]:
+        events = await self._ami.action_list("CoreShowChannels")
+        return {uid for e in events if (uid := e.get("Uniqueid"))}
+
+
+class _Message(Protocol):
+    def get(self, key: str, default: str | None = None) -> str | None: ...
+
+
+class _ListsActions(Protocol):
+    async def action_list(self, name: str) -> Sequence[_Message]: ...
 
 
 class Dispatcher:
@@ -35,19 +80,59 @@ class Dispatcher:
         clock: Clock,
         *,
         policy: RetryPolicy | None = None,
+        window: CallingWindow | None = None,
         max_concurrent: int = 50,
+        trunk_caps: Mapping[str, int] | None = None,
+        calls_per_second: float | None = None,
+        cps_burst: int | None = None,
+        trunk_of: Callable[[str], str] | None = None,
         ring_timeout_s: float = 30.0,
+        severe_priority: int = SEVERE_PRIORITY,
+        channel_probe: ChannelProbe | None = None,
+        stale_call_s: float = 400.0,
+        reconcile_interval_s: float = 10.0,
         listeners: Sequence[CheckinListener] = (),
+        engine: AsyncEngine | None = None,
     ) -> None:
+        """``policy``/``window`` apply to residents without a program (no program rows).
+
+        ``max_concurrent`` is the global cap (all workers, counted in the database) and this
+        process's cap. ``stale_call_s``: an orphaned attempt whose channel still shows after
+        this long (or that cannot be checked) is closed anyway.
+        """
         self._sessions = sessions
         self._dialer = dialer
         self._clock = clock
         self.policy = policy or RetryPolicy()
+        self.window = window or CallingWindow()
         self._max = max_concurrent
+        self.pacer = Pacer(
+            max_concurrent,
+            trunk_caps or {},
+            calls_per_second,
+            cps_burst if cps_burst is not None else max(1, int(calls_per_second or 1)),
+        )
+        self._trunk_of = trunk_of or (lambda _number: DEFAULT_TRUNK)
         self._ring_timeout_s = ring_timeout_s
+        self._severe_priority = severe_priority
+        self._probe = channel_probe
+        self._stale = dt.timedelta(seconds=stale_call_s)
+        self._reconcile_interval_s = reconcile_interval_s
         self._listeners = list(listeners)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        self._pass_lock = asyncio.Lock()
+        self._to_record: asyncio.Queue[
+            tuple[Claimed, CallRecord, asyncio.Future[CheckinClosed | None]]
+        ] = asyncio.Queue()
+        self._recorder: asyncio.Task[None] | None = None
+        bind = engine if engine is not None else sessions.kw.get("bind")
+        if not isinstance(bind, AsyncEngine):
+            raise TypeError("Dispatcher needs the AsyncEngine (pass engine=...)")
+        self.life = WorkerLife(bind, sessions)
+        self._next_wait = 0.0
+        # Seen by benchmarks: (check-in created_at, dial start) per attempt started here.
+        self.on_originate: Callable[[Claimed, dt.datetime], None] | None = None
 
     @property
     def inflight(self) -> int:
@@ -60,48 +145,106 @@ class Dispatcher:
         """Ask for a dispatch pass now (a check-in was just opened)."""
         self._wake.set()
 
-    async def dispatch_once(self) -> int:
-        """Claim and start as many due attempts as there are free channels. Returns how many."""
-        free = self._max - len(self._inflight)
-        if free <= 0:
-            return 0
-        now = self._clock.now()
-        started = 0
-        async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    select(CallAttempt.id, CallAttempt.channel_id, CallAttempt.number)
-                    .join(Checkin, Checkin.id == CallAttempt.checkin_id)
-                    .where(
-                        CallAttempt.status == AttemptStatus.SCHEDULED,
-                        CallAttempt.scheduled_for <= now,
-                    )
-                    .order_by(Checkin.priority.desc(), CallAttempt.scheduled_for)
-                    .limit(free)
-                )
-            ).all()
-            for attempt_id, channel_id, number in rows:
-                if attempt_id in self._inflight:
-                    continue
-                if not await claim_attempt(session, attempt_id, now):
-                    continue
-                await session.commit()
-                request = CallRequest(
-                    channel_id=channel_id, number=number, ring_timeout_s=self._ring_timeout_s
-                )
-                task = asyncio.create_task(
-                    self._run(attempt_id, request), name=f"call-{channel_id}"
-                )
-                self._inflight[attempt_id] = task
-                task.add_done_callback(functools.partial(self._finished, attempt_id))
-                started += 1
-        return started
+    async def start(self) -> None:
+        """Register this worker life and reconcile what earlier lives left behind."""
+        if self.life.id is None:
+            await self.life.register(self._clock.now())
+            await self.reconcile()
 
-    def _finished(self, attempt_id: str, _task: asyncio.Task[None]) -> None:
-        self._inflight.pop(attempt_id, None)
+    # ---- dispatching ---------------------------------------------------------------------------
+
+    async def dispatch_once(self) -> int:
+        """Claim and start as many due attempts as pacing allows. Returns how many."""
+        await self.start()
+        assert self.life.id is not None
+        loop = asyncio.get_running_loop()
+        async with self._pass_lock:
+            mono = loop.time()
+            limit = self.pacer.available(mono)
+            reserved: list[str] = []
+
+            def reserve(trunk: str) -> bool:
+                if not self.pacer.trunk_free(trunk):
+                    return False
+                self.pacer.started(trunk, mono)
+                reserved.append(trunk)
+                return True
+
+            now = self._clock.now()
+            try:
+                async with self._sessions() as session:
+                    result = await claim_due(
+                        session,
+                        worker_id=self.life.id,
+                        now=now,
+                        global_cap=self._max,
+                        can_start=reserve,
+                        limit=limit,
+                        trunk_of=self._trunk_of,
+                        severe_priority=self._severe_priority,
+                        default_policy=self.policy,
+                        default_window=self.window,
+                    )
+            except BaseException:
+                for trunk in reserved:
+                    self.pacer.finished(trunk)
+                raise
+            # A reservation whose claim lost the race is given back.
+            unused = list(reserved)
+            for c in result.claimed:
+                unused.remove(c.trunk)
+            for trunk in unused:
+                self.pacer.finished(trunk)
+            for claimed in result.claimed:
+                self._start_call(claimed, now)
+            log.debug(
+                "dispatch pass: %d claimed, %d deferred in %.1f ms (limit %d)",
+                len(result.claimed),
+                result.deferred,
+                (loop.time() - mono) * 1000,
+                limit,
+            )
+            self._next_wait = self._wait_after(result, mono)
+        for event in result.closed:
+            await notify(self._listeners, event)
+        return len(result.claimed)
+
+    def _wait_after(self, result: ClaimPass, mono: float) -> float:
+        """How long the loop may sleep before the next pass (a wake-up cuts it short).
+
+        Never 0 just because attempts are due: when every channel is busy the next chance
+        comes with a wake-up (a call ended), and spinning would starve the calls themselves.
+        """
+        if result.more:
+            return 0.0  # rows were deferred or closed and more due ones wait behind them
+        waits: list[float] = []
+        now = self._clock.now()
+        if result.next_due is not None and result.next_due > now:
+            waits.append((result.next_due - now).total_seconds())
+        if self.pacer.max_concurrent - self.pacer.active > 0:
+            token = self.pacer.next_token_in(mono)
+            if token > 0:
+                waits.append(token)  # rate-limited, not full: the next token is the next chance
+        return min(waits) if waits else float("inf")
+
+    def _start_call(self, claimed: Claimed, now: dt.datetime) -> None:
+        request = CallRequest(
+            channel_id=claimed.channel_id,
+            number=claimed.number,
+            ring_timeout_s=self._ring_timeout_s,
+        )
+        if self.on_originate is not None:
+            self.on_originate(claimed, now)
+        task = asyncio.create_task(self._run(claimed, request), name=f"call-{claimed.channel_id}")
+        self._inflight[claimed.attempt_id] = task
+        task.add_done_callback(functools.partial(self._finished, claimed))
+
+    def _finished(self, claimed: Claimed, _task: asyncio.Task[None]) -> None:
+        self._inflight.pop(claimed.attempt_id, None)
+        self.pacer.finished(claimed.trunk)
         self._wake.set()  # a channel is free again
 
-    async def _run(self, attempt_id: str, request: CallRequest) -> None:
+    async def _run(self, claimed: Claimed, request: CallRequest) -> None:
         try:
             record = await self._dialer.call(request)
         except asyncio.CancelledError:
@@ -119,11 +262,10 @@ class Dispatcher:
                 answered_at=None,
                 ended_at=now,
             )
-        async with self._sessions() as session:
-            closed = await record_attempt(
-                session, attempt_id, record, self.policy, self._clock.now()
-            )
-            await session.commit()
+        done: asyncio.Future[CheckinClosed | None] = asyncio.get_running_loop().create_future()
+        self._to_record.put_nowait((claimed, record, done))
+        self._ensure_recorder()
+        closed = await done
         log.info(
             "call %s to %s: %s reply=%s",
             request.channel_id,
@@ -134,18 +276,136 @@ class Dispatcher:
         if closed is not None:
             await notify(self._listeners, closed)
 
-    async def run(self, poll_interval_s: float = 1.0) -> None:
-        """Dispatch forever: on every wake-up (new check-in, freed channel) or poll tick."""
+    def _ensure_recorder(self) -> None:
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_loop(), name="dispatcher-recorder")
+
+    async def _record_loop(self) -> None:
+        """Store finished calls in batches: one transaction for every result that is waiting.
+
+        When many calls end together (a wave at the cap) one commit each would queue up on the
+        database and hold their channels' slots meanwhile; a batch frees them all at once.
+        """
         while True:
+            batch = [await self._to_record.get()]
+            while not self._to_record.empty() and len(batch) < RECORD_BATCH:
+                batch.append(self._to_record.get_nowait())
+            try:
+                results = await self._record_batch(batch)
+            except Exception:
+                log.exception("recording %d results in one batch failed; one by one", len(batch))
+                results = []
+                for item in batch:
+                    try:
+                        results += await self._record_batch([item])
+                    except Exception as exc:
+                        log.exception("recording call %s failed", item[0].channel_id)
+                        results.append(exc)
+            for (_claimed, _record, fut), outcome in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    fut.set_exception(outcome)
+                else:
+                    fut.set_result(outcome)
+
+    async def _record_batch(
+        self, batch: list[tuple[Claimed, CallRecord, asyncio.Future[CheckinClosed | None]]]
+    ) -> list[CheckinClosed | BaseException | None]:
+        now = self._clock.now()
+        out: list[CheckinClosed | BaseException | None] = []
+        async with self._sessions() as session:
+            for claimed, record, _fut in batch:
+                out.append(
+                    await record_attempt(session, claimed.attempt_id, record, claimed.policy, now)
+                )
+            await session.commit()
+        return out
+
+    async def dial_direct(self, request: CallRequest, *, trunk: str = DEFAULT_TRUNK) -> CallRecord:
+        """Dial outside the queue (the daily self-test) while still keeping to the pacing."""
+        loop = asyncio.get_running_loop()
+        while not (self.pacer.available(loop.time()) > 0 and self.pacer.trunk_free(trunk)):
+            self._wake.clear()
+            await _sleep_until_woken(self._wake, 0.5)
+        self.pacer.started(trunk, loop.time())
+        try:
+            return await self._dialer.call(request)
+        finally:
+            self.pacer.finished(trunk)
+            self._wake.set()
+
+    # ---- crash safety --------------------------------------------------------------------------
+
+    async def reconcile(self) -> int:
+        """Close the attempts dead workers left ``dialing`` whose channel is gone. Returns how
+        many were closed; the others are looked at again on the next call."""
+        now = self._clock.now()
+        async with self._sessions() as session:
+            live = await self.life.live_workers(session)
+            lost = await orphaned_attempts(
+                session, live_workers=live, own_inflight=set(self._inflight)
+            )
+        if not lost:
+            return 0
+        channels: set[str] | None = None
+        if self._probe is not None:
+            try:
+                channels = await self._probe.live_channel_ids()
+            except (AnbuError, OSError, TimeoutError) as exc:
+                log.warning("cannot list Asterisk channels (%s); orphaned calls wait", exc)
+        closed_n = 0
+        for item in lost:
+            age = now - (item.originated_at or now)
+            if self._probe is not None and age < self._stale:
+                if channels is None:
+                    continue  # cannot tell yet: look again later
+                if item.channel_id in channels:
+                    log.info("attempt %s: channel still up after a crash; waiting", item.channel_id)
+                    continue
+            log.warning(
+                "attempt %s to %s: result lost (worker gone); closing as unknown",
+                item.channel_id,
+                mask_phone(item.number),
+            )
+            async with self._sessions() as session:
+                closed = await close_lost(
+                    session,
+                    item,
+                    now=now,
+                    default_policy=self.policy,
+                    default_window=self.window,
+                )
+            closed_n += 1
+            if closed is not None:
+                await notify(self._listeners, closed)
+        if closed_n:
+            self._wake.set()
+        return closed_n
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    async def run(self, poll_interval_s: float = 1.0) -> None:
+        """Dispatch forever: on every wake-up (new check-in, freed channel), when the next
+        attempt falls due, or at least every ``poll_interval_s``; reconcile now and then."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        next_reconcile = loop.time() + self._reconcile_interval_s
+        while True:
+            self._wake.clear()
+            wait = poll_interval_s
             try:
                 await self.dispatch_once()
+                wait = min(poll_interval_s, self._next_wait)
+                if loop.time() >= next_reconcile:
+                    next_reconcile = loop.time() + self._reconcile_interval_s
+                    await self.reconcile()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("dispatch pass failed; retrying")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), poll_interval_s)
+            if wait > 0:
+                await _sleep_until_woken(self._wake, wait)
 
     async def drain(self) -> None:
         """Wait for every in-flight call to finish (tests, graceful stop)."""
@@ -156,6 +416,22 @@ class Dispatcher:
         for task in list(self._inflight.values()):
             task.cancel()
         await asyncio.gather(*list(self._inflight.values()), return_exceptions=True)
+        if self._recorder is not None:
+            self._recorder.cancel()
+            await asyncio.gather(self._recorder, return_exceptions=True)
+            self._recorder = None
+        await self.life.close(self._clock.now())
+
+
+async def _sleep_until_woken(event: asyncio.Event, timeout_s: float) -> None:
+    """Wait for ``event`` at most ``timeout_s``. Not ``asyncio.wait_for``: on Python 3.11 it
+    swallows a cancellation that lands as the event fires, and the loop would never stop."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def resident_for_attempt(session: AsyncSession, attempt_id: str) -> Resident | None:

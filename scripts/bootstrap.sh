@@ -17,6 +17,11 @@ command -v sox >/dev/null || need+=(sox)
 [ -x /usr/sbin/bearerbox ] || need+=(kannel)
 [ -x /usr/lib/kannel/test/fakesmsc ] || need+=(kannel-extras)
 dpkg -s libsox-fmt-base >/dev/null 2>&1 || need+=(libsox-fmt-base)
+# gTTS returns MP3, which plain sox cannot read.
+dpkg -s libsox-fmt-mp3 >/dev/null 2>&1 || need+=(libsox-fmt-mp3)
+# The gTTS tests make a throwaway certificate for their local HTTPS stand-in.
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -13,10 +13,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from anbu import __version__
-from anbu.api import routes
+from anbu.api import routes, signals
 from anbu.api.deps import ContainerDep, UnauthenticatedError
 from anbu.container import Container
 from anbu.errors import AnbuError, ConflictError, ForbiddenError, NotFoundError, ValidationError
+from escalation import api as escalation_api
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,8 @@ def create_app(
     )
     app.state.container = container
     app.include_router(routes.router)
-    for router in container.extras.get("routers", []):
-        app.include_router(router)
+    app.include_router(signals.router)
+    app.include_router(escalation_api.router)
 
     @app.get("/health", tags=["health"])
     async def health(c: ContainerDep) -> dict[str, Any]:

@@ -1,3 +1,8 @@
 """Import every room's models so Base.metadata is complete (Alembic, tests, create_all)."""
 
-from anbu.db import models  # noqa: F401
+from anbu.db import (
+    models,  # noqa: F401
+    models_escalation,  # noqa: F401
+    models_scheduling,  # noqa: F401
+    models_signals,  # noqa: F401
+)

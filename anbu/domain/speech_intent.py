@@ -3,24 +3,29 @@
 Pure: the recognizer (``ivr.speech.VoskRecognizer``) hands in the words it heard; this module
 decides. The rule is deliberately lopsided, because the costs are: a false "ok" can leave a
 resident who needs help alone, a false "unknown" only costs a repeat of the question (and then
-the keypad, a no-response follow-up by an official).
+the keypad, then a no-response follow-up by an official).
 
-- help     if any help word was heard (help wins over everything: a resident saying "네,
-           도와주세요" needs help),
-- callback if any callback word was heard,
-- ok       only if EVERY word is an ok-word, at least one is an ok anchor (네, 괜찮...), and
-           every word reached ``min_ok_confidence``,
+- help     if any help word was heard (help wins: "네, 도와주세요" needs help);
+- callback only if a callback word was heard and EVERY word fits a "busy, call later" reply
+           (a callback delays the check-in, so it is held to the same standard as ok);
+- ok       only if EVERY word is an ok-word, at least one is an ok anchor (네, 괜찮...), an
+           ending (아요, 습니다) only directly after its stem (괜찮 아요), and every word
+           reached ``min_ok_confidence``;
 - unknown  otherwise: nothing heard, only ``<UNK>``, distractors (여보세요, 아니요, 안 ...).
 
+Words the recognizer marks as outside the voiced part of the recording (``in_speech=False``:
+noise before the first syllable decodes as 해 or 아요) are ignored.
+
 Vosk's Korean vocabulary is made of morpheme pieces (괜찮아요 is ``괜찮 아요``), so the lists
-hold pieces, and a word list is not a phrase list: the decoder recombines pieces freely. That
-is why the rule looks at words, never at whole phrases.
+hold pieces, and a word list is not a phrase list: the decoder recombines pieces freely
+(누구세요 came out as ``네 네 요``). That is why endings count only after their stem: "네 요"
+is not Korean, it is a -세요 word split apart.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from anbu.domain.replies import Reply
@@ -45,63 +50,85 @@ class HeardWord:
     confidence: float
     start_s: float = 0.0
     end_s: float = 0.0
+    in_speech: bool = True  # False: decoded from noise outside the voiced frames
 
 
 @dataclass(frozen=True, slots=True)
 class Vocabulary:
     """The words the recognizer may return, by role.
 
-    ``ok_anchors`` can make an utterance "ok" on their own; ``ok_particles`` (endings such as
-    아요) may appear in an ok utterance but never make one: noise and 여보세요 often come out
-    as 아요. ``others`` are distractors: they are in the grammar so that "안 괜찮아요" or
-    "여보세요" has somewhere to go other than the ok words.
+    ``ok_anchors`` can make an utterance "ok"; ``ok_endings`` maps a stem to the endings
+    that may follow it (괜찮 -> 아요): an ending anywhere else (noise and 여보세요 often come
+    out as 아요) spoils the ok. ``callback_fillers`` may accompany a callback word
+    ("나중에 전화 해 주세요"). ``others`` are distractors: they are in the grammar so that
+    "안 괜찮아요" or "여보세요" has somewhere to go other than the ok words.
     """
 
     ok_anchors: frozenset[str]
-    ok_particles: frozenset[str]
+    ok_endings: Mapping[str, frozenset[str]]
     help: frozenset[str]
     callback: frozenset[str]
+    callback_fillers: frozenset[str] = field(default_factory=frozenset)
     others: frozenset[str] = field(default_factory=frozenset)
 
     def grammar(self) -> tuple[str, ...]:
         """Every token for the recognizer's word list, sorted, ``<UNK>`` last."""
-        words = self.ok_anchors | self.ok_particles | self.help | self.callback | self.others
+        endings = frozenset().union(*self.ok_endings.values())
+        words = (
+            self.ok_anchors
+            | endings
+            | self.help
+            | self.callback
+            | self.callback_fillers
+            | self.others
+        )
         return (*sorted(words - {UNK}), UNK)
+
+    def is_ok(self, words: Sequence[str]) -> bool:
+        """Only ok anchors, each ending right after a stem that takes it, one anchor at least."""
+        previous = ""
+        for word in words:
+            if word not in self.ok_anchors and word not in self.ok_endings.get(previous, ()):
+                return False
+            previous = word
+        return any(word in self.ok_anchors for word in words)
 
 
 # Every token must exist in the model's word list; ivr.speech checks this at start-up.
+# Measured on the synthetic set (bench/speech.py): every change here moves the false-ok rate.
 VOCABULARY = Vocabulary(
     ok_anchors=frozenset({"네", "네네", "괜찮", "괜찮아"}),
-    ok_particles=frozenset({"아요", "요", "습니다"}),
+    ok_endings={"괜찮": frozenset({"아요", "습니다"}), "괜찮아": frozenset({"요"})},
     help=frozenset(
         {"도와주", "도와줘", "살려", "살려주", "아파", "아파서", "아프", "도움", "병원", "구급차"}
     ),
-    # "이따(가)" and "나중" alone are not in the model; "나중에" is one token.
-    callback=frozenset({"바빠", "바빠서", "바쁘", "바쁜", "나중에", "다음"}),
+    # "이따(가)" and "나중" alone are not in the model; "나중에" is one token. "다음" is left
+    # out: 아파요 decoded as "아요 다음 요", and a sick resident must not become a callback.
+    callback=frozenset({"바빠", "바빠서", "바쁘", "바쁜", "나중에"}),
+    callback_fillers=frozenset(
+        {"네", "네네", "요", "아요", "지금", "좀", "다시", "전화", "해", "주세요", "세요"}
+    ),
     others=frozenset(
         {
-            # 예/예예 sound like the 요 ending everywhere: heard inside 안 괜찮아요, so they
-            # may not count as "yes" (a resident who says 예 is asked again, then uses a key).
+            # 예/예예 sound like the 요 ending everywhere (heard inside 안 괜찮아요), so they
+            # may not count as "yes": a resident who says 예 is asked again, then uses a key.
             "예",
             "예예",
             "응",
             "그래",
             "여보",
-            "세요",
             "누구",
             "아니",
             "아니요",
             "안",
             "못",
             "몰라",
-            "주세요",
-            "전화",
-            "지금",
-            "다시",
+            "다음",
             "뭐",
+            "뭐라",  # 뭐라고요? (what?) and 잘 안 들려요 (I can't hear): common, not a yes
+            "잘",
             "왜",
             "들려",
-            "해",
             "어",
             "음",
             "아",
@@ -116,22 +143,20 @@ def decide(
     vocabulary: Vocabulary = VOCABULARY,
     min_ok_confidence: float = 0.0,
 ) -> Intent:
-    """Apply the strict rule (module docstring) to the recognised words."""
+    """Apply the strict rule (module docstring) to the recognised words, in order."""
     heard = [w if isinstance(w, HeardWord) else HeardWord(w, 1.0) for w in words]
-    heard = [w for w in heard if w.text.strip()]
-    texts = {w.text for w in heard}
-    if not texts or texts == {UNK}:
+    heard = [w for w in heard if w.in_speech and w.text.strip()]
+    texts = [w.text for w in heard]
+    distinct = set(texts)
+    if not distinct or distinct == {UNK}:
         return Intent.UNKNOWN
-    if texts & vocabulary.help:
+    if distinct & vocabulary.help:
         return Intent.HELP
-    if texts & vocabulary.callback:
-        return Intent.CALLBACK
-    ok_words = vocabulary.ok_anchors | vocabulary.ok_particles
-    if (
-        texts <= ok_words
-        and texts & vocabulary.ok_anchors
-        and all(w.confidence >= min_ok_confidence for w in heard)
-    ):
+    if distinct & vocabulary.callback:
+        if distinct <= vocabulary.callback | vocabulary.callback_fillers:
+            return Intent.CALLBACK
+        return Intent.UNKNOWN
+    if vocabulary.is_ok(texts) and all(w.confidence >= min_ok_confidence for w in heard):
         return Intent.OK
     return Intent.UNKNOWN
 

@@ -7,10 +7,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.db.models import CallAttempt, Checkin, Resident
+from anbu.domain.calls import CallResult
 from anbu.domain.checkin import (
     AttemptStatus,
     CheckinSource,
@@ -18,7 +19,16 @@ from anbu.domain.checkin import (
     Outcome,
     attempt_outcome,
 )
-from anbu.domain.retry import GiveUp, RetryAt, RetryPolicy, decide_retry
+from anbu.domain.replies import Reply
+from anbu.domain.retry import (
+    Decision,
+    GiveUp,
+    RetryAt,
+    RetryPolicy,
+    decide_callback,
+    decide_lost,
+    decide_retry,
+)
 from anbu.errors import NotFoundError
 from anbu.ports import CallRecord
 
@@ -125,8 +135,15 @@ async def record_attempt(
     attempt = await session.get(CallAttempt, attempt_id, with_for_update=True)
     if attempt is None:
         raise NotFoundError("call attempt", attempt_id)
-    if attempt.status is AttemptStatus.FINISHED:
-        log.warning("attempt %s already finished; ignoring a second result", attempt.channel_id)
+    if attempt.status in (AttemptStatus.FINISHED, AttemptStatus.UNKNOWN):
+        # UNKNOWN: reconciliation already counted this attempt and moved the case on; a late
+        # result must not move it a second time (that could add a second retry).
+        log.warning(
+            "attempt %s already %s; ignoring a late result %s",
+            attempt.channel_id,
+            attempt.status,
+            record.result,
+        )
         return None
     attempt.status = AttemptStatus.FINISHED
     attempt.result = record.result
@@ -143,6 +160,66 @@ async def record_attempt(
     return await _advance(session, checkin, attempt, policy, now)
 
 
+async def lose_attempt(
+    session: AsyncSession, attempt_id: str, policy: RetryPolicy, now: dt.datetime
+) -> CheckinClosed | None:
+    """Close an in-flight attempt whose result was lost (crash, Asterisk gone) as ``unknown``.
+
+    The attempt counts toward the policy and the next dial waits a full interval from ``now``
+    (see :func:`anbu.domain.retry.decide_lost`). Only a ``dialing`` attempt is touched, so a
+    result recorded in the meantime wins. The caller commits.
+    """
+    attempt = await session.get(CallAttempt, attempt_id, with_for_update=True)
+    if attempt is None:
+        raise NotFoundError("call attempt", attempt_id)
+    if attempt.status is not AttemptStatus.DIALING:
+        return None
+    attempt.status = AttemptStatus.UNKNOWN
+    attempt.ended_at = now
+    checkin = await session.get(Checkin, attempt.checkin_id)
+    assert checkin is not None  # FK
+    return await _advance(session, checkin, attempt, policy, now)
+
+
+async def close_undialable(
+    session: AsyncSession, checkin_id: str, why: str, now: dt.datetime
+) -> CheckinClosed | None:
+    """Settle an open case that must not be dialed (do-not-call, open-ended hold) without a
+    call: its scheduled attempt is dropped and an official follows up (``declined``)."""
+    # Lock the row alone: FOR UPDATE cannot cover the eager (outer-joined) resident.
+    await session.execute(select(Checkin.id).where(Checkin.id == checkin_id).with_for_update())
+    checkin = await session.get(Checkin, checkin_id)
+    if checkin is None:
+        raise NotFoundError("check-in", checkin_id)
+    if checkin.status.is_final:
+        return None
+    await session.execute(
+        delete(CallAttempt).where(
+            CallAttempt.checkin_id == checkin_id, CallAttempt.status == AttemptStatus.SCHEDULED
+        )
+    )
+    checkin.reason = f"{checkin.reason}\nnot dialed: {why}"
+    checkin.status = CheckinStatus.CANCELLED
+    checkin.outcome = Outcome.DECLINED
+    checkin.closed_at = now
+    checkin.updated_at = now
+    return CheckinClosed(checkin.id, checkin.resident_id, checkin.status, Outcome.DECLINED, now)
+
+
+def _counts(checkin: Checkin, current: CallAttempt) -> tuple[int, int]:
+    """(unanswered dials including ``current``, callback requests before ``current``)."""
+    unanswered = 0
+    callbacks = 0
+    for a in checkin.attempts:
+        if a.status not in (AttemptStatus.FINISHED, AttemptStatus.UNKNOWN):
+            continue
+        if a.result is not CallResult.ANSWERED:
+            unanswered += 1
+        elif a.reply is Reply.CALLBACK and a.id != current.id:
+            callbacks += 1
+    return unanswered, callbacks
+
+
 async def _advance(
     session: AsyncSession,
     checkin: Checkin,
@@ -152,32 +229,42 @@ async def _advance(
 ) -> CheckinClosed | None:
     if checkin.status.is_final:
         return None
-    assert attempt.result is not None
-    outcome = attempt_outcome(attempt.result, attempt.reply)
-    status = CheckinStatus.COMPLETED
-    if outcome is None:
-        dialed = len([a for a in checkin.attempts if a.status is not AttemptStatus.SCHEDULED])
-        decision = decide_retry(policy, attempt.result, dialed, attempt.originated_at or now)
-        if isinstance(decision, RetryAt):
-            session.add(
-                CallAttempt(
-                    checkin_id=checkin.id,
-                    attempt_no=attempt.attempt_no + 1,
-                    number=attempt.number,
-                    scheduled_for=max(decision.at, now),
-                )
+    unanswered, callbacks = _counts(checkin, attempt)
+    decision: Decision
+    if attempt.status is AttemptStatus.UNKNOWN:
+        decision = decide_lost(policy, unanswered, now)
+    else:
+        assert attempt.result is not None
+        outcome = attempt_outcome(attempt.result, attempt.reply)
+        if outcome is Outcome.CALLBACK:
+            decision = decide_callback(policy, callbacks, attempt.answered_at or now)
+        elif outcome is not None:
+            decision = GiveUp(outcome)
+        else:
+            decision = decide_retry(
+                policy, attempt.result, unanswered, attempt.originated_at or now
             )
-            checkin.status = CheckinStatus.PENDING
-            checkin.updated_at = now
-            return None
-        assert isinstance(decision, GiveUp)
-        outcome = decision.outcome
-        status = CheckinStatus.EXHAUSTED
+    if isinstance(decision, RetryAt):
+        session.add(
+            CallAttempt(
+                checkin_id=checkin.id,
+                attempt_no=attempt.attempt_no + 1,
+                number=attempt.number,
+                scheduled_for=max(decision.at, now),
+            )
+        )
+        checkin.status = CheckinStatus.PENDING
+        checkin.updated_at = now
+        return None
+    # Answered (with any reply, including a callback past its budget) completes the case;
+    # a give-up without an answer exhausts it.
+    answered = attempt.result is CallResult.ANSWERED
+    status = CheckinStatus.COMPLETED if answered else CheckinStatus.EXHAUSTED
     checkin.status = status
-    checkin.outcome = outcome
+    checkin.outcome = decision.outcome
     checkin.closed_at = now
     checkin.updated_at = now
-    return CheckinClosed(checkin.id, checkin.resident_id, status, outcome, now)
+    return CheckinClosed(checkin.id, checkin.resident_id, status, decision.outcome, now)
 
 
 async def notify(listeners: Sequence[CheckinListener], event: CheckinClosed) -> None:

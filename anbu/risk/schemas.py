@@ -1,0 +1,79 @@
+"""The wire shape of one signal event (HTTP body item, MQTT payloads translate into it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from anbu.domain.risk import CallDirection, SignalKind
+
+_NEEDS_VALUE = {
+    SignalKind.CALL_COUNT,
+    SignalKind.POWER,
+    SignalKind.LIGHT,
+    SignalKind.STEPS,
+}
+
+
+class SignalEventIn(BaseModel):
+    """One event. ``(source, event_id)`` identifies it: sending it again changes nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[0-9A-Za-z_.:-]+$",
+        description="the producing system, e.g. 'skt-cdr', 'plug-cloud', 'mqtt'",
+    )
+    event_id: str = Field(min_length=1, max_length=128, description="unique within the source")
+    kind: SignalKind
+    at: AwareDatetime = Field(description="when it happened (ISO 8601 with offset)")
+    device_id: str | None = Field(
+        default=None, min_length=1, max_length=64, description="registered device (plug, app...)"
+    )
+    resident_id: str | None = Field(
+        default=None, min_length=1, max_length=32, description="for call records (no device)"
+    )
+    value: float | None = Field(
+        default=None,
+        ge=0,
+        description="power: watts; light: lux; steps: steps; call_count: calls; call: seconds",
+    )
+    direction: CallDirection | None = Field(default=None, description="call: in or out")
+    duration_s: float | None = Field(default=None, ge=0, description="call: talk time")
+    interval_s: int | None = Field(
+        default=None, gt=0, le=86_400, description="power: seconds the reading averages"
+    )
+    period_h: float | None = Field(
+        default=None, gt=0, le=168, description="call_count: hours counted, ending at `at`"
+    )
+    online: bool | None = Field(default=None, description="heartbeat: false = going offline")
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> SignalEventIn:
+        k = self.kind
+        if k.needs_device and self.device_id is None:
+            raise ValueError(f"{k.value} events need device_id")
+        if not k.needs_device and self.resident_id is None:
+            raise ValueError(f"{k.value} events need resident_id")
+        if k in _NEEDS_VALUE and self.value is None:
+            raise ValueError(f"{k.value} events need value")
+        if k is SignalKind.CALL and self.direction is None:
+            raise ValueError("call events need direction ('in' or 'out')")
+        return self
+
+    def attrs(self) -> dict[str, Any] | None:
+        out: dict[str, Any] = {}
+        if self.direction is not None:
+            out["direction"] = self.direction.value
+        if self.duration_s is not None:
+            out["duration_s"] = self.duration_s
+        if self.interval_s is not None:
+            out["interval_s"] = self.interval_s
+        if self.period_h is not None:
+            out["period_h"] = self.period_h
+        if self.online is not None:
+            out["online"] = self.online
+        return out or None

@@ -1,0 +1,343 @@
+"""Process-level wiring: the commands that run telephony (``anbu serve``, ``anbu run``,
+``anbu call``, ``anbu asterisk ...``). Every adapter is built here or in :mod:`anbu.container`,
+once, and passed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from anbu.container import Container, build_container
+from anbu.domain.phone import mask_phone, normalize_phone
+from anbu.ports import CallRequest, Clock
+from anbu.settings import Environment, Settings
+from ivr.agi import AgiServer
+from ivr.ami import AmiClient, ami_client_from_settings
+from ivr.dialer import AmiDialer, CallRegistry
+from ivr.flow import CheckinFlow, ReplyListener
+from ivr.prompts import PromptLibrary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Telephony:
+    """The engine side of a call: AMI (dialing, events), FastAGI (the IVR), the dialer."""
+
+    ami: AmiClient
+    registry: CallRegistry
+    dialer: AmiDialer
+    agi: AgiServer
+    extras: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        clock: Clock,
+        listener: ReplyListener | None = None,
+        *,
+        agi_port: int | None = None,
+    ) -> Telephony:
+        """``agi_port=0`` takes a free port (a one-off call beside a running ``anbu run``)."""
+        ami = ami_client_from_settings(settings)
+        registry = CallRegistry()
+        dialer = AmiDialer.from_settings(settings, ami, registry, clock)
+        flow = CheckinFlow.from_settings(settings, registry, listener=listener, clock=clock)
+        if agi_port is not None:
+            settings = settings.model_copy(update={"agi_port": agi_port})
+        agi = AgiServer.from_settings(settings, {"checkin": flow})
+        return cls(ami, registry, dialer, agi)
+
+    async def start(self, boot_timeout_s: float = 30.0) -> None:
+        # AGI first: Asterisk may run the dialplan's AGI() as soon as a call is answered.
+        await self.agi.start()
+        self.ami.start()
+        await self.ami.wait_booted(boot_timeout_s)
+        self.dialer.start()
+
+    async def stop(self) -> None:
+        await self.dialer.close()
+        await self.agi.stop()
+        await self.ami.close()
+
+
+async def _speech_listener(settings: Settings) -> ReplyListener | None:
+    """Spoken replies when the voice extra is installed and enabled; keypad always works."""
+    if not settings.speech.enabled:
+        return None
+    try:
+        from ivr.listen import SpeechListener
+
+        from ivr.speech import VoskRecognizer
+    except ImportError as exc:
+        log.warning("spoken replies off (%s): keypad only", exc)
+        return None
+    recognizer = await VoskRecognizer.from_settings(settings.speech)
+    return SpeechListener.from_settings(settings, recognizer)
+
+
+async def _prepare_database(container: Container) -> None:
+    from anbu.db.migrate import upgrade
+    from anbu.services.admin import ensure_key
+
+    settings = container.settings
+    if settings.database_url.startswith("sqlite"):
+        await asyncio.to_thread(settings.cache_dir.mkdir, parents=True, exist_ok=True)
+    await upgrade(container.engine)
+    key = settings.bootstrap_api_key
+    if (
+        key is not None
+        and key.get_secret_value()
+        and settings.environment is not Environment.PRODUCTION
+    ):
+        async with container.sessions() as s:
+            await ensure_key(s, "bootstrap (development)", key.get_secret_value(), admin=True)
+            await s.commit()
+
+
+@contextlib.asynccontextmanager
+async def running_services(
+    settings: Settings, *, telephony: bool = True
+) -> AsyncIterator[tuple[Container, Telephony | None, Any]]:
+    """Start database, telephony, escalation and the scheduler; stop them in reverse."""
+    container = build_container(settings)
+    await _prepare_database(container)
+    tel: Telephony | None = None
+    service: Any = None
+    escalation: Any = None
+    mqtt_task: asyncio.Task[None] | None = None
+    try:
+        escalation = await _build_escalation(container)
+        if telephony:
+            listener = await _speech_listener(settings)
+            tel = Telephony.build(settings, container.clock, listener)
+            await tel.start()
+            from scheduler.dispatcher import AmiChannelProbe
+            from scheduler.service import build_scheduler
+
+            service = build_scheduler(
+                container,
+                dialer=tel.dialer,
+                channel_probe=AmiChannelProbe(tel.ami),
+                risk_sweep=_risk_sweep(container),
+                escalation_tick=escalation.tick if escalation is not None else None,
+            )
+            if escalation is not None:
+                service.dispatcher.add_listener(escalation.on_checkin_closed)
+            await service.start()
+            container.extras["health"] = {
+                "asterisk": lambda: tel is not None and tel.ami.booted,
+            }
+        if settings.mqtt.enabled:
+            mqtt_task = asyncio.create_task(_mqtt(container).run(), name="mqtt-signals")
+        yield container, tel, service
+    finally:
+        if mqtt_task is not None:
+            mqtt_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await mqtt_task
+        if service is not None:
+            await service.stop()
+        if tel is not None:
+            await tel.stop()
+        if escalation is not None:
+            await escalation.aclose()
+        await container.aclose()
+
+
+def _mqtt(container: Container) -> Any:
+    from anbu.risk.mqtt import MqttSignalSubscriber
+
+    cfg = container.settings.mqtt
+
+    async def wake(_report: object) -> None:
+        container.wake_dispatcher()  # a crisis may have opened a check-in
+
+    return MqttSignalSubscriber(
+        container.sessions,
+        container.clock,
+        host=cfg.host,
+        port=cfg.port,
+        prefix=cfg.prefix,
+        client_id=cfg.client_id,
+        on_ingested=wake,
+    )
+
+
+def _risk_sweep(container: Container) -> Any:
+    from anbu.risk.sweep import sweep
+
+    async def run() -> object:
+        return await sweep(container.sessions, container.clock.now())
+
+    return run
+
+
+async def _build_escalation(container: Container) -> Any:
+    try:
+        from escalation.service import build_escalation
+    except ImportError:
+        return None
+    return await build_escalation(container)
+
+
+async def serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from anbu.api.app import create_app
+
+    async with running_services(settings, telephony=not args.no_telephony) as (container, _t, _s):
+        app = create_app(container)
+        config = uvicorn.Config(
+            app, host=settings.api_host, port=settings.api_port, log_level="info", lifespan="on"
+        )
+        server = uvicorn.Server(config)
+        log.info("API on http://%s:%s (docs at /docs)", settings.api_host, settings.api_port)
+        await server.serve()
+    return 0
+
+
+# --- the local stack (make run) ------------------------------------------------------------------
+
+
+def _instances(settings: Settings, only: str | None = None) -> list[Any]:
+    from ivr.asterisk import provision_carrier, provision_engine
+
+    out = []
+    if only in (None, "carrier"):
+        out.append(provision_carrier(settings))
+    if only in (None, "engine"):
+        out.append(provision_engine(settings))
+    return out
+
+
+def _kannel(settings: Settings) -> Any:
+    from escalation.kannel import KannelConfig, KannelInstance
+
+    return KannelInstance(KannelConfig.from_settings(settings, name="kannel"))
+
+
+async def asterisk_install(settings: Settings, _a: argparse.Namespace) -> int:
+    from ivr.asterisk import install_asterisk
+
+    install = await asyncio.to_thread(install_asterisk, settings.cache_dir)
+    print(f"Asterisk {install.version} at {install.root}")
+    return 0
+
+
+async def asterisk_up(settings: Settings, a: argparse.Namespace) -> int:
+    for inst in await asyncio.to_thread(_instances, settings, a.only):
+        await inst.start_async()
+        print(f"{inst.name}: running (pid {inst.pid}, SIP {inst.sip_port}, AMI {inst.ami_port})")
+    return 0
+
+
+async def asterisk_down(settings: Settings, a: argparse.Namespace) -> int:
+    for inst in await asyncio.to_thread(_instances, settings, a.only):
+        await inst.stop_async()
+        print(f"{inst.name}: stopped")
+    return 0
+
+
+async def asterisk_status(settings: Settings, a: argparse.Namespace) -> int:
+    rc = 0
+    for inst in await asyncio.to_thread(_instances, settings, a.only):
+        status = await inst.status_async()
+        print(f"{inst.name}: {status} (log {inst.log_path})")
+        rc = rc or (0 if str(status) == "running" else 1)
+    return rc
+
+
+async def stack_down(settings: Settings, _a: argparse.Namespace) -> int:
+    for inst in await asyncio.to_thread(_instances, settings, None):
+        await inst.stop_async()
+    await _kannel(settings).stop()
+    print("stack stopped")
+    return 0
+
+
+async def prompts_render(settings: Settings, _a: argparse.Namespace) -> int:
+    from ivr.tts import render_prompts_command
+
+    report = await asyncio.to_thread(render_prompts_command, settings)
+    print(report.summary())
+    return 0
+
+
+async def sim_signals(_settings: Settings, a: argparse.Namespace) -> int:
+    from anbu.sim import sim_main
+
+    return await asyncio.to_thread(sim_main, list(a.args))
+
+
+async def run_stack(settings: Settings, args: argparse.Namespace) -> int:
+    """make run: Asterisk engine + carrier stand-in + Kannel + API + scheduler, on SQLite."""
+    missing = await asyncio.to_thread(PromptLibrary(settings.audio_dir).missing)
+    if missing:
+        await prompts_render(settings, args)
+    instances = await asyncio.to_thread(_instances, settings, None)
+    kannel = _kannel(settings)
+    try:
+        for inst in instances:
+            await inst.start_async()
+            log.info("%s up: SIP %s, AMI %s", inst.name, inst.sip_port, inst.ami_port)
+        await kannel.start()
+        log.info("Kannel up: sendsms %s", settings.sms.kannel_url)
+        args.no_telephony = False
+        print(
+            f"anbu is up: API http://{settings.api_host}:{settings.api_port}/docs "
+            f"(dev API key: see ANBU_BOOTSTRAP_API_KEY), "
+            f"test call: anbu call 01099990001. Ctrl-C stops everything.",
+            flush=True,
+        )
+        return await serve(settings, args)
+    finally:
+        with contextlib.suppress(Exception):
+            await kannel.stop()
+        for inst in reversed(instances):
+            with contextlib.suppress(Exception):
+                await inst.stop_async()
+
+
+async def test_call(settings: Settings, a: argparse.Namespace) -> int:
+    """One call through the running engine, result printed (no database involved)."""
+    number = normalize_phone(a.number)
+    from anbu.ports import SystemClock
+
+    # Another anbu (make run) may own the default AGI port: take a free one for this call
+    # and point the engine's dialplan at it for the call's duration.
+    tel = Telephony.build(settings, SystemClock(), await _speech_listener(settings), agi_port=0)
+    await tel.start()
+    engine = (await asyncio.to_thread(_instances, settings, "engine"))[0]
+    await asyncio.to_thread(engine.set_agi, settings.agi_host, tel.agi.port)
+    try:
+        record = await tel.dialer.call(
+            CallRequest(channel_id=uuid.uuid4().hex, number=number, ring_timeout_s=a.ring_timeout)
+        )
+    finally:
+        await asyncio.to_thread(engine.set_agi, settings.agi_host, settings.agi_port)
+        await tel.stop()
+    print(
+        f"{mask_phone(number)}: {record.result}"
+        + (f", reply {record.reply}" if record.reply else "")
+        + (f", keys {record.keys!r}" if record.keys else "")
+        + (f", heard {record.transcript!r}" if record.transcript else "")
+        + f", cause {record.hangup_cause}"
+    )
+    return 0
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)

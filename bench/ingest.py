@@ -1,0 +1,191 @@
+"""Batch ingestion benchmark: anbu's ingest() vs a bare executemany of the same rows.
+
+For each backend (PostgreSQL at 127.0.0.1:5432, SQLite in a temp file) a fresh database is
+migrated, 200 residents with IoT profiles, plugs and apps are registered, and four days of
+simulated normal life (~100k events: plug power and light every 30 min, hourly steps, calls) are
+ingested in batches of 5,000 in time order through ``anbu.risk.ingest.ingest`` -- storing with
+ON CONFLICT DO NOTHING RETURNING, baseline updates and the evaluation of every touched resident
+included. Items are validated SignalEventIn objects (HTTP JSON parsing is not timed). The
+baseline inserts the same rows with a plain executemany into a copy of signal_events (same
+columns and indexes). Writes bench/results/ingest.json.
+
+    python -m bench.ingest [--residents 200] [--days 4] [--batch 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+
+from anbu.db.migrate import upgrade
+from anbu.db.models_signals import Device, MonitoringProfile
+from anbu.db.session import make_engine, make_sessionmaker
+from anbu.domain.risk import KST, DeviceKind, RiskCategory, Tier
+from anbu.risk.ingest import ingest
+from anbu.risk.schemas import SignalEventIn
+from anbu.sim import SimResident, Story, simulate
+
+PG_ADMIN = os.environ.get("ANBU_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
+START = dt.datetime(2026, 11, 2, tzinfo=KST).astimezone(dt.UTC)
+
+
+async def _setup(url: str, people: list[SimResident]) -> None:
+    engine = make_engine(url)
+    await upgrade(engine)
+    async with engine.begin() as conn:
+        t0 = START if url.startswith("postgresql") else START.replace(tzinfo=None)
+        await conn.execute(
+            text("INSERT INTO districts (id, code, name, created_at) VALUES (1, '11620', 'g', :t)"),
+            {"t": t0},
+        )
+    sessions = make_sessionmaker(engine)
+    from anbu.db.models import Resident
+
+    async with sessions() as s:
+        for i, p in enumerate(people):
+            s.add(Resident(id=p.resident_id, district_id=1, name=f"r{i}", phone="01099990001"))
+        await s.flush()
+        for p in people:
+            s.add(
+                MonitoringProfile(
+                    resident_id=p.resident_id, tier=Tier.IOT, category=RiskCategory.MEDIUM,
+                    consent_call_records=True, consent_app=True, consent_iot=True,
+                    created_at=START, updated_at=START,
+                )
+            )  # fmt: skip
+            for did, kind, interval in (
+                (p.plug_id, DeviceKind.PLUG, 1800),
+                (p.app_id, DeviceKind.APP, 3600),
+            ):
+                assert did is not None
+                s.add(Device(device_id=did, resident_id=p.resident_id, kind=kind,
+                             expected_interval_s=interval, created_at=START,
+                             stale_due_at=START + dt.timedelta(hours=2)))  # fmt: skip
+        await s.commit()
+    # The baseline's table: same columns and indexes as signal_events.
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("CREATE TABLE bare_events AS SELECT * FROM signal_events WHERE 1=0")
+        )
+        await conn.execute(text("CREATE UNIQUE INDEX uq_bare ON bare_events (source, event_id)"))
+        await conn.execute(text("CREATE INDEX ix_bare ON bare_events (resident_id, at)"))
+    await engine.dispose()
+
+
+async def _run(url: str, batches: list[list[tuple[int, SignalEventIn]]]) -> dict[str, float]:
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    n = sum(len(b) for b in batches)
+    t0 = time.perf_counter()
+    accepted = 0
+    for batch in batches:
+        now = max(e.at for _, e in batch)
+        async with sessions() as s:
+            report = await ingest(s, batch, now=now)
+        accepted += report.accepted
+        assert not report.errors, report.errors[:3]
+    ours = time.perf_counter() - t0
+    assert accepted == n, (accepted, n)
+
+    pg = url.startswith("postgresql")
+    cols = "source, event_id, resident_id, device_id, kind, at, value, attrs, received_at"
+    params = ", ".join(f":{c.strip()}" for c in cols.split(","))
+    sql = text(f"INSERT INTO bare_events ({cols}) VALUES ({params})")
+    rows_batches = []
+    for batch in batches:
+        rows: list[dict[str, Any]] = []
+        for _, e in batch:
+            at = e.at.astimezone(dt.UTC)
+            at = at if pg else at.replace(tzinfo=None)
+            rows.append({
+                "source": e.source, "event_id": e.event_id,
+                "resident_id": e.device_id.split("-", 1)[1] if e.device_id else e.resident_id,
+                "device_id": e.device_id, "kind": e.kind.value, "at": at, "value": e.value,
+                "attrs": json.dumps(e.attrs()), "received_at": at,
+            })  # fmt: skip
+        rows_batches.append(rows)
+    t0 = time.perf_counter()
+    for rows in rows_batches:
+        async with engine.begin() as conn:
+            await conn.execute(sql, rows)
+    bare = time.perf_counter() - t0
+    await engine.dispose()
+    return {"events": n, "ours_s": ours, "bare_s": bare, "ours_eps": n / ours, "bare_eps": n / bare}
+
+
+async def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--residents", type=int, default=200)
+    ap.add_argument("--days", type=float, default=4)
+    ap.add_argument("--batch", type=int, default=5000)
+    args = ap.parse_args(argv)
+    people = [
+        SimResident(f"b{i:06d}", Story.NORMAL, Tier.IOT, 5, f"plug-b{i:06d}", f"app-b{i:06d}")
+        for i in range(args.residents)
+    ]
+    end = START + dt.timedelta(days=args.days)
+    raw = sorted(
+        (e for p in people for e in simulate(p, start=START, end=end, seed=1)),
+        key=lambda e: e["at"],
+    )
+    events = [SignalEventIn.model_validate(e) for e in raw]
+    batches = [
+        [(i, e) for i, e in enumerate(events[k : k + args.batch])]
+        for k in range(0, len(events), args.batch)
+    ]
+    results: dict[str, Any] = {
+        "events": len(events),
+        "batch": args.batch,
+        "residents": args.residents,
+        "note": "ours = ingest(): ON CONFLICT DO NOTHING RETURNING + baselines + evaluation",
+    }
+    # PostgreSQL
+    name = f"anbu_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        url = f"{base}/{name}"
+        await _setup(url, people)
+        r = await _run(url, batches)
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    results |= {
+        "events_per_s_postgresql": round(r["ours_eps"]),
+        "baseline_events_per_s_postgresql": round(r["bare_eps"]),
+        "ratio_postgresql": round(r["ours_eps"] / r["bare_eps"], 3),
+    }
+    print("postgresql", r)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite+aiosqlite:///{tmp}/bench.db"
+        await _setup(url, people)
+        r = await _run(url, batches)
+    results |= {
+        "events_per_s_sqlite": round(r["ours_eps"]),
+        "baseline_events_per_s_sqlite": round(r["bare_eps"]),
+        "ratio_sqlite": round(r["ours_eps"] / r["bare_eps"], 3),
+    }
+    print("sqlite", r)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))

@@ -1,0 +1,321 @@
+"""The escalation API: officials and chains (admin or district key), incidents and findings,
+Kannel's callbacks (delivery reports, replies), and the acknowledgement link.
+
+Handlers validate and translate; the rules live in :mod:`escalation.service` and
+:mod:`escalation.directory`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+import logging
+from typing import Annotated
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.responses import HTMLResponse
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from anbu.api.deps import ContainerDep, PrincipalDep, SessionDep
+from anbu.container import Container
+from anbu.db.models import District, Resident
+from anbu.db.models_escalation import EscalationChain, Incident
+from anbu.errors import ConflictError, NotFoundError, ValidationError
+from escalation import directory
+from escalation.dlr import parse_delivery_report, parse_inbound_sms
+from escalation.policy import FINDING_LABELS, OUTCOME_WORDS, Finding, Urgency
+from escalation.schemas import (
+    AckIn,
+    ChainIn,
+    ChainOut,
+    IncidentDetail,
+    IncidentOut,
+    OfficialIn,
+    OfficialOut,
+    OfficialPatch,
+    ResidentFindings,
+)
+from escalation.service import EscalationConfig, EscalationService, IncidentView
+from escalation.states import IncidentStatus
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+def get_escalation(container: ContainerDep) -> EscalationService:
+    """The service ``build_escalation`` put in the container (its outbox wakes on enqueue);
+    without one (API-only process) a plain service whose SMS the worker finds on its poll."""
+    service = container.extras.get("escalation")
+    if not isinstance(service, EscalationService):
+        service = EscalationService(
+            container.sessions,
+            EscalationConfig.from_settings(container.settings),
+            clock=container.clock,
+        )
+        container.extras["escalation"] = service
+    return service
+
+
+EscalationDep = Annotated[EscalationService, Depends(get_escalation)]
+
+
+async def _district(session: SessionDep, principal: PrincipalDep, code: str) -> District:
+    district = (
+        await session.execute(select(District).where(District.code == code))
+    ).scalar_one_or_none()
+    if district is None or not principal.can_see(district.id):
+        raise ValidationError(f"unknown district {code!r} for this API key")
+    return district
+
+
+def _scope(principal: PrincipalDep) -> frozenset[int] | None:
+    return None if principal.is_admin else principal.district_ids
+
+
+# --- officials ------------------------------------------------------------------------------
+
+
+@router.post(
+    "/v1/officials",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OfficialOut,
+    tags=["escalation"],
+)
+async def create_official(
+    body: OfficialIn, principal: PrincipalDep, session: SessionDep, container: ContainerDep
+) -> OfficialOut:
+    district = await _district(session, principal, body.district_code)
+    official = await directory.create_official(session, district, body, container.clock.now())
+    await session.commit()
+    return OfficialOut.of(official)
+
+
+@router.get("/v1/officials", response_model=list[OfficialOut], tags=["escalation"])
+async def list_officials(
+    principal: PrincipalDep, session: SessionDep, district_code: str | None = None
+) -> list[OfficialOut]:
+    scope = _scope(principal)
+    if district_code is not None:
+        scope = frozenset({(await _district(session, principal, district_code)).id})
+    return [OfficialOut.of(o) for o in await directory.list_officials(session, scope)]
+
+
+@router.patch("/v1/officials/{official_id}", response_model=OfficialOut, tags=["escalation"])
+async def update_official(
+    official_id: str, body: OfficialPatch, principal: PrincipalDep, session: SessionDep
+) -> OfficialOut:
+    official = await directory.get_official(session, official_id)
+    principal.require_district(official.district_id, "official", official_id)
+    directory.update_official(official, body)
+    await session.commit()
+    return OfficialOut.of(official)
+
+
+# --- chains ---------------------------------------------------------------------------------
+
+
+@router.put("/v1/escalation-chains", response_model=ChainOut, tags=["escalation"])
+async def put_chain(
+    body: ChainIn, principal: PrincipalDep, session: SessionDep, container: ContainerDep
+) -> ChainOut:
+    """Create or replace the chain of a district's dong (``dong`` "" = the district default).
+    Steps are told in the order given."""
+    district = await _district(session, principal, body.district_code)
+    chain = await directory.put_chain(
+        session,
+        district,
+        body,
+        container.settings.escalation.default_ack_timeout_s,
+        container.clock.now(),
+    )
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        raise ConflictError("the chain was changed at the same time; try again") from exc
+    return directory.chain_out(chain, district.code)
+
+
+@router.get("/v1/escalation-chains", response_model=list[ChainOut], tags=["escalation"])
+async def list_chains(
+    principal: PrincipalDep, session: SessionDep, district_code: str | None = None
+) -> list[ChainOut]:
+    scope = _scope(principal)
+    if district_code is not None:
+        scope = frozenset({(await _district(session, principal, district_code)).id})
+    return [directory.chain_out(c, code) for c, code in await directory.list_chains(session, scope)]
+
+
+@router.delete(
+    "/v1/escalation-chains/{chain_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["escalation"],
+)
+async def delete_chain(chain_id: str, principal: PrincipalDep, session: SessionDep) -> Response:
+    chain = await session.get(EscalationChain, chain_id)
+    if chain is None:
+        raise NotFoundError("escalation chain", chain_id)
+    principal.require_district(chain.district_id, "escalation chain", chain_id)
+    await session.delete(chain)
+    await session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# --- incidents and findings -----------------------------------------------------------------
+
+
+@router.get("/v1/incidents", response_model=list[IncidentOut], tags=["escalation"])
+async def list_incidents(
+    principal: PrincipalDep,
+    session: SessionDep,
+    district_code: str | None = None,
+    status_: Annotated[IncidentStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[Incident]:
+    scope = _scope(principal)
+    if district_code is not None:
+        scope = frozenset({(await _district(session, principal, district_code)).id})
+    return await directory.list_incidents(session, scope, status_, limit)
+
+
+@router.get("/v1/incidents/{incident_id}", response_model=IncidentDetail, tags=["escalation"])
+async def get_incident(
+    incident_id: str, principal: PrincipalDep, session: SessionDep
+) -> IncidentDetail:
+    """The incident with its log (every step, timed) and its messages."""
+    incident = await session.get(Incident, incident_id)
+    if incident is None:
+        raise NotFoundError("incident", incident_id)
+    principal.require_district(incident.district_id, "incident", incident_id)
+    return await directory.incident_detail(session, incident)
+
+
+@router.get(
+    "/v1/residents/{resident_id}/findings",
+    response_model=ResidentFindings,
+    tags=["escalation"],
+)
+async def resident_findings(
+    resident_id: str, principal: PrincipalDep, session: SessionDep
+) -> ResidentFindings:
+    """What officials found on their visits, newest first; ``last_finding`` is the current."""
+    resident = await session.get(Resident, resident_id)
+    if resident is None:
+        raise NotFoundError("resident", resident_id)
+    principal.require_district(resident.district_id, "resident", resident_id)
+    return await directory.resident_findings(session, resident_id)
+
+
+# --- Kannel callbacks -----------------------------------------------------------------------
+
+
+def _check_callback_key(container: Container, query: str) -> None:
+    token = container.settings.escalation.callback_token
+    if token is None:
+        return
+    given = dict(parse_qsl(query)).get("key", "")
+    if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise NotFoundError("callback", "for this key")
+
+
+async def _raw_query(request: Request) -> str:
+    query = request.url.query
+    if not query and request.method == "POST":
+        # A post-url callback carries the same parameters as a form body.
+        query = (await request.body()).decode("latin-1")
+    return query
+
+
+@router.api_route(
+    "/v1/sms/kannel/dlr", methods=["GET", "POST"], include_in_schema=False, tags=["sms"]
+)
+async def kannel_dlr(request: Request, container: ContainerDep, service: EscalationDep) -> Response:
+    """A delivery report (``dlr-url``): stored against its message, never moved backwards."""
+    query = await _raw_query(request)
+    _check_callback_key(container, query)
+    report = parse_delivery_report(query)
+    await service.record_delivery(report)
+    return Response(content=b"", media_type="text/plain")
+
+
+@router.api_route(
+    "/v1/sms/kannel/inbound", methods=["GET", "POST"], include_in_schema=False, tags=["sms"]
+)
+async def kannel_inbound(
+    request: Request, container: ContainerDep, service: EscalationDep
+) -> Response:
+    """An incoming SMS (sms-service ``get-url``): a reply with a code acknowledges. Answered
+    with an empty 200 once stored; the body is never sent back as an SMS (max-messages 0)."""
+    query = await _raw_query(request)
+    _check_callback_key(container, query)
+    sms = parse_inbound_sms(query)
+    result = await service.handle_reply(sms)
+    return Response(content=b"", media_type="text/plain", headers={"X-Anbu-Reply": result.outcome})
+
+
+# --- the acknowledgement link ---------------------------------------------------------------
+
+_STATUS_WORDS = {
+    IncidentStatus.OPEN: "확인 대기",
+    IncidentStatus.ACKNOWLEDGED: "확인됨",
+    IncidentStatus.EXHAUSTED: "확인 대기 (모든 담당자에게 알림)",
+}
+
+
+def _page(view: IncidentView, message: str = "") -> str:
+    inc = view.incident
+    what = OUTCOME_WORDS.get(inc.outcome, str(inc.outcome))
+    where = f" ({html.escape(view.dong)})" if view.dong else ""
+    options = "".join(
+        f'<label><input type="radio" name="finding" value="{f.value}"'
+        f"{' checked' if inc.finding is f else ''}> {label}</label><br>"
+        for f, label in FINDING_LABELS.items()
+    )
+    urgent = "긴급 " if inc.urgency is Urgency.URGENT else ""
+    note = f"<p><b>{html.escape(message)}</b></p>" if message else ""
+    memo = html.escape(inc.finding_note or "")
+    return f"""<!doctype html>
+<html lang="ko"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>안부 확인</title></head>
+<body style="font-family:sans-serif;max-width:32em;margin:1em auto;padding:0 1em">
+<h1>{urgent}{html.escape(view.resident_masked)}{where}</h1>
+<p>{html.escape(what)} · 상태: {_STATUS_WORDS[inc.status]}</p>
+{note}
+<form method="post">
+<fieldset><legend>확인 결과</legend>{options}</fieldset>
+<p><label>메모<br><textarea name="note" rows="3" cols="30">{memo}</textarea></label></p>
+<p><button type="submit">확인</button></p>
+</form></body></html>"""
+
+
+@router.get("/ack/{token}", response_class=HTMLResponse, include_in_schema=False)
+async def ack_page(token: str, service: EscalationDep) -> HTMLResponse:
+    return HTMLResponse(_page(await service.view(token)))
+
+
+@router.post("/ack/{token}", include_in_schema=False)
+async def ack(token: str, request: Request, service: EscalationDep) -> Response:
+    """Acknowledge, and record the finding (form fields or JSON ``finding``/``note``)."""
+    body = await request.body()
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith("application/json"):
+            data = AckIn.model_validate(json.loads(body or b"{}"))
+        else:
+            fields = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+            raw = fields.get("finding") or None
+            data = AckIn(finding=Finding(raw) if raw else None, note=fields.get("note", ""))
+    except ValueError as exc:
+        raise ValidationError(f"bad acknowledgement: {exc}") from exc
+    incident = await service.acknowledge_link(token, data.finding, data.note)
+    if content_type.startswith("application/json"):
+        return Response(
+            content=IncidentOut.model_validate(incident).model_dump_json(),
+            media_type="application/json",
+        )
+    view = await service.view(token)
+    return HTMLResponse(_page(view, "확인되었습니다. 감사합니다."))

@@ -1,0 +1,719 @@
+"""The durable SMS outbox: store first, then send, exactly once as far as a gateway allows.
+
+Life of a row (``sms_outbox``)::
+
+    pending --claim (CAS)--> sending --accepted--> sent
+       ^                        |  \\--refused by every provider / attempts used up--> failed
+       |-- retryable error -----+
+    pending --incident acknowledged first--> cancelled
+
+- **Stored before sent.** :func:`enqueue` adds the row in the caller's transaction (the
+  incident and its first message commit together), so a crash after the commit loses nothing.
+- **Claimed by compare-and-set.** ``UPDATE ... SET status='sending', claim_token=T WHERE
+  id=:id AND status='pending'``: one worker wins, on SQLite and PostgreSQL alike.
+- **Sent with its reference** as the idempotency key (Kannel dlr-url, Solapi customFields,
+  webhook Idempotency-Key), **marked sent** right after the provider's answer
+  (``... WHERE status='sending' AND claim_token=T``), one short transaction per message.
+- **Retried with backoff** (doubling, capped); after ``failover_after`` attempts on one
+  provider the next ones go to the other provider and back; a provider that refuses a message
+  (non-retryable) is not asked again for it.
+- **Delivery reports** only move forward: accepted < buffered < final. A late "accepted"
+  never overwrites "delivered".
+
+**The crash window, and the choice made.** Kannel's sendsms has no idempotency: if the
+process dies after Kannel accepted a message and before ``sent`` is committed, the row stays
+``sending``. After ``sending_lease_s`` (longer than the provider timeout and Kannel's callback
+retry window) recovery looks for a delivery report with the row's reference: any report
+proves the gateway had it -> ``sent`` (no resend). Without one, the row goes back to
+``pending`` and is sent again: **at-least-once**. Losing an alert about a person who may be
+lying on the floor is worse than an official getting the same SMS twice. The remaining
+double-send window is "died within milliseconds after the gateway's accept, AND no report
+arrived within the lease" - which needs the SMSC link to be down at the same moment (Kannel
+then queues without reporting). Solapi and the webhook carry the reference, so their side can
+drop the duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import enum
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from anbu.db.models_escalation import Incident, IncidentEvent, OutboxMessage
+from anbu.domain.phone import mask_phone
+from anbu.errors import SmsError, ValidationError
+from anbu.ports import Clock, SystemClock
+from escalation.dlr import DeliveryReport, DeliveryStatus
+from escalation.providers import OutgoingSms, SmsSender
+from escalation.sms_text import SmsKind
+from escalation.states import IncidentEventKind, IncidentStatus, OutboxStatus
+
+if TYPE_CHECKING:
+    from anbu.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_RANK: dict[DeliveryStatus, int] = {
+    DeliveryStatus.ACCEPTED: 1,
+    DeliveryStatus.BUFFERED: 2,
+    DeliveryStatus.DELIVERED: 3,
+    DeliveryStatus.UNDELIVERABLE: 3,
+    DeliveryStatus.REJECTED: 3,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxConfig:
+    batch: int = 50
+    concurrency: int = 8
+    poll_interval_s: float = 0.5
+    retry_initial_s: float = 1.0
+    retry_max_s: float = 60.0
+    failover_after: int = 2
+    max_attempts: int = 200
+    sending_lease_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OutboxConfig:
+        esc = settings.escalation
+        if esc.sending_lease_s <= settings.sms.timeout_s:
+            raise ValidationError(
+                "ANBU_ESCALATION__SENDING_LEASE_S must exceed ANBU_SMS__TIMEOUT_S: a live send "
+                "would otherwise be taken for a crashed one and sent twice"
+            )
+        return cls(
+            batch=esc.outbox_batch,
+            concurrency=esc.outbox_concurrency,
+            poll_interval_s=esc.outbox_poll_interval_s,
+            retry_initial_s=esc.retry_initial_s,
+            retry_max_s=esc.retry_max_s,
+            failover_after=esc.failover_after,
+            max_attempts=esc.max_attempts,
+            sending_lease_s=esc.sending_lease_s,
+        )
+
+    def backoff(self, attempts: int) -> dt.timedelta:
+        """Wait before attempt ``attempts + 1``: initial, 2x, 4x ... capped."""
+        seconds = min(self.retry_max_s, self.retry_initial_s * 2 ** max(0, attempts - 1))
+        return dt.timedelta(seconds=seconds)
+
+
+def choose_provider(
+    names: Sequence[str], attempt_no: int, refused: set[str], failover_after: int
+) -> str | None:
+    """The provider for attempt ``attempt_no`` (1-based): ``failover_after`` attempts on one,
+    then the next, round the list; providers that refused the message are skipped."""
+    usable = [n for n in names if n not in refused]
+    if not usable:
+        return None
+    return usable[((attempt_no - 1) // failover_after) % len(usable)]
+
+
+def _refused(row_value: str) -> set[str]:
+    return {n for n in row_value.split(",") if n}
+
+
+def enqueue(
+    session: AsyncSession,
+    *,
+    reference: str,
+    to: str,
+    sender: str,
+    text: str,
+    kind: SmsKind,
+    subject: str | None,
+    now: dt.datetime,
+    incident_id: str | None = None,
+    official_id: str | None = None,
+    priority: int = 0,
+    ack_timeout_s: int | None = None,
+) -> OutboxMessage:
+    """Store one message to send (validated now: a message that cannot be built never lands in
+    the outbox). The caller commits; wake the worker after the commit."""
+    OutgoingSms(reference, to, sender, text, kind, subject)  # raises on a malformed message
+    row = OutboxMessage(
+        id=uuid.uuid4().hex,
+        reference=reference,
+        incident_id=incident_id,
+        official_id=official_id,
+        to=to,
+        sender=sender,
+        kind=kind,
+        subject=subject,
+        text=text,
+        priority=priority,
+        ack_timeout_s=ack_timeout_s,
+        status=OutboxStatus.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        refused_by="",
+        created_at=now,
+    )
+    session.add(row)
+    return row
+
+
+async def log_event(
+    session: AsyncSession,
+    incident_id: str,
+    kind: IncidentEventKind,
+    at: dt.datetime,
+    *,
+    message_id: str | None = None,
+    official_id: str | None = None,
+    detail: str = "",
+) -> None:
+    session.add(
+        IncidentEvent(
+            incident_id=incident_id,
+            kind=kind,
+            at=at,
+            message_id=message_id,
+            official_id=official_id,
+            detail=detail,
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Msg:
+    """The columns the incident bookkeeping needs (from RETURNING, not an ORM load)."""
+
+    id: str
+    incident_id: str | None
+    official_id: str | None
+    to: str
+    provider: str | None
+    ack_timeout_s: int | None
+
+
+_MSG_COLUMNS = (
+    OutboxMessage.id,
+    OutboxMessage.incident_id,
+    OutboxMessage.official_id,
+    OutboxMessage.to,
+    OutboxMessage.provider,
+    OutboxMessage.ack_timeout_s,
+)
+
+
+def _msg(row: Any) -> _Msg:
+    return _Msg(row[0], row[1], row[2], row[3], row[4], row[5])
+
+
+def _orm_msg(row: OutboxMessage) -> _Msg:
+    return _Msg(row.id, row.incident_id, row.official_id, row.to, row.provider, row.ack_timeout_s)
+
+
+async def _start_ack_clock(session: AsyncSession, msg: _Msg, sent_at: dt.datetime) -> None:
+    """The gateway has the alert: its recipient's acknowledgement clock starts now."""
+    if msg.incident_id is None:
+        return
+    await log_event(
+        session,
+        msg.incident_id,
+        IncidentEventKind.SENT,
+        sent_at,
+        message_id=msg.id,
+        official_id=msg.official_id,
+        detail=msg.provider or "",
+    )
+    if msg.ack_timeout_s is None:
+        return
+    await session.execute(
+        update(Incident)
+        .where(
+            Incident.id == msg.incident_id,
+            Incident.current_message_id == msg.id,
+            Incident.status == IncidentStatus.OPEN,
+            Incident.ack_due_at.is_(None),
+        )
+        .values(ack_due_at=sent_at + dt.timedelta(seconds=msg.ack_timeout_s))
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def _move_chain_on(session: AsyncSession, msg: _Msg, at: dt.datetime, why: str) -> None:
+    """The alert cannot reach its recipient: tell the next step at the next tick."""
+    if msg.incident_id is None:
+        return
+    await log_event(
+        session,
+        msg.incident_id,
+        IncidentEventKind.FAILED,
+        at,
+        message_id=msg.id,
+        official_id=msg.official_id,
+        detail=why[:500],
+    )
+    await session.execute(
+        update(Incident)
+        .where(
+            Incident.id == msg.incident_id,
+            Incident.current_message_id == msg.id,
+            Incident.status == IncidentStatus.OPEN,
+        )
+        .values(ack_due_at=at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+class DeliveryOutcome(enum.StrEnum):
+    STORED = "stored"
+    IGNORED = "ignored"  # older than what we have (a late "accepted" after "delivered")
+    UNKNOWN = "unknown"  # not our reference
+
+
+async def record_delivery(
+    session: AsyncSession, report: DeliveryReport, now: dt.datetime
+) -> DeliveryOutcome:
+    """Store a delivery report against its message (forward only). The caller commits.
+
+    An unknown reference is answered 2xx all the same: Kannel would retry it forever.
+    One UPDATE ... RETURNING on the hot path (two reports per SMS).
+    """
+    lower = [s for s, rank in _RANK.items() if rank < _RANK[report.status]]
+    if not report.status.final:
+        lower.append(report.status)  # buffered after buffered: harmless, keeps the latest time
+    # Our own receipt time: Kannel's %T has whole seconds only and would sort the report
+    # before the send it reports on. Kannel's time goes into the log's detail.
+    at = now
+    kannel_time = f"kannel {report.at:%H:%M:%S}" if report.at else ""
+    values: dict[str, Any] = {"delivery": report.status, "delivery_at": at}
+    if report.status is DeliveryStatus.ACCEPTED:
+        values["accepted_report_at"] = func.coalesce(OutboxMessage.accepted_report_at, at)
+    moved = (
+        await session.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.reference == report.reference,
+                OutboxMessage.delivery.is_(None) | OutboxMessage.delivery.in_(lower),
+            )
+            .values(**values)
+            .returning(*_MSG_COLUMNS)
+            .execution_options(synchronize_session=False)
+        )
+    ).first()
+    if moved is None:
+        found = (
+            await session.execute(
+                select(OutboxMessage.id, OutboxMessage.delivery).where(
+                    OutboxMessage.reference == report.reference
+                )
+            )
+        ).first()
+        exists, known = found is not None, found[1] if found is not None else None
+        if not exists:
+            log.warning("delivery report %s for unknown SMS %s", report.status, report.reference)
+            return DeliveryOutcome.UNKNOWN
+        log.info(
+            "delivery report %s for SMS %s ignored (already %s)",
+            report.status,
+            report.reference,
+            known,
+        )
+        return DeliveryOutcome.IGNORED
+    msg = _msg(moved)
+    if msg.incident_id is not None and report.status is DeliveryStatus.DELIVERED:
+        await log_event(
+            session,
+            msg.incident_id,
+            IncidentEventKind.DELIVERED,
+            at,
+            message_id=msg.id,
+            official_id=msg.official_id,
+            detail=kannel_time,
+        )
+    elif report.status in (DeliveryStatus.UNDELIVERABLE, DeliveryStatus.REJECTED):
+        log.warning(
+            "SMS %s to %s %s by the network: %s",
+            report.reference,
+            mask_phone(msg.to),
+            report.status,
+            report.detail,
+        )
+        await _move_chain_on(session, msg, now, f"{report.status}: {report.detail}")
+    return DeliveryOutcome.STORED
+
+
+async def cancel_pending(session: AsyncSession, incident_id: str) -> int:
+    """Drop the incident's messages not yet handed to a provider (it was acknowledged)."""
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.incident_id == incident_id,
+            OutboxMessage.status == OutboxStatus.PENDING,
+        )
+        .values(status=OutboxStatus.CANCELLED)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    id: str
+    reference: str
+    provider: str
+    attempt_no: int
+    message: OutgoingSms
+
+
+class OutboxWorker:
+    """Sends what the outbox holds: ``run()`` forever (wakes on ``wake()`` or every poll)."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        senders: Sequence[SmsSender],
+        *,
+        config: OutboxConfig | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not senders:
+            raise ValidationError("the outbox needs at least one SMS sender")
+        names = [s.name for s in senders]
+        if len(set(names)) != len(names):
+            raise ValidationError(f"SMS senders must differ: {names}")
+        self._sessions = sessions
+        self._senders = {s.name: s for s in senders}
+        self._names = names
+        self.config = config or OutboxConfig()
+        self._clock = clock or SystemClock()
+        self._token = uuid.uuid4().hex
+        self._wake = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        # Seen by benchmarks and tests: (reference, accepted at) for each send accepted here.
+        self.on_sent: Callable[[str, dt.datetime], None] | None = None
+
+    def wake(self) -> None:
+        """Something was enqueued: look now rather than at the next poll."""
+        self._wake.set()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    # --- claiming ---------------------------------------------------------------------------
+
+    async def _claim(self, limit: int, now: dt.datetime) -> list[_Claimed]:
+        """Take up to ``limit`` due rows in ONE statement: ``UPDATE ... WHERE id IN (due rows)
+        AND status='pending' RETURNING ...`` (PostgreSQL skips rows another worker has locked;
+        SQLite has one writer at a time). The status test makes it compare-and-set."""
+        due = (
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.status == OutboxStatus.PENDING,
+                OutboxMessage.next_attempt_at <= now,
+            )
+            .order_by(
+                OutboxMessage.priority.desc(),
+                OutboxMessage.next_attempt_at,
+                OutboxMessage.created_at,
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claimed: list[_Claimed] = []
+        async with self._sessions() as session:
+            result = (
+                await session.execute(
+                    update(OutboxMessage)
+                    .where(
+                        OutboxMessage.id.in_(due.scalar_subquery()),
+                        OutboxMessage.status == OutboxStatus.PENDING,
+                    )
+                    .values(
+                        status=OutboxStatus.SENDING,
+                        claim_token=self._token,
+                        claimed_at=now,
+                        attempts=OutboxMessage.attempts + 1,
+                    )
+                    .returning(
+                        *_MSG_COLUMNS,
+                        OutboxMessage.reference,
+                        OutboxMessage.sender,
+                        OutboxMessage.text,
+                        OutboxMessage.kind,
+                        OutboxMessage.subject,
+                        OutboxMessage.attempts,
+                        OutboxMessage.refused_by,
+                        OutboxMessage.priority,
+                        OutboxMessage.next_attempt_at,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+            ).all()
+            # RETURNING has no order: urgent first, then oldest.
+            rows = sorted(result, key=lambda r: (-r.priority, r.next_attempt_at))
+            for row in rows:
+                provider = choose_provider(
+                    self._names, row.attempts, _refused(row.refused_by), self.config.failover_after
+                )
+                try:
+                    if provider is None:  # cannot happen: such a row is failed, not pending
+                        raise ValidationError("no provider left that has not refused it")
+                    message = OutgoingSms(
+                        row.reference, row.to, row.sender, row.text, row.kind, row.subject
+                    )
+                except ValidationError as exc:
+                    # Validated at enqueue; a row edited by hand may still be malformed.
+                    await session.execute(
+                        update(OutboxMessage)
+                        .where(OutboxMessage.id == row.id)
+                        .values(status=OutboxStatus.FAILED, last_error=str(exc))
+                        .execution_options(synchronize_session=False)
+                    )
+                    await _move_chain_on(session, _msg(row), now, str(exc))
+                    continue
+                claimed.append(_Claimed(row.id, row.reference, provider, row.attempts, message))
+            await session.commit()
+        return claimed
+
+    # --- sending ----------------------------------------------------------------------------
+
+    async def _send(self, item: _Claimed) -> None:
+        sender = self._senders[item.provider]
+        try:
+            receipt = await sender.send(item.message)
+        except SmsError as exc:
+            await self._failed(item, exc)
+            return
+        except Exception as exc:
+            log.exception("SMS %s via %s: unexpected error", item.reference, item.provider)
+            await self._failed(item, SmsError(f"{type(exc).__name__}: {exc}", retryable=True))
+            return
+        async with self._sessions() as session:
+            done = (
+                await session.execute(
+                    update(OutboxMessage)
+                    .where(
+                        OutboxMessage.id == item.id,
+                        OutboxMessage.status == OutboxStatus.SENDING,
+                        OutboxMessage.claim_token == self._token,
+                    )
+                    .values(
+                        status=OutboxStatus.SENT,
+                        sent_at=receipt.accepted_at,
+                        provider=receipt.provider,
+                        provider_message_id=receipt.provider_message_id,
+                        last_error=None,
+                    )
+                    .returning(*_MSG_COLUMNS)
+                    .execution_options(synchronize_session=False)
+                )
+            ).first()
+            if done is None:
+                # Recovery took the row back: the lease was shorter than this send took.
+                log.error(
+                    "SMS %s accepted by %s after its lease ran out: it may go out twice",
+                    item.reference,
+                    item.provider,
+                )
+                await session.commit()
+                return
+            await _start_ack_clock(session, _msg(done), receipt.accepted_at)
+            await session.commit()
+        if self.on_sent is not None:
+            self.on_sent(item.reference, receipt.accepted_at)
+
+    async def _failed(self, item: _Claimed, exc: SmsError) -> None:
+        now = self._clock.now()
+        async with self._sessions() as session:
+            row = await session.get(OutboxMessage, item.id)
+            if (
+                row is None
+                or row.status is not OutboxStatus.SENDING
+                or row.claim_token != self._token
+            ):
+                await session.commit()
+                return
+            refused = _refused(row.refused_by)
+            if not exc.retryable:
+                refused.add(item.provider)
+            row.refused_by = ",".join(sorted(refused))
+            row.last_error = f"{item.provider}: {exc}"[:1000]
+            out_of_providers = all(n in refused for n in self._names)
+            if out_of_providers or item.attempt_no >= self.config.max_attempts:
+                row.status = OutboxStatus.FAILED
+                log.error(
+                    "SMS %s to %s failed for good after %d attempts: %s",
+                    item.reference,
+                    mask_phone(row.to),
+                    item.attempt_no,
+                    exc,
+                )
+                await _move_chain_on(session, _orm_msg(row), now, row.last_error)
+            else:
+                row.status = OutboxStatus.PENDING
+                # Another provider left to try after a refusal: try it at once.
+                delay = (
+                    dt.timedelta(0) if not exc.retryable else self.config.backoff(item.attempt_no)
+                )
+                row.next_attempt_at = now + delay
+                log.warning(
+                    "SMS %s via %s attempt %d failed (%s); next try in %.1f s",
+                    item.reference,
+                    item.provider,
+                    item.attempt_no,
+                    exc,
+                    delay.total_seconds(),
+                )
+            await session.commit()
+
+    # --- crash recovery ---------------------------------------------------------------------
+
+    async def recover(self, now: dt.datetime | None = None) -> int:
+        """Resolve rows left ``sending`` past the lease (a crashed worker): a delivery report
+        proves the gateway had the message -> ``sent``; none -> ``pending`` (sent again)."""
+        now = now or self._clock.now()
+        cutoff = now - dt.timedelta(seconds=self.config.sending_lease_s)
+        resolved = 0
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(OutboxMessage)
+                    .where(
+                        OutboxMessage.status == OutboxStatus.SENDING,
+                        OutboxMessage.claimed_at < cutoff,
+                    )
+                    .limit(500)
+                )
+            ).scalars()
+            for row in list(rows):
+                proven = row.delivery is not None
+                values: dict[str, Any] = (
+                    {
+                        "status": OutboxStatus.SENT,
+                        "sent_at": row.accepted_report_at or row.delivery_at or row.claimed_at,
+                        "last_error": "recovered: a delivery report proves it was accepted",
+                    }
+                    if proven
+                    else {
+                        "status": OutboxStatus.PENDING,
+                        "next_attempt_at": now,
+                        "last_error": "recovered: no report, sending again (at-least-once)",
+                    }
+                )
+                won = await session.execute(
+                    update(OutboxMessage)
+                    .where(
+                        OutboxMessage.id == row.id,
+                        OutboxMessage.status == OutboxStatus.SENDING,
+                        OutboxMessage.claim_token == row.claim_token,
+                    )
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+                if won.rowcount != 1:  # type: ignore[attr-defined]
+                    continue
+                resolved += 1
+                if proven:
+                    log.warning(
+                        "SMS %s: left sending by a crash, report proves it sent", row.reference
+                    )
+                    await _start_ack_clock(session, _orm_msg(row), values["sent_at"])
+                else:
+                    log.warning(
+                        "SMS %s: left sending by a crash, no report: sending again", row.reference
+                    )
+            await session.commit()
+        return resolved
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Claim what is due and send it all (waits for the sends). Returns how many."""
+        claimed = await self._claim(self.config.batch, self._clock.now())
+        sem = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(item: _Claimed) -> None:
+            async with sem:
+                await self._send(item)
+
+        await asyncio.gather(*(one(item) for item in claimed))
+        return len(claimed)
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Send until nothing is due (tests, one-shot use)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while await self.run_once():
+            if loop.time() > deadline:
+                raise TimeoutError("outbox still busy")
+
+    async def pending_count(self) -> int:
+        async with self._sessions() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(OutboxMessage.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING)))
+            )
+        return int(count or 0)
+
+    async def run(self) -> None:
+        """Send forever, ``concurrency`` messages in flight, claiming as slots free up."""
+        loop = asyncio.get_running_loop()
+        next_recover = 0.0
+        try:
+            while not self._stopping:
+                if loop.time() >= next_recover:
+                    try:
+                        await self.recover()
+                    except Exception:
+                        log.exception("outbox recovery failed")
+                    next_recover = loop.time() + max(1.0, self.config.sending_lease_s / 4)
+                self._wake.clear()
+                free = self.config.concurrency - len(self._inflight)
+                got = 0
+                if free > 0:
+                    try:
+                        claimed = await self._claim(min(free, self.config.batch), self._clock.now())
+                    except Exception:
+                        log.exception("outbox claim failed")
+                        claimed = []
+                    got = len(claimed)
+                    for item in claimed:
+                        task = asyncio.create_task(self._send(item), name=f"sms-{item.reference}")
+                        self._inflight.add(task)
+                        task.add_done_callback(self._done)
+                if got and got == free:
+                    # Slots full: wait for one to free up (its callback sets the event).
+                    await self._wait(self.config.poll_interval_s)
+                elif not got:
+                    await self._wait(self.config.poll_interval_s)
+        finally:
+            await self._cancel_inflight()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("SMS send task failed", exc_info=task.exception())
+        self._wake.set()
+
+    async def _wait(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout_s)
+
+    async def _cancel_inflight(self) -> None:
+        # Sends in flight finish (they are short and bounded by the provider timeout): a
+        # cancelled send could leave a row "sending" that only the lease would resolve.
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        for sender in self._senders.values():
+            await sender.aclose()

@@ -1,0 +1,792 @@
+"""Escalation use cases: open an incident when a case closes, move it along its chain on a
+clock, take acknowledgements (reply SMS or link) and findings, send the device digest.
+
+Everything durable is in the database: the incident, its timed log, and the SMS rows in the
+outbox (stored in the same transaction that decides to send them). The outbox worker sends;
+this module only decides and stores, so a crash anywhere loses nothing:
+
+- the listener (:meth:`EscalationService.on_checkin_closed`) opens the incident right after a
+  case closes; if that call is lost (crash between the case's commit and the listener), the
+  sweep in :meth:`EscalationService.escalate_due` opens it a few seconds later;
+- ``escalate_due`` is idempotent and safe to run from several processes: each incident moves
+  by compare-and-set on its ``ack_due_at``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import enum
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import inspect, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from anbu.container import Container
+from anbu.db.models import Checkin, District, Resident
+from anbu.db.models_escalation import (
+    EscalationChain,
+    InboundSms,
+    Incident,
+    OutboxMessage,
+    ResidentFinding,
+)
+from anbu.domain.calling_hours import zone
+from anbu.domain.checkin import Outcome
+from anbu.domain.phone import mask_phone
+from anbu.errors import NotFoundError, ValidationError
+from anbu.ports import Clock, SystemClock
+from anbu.services.checkins import CheckinClosed
+from anbu.settings import Settings
+from escalation import dlr
+from escalation.outbox import (
+    DeliveryOutcome,
+    OutboxConfig,
+    OutboxWorker,
+    cancel_pending,
+    enqueue,
+    log_event,
+    record_delivery,
+)
+from escalation.policy import (
+    SEOUL,
+    AlertFacts,
+    AttemptFacts,
+    DutyHours,
+    Finding,
+    Step,
+    Urgency,
+    alert_for,
+    codes_in,
+    digest_line,
+    korean_holiday,
+    mask_name,
+    next_step,
+    render_alert,
+    render_digest,
+)
+from escalation.providers import SmsSender, sender_from_settings
+from escalation.states import AckChannel, IncidentEventKind, IncidentStatus
+
+log = logging.getLogger(__name__)
+
+ALERT_OUTCOMES = tuple(o for o in Outcome if alert_for(o) is not None)
+PRIORITY = {Urgency.URGENT: 2, Urgency.NORMAL: 1}
+DIGEST_PRIORITY = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationConfig:
+    public_url: str
+    sender: str
+    tz: dt.tzinfo = SEOUL
+    holidays: Callable[[dt.date], bool] = korean_holiday
+    sweep_lookback: dt.timedelta = dt.timedelta(hours=48)
+    sweep_grace: dt.timedelta = dt.timedelta(seconds=10)
+    no_chain_retry: dt.timedelta = dt.timedelta(seconds=60)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EscalationConfig:
+        esc = settings.escalation
+        return cls(
+            public_url=settings.public_url.rstrip("/"),
+            sender=settings.sms.sender,
+            tz=zone(settings.scheduling.timezone),
+            sweep_lookback=dt.timedelta(hours=esc.sweep_lookback_h),
+            sweep_grace=dt.timedelta(seconds=esc.sweep_grace_s),
+            no_chain_retry=dt.timedelta(seconds=esc.no_chain_retry_s),
+        )
+
+    def link(self, token: str) -> str:
+        return f"{self.public_url}/ack/{token}"
+
+
+def duty_of(days: str, start_min: int, end_min: int, on_holidays: bool) -> DutyHours:
+    return DutyHours(
+        frozenset(int(d) for d in days),
+        dt.time(start_min // 60, start_min % 60),
+        dt.time(end_min // 60 % 24, end_min % 60),
+        on_holidays,
+    )
+
+
+class ReplyOutcome(enum.StrEnum):
+    ACKNOWLEDGED = "acknowledged"
+    ALREADY = "already_acknowledged"
+    DUPLICATE = "duplicate"  # the same SMS again (Kannel retried its callback)
+    NO_CODE = "no_code"
+    NO_MATCH = "no_match"  # a code, but no incident of this sender has it
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyResult:
+    outcome: ReplyOutcome
+    incident_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentView:
+    """What the ack page shows (no full name, no number)."""
+
+    incident: Incident
+    resident_masked: str
+    dong: str
+    events: list[tuple[dt.datetime, IncidentEventKind, str]] = field(default_factory=list)
+
+
+async def _chain_for(session: AsyncSession, district_id: int, dong: str) -> EscalationChain | None:
+    """The dong's own chain, else the district's default chain (dong "")."""
+    rows = (
+        await session.execute(
+            select(EscalationChain).where(
+                EscalationChain.district_id == district_id,
+                EscalationChain.dong.in_((dong, "")),
+            )
+        )
+    ).scalars()
+    chains = {c.dong: c for c in rows}
+    return chains.get(dong) or chains.get("")
+
+
+def _steps(chain: EscalationChain) -> list[Step]:
+    return [
+        Step(
+            s.position,
+            s.official_id,
+            s.ack_timeout_s,
+            duty_of(s.duty_days, s.duty_start_min, s.duty_end_min, s.duty_on_holidays),
+        )
+        for s in chain.steps
+        if s.official.active
+    ]
+
+
+async def _free_code(session: AsyncSession) -> str:
+    """A 4-digit reply code no open incident uses (so a reply names one incident)."""
+    for _ in range(50):
+        code = f"{secrets.randbelow(10_000):04d}"
+        taken = await session.scalar(
+            select(Incident.id)
+            .where(Incident.code == code, Incident.status != IncidentStatus.ACKNOWLEDGED)
+            .limit(1)
+        )
+        if taken is None:
+            return code
+    # 10,000 codes, almost all taken: a reply still matches by sender too.
+    return f"{secrets.randbelow(10_000):04d}"
+
+
+class EscalationService:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        config: EscalationConfig,
+        *,
+        clock: Clock | None = None,
+        wake: Callable[[], None] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self.config = config
+        self._clock = clock or SystemClock()
+        self._wake = wake or (lambda: None)
+
+    # --- opening ------------------------------------------------------------------------------
+
+    async def on_checkin_closed(self, event: CheckinClosed) -> None:
+        """The :data:`anbu.services.checkins.CheckinListener`: alert at once if needed."""
+        if alert_for(event.outcome) is None:
+            return
+        await self.open_incident(event.checkin_id, self._clock.now())
+
+    async def open_incident(self, checkin_id: str, now: dt.datetime) -> str | None:
+        """Open the incident of a closed case and queue its first SMS. Idempotent: returns
+        None when the case needs no alert or already has an incident."""
+        async with self._sessions() as session:
+            checkin = await session.get(Checkin, checkin_id)
+            if checkin is None:
+                raise NotFoundError("check-in", checkin_id)
+            if not checkin.status.is_final or checkin.outcome is None:
+                return None
+            urgency = alert_for(checkin.outcome)
+            if urgency is None:
+                return None
+            resident = checkin.resident
+            incident = Incident(
+                checkin_id=checkin.id,
+                resident_id=resident.id,
+                district_id=resident.district_id,
+                outcome=checkin.outcome,
+                urgency=urgency,
+                status=IncidentStatus.OPEN,
+                code=await _free_code(session),
+                token=secrets.token_urlsafe(16),
+                step_count=0,
+                case_closed_at=checkin.closed_at or now,
+                opened_at=now,
+            )
+            session.add(incident)
+            try:
+                await session.flush()
+                await log_event(
+                    session,
+                    incident.id,
+                    IncidentEventKind.OPENED,
+                    now,
+                    detail=f"{checkin.outcome} ({urgency}); case closed "
+                    f"{(checkin.closed_at or now).astimezone(self.config.tz):%Y-%m-%d %H:%M:%S}",
+                )
+                await self._tell_next(session, incident, checkin, now)
+                await session.commit()
+            except IntegrityError:
+                # The sweep and the listener raced for the same case: the other one won.
+                await session.rollback()
+                return None
+            incident_id = incident.id
+        log.info(
+            "incident %s opened for check-in %s (%s, %s)",
+            incident_id,
+            checkin_id,
+            checkin.outcome,
+            urgency,
+        )
+        self._wake()
+        return incident_id
+
+    async def _tell_next(
+        self, session: AsyncSession, incident: Incident, checkin: Checkin, now: dt.datetime
+    ) -> None:
+        """Queue the SMS to the next step on duty, or mark the chain used up."""
+        resident = checkin.resident
+        chain = await _chain_for(session, incident.district_id, resident.dong)
+        steps = _steps(chain) if chain is not None else []
+        step = (
+            next_step(
+                steps,
+                incident.step_position,
+                now,
+                tz=self.config.tz,
+                holidays=self.config.holidays,
+            )
+            if steps
+            else None
+        )
+        if step is None:
+            if incident.step_count == 0:
+                # Nobody to tell yet: keep the incident open and retry routing (a chain may be
+                # added); never drop it.
+                if incident.ack_due_at is None:
+                    log.error(
+                        "incident %s: no escalation chain for district %s dong %r",
+                        incident.id,
+                        incident.district_id,
+                        resident.dong,
+                    )
+                    await log_event(
+                        session,
+                        incident.id,
+                        IncidentEventKind.NO_CHAIN,
+                        now,
+                        detail=f"district {incident.district_id} dong {resident.dong!r}",
+                    )
+                incident.ack_due_at = now + self.config.no_chain_retry
+                return
+            incident.status = IncidentStatus.EXHAUSTED
+            incident.ack_due_at = None
+            log.error("incident %s: every step told, nobody acknowledged", incident.id)
+            await log_event(session, incident.id, IncidentEventKind.EXHAUSTED, now)
+            return
+        assert chain is not None  # a step came from it
+        chain_step = next(s for s in chain.steps if s.position == step.position)
+        official = chain_step.official
+        facts = AlertFacts(
+            resident_name=resident.name,
+            dong=resident.dong,
+            district_name=resident.district.name,
+            outcome=incident.outcome,
+            urgency=incident.urgency,
+            reason=checkin.reason,
+            attempts=tuple(
+                AttemptFacts(
+                    a.attempt_no,
+                    a.status,
+                    a.result,
+                    a.reply,
+                    a.originated_at or a.scheduled_for,
+                )
+                for a in checkin.attempts
+            ),
+            closed_at=incident.case_closed_at,
+            code=incident.code,
+            link=self.config.link(incident.token),
+            step_number=incident.step_count + 1,
+        )
+        composed = render_alert(facts, tz=self.config.tz)
+        message = enqueue(
+            session,
+            reference=f"inc{incident.id}.{incident.step_count + 1}",
+            to=official.phone,
+            sender=self.config.sender,
+            text=composed.text,
+            kind=composed.kind,
+            subject=composed.subject,
+            now=now,
+            incident_id=incident.id,
+            official_id=official.id,
+            priority=PRIORITY[incident.urgency],
+            ack_timeout_s=step.ack_timeout_s,
+        )
+        incident.step_position = step.position
+        incident.step_count += 1
+        incident.current_message_id = message.id
+        incident.ack_due_at = None  # starts when the gateway accepts the SMS
+        await log_event(
+            session,
+            incident.id,
+            IncidentEventKind.QUEUED,
+            now,
+            message_id=message.id,
+            official_id=official.id,
+            detail=f"step {step.position} ({official.role}) {mask_phone(official.phone)}",
+        )
+
+    # --- the clock ------------------------------------------------------------------------------
+
+    async def escalate_due(self, now: dt.datetime | None = None) -> int:
+        """The timer tick: open incidents the listener missed, and tell the next step of every
+        incident whose acknowledgement clock ran out. Returns how many incidents moved."""
+        now = now or self._clock.now()
+        moved = 0
+        for checkin_id in await self._missed_cases(now):
+            if await self.open_incident(checkin_id, now) is not None:
+                log.warning("incident for check-in %s opened by the sweep", checkin_id)
+                moved += 1
+        async with self._sessions() as session:
+            due = (
+                await session.execute(
+                    select(Incident.id, Incident.ack_due_at)
+                    .where(
+                        Incident.status == IncidentStatus.OPEN,
+                        Incident.ack_due_at <= now,
+                    )
+                    .order_by(Incident.ack_due_at)
+                    .limit(500)
+                )
+            ).all()
+        for incident_id, due_at in due:
+            if due_at is not None and await self._escalate(incident_id, due_at, now):
+                moved += 1
+        if moved:
+            self._wake()
+        return moved
+
+    async def _missed_cases(self, now: dt.datetime) -> list[str]:
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Checkin.id)
+                .outerjoin(Incident, Incident.checkin_id == Checkin.id)
+                .where(
+                    Incident.id.is_(None),
+                    Checkin.outcome.in_(ALERT_OUTCOMES),
+                    Checkin.closed_at >= now - self.config.sweep_lookback,
+                    Checkin.closed_at <= now - self.config.sweep_grace,
+                )
+                .limit(500)
+            )
+            return [r[0] for r in rows]
+
+    async def _escalate(self, incident_id: str, due_at: dt.datetime, now: dt.datetime) -> bool:
+        async with self._sessions() as session:
+            won = await session.execute(
+                update(Incident)
+                .where(
+                    Incident.id == incident_id,
+                    Incident.status == IncidentStatus.OPEN,
+                    Incident.ack_due_at == due_at,
+                )
+                .values(ack_due_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            if won.rowcount != 1:  # type: ignore[attr-defined]
+                return False  # acknowledged, or another tick took it
+            incident = await session.get(Incident, incident_id)
+            assert incident is not None
+            await session.refresh(incident)
+            checkin = await session.get(Checkin, incident.checkin_id)
+            assert checkin is not None
+            if incident.step_count > 0:
+                await log_event(
+                    session,
+                    incident.id,
+                    IncidentEventKind.ESCALATED,
+                    now,
+                    detail=f"no acknowledgement from step {incident.step_position} "
+                    f"by {due_at.astimezone(self.config.tz):%H:%M:%S}",
+                )
+            await self._tell_next(session, incident, checkin, now)
+            await session.commit()
+        log.info("incident %s escalated", incident_id)
+        return True
+
+    # --- acknowledgements ---------------------------------------------------------------------
+
+    async def _acknowledge(
+        self,
+        session: AsyncSession,
+        incident: Incident,
+        channel: AckChannel,
+        official_id: str | None,
+        now: dt.datetime,
+        detail: str,
+    ) -> bool:
+        won = await session.execute(
+            update(Incident)
+            .where(
+                Incident.id == incident.id,
+                Incident.status.in_((IncidentStatus.OPEN, IncidentStatus.EXHAUSTED)),
+            )
+            .values(
+                status=IncidentStatus.ACKNOWLEDGED,
+                acknowledged_at=now,
+                acknowledged_by=official_id,
+                ack_channel=channel,
+                ack_due_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if won.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        cancelled = await cancel_pending(session, incident.id)
+        await log_event(
+            session,
+            incident.id,
+            IncidentEventKind.ACKNOWLEDGED,
+            now,
+            official_id=official_id,
+            detail=f"{channel}; {detail}" + (f"; {cancelled} SMS not sent" if cancelled else ""),
+        )
+        await session.refresh(incident)
+        log.info("incident %s acknowledged by %s", incident.id, channel)
+        return True
+
+    async def handle_reply(
+        self, sms: dlr.InboundSms, now: dt.datetime | None = None
+    ) -> ReplyResult:
+        """An official's reply SMS: the code in it acknowledges the incident it was sent for.
+
+        Only an incident whose SMS went to the replying number matches, so a stray code from
+        another phone acknowledges nothing. Stored first; a repeated message id is dropped.
+        """
+        now = now or self._clock.now()
+        async with self._sessions() as session:
+            row = InboundSms(
+                message_id=sms.message_id,
+                sender=sms.sender,
+                text=sms.text[:2000],
+                received_at=now,
+            )
+            session.add(row)
+            try:
+                await session.flush()
+            except IntegrityError:
+                await session.rollback()
+                log.info("reply %s from %s again: dropped", sms.message_id, mask_phone(sms.sender))
+                return ReplyResult(ReplyOutcome.DUPLICATE)
+            codes = codes_in(sms.text)
+            if not codes:
+                await session.commit()
+                log.info("reply from %s without a code", mask_phone(sms.sender))
+                return ReplyResult(ReplyOutcome.NO_CODE)
+            matches = (
+                await session.execute(
+                    select(Incident, OutboxMessage.official_id)
+                    .join(OutboxMessage, OutboxMessage.incident_id == Incident.id)
+                    .where(Incident.code.in_(codes), OutboxMessage.to == sms.sender)
+                    .order_by(Incident.opened_at.desc())
+                )
+            ).all()
+            seen: dict[str, tuple[Incident, str | None]] = {}
+            for incident, official_id in matches:
+                seen.setdefault(incident.id, (incident, official_id))
+            acked: list[str] = []
+            already: list[str] = []
+            for incident, official_id in seen.values():
+                detail = f"reply from {mask_phone(sms.sender)}"
+                if await self._acknowledge(
+                    session, incident, AckChannel.SMS, official_id, now, detail
+                ):
+                    acked.append(incident.id)
+                else:
+                    already.append(incident.id)
+                    await log_event(
+                        session,
+                        incident.id,
+                        IncidentEventKind.REPLY,
+                        now,
+                        official_id=official_id,
+                        detail=f"{detail} (already acknowledged)",
+                    )
+            matched = acked or already
+            row.incident_id = matched[0] if matched else None
+            await session.commit()
+        if acked:
+            return ReplyResult(ReplyOutcome.ACKNOWLEDGED, tuple(acked))
+        if already:
+            return ReplyResult(ReplyOutcome.ALREADY, tuple(already))
+        log.info("reply from %s: code matches no incident of that number", mask_phone(sms.sender))
+        return ReplyResult(ReplyOutcome.NO_MATCH)
+
+    async def view(self, token: str) -> IncidentView:
+        async with self._sessions() as session:
+            incident = await self._by_token(session, token)
+            resident = await session.get(Resident, incident.resident_id)
+            assert resident is not None
+            return IncidentView(incident, mask_name(resident.name), resident.dong)
+
+    async def _by_token(self, session: AsyncSession, token: str) -> Incident:
+        incident = (
+            await session.execute(select(Incident).where(Incident.token == token))
+        ).scalar_one_or_none()
+        if incident is None:
+            raise NotFoundError("incident", "for this link")
+        return incident
+
+    async def acknowledge_link(
+        self,
+        token: str,
+        finding: Finding | None,
+        note: str = "",
+        now: dt.datetime | None = None,
+    ) -> Incident:
+        """The link: acknowledge (if not yet) and record what was found (if given)."""
+        now = now or self._clock.now()
+        note = note.strip()[:2000]
+        async with self._sessions() as session:
+            incident = await self._by_token(session, token)
+            await self._acknowledge(session, incident, AckChannel.LINK, None, now, "link")
+            if finding is not None:
+                incident.finding = finding
+                incident.finding_note = note
+                incident.finding_at = now
+                incident.closed_at = now
+                session.add(
+                    ResidentFinding(
+                        resident_id=incident.resident_id,
+                        incident_id=incident.id,
+                        official_id=incident.acknowledged_by,
+                        finding=finding,
+                        note=note,
+                        at=now,
+                    )
+                )
+                await log_event(
+                    session,
+                    incident.id,
+                    IncidentEventKind.FINDING,
+                    now,
+                    detail=f"{finding}" + (f": {note[:200]}" if note else ""),
+                )
+            elif note:
+                raise ValidationError("a note needs a finding")
+            await session.commit()
+            return incident
+
+    # --- delivery reports -----------------------------------------------------------------
+
+    async def record_delivery(
+        self, report: dlr.DeliveryReport, now: dt.datetime | None = None
+    ) -> bool:
+        now = now or self._clock.now()
+        async with self._sessions() as session:
+            outcome = await record_delivery(session, report, now)
+            await session.commit()
+        return outcome is not DeliveryOutcome.UNKNOWN
+
+    # --- the daily device digest --------------------------------------------------------------
+
+    async def send_device_digest(self, now: dt.datetime | None = None) -> int:
+        """Queue one SMS per district listing its open device problems (dead plug, app not
+        syncing): a job for staff, not a page. At most one per district per local day (the
+        reference carries the date). Returns how many digests were queued."""
+        now = now or self._clock.now()
+        try:
+            from anbu.db.models_signals import Device, DeviceTask
+            from anbu.domain.risk import TaskStatus
+        except ImportError:  # the risk room is not installed
+            return 0
+        async with self._sessions() as session:
+            conn = await session.connection()
+            present = await conn.run_sync(lambda c: inspect(c).has_table("device_tasks"))
+            if not present:
+                log.warning("device digest: no device_tasks table (risk migration missing)")
+                return 0
+            rows = (
+                await session.execute(
+                    select(DeviceTask, Device, Resident)
+                    .join(Device, Device.id == DeviceTask.device_pk)
+                    .join(Resident, Resident.id == DeviceTask.resident_id)
+                    .where(DeviceTask.status == TaskStatus.OPEN)
+                    .order_by(Resident.district_id, Resident.dong, DeviceTask.opened_at)
+                )
+            ).all()
+            by_district: dict[int, list[str]] = {}
+            for task, device, resident in rows:
+                since = device.last_seen_at or task.opened_at
+                hours = max(0.0, (now - since).total_seconds() / 3600)
+                by_district.setdefault(resident.district_id, []).append(
+                    digest_line(
+                        resident.name,
+                        resident.dong,
+                        DEVICE_WORDS.get(str(device.kind), str(device.kind)),
+                        ISSUE_WORDS.get(str(task.kind), str(task.kind)),
+                        hours,
+                    )
+                )
+            day = now.astimezone(self.config.tz).date()
+            queued = 0
+            for district_id, items in by_district.items():
+                reference = f"dig{district_id}.{day:%Y%m%d}"
+                if await session.scalar(
+                    select(OutboxMessage.id).where(OutboxMessage.reference == reference)
+                ):
+                    continue
+                chain = await _chain_for(session, district_id, "")
+                steps = [s for s in (chain.steps if chain else []) if s.official.active]
+                if not steps:
+                    log.error("device digest: no chain for district %s", district_id)
+                    continue
+                district = await session.get(District, district_id)
+                composed = render_digest(district.name if district else "", items, day)
+                enqueue(
+                    session,
+                    reference=reference,
+                    to=steps[0].official.phone,
+                    sender=self.config.sender,
+                    text=composed.text,
+                    kind=composed.kind,
+                    subject=composed.subject,
+                    now=now,
+                    official_id=steps[0].official_id,
+                    priority=DIGEST_PRIORITY,
+                )
+                queued += 1
+            await session.commit()
+        if queued:
+            self._wake()
+        return queued
+
+
+DEVICE_WORDS = {
+    "plug": "스마트플러그",
+    "app": "걸음앱",
+    "motion_sensor": "동작센서",
+    "door_sensor": "문열림센서",
+}
+ISSUE_WORDS = {"stale": "무신호", "offline": "꺼짐"}
+
+
+async def escalate_due(
+    sessions: async_sessionmaker[AsyncSession],
+    now: dt.datetime,
+    *,
+    config: EscalationConfig | None = None,
+    wake: Callable[[], None] | None = None,
+) -> int:
+    """The timer the scheduler calls every few seconds.
+
+    See :meth:`EscalationService.escalate_due`; settings come from ``get_settings()`` unless
+    ``config`` is given."""
+    if config is None:
+        from anbu.settings import get_settings
+
+        config = EscalationConfig.from_settings(get_settings())
+    return await EscalationService(sessions, config, wake=wake).escalate_due(now)
+
+
+def active_steps(chain: EscalationChain) -> Sequence[Step]:
+    return _steps(chain)
+
+
+class EscalationRuntime:
+    """What ``anbu serve`` runs for escalation: the service, the outbox worker (a task), and
+    the scheduler's tick (timers, the sweep, the daily device digest)."""
+
+    def __init__(
+        self,
+        service: EscalationService,
+        worker: OutboxWorker,
+        clock: Clock,
+        digest_time: dt.time,
+    ) -> None:
+        self.service = service
+        self.worker = worker
+        self._clock = clock
+        self._digest_time = digest_time
+        self._digest_day: dt.date | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def on_checkin_closed(self) -> Callable[[CheckinClosed], Awaitable[None]]:
+        return self.service.on_checkin_closed
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.worker.run(), name="sms-outbox")
+
+    async def tick(self) -> int:
+        """Every few seconds (``scheduling.escalation_interval_s``)."""
+        now = self._clock.now()
+        moved = await self.service.escalate_due(now)
+        local = now.astimezone(self.service.config.tz)
+        if local.time() >= self._digest_time and self._digest_day != local.date():
+            # Once a day per process; the outbox reference makes it once a day overall.
+            await self.service.send_device_digest(now)
+            self._digest_day = local.date()
+        return moved
+
+    async def aclose(self) -> None:
+        self.worker.stop()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.worker.aclose()
+
+
+def senders_from_settings(settings: Settings) -> list[SmsSender]:
+    """The configured provider, then ``sms.fallback_provider`` if set."""
+    senders = [sender_from_settings(settings)]
+    fallback = settings.sms.fallback_provider
+    if fallback and fallback.strip().lower() != senders[0].name:
+        senders.append(sender_from_settings(settings, fallback))
+    return senders
+
+
+async def build_escalation(container: Container) -> EscalationRuntime:
+    """Build and start escalation for ``anbu serve``: the outbox worker runs from here on; the
+    API's routes find the service in ``container.extras["escalation"]``."""
+    settings = container.settings
+    worker = OutboxWorker(
+        container.sessions,
+        senders_from_settings(settings),
+        config=OutboxConfig.from_settings(settings),
+        clock=container.clock,
+    )
+    service = EscalationService(
+        container.sessions,
+        EscalationConfig.from_settings(settings),
+        clock=container.clock,
+        wake=worker.wake,
+    )
+    hour, _, minute = settings.escalation.digest_time.partition(":")
+    runtime = EscalationRuntime(
+        service, worker, container.clock, dt.time(int(hour), int(minute or 0))
+    )
+    container.extras["escalation"] = service
+    container.extras["outbox"] = worker
+    runtime.start()
+    return runtime

@@ -1,0 +1,48 @@
+"""Statuses of the escalation tables (pure enums, shared by the models and the service)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class OfficialRole(enum.StrEnum):
+    DONG = "dong"  # 동 주민센터 복지 담당
+    GU = "gu"  # 구청 복지 담당
+    CENTRE = "centre"  # 야간/휴일 당직 센터
+
+
+class IncidentStatus(enum.StrEnum):
+    OPEN = "open"  # told someone, waiting for an acknowledgement
+    ACKNOWLEDGED = "acknowledged"
+    EXHAUSTED = "exhausted"  # every step told, nobody acknowledged (still acknowledgeable)
+
+    @property
+    def ackable(self) -> bool:
+        return self is not IncidentStatus.ACKNOWLEDGED
+
+
+class AckChannel(enum.StrEnum):
+    SMS = "sms"  # a reply with the code
+    LINK = "link"  # the /ack/{token} page
+
+
+class IncidentEventKind(enum.StrEnum):
+    OPENED = "opened"  # the case closed with an alerting outcome
+    QUEUED = "queued"  # an SMS to a step's official was stored in the outbox
+    SENT = "sent"  # the gateway accepted it (the ack clock starts)
+    DELIVERED = "delivered"  # the handset got it (delivery report)
+    FAILED = "failed"  # the SMS cannot be delivered (the chain moves on)
+    ESCALATED = "escalated"  # the ack clock ran out: the next step is told
+    ACKNOWLEDGED = "acknowledged"
+    FINDING = "finding"  # the official recorded what they found
+    EXHAUSTED = "exhausted"  # nobody left to tell
+    NO_CHAIN = "no_chain"  # no chain (or no active official) for the resident's district/dong
+    REPLY = "reply"  # a reply that acknowledged nothing new (already acknowledged)
+
+
+class OutboxStatus(enum.StrEnum):
+    PENDING = "pending"  # stored, waiting to be sent (or to be retried at next_attempt_at)
+    SENDING = "sending"  # claimed by a worker; a provider may be taking it right now
+    SENT = "sent"  # a provider accepted it
+    FAILED = "failed"  # every provider refused it, or attempts ran out
+    CANCELLED = "cancelled"  # not sent: the incident was acknowledged before its turn

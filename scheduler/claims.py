@@ -1,0 +1,260 @@
+"""Claiming due attempts and reconciling lost ones: the database side of the dispatcher.
+
+A claim pass, in one transaction:
+1. (PostgreSQL) take the claim-pass advisory lock, so the global cap is counted exactly;
+2. count attempts ``dialing`` anywhere (every worker) against the global cap;
+3. read due attempts, severe first, then oldest due -- on PostgreSQL ``FOR UPDATE SKIP
+   LOCKED`` so no two workers can hold the same row; on SQLite a compare-and-set update;
+4. per attempt apply the resident's calling hours: out of hours -> ``scheduled_for`` moves to
+   the next allowed time; never callable (do-not-call, open hold) -> the case closes for an
+   official; otherwise -> ``dialing`` with the claim recorded under this worker's life.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from anbu.db.models import CallAttempt, Checkin, Resident
+from anbu.db.models_scheduling import AttemptClaim
+from anbu.domain.calling_hours import CallingWindow, blocked_reason, next_allowed
+from anbu.domain.checkin import AttemptStatus, CheckinStatus
+from anbu.domain.phone import mask_phone
+from anbu.domain.retry import RetryPolicy
+from anbu.services.checkins import CheckinClosed, close_undialable, lose_attempt
+from scheduler.rules import ResidentRules, load_rules
+from scheduler.workers import serialise_claims
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    attempt_id: str
+    channel_id: str
+    number: str
+    checkin_id: str
+    resident_id: str
+    priority: int
+    trunk: str
+    policy: RetryPolicy
+    created_at: dt.datetime  # when the case was opened (latency measurements)
+
+
+@dataclass(slots=True)
+class ClaimPass:
+    claimed: list[Claimed] = field(default_factory=list)
+    deferred: int = 0  # moved to the next allowed time
+    closed: list[CheckinClosed] = field(default_factory=list)
+    next_due: dt.datetime | None = None  # earliest scheduled attempt left, for the wait
+    # The read window was full and capacity is left: run another pass at once.
+    more: bool = False
+
+
+async def claim_due(
+    session: AsyncSession,
+    *,
+    worker_id: int,
+    now: dt.datetime,
+    global_cap: int,
+    can_start: Callable[[str], bool],
+    limit: int,
+    trunk_of: Callable[[str], str],
+    severe_priority: int,
+    default_policy: RetryPolicy,
+    default_window: CallingWindow,
+) -> ClaimPass:
+    """One claim pass (see the module doc). ``limit`` is what this process may start now
+    (its own cap and rate); ``can_start(trunk)`` is asked before each claim. Commits."""
+    out = ClaimPass()
+    postgres = session.get_bind().dialect.name == "postgresql"
+    await serialise_claims(session)
+    dialing = (
+        await session.execute(
+            select(func.count())
+            .select_from(CallAttempt)
+            .where(CallAttempt.status == AttemptStatus.DIALING)
+        )
+    ).scalar_one()
+    free = min(limit, global_cap - dialing)
+    if free > 0:
+        window = free * 2 + 8
+        query = (
+            select(
+                CallAttempt.id,
+                CallAttempt.channel_id,
+                CallAttempt.number,
+                Checkin.id,
+                Checkin.resident_id,
+                Checkin.priority,
+                Checkin.created_at,
+                Resident.phone,
+            )
+            .join(Checkin, Checkin.id == CallAttempt.checkin_id)
+            .join(Resident, Resident.id == Checkin.resident_id)
+            .where(
+                CallAttempt.status == AttemptStatus.SCHEDULED,
+                CallAttempt.scheduled_for <= now,
+            )
+            .order_by(Checkin.priority.desc(), CallAttempt.scheduled_for, CallAttempt.id)
+            # Read a little more than we can start: some rows may be out of hours.
+            .limit(window)
+        )
+        if postgres:
+            query = query.with_for_update(of=CallAttempt, skip_locked=True)
+        rows = (await session.execute(query)).all()
+        rules = await load_rules(
+            session,
+            {(r[4], r[7]) for r in rows},
+            now,
+            default_policy=default_policy,
+            default_window=default_window,
+        )
+        candidates: dict[str, Claimed] = {}
+        for attempt_id, channel_id, number, checkin_id, resident_id, prio, created, _ in rows:
+            rule: ResidentRules = rules[resident_id]
+            severe = prio >= severe_priority
+            blocked = blocked_reason(now, rule.window, severe=severe)
+            if blocked is not None:
+                log.info("check-in %s: %s; closing it for an official", checkin_id, blocked)
+                closed = await close_undialable(session, checkin_id, str(blocked), now)
+                if closed is not None:
+                    out.closed.append(closed)
+                continue
+            at = next_allowed(now, rule.window, severe=severe)
+            if at is None or at > now:
+                if at is None:  # e.g. nothing within the horizon: treat as blocked
+                    closed = await close_undialable(session, checkin_id, "no allowed time", now)
+                    if closed is not None:
+                        out.closed.append(closed)
+                    continue
+                await session.execute(
+                    update(CallAttempt).where(CallAttempt.id == attempt_id).values(scheduled_for=at)
+                )
+                out.deferred += 1
+                log.info("attempt %s: outside calling hours; moved to %s", channel_id, at)
+                continue
+            if len(candidates) >= free:
+                continue  # keep reading: later rows may still need deferring
+            trunk = trunk_of(number)
+            if not can_start(trunk):
+                continue
+            candidates[attempt_id] = Claimed(
+                attempt_id=attempt_id,
+                channel_id=channel_id,
+                number=number,
+                checkin_id=checkin_id,
+                resident_id=resident_id,
+                priority=prio,
+                trunk=trunk,
+                policy=rule.policy,
+                created_at=created,
+            )
+        if candidates:
+            # One compare-and-set for all: on PostgreSQL the rows are locked already; on SQLite
+            # the status condition makes a row claimed elsewhere drop out of RETURNING.
+            won = set(
+                (
+                    await session.execute(
+                        update(CallAttempt)
+                        .where(
+                            CallAttempt.id.in_(list(candidates)),
+                            CallAttempt.status == AttemptStatus.SCHEDULED,
+                        )
+                        .values(status=AttemptStatus.DIALING, originated_at=now)
+                        .returning(CallAttempt.id)
+                    )
+                ).scalars()
+            )
+            out.claimed = [c for aid, c in candidates.items() if aid in won]
+            if out.claimed:
+                await session.execute(
+                    update(Checkin)
+                    .where(Checkin.id.in_([c.checkin_id for c in out.claimed]))
+                    .values(status=CheckinStatus.DIALING, updated_at=now)
+                )
+                await session.execute(
+                    insert(AttemptClaim),
+                    [
+                        {"attempt_id": c.attempt_id, "worker_id": worker_id, "claimed_at": now}
+                        for c in out.claimed
+                    ],
+                )
+            for c in out.claimed:
+                log.debug("attempt %s to %s claimed", c.channel_id, mask_phone(c.number))
+        out.more = (
+            len(rows) == window
+            and len(out.claimed) < free
+            and bool(out.deferred or out.closed)  # not when a trunk cap held them back
+        )
+    out.next_due = (
+        await session.execute(
+            select(func.min(CallAttempt.scheduled_for)).where(
+                CallAttempt.status == AttemptStatus.SCHEDULED
+            )
+        )
+    ).scalar_one_or_none()
+    await session.commit()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    attempt_id: str
+    channel_id: str
+    resident_id: str
+    number: str
+    originated_at: dt.datetime | None
+
+
+async def orphaned_attempts(
+    session: AsyncSession, *, live_workers: set[int], own_inflight: set[str]
+) -> list[Lost]:
+    """Attempts ``dialing`` that no live worker is dialing: their worker life died (or, for an
+    attempt without a claim row, nobody recorded one)."""
+    rows = (
+        await session.execute(
+            select(
+                CallAttempt.id,
+                CallAttempt.channel_id,
+                Checkin.resident_id,
+                CallAttempt.number,
+                CallAttempt.originated_at,
+                AttemptClaim.worker_id,
+            )
+            .join(Checkin, Checkin.id == CallAttempt.checkin_id)
+            .outerjoin(AttemptClaim, AttemptClaim.attempt_id == CallAttempt.id)
+            .where(CallAttempt.status == AttemptStatus.DIALING)
+        )
+    ).all()
+    return [
+        Lost(aid, cid, rid, number, orig)
+        for aid, cid, rid, number, orig, worker in rows
+        if aid not in own_inflight and (worker is None or worker not in live_workers)
+    ]
+
+
+async def close_lost(
+    session: AsyncSession,
+    lost: Lost,
+    *,
+    now: dt.datetime,
+    default_policy: RetryPolicy,
+    default_window: CallingWindow,
+) -> CheckinClosed | None:
+    """Close one orphaned attempt as ``unknown`` under the resident's policy. Commits."""
+    rules = await load_rules(
+        session,
+        [(lost.resident_id, lost.number)],
+        now,
+        default_policy=default_policy,
+        default_window=default_window,
+    )
+    closed = await lose_attempt(session, lost.attempt_id, rules[lost.resident_id].policy, now)
+    await session.commit()
+    return closed

@@ -1,0 +1,144 @@
+"""Per-resident rules read from the database: the retry policy and the calling window.
+
+Program rows become :class:`~anbu.domain.retry.RetryPolicy` and
+:class:`~anbu.domain.calling_hours.CallingWindow`; a resident's schedule, holds and the
+do-not-call list narrow them. With no program rows at all the dispatcher's defaults apply.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from anbu.db.models_scheduling import CallHold, DoNotCall, Program, ResidentSchedule
+from anbu.domain.calling_hours import (
+    END_OF_DAY,
+    CallingWindow,
+    Hold,
+    ResidentHours,
+    resolve_window,
+)
+from anbu.domain.retry import RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentRules:
+    policy: RetryPolicy
+    window: CallingWindow
+
+
+def minutes_to_time(minutes: int) -> dt.time:
+    """Minutes after midnight -> time; 1440 is 24:00 (the end of the day, exclusive)."""
+    if not 0 <= minutes <= 1440:
+        raise ValueError(f"minutes of day out of range: {minutes}")
+    if minutes == 1440:
+        return END_OF_DAY
+    return dt.time(minutes // 60, minutes % 60)
+
+
+def time_to_minutes(value: dt.time) -> int:
+    return 1440 if value == END_OF_DAY else value.hour * 60 + value.minute
+
+
+def parse_weekdays(text: str) -> frozenset[int]:
+    return frozenset(int(c) for c in text if c.isdigit())
+
+
+def format_weekdays(days: Iterable[int]) -> str:
+    return "".join(str(d) for d in sorted(set(days)))
+
+
+def program_policy(p: Program) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=p.max_attempts,
+        interval=dt.timedelta(seconds=p.interval_s),
+        busy_interval=dt.timedelta(seconds=p.busy_interval_s),
+        failure_interval=dt.timedelta(seconds=p.failure_interval_s),
+        max_callbacks=p.max_callbacks,
+        callback_delay=dt.timedelta(seconds=p.callback_delay_s),
+    )
+
+
+def program_window(p: Program) -> CallingWindow:
+    return CallingWindow(
+        start=minutes_to_time(p.start_min),
+        end=minutes_to_time(p.end_min),
+        weekdays=parse_weekdays(p.weekdays),
+        call_on_holidays=p.call_on_holidays,
+        tz=p.tz,
+        severe_start=minutes_to_time(p.severe_start_min),
+        severe_end=minutes_to_time(p.severe_end_min),
+    )
+
+
+def resident_hours(s: ResidentSchedule) -> ResidentHours:
+    return ResidentHours(
+        start=minutes_to_time(s.start_min) if s.start_min is not None else None,
+        end=minutes_to_time(s.end_min) if s.end_min is not None else None,
+        weekdays=parse_weekdays(s.weekdays) if s.weekdays is not None else None,
+        call_on_holidays=s.call_on_holidays,
+        tz=s.tz,
+    )
+
+
+async def load_rules(
+    session: AsyncSession,
+    residents: Iterable[tuple[str, str]],
+    now: dt.datetime,
+    *,
+    default_policy: RetryPolicy,
+    default_window: CallingWindow,
+) -> dict[str, ResidentRules]:
+    """Rules for each ``(resident_id, phone)``, read in four queries whatever the count."""
+    pairs = dict(residents)
+    if not pairs:
+        return {}
+    ids = list(pairs)
+    programs = (await session.execute(select(Program))).scalars().all()
+    by_id = {p.id: p for p in programs}
+    default = min((p for p in programs if p.is_default), key=lambda p: p.id, default=None)
+    schedules = {
+        s.resident_id: s
+        for s in (
+            await session.execute(
+                select(ResidentSchedule).where(ResidentSchedule.resident_id.in_(ids))
+            )
+        ).scalars()
+    }
+    holds: dict[str, list[Hold]] = {}
+    for h in (
+        await session.execute(
+            select(CallHold).where(
+                CallHold.resident_id.in_(ids),
+                or_(CallHold.ends_at.is_(None), CallHold.ends_at > now),
+            )
+        )
+    ).scalars():
+        holds.setdefault(h.resident_id, []).append(Hold(h.starts_at, h.ends_at, h.reason))
+    blocked = set(
+        (
+            await session.execute(
+                select(DoNotCall.phone).where(DoNotCall.phone.in_(set(pairs.values())))
+            )
+        ).scalars()
+    )
+    out: dict[str, ResidentRules] = {}
+    for resident_id, phone in pairs.items():
+        sched = schedules.get(resident_id)
+        program = (
+            by_id.get(sched.program_id) if sched and sched.program_id is not None else None
+        ) or default
+        policy = program_policy(program) if program else default_policy
+        base = program_window(program) if program else default_window
+        window = resolve_window(
+            base,
+            resident_hours(sched) if sched else None,
+            holds=tuple(holds.get(resident_id, ())),
+            do_not_call=phone in blocked,
+        )
+        out[resident_id] = ResidentRules(policy, window)
+    return out

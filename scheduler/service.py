@@ -1,0 +1,194 @@
+"""The scheduler service: one APScheduler 3.x ``AsyncIOScheduler`` driving the periodic work,
+plus the dispatcher loop it keeps awake.
+
+Jobs (all state lives in the database; the scheduler only triggers, so its jobs sit in the
+in-memory job store and are rebuilt from code at every start):
+
+- ``dispatch``: wakes the dispatcher every ``poll_interval_s`` (it also wakes on its own when
+  a check-in is opened, a channel frees up or the next attempt falls due);
+- ``risk-sweep``: the risk engine's sweep (a callable the composition root passes in);
+- ``escalation``: the escalation timers' tick (idem);
+- ``routine``: opens the routine check-ins that have come due;
+- ``self-test``: the daily test call at ``self_test_time`` local time.
+
+Run the periodic jobs in ONE process per database (APScheduler 3 has no shared job store
+locking); extra dispatch-only workers (``python -m scheduler.worker``) may run beside it on
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from anbu.container import Container
+from anbu.domain.calling_hours import zone
+from anbu.domain.phone import normalize_phone
+from anbu.ports import Clock, Dialer
+from anbu.settings import Settings
+from scheduler.dispatcher import ChannelProbe, Dispatcher
+from scheduler.routine import open_due_routine_checkins
+from scheduler.selftest import SelfTestFailed, run_self_test
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[object]]
+
+
+class SchedulerService:
+    def __init__(
+        self,
+        scheduler: AsyncIOScheduler,
+        dispatcher: Dispatcher,
+        *,
+        poll_interval_s: float,
+    ) -> None:
+        self.scheduler = scheduler
+        self.dispatcher = dispatcher
+        self._poll_interval_s = poll_interval_s
+        self._loop_task: asyncio.Task[None] | None = None
+
+    @property
+    def job_ids(self) -> list[str]:
+        return sorted(job.id for job in self.scheduler.get_jobs())
+
+    async def start(self) -> None:
+        """Register the worker, reconcile calls a crash left behind, then run."""
+        await self.dispatcher.start()
+        self._loop_task = asyncio.create_task(
+            self.dispatcher.run(self._poll_interval_s), name="dispatcher"
+        )
+        self.scheduler.start()
+
+    async def stop(self, *, drain: bool = False) -> None:
+        """Stop triggering; with ``drain`` let calls in flight finish, else cancel them (their
+        attempts are reconciled at the next start)."""
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        if drain:
+            await self.dispatcher.drain()
+        await self.dispatcher.close()
+
+
+def _guard(name: str, fn: Hook) -> Callable[[], Awaitable[None]]:
+    async def job() -> None:
+        try:
+            await fn()
+        except Exception:
+            log.exception("scheduled job %s failed", name)
+
+    job.__name__ = f"job_{name.replace('-', '_')}"
+    return job
+
+
+def _hhmm(text: str) -> tuple[int, int]:
+    hour, _, minute = text.partition(":")
+    return int(hour), int(minute or 0)
+
+
+def build_scheduler(
+    container: Container,
+    *,
+    dialer: Dialer,
+    channel_probe: ChannelProbe | None = None,
+    risk_sweep: Hook | None = None,
+    escalation_tick: Hook | None = None,
+    on_self_test_failed: SelfTestFailed | None = None,
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+) -> SchedulerService:
+    """Wire the dispatcher and the periodic jobs. Sets ``container.dispatcher`` so the API's
+    ``wake_dispatcher()`` reaches it. Call ``await service.start()`` inside the running loop
+    (e.g. the FastAPI lifespan of ``anbu serve``) and ``await service.stop()`` at shutdown."""
+    cfg = settings or container.settings
+    sc = cfg.scheduling
+    clk = clock or container.clock
+    dispatcher = Dispatcher(
+        container.sessions,
+        dialer,
+        clk,
+        max_concurrent=cfg.max_concurrent_calls,
+        trunk_caps=sc.trunk_caps,
+        calls_per_second=sc.calls_per_second,
+        ring_timeout_s=cfg.trunk.ring_timeout_s,
+        severe_priority=sc.severe_priority,
+        channel_probe=channel_probe,
+        stale_call_s=sc.stale_call_s,
+        reconcile_interval_s=sc.reconcile_interval_s,
+        engine=container.engine,
+    )
+    container.dispatcher = dispatcher
+    tz = zone(sc.timezone)
+    scheduler = AsyncIOScheduler(timezone=tz)
+    common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
+
+    async def wake() -> None:
+        dispatcher.wake()
+
+    scheduler.add_job(
+        _guard("dispatch", wake),
+        IntervalTrigger(seconds=sc.poll_interval_s, timezone=tz),
+        id="dispatch",
+        **common,
+    )
+    if risk_sweep is not None:
+        scheduler.add_job(
+            _guard("risk-sweep", risk_sweep),
+            IntervalTrigger(seconds=sc.risk_sweep_interval_s, timezone=tz),
+            id="risk-sweep",
+            **common,
+        )
+    if escalation_tick is not None:
+        scheduler.add_job(
+            _guard("escalation", escalation_tick),
+            IntervalTrigger(seconds=sc.escalation_interval_s, timezone=tz),
+            id="escalation",
+            **common,
+        )
+
+    async def routine() -> None:
+        async with container.sessions() as session:
+            opened = await open_due_routine_checkins(session, clk.now())
+        if opened:
+            log.info("routine check-ins opened: %d", len(opened))
+            dispatcher.wake()
+
+    scheduler.add_job(
+        _guard("routine", routine),
+        IntervalTrigger(seconds=sc.routine_interval_s, timezone=tz),
+        id="routine",
+        **common,
+    )
+    if sc.self_test_number:
+        number = normalize_phone(sc.self_test_number)
+        hour, minute = _hhmm(sc.self_test_time)
+
+        async def self_test() -> None:
+            await run_self_test(
+                container.sessions,
+                dispatcher.dial_direct,
+                clk,
+                number,
+                ring_timeout_s=cfg.trunk.ring_timeout_s,
+                on_failure=on_self_test_failed,
+            )
+
+        scheduler.add_job(
+            _guard("self-test", self_test),
+            CronTrigger(hour=hour, minute=minute, timezone=tz),
+            id="self-test",
+            **common,
+        )
+    return SchedulerService(scheduler, dispatcher, poll_interval_s=sc.poll_interval_s)

@@ -1,0 +1,1 @@
+"""Fakes that speak real protocols (local HTTP servers), for tests."""

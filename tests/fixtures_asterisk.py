@@ -1,0 +1,375 @@
+"""Reusable pytest fixtures for the two real Asterisk instances (engine + carrier stand-in).
+
+Use by importing the fixtures into tests/conftest.py (one session pair for the whole run) or
+into a test module (then that module gets its own session pair): ``from tests.fixtures_asterisk
+import agi_port, asterisk_install, asterisk_pair, bench_prompt, make_asterisk_pair``.
+
+- ``asterisk_install`` (session): the unpacked sid Asterisk (installs into $ANBU_CACHE on first
+  use; an install failure is a test ERROR, never a skip).
+- ``agi_port`` (session): a free TCP port chosen up front; the engine's ``anbu-checkin`` context
+  dials ``agi://127.0.0.1:<agi_port>/checkin``, so a FastAGI server fixture binds to it.
+- ``bench_prompt`` (session): a short Korean espeak-ng WAV (8 kHz mono 16-bit) for
+  ``bench-bare``; the path ends in ``.wav``.
+- ``asterisk_pair`` (session): engine + carrier provisioned on free ports in a tmp var dir and
+  started; yields an ``AsteriskPair``; stops both at the end and fails if a process leaked.
+- ``make_asterisk_pair`` (function): factory for private pairs that a test may stop, restart
+  or break; all are stopped (and checked for leaks) after the test.
+
+``AmiProbe`` is a small raw-protocol AMI client for tests (every event kept, actions matched by
+ActionID), so contract tests do not depend on the production AMI adapter they check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from anbu.settings import AsteriskSettings, Settings, TrunkSettings
+from ivr.asterisk import (
+    AsteriskInstall,
+    AsteriskInstance,
+    install_asterisk,
+    provision_carrier,
+    provision_engine,
+    render_korean_wav,
+)
+
+BENCH_PROMPT_TEXT = "괜찮으시면 1번을 눌러 주세요."
+# RTP blocks come from below Linux's ephemeral range (32768-60999), where bind(0) hands out
+# the SIP/AMI ports, and above the fixed ports of `make run` (RTP 20000-21999).
+_RTP_BLOCKS = range(22000, 32600, 200)
+_RTP_BLOCK_SIZE = 200
+
+
+# --------------------------------------------------------------------------- ports
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1 right now (SIP may use either)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port: int = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port found")
+
+
+_handed_out: set[int] = set()
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports, never one this session already handed out."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            ports.append(port)
+    return ports
+
+
+_rtp_blocks = random.sample(list(_RTP_BLOCKS), len(_RTP_BLOCKS))
+_rtp_iter = itertools.cycle(_rtp_blocks)
+
+
+def rtp_range() -> tuple[int, int]:
+    """A random RTP block of 200 ports, distinct from the others of this session."""
+    start = next(_rtp_iter)
+    return start, start + _RTP_BLOCK_SIZE - 1
+
+
+def instance_settings(secret: str = "test-ami-secret") -> AsteriskSettings:
+    sip, ami = free_ports(2)
+    rtp_start, rtp_end = rtp_range()
+    return AsteriskSettings(
+        sip_port=sip,
+        ami_port=ami,
+        rtp_start=rtp_start,
+        rtp_end=rtp_end,
+        ami_secret=SecretStr(secret),
+    )
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def asterisk_processes(under: Path) -> list[int]:
+    """PIDs of processes whose command line mentions a path under ``under`` (leak check)."""
+    needle = os.fsencode(under)
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in argv and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+# --------------------------------------------------------------------------- AMI probe
+
+
+class AmiProbeError(Exception):
+    pass
+
+
+class AmiProbe:
+    """Raw AMI over asyncio streams: enough for contract tests, nothing clever."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.events: list[dict[str, str]] = []
+        self._pending: dict[str, asyncio.Future[dict[str, str]]] = {}
+        self._changed = asyncio.Condition()
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._task = asyncio.create_task(self._read_loop())
+
+    @classmethod
+    async def connect(
+        cls, host: str, port: int, user: str, secret: str, *, timeout_s: float = 5.0
+    ) -> AmiProbe:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        banner = await asyncio.wait_for(reader.readline(), timeout_s)
+        if not banner.startswith(b"Asterisk Call Manager"):
+            writer.close()
+            raise AmiProbeError(f"not an AMI banner: {banner!r}")
+        probe = cls(reader, writer)
+        try:
+            response = await probe.action("Login", Username=user, Secret=secret, Events="on")
+        except BaseException:
+            await probe.close()
+            raise
+        if response.get("Response") != "Success":
+            await probe.close()
+            raise AmiProbeError(f"login refused: {response}")
+        return probe
+
+    async def _read_loop(self) -> None:
+        block: dict[str, str] = {}
+        while line := await self._reader.readline():
+            text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+            if text:
+                key, _, value = text.partition(":")
+                block[key.strip()] = value.strip()
+                continue
+            if not block:
+                continue
+            message, block = block, {}
+            pending = self._pending.pop(message.get("ActionID", ""), None)
+            if "Response" in message and pending is not None and not pending.done():
+                pending.set_result(message)
+            elif "Event" in message:
+                async with self._changed:
+                    self.events.append(message)
+                    self._changed.notify_all()
+
+    async def action(
+        self,
+        name: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        timeout_s: float = 10.0,
+        **fields: str,
+    ) -> dict[str, str]:
+        """Send an action (``headers`` and ``fields`` are its headers) and return its Response,
+        not the events it may cause."""
+        fields = {**(headers or {}), **fields}
+        action_id = f"probe-{next(self._ids)}"
+        future: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+        self._pending[action_id] = future
+        lines = [f"Action: {name}", f"ActionID: {action_id}"]
+        lines += [f"{key}: {value}" for key, value in fields.items()]
+        self._writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        await self._writer.drain()
+        return await asyncio.wait_for(future, timeout_s)
+
+    async def wait_event(
+        self, match: Callable[[dict[str, str]], bool], *, timeout_s: float = 15.0
+    ) -> dict[str, str]:
+        """The first event (already received or coming) for which ``match`` is true."""
+        async with asyncio.timeout(timeout_s), self._changed:
+            while True:
+                for event in self.events:
+                    if match(event):
+                        return event
+                if self._task.done():
+                    raise AmiProbeError("AMI connection closed")
+                await self._changed.wait()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError):
+            await self._task
+
+
+# --------------------------------------------------------------------------- pair
+
+
+@dataclass
+class AsteriskPair:
+    """A started engine + carrier stand-in on free ports."""
+
+    settings: Settings
+    engine: AsteriskInstance
+    carrier: AsteriskInstance
+    agi_port: int
+    bench_prompt: Path
+    var_dir: Path
+    extra: list[AsteriskInstance] = field(default_factory=list)
+
+    @property
+    def ami_host(self) -> str:
+        return self.engine.ami_host
+
+    @property
+    def ami_port(self) -> int:
+        return self.engine.ami_port
+
+    @property
+    def ami_user(self) -> str:
+        return self.engine.ami_user
+
+    @property
+    def ami_secret(self) -> str:
+        return self.engine.ami_secret
+
+    @contextlib.asynccontextmanager
+    async def ami(self, instance: AsteriskInstance | None = None) -> AsyncIterator[AmiProbe]:
+        """A logged-in AmiProbe on the engine (or ``instance``), closed afterwards."""
+        target = instance if instance is not None else self.engine
+        probe = await AmiProbe.connect(
+            "127.0.0.1", target.ami_port, target.ami_user, target.ami_secret
+        )
+        try:
+            yield probe
+        finally:
+            await probe.close()
+
+    def stop(self) -> None:
+        for instance in (*self.extra, self.engine, self.carrier):
+            instance.stop()
+        leaked = asterisk_processes(self.var_dir)
+        assert not leaked, f"Asterisk processes left running under {self.var_dir}: {leaked}"
+
+
+def build_pair(
+    install: AsteriskInstall,
+    var_dir: Path,
+    *,
+    agi_port: int,
+    bench_prompt: Path,
+    trunk: TrunkSettings | None = None,
+) -> AsteriskPair:
+    """Provision and start an engine + carrier on free ports under ``var_dir``."""
+    engine = instance_settings()
+    carrier = instance_settings()
+    trunk = trunk if trunk is not None else TrunkSettings()
+    settings = Settings(
+        var_dir=var_dir,
+        engine=engine,
+        carrier=carrier,
+        trunk=trunk.model_copy(update={"host": "127.0.0.1", "port": carrier.sip_port}),
+        agi_host="127.0.0.1",
+        agi_port=agi_port,
+    )
+    pair = AsteriskPair(
+        settings=settings,
+        engine=provision_engine(settings, install=install, bench_prompt=bench_prompt),
+        carrier=provision_carrier(settings, install=install),
+        agi_port=agi_port,
+        bench_prompt=bench_prompt,
+        var_dir=var_dir,
+    )
+    try:
+        pair.carrier.start()
+        pair.engine.start()
+    except BaseException:
+        pair.stop()
+        raise
+    return pair
+
+
+@pytest.fixture(scope="session")
+def asterisk_install() -> AsteriskInstall:
+    return install_asterisk()
+
+
+@pytest.fixture(scope="session")
+def agi_port() -> int:
+    return free_ports(1)[0]
+
+
+@pytest.fixture(scope="session")
+def bench_prompt(
+    tmp_path_factory: pytest.TempPathFactory, asterisk_install: AsteriskInstall
+) -> Path:
+    # asterisk_install also ensures espeak-ng and sox.
+    return render_korean_wav(BENCH_PROMPT_TEXT, tmp_path_factory.mktemp("prompt") / "question.wav")
+
+
+@pytest.fixture(scope="session")
+def asterisk_pair(
+    tmp_path_factory: pytest.TempPathFactory,
+    asterisk_install: AsteriskInstall,
+    agi_port: int,
+    bench_prompt: Path,
+) -> Iterator[AsteriskPair]:
+    pair = build_pair(
+        asterisk_install,
+        tmp_path_factory.mktemp("ast"),
+        agi_port=agi_port,
+        bench_prompt=bench_prompt,
+    )
+    yield pair
+    pair.stop()
+
+
+@pytest.fixture
+def make_asterisk_pair(
+    tmp_path_factory: pytest.TempPathFactory,
+    asterisk_install: AsteriskInstall,
+    bench_prompt: Path,
+) -> Iterator[Callable[..., AsteriskPair]]:
+    made: list[AsteriskPair] = []
+
+    def make(*, trunk: TrunkSettings | None = None, agi_port: int | None = None) -> AsteriskPair:
+        pair = build_pair(
+            asterisk_install,
+            tmp_path_factory.mktemp("ast"),
+            agi_port=agi_port if agi_port is not None else free_ports(1)[0],
+            bench_prompt=bench_prompt,
+            trunk=trunk,
+        )
+        made.append(pair)
+        return pair
+
+    yield make
+    for pair in made:
+        pair.stop()

@@ -1,0 +1,265 @@
+"""Real calls: AmiDialer + AgiServer + CheckinFlow against the engine Asterisk, dialling the
+carrier stand-in's scripted numbers (docs/HELPERS.md) over a real PJSIP trunk with RTP DTMF.
+
+Needs the two real Asterisk instances (tests/fixtures_asterisk.py); if they cannot be
+installed or started these tests error, they never skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import struct
+import time
+import uuid
+import wave
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from anbu.domain.calls import CallResult
+from anbu.domain.replies import Prompt, Reply
+from anbu.ports import CallRecord, CallRequest
+from ivr.agi import AgiServer
+from ivr.ami import AmiClient, AmiState
+from ivr.dialer import AmiDialer, CallRegistry
+from ivr.flow import CheckinFlow, IvrOutcome
+from ivr.prompts import PromptLibrary
+from tests.fixtures_asterisk import (  # noqa: F401 - fixtures used by name
+    AsteriskPair,
+    agi_port,
+    asterisk_install,
+    asterisk_pair,
+    bench_prompt,
+    free_ports,
+    make_asterisk_pair,
+)
+from tests.ivr_fakes import eventually
+
+pytestmark = pytest.mark.asterisk
+
+# The ok/help numbers press their key 1.5 s after answering: the question must still be
+# playing then, so that the test proves keys pressed during a prompt count.
+GREETING_S = 0.3
+QUESTION_S = 2.0
+OTHER_PROMPT_S = 0.3
+REPLY_TIMEOUT_S = 1.0
+RING_TIMEOUT_S = 3.0
+
+OK = "01099990001"
+HELP = "01099990002"
+SILENT = "01099990003"
+RINGS = "01099990004"
+BUSY = "01099990005"
+CONGESTION = "01099990006"
+REJECTS = "01099990007"
+HANGS_UP = "01099990008"
+UNALLOCATED = "01099990099"
+
+
+def write_tone(path: Path, seconds: float) -> None:
+    """8 kHz mono 16-bit, a quiet 440 Hz tone: the length is what matters here."""
+    frames = b"".join(
+        struct.pack("<h", int(2000 * math.sin(2 * math.pi * 440 * i / 8000)))
+        for i in range(int(8000 * seconds))
+    )
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(frames)
+
+
+@pytest.fixture(scope="session")
+def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("audio")
+    (root / "rendered").mkdir()
+    lengths = {Prompt.GREETING: GREETING_S, Prompt.QUESTION: QUESTION_S}
+    for prompt in Prompt:
+        write_tone(root / "rendered" / f"{prompt.value}.wav", lengths.get(prompt, OTHER_PROMPT_S))
+    assert PromptLibrary(root).missing() == []
+    return root
+
+
+class TeeSink:
+    """Forwards outcomes to the registry and keeps them for assertions."""
+
+    def __init__(self, registry: CallRegistry) -> None:
+        self.registry = registry
+        self.outcomes: dict[str, IvrOutcome] = {}
+
+    def report(self, outcome: IvrOutcome) -> None:
+        self.outcomes[outcome.channel_id] = outcome
+        self.registry.report(outcome)
+
+
+@dataclass
+class Rig:
+    pair: AsteriskPair
+    ami: AmiClient
+    agi: AgiServer
+    dialer: AmiDialer
+    sink: TeeSink
+    states: list[AmiState] = field(default_factory=list)
+
+    async def call(self, number: str, ring_timeout_s: float = 10.0) -> CallRecord:
+        request = CallRequest(
+            channel_id=f"it-{uuid.uuid4().hex[:12]}", number=number, ring_timeout_s=ring_timeout_s
+        )
+        return await asyncio.wait_for(self.dialer.call(request), 40.0)
+
+
+@contextlib.asynccontextmanager
+async def open_rig(pair: AsteriskPair, audio_dir: Path) -> AsyncIterator[Rig]:
+    """AMI client + FastAGI server + flow + dialer wired as the app does, on ``pair``."""
+    ami = AmiClient(
+        "127.0.0.1",
+        pair.ami_port,
+        pair.ami_user,
+        pair.ami_secret,
+        reconnect_initial_s=0.1,
+        reconnect_max_s=0.5,
+        action_timeout_s=15.0,
+    )
+    states: list[AmiState] = []
+    ami.on_state(states.append)
+    await ami.connect(timeout_s=10.0)
+    registry = CallRegistry()
+    sink = TeeSink(registry)
+    flow = CheckinFlow(PromptLibrary(audio_dir), sink, reply_timeout_s=REPLY_TIMEOUT_S)
+    agi = AgiServer({"/checkin": flow}, host="127.0.0.1", port=pair.agi_port)
+    dialer = AmiDialer.from_settings(pair.settings, ami, registry)
+    try:
+        await agi.start()
+        dialer.start()
+        yield Rig(pair, ami, agi, dialer, sink, states)
+    finally:
+        await dialer.close()
+        await agi.stop(grace_s=2.0)
+        await ami.close()
+
+
+@pytest.fixture
+async def rig(asterisk_pair: AsteriskPair, audio_dir: Path) -> AsyncIterator[Rig]:  # noqa: F811
+    async with open_rig(asterisk_pair, audio_dir) as made:
+        yield made
+
+
+def assert_answered(record: CallRecord, reply: Reply, keys: str) -> None:
+    assert (record.result, record.reply, record.keys) == (CallResult.ANSWERED, reply, keys)
+    assert record.answered_at is not None
+    assert record.originated_at <= record.answered_at <= record.ended_at
+
+
+# ---- one test per carrier behaviour ------------------------------------------------------------
+
+
+async def test_given_resident_presses_1_during_question_when_called_then_answered_ok(
+    rig: Rig,
+) -> None:
+    record = await rig.call(OK)
+    assert_answered(record, Reply.OK, "1")
+    assert record.hangup_cause == 16
+    outcome = rig.sink.outcomes[record.channel_id]
+    assert outcome.asks == 1
+    assert outcome.replied_at is not None
+    # The key came while the greeting + question were still playing, not after them.
+    assert (outcome.replied_at - outcome.started_at).total_seconds() < GREETING_S + QUESTION_S
+
+
+async def test_given_resident_presses_2_when_called_then_answered_help(rig: Rig) -> None:
+    record = await rig.call(HELP)
+    assert_answered(record, Reply.HELP, "2")
+
+
+async def test_given_silent_resident_when_called_then_repeat_then_no_response(rig: Rig) -> None:
+    record = await rig.call(SILENT)
+    assert_answered(record, Reply.NO_RESPONSE, "")
+    assert rig.sink.outcomes[record.channel_id].asks == 2
+
+
+async def test_given_phone_rings_out_when_called_then_no_answer(rig: Rig) -> None:
+    record = await rig.call(RINGS, ring_timeout_s=RING_TIMEOUT_S)
+    assert (record.result, record.hangup_cause, record.reply) == (CallResult.NO_ANSWER, 19, None)
+    assert record.answered_at is None
+    assert (record.ended_at - record.originated_at).total_seconds() >= RING_TIMEOUT_S - 0.1
+
+
+async def test_given_busy_line_when_called_then_busy(rig: Rig) -> None:
+    record = await rig.call(BUSY)
+    assert (record.result, record.hangup_cause, record.reply) == (CallResult.BUSY, 17, None)
+
+
+async def test_given_congested_network_when_called_then_congestion(rig: Rig) -> None:
+    record = await rig.call(CONGESTION)
+    assert (record.result, record.hangup_cause) == (CallResult.CONGESTION, 34)
+
+
+async def test_given_rejecting_phone_when_called_then_rejected(rig: Rig) -> None:
+    record = await rig.call(REJECTS)
+    assert (record.result, record.hangup_cause) == (CallResult.REJECTED, 21)
+
+
+async def test_given_resident_hangs_up_at_once_when_called_then_answered_hung_up(rig: Rig) -> None:
+    record = await rig.call(HANGS_UP)
+    assert_answered(record, Reply.HUNG_UP, "")
+
+
+async def test_given_unallocated_number_when_called_then_unreachable(rig: Rig) -> None:
+    record = await rig.call(UNALLOCATED)
+    assert (record.result, record.hangup_cause, record.reply) == (CallResult.UNREACHABLE, 1, None)
+
+
+# ---- load and failures -------------------------------------------------------------------------
+
+
+async def test_given_30_concurrent_calls_when_all_press_1_then_all_answered_ok(rig: Rig) -> None:
+    started = time.monotonic()
+    records = await asyncio.gather(*(rig.call(OK) for _ in range(30)))
+    wall = time.monotonic() - started
+    assert len({r.channel_id for r in records}) == 30
+    assert [(r.result, r.reply, r.keys) for r in records] == [
+        (CallResult.ANSWERED, Reply.OK, "1")
+    ] * 30
+    assert rig.dialer.active_calls == 0
+    assert rig.agi.active_sessions == 0
+    print(f"30 concurrent calls: {wall:.2f} s wall")  # reported, never asserted
+
+
+async def test_given_engine_restarted_while_idle_when_next_call_then_ami_reconnects_and_it_works(
+    make_asterisk_pair: Callable[..., AsteriskPair],  # noqa: F811
+    audio_dir: Path,
+) -> None:
+    (port,) = free_ports(1)
+    pair = make_asterisk_pair(agi_port=port)
+    async with open_rig(pair, audio_dir) as rig:
+        first = await rig.call(BUSY)
+        assert first.result is CallResult.BUSY
+        await pair.engine.restart_async()
+        # No waiting for the reconnect here: the Originate is held until AMI is booted again.
+        record = await rig.call(OK)
+        assert_answered(record, Reply.OK, "1")
+        assert rig.ami.generation >= 2
+        assert AmiState.DISCONNECTED in rig.states
+
+
+async def test_given_engine_stopped_mid_call_when_it_comes_back_then_call_ends_and_next_works(
+    make_asterisk_pair: Callable[..., AsteriskPair],  # noqa: F811
+    audio_dir: Path,
+) -> None:
+    (port,) = free_ports(1)
+    pair = make_asterisk_pair(agi_port=port)
+    async with open_rig(pair, audio_dir) as rig:
+        call = asyncio.create_task(rig.call(SILENT))
+        await eventually(lambda: rig.agi.active_sessions, timeout_s=10.0)
+        await pair.engine.restart_async()
+        record = await asyncio.wait_for(call, 40.0)
+        # Asterisk going away is not the resident hanging up: a failed attempt, no reply.
+        assert (record.result, record.reply) == (CallResult.FAILED, None)
+        assert record.answered_at is not None
+        assert "torn down" in (rig.sink.outcomes[record.channel_id].error or "")
+        again = await rig.call(BUSY)
+        assert again.result is CallResult.BUSY

@@ -1,0 +1,123 @@
+"""MQTT ingestion against the real Mosquitto broker at 127.0.0.1:1883 (fails if it is down)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import uuid
+
+import aiomqtt
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from anbu.db.models import District, Resident
+from anbu.db.models_signals import Device, SignalEvent, SignalState
+from anbu.domain.risk import Channel, DeviceKind, RiskCategory, Tier
+from anbu.risk import registry
+from anbu.risk.mqtt import MqttPayloadError, MqttSignalSubscriber, parse_topic, to_events
+
+T0 = dt.datetime(2026, 11, 25, 0, 0, tzinfo=dt.UTC)
+
+
+class FixedClock:
+    def now(self) -> dt.datetime:
+        return T0 + dt.timedelta(hours=1)
+
+
+async def _resident_with_plug(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions() as s:
+        d = District(code="11620", name="관악구")
+        r = Resident(id="r1", district=d, name="김안부", phone="01099990001")
+        s.add(r)
+        await s.flush()
+        await registry.set_profile(
+            s, r, registry.ProfileSpec(Tier.IOT, RiskCategory.MEDIUM, None, True, True, True), T0
+        )
+        await registry.register_device(
+            s, r, device_id="plug-7", kind=DeviceKind.PLUG, expected_interval_s=600, now=T0
+        )
+        await s.commit()
+
+
+async def _count(sessions: async_sessionmaker[AsyncSession]) -> int:
+    async with sessions() as s:
+        return int((await s.execute(select(func.count(SignalEvent.id)))).scalar_one())
+
+
+async def test_given_plug_publishing_when_subscribed_then_readings_are_stored_once(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await _resident_with_plug(sessions)
+    prefix = f"anbutest{uuid.uuid4().hex[:8]}"
+    sub = MqttSignalSubscriber(
+        sessions, FixedClock(), prefix=prefix, client_id=f"t-{uuid.uuid4().hex[:8]}",
+        batch_wait_s=0.05,
+    )  # fmt: skip
+    task = asyncio.create_task(sub.run())
+    try:
+        await asyncio.wait_for(sub.ready.wait(), 10)
+        topic = f"{prefix}/11620/plug/plug-7/reading"
+        reading = {"id": "r-1", "at": T0.isoformat(), "power_w": 81.5, "light_lux": 240}
+        async with aiomqtt.Client(
+            "127.0.0.1", 1883, identifier=f"pub-{uuid.uuid4().hex[:8]}"
+        ) as pub:
+            await pub.publish(topic, json.dumps(reading), qos=1)
+            await pub.publish(topic, json.dumps(reading), qos=1)  # redelivery: stored once
+            await pub.publish(topic, b"not json", qos=1)
+            wrong_district = f"{prefix}/11110/plug/plug-7/reading"
+            await pub.publish(wrong_district, json.dumps(reading | {"id": "x"}), qos=1)
+            await pub.publish(
+                f"{prefix}/11620/plug/plug-7/heartbeat", json.dumps({"online": False}), qos=1
+            )
+        for _ in range(200):
+            async with sessions() as s:
+                device = (await s.execute(select(Device))).scalar_one()
+            if not device.online and sub.dropped >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert await _count(sessions) == 3  # power + light, once; the offline heartbeat
+        assert sub.dropped == 2  # the bad JSON, and the wrong district
+        async with sessions() as s:
+            device = (await s.execute(select(Device))).scalar_one()
+            assert device.online is False  # the last-will style heartbeat
+            states = {x.channel for x in (await s.execute(select(SignalState))).scalars()}
+            assert states == {Channel.POWER, Channel.LIGHT}
+            kinds = sorted(e.event_id for e in (await s.execute(select(SignalEvent))).scalars())
+            assert kinds == [
+                "plug-7:hb-2026-11-25T01:00:00+00:00",  # keyed by arrival: a will has no id
+                "plug-7:r-1:light",
+                "plug-7:r-1:power",
+            ]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "error"),
+    [
+        ("anbu/11620/plug/p1", b"{}", "is not anbu/"),
+        ("anbu/11620/toaster/p1/reading", b"{}", "unknown device kind"),
+        ("anbu/11620/plug/p1/reading", b"[1]", "JSON object"),
+        ("anbu/11620/plug/p1/reading", b'{"at": "2026-11-25T00:00:00Z", "power_w": 3}', "'id'"),
+        ("anbu/11620/plug/p1/reading", b'{"id": "a", "at": "2026-11-25T00:00:00Z"}', "value"),
+        ("anbu/11620/app/a1/event", b'{"id": "a", "at": "2026-11-25T00:00:00Z"}', "do not send"),
+    ],
+)
+def test_given_bad_message_when_translated_then_clear_error(
+    topic: str, payload: bytes, error: str
+) -> None:
+    with pytest.raises(MqttPayloadError, match=error):
+        to_events(parse_topic(topic, "anbu"), payload, T0)
+
+
+def test_given_steps_reading_when_translated_then_one_steps_event_keyed_by_device() -> None:
+    (ev,) = to_events(
+        parse_topic("anbu/11620/app/app-1/reading", "anbu"),
+        b'{"id": "s9", "at": "2026-11-25T09:00:00+09:00", "steps": 312}',
+        T0,
+    )
+    assert (ev.source, ev.event_id, ev.kind.value, ev.value) == ("mqtt", "app-1:s9", "steps", 312)

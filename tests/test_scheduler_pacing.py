@@ -1,0 +1,63 @@
+"""Pacing as tables: global cap, per-trunk caps, calls per second. Time passed in."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.pacing import Pacer
+
+
+def test_given_cap_when_calls_start_then_available_drops_to_zero_and_recovers() -> None:
+    pacer = Pacer(max_concurrent=2)
+    assert pacer.available(0.0) == 2
+    pacer.started("a", 0.0)
+    pacer.started("a", 0.0)
+    assert (pacer.available(0.0), pacer.active) == (0, 2)
+    pacer.finished("a")
+    assert pacer.available(0.0) == 1
+
+
+def test_given_trunk_cap_when_trunk_full_then_other_trunks_still_start() -> None:
+    pacer = Pacer(max_concurrent=10, trunk_caps={"kt": 1})
+    pacer.started("kt", 0.0)
+    assert not pacer.trunk_free("kt")
+    assert pacer.trunk_free("skt")  # no cap configured
+    pacer.finished("kt")
+    assert pacer.trunk_free("kt")
+
+
+@pytest.mark.parametrize(
+    ("cps", "burst", "started_at_0", "t", "expected"),
+    [
+        (2.0, 1, 1, 0.0, 0),  # bucket of one, used
+        (2.0, 1, 1, 0.25, 0),  # half a token back
+        (2.0, 1, 1, 0.5, 1),  # one token back after 1/cps
+        (2.0, 4, 4, 1.0, 2),  # two tokens back after a second
+        (2.0, 4, 0, 10.0, 4),  # never more than the burst
+    ],
+)
+def test_given_rate_limit_when_time_passes_then_tokens_refill(
+    cps: float, burst: int, started_at_0: int, t: float, expected: int
+) -> None:
+    pacer = Pacer(max_concurrent=50, calls_per_second=cps, burst=burst)
+    pacer.available(0.0)
+    for _ in range(started_at_0):
+        pacer.started("trunk", 0.0)
+        pacer.finished("trunk")
+    assert pacer.available(t) == expected
+
+
+def test_given_empty_bucket_when_asking_next_token_then_one_over_rate() -> None:
+    pacer = Pacer(max_concurrent=5, calls_per_second=4.0, burst=1)
+    pacer.started("trunk", 0.0)
+    assert pacer.next_token_in(0.0) == pytest.approx(0.25)
+    assert pacer.next_token_in(0.25) == 0.0
+    assert Pacer(max_concurrent=5).next_token_in(0.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_concurrent": 0}, {"max_concurrent": 1, "calls_per_second": 0}]
+)
+def test_given_nonsense_when_built_then_it_refuses(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        Pacer(**kwargs)  # type: ignore[arg-type]
