@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, Executable, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.models_escalation import Incident, IncidentEvent, OutboxMessage
@@ -172,16 +172,25 @@ async def log_event(
     official_id: str | None = None,
     detail: str = "",
 ) -> None:
-    session.add(
-        IncidentEvent(
+    """One line of the incident log, written now (Core insert: this is on the hot path)."""
+    await _core(
+        session,
+        insert(IncidentEvent).values(
             incident_id=incident_id,
             kind=kind,
             at=at,
             message_id=message_id,
             official_id=official_id,
             detail=detail,
-        )
+        ),
     )
+
+
+async def _core(session: AsyncSession, statement: Executable) -> CursorResult[Any]:
+    """Run a statement on the session's connection, past the ORM's bookkeeping: the hot
+    paths (claims, sends, reports) spent most of their CPU there."""
+    conn = await session.connection()
+    return await conn.execute(statement)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +238,8 @@ async def _start_ack_clock(session: AsyncSession, msg: _Msg, sent_at: dt.datetim
     )
     if msg.ack_timeout_s is None:
         return
-    await session.execute(
+    await _core(
+        session,
         update(Incident)
         .where(
             Incident.id == msg.incident_id,
@@ -238,7 +248,7 @@ async def _start_ack_clock(session: AsyncSession, msg: _Msg, sent_at: dt.datetim
             Incident.ack_due_at.is_(None),
         )
         .values(ack_due_at=sent_at + dt.timedelta(seconds=msg.ack_timeout_s))
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
 
 
@@ -255,7 +265,8 @@ async def _move_chain_on(session: AsyncSession, msg: _Msg, at: dt.datetime, why:
         official_id=msg.official_id,
         detail=why[:500],
     )
-    await session.execute(
+    await _core(
+        session,
         update(Incident)
         .where(
             Incident.id == msg.incident_id,
@@ -263,7 +274,7 @@ async def _move_chain_on(session: AsyncSession, msg: _Msg, at: dt.datetime, why:
             Incident.status == IncidentStatus.OPEN,
         )
         .values(ack_due_at=at)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
 
 
@@ -292,7 +303,8 @@ async def record_delivery(
     if report.status is DeliveryStatus.ACCEPTED:
         values["accepted_report_at"] = func.coalesce(OutboxMessage.accepted_report_at, at)
     moved = (
-        await session.execute(
+        await _core(
+            session,
             update(OutboxMessage)
             .where(
                 OutboxMessage.reference == report.reference,
@@ -300,18 +312,19 @@ async def record_delivery(
             )
             .values(**values)
             .returning(*_MSG_COLUMNS)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False),
         )
     ).first()
     if moved is None:
         found = (
-            await session.execute(
+            await _core(
+                session,
                 select(OutboxMessage.id, OutboxMessage.delivery).where(
                     OutboxMessage.reference == report.reference
-                )
+                ),
             )
         ).first()
-        exists, known = found is not None, found[1] if found is not None else None
+        exists, known = found is not None, found.delivery if found is not None else None
         if not exists:
             log.warning("delivery report %s for unknown SMS %s", report.status, report.reference)
             return DeliveryOutcome.UNKNOWN
@@ -347,15 +360,16 @@ async def record_delivery(
 
 async def cancel_pending(session: AsyncSession, incident_id: str) -> int:
     """Drop the incident's messages not yet handed to a provider (it was acknowledged)."""
-    result = await session.execute(
+    result = await _core(
+        session,
         update(OutboxMessage)
         .where(
             OutboxMessage.incident_id == incident_id,
             OutboxMessage.status == OutboxStatus.PENDING,
         )
-        .values(status=OutboxStatus.CANCELLED)
+        .values(status=OutboxStatus.CANCELLED),
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return int(result.rowcount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,9 +420,12 @@ class OutboxWorker:
     # --- claiming ---------------------------------------------------------------------------
 
     async def _claim(self, limit: int, now: dt.datetime) -> list[_Claimed]:
-        """Take up to ``limit`` due rows in ONE statement: ``UPDATE ... WHERE id IN (due rows)
-        AND status='pending' RETURNING ...`` (PostgreSQL skips rows another worker has locked;
-        SQLite has one writer at a time). The status test makes it compare-and-set."""
+        """Take up to ``limit`` due rows: select their ids (PostgreSQL: ``FOR UPDATE SKIP
+        LOCKED``, so workers do not queue behind each other), then ``UPDATE ... WHERE id IN
+        (...) AND status='pending' RETURNING ...``: the status test makes it compare-and-set.
+
+        Two statements on purpose: PostgreSQL may re-run an ``IN (SELECT ... LIMIT n FOR
+        UPDATE SKIP LOCKED)`` subquery and then update more than ``n`` rows."""
         due = (
             select(OutboxMessage.id)
             .where(
@@ -425,11 +442,16 @@ class OutboxWorker:
         )
         claimed: list[_Claimed] = []
         async with self._sessions() as session:
+            ids = list((await _core(session, due)).scalars())
+            if not ids:
+                await session.commit()
+                return claimed
             result = (
-                await session.execute(
+                await _core(
+                    session,
                     update(OutboxMessage)
                     .where(
-                        OutboxMessage.id.in_(due.scalar_subquery()),
+                        OutboxMessage.id.in_(ids),
                         OutboxMessage.status == OutboxStatus.PENDING,
                     )
                     .values(
@@ -450,7 +472,7 @@ class OutboxWorker:
                         OutboxMessage.priority,
                         OutboxMessage.next_attempt_at,
                     )
-                    .execution_options(synchronize_session=False)
+                    .execution_options(synchronize_session=False),
                 )
             ).all()
             # RETURNING has no order: urgent first, then oldest.
@@ -467,11 +489,12 @@ class OutboxWorker:
                     )
                 except ValidationError as exc:
                     # Validated at enqueue; a row edited by hand may still be malformed.
-                    await session.execute(
+                    await _core(
+                        session,
                         update(OutboxMessage)
                         .where(OutboxMessage.id == row.id)
                         .values(status=OutboxStatus.FAILED, last_error=str(exc))
-                        .execution_options(synchronize_session=False)
+                        .execution_options(synchronize_session=False),
                     )
                     await _move_chain_on(session, _msg(row), now, str(exc))
                     continue
@@ -494,7 +517,8 @@ class OutboxWorker:
             return
         async with self._sessions() as session:
             done = (
-                await session.execute(
+                await _core(
+                    session,
                     update(OutboxMessage)
                     .where(
                         OutboxMessage.id == item.id,
@@ -509,7 +533,7 @@ class OutboxWorker:
                         last_error=None,
                     )
                     .returning(*_MSG_COLUMNS)
-                    .execution_options(synchronize_session=False)
+                    .execution_options(synchronize_session=False),
                 )
             ).first()
             if done is None:

@@ -3,7 +3,9 @@
 One call: Async Originate with our own ``ChannelId`` (the request's ``channel_id``, which
 becomes the channel's uniqueid and the AGI's ``agi_uniqueid``) to ``PJSIP/<number>@trunk``;
 once answered the channel enters ``anbu-checkin`` where the FastAGI flow runs the dialogue and
-reports its :class:`ivr.flow.IvrOutcome` to the :class:`CallRegistry` under that id.
+reports its :class:`ivr.flow.IvrOutcome` to the :class:`CallRegistry` under that id. A dialer
+built with ``agi_address`` names its own FastAGI server in the Originate (``ANBU_AGI``), so with
+several processes placing calls each one's outcomes come back to it.
 
 What AMI tells us, gathered into :class:`anbu.domain.calls.DialReport`:
 - ``OriginateResponse`` (matched by our ActionID): Success = answered; Reason on failure;
@@ -64,6 +66,11 @@ CHANNEL_STATE_UP = "6"
 MAX_CHANNEL_ID = 149
 _CHANNEL_ID = re.compile(r"^[A-Za-z0-9._\-]+$")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The channel variable that tells the engine's ``anbu-checkin`` context which FastAGI server
+# runs the call (dialplans/engine/extensions.conf); unset, the AGI_HOST/AGI_PORT globals do.
+AGI_ADDRESS_VARIABLE = "ANBU_AGI"
+# host:port as it goes into agi://<address>/checkin: a name, IPv4 or [IPv6], and a port.
+_AGI_ADDRESS = re.compile(r"^(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$")
 # After a failed OriginateResponse with no channel seen, how long to wait for a straggling
 # Newchannel/Hangup before deciding no channel was ever created.
 NO_CHANNEL_GRACE_S = 0.3
@@ -163,7 +170,13 @@ class AmiDialer:
         ami_lost_grace_s: float = 30.0,
         max_call_s: float = 300.0,
         clock: Clock | None = None,
+        agi_address: str | None = None,
     ) -> None:
+        """``agi_address`` (``host:port``): the FastAGI server of *this* process, sent with every
+        Originate as ``ANBU_AGI`` so the call's IVR outcome comes back here, not to whichever
+        process the engine's globals name (several dispatcher workers each serve their own)."""
+        if agi_address is not None and not _AGI_ADDRESS.match(agi_address):
+            raise ValidationError(f"AGI address {agi_address!r} is not host:port")
         self._ami = ami
         self.registry = registry
         self._endpoint = trunk_endpoint
@@ -176,6 +189,7 @@ class AmiDialer:
         self._ami_lost_grace_s = ami_lost_grace_s
         self._max_call_s = max_call_s
         self._clock: Clock = clock or SystemClock()
+        self.agi_address = agi_address
         self._by_uid: dict[str, _Call] = {}
         self._by_action: dict[str, _Call] = {}
         self._subs: list[Subscription] = []
@@ -183,7 +197,13 @@ class AmiDialer:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, ami: AmiClient, registry: CallRegistry, clock: Clock | None = None
+        cls,
+        settings: Settings,
+        ami: AmiClient,
+        registry: CallRegistry,
+        clock: Clock | None = None,
+        *,
+        agi_address: str | None = None,
     ) -> AmiDialer:
         ivr = settings.ivr
         return cls(
@@ -199,6 +219,7 @@ class AmiDialer:
             ami_lost_grace_s=ivr.ami_lost_grace_s,
             max_call_s=ivr.max_call_s,
             clock=clock,
+            agi_address=agi_address,
         )
 
     @property
@@ -316,8 +337,11 @@ class AmiDialer:
         }
         if self._caller_id:
             fields["CallerID"] = self._caller_id
-        if request.variables:
-            fields["Variable"] = [f"{k}={v}" for k, v in request.variables.items()]
+        variables = dict(request.variables)
+        if self.agi_address is not None:
+            variables.setdefault(AGI_ADDRESS_VARIABLE, self.agi_address)
+        if variables:
+            fields["Variable"] = [f"{k}={v}" for k, v in variables.items()]
         return fields
 
     async def _await_end(self, call: _Call) -> None:
@@ -544,4 +568,4 @@ class AmiDialer:
             call.changed.set()
 
 
-__all__ = ["AmiDialer", "CallRegistry"]
+__all__ = ["AGI_ADDRESS_VARIABLE", "AmiDialer", "CallRegistry"]

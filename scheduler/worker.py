@@ -4,6 +4,11 @@ It claims and dials due attempts (and reconciles what a crashed worker left behi
 else: the periodic jobs run in ``anbu serve`` (see :mod:`scheduler.service`). On PostgreSQL
 several workers may run side by side; on SQLite run exactly one (enforced with a lock file).
 
+With ``--agi-port`` the worker also serves the FastAGI check-in flow and names that server in
+every Originate (channel variable ``ANBU_AGI=host:port``), so the engine runs this worker's
+answered calls on it and their IVR results come back here. Without it the engine's globals
+(``anbu serve``'s AGI server) get the calls, and their results do not reach this process.
+
 Configuration comes from the usual ``ANBU_*`` settings; flags override the few that tests and
 benchmarks change. SIGTERM/SIGINT stop it gracefully (calls in flight are cancelled and hung
 up; their attempts are reconciled by the next worker); SIGKILL is what the crash tests use.
@@ -29,6 +34,19 @@ from scheduler.dispatcher import AmiChannelProbe, Dispatcher
 log = logging.getLogger("scheduler.worker")
 
 
+def agi_address_for(host: str, port: int) -> str:
+    """``host:port`` for the engine's ``agi://`` URL. A wildcard bind address names no host the
+    engine could reach, so it must be replaced (``--agi-advertise``)."""
+    if host in ("", "0.0.0.0", "::"):
+        raise SystemExit(
+            f"ANBU_AGI_HOST={host!r} is a bind-all address; pass --agi-advertise with the host"
+            " the engine reaches this worker at"
+        )
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m scheduler.worker", description=__doc__)
     p.add_argument("--database-url")
@@ -39,7 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ring-timeout", type=float)
     p.add_argument("--poll", type=float, default=None, help="poll interval, seconds")
     p.add_argument("--reconcile-interval", type=float, default=None)
-    p.add_argument("--agi-port", type=int, help="also serve the FastAGI check-in flow here")
+    p.add_argument(
+        "--agi-port",
+        type=int,
+        help="serve the FastAGI check-in flow on this port and have the engine use it for this"
+        " worker's calls",
+    )
+    p.add_argument(
+        "--agi-advertise",
+        metavar="HOST",
+        help="host the engine reaches this worker's AGI server at (default: ANBU_AGI_HOST)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -53,6 +81,11 @@ async def run_worker(args: argparse.Namespace) -> int:
     cap = args.max_concurrent or settings.max_concurrent_calls
     ring = args.ring_timeout or settings.trunk.ring_timeout_s
     secret = args.ami_secret or engine_cfg.ami_secret.get_secret_value()
+    agi_address = (
+        agi_address_for(args.agi_advertise or settings.agi_host, args.agi_port)
+        if args.agi_port
+        else None
+    )
 
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
@@ -65,7 +98,7 @@ async def run_worker(args: argparse.Namespace) -> int:
         action_timeout_s=settings.ivr.ami_action_timeout_s,
     )
     registry = CallRegistry()
-    dialer = AmiDialer.from_settings(settings, ami, registry)
+    dialer = AmiDialer.from_settings(settings, ami, registry, agi_address=agi_address)
     agi = None
     dispatcher: Dispatcher | None = None
     try:
@@ -74,15 +107,13 @@ async def run_worker(args: argparse.Namespace) -> int:
         if args.agi_port:
             from ivr.agi import AgiServer
             from ivr.flow import CheckinFlow
-            from ivr.prompts import PromptLibrary
 
-            flow = CheckinFlow(
-                PromptLibrary(settings.audio_dir),
-                registry,
-                reply_timeout_s=settings.reply_timeout_s,
+            flow = CheckinFlow.from_settings(settings, registry)
+            agi = AgiServer.from_settings(
+                settings.model_copy(update={"agi_port": args.agi_port}), {"checkin": flow}
             )
-            agi = AgiServer({"checkin": flow}, host=settings.agi_host, port=args.agi_port)
             await agi.start()
+            log.info("FastAGI for this worker's calls on %s", agi_address)
         dispatcher = Dispatcher(
             sessions,
             dialer,

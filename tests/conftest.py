@@ -2,6 +2,13 @@
 is missing (no silent skips)."""
 
 from tests.db_fixtures import db_engine, db_url, sessions
+from tests.fixtures_asterisk import (
+    agi_port,
+    asterisk_install,
+    asterisk_pair,
+    bench_prompt,
+    make_asterisk_pair,
+)
 from tests.fixtures_kannel import (
     callback_server,
     kannel,
@@ -11,12 +18,17 @@ from tests.fixtures_kannel import (
 )
 
 __all__ = [
+    "agi_port",
+    "asterisk_install",
+    "asterisk_pair",
+    "bench_prompt",
     "callback_server",
     "db_engine",
     "db_url",
     "kannel",
     "kannel_factory",
     "kannel_sender",
+    "make_asterisk_pair",
     "sessions",
     "solapi_server",
 ]

@@ -2,10 +2,10 @@
 
 End to end: AmiDialer + AgiServer + CheckinFlow + SpeechListener against the engine Asterisk,
 dialling the carrier stand-in's voice numbers over a real PJSIP trunk (G.711 RTP). The carrier
-speaks ``VOICE_DELAY`` s after answering, after the test prompts (0.3 s + 2.0 s) have ended:
-the IVR hears speech only once its prompts are over (keys interrupt a prompt, speech does not).
-The stand-in sends no RTP when it is not speaking, so Asterisk's silence detection never fires
-there and each recording runs the whole reply window.
+speaks like a person, once the IVR's prompts have ended (WaitForSilence on the silence frames
+the engine sends): the IVR hears speech only once its prompts are over (keys interrupt a
+prompt, speech does not). Both instances transmit silence, so the engine's silence detection
+ends a recording ~2 s after the speech.
 
 Then the listener's own paths (silent first segment, keys during the recording, recording
 failures, hangup, keeping recordings for debugging) against a scripted Asterisk-side AGI peer
@@ -56,9 +56,7 @@ pytestmark = [pytest.mark.asterisk, pytest.mark.voice]
 GREETING_S = 0.3
 QUESTION_S = 2.0  # key numbers press at 1.5 s: during the question
 OTHER_PROMPT_S = 0.3
-# The carrier speaks 0.7 s after greeting + question end, well inside the reply window.
-VOICE_DELAY_S = 3.0
-REPLY_TIMEOUT_S = 4.0
+REPLY_TIMEOUT_S = 3.0
 
 HELP_KEY = "01099990002"
 SILENT = "01099990003"
@@ -132,9 +130,6 @@ async def open_voice_rig(
     pair: AsteriskPair, audio_dir: Path, heard: HeardLog, recordings: Path
 ) -> AsyncIterator[VoiceRig]:
     """As tests/test_calls_integration.open_rig, with the SpeechListener in the flow."""
-    async with pair.ami(pair.carrier) as carrier:
-        response = await carrier.action("Setvar", Variable="VOICE_DELAY", Value=str(VOICE_DELAY_S))
-        assert response.get("Response") == "Success", response
     ami = AmiClient(
         "127.0.0.1", pair.ami_port, pair.ami_user, pair.ami_secret, action_timeout_s=15.0
     )

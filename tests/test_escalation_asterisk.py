@@ -1,0 +1,140 @@
+"""The whole path with real telephony: the dispatcher dials the carrier stand-in's number
+that rings and never answers (real engine + carrier Asterisk, real AMI dialer), the one-attempt
+policy gives up, the case closes, the escalation listener stores the alert, the outbox sends
+it through a real Kannel, and the primary official's SMS arrives at the fake SMSC with the
+exact Korean text."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from anbu.db.models import Checkin, Resident
+from anbu.db.models_scheduling import Program
+from anbu.domain.calls import CallResult
+from anbu.domain.checkin import CheckinSource, Outcome
+from anbu.ports import SystemClock
+from anbu.services.checkins import CheckinClosed, open_checkin
+from escalation.kannel import KannelInstance
+from ivr.ami import AmiClient
+from ivr.dialer import AmiDialer, CallRegistry
+from scheduler.dispatcher import AmiChannelProbe, Dispatcher
+from tests.fixtures_asterisk import (  # noqa: F401  (fixtures used by name)
+    AsteriskPair,
+    agi_port,
+    asterisk_install,
+    asterisk_pair,
+    bench_prompt,
+)
+from tests.test_escalation_e2e import (  # noqa: F401  (fixtures used by name)
+    StackFactory,
+    api_port,
+    esc_kannel,
+    local,
+    stack_factory,
+)
+from tests.test_escalation_service import OUR_NUMBER, incident_of, make_world
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.kannel]
+
+NEVER_ANSWERS = "01099990004"
+RING_S = 1.0
+
+
+@pytest.fixture
+async def engine_ami(asterisk_pair: AsteriskPair) -> AsyncIterator[AmiClient]:  # noqa: F811
+    ami = AmiClient(
+        "127.0.0.1", asterisk_pair.ami_port, asterisk_pair.ami_user, asterisk_pair.ami_secret
+    )
+    await ami.connect()
+    yield ami
+    await ami.close()
+
+
+async def test_given_resident_never_answers_when_attempt_rings_out_then_official_gets_sms(
+    engine_ami: AmiClient,
+    db_engine: AsyncEngine,
+    stack_factory: StackFactory,  # noqa: F811
+    esc_kannel: KannelInstance,  # noqa: F811
+) -> None:
+    stack = await stack_factory(kannel=esc_kannel)
+    sessions = stack.sessions
+    world = await make_world(sessions, resident_phone=NEVER_ANSWERS)
+    clock = SystemClock()
+    async with sessions() as s:
+        s.add(
+            Program(
+                name="one attempt",
+                is_default=True,
+                max_attempts=1,
+                interval_s=60,
+                busy_interval_s=60,
+                failure_interval_s=60,
+                max_callbacks=0,
+                start_min=0,
+                end_min=1440,
+                weekdays="0123456",
+                call_on_holidays=True,
+            )
+        )
+        resident = await s.get(Resident, world.resident_id)
+        assert resident is not None
+        checkin, _ = await open_checkin(
+            s,
+            resident,
+            source=CheckinSource.SIGNAL,
+            reason="전화 기록 52시간 없음",
+            now=clock.now(),
+        )
+        await s.commit()
+        checkin_id = checkin.id
+
+    closed: list[CheckinClosed] = []
+
+    async def record(event: CheckinClosed) -> None:
+        closed.append(event)
+
+    dialer = AmiDialer(engine_ami, CallRegistry(), max_concurrent_calls=5)
+    dispatcher = Dispatcher(
+        sessions,
+        dialer,
+        clock,
+        max_concurrent=5,
+        ring_timeout_s=RING_S,
+        channel_probe=AmiChannelProbe(engine_ami),
+        listeners=[record, stack.service.on_checkin_closed],
+        engine=db_engine,
+    )
+    runner = asyncio.create_task(dispatcher.run(poll_interval_s=0.2))
+    try:
+        sms = await esc_kannel.wait_received(
+            lambda m: m.receiver == world.officials["primary"].phone, timeout_s=40
+        )
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await dispatcher.drain()
+        await dispatcher.close()
+        await dialer.close()
+
+    [event] = closed
+    assert event.outcome is Outcome.UNREACHABLE
+    async with sessions() as s:
+        case = (await s.execute(select(Checkin).where(Checkin.id == checkin_id))).scalar_one()
+        [attempt] = case.attempts
+    assert attempt.result is CallResult.NO_ANSWER
+    assert attempt.originated_at is not None
+    incident = await incident_of(sessions, checkin_id)
+    assert sms.sender == OUR_NUMBER
+    assert sms.text == (
+        f"[안부] 김○○(신림동) 전화 안받음. 회신 {incident.code}\n"
+        "대상: 김○○ (관악구 신림동)\n"
+        "사유: 전화 기록 52시간 없음\n"
+        f"통화: 1회 시도, {local(incident.case_closed_at)} 종료\n"
+        f"1) {local(attempt.originated_at)} 받지 않음\n"
+        f"확인: {incident.code} 회신 또는 {stack.api_url}/ack/{incident.token}"
+    )
