@@ -76,13 +76,38 @@ async def _speech_listener(settings: Settings) -> ReplyListener | None:
         return None
     try:
         from ivr.listen import SpeechListener
-
         from ivr.speech import VoskRecognizer
     except ImportError as exc:
         log.warning("spoken replies off (%s): keypad only", exc)
         return None
     recognizer = await VoskRecognizer.from_settings(settings.speech)
     return SpeechListener.from_settings(settings, recognizer)
+
+
+async def _seed_demo(container: Container) -> None:
+    """``anbu run`` is the local demo stack: a district to start with and, when no program
+    exists yet, a default program that may call at any hour (the production default is
+    weekdays 09:00-18:00 Asia/Seoul, which would leave an evening demo silent)."""
+    from sqlalchemy import select
+
+    from anbu.db.models_scheduling import Program
+    from anbu.services.admin import ensure_district
+
+    async with container.sessions() as s:
+        await ensure_district(s, "11620", "관악구")
+        if (await s.execute(select(Program.id).limit(1))).first() is None:
+            s.add(
+                Program(
+                    name="local demo (any hour)",
+                    is_default=True,
+                    start_min=0,
+                    end_min=24 * 60,
+                    weekdays="0123456",
+                    call_on_holidays=True,
+                )
+            )
+            log.info("demo: default program calls at any hour (edit it under /v1/programs)")
+        await s.commit()
 
 
 async def _prepare_database(container: Container) -> None:
@@ -106,11 +131,13 @@ async def _prepare_database(container: Container) -> None:
 
 @contextlib.asynccontextmanager
 async def running_services(
-    settings: Settings, *, telephony: bool = True
+    settings: Settings, *, telephony: bool = True, demo: bool = False
 ) -> AsyncIterator[tuple[Container, Telephony | None, Any]]:
     """Start database, telephony, escalation and the scheduler; stop them in reverse."""
     container = build_container(settings)
     await _prepare_database(container)
+    if demo:
+        await _seed_demo(container)
     tel: Telephony | None = None
     service: Any = None
     escalation: Any = None
@@ -195,7 +222,12 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from anbu.api.app import create_app
 
-    async with running_services(settings, telephony=not args.no_telephony) as (container, _t, _s):
+    demo = bool(getattr(args, "demo", False))
+    async with running_services(settings, telephony=not args.no_telephony, demo=demo) as (
+        container,
+        _t,
+        _s,
+    ):
         app = create_app(container)
         config = uvicorn.Config(
             app, host=settings.api_host, port=settings.api_port, log_level="info", lifespan="on"
@@ -293,6 +325,7 @@ async def run_stack(settings: Settings, args: argparse.Namespace) -> int:
         await kannel.start()
         log.info("Kannel up: sendsms %s", settings.sms.kannel_url)
         args.no_telephony = False
+        args.demo = True
         print(
             f"anbu is up: API http://{settings.api_host}:{settings.api_port}/docs "
             f"(dev API key: see ANBU_BOOTSTRAP_API_KEY), "

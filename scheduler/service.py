@@ -141,6 +141,7 @@ def build_scheduler(
         _guard("dispatch", wake),
         IntervalTrigger(seconds=sc.poll_interval_s, timezone=tz),
         id="dispatch",
+        name="dispatch",
         **common,
     )
     if risk_sweep is not None:
@@ -169,6 +170,7 @@ def build_scheduler(
         _guard("routine", routine),
         IntervalTrigger(seconds=sc.routine_interval_s, timezone=tz),
         id="routine",
+        name="routine",
         **common,
     )
     if sc.self_test_number:

@@ -683,3 +683,60 @@ async def test_given_two_workers_when_draining_together_then_each_message_sent_o
     await asyncio.gather(wa.drain(), wb.drain(), wa.drain(), wb.drain())
     sent = [m.reference for m in a.sent + b.sent]
     assert sorted(sent) == sorted(refs)
+
+
+# --- the daily device digest ----------------------------------------------------------------
+
+
+async def test_given_dead_devices_when_digest_runs_then_one_sms_per_district_per_day(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    from anbu.db.models_signals import Device, DeviceTask
+    from anbu.domain.risk import DeviceIssueKind, DeviceKind, TaskStatus
+
+    world = await make_world(sessions)
+    async with sessions() as s:
+        # The digest goes to the district's default chain (dong ""), first step.
+        chain = EscalationChain(district_id=world.district_id, dong="", steps=[])
+        chain.steps.append(
+            EscalationStep(position=1, official_id=world.officials["centre"].id, ack_timeout_s=60)
+        )
+        s.add(chain)
+        for n, (kind, issue, hours) in enumerate(
+            [
+                (DeviceKind.PLUG, DeviceIssueKind.STALE, 26),
+                (DeviceKind.APP, DeviceIssueKind.OFFLINE, 50),
+            ]
+        ):
+            device = Device(
+                device_id=f"dev-{n}",
+                resident_id=world.resident_id,
+                kind=kind,
+                last_seen_at=T0 - dt.timedelta(hours=hours),
+            )
+            s.add(device)
+            await s.flush()
+            s.add(
+                DeviceTask(
+                    device_pk=device.id,
+                    resident_id=world.resident_id,
+                    kind=issue,
+                    status=TaskStatus.OPEN,
+                    detail="",
+                    opened_at=T0 - dt.timedelta(hours=1),
+                )
+            )
+        await s.commit()
+    service = EscalationService(sessions, config(), clock=FakeClock(T0))
+    assert await service.send_device_digest(T0) == 1
+    assert await service.send_device_digest(T0 + dt.timedelta(hours=1)) == 0  # same local day
+    [msg] = await messages(sessions)
+    assert msg.to == world.officials["centre"].phone
+    assert msg.incident_id is None
+    assert msg.priority == 0
+    assert msg.text == (
+        "[안부] 관악구 기기점검 2건 (11-25)\n"
+        "김○○(신림동) 스마트플러그 무신호 26시간\n"
+        "김○○(신림동) 걸음앱 꺼짐 50시간"
+    )
+    assert await service.send_device_digest(T0 + dt.timedelta(days=1)) == 1
