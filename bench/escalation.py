@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import functools
 import datetime as dt
 import logging
 import re
@@ -256,7 +257,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         container.sessions, [sender], config=OutboxConfig(), clock=container.clock
     )
     accepted_at: dict[str, float] = {}
-    worker.on_sent = lambda ref, _at: accepted_at.setdefault(ref, time.perf_counter())
+
+    def on_sent(ref: str, _at: object) -> None:
+        accepted_at.setdefault(ref, time.perf_counter())
+
+    worker.on_sent = on_sent
     service = TimedService(
         container.sessions,
         EscalationConfig.from_settings(settings),
@@ -292,10 +297,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     select(Incident.id).where(Incident.checkin_id == event.checkin_id)
                 )
             ref = f"inc{incident_id}.1"
-            await _until(lambda r=ref: r in accepted_at, 30, 0.0005)
+            await _until(functools.partial(accepted_at.__contains__, ref), 30, 0.0005)
             latencies.append((accepted_at[ref] - t0) * 1000)
             with contextlib.suppress(TimeoutError):
-                await _until(lambda r=ref: r in service.delivered_at, 10, 0.001)
+                await _until(functools.partial(service.delivered_at.__contains__, ref), 10, 0.001)
             if ref in service.delivered_at:
                 delivered.append((service.delivered_at[ref] - t0) * 1000)
             await asyncio.sleep(0.01)

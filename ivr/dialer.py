@@ -70,7 +70,7 @@ _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # runs the call (dialplans/engine/extensions.conf); unset, the AGI_HOST/AGI_PORT globals do.
 AGI_ADDRESS_VARIABLE = "ANBU_AGI"
 # host:port as it goes into agi://<address>/checkin: a name, IPv4 or [IPv6], and a port.
-_AGI_ADDRESS = re.compile(r"^(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$")
+_AGI_ADDRESS = re.compile(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
 # After a failed OriginateResponse with no channel seen, how long to wait for a straggling
 # Newchannel/Hangup before deciding no channel was ever created.
 NO_CHANNEL_GRACE_S = 0.3
@@ -175,7 +175,7 @@ class AmiDialer:
         """``agi_address`` (``host:port``): the FastAGI server of *this* process, sent with every
         Originate as ``ANBU_AGI`` so the call's IVR outcome comes back here, not to whichever
         process the engine's globals name (several dispatcher workers each serve their own)."""
-        if agi_address is not None and not _AGI_ADDRESS.match(agi_address):
+        if agi_address is not None and not _AGI_ADDRESS.fullmatch(agi_address):
             raise ValidationError(f"AGI address {agi_address!r} is not host:port")
         self._ami = ami
         self.registry = registry

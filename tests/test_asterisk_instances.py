@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported below are requested by parameter name)
 """Contract tests of ivr/asterisk.py against real Asterisk (sid tree, two instances on loopback).
 
 Needs the fixtures of tests/fixtures_asterisk.py. Installing Asterisk is part of the session
@@ -33,17 +32,12 @@ from ivr.asterisk import (
     install_asterisk,
     render_template,
 )
-from tests.fixtures_asterisk import (  # noqa: F401  (fixtures, requested by name)
+from tests.fixtures_asterisk import (
     AmiProbe,
     AsteriskPair,
-    agi_port,
-    asterisk_install,
-    asterisk_pair,
     asterisk_processes,
-    bench_prompt,
     free_ports,
     instance_settings,
-    make_asterisk_pair,
 )
 
 pytestmark = pytest.mark.asterisk

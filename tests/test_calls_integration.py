@@ -28,14 +28,9 @@ from ivr.ami import AmiClient, AmiState
 from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow, IvrOutcome
 from ivr.prompts import PromptLibrary
-from tests.fixtures_asterisk import (  # noqa: F401 - fixtures used by name
+from tests.fixtures_asterisk import (
     AsteriskPair,
-    agi_port,
-    asterisk_install,
-    asterisk_pair,
-    bench_prompt,
     free_ports,
-    make_asterisk_pair,
 )
 from tests.ivr_fakes import eventually
 
@@ -143,7 +138,7 @@ async def open_rig(pair: AsteriskPair, audio_dir: Path) -> AsyncIterator[Rig]:
 
 
 @pytest.fixture
-async def rig(asterisk_pair: AsteriskPair, audio_dir: Path) -> AsyncIterator[Rig]:  # noqa: F811
+async def rig(asterisk_pair: AsteriskPair, audio_dir: Path) -> AsyncIterator[Rig]:
     async with open_rig(asterisk_pair, audio_dir) as made:
         yield made
 
@@ -230,7 +225,7 @@ async def test_given_30_concurrent_calls_when_all_press_1_then_all_answered_ok(r
 
 
 async def test_given_engine_restarted_while_idle_when_next_call_then_ami_reconnects_and_it_works(
-    make_asterisk_pair: Callable[..., AsteriskPair],  # noqa: F811
+    make_asterisk_pair: Callable[..., AsteriskPair],
     audio_dir: Path,
 ) -> None:
     (port,) = free_ports(1)
@@ -247,7 +242,7 @@ async def test_given_engine_restarted_while_idle_when_next_call_then_ami_reconne
 
 
 async def test_given_engine_stopped_mid_call_when_it_comes_back_then_call_ends_and_next_works(
-    make_asterisk_pair: Callable[..., AsteriskPair],  # noqa: F811
+    make_asterisk_pair: Callable[..., AsteriskPair],
     audio_dir: Path,
 ) -> None:
     (port,) = free_ports(1)

@@ -23,12 +23,8 @@ from escalation.kannel import KannelInstance
 from ivr.ami import AmiClient
 from ivr.dialer import AmiDialer, CallRegistry
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
-from tests.fixtures_asterisk import (  # noqa: F401  (fixtures used by name)
+from tests.fixtures_asterisk import (
     AsteriskPair,
-    agi_port,
-    asterisk_install,
-    asterisk_pair,
-    bench_prompt,
 )
 from tests.test_escalation_e2e import (  # noqa: F401  (fixtures used by name)
     StackFactory,
@@ -46,7 +42,7 @@ RING_S = 1.0
 
 
 @pytest.fixture
-async def engine_ami(asterisk_pair: AsteriskPair) -> AsyncIterator[AmiClient]:  # noqa: F811
+async def engine_ami(asterisk_pair: AsteriskPair) -> AsyncIterator[AmiClient]:
     ami = AmiClient(
         "127.0.0.1", asterisk_pair.ami_port, asterisk_pair.ami_user, asterisk_pair.ami_secret
     )

@@ -33,6 +33,7 @@ from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus, Outcome
 from anbu.domain.replies import Reply
+from anbu.errors import ValidationError
 from anbu.ports import SystemClock
 from anbu.services.checkins import open_checkin
 from anbu.settings import SchedulingSettings, Settings, TrunkSettings
@@ -43,16 +44,9 @@ from ivr.flow import CheckinFlow
 from ivr.prompts import PromptLibrary
 from scheduler.dispatcher import AmiChannelProbe
 from scheduler.service import build_scheduler
+from scheduler.worker import agi_address_for
 from tests.db_fixtures import create_pg_database, drop_pg_database, pg_url
-from tests.fixtures_asterisk import (  # noqa: F401  (fixtures used by name)
-    AsteriskPair,
-    agi_port,
-    asterisk_install,
-    asterisk_pair,
-    bench_prompt,
-    free_ports,
-    make_asterisk_pair,
-)
+from tests.fixtures_asterisk import AsteriskPair, free_ports
 
 pytestmark = pytest.mark.asterisk
 
@@ -82,8 +76,8 @@ async def pg_database() -> AsyncIterator[str]:
 class Worker:
     """One ``python -m scheduler.worker`` with its own FastAGI port."""
 
-    def __init__(self, pair: AsteriskPair, url: str, agi_port: int, log_path: Path) -> None:
-        self.agi_port = agi_port
+    def __init__(self, pair: AsteriskPair, url: str, port: int, log_path: Path) -> None:
+        self.agi_port = port
         self.log_path = log_path
         self._args = [
             sys.executable,
@@ -96,7 +90,7 @@ class Worker:
             "--ami-secret",
             pair.ami_secret,
             "--agi-port",
-            str(agi_port),
+            str(port),
             "--max-concurrent",
             str(CASES),
             # A few calls per second each, so that both workers take a share of the run.
@@ -181,7 +175,7 @@ async def _wait_closed(sessions: async_sessionmaker[AsyncSession], timeout_s: fl
 
 
 async def test_given_two_workers_with_own_agi_ports_when_cases_answered_then_each_gets_its_results(
-    make_asterisk_pair: Callable[..., AsteriskPair],  # noqa: F811
+    make_asterisk_pair: Callable[..., AsteriskPair],
     pg_database: str,
     tmp_path: Path,
 ) -> None:
@@ -246,7 +240,7 @@ async def test_given_two_workers_with_own_agi_ports_when_cases_answered_then_eac
 
 
 async def test_given_line_that_presses_1_when_daily_self_test_runs_then_passed_run_is_stored(
-    asterisk_pair: AsteriskPair,  # noqa: F811
+    asterisk_pair: AsteriskPair,
     tmp_path: Path,
 ) -> None:
     settings = Settings(
@@ -305,3 +299,22 @@ async def test_given_line_that_presses_1_when_daily_self_test_runs_then_passed_r
     assert started <= run.started_at <= run.ended_at
     assert run.ended_at - run.started_at < dt.timedelta(seconds=60)
     assert agi.sessions_served == 1
+
+
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1", "host:port", "a,b:4573", "h:4573\n", "h:1\r\nX: y"]
+)
+def test_given_malformed_agi_address_when_building_dialer_then_refused(address: str) -> None:
+    ami = AmiClient("127.0.0.1", 1, "anbu", "secret")
+    with pytest.raises(ValidationError, match="not host:port"):
+        AmiDialer(ami, CallRegistry(), agi_address=address)
+    assert AmiDialer(ami, CallRegistry(), agi_address="[::1]:4573").agi_address == "[::1]:4573"
+
+
+def test_given_bind_address_when_worker_advertises_agi_then_hosts_are_usable_in_a_url() -> None:
+    assert agi_address_for("127.0.0.1", 4573) == "127.0.0.1:4573"
+    assert agi_address_for("::1", 4573) == "[::1]:4573"
+    assert agi_address_for("anbu-worker-2", 4573) == "anbu-worker-2:4573"
+    for wildcard in ("0.0.0.0", "::", ""):
+        with pytest.raises(SystemExit, match="--agi-advertise"):
+            agi_address_for(wildcard, 4573)

@@ -22,12 +22,8 @@ from anbu.services.checkins import CheckinClosed, open_checkin
 from ivr.ami import AmiClient
 from ivr.dialer import AmiDialer, CallRegistry
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
-from tests.fixtures_asterisk import (  # noqa: F401  (fixtures used by name)
+from tests.fixtures_asterisk import (
     AsteriskPair,
-    agi_port,
-    asterisk_install,
-    asterisk_pair,
-    bench_prompt,
 )
 
 NEVER_ANSWERS = "01099990004"
@@ -40,7 +36,7 @@ MAX_ATTEMPTS = 3
 
 
 @pytest.fixture
-async def engine_ami(asterisk_pair: AsteriskPair) -> AsyncIterator[AmiClient]:  # noqa: F811
+async def engine_ami(asterisk_pair: AsteriskPair) -> AsyncIterator[AmiClient]:
     ami = AmiClient(
         "127.0.0.1", asterisk_pair.ami_port, asterisk_pair.ami_user, asterisk_pair.ami_secret
     )

@@ -35,12 +35,8 @@ from anbu.services.checkins import open_checkin
 from ivr.ami import AmiClient, AmiMessage
 from scheduler.dispatcher import AmiChannelProbe
 from tests.db_fixtures import create_pg_database, drop_pg_database, pg_url
-from tests.fixtures_asterisk import (  # noqa: F401  (fixtures used by name)
+from tests.fixtures_asterisk import (
     AsteriskPair,
-    agi_port,
-    asterisk_install,
-    asterisk_pair,
-    bench_prompt,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +62,7 @@ class DialLog:
 
 
 @pytest.fixture
-async def dial_log(asterisk_pair: AsteriskPair) -> AsyncIterator[DialLog]:  # noqa: F811
+async def dial_log(asterisk_pair: AsteriskPair) -> AsyncIterator[DialLog]:
     log = DialLog()
     ami = AmiClient(
         "127.0.0.1", asterisk_pair.ami_port, asterisk_pair.ami_user, asterisk_pair.ami_secret
@@ -244,7 +240,7 @@ async def _no_channels_left(pair: AsteriskPair) -> None:
 
 
 async def test_given_worker_killed_at_random_moments_when_restarted_then_no_case_lost_or_overdialed(
-    asterisk_pair: AsteriskPair,  # noqa: F811
+    asterisk_pair: AsteriskPair,
     dial_log: DialLog,
     tmp_path: Path,
 ) -> None:
@@ -289,7 +285,7 @@ async def pg_database() -> AsyncIterator[str]:
 
 
 async def test_given_two_workers_on_postgres_when_sharing_a_run_then_no_attempt_dialed_twice(
-    asterisk_pair: AsteriskPair,  # noqa: F811
+    asterisk_pair: AsteriskPair,
     dial_log: DialLog,
     pg_database: str,
     tmp_path: Path,

@@ -23,12 +23,8 @@ from ivr.dialer import AmiDialer, CallRegistry
 from scheduler.dispatcher import AmiChannelProbe
 from scheduler.selftest import run_self_test
 from scheduler.service import build_scheduler
-from tests.fixtures_asterisk import (  # noqa: F401  (fixtures used by name)
+from tests.fixtures_asterisk import (
     AsteriskPair,
-    agi_port,
-    asterisk_install,
-    asterisk_pair,
-    bench_prompt,
 )
 
 REJECTS = "01099990007"
@@ -36,7 +32,7 @@ NEVER_ANSWERS = "01099990004"
 
 
 @pytest.fixture
-async def engine_ami(asterisk_pair: AsteriskPair) -> AsyncIterator[AmiClient]:  # noqa: F811
+async def engine_ami(asterisk_pair: AsteriskPair) -> AsyncIterator[AmiClient]:
     ami = AmiClient(
         "127.0.0.1", asterisk_pair.ami_port, asterisk_pair.ami_user, asterisk_pair.ami_secret
     )

@@ -41,12 +41,8 @@ from ivr.flow import CheckinFlow, IvrOutcome
 from ivr.listen import SpeechListener
 from ivr.prompts import PromptLibrary
 from ivr.speech import VoskRecognizer
-from tests.fixtures_asterisk import (  # noqa: F401 - fixtures used by name
+from tests.fixtures_asterisk import (
     AsteriskPair,
-    agi_port,
-    asterisk_install,
-    asterisk_pair,
-    bench_prompt,
 )
 from tests.ivr_fakes import FakeAgiPeer, FakeChannel, _split, agi_env
 from tests.test_calls_integration import Rig, TeeSink, assert_answered, write_tone
@@ -154,7 +150,7 @@ async def open_voice_rig(
 
 @pytest.fixture
 async def voice(
-    asterisk_pair: AsteriskPair,  # noqa: F811
+    asterisk_pair: AsteriskPair,
     voice_audio_dir: Path,
     heard: HeardLog,
     tmp_path: Path,

@@ -38,7 +38,8 @@ def minutes_to_hhmm(minutes: int) -> str:
 
 def _time_of_day(value: str) -> str:
     hour, sep, minute = value.partition(":")
-    if not (sep and len(hour) == 2 and len(minute) == 2 and hour.isdigit() and minute.isdigit()):
+    digits = hour + minute
+    if not (sep and len(hour) == 2 and len(minute) == 2 and digits.isascii() and digits.isdigit()):
         raise ValueError(f"{value!r} is not a time of day as HH:MM (00:00 to 24:00)")
     h, m = int(hour), int(minute)
     if not (m < 60 and (h < 24 or (h == 24 and m == 0))):
@@ -60,7 +61,10 @@ def _weekday(value: Any) -> int:
             return value
         raise ValueError(f"weekday {value} is out of range: 0 (Monday) .. 6 (Sunday)")
     if isinstance(value, str):
-        day = _WEEKDAY_BY_NAME.get(value.strip().lower())
+        text = value.strip().lower()
+        if text.isascii() and text.isdigit():
+            return _weekday(int(text))
+        day = _WEEKDAY_BY_NAME.get(text)
         if day is not None:
             return day
         raise ValueError(f"unknown weekday {value!r}: use 0-6 or mon, tue, ... sun")

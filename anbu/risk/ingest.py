@@ -4,22 +4,26 @@ One call handles one batch (thousands of events). Per-item problems come back as
 ``ItemError(index, reason)``; every accepted event is committed even when others in the batch
 were refused. Storing is ``INSERT ... ON CONFLICT (source, event_id) DO NOTHING RETURNING`` on
 both backends, and only the rows that insert move baselines, so a resent batch changes nothing.
+
+The per-event work (storing, baselines, device liveness) goes through :mod:`anbu.risk.bulk`:
+a few statements per batch straight to the driver, whatever the batch size.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.db.models import Resident
-from anbu.db.models_signals import Device, DeviceTask, MonitoringProfile, SignalEvent
+from anbu.db.models_signals import Device, DeviceTask, MonitoringProfile
 from anbu.domain.risk import (
     DEFAULT_RULES,
     Baseline,
@@ -34,22 +38,14 @@ from anbu.domain.risk import (
     quiet_due_at,
     stale_due_at,
 )
+from anbu.risk.bulk import BulkStore, DeviceUpdate, SignalRow, StateRow, bulk_store
 from anbu.risk.evaluate import Evaluation, evaluate_residents
 from anbu.risk.schemas import SignalEventIn
-from anbu.risk.store import (
-    chunks,
-    dialect_insert,
-    load_baselines,
-    profile_rules,
-    save_baselines,
-    state_row,
-)
+from anbu.risk.store import chunks, profile_rules
 
 log = logging.getLogger(__name__)
 
 MAX_CLOCK_SKEW = dt.timedelta(minutes=5)
-# Rows per INSERT statement: 9 parameters each stays under both backends' parameter limits.
-INSERT_CHUNK = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +98,21 @@ async def ingest(
     }
     residents = await _residents(session, sorted(resident_ids))
 
-    rows: list[dict[str, Any]] = []
+    rows: list[SignalRow] = []
     seen: set[tuple[str, str]] = set()
+    latest_allowed = now + MAX_CLOCK_SKEW
+    # Apart from the clock, an event's verdict depends only on who sent which kind: a batch of
+    # thousands has a few hundred distinct (device, resident, kind), so each is checked once.
+    verdicts: dict[tuple[str | None, str | None, SignalKind], tuple[str | None, str | None]] = {}
     for index, e in items:
-        reason, resident_id = _check(e, devices, residents, can_see, now)
+        if e.at > latest_allowed:
+            report.errors.append(ItemError(index, f"timestamp {e.at.isoformat()} is in the future"))
+            continue
+        who = (e.device_id, e.resident_id, e.kind)
+        verdict = verdicts.get(who)
+        if verdict is None:
+            verdict = verdicts[who] = _check(e, devices, residents, can_see)
+        reason, resident_id = verdict
         if reason is not None:
             report.errors.append(ItemError(index, reason))
             continue
@@ -115,28 +122,31 @@ async def ingest(
             report.duplicates += 1
             continue
         seen.add(key)
+        attrs = e.attrs()
         rows.append(
-            {
-                "source": e.source,
-                "event_id": e.event_id,
-                "resident_id": resident_id,
-                "device_id": e.device_id,
-                "kind": e.kind,
-                "at": e.at,
-                "value": e.value,
-                "attrs": e.attrs(),
-                "received_at": now,
-            }
+            SignalRow(
+                e.source,
+                e.event_id,
+                resident_id,
+                e.device_id,
+                e.kind,
+                e.at,
+                e.value,
+                attrs,
+                # As SQLAlchemy's JSON type stores it: Python None is the JSON text 'null'.
+                json.dumps(attrs),
+            )
         )
 
-    new_rows = await _insert_new(session, rows)
+    store = await bulk_store(session)
+    new_rows = await store.insert_events(rows, now)
     report.accepted = len(new_rows)
     report.duplicates += len(rows) - len(new_rows)
-    touched = sorted({r["resident_id"] for r in new_rows})
+    touched = sorted({r.resident_id for r in new_rows})
     if new_rows:
-        await _lock_residents(session, touched)
-        await _update_baselines(session, new_rows, residents, now, rules)
-        await _update_devices(session, new_rows, devices, now, rules)
+        await store.lock_profiles(touched)
+        await _update_baselines(store, new_rows, residents, now, rules)
+        await _update_devices(session, store, new_rows, devices, now, rules)
     await session.commit()
     if evaluate and touched:
         report.evaluations = await evaluate_residents(session, touched, now, rules)
@@ -206,11 +216,9 @@ def _check(
     devices: dict[str, _DeviceRow],
     residents: dict[str, _ResidentRow],
     can_see: Callable[[int], bool],
-    now: dt.datetime,
 ) -> tuple[str | None, str | None]:
-    """Why this event cannot be accepted (None when it can), and whose it is."""
-    if e.at > now + MAX_CLOCK_SKEW:
-        return f"timestamp {e.at.isoformat()} is in the future", None
+    """Why an event from this sender, of this kind, cannot be accepted (None when it can), and
+    whose it is. The clock is checked by the caller."""
     resident_id = e.resident_id
     if e.device_id is not None:
         d = devices.get(e.device_id)
@@ -239,109 +247,61 @@ def _check(
     return None, resident_id
 
 
-async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Insert, skipping (source, event_id) pairs already stored; return the rows that went in."""
-    if not rows:
-        return []
-    table = SignalEvent.__table__
-    assert isinstance(table, Table)
-    stmt = (
-        dialect_insert(session, table)
-        .on_conflict_do_nothing(index_elements=["source", "event_id"])
-        .returning(table.c.source, table.c.event_id)
-    )
-    inserted: set[tuple[str, str]] = set()
-    for part in chunks(rows, INSERT_CHUNK):
-        # executemany with RETURNING: SQLAlchemy batches it into multi-row INSERTs
-        # ("insertmanyvalues") on both drivers.
-        res = await session.execute(stmt, list(part))
-        inserted.update((s, i) for s, i in res)
-    if len(inserted) == len(rows):
-        return rows
-    return [r for r in rows if (r["source"], r["event_id"]) in inserted]
-
-
-async def _lock_residents(session: AsyncSession, resident_ids: Sequence[str]) -> None:
-    # Baselines are read-modify-write: two batches for one resident (API and MQTT at once)
-    # must not interleave. Locking the profile rows in id order serialises them without
-    # deadlocks. (SQLite has one writer at a time anyway and ignores FOR UPDATE.)
-    for part in chunks(resident_ids):
-        await session.execute(
-            select(MonitoringProfile.resident_id)
-            .where(MonitoringProfile.resident_id.in_(part))
-            .order_by(MonitoringProfile.resident_id)
-            .with_for_update()
-        )
-
-
 async def _update_baselines(
-    session: AsyncSession,
-    rows: list[dict[str, Any]],
+    store: BulkStore,
+    rows: list[SignalRow],
     residents: dict[str, _ResidentRow],
     now: dt.datetime,
     rules: Rules,
 ) -> None:
-    by_key: dict[tuple[str, Channel], list[dict[str, Any]]] = defaultdict(list)
+    by_key: dict[tuple[str, Channel], list[SignalRow]] = defaultdict(list)
     for r in rows:
-        channel = SignalKind(r["kind"]).channel
+        channel = r.kind.channel
         if channel is not None:
-            by_key[(r["resident_id"], channel)].append(r)
+            by_key[(r.resident_id, channel)].append(r)
     if not by_key:
         return
-    current = await load_baselines(session, sorted({rid for rid, _ in by_key}))
-    out: list[dict[str, Any]] = []
+    current = await store.load_states(sorted({rid for rid, _ in by_key}))
+    out: list[StateRow] = []
     for (rid, channel), events in by_key.items():
         b = current.get(rid, {}).get(channel) or Baseline(channel)
-        events.sort(key=lambda r: r["at"])
+        events.sort(key=lambda r: r.at)
         for r in events:
-            observe(b, SignalKind(r["kind"]), r["at"], r["value"], r["attrs"], rules)
+            observe(b, r.kind, r.at, r.value, r.attrs, rules)
         profile = residents[rid].profile
-        out.append(state_row(rid, b, quiet_due_at(b, profile.window_h), now))
-    await save_baselines(session, out)
+        out.append(StateRow(rid, b, quiet_due_at(b, profile.window_h)))
+    await store.save_states(out, now)
 
 
 async def _update_devices(
     session: AsyncSession,
-    rows: list[dict[str, Any]],
+    store: BulkStore,
+    rows: list[SignalRow],
     devices: dict[str, _DeviceRow],
     now: dt.datetime,
     rules: Rules,
 ) -> None:
-    latest: dict[str, dict[str, Any]] = {}
+    latest: dict[str, SignalRow] = {}
     for r in rows:
-        did = r["device_id"]
-        if did is not None and (did not in latest or r["at"] >= latest[did]["at"]):
+        did = r.device_id
+        if did is not None and (did not in latest or r.at >= latest[did].at):
             latest[did] = r
-    params: list[dict[str, Any]] = []
+    updates: list[DeviceUpdate] = []
     recovered: list[str] = []
     for did, r in latest.items():
         d = devices[did]
-        seen = max(d.last_seen_at, r["at"]) if d.last_seen_at else r["at"]
-        if d.last_seen_at is not None and r["at"] < d.last_seen_at:
+        seen = max(d.last_seen_at, r.at) if d.last_seen_at else r.at
+        if d.last_seen_at is not None and r.at < d.last_seen_at:
             continue  # a late event says nothing new about liveness
-        online = not (
-            r["kind"] == SignalKind.HEARTBEAT and (r["attrs"] or {}).get("online") is False
-        )
+        online = not (r.kind == SignalKind.HEARTBEAT and (r.attrs or {}).get("online") is False)
         was_down = DeviceView(
             d.device_id, d.kind, d.expected_interval_s, d.online, d.last_seen_at, d.created_at
         ).issue(now, rules)
         if was_down is not None and online:
             recovered.append(d.pk)
         due = stale_due_at(seen, d.expected_interval_s, rules) if online else now
-        params.append({"pk": d.pk, "seen": seen, "online": online, "due": due})
-    if params:
-        table = Device.__table__
-        assert isinstance(table, Table)
-        await session.execute(
-            update(table)
-            .where(table.c.id == bindparam("pk"))
-            .values(
-                last_seen_at=bindparam("seen"),
-                online=bindparam("online"),
-                stale_due_at=bindparam("due"),
-            ),
-            params,
-        )
+        updates.append(DeviceUpdate(d.pk, seen, online, due))
+    await store.update_devices(updates)
     if recovered:
         await session.execute(
             update(DeviceTask)
