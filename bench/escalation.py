@@ -23,8 +23,8 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import functools
 import datetime as dt
+import functools
 import logging
 import re
 import tempfile

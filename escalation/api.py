@@ -16,12 +16,16 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from anbu.api.deps import ContainerDep, PrincipalDep, SessionDep
+from anbu.api.deps import (
+    ContainerDep,
+    PrincipalDep,
+    SessionDep,
+    district_by_code,
+)
 from anbu.container import Container
-from anbu.db.models import District, Resident
+from anbu.db.models import Resident
 from anbu.db.models_escalation import EscalationChain, Incident
 from anbu.errors import ConflictError, NotFoundError, ValidationError
 from escalation import directory
@@ -63,15 +67,6 @@ def get_escalation(container: ContainerDep) -> EscalationService:
 EscalationDep = Annotated[EscalationService, Depends(get_escalation)]
 
 
-async def _district(session: SessionDep, principal: PrincipalDep, code: str) -> District:
-    district = (
-        await session.execute(select(District).where(District.code == code))
-    ).scalar_one_or_none()
-    if district is None or not principal.can_see(district.id):
-        raise ValidationError(f"unknown district {code!r} for this API key")
-    return district
-
-
 def _scope(principal: PrincipalDep) -> frozenset[int] | None:
     return None if principal.is_admin else principal.district_ids
 
@@ -88,7 +83,7 @@ def _scope(principal: PrincipalDep) -> frozenset[int] | None:
 async def create_official(
     body: OfficialIn, principal: PrincipalDep, session: SessionDep, container: ContainerDep
 ) -> OfficialOut:
-    district = await _district(session, principal, body.district_code)
+    district = await district_by_code(session, principal, body.district_code)
     official = await directory.create_official(session, district, body, container.clock.now())
     await session.commit()
     return OfficialOut.of(official)
@@ -100,7 +95,7 @@ async def list_officials(
 ) -> list[OfficialOut]:
     scope = _scope(principal)
     if district_code is not None:
-        scope = frozenset({(await _district(session, principal, district_code)).id})
+        scope = frozenset({(await district_by_code(session, principal, district_code)).id})
     return [OfficialOut.of(o) for o in await directory.list_officials(session, scope)]
 
 
@@ -124,7 +119,7 @@ async def put_chain(
 ) -> ChainOut:
     """Create or replace the chain of a district's dong (``dong`` "" = the district default).
     Steps are told in the order given."""
-    district = await _district(session, principal, body.district_code)
+    district = await district_by_code(session, principal, body.district_code)
     chain = await directory.put_chain(
         session,
         district,
@@ -145,7 +140,7 @@ async def list_chains(
 ) -> list[ChainOut]:
     scope = _scope(principal)
     if district_code is not None:
-        scope = frozenset({(await _district(session, principal, district_code)).id})
+        scope = frozenset({(await district_by_code(session, principal, district_code)).id})
     return [directory.chain_out(c, code) for c, code in await directory.list_chains(session, scope)]
 
 
@@ -177,7 +172,7 @@ async def list_incidents(
 ) -> list[Incident]:
     scope = _scope(principal)
     if district_code is not None:
-        scope = frozenset({(await _district(session, principal, district_code)).id})
+        scope = frozenset({(await district_by_code(session, principal, district_code)).id})
     return await directory.list_incidents(session, scope, status_, limit)
 
 

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.container import Container
-from anbu.db.models import ApiKey
-from anbu.errors import ForbiddenError, NotFoundError
+from anbu.db.models import ApiKey, District, Resident
+from anbu.errors import ForbiddenError, NotFoundError, ValidationError
 
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="anbu API key")
 
@@ -81,3 +81,27 @@ async def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+# -- lookups every router shares: scoped to the caller's districts -------------------------------
+
+
+async def district_by_code(session: AsyncSession, principal: Principal, code: str) -> District:
+    """The district with this code, if the key may see it; a 422 names the code otherwise."""
+    district = (
+        await session.execute(select(District).where(District.code == code))
+    ).scalar_one_or_none()
+    if district is None or not principal.can_see(district.id):
+        raise ValidationError(f"unknown district {code!r} for this API key")
+    return district
+
+
+async def resident_in_scope(
+    session: AsyncSession, principal: Principal, resident_id: str
+) -> Resident:
+    """The resident, if the key may see their district (404 otherwise, existence not leaked)."""
+    resident = await session.get(Resident, resident_id)
+    if resident is None:
+        raise NotFoundError("resident", resident_id)
+    principal.require_district(resident.district_id, "resident", resident_id)
+    return resident

@@ -8,7 +8,13 @@ from fastapi import APIRouter, Query, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from anbu.api.deps import ContainerDep, PrincipalDep, SessionDep
+from anbu.api.deps import (
+    ContainerDep,
+    PrincipalDep,
+    SessionDep,
+    district_by_code,
+    resident_in_scope,
+)
 from anbu.api.schemas import (
     CheckinAccepted,
     CheckinIn,
@@ -22,7 +28,7 @@ from anbu.api.schemas import (
 )
 from anbu.db.models import District, Resident
 from anbu.domain.checkin import CheckinSource
-from anbu.errors import ConflictError, NotFoundError, ValidationError
+from anbu.errors import ConflictError, ValidationError
 from anbu.services import checkins as checkin_service
 
 router = APIRouter(prefix="/v1")
@@ -48,28 +54,11 @@ async def list_districts(principal: PrincipalDep, session: SessionDep) -> list[D
     return [d for d in rows if principal.can_see(d.id)]
 
 
-async def _district_by_code(session: SessionDep, principal: PrincipalDep, code: str) -> District:
-    district = (
-        await session.execute(select(District).where(District.code == code))
-    ).scalar_one_or_none()
-    if district is None or not principal.can_see(district.id):
-        raise ValidationError(f"unknown district {code!r} for this API key")
-    return district
-
-
-async def _resident(session: SessionDep, principal: PrincipalDep, resident_id: str) -> Resident:
-    resident = await session.get(Resident, resident_id)
-    if resident is None:
-        raise NotFoundError("resident", resident_id)
-    principal.require_district(resident.district_id, "resident", resident_id)
-    return resident
-
-
 @router.post("/residents", status_code=status.HTTP_201_CREATED, response_model=ResidentOut)
 async def create_resident(
     body: ResidentIn, principal: PrincipalDep, session: SessionDep
 ) -> ResidentOut:
-    district = await _district_by_code(session, principal, body.district_code)
+    district = await district_by_code(session, principal, body.district_code)
     resident = Resident(
         district_id=district.id,
         district=district,
@@ -98,7 +87,7 @@ async def list_residents(
 ) -> ResidentPage:
     query = select(Resident).order_by(Resident.id).limit(limit + 1)
     if district_code is not None:
-        district = await _district_by_code(session, principal, district_code)
+        district = await district_by_code(session, principal, district_code)
         query = query.where(Resident.district_id == district.id)
     elif not principal.is_admin:
         query = query.where(Resident.district_id.in_(principal.district_ids))
@@ -116,14 +105,14 @@ async def list_residents(
 async def get_resident(
     resident_id: str, principal: PrincipalDep, session: SessionDep
 ) -> ResidentOut:
-    return ResidentOut.of(await _resident(session, principal, resident_id))
+    return ResidentOut.of(await resident_in_scope(session, principal, resident_id))
 
 
 @router.patch("/residents/{resident_id}", response_model=ResidentOut)
 async def update_resident(
     resident_id: str, body: ResidentPatch, principal: PrincipalDep, session: SessionDep
 ) -> ResidentOut:
-    resident = await _resident(session, principal, resident_id)
+    resident = await resident_in_scope(session, principal, resident_id)
     for name, value in body.model_dump(exclude_unset=True).items():
         if value is None:
             raise ValidationError(f"{name} cannot be null")
@@ -141,7 +130,7 @@ async def update_resident(
 async def create_checkin(
     body: CheckinIn, principal: PrincipalDep, session: SessionDep, container: ContainerDep
 ) -> CheckinAccepted:
-    resident = await _resident(session, principal, body.resident_id)
+    resident = await resident_in_scope(session, principal, body.resident_id)
     if not resident.active:
         raise ValidationError(f"resident {resident.id} is inactive")
     checkin, created = await checkin_service.open_checkin(

@@ -10,7 +10,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import select
 
-from anbu.api.deps import ContainerDep, PrincipalDep, SessionDep
+from anbu.api.deps import (
+    ContainerDep,
+    PrincipalDep,
+    SessionDep,
+    resident_in_scope,
+)
 from anbu.db.models import District, Resident
 from anbu.db.models_signals import Device, DeviceTask, MonitoringHold, RiskAssessment
 from anbu.domain.risk import (
@@ -109,14 +114,6 @@ async def post_signals(
     )
 
 
-async def _resident(session: SessionDep, principal: PrincipalDep, resident_id: str) -> Resident:
-    resident = await session.get(Resident, resident_id)
-    if resident is None:
-        raise NotFoundError("resident", resident_id)
-    principal.require_district(resident.district_id, "resident", resident_id)
-    return resident
-
-
 # -- monitoring profiles ------------------------------------------------------------------------
 
 
@@ -173,7 +170,7 @@ async def put_profile(
     session: SessionDep,
     container: ContainerDep,
 ) -> ProfileOut:
-    resident = await _resident(session, principal, resident_id)
+    resident = await resident_in_scope(session, principal, resident_id)
     spec = registry.ProfileSpec(
         tier=body.tier,
         category=body.risk_category,
@@ -190,7 +187,7 @@ async def put_profile(
 
 @router.get("/residents/{resident_id}/monitoring", response_model=ProfileOut)
 async def get_profile(resident_id: str, principal: PrincipalDep, session: SessionDep) -> ProfileOut:
-    await _resident(session, principal, resident_id)
+    await resident_in_scope(session, principal, resident_id)
     return _profile_out(await registry.get_profile(session, resident_id))
 
 
@@ -221,7 +218,7 @@ class DeviceOut(BaseModel):
 async def register_device(
     body: DeviceIn, principal: PrincipalDep, session: SessionDep, container: ContainerDep
 ) -> Device:
-    resident = await _resident(session, principal, body.resident_id)
+    resident = await resident_in_scope(session, principal, body.resident_id)
     device = await registry.register_device(
         session,
         resident,
@@ -251,7 +248,7 @@ async def get_device(device_id: str, principal: PrincipalDep, session: SessionDe
 async def list_devices(
     resident_id: str, principal: PrincipalDep, session: SessionDep
 ) -> list[Device]:
-    await _resident(session, principal, resident_id)
+    await resident_in_scope(session, principal, resident_id)
     rows = await session.execute(
         select(Device).where(Device.resident_id == resident_id).order_by(Device.device_id)
     )
@@ -299,7 +296,7 @@ async def add_hold(
     session: SessionDep,
     container: ContainerDep,
 ) -> MonitoringHold:
-    resident = await _resident(session, principal, resident_id)
+    resident = await resident_in_scope(session, principal, resident_id)
     hold = await registry.add_hold(
         session,
         resident,
@@ -317,7 +314,7 @@ async def add_hold(
 async def list_holds(
     resident_id: str, principal: PrincipalDep, session: SessionDep
 ) -> list[MonitoringHold]:
-    await _resident(session, principal, resident_id)
+    await resident_in_scope(session, principal, resident_id)
     rows = await session.execute(
         select(MonitoringHold)
         .where(MonitoringHold.resident_id == resident_id)
@@ -333,7 +330,7 @@ async def end_hold(
     hold = await session.get(MonitoringHold, hold_id)
     if hold is None:
         raise NotFoundError("hold", hold_id)
-    await _resident(session, principal, hold.resident_id)
+    await resident_in_scope(session, principal, hold.resident_id)
     await registry.end_hold(session, hold, container.clock.now())
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -367,7 +364,7 @@ async def get_risk(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> RiskOut:
-    await _resident(session, principal, resident_id)
+    await resident_in_scope(session, principal, resident_id)
     p = await registry.get_profile(session, resident_id)
     rows = await session.execute(
         select(RiskAssessment)
@@ -468,7 +465,7 @@ async def resolve_device_task(
     task = await session.get(DeviceTask, task_id)
     if task is None:
         raise NotFoundError("device task", task_id)
-    await _resident(session, principal, task.resident_id)
+    await resident_in_scope(session, principal, task.resident_id)
     await registry.resolve_task(session, task, body.resolution, container.clock.now())
     await session.commit()
     device = await session.get(Device, task.device_pk)
