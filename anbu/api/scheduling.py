@@ -28,7 +28,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from anbu.api.deps import ContainerDep, Principal, PrincipalDep, SessionDep
+from anbu.api.deps import ContainerDep, Principal, PrincipalDep, SessionDep, resident_in_scope
 from anbu.api.schemas_scheduling import (
     WEEKDAY_NAMES,
     CallHoldIn,
@@ -91,14 +91,6 @@ PhonePath = Annotated[str, Path(min_length=7, max_length=24, description="Korean
 
 
 # -- shared lookups -----------------------------------------------------------------------------
-
-
-async def _resident(session: AsyncSession, principal: Principal, resident_id: str) -> Resident:
-    resident = await session.get(Resident, resident_id)
-    if resident is None:
-        raise NotFoundError("resident", resident_id)
-    principal.require_district(resident.district_id, "resident", resident_id)
-    return resident
 
 
 async def _check_tz(name: str, where: str) -> None:
@@ -449,7 +441,7 @@ async def _schedule_out(session: AsyncSession, resident: Resident, now: dt.datet
 async def get_schedule(
     resident_id: str, principal: PrincipalDep, session: SessionDep, container: ContainerDep
 ) -> ScheduleOut:
-    resident = await _resident(session, principal, resident_id)
+    resident = await resident_in_scope(session, principal, resident_id)
     return await _schedule_out(session, resident, container.clock.now())
 
 
@@ -461,7 +453,7 @@ async def put_schedule(
     session: SessionDep,
     container: ContainerDep,
 ) -> ScheduleOut:
-    resident = await _resident(session, principal, resident_id)
+    resident = await resident_in_scope(session, principal, resident_id)
     if body.program_id is not None and await session.get(Program, body.program_id) is None:
         raise ValidationError(f"program_id: unknown programme {body.program_id}")
     if body.tz is not None:
@@ -521,7 +513,7 @@ async def add_call_hold(
     session: SessionDep,
     container: ContainerDep,
 ) -> CallHoldOut:
-    resident = await _resident(session, principal, resident_id)
+    resident = await resident_in_scope(session, principal, resident_id)
     now = container.clock.now()
     starts_at = body.starts_at or now
     if body.ends_at is not None:
@@ -549,7 +541,7 @@ async def list_call_holds(
     container: ContainerDep,
     include_ended: bool = False,
 ) -> list[CallHoldOut]:
-    await _resident(session, principal, resident_id)
+    await resident_in_scope(session, principal, resident_id)
     now = container.clock.now()
     query = (
         select(CallHold)
@@ -573,7 +565,7 @@ async def lift_call_hold(
     session: SessionDep,
     container: ContainerDep,
 ) -> Response:
-    await _resident(session, principal, resident_id)
+    await resident_in_scope(session, principal, resident_id)
     hold = await session.get(CallHold, hold_id)
     if hold is None or hold.resident_id != resident_id:
         raise NotFoundError("call hold", hold_id)
@@ -748,7 +740,7 @@ async def add_routine(
     session: SessionDep,
     container: ContainerDep,
 ) -> RoutineOut:
-    resident = await _resident(session, principal, resident_id)
+    resident = await resident_in_scope(session, principal, resident_id)
     existing = await _routines(session, resident.id)
     time_min = hhmm_to_minutes(body.time)
     when = f"{WEEKDAY_NAMES[body.weekday]} {body.time}"
@@ -792,7 +784,7 @@ async def add_routine(
 async def list_routines(
     resident_id: str, principal: PrincipalDep, session: SessionDep, container: ContainerDep
 ) -> list[RoutineOut]:
-    resident = await _resident(session, principal, resident_id)
+    resident = await resident_in_scope(session, principal, resident_id)
     now = container.clock.now()
     return [_routine_out(r, now) for r in await _routines(session, resident.id)]
 
@@ -803,7 +795,7 @@ async def list_routines(
 async def delete_routine(
     resident_id: str, routine_id: RowId, principal: PrincipalDep, session: SessionDep
 ) -> Response:
-    await _resident(session, principal, resident_id)
+    await resident_in_scope(session, principal, resident_id)
     routine = await session.get(RoutineSchedule, routine_id)
     if routine is None or routine.resident_id != resident_id:
         raise NotFoundError("routine", routine_id)
