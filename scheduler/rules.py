@@ -15,6 +15,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.db.models_scheduling import CallHold, DoNotCall, Program, ResidentSchedule
+from anbu.db.models_signals import MonitoringHold
 from anbu.domain.calling_hours import (
     END_OF_DAY,
     CallingWindow,
@@ -119,6 +120,18 @@ async def load_rules(
         )
     ).scalars():
         holds.setdefault(h.resident_id, []).append(Hold(h.starts_at, h.ends_at, h.reason))
+    # A monitoring hold (hospital stay, travel) entered once for the risk rules stops calls too:
+    # the resident is not at that phone.
+    for m in (
+        await session.execute(
+            select(MonitoringHold).where(
+                MonitoringHold.resident_id.in_(ids), MonitoringHold.ends_at > now
+            )
+        )
+    ).scalars():
+        holds.setdefault(m.resident_id, []).append(
+            Hold(m.starts_at, m.ends_at, f"monitoring hold: {m.reason.value}")
+        )
     blocked = set(
         (
             await session.execute(

@@ -20,11 +20,13 @@ from anbu.db.models_scheduling import (
     ResidentSchedule,
     RoutineSchedule,
 )
+from anbu.db.models_signals import MonitoringHold
 from anbu.domain.calling_hours import ALL_DAYS, END_OF_DAY, CallingWindow
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus, Outcome
 from anbu.domain.replies import Reply
 from anbu.domain.retry import RetryPolicy
+from anbu.domain.risk import HoldReason
 from anbu.ports import CallRecord
 from anbu.services.checkins import lose_attempt, open_checkin, record_attempt
 from scheduler.claims import ClaimPass, claim_due, orphaned_attempts
@@ -165,6 +167,29 @@ async def test_given_hold_until_tomorrow_when_claiming_then_attempt_moves_to_hol
         (person,) = await _residents(s, 1)
         s.add(
             CallHold(resident_id=person.id, starts_at=WED_10 - dt.timedelta(hours=1), ends_at=until)
+        )
+        await open_checkin(s, person, source=CheckinSource.API, reason="a", now=WED_10)
+        worker = await _worker(s)
+        await s.commit()
+    async with sessions() as s:
+        out = await _claim(s, worker, WED_10)
+    assert (out.claimed, out.deferred) == ([], 1)
+    assert out.next_due == until
+
+
+async def test_given_monitoring_hold_for_hospital_stay_when_claiming_then_no_call_until_it_ends(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    until = WED_10 + dt.timedelta(days=3)
+    async with sessions() as s:
+        (person,) = await _residents(s, 1)
+        s.add(
+            MonitoringHold(
+                resident_id=person.id,
+                starts_at=WED_10 - dt.timedelta(days=1),
+                ends_at=until,
+                reason=HoldReason.HOSPITAL,
+            )
         )
         await open_checkin(s, person, source=CheckinSource.API, reason="a", now=WED_10)
         worker = await _worker(s)
