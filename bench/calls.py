@@ -41,7 +41,7 @@ from anbu.domain.retry import RetryPolicy
 from anbu.ports import SystemClock
 from anbu.services.checkins import open_checkin
 from anbu.settings import ROOT
-from bench.common import cpu_seconds, write_results
+from bench.common import cpu_seconds, stop_on_sigterm, write_results
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient, AmiMessage
 from ivr.asterisk import install_asterisk
@@ -252,6 +252,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigterm()
     p = argparse.ArgumentParser(prog="python -m bench.calls")
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--cap", type=int, default=50)

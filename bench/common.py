@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -46,3 +47,9 @@ def percentile(values: list[float], p: float) -> float:
         return values[0]
     qs = statistics.quantiles(values, n=100, method="inclusive")
     return qs[min(98, max(0, round(p) - 1))]
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so a benchmark that is stopped still runs its
+    ``finally`` blocks and stops the Asterisk/Kannel processes it started."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)

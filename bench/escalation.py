@@ -53,7 +53,7 @@ from anbu.domain.retry import RetryPolicy
 from anbu.ports import CallRecord
 from anbu.services.checkins import CheckinClosed, claim_attempt, open_checkin, record_attempt
 from anbu.settings import Settings, SmsSettings
-from bench.common import cpu_seconds, peak_rss_mb, percentile, write_results
+from bench.common import cpu_seconds, peak_rss_mb, percentile, stop_on_sigterm, write_results
 from escalation import dlr
 from escalation.kannel import KannelConfig, KannelInstance, KannelPorts
 from escalation.outbox import OutboxConfig, OutboxWorker
@@ -413,6 +413,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(prog="python -m bench.escalation")
     parser.add_argument("--db", choices=["postgresql", "sqlite", "both"], default="both")
     parser.add_argument("--cases", type=int, default=200)

@@ -43,7 +43,7 @@ from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.checkin import CheckinSource
 from anbu.ports import SystemClock
 from anbu.services.checkins import CheckinClosed, open_checkin
-from bench.common import percentile, write_results
+from bench.common import percentile, stop_on_sigterm, write_results
 from ivr.ami import AmiClient, AmiMessage
 from ivr.asterisk import install_asterisk, render_korean_wav
 from ivr.dialer import AmiDialer, CallRegistry
@@ -224,6 +224,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_on_sigterm()
     p = argparse.ArgumentParser(prog="python -m bench.schedule")
     p.add_argument("--calls", type=int, default=300)
     p.add_argument("--cap", type=int, default=50)
