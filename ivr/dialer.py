@@ -76,6 +76,10 @@ _AGI_ADDRESS = re.compile(r"(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
 NO_CHANNEL_GRACE_S = 0.3
 
 
+# Hangup cause the engine's anbu-checkin context uses when AGI() fails (network out of order).
+AGI_UNREACHABLE_CAUSE = 38
+
+
 class CallRegistry:
     """Where the IVR leaves each call's outcome for the dialer that placed it.
 
@@ -432,6 +436,10 @@ class AmiDialer:
             return False
         if not call.hangup_cause:  # None (AMI lost) or 0 (Asterisk tore it down)
             call.failure = f"answered, no IVR outcome, hangup cause {call.hangup_cause}"
+            return True
+        if call.hangup_cause == AGI_UNREACHABLE_CAUSE:
+            # The engine's dialplan hangs up with 38 when AGI() could not reach us.
+            call.failure = "answered, but the FastAGI server could not be reached"
             return True
         return False
 

@@ -258,3 +258,14 @@ async def test_given_engine_stopped_mid_call_when_it_comes_back_then_call_ends_a
         assert "torn down" in (rig.sink.outcomes[record.channel_id].error or "")
         again = await rig.call(BUSY)
         assert again.result is CallResult.BUSY
+
+
+async def test_given_fastagi_server_down_when_resident_answers_then_failed_not_hung_up(
+    rig: Rig,
+) -> None:
+    await rig.agi.stop(grace_s=0.5)
+    record = await rig.call(OK)
+    # Our IVR was unreachable: a failure on our side (retried), never "the resident hung up".
+    assert (record.result, record.reply) == (CallResult.FAILED, None)
+    assert record.hangup_cause == 38
+    assert record.answered_at is not None
