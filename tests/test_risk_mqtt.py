@@ -96,6 +96,48 @@ async def test_given_plug_publishing_when_subscribed_then_readings_are_stored_on
             await task
 
 
+class FailingOnce(MqttSignalSubscriber):
+    """The database is down for the first batch (a restart, a lost connection)."""
+
+    failures = 0
+
+    async def _ingest(self, batch: list[tuple[str, bytes]]) -> None:
+        if self.failures == 0:
+            self.failures += 1
+            raise ConnectionError("database unavailable")
+        await super()._ingest(batch)
+
+
+async def test_given_store_fails_when_reading_arrives_then_broker_redelivers_and_none_is_lost(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await _resident_with_plug(sessions)
+    prefix = f"anbutest{uuid.uuid4().hex[:8]}"
+    sub = FailingOnce(
+        sessions, FixedClock(), prefix=prefix, client_id=f"t-{uuid.uuid4().hex[:8]}",
+        batch_wait_s=0.05,
+    )  # fmt: skip
+    task = asyncio.create_task(sub.run())
+    try:
+        await asyncio.wait_for(sub.ready.wait(), 10)
+        reading = {"id": "r-9", "at": T0.isoformat(), "power_w": 12.0, "light_lux": 30}
+        async with aiomqtt.Client(
+            "127.0.0.1", 1883, identifier=f"pub-{uuid.uuid4().hex[:8]}"
+        ) as pub:
+            await pub.publish(f"{prefix}/11620/plug/plug-7/reading", json.dumps(reading), qos=1)
+        for _ in range(200):
+            if await _count(sessions) == 2:
+                break
+            await asyncio.sleep(0.05)
+        # Not acknowledged when the store failed, so the broker delivered it again.
+        assert sub.failures == 1
+        assert await _count(sessions) == 2  # power + light, once
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 @pytest.mark.parametrize(
     ("topic", "payload", "error"),
     [

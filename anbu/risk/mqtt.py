@@ -123,6 +123,23 @@ def _only(district_id: int) -> Callable[[int], bool]:
 IngestHook = Callable[[IngestReport], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class _Received:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    paho: Any  # the connection it came in on: the acknowledgement goes back on it
+
+
+def _ack(batch: list[_Received]) -> None:
+    """PUBACK in arrival order (MQTT 3.1.1 4.6.0-2), after the batch is committed. A message
+    from a connection that has since dropped needs none: the broker redelivers it."""
+    for m in batch:
+        if m.qos > 0:
+            m.paho.ack(m.mid, m.qos)
+
+
 class MqttSignalSubscriber:
     """Subscribes to ``<prefix>/+/+/+/+`` and ingests messages in small batches.
 
@@ -151,7 +168,7 @@ class MqttSignalSubscriber:
         self._batch_max = batch_max
         self._batch_wait_s = batch_wait_s
         self._on_ingested = on_ingested
-        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=10_000)
+        self._queue: asyncio.Queue[_Received] = asyncio.Queue(maxsize=10_000)
         self._districts: dict[str, int] = {}
         self.ready = asyncio.Event()
         self.dropped = 0
@@ -168,6 +185,12 @@ class MqttSignalSubscriber:
                 async with aiomqtt.Client(
                     self._host, self._port, identifier=self._client_id, clean_session=False
                 ) as client:
+                    # Acknowledge a QoS 1 message only once it is committed (see _ack): a crash
+                    # in between makes the broker redeliver it to this persistent session, and
+                    # the (source, event id) key drops what was stored already. aiomqtt 2 has
+                    # no manual-ack API, so this reaches the paho client it wraps.
+                    paho = client._client
+                    paho.manual_ack_set(True)
                     await client.subscribe(f"{self._prefix}/+/+/+/+", qos=1)
                     self.ready.set()
                     backoff = 0.5
@@ -184,7 +207,11 @@ class MqttSignalSubscriber:
                             if isinstance(payload, bytes | bytearray)
                             else str(payload or "").encode()
                         )
-                        await self._queue.put((str(message.topic), bytes(data)))
+                        await self._queue.put(
+                            _Received(
+                                str(message.topic), bytes(data), message.mid, message.qos, paho
+                            )
+                        )
             except aiomqtt.MqttError as exc:
                 self.ready.clear()
                 log.warning("mqtt: connection lost (%s); reconnecting in %.1f s", exc, backoff)
@@ -205,12 +232,14 @@ class MqttSignalSubscriber:
                 except TimeoutError:
                     break
             try:
-                await self._ingest(batch)
+                await self._ingest([(m.topic, m.payload) for m in batch])
             except Exception:
-                # Keep the subscriber alive; the batch is lost to us but the devices resend
-                # nothing, so say loudly how many messages went.
-                self.dropped += len(batch)
-                log.exception("mqtt: failed to ingest %d message(s)", len(batch))
+                # Not acknowledged. Drop the connection so the broker redelivers the batch to
+                # the persistent session when _receive reconnects (with backoff).
+                log.exception("mqtt: failed to ingest %d message(s); reconnecting", len(batch))
+                batch[0].paho.disconnect()
+                continue
+            _ack(batch)
 
     async def _ingest(self, batch: list[tuple[str, bytes]]) -> None:
         now = self._clock.now()
