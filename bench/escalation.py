@@ -60,6 +60,7 @@ from escalation.outbox import OutboxConfig, OutboxWorker
 from escalation.providers import KannelSmsSender
 from escalation.service import EscalationConfig, EscalationService
 from escalation.states import OfficialRole, OutboxStatus
+from tests.fixtures_asterisk import free_ports
 
 log = logging.getLogger("bench.escalation")
 
@@ -67,18 +68,6 @@ OUR_NUMBER = "0212345678"
 USER, PASSWORD = "bench", "bench-sms-password"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 _TOKEN_RE = re.compile(r"/ack/([A-Za-z0-9_-]+)")
-
-
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(n):
-            sock = stack.enter_context(socket.socket())
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-    return ports
 
 
 class TimedService(EscalationService):
@@ -226,7 +215,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp_dir = tempfile.TemporaryDirectory(prefix="anbu-bench-esc-")
     tmp = Path(tmp_dir.name)
     url, pg_name = await _database(args.db, tmp)
-    api_port, admin, smsbox, smsc, inject, sendsms = _free_ports(6)
+    api_port, admin, smsbox, smsc, inject, sendsms = free_ports(6)
     kannel = KannelInstance(
         KannelConfig(
             name="bench",

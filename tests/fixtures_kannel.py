@@ -18,8 +18,6 @@ test using it fails (never skips).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import sys
 import threading
 import time
@@ -35,22 +33,12 @@ import pytest
 from escalation.kannel import KannelConfig, KannelInstance, KannelPorts
 from escalation.providers import KannelSmsSender
 from tests.fakes.solapi_server import FakeSolapiServer
+from tests.fixtures_asterisk import free_ports
 
 SENDSMS_USER = "anbu-test"
 SENDSMS_PASSWORD = "test-sms-password"
 ADMIN_PASSWORD = "test-admin-password"
 OUR_NUMBER = "0212345678"
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-    return ports
 
 
 @dataclass(frozen=True, slots=True)

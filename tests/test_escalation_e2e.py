@@ -45,7 +45,8 @@ from escalation.service import EscalationConfig, EscalationService
 from escalation.sms_text import SmsKind
 from escalation.states import IncidentEventKind, IncidentStatus, OutboxStatus
 from tests.fakes.solapi_server import FakeSolapiServer
-from tests.fixtures_kannel import ADMIN_PASSWORD, SENDSMS_PASSWORD, SENDSMS_USER, free_ports
+from tests.fixtures_asterisk import free_ports
+from tests.fixtures_kannel import ADMIN_PASSWORD, SENDSMS_PASSWORD, SENDSMS_USER
 from tests.test_escalation_service import (
     OUR_NUMBER,
     close_case,
