@@ -136,6 +136,24 @@ async def test_given_admin_when_creating_program_then_stored_and_readable_by_eve
     assert (await api.req("GET", "/v1/programs/999")).status_code == 404
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/programs/99999999999999999999",
+        "/v1/programs/9223372036854775808",
+        "/v1/residents/x/call-holds/99999999999999999999",
+        "/v1/residents/x/routines/99999999999999999999",
+    ],
+)
+async def test_given_id_beyond_integer_range_when_requested_then_422_not_500(
+    api: Api, path: str
+) -> None:
+    method = "GET" if path.startswith("/v1/programs") else "DELETE"
+    r = await api.req(method, path, "admin")
+    assert r.status_code == 422, r.text
+    assert _reason(r)
+
+
 async def test_given_district_key_when_changing_programs_then_403(api: Api) -> None:
     r = await api.req("POST", "/v1/programs", "gwanak", {"name": "x"})
     assert r.status_code == 403

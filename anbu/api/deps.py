@@ -16,6 +16,10 @@ from anbu.container import Container
 from anbu.db.models import ApiKey, District, Resident
 from anbu.errors import ForbiddenError, NotFoundError, ValidationError
 
+# Integer row ids fit PostgreSQL's INTEGER: a larger number in a path or body is a 422, not a
+# driver overflow (a 500).
+MAX_ROW_ID = 2**31 - 1
+
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="anbu API key")
 
 

@@ -28,7 +28,14 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from anbu.api.deps import ContainerDep, Principal, PrincipalDep, SessionDep, resident_in_scope
+from anbu.api.deps import (
+    MAX_ROW_ID,
+    ContainerDep,
+    Principal,
+    PrincipalDep,
+    SessionDep,
+    resident_in_scope,
+)
 from anbu.api.schemas_scheduling import (
     WEEKDAY_NAMES,
     CallHoldIn,
@@ -85,8 +92,8 @@ MAX_ROUTINES = 14
 # How many broken residents a 409 names before "and N more".
 _NAMED = 5
 
-ProgramId = Annotated[int, Path(ge=1)]
-RowId = Annotated[int, Path(ge=1)]
+ProgramId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 PhonePath = Annotated[str, Path(min_length=7, max_length=24, description="Korean number")]
 
 

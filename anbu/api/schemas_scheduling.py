@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
+from anbu.api.deps import MAX_ROW_ID
 from anbu.domain.calling_hours import SEOUL_TZ_NAME
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -195,7 +196,7 @@ class ScheduleIn(BaseModel):
     programme's value; ``program_id`` null means the default programme. Replaces what was set."""
 
     model_config = ConfigDict(extra="forbid")
-    program_id: int | None = None
+    program_id: int | None = Field(default=None, ge=1, le=MAX_ROW_ID)
     start: TimeOfDay | None = None
     end: TimeOfDay | None = None
     weekdays: Weekdays | None = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -65,15 +65,17 @@ class BulkStore(Protocol):
         (in the given order)."""
         ...
 
-    async def lock_profiles(self, resident_ids: Sequence[str]) -> None:
+    async def lock_residents(self, resident_ids: Sequence[str]) -> None:
         """Serialise read-modify-write of these residents' baselines until the commit."""
         ...
 
-    async def load_states(
-        self, resident_ids: Sequence[str]
-    ) -> dict[str, dict[Channel, Baseline]]: ...
+    async def load_states(self, resident_ids: Sequence[str]) -> StoredStates:
+        """The stored baselines of these residents (call after :meth:`lock_residents`)."""
+        ...
 
-    async def save_states(self, states: Sequence[StateRow], now: dt.datetime) -> None:
+    async def save_states(
+        self, states: Sequence[StateRow], stored: StoredStates, now: dt.datetime
+    ) -> None:
         """Upsert the baselines (rounded to 4 decimals, as :func:`anbu.risk.store.state_row`)."""
         ...
 
@@ -99,8 +101,27 @@ async def bulk_store(session: AsyncSession) -> BulkStore:
     raise NotImplementedError(f"no bulk ingestion for {name}")
 
 
-def _round4(values: Iterable[float]) -> str:
-    # Rounded: the baseline is a mean of noisy counts; 4 decimals keep the rows small.
+class _Stored(NamedTuple):
+    """A baseline list as loaded: a copy of its values and the JSON text they came from."""
+
+    values: list[float]
+    text: str
+
+
+def _rounded_json(values: list[float], stored: _Stored | None) -> str:
+    """``values`` rounded to 4 decimals, as JSON text (as :func:`anbu.risk.store.state_row`).
+
+    Rounding and printing floats is most of the cost of saving baselines, and a batch changes
+    few of them (a day's profile folds once a day, the ring gains an hour or two). Stored values
+    are already rounded (every writer rounds) and rounding is idempotent, so an unchanged list
+    keeps its stored text and only changed values are rounded again.
+    """
+    if stored is not None and len(values) == len(stored.values):
+        if values == stored.values:
+            return stored.text
+        return json.dumps(
+            [v if v == o else round(v, 4) for v, o in zip(values, stored.values, strict=True)]
+        )
     return json.dumps([round(v, 4) for v in values])
 
 
@@ -114,20 +135,49 @@ def _only_inserted(rows: Sequence[SignalRow], inserted: Sequence[Any]) -> list[S
 _CHANNEL = {c.value: c for c in Channel}
 
 
-def _baseline(row: Sequence[Any], parse_ts: Any) -> Baseline:
-    """A Baseline from ``channel, days, hourly, ring, ring_end, first_hour, last_activity_at,
-    last_event_at, last_value`` (JSON as text, timestamps as the backend returns them)."""
-    return Baseline(
-        channel=_CHANNEL[row[0]],
-        days=row[1],
-        hourly=json.loads(row[2]),
-        ring=json.loads(row[3]),
-        ring_end=row[4],
-        first_hour=row[5],
-        last_activity_at=parse_ts(row[6]),
-        last_event_at=parse_ts(row[7]),
-        last_value=row[8],
-    )
+class StoredStates:
+    """Baselines as stored (rows of ``channel, days, hourly, ring, ring_end, first_hour,
+    last_activity_at, last_event_at, last_value, resident_id``, JSON as text), parsed on demand.
+
+    Remembers what it parsed, so that saving can skip the work for what did not change.
+    """
+
+    def __init__(
+        self, rows: Sequence[Sequence[Any]], parse_ts: Callable[[Any], dt.datetime | None]
+    ) -> None:
+        self._rows = rows
+        self._parse_ts = parse_ts
+        self._stored: dict[tuple[str, Channel], tuple[_Stored, _Stored]] = {}
+
+    def baselines(self) -> dict[str, dict[Channel, Baseline]]:
+        """New Baseline objects on every call (folding events changes them in place)."""
+        out: dict[str, dict[Channel, Baseline]] = {}
+        ts = self._parse_ts
+        for row in self._rows:
+            channel = _CHANNEL[row[0]]
+            key = (row[9], channel)
+            stored = self._stored.get(key)
+            if stored is None:
+                stored = (_Stored(json.loads(row[2]), row[2]), _Stored(json.loads(row[3]), row[3]))
+                self._stored[key] = stored
+            hourly, ring = stored
+            out.setdefault(row[9], {})[channel] = Baseline(
+                channel=channel,
+                days=row[1],
+                hourly=list(hourly.values),
+                ring=list(ring.values),
+                ring_end=row[4],
+                first_hour=row[5],
+                last_activity_at=ts(row[6]),
+                last_event_at=ts(row[7]),
+                last_value=row[8],
+            )
+        return out
+
+    def json(self, s: StateRow) -> tuple[str, str]:
+        """The hourly profile and the ring of ``s`` as the JSON text to store."""
+        hourly, ring = self._stored.get((s.resident_id, s.baseline.channel), (None, None))
+        return _rounded_json(s.baseline.hourly, hourly), _rounded_json(s.baseline.ring, ring)
 
 
 _STATE_SELECT = (
@@ -181,31 +231,32 @@ class _PostgresBulk:
         )
         return _only_inserted(rows, inserted)
 
-    async def lock_profiles(self, resident_ids: Sequence[str]) -> None:
-        # In id order, so two batches locking overlapping residents cannot deadlock.
+    async def lock_residents(self, resident_ids: Sequence[str]) -> None:
+        # The profile rows, in id order, so two batches for overlapping residents cannot
+        # deadlock.
         await self._db.execute(
             "SELECT 1 FROM monitoring_profiles WHERE resident_id = ANY($1::text[])"
             " ORDER BY resident_id FOR UPDATE",
             resident_ids,
         )
 
-    async def load_states(self, resident_ids: Sequence[str]) -> dict[str, dict[Channel, Baseline]]:
-        out: dict[str, dict[Channel, Baseline]] = {}
+    async def load_states(self, resident_ids: Sequence[str]) -> StoredStates:
         rows = await self._db.fetch(
             "SELECT "
             + _STATE_SELECT.format(hourly="hourly::text", ring="ring::text")
             + " WHERE resident_id = ANY($1::text[])",
             resident_ids,
         )
-        for row in rows:
-            b = _baseline(row, _same)  # asyncpg returns timestamptz as aware UTC datetimes
-            out.setdefault(row[9], {})[b.channel] = b
-        return out
+        # asyncpg returns timestamptz as aware UTC datetimes, as UtcDateTime does.
+        return StoredStates(rows, _same)
 
-    async def save_states(self, states: Sequence[StateRow], now: dt.datetime) -> None:
+    async def save_states(
+        self, states: Sequence[StateRow], stored: StoredStates, now: dt.datetime
+    ) -> None:
         if not states:
             return
         bs = [s.baseline for s in states]
+        hourly, ring = zip(*(stored.json(s) for s in states), strict=True)
         await self._db.execute(
             f"INSERT INTO signal_states ({_STATE_COLUMNS})"
             " SELECT r, c, d, h::json, g::json, re, fh, la, le, lv, q, $12::timestamptz"
@@ -216,8 +267,8 @@ class _PostgresBulk:
             [s.resident_id for s in states],
             [b.channel.value for b in bs],
             [b.days for b in bs],
-            [_round4(b.hourly) for b in bs],
-            [_round4(b.ring) for b in bs],
+            hourly,
+            ring,
             [b.ring_end for b in bs],
             [b.first_hour for b in bs],
             [b.last_activity_at for b in bs],
@@ -296,26 +347,27 @@ class _SqliteBulk:
             )
         return _only_inserted(rows, inserted)
 
-    async def lock_profiles(self, resident_ids: Sequence[str]) -> None:
-        # One writer at a time: the events just inserted already hold the database's write lock.
-        return
+    async def lock_residents(self, resident_ids: Sequence[str]) -> None:
+        # SQLite has one writer at a time. Take the write lock now (an empty write does, like
+        # BEGIN IMMEDIATE): baselines read under a mere read snapshot could not be written back
+        # if another connection wrote in between (SQLITE_BUSY_SNAPSHOT in WAL mode).
+        await self._db.execute("UPDATE monitoring_profiles SET level = level WHERE 0")
 
-    async def load_states(self, resident_ids: Sequence[str]) -> dict[str, dict[Channel, Baseline]]:
-        out: dict[str, dict[Channel, Baseline]] = {}
+    async def load_states(self, resident_ids: Sequence[str]) -> StoredStates:
+        rows: list[Any] = []
         for part in chunks(resident_ids, IN_CHUNK):
             marks = ", ".join("?" * len(part))
-            rows = await self._db.execute_fetchall(
+            rows += await self._db.execute_fetchall(
                 "SELECT "
                 + _STATE_SELECT.format(hourly="hourly", ring="ring")
                 + f" WHERE resident_id IN ({marks})",
                 list(part),
             )
-            for row in rows:
-                b = _baseline(row, _parse_ts)
-                out.setdefault(row[9], {})[b.channel] = b
-        return out
+        return StoredStates(rows, _parse_ts)
 
-    async def save_states(self, states: Sequence[StateRow], now: dt.datetime) -> None:
+    async def save_states(
+        self, states: Sequence[StateRow], stored: StoredStates, now: dt.datetime
+    ) -> None:
         if not states:
             return
         updated = _ts(now)
@@ -327,8 +379,7 @@ class _SqliteBulk:
                     s.resident_id,
                     b.channel.value,
                     b.days,
-                    _round4(b.hourly),
-                    _round4(b.ring),
+                    *stored.json(s),
                     b.ring_end,
                     b.first_hour,
                     _ts_or_none(b.last_activity_at),

@@ -11,6 +11,7 @@ a few statements per batch straight to the driver, whatever the batch size.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -38,7 +39,7 @@ from anbu.domain.risk import (
     quiet_due_at,
     stale_due_at,
 )
-from anbu.risk.bulk import BulkStore, DeviceUpdate, SignalRow, StateRow, bulk_store
+from anbu.risk.bulk import DeviceUpdate, SignalRow, StateRow, bulk_store
 from anbu.risk.evaluate import Evaluation, evaluate_residents
 from anbu.risk.schemas import SignalEventIn
 from anbu.risk.store import chunks, profile_rules
@@ -138,20 +139,63 @@ async def ingest(
             )
         )
 
-    store = await bulk_store(session)
-    new_rows = await store.insert_events(rows, now)
+    new_rows = await _store(session, rows, devices, residents, now, rules)
     report.accepted = len(new_rows)
     report.duplicates += len(rows) - len(new_rows)
     touched = sorted({r.resident_id for r in new_rows})
-    if new_rows:
-        await store.lock_profiles(touched)
-        await _update_baselines(store, new_rows, residents, now, rules)
-        await _update_devices(session, store, new_rows, devices, now, rules)
     await session.commit()
     if evaluate and touched:
         report.evaluations = await evaluate_residents(session, touched, now, rules)
         await session.commit()
     return report
+
+
+async def _store(
+    session: AsyncSession,
+    rows: list[SignalRow],
+    devices: dict[str, _DeviceRow],
+    residents: dict[str, _ResidentRow],
+    now: dt.datetime,
+    rules: Rules,
+) -> list[SignalRow]:
+    """Store the events that are new, and fold exactly those into baselines and device liveness.
+
+    Returns the rows that went in (the others were stored already: nothing changes for them).
+    """
+    if not rows:
+        return []
+    store = await bulk_store(session)
+    owners = sorted({r.resident_id for r in rows})
+    # Baselines are read-modify-write: two batches for one resident (API and MQTT at once) must
+    # not interleave, so the residents are locked before their baselines are read.
+    await store.lock_residents(owners)
+    stored = await store.load_states(owners)
+    # The database inserts while the new baselines are computed here. Usually every event of
+    # a batch is new, so they are computed for all of them, and again only if some were not.
+    inserting = asyncio.create_task(store.insert_events(rows, now))
+    await asyncio.sleep(0)  # let the insert reach the database before the CPU-bound work
+    try:
+        states = _fold(rows, stored.baselines(), residents, rules)
+        updates, recovered = _liveness(rows, devices, now, rules)
+    except BaseException:
+        await asyncio.wait([inserting])  # the connection must be idle before the rollback
+        raise
+    new_rows = await inserting
+    if len(new_rows) < len(rows):
+        states = _fold(new_rows, stored.baselines(), residents, rules)
+        updates, recovered = _liveness(new_rows, devices, now, rules)
+    if not new_rows:
+        return []
+    await store.save_states(states, stored, now)
+    await store.update_devices(updates)
+    if recovered:
+        await session.execute(
+            update(DeviceTask)
+            .where(DeviceTask.device_pk.in_(recovered), DeviceTask.status == TaskStatus.OPEN)
+            .values(status=TaskStatus.RESOLVED, resolved_at=now, resolution="device reported again")
+        )
+        log.info("%d device(s) reported again; their open tasks were resolved", len(recovered))
+    return new_rows
 
 
 async def _devices(session: AsyncSession, device_ids: set[str]) -> dict[str, _DeviceRow]:
@@ -247,40 +291,36 @@ def _check(
     return None, resident_id
 
 
-async def _update_baselines(
-    store: BulkStore,
+def _fold(
     rows: list[SignalRow],
+    baselines: dict[str, dict[Channel, Baseline]],
     residents: dict[str, _ResidentRow],
-    now: dt.datetime,
     rules: Rules,
-) -> None:
+) -> list[StateRow]:
+    """Fold the events into their residents' baselines (in place), in time order per channel."""
     by_key: dict[tuple[str, Channel], list[SignalRow]] = defaultdict(list)
     for r in rows:
         channel = r.kind.channel
         if channel is not None:
             by_key[(r.resident_id, channel)].append(r)
-    if not by_key:
-        return
-    current = await store.load_states(sorted({rid for rid, _ in by_key}))
     out: list[StateRow] = []
     for (rid, channel), events in by_key.items():
-        b = current.get(rid, {}).get(channel) or Baseline(channel)
+        b = baselines.get(rid, {}).get(channel) or Baseline(channel)
         events.sort(key=lambda r: r.at)
         for r in events:
             observe(b, r.kind, r.at, r.value, r.attrs, rules)
         profile = residents[rid].profile
         out.append(StateRow(rid, b, quiet_due_at(b, profile.window_h)))
-    await store.save_states(out, now)
+    return out
 
 
-async def _update_devices(
-    session: AsyncSession,
-    store: BulkStore,
+def _liveness(
     rows: list[SignalRow],
     devices: dict[str, _DeviceRow],
     now: dt.datetime,
     rules: Rules,
-) -> None:
+) -> tuple[list[DeviceUpdate], list[str]]:
+    """What the events say about their devices: the updates, and which devices came back."""
     latest: dict[str, SignalRow] = {}
     for r in rows:
         did = r.device_id
@@ -301,11 +341,4 @@ async def _update_devices(
             recovered.append(d.pk)
         due = stale_due_at(seen, d.expected_interval_s, rules) if online else now
         updates.append(DeviceUpdate(d.pk, seen, online, due))
-    await store.update_devices(updates)
-    if recovered:
-        await session.execute(
-            update(DeviceTask)
-            .where(DeviceTask.device_pk.in_(recovered), DeviceTask.status == TaskStatus.OPEN)
-            .values(status=TaskStatus.RESOLVED, resolved_at=now, resolution="device reported again")
-        )
-        log.info("%d device(s) reported again; their open tasks were resolved", len(recovered))
+    return updates, recovered
