@@ -76,7 +76,7 @@ class BulkStore(Protocol):
     async def save_states(
         self, states: Sequence[StateRow], stored: StoredStates, now: dt.datetime
     ) -> None:
-        """Upsert the baselines (rounded to 4 decimals, as :func:`anbu.risk.store.state_row`)."""
+        """Upsert the baselines (rounded to 4 decimals: the baseline is a mean of noisy counts)."""
         ...
 
     async def update_devices(self, updates: Sequence[DeviceUpdate]) -> None: ...
@@ -109,7 +109,7 @@ class _Stored(NamedTuple):
 
 
 def _rounded_json(values: list[float], stored: _Stored | None) -> str:
-    """``values`` rounded to 4 decimals, as JSON text (as :func:`anbu.risk.store.state_row`).
+    """``values`` rounded to 4 decimals, as JSON text.
 
     Rounding and printing floats is most of the cost of saving baselines, and a batch changes
     few of them (a day's profile folds once a day, the ring gains an hour or two). Stored values

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Table, select
@@ -88,26 +88,6 @@ def baseline_of(row: Any) -> Baseline:
     )
 
 
-def state_row(
-    resident_id: str, b: Baseline, quiet_due: dt.datetime | None, now: dt.datetime
-) -> dict[str, Any]:
-    return {
-        "resident_id": resident_id,
-        "channel": b.channel,
-        "days": b.days,
-        # Rounded: the baseline is a mean of noisy counts; 4 decimals keep the rows small.
-        "hourly": [round(v, 4) for v in b.hourly],
-        "ring": [round(v, 4) for v in b.ring],
-        "ring_end": b.ring_end,
-        "first_hour": b.first_hour,
-        "last_activity_at": b.last_activity_at,
-        "last_event_at": b.last_event_at,
-        "last_value": b.last_value,
-        "quiet_due_at": quiet_due,
-        "updated_at": now,
-    }
-
-
 async def load_baselines(
     session: AsyncSession, resident_ids: Sequence[str]
 ) -> dict[str, dict[Channel, Baseline]]:
@@ -120,20 +100,6 @@ async def load_baselines(
             b = baseline_of(row)
             out.setdefault(row.resident_id, {})[b.channel] = b
     return out
-
-
-async def save_baselines(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    if not rows:
-        return
-    table = SignalState.__table__
-    assert isinstance(table, Table)
-    stmt = dialect_insert(session, table)
-    keys = ("resident_id", "channel")
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(keys),
-        set_={c: stmt.excluded[c] for c in rows[0] if c not in keys},
-    )
-    await session.execute(stmt, list(rows))
 
 
 async def load_devices(
