@@ -6,7 +6,9 @@ through :func:`bench.common.write_results`.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import inspect
 import pkgutil
 import sys
 from pathlib import Path
@@ -32,7 +34,11 @@ def main(argv: list[str]) -> int:
             print(f"bench: no benchmark named {name!r} (have: {have})", file=sys.stderr)
             return 2
         print(f"== bench {name}", flush=True)
-        rc = importlib.import_module(f"bench.{name}").main()
+        # Each benchmark runs with its own defaults (the sizes); its own command line
+        # (python -m bench.NAME --help) takes options.
+        rc = importlib.import_module(f"bench.{name}").main([])
+        if inspect.iscoroutine(rc):
+            rc = asyncio.run(rc)
         if isinstance(rc, int) and rc != 0:
             failed.append(name)
     if failed:
