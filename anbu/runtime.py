@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -367,10 +366,3 @@ async def test_call(settings: Settings, a: argparse.Namespace) -> int:
         + f", cause {record.hangup_cause}"
     )
     return 0
-
-
-def install_signal_handlers(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)

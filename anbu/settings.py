@@ -88,20 +88,12 @@ class SmsSettings(BaseModel):
     @classmethod
     def _sender_is_a_korean_number(cls, value: str) -> str:
         # Providers reject unregistered senders at send time; a typo should fail at start-up.
-        # Same rule as escalation.providers.normalize_sender (kept here: no escalation import).
-        import re
-
-        from anbu.domain.phone import normalize_phone
+        from anbu.domain.phone import normalize_sender
         from anbu.errors import InvalidPhoneNumberError
 
         try:
-            return normalize_phone(value)
+            return normalize_sender(value)
         except InvalidPhoneNumberError as exc:
-            text = re.sub(r"[\s.\-()]", "", value.strip())
-            if text.startswith("+82"):
-                text = "0" + text[3:].lstrip("0")
-            if re.fullmatch(r"0\d{8,10}|1[5-9]\d{6}", text):
-                return text
             raise ValueError(f"ANBU_SMS__SENDER: {exc}") from exc
 
 

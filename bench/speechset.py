@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from anbu.domain.speech_intent import Intent
+from anbu.settings import DEFAULT_CACHE
 from ivr.tts import ensure_tools, espeak, run_sox, wav_duration
 
 SET_VERSION = 1
@@ -280,7 +281,7 @@ def build(out_dir: Path | None = None) -> tuple[Path, list[Sample]]:
     """Generate the set (idempotent: an existing complete set is reused) and return it."""
     ensure_tools()
     samples = _specs()
-    base = out_dir or Path(os.environ.get("ANBU_CACHE", str(Path.home() / ".cache" / "anbu")))
+    base = out_dir or DEFAULT_CACHE
     root = base / "speechset" / f"v{SET_VERSION}-{_fingerprint(samples)}"
     labels = root / "labels.json"
     if labels.is_file():

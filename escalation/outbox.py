@@ -675,15 +675,6 @@ class OutboxWorker:
             if loop.time() > deadline:
                 raise TimeoutError("outbox still busy")
 
-    async def pending_count(self) -> int:
-        async with self._sessions() as session:
-            count = await session.scalar(
-                select(func.count())
-                .select_from(OutboxMessage)
-                .where(OutboxMessage.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING)))
-            )
-        return int(count or 0)
-
     async def run(self) -> None:
         """Send forever, ``concurrency`` messages in flight, claiming as slots free up."""
         loop = asyncio.get_running_loop()

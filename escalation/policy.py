@@ -166,11 +166,6 @@ def next_step(
     return later[-1] if later else None
 
 
-def ack_due(accepted_at: dt.datetime, step: Step) -> dt.datetime:
-    """When the next step is told if nobody acknowledges (the clock starts at acceptance)."""
-    return accepted_at + dt.timedelta(seconds=step.ack_timeout_s)
-
-
 # --- reply codes ----------------------------------------------------------------------------
 
 _CODE_RE = re.compile(rf"(?<!\d)(\d{{{CODE_DIGITS}}})(?!\d)")

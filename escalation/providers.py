@@ -16,7 +16,6 @@ import enum
 import hashlib
 import hmac
 import logging
-import re
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 from pydantic import SecretStr
 
-from anbu.domain.phone import mask_phone, normalize_phone
-from anbu.errors import InvalidPhoneNumberError, SmsError, ValidationError
+from anbu.domain.phone import mask_phone, normalize_phone, normalize_sender
+from anbu.errors import SmsError, ValidationError
 from anbu.ports import Clock, SystemClock
 from escalation.dlr import kannel_dlr_url, validate_reference
 from escalation.sms_text import (
@@ -46,23 +45,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 10.0
 
 
-_SENDER_SEPARATORS = re.compile(r"[\s.\-()]")
 # Registered sender numbers (발신번호) include representative numbers such as 1588-xxxx and
 # test-range numbers that normalize_phone's subscriber rules refuse: accept national digits.
-_SENDER_RE = re.compile(r"^(0\d{8,10}|1[5-9]\d{6})$")
-
-
-def normalize_sender(raw: str) -> str:
-    """National digits of a sender number: a Korean phone number or a 15xx-18xx number."""
-    try:
-        return normalize_phone(raw)
-    except InvalidPhoneNumberError:
-        text = _SENDER_SEPARATORS.sub("", raw.strip())
-        if text.startswith("+82"):
-            text = "0" + text[3:].lstrip("0")
-        if _SENDER_RE.match(text):
-            return text
-        raise
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ import datetime as dt
 import enum
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import inspect, select, update
@@ -705,10 +705,6 @@ async def escalate_due(
 
         config = EscalationConfig.from_settings(get_settings())
     return await EscalationService(sessions, config, wake=wake).escalate_due(now)
-
-
-def active_steps(chain: EscalationChain) -> Sequence[Step]:
-    return _steps(chain)
 
 
 class EscalationRuntime:

@@ -190,11 +190,6 @@ class AsteriskInstall:
         ]
 
 
-def asterisk_command(install: AsteriskInstall, config: Path, *args: str) -> list[str]:
-    """The argv that runs Asterisk with instance config ``config`` (see AsteriskInstall)."""
-    return install.command(config, *args)
-
-
 def _stamp_key(mirror: str) -> dict[str, object]:
     return {
         "layout": _LAYOUT_VERSION,
@@ -1092,24 +1087,6 @@ def provision_carrier(
     instance.render()
     instance.install_sounds(carrier_sounds(settings.cache_dir))
     return instance
-
-
-async def provision_engine_async(
-    settings: Settings,
-    *,
-    install: AsteriskInstall | None = None,
-    name: str = "engine",
-    bench_prompt: Path | None = None,
-) -> AsteriskInstance:
-    return await asyncio.to_thread(
-        lambda: provision_engine(settings, install=install, name=name, bench_prompt=bench_prompt)
-    )
-
-
-async def provision_carrier_async(
-    settings: Settings, *, install: AsteriskInstall | None = None, name: str = "carrier"
-) -> AsteriskInstance:
-    return await asyncio.to_thread(lambda: provision_carrier(settings, install=install, name=name))
 
 
 # --------------------------------------------------------------------------- command line

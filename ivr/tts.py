@@ -20,7 +20,6 @@ at build/admin time and the rendered espeak-ng files ship in ``audio/rendered``.
 from __future__ import annotations
 
 import array
-import asyncio
 import contextlib
 import dataclasses
 import enum
@@ -47,7 +46,7 @@ from anbu.domain.replies import Prompt
 from anbu.errors import AnbuError
 
 if TYPE_CHECKING:
-    from anbu.settings import Settings
+    from anbu.settings import DEFAULT_CACHE, Settings
 
 log = logging.getLogger(__name__)
 
@@ -509,14 +508,14 @@ def render_catalogue(
 ) -> RenderReport:
     """Render every catalogue prompt to ``out_dir/<id>.wav`` and write ``manifest.json``.
 
-    Blocking (subprocesses, maybe network): async callers use ``render_catalogue_async``.
+    Blocking (subprocesses, maybe network): async callers run it with ``asyncio.to_thread``.
     ``district`` fills ``{district}``; None uses the catalogue's default. Raises
     ``PromptRenderError`` only if a prompt can be neither rendered nor replaced by ``generic``.
     """
     ensure_tools()
     catalogue = load_catalogue(catalogue_path)
     district = (district or "").strip() or catalogue.default_district
-    cache_dir = (cache_dir or _default_cache_dir()) / "prompts"
+    cache_dir = (cache_dir or DEFAULT_CACHE) / "prompts"
     cache_dir.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     synths = dict(synthesizers or default_synthesizers(gtts_timeout_s))
@@ -620,31 +619,6 @@ def _write_manifest(report: RenderReport) -> None:
             json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True) + "\n",
             encoding="utf-8",
         )
-
-
-def _default_cache_dir() -> Path:
-    return Path(os.environ.get("ANBU_CACHE", str(Path.home() / ".cache" / "anbu")))
-
-
-async def render_catalogue_async(
-    catalogue_path: Path,
-    out_dir: Path,
-    district: str | None = None,
-    engines: Sequence[TtsEngine] = DEFAULT_ENGINES,
-    *,
-    cache_dir: Path | None = None,
-    gtts_timeout_s: float = 5.0,
-) -> RenderReport:
-    """``render_catalogue`` in a worker thread (it blocks on subprocesses and the network)."""
-    return await asyncio.to_thread(
-        render_catalogue,
-        catalogue_path,
-        out_dir,
-        district,
-        engines,
-        cache_dir=cache_dir,
-        gtts_timeout_s=gtts_timeout_s,
-    )
 
 
 def render_prompts_command(settings: Settings) -> RenderReport:

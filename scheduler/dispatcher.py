@@ -24,7 +24,6 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from anbu.db.models import CallAttempt, Checkin, Resident
 from anbu.domain.calling_hours import CallingWindow
 from anbu.domain.calls import CallResult
 from anbu.domain.phone import mask_phone
@@ -432,11 +431,3 @@ async def _sleep_until_woken(event: asyncio.Event, timeout_s: float) -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-async def resident_for_attempt(session: AsyncSession, attempt_id: str) -> Resident | None:
-    attempt = await session.get(CallAttempt, attempt_id)
-    if attempt is None:
-        return None
-    checkin = await session.get(Checkin, attempt.checkin_id)
-    return checkin.resident if checkin else None

@@ -40,3 +40,21 @@ def mask_phone(number: str) -> str:
     if len(number) <= 4:
         return "*" * len(number)
     return "*" * (len(number) - 4) + number[-4:]
+
+
+# Senders may also be 15xx-18xx representative numbers (대표번호), which residents never have.
+_SENDER = re.compile(r"^(0\d{8,10}|1[5-9]\d{6})$")
+
+
+def normalize_sender(raw: str) -> str:
+    """National digits of an SMS sender number (발신번호): a Korean phone number as
+    :func:`normalize_phone` accepts, or a 15xx-18xx representative number."""
+    try:
+        return normalize_phone(raw)
+    except InvalidPhoneNumberError:
+        text = _SEPARATORS.sub("", raw.strip())
+        if text.startswith("+82"):
+            text = "0" + text[3:].lstrip("0")
+        if _SENDER.match(text):
+            return text
+        raise
