@@ -10,19 +10,25 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from anbu.container import Container, build_container
 from anbu.domain.phone import mask_phone, normalize_phone
 from anbu.ports import CallRequest, Clock
+from anbu.risk.mqtt import MqttSignalSubscriber
+from anbu.risk.sweep import sweep
 from anbu.settings import Environment, Settings
+from escalation.kannel import KannelConfig, KannelInstance
+from escalation.service import EscalationRuntime, build_escalation
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient, ami_client_from_settings
+from ivr.asterisk import AsteriskInstance, provision_carrier, provision_engine
 from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow, ReplyListener
 from ivr.prompts import PromptLibrary
+from scheduler.dispatcher import AmiChannelProbe
+from scheduler.service import SchedulerService, build_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +41,6 @@ class Telephony:
     registry: CallRegistry
     dialer: AmiDialer
     agi: AgiServer
-    extras: list[Any] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -70,16 +75,18 @@ class Telephony:
 
 
 async def _speech_listener(settings: Settings) -> ReplyListener | None:
-    """Spoken replies when the voice extra is installed and enabled; keypad always works."""
+    """Spoken replies when enabled and the voice extra is installed; keypad always works."""
     if not settings.speech.enabled:
         return None
+    from ivr.listen import SpeechListener
+    from ivr.speech import SpeechModelError, VoskRecognizer
+
     try:
-        from ivr.listen import SpeechListener
-        from ivr.speech import VoskRecognizer
-    except ImportError as exc:
+        recognizer = await VoskRecognizer.from_settings(settings.speech)
+    except SpeechModelError as exc:
+        # Keypad-only calls still check on people; say loudly what is missing.
         log.warning("spoken replies off (%s): keypad only", exc)
         return None
-    recognizer = await VoskRecognizer.from_settings(settings.speech)
     return SpeechListener.from_settings(settings, recognizer)
 
 
@@ -131,34 +138,30 @@ async def _prepare_database(container: Container) -> None:
 @contextlib.asynccontextmanager
 async def running_services(
     settings: Settings, *, telephony: bool = True, demo: bool = False
-) -> AsyncIterator[tuple[Container, Telephony | None, Any]]:
+) -> AsyncIterator[tuple[Container, Telephony | None, SchedulerService | None]]:
     """Start database, telephony, escalation and the scheduler; stop them in reverse."""
     container = build_container(settings)
     await _prepare_database(container)
     if demo:
         await _seed_demo(container)
     tel: Telephony | None = None
-    service: Any = None
-    escalation: Any = None
+    service: SchedulerService | None = None
+    escalation: EscalationRuntime | None = None
     mqtt_task: asyncio.Task[None] | None = None
     try:
-        escalation = await _build_escalation(container)
+        escalation = await build_escalation(container)
         if telephony:
             listener = await _speech_listener(settings)
             tel = Telephony.build(settings, container.clock, listener)
             await tel.start()
-            from scheduler.dispatcher import AmiChannelProbe
-            from scheduler.service import build_scheduler
-
             service = build_scheduler(
                 container,
                 dialer=tel.dialer,
                 channel_probe=AmiChannelProbe(tel.ami),
                 risk_sweep=_risk_sweep(container),
-                escalation_tick=escalation.tick if escalation is not None else None,
+                escalation_tick=escalation.tick,
             )
-            if escalation is not None:
-                service.dispatcher.add_listener(escalation.on_checkin_closed)
+            service.dispatcher.add_listener(escalation.on_checkin_closed)
             await service.start()
             container.extras["health"] = {
                 "asterisk": lambda: tel is not None and tel.ami.booted,
@@ -180,9 +183,7 @@ async def running_services(
         await container.aclose()
 
 
-def _mqtt(container: Container) -> Any:
-    from anbu.risk.mqtt import MqttSignalSubscriber
-
+def _mqtt(container: Container) -> MqttSignalSubscriber:
     cfg = container.settings.mqtt
 
     async def wake(_report: object) -> None:
@@ -199,21 +200,11 @@ def _mqtt(container: Container) -> Any:
     )
 
 
-def _risk_sweep(container: Container) -> Any:
-    from anbu.risk.sweep import sweep
-
+def _risk_sweep(container: Container) -> Callable[[], Awaitable[object]]:
     async def run() -> object:
         return await sweep(container.sessions, container.clock.now())
 
     return run
-
-
-async def _build_escalation(container: Container) -> Any:
-    try:
-        from escalation.service import build_escalation
-    except ImportError:
-        return None
-    return await build_escalation(container)
 
 
 async def serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -240,10 +231,8 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
 # --- the local stack (make run) ------------------------------------------------------------------
 
 
-def _instances(settings: Settings, only: str | None = None) -> list[Any]:
-    from ivr.asterisk import provision_carrier, provision_engine
-
-    out = []
+def _instances(settings: Settings, only: str | None = None) -> list[AsteriskInstance]:
+    out: list[AsteriskInstance] = []
     if only in (None, "carrier"):
         out.append(provision_carrier(settings))
     if only in (None, "engine"):
@@ -251,9 +240,7 @@ def _instances(settings: Settings, only: str | None = None) -> list[Any]:
     return out
 
 
-def _kannel(settings: Settings) -> Any:
-    from escalation.kannel import KannelConfig, KannelInstance
-
+def _kannel(settings: Settings) -> KannelInstance:
     return KannelInstance(KannelConfig.from_settings(settings, name="kannel"))
 
 
