@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -124,6 +125,35 @@ async def test_given_mixed_batch_when_posted_then_good_ones_stored_and_bad_ones_
 
     again = (await client.post("/v1/signals", json={"events": events})).json()
     assert (again["accepted"], again["duplicates"], again["rejected"]) == (0, 2, 4)
+
+
+async def test_given_values_the_database_cannot_hold_when_posted_then_refused_per_item(
+    api: tuple[httpx.AsyncClient, Clock, Container],
+) -> None:
+    client, _, _ = api
+    rid = await _resident(client)
+    good = _call(rid, 1, T0 - dt.timedelta(hours=1))
+    events: list[object] = [
+        {"source": "plug", "event_id": "inf", "kind": "power", "device_id": "plug-1",
+         "at": T0.isoformat(), "value": "HUGE"},
+        {"source": "plug", "event_id": "nul\x00", "kind": "power", "device_id": "plug-1",
+         "at": T0.isoformat(), "value": 3},  # PostgreSQL text cannot hold NUL
+        {"source": "plug", "event_id": "p1", "kind": "power", "device_id": "plug\x00",
+         "at": T0.isoformat(), "value": 3},
+        good,
+    ]  # fmt: skip
+    # 1e999 is valid JSON that parses to infinity.
+    content = json.dumps({"events": events}).replace('"HUGE"', "1e999")
+    res = await client.post(
+        "/v1/signals", content=content, headers={"content-type": "application/json"}
+    )
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert (body["accepted"], body["rejected"]) == (1, 3)
+    reasons = {e["index"]: e["reason"] for e in body["errors"]}
+    assert "finite number" in reasons[0]
+    assert "pattern" in reasons[1]
+    assert "pattern" in reasons[2]
 
 
 async def test_given_single_event_when_invalid_then_422_with_reason(

@@ -457,6 +457,18 @@ def _advance(b: Baseline, h: int, alpha: float) -> None:
         return
     if h <= b.ring_end:
         return
+    if local_day(h) > local_day(b.ring_end):
+        _fold_days(b, h, alpha)
+    for k in range(b.ring_end + 1, min(h, b.ring_end + RING_H) + 1):
+        b.ring[k % RING_H] = 0.0
+    if h - b.ring_end > RING_H:
+        b.ring = [0.0] * RING_H
+    b.ring_end = h
+
+
+def _fold_days(b: Baseline, h: int, alpha: float) -> None:
+    """Fold into the hourly profile every full local day that ended before hour ``h``."""
+    assert b.ring_end is not None
     assert b.first_hour is not None
     first_full_day = local_day(b.first_hour) + (0 if local_hour(b.first_hour) == 0 else 1)
     start_day = max(local_day(b.ring_end), first_full_day)
@@ -473,11 +485,6 @@ def _advance(b: Baseline, h: int, alpha: float) -> None:
     else:
         for d in range(start_day, end_day):
             _fold_day(b, d, alpha)
-    for k in range(b.ring_end + 1, min(h, b.ring_end + RING_H) + 1):
-        b.ring[k % RING_H] = 0.0
-    if h - b.ring_end > RING_H:
-        b.ring = [0.0] * RING_H
-    b.ring_end = h
 
 
 def activity(
@@ -535,13 +542,18 @@ def observe(
         # A daily count says "this many calls in the period", not when: put it mid-period.
         period_h = float((attrs or {}).get("period_h") or 24)
         when = at - dt.timedelta(hours=period_h / 2)
-    h = epoch_hour(when)
-    _advance(b, h, rules.alpha)
-    assert b.ring_end is not None
-    if amount > 0 and h > b.ring_end - RING_H:
-        b.ring[h % RING_H] += amount
-    if amount > 0 and (b.last_activity_at is None or when > b.last_activity_at):
-        b.last_activity_at = when
+    # This runs once per ingested event: the common cases (same hour as the last event, an
+    # event in time order) are decided inline, without further calls.
+    h = int((when - _EPOCH).total_seconds() // 3600)  # epoch_hour(when)
+    end = b.ring_end
+    if end is None or h > end:
+        _advance(b, h, rules.alpha)
+        end = h
+    if amount > 0:
+        if h > end - RING_H:
+            b.ring[h % RING_H] += amount
+        if b.last_activity_at is None or when > b.last_activity_at:
+            b.last_activity_at = when
     if b.last_event_at is None or at > b.last_event_at:
         b.last_event_at = at
         if kind is SignalKind.LIGHT and value is not None:

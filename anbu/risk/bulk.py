@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from anbu.domain.risk import Baseline, Channel, SignalKind
-from anbu.risk.store import IN_CHUNK, chunks
+from anbu.domain.risk import Baseline, Channel, DeviceKind, Level, RiskCategory, SignalKind, Tier
+from anbu.domain.risk import MonitoringProfile as ProfileRules
+from anbu.risk.store import IN_CHUNK, chunks, rules_from
 
 
 class SignalRow(NamedTuple):
@@ -50,6 +53,34 @@ class StateRow(NamedTuple):
     quiet_due_at: dt.datetime | None
 
 
+class DuplicateEvents(Exception):
+    """The fast insert met an event stored already: roll back and store the batch the slow way."""
+
+
+class DeviceRow(NamedTuple):
+    """A registered device, as the ingestion path needs it."""
+
+    pk: str
+    device_id: str
+    resident_id: str
+    kind: DeviceKind
+    active: bool
+    online: bool
+    last_seen_at: dt.datetime | None
+    expected_interval_s: int
+    created_at: dt.datetime
+
+
+class ResidentRow(NamedTuple):
+    """A resident with their monitoring profile (None: no profile, so no consent recorded)."""
+
+    resident_id: str
+    district_id: int
+    active: bool
+    profile: ProfileRules | None
+    level: Level
+
+
 class DeviceUpdate(NamedTuple):
     pk: str
     last_seen_at: dt.datetime
@@ -58,11 +89,25 @@ class DeviceUpdate(NamedTuple):
 
 
 class BulkStore(Protocol):
+    async def load_senders(
+        self, device_ids: Sequence[str], resident_ids: Sequence[str]
+    ) -> tuple[list[DeviceRow], list[ResidentRow]]:
+        """Every device of the residents who own ``device_ids`` or are in ``resident_ids``
+        (active or not: a deregistered device must be recognised to be refused), and those
+        residents with their profiles. One round trip each, whatever the batch size."""
+        ...
+
     async def insert_events(
-        self, rows: Sequence[SignalRow], received_at: dt.datetime
+        self, rows: Sequence[SignalRow], received_at: dt.datetime, *, fast: bool = False
     ) -> list[SignalRow]:
         """Insert, skipping (source, event_id) pairs already stored; return the rows that went in
-        (in the given order)."""
+        (in the given order).
+
+        ``fast``: the bulk load path (COPY / plain executemany) with no per-row conflict check,
+        for the usual batch where every event is new. If any was stored already it raises
+        :class:`DuplicateEvents` and the transaction must be rolled back and the batch stored
+        again without ``fast``.
+        """
         ...
 
     async def lock_residents(self, resident_ids: Sequence[str]) -> None:
@@ -74,9 +119,10 @@ class BulkStore(Protocol):
         ...
 
     async def save_states(
-        self, states: Sequence[StateRow], stored: StoredStates, now: dt.datetime
+        self, states: Sequence[StateRow], texts: Sequence[tuple[str, str]], now: dt.datetime
     ) -> None:
-        """Upsert the baselines (rounded to 4 decimals: the baseline is a mean of noisy counts)."""
+        """Upsert the baselines; ``texts`` are their hourly profiles and rings as JSON
+        (:meth:`StoredStates.json`)."""
         ...
 
     async def update_devices(self, updates: Sequence[DeviceUpdate]) -> None: ...
@@ -184,6 +230,35 @@ _STATE_SELECT = (
     "channel, days, {hourly}, {ring}, ring_end, first_hour, last_activity_at, last_event_at,"
     " last_value, resident_id FROM signal_states"
 )
+# The devices of every resident concerned, and those residents with their profiles. ``{devs}``
+# and ``{res}`` are the backend's way of saying "in this list" (an array or a JSON list).
+_SENDERS_DEVICES = (
+    "SELECT id, device_id, resident_id, kind, active, online, last_seen_at, expected_interval_s,"
+    " created_at FROM devices WHERE resident_id IN"
+    " (SELECT resident_id FROM devices WHERE device_id {devs}) OR resident_id {res}"
+)
+_SENDERS_RESIDENTS = (
+    "SELECT r.id, r.district_id, r.active, p.resident_id, p.tier, p.category,"
+    " p.window_h_override, p.consent_call_records, p.consent_app, p.consent_iot, p.enabled,"
+    " p.level FROM residents r LEFT JOIN monitoring_profiles p ON p.resident_id = r.id"
+    " WHERE r.id {res}"
+)
+
+
+def _resident_row(r: Sequence[Any]) -> ResidentRow:
+    profile = None
+    if r[3] is not None:
+        profile = rules_from(
+            _TIER[r[4]], _CATEGORY[r[5]], r[6], bool(r[7]), bool(r[8]), bool(r[9]), bool(r[10])
+        )
+    return ResidentRow(r[0], r[1], bool(r[2]), profile, _LEVEL[r[11]] if r[11] else Level.NONE)
+
+
+_TIER = {t.value: t for t in Tier}
+_CATEGORY = {c.value: c for c in RiskCategory}
+_LEVEL = {v.value: v for v in Level}
+_DEVICE_KIND = {k.value: k for k in DeviceKind}
+
 _EVENT_COLUMNS = "source, event_id, resident_id, device_id, kind, at, value, attrs, received_at"
 _STATE_COLUMNS = (
     "resident_id, channel, days, hourly, ring, ring_end, first_hour, last_activity_at,"
@@ -197,6 +272,10 @@ _STATE_UPSERT = " ON CONFLICT (resident_id, channel) DO UPDATE SET " + ", ".join
 # -- PostgreSQL ---------------------------------------------------------------------------------
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_US = dt.timedelta(microseconds=1)
+
+
 def _same(v: Any) -> Any:
     return v
 
@@ -205,28 +284,80 @@ class _PostgresBulk:
     def __init__(self, driver: Any) -> None:
         self._db = driver  # asyncpg.Connection, in SQLAlchemy's transaction
 
+    async def load_senders(
+        self, device_ids: Sequence[str], resident_ids: Sequence[str]
+    ) -> tuple[list[DeviceRow], list[ResidentRow]]:
+        devs = await self._db.fetch(
+            _SENDERS_DEVICES.format(devs="= ANY($1::text[])", res="= ANY($2::text[])"),
+            device_ids,
+            resident_ids,
+        )
+        devices = [
+            DeviceRow(r[0], r[1], r[2], _DEVICE_KIND[r[3]], r[4], r[5], r[6], r[7], r[8])
+            for r in devs
+        ]
+        owners = sorted({*resident_ids, *(d.resident_id for d in devices)})
+        rows = await self._db.fetch(_SENDERS_RESIDENTS.format(res="= ANY($1::text[])"), owners)
+        return devices, [_resident_row(r) for r in rows]
+
     async def insert_events(
-        self, rows: Sequence[SignalRow], received_at: dt.datetime
+        self, rows: Sequence[SignalRow], received_at: dt.datetime, *, fast: bool = False
     ) -> list[SignalRow]:
         if not rows:
             return []
-        source, event_id, resident_id, device_id, kind, at, value, _, attrs = zip(
-            *rows, strict=True
+        if fast:
+            # Binary COPY: the cheapest way into the table, for server and client alike, but it
+            # has no ON CONFLICT; an event stored already aborts it (and the transaction).
+            try:
+                await self._db.copy_records_to_table(
+                    "signal_events",
+                    columns=_EVENT_COLUMNS.split(", "),
+                    records=(
+                        (
+                            r.source,
+                            r.event_id,
+                            r.resident_id,
+                            r.device_id,
+                            r.kind,
+                            r.at,
+                            r.value,
+                            r.attrs_json,
+                            received_at,
+                        )
+                        for r in rows
+                    ),
+                )
+            except asyncpg.UniqueViolationError as e:
+                raise DuplicateEvents(str(e)) from e
+            return list(rows)
+        # The batch goes as ONE JSON document unpacked by the server: asyncpg's array encoder
+        # checks every element against collections.abc (~13 isinstance calls per event), which
+        # cost more than the whole insert; json.dumps is one C call, and the parsing happens in
+        # the server process, in parallel with the baselines computed here meanwhile.
+        # Timestamps travel as exact integer microseconds since the epoch.
+        doc = json.dumps(
+            [
+                (
+                    r.source,
+                    r.event_id,
+                    r.resident_id,
+                    r.device_id,
+                    r.kind,
+                    (r.at - _EPOCH) // _US,
+                    r.value,
+                    r.attrs,
+                )
+                for r in rows
+            ]
         )
         inserted = await self._db.fetch(
             f"INSERT INTO signal_events ({_EVENT_COLUMNS})"
-            " SELECT s, e, r, d, k, a, v, x::json, $9::timestamptz FROM unnest("
-            "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-            " $6::timestamptz[], $7::float8[], $8::text[]) AS t(s, e, r, d, k, a, v, x)"
+            " SELECT j->>0, j->>1, j->>2, j->>3, j->>4,"
+            " timestamptz 'epoch' + (j->>5)::bigint * interval '1 microsecond',"
+            " (j->>6)::float8, j->7, $2::timestamptz"
+            " FROM json_array_elements($1::json) AS j"
             " ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id",
-            source,
-            event_id,
-            resident_id,
-            device_id,
-            [k.value for k in kind],
-            at,
-            value,
-            attrs,
+            doc,
             received_at,
         )
         return _only_inserted(rows, inserted)
@@ -251,12 +382,12 @@ class _PostgresBulk:
         return StoredStates(rows, _same)
 
     async def save_states(
-        self, states: Sequence[StateRow], stored: StoredStates, now: dt.datetime
+        self, states: Sequence[StateRow], texts: Sequence[tuple[str, str]], now: dt.datetime
     ) -> None:
         if not states:
             return
         bs = [s.baseline for s in states]
-        hourly, ring = zip(*(stored.json(s) for s in states), strict=True)
+        hourly, ring = zip(*texts, strict=True)
         await self._db.execute(
             f"INSERT INTO signal_states ({_STATE_COLUMNS})"
             " SELECT r, c, d, h::json, g::json, re, fh, la, le, lv, q, $12::timestamptz"
@@ -300,10 +431,15 @@ SQLITE_INSERT_ROWS = 3000
 
 
 def _ts(at: dt.datetime) -> str:
-    """A timestamp as UtcDateTime stores it on SQLite: naive UTC, microseconds always shown."""
-    if at.tzinfo is None:
+    """A timestamp as UtcDateTime stores it on SQLite: naive UTC, microseconds always shown.
+
+    Called for every event: shifted by its offset and printed once, the offset's "+00:00"
+    cut off, rather than converted, stripped and printed.
+    """
+    offset = at.utcoffset()
+    if offset is None:
         raise ValueError("naive datetime given to the database: pass an aware UTC time")
-    return at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return (at - offset if offset else at).isoformat(" ", "microseconds")[:26]
 
 
 def _ts_or_none(at: dt.datetime | None) -> str | None:
@@ -318,12 +454,66 @@ class _SqliteBulk:
     def __init__(self, driver: Any) -> None:
         self._db = driver  # aiosqlite.Connection, in the session's (implicit) transaction
 
+    async def load_senders(
+        self, device_ids: Sequence[str], resident_ids: Sequence[str]
+    ) -> tuple[list[DeviceRow], list[ResidentRow]]:
+        # A list goes in as one JSON parameter (json_each): no bound-parameter limit to chunk by.
+        in_list = "IN (SELECT value FROM json_each(?))"
+        devs = await self._db.execute_fetchall(
+            _SENDERS_DEVICES.format(devs=in_list, res=in_list),
+            (json.dumps(list(device_ids)), json.dumps(list(resident_ids))),
+        )
+        devices = [
+            DeviceRow(
+                r[0],
+                r[1],
+                r[2],
+                _DEVICE_KIND[r[3]],
+                bool(r[4]),
+                bool(r[5]),
+                _parse_ts(r[6]),
+                r[7],
+                dt.datetime.fromisoformat(r[8]).replace(tzinfo=dt.UTC),
+            )
+            for r in devs
+        ]
+        owners = sorted({*resident_ids, *(d.resident_id for d in devices)})
+        rows = await self._db.execute_fetchall(
+            _SENDERS_RESIDENTS.format(res=in_list), (json.dumps(owners),)
+        )
+        return devices, [_resident_row(r) for r in rows]
+
     async def insert_events(
-        self, rows: Sequence[SignalRow], received_at: dt.datetime
+        self, rows: Sequence[SignalRow], received_at: dt.datetime, *, fast: bool = False
     ) -> list[SignalRow]:
         if not rows:
             return []
         received = _ts(received_at)
+        if fast:
+            # A plain executemany (what the bare baseline does): no RETURNING to read back; an
+            # event stored already fails it.
+            try:
+                await self._db.executemany(
+                    f"INSERT INTO signal_events ({_EVENT_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            r.source,
+                            r.event_id,
+                            r.resident_id,
+                            r.device_id,
+                            r.kind.value,
+                            _ts(r.at),
+                            r.value,
+                            r.attrs_json,
+                            received,
+                        )
+                        for r in rows
+                    ],
+                )
+            except sqlite3.IntegrityError as e:
+                raise DuplicateEvents(str(e)) from e
+            return list(rows)
         inserted: list[Any] = []
         for part in chunks(rows, SQLITE_INSERT_ROWS):
             params: list[Any] = []
@@ -366,7 +556,7 @@ class _SqliteBulk:
         return StoredStates(rows, _parse_ts)
 
     async def save_states(
-        self, states: Sequence[StateRow], stored: StoredStates, now: dt.datetime
+        self, states: Sequence[StateRow], texts: Sequence[tuple[str, str]], now: dt.datetime
     ) -> None:
         if not states:
             return
@@ -379,7 +569,7 @@ class _SqliteBulk:
                     s.resident_id,
                     b.channel.value,
                     b.days,
-                    *stored.json(s),
+                    *text,
                     b.ring_end,
                     b.first_hour,
                     _ts_or_none(b.last_activity_at),
@@ -388,7 +578,7 @@ class _SqliteBulk:
                     _ts_or_none(s.quiet_due_at),
                     updated,
                 )
-                for s in states
+                for s, text in zip(states, texts, strict=True)
                 for b in (s.baseline,)
             ],
         )

@@ -9,20 +9,35 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.db.models import Resident
 from anbu.db.models_signals import DeviceTask, MonitoringProfile, RiskAssessment
 from anbu.domain.checkin import CheckinSource
-from anbu.domain.risk import DEFAULT_RULES, Assessment, Level, Rules, TaskStatus, assess
-from anbu.risk.store import chunks, load_baselines, load_devices, load_holds, profile_rules
+from anbu.domain.risk import (
+    DEFAULT_RULES,
+    Assessment,
+    Baseline,
+    Channel,
+    DeviceView,
+    Hold,
+    Level,
+    Rules,
+    TaskStatus,
+    assess,
+)
+from anbu.domain.risk import MonitoringProfile as ProfileRules
+from anbu.risk.store import chunks, load_baselines, load_devices, load_holds, rules_from
 from anbu.services.checkins import open_checkin
 
 log = logging.getLogger(__name__)
+
+# What an inactive resident is graded with: nothing (their level returns to none).
+DISABLED = ProfileRules(enabled=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,30 +55,80 @@ class Evaluation:
         return self.level is not self.previous
 
 
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Everything the rules need about one resident, however it was gathered: the ingestion
+    path has it in memory already, the sweep reads it."""
+
+    resident_id: str
+    profile: ProfileRules  # disabled when the resident is inactive
+    level: Level  # as last recorded
+    baselines: Mapping[Channel, Baseline]
+    devices: Sequence[tuple[str, DeviceView]]  # active devices: (primary key, view)
+
+
 async def evaluate_residents(
     session: AsyncSession,
     resident_ids: Sequence[str],
     now: dt.datetime,
     rules: Rules = DEFAULT_RULES,
 ) -> list[Evaluation]:
-    """Assess each resident at ``now`` and act on the result. The caller commits."""
+    """Read each resident's profile, baselines and devices, then :func:`grade` them."""
     ids = sorted(set(resident_ids))
     if not ids:
         return []
-    profiles: dict[str, MonitoringProfile] = {}
-    active: dict[str, bool] = {}
+    profiles: dict[str, tuple[ProfileRules, Level]] = {}
     for part in chunks(ids):
         rows = await session.execute(
-            select(MonitoringProfile, Resident.active)
+            select(
+                MonitoringProfile.resident_id,
+                MonitoringProfile.tier,
+                MonitoringProfile.category,
+                MonitoringProfile.window_h_override,
+                MonitoringProfile.consent_call_records,
+                MonitoringProfile.consent_app,
+                MonitoringProfile.consent_iot,
+                MonitoringProfile.enabled,
+                MonitoringProfile.level,
+                Resident.active,
+            )
             .join(Resident, Resident.id == MonitoringProfile.resident_id)
             .where(MonitoringProfile.resident_id.in_(part))
         )
-        for p, is_active in rows:
-            profiles[p.resident_id] = p
-            active[p.resident_id] = is_active
+        for rid, *columns, level, is_active in rows:
+            p = rules_from(*columns) if is_active else DISABLED
+            profiles[rid] = (p, level)
     ids = [i for i in ids if i in profiles]
     baselines = await load_baselines(session, ids)
     devices = await load_devices(session, ids)
+    subjects = [
+        Subject(rid, *profiles[rid], baselines.get(rid, {}), devices.get(rid, [])) for rid in ids
+    ]
+    return await grade(session, subjects, now, rules)
+
+
+async def grade(
+    session: AsyncSession,
+    subjects: Sequence[Subject],
+    now: dt.datetime,
+    rules: Rules = DEFAULT_RULES,
+) -> list[Evaluation]:
+    """Assess each subject at ``now`` and act on the result. The caller commits."""
+    if not subjects:
+        return []
+    context = await load_context(session, [s.resident_id for s in subjects], now)
+    return await act(session, subjects, assess_all(subjects, context, now, rules), context, now)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What grading reads besides the subjects: holds, and the devices with an open task."""
+
+    holds: Mapping[str, Sequence[Hold]]
+    open_tasks: set[str]
+
+
+async def load_context(session: AsyncSession, ids: Sequence[str], now: dt.datetime) -> Context:
     holds = await load_holds(session, ids, now)
     open_tasks: set[str] = set()
     for part in chunks(ids):
@@ -76,35 +141,67 @@ async def evaluate_residents(
                 )
             ).scalars()
         )
+    return Context(holds, open_tasks)
 
-    out: list[Evaluation] = []
-    for rid in ids:
-        p = profiles[rid]
-        rules_p = profile_rules(p)
-        if not active[rid]:
-            rules_p = type(rules_p)(enabled=False)
-        devs = devices.get(rid, [])
-        a = assess(
-            rules_p, baselines.get(rid, {}), [v for _, v in devs], holds.get(rid, []), now, rules
+
+def assess_all(
+    subjects: Sequence[Subject], context: Context, now: dt.datetime, rules: Rules = DEFAULT_RULES
+) -> list[Assessment]:
+    """The pure part: no I/O, so the ingestion path runs it while the database works."""
+    return [
+        assess(
+            s.profile,
+            s.baselines,
+            [v for _, v in s.devices],
+            context.holds.get(s.resident_id, ()),
+            now,
+            rules,
         )
-        out.append(await _act(session, p, a, devs, open_tasks, now))
-    return out
+        for s in subjects
+    ]
+
+
+async def act(
+    session: AsyncSession,
+    subjects: Sequence[Subject],
+    assessments: Sequence[Assessment],
+    context: Context,
+    now: dt.datetime,
+) -> list[Evaluation]:
+    """Record what changed: new levels (opening check-ins) and new device tasks. A resident
+    whose level stayed and whose devices have no new issue costs no statement."""
+    return [
+        await _act(session, s, a, context.open_tasks, now)
+        for s, a in zip(subjects, assessments, strict=True)
+    ]
 
 
 async def _act(
     session: AsyncSession,
-    p: MonitoringProfile,
+    s: Subject,
     a: Assessment,
-    devs: Sequence[tuple[str, object]],
     open_tasks: set[str],
     now: dt.datetime,
 ) -> Evaluation:
-    previous = p.level
+    rid = s.resident_id
+    previous = s.level
     checkin_id: str | None = None
     created = False
     if a.level is not previous:
+        # Compare-and-set: another evaluation (the sweep, a concurrent batch) may have graded
+        # this resident since ``previous`` was read. Then theirs stands and ours is dropped:
+        # the next event or sweep grades again from the stored state.
+        moved = await session.execute(
+            update(MonitoringProfile)
+            .where(MonitoringProfile.resident_id == rid, MonitoringProfile.level == previous)
+            .values(level=a.level, level_since=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if moved.rowcount == 0:  # type: ignore[attr-defined]
+            log.info("resident %s was graded meanwhile; this evaluation is not recorded", rid)
+            return Evaluation(rid, a.level, a.level, a.explanation)
         record = RiskAssessment(
-            resident_id=p.resident_id,
+            resident_id=rid,
             level=a.level,
             previous_level=previous,
             evidence=a.evidence(),
@@ -112,7 +209,7 @@ async def _act(
             assessed_at=now,
         )
         if a.level.opens_checkin and a.level.rank > previous.rank:
-            resident = await session.get(Resident, p.resident_id)
+            resident = await session.get(Resident, rid)
             assert resident is not None  # FK
             checkin, created = await open_checkin(
                 session,
@@ -125,17 +222,15 @@ async def _act(
             checkin_id = record.checkin_id = checkin.id
             log.info(
                 "resident %s risk %s -> %s: check-in %s (%s)",
-                p.resident_id,
+                rid,
                 previous.value,
                 a.level.value,
                 checkin.id,
                 "opened" if created else "joined",
             )
         session.add(record)
-        p.level = a.level
-        p.level_since = now
     tasks = 0
-    pk_by_device = {getattr(v, "device_id", ""): pk for pk, v in devs}
+    pk_by_device = {v.device_id: pk for pk, v in s.devices}
     for issue in a.device_issues:
         pk = pk_by_device.get(issue.device_id)
         if pk is None or pk in open_tasks:
@@ -143,7 +238,7 @@ async def _act(
         session.add(
             DeviceTask(
                 device_pk=pk,
-                resident_id=p.resident_id,
+                resident_id=rid,
                 kind=issue.kind,
                 status=TaskStatus.OPEN,
                 detail=issue.describe(),
@@ -152,5 +247,5 @@ async def _act(
         )
         open_tasks.add(pk)
         tasks += 1
-        log.info("resident %s: device task for %s (%s)", p.resident_id, issue.device_id, issue.kind)
-    return Evaluation(p.resident_id, a.level, previous, a.explanation, checkin_id, created, tasks)
+        log.info("resident %s: device task for %s (%s)", rid, issue.device_id, issue.kind)
+    return Evaluation(rid, a.level, previous, a.explanation, checkin_id, created, tasks)

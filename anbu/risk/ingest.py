@@ -20,16 +20,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from anbu.db.models import Resident
-from anbu.db.models_signals import Device, DeviceTask, MonitoringProfile
+from anbu.db.models_signals import DeviceTask
 from anbu.domain.risk import (
     DEFAULT_RULES,
+    Assessment,
     Baseline,
     Channel,
-    DeviceKind,
     DeviceView,
     Rules,
     SignalKind,
@@ -39,10 +38,27 @@ from anbu.domain.risk import (
     quiet_due_at,
     stale_due_at,
 )
-from anbu.risk.bulk import DeviceUpdate, SignalRow, StateRow, bulk_store
-from anbu.risk.evaluate import Evaluation, evaluate_residents
+from anbu.risk.bulk import (
+    BulkStore,
+    DeviceRow,
+    DeviceUpdate,
+    DuplicateEvents,
+    ResidentRow,
+    SignalRow,
+    StateRow,
+    StoredStates,
+    bulk_store,
+)
+from anbu.risk.evaluate import (
+    DISABLED,
+    Context,
+    Evaluation,
+    Subject,
+    act,
+    assess_all,
+    load_context,
+)
 from anbu.risk.schemas import SignalEventIn
-from anbu.risk.store import chunks, profile_rules
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +79,6 @@ class IngestReport:
     evaluations: list[Evaluation] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class _DeviceRow:
-    pk: str
-    device_id: str
-    resident_id: str
-    kind: DeviceKind
-    active: bool
-    online: bool
-    last_seen_at: dt.datetime | None
-    expected_interval_s: int
-    created_at: dt.datetime
-    district_id: int
-
-
 async def ingest(
     session: AsyncSession,
     items: Sequence[tuple[int, SignalEventIn]],
@@ -91,13 +93,18 @@ async def ingest(
     ``can_see(district_id)`` scopes the batch to the caller's districts: a device or resident of
     another district is reported as unknown. Commits twice: the events with their baselines,
     then the evaluation (so a failing evaluation never loses events; the sweep catches up).
+    The evaluation grades the touched residents from what this batch already holds in memory
+    (profiles, the folded baselines, devices with their new liveness): reading it all back
+    would cost more than storing the events.
     """
     report = IngestReport()
-    devices = await _devices(session, {e.device_id for _, e in items if e.device_id})
-    resident_ids = {e.resident_id for _, e in items if e.resident_id} | {
-        d.resident_id for d in devices.values()
-    }
-    residents = await _residents(session, sorted(resident_ids))
+    store = await bulk_store(session)
+    device_rows, resident_rows = await store.load_senders(
+        sorted({e.device_id for _, e in items if e.device_id}),
+        sorted({e.resident_id for _, e in items if e.resident_id}),
+    )
+    devices = {d.device_id: d for d in device_rows}
+    residents = {r.resident_id: r for r in resident_rows}
 
     rows: list[SignalRow] = []
     seen: set[tuple[str, str]] = set()
@@ -105,6 +112,8 @@ async def ingest(
     # Apart from the clock, an event's verdict depends only on who sent which kind: a batch of
     # thousands has a few hundred distinct (device, resident, kind), so each is checked once.
     verdicts: dict[tuple[str | None, str | None, SignalKind], tuple[str | None, str | None]] = {}
+    # Likewise a batch has a handful of distinct attribute sets ({"interval_s": 1800}, ...).
+    attrs_by_key: dict[tuple[Any, ...], tuple[dict[str, Any] | None, str]] = {}
     for index, e in items:
         if e.at > latest_allowed:
             report.errors.append(ItemError(index, f"timestamp {e.at.isoformat()} is in the future"))
@@ -123,142 +132,176 @@ async def ingest(
             report.duplicates += 1
             continue
         seen.add(key)
-        attrs = e.attrs()
+        shape = e.attrs_key()
+        attrs = attrs_by_key.get(shape)
+        if attrs is None:
+            made = e.attrs()
+            # As SQLAlchemy's JSON type stores it: Python None is the JSON text 'null'.
+            attrs = attrs_by_key[shape] = (made, json.dumps(made))
         rows.append(
-            SignalRow(
-                e.source,
-                e.event_id,
-                resident_id,
-                e.device_id,
-                e.kind,
-                e.at,
-                e.value,
-                attrs,
-                # As SQLAlchemy's JSON type stores it: Python None is the JSON text 'null'.
-                json.dumps(attrs),
-            )
+            SignalRow(e.source, e.event_id, resident_id, e.device_id, e.kind, e.at, e.value, *attrs)
         )
 
-    new_rows = await _store(session, rows, devices, residents, now, rules)
-    report.accepted = len(new_rows)
-    report.duplicates += len(rows) - len(new_rows)
-    touched = sorted({r.resident_id for r in new_rows})
+    try:
+        stored = await _store(session, store, rows, devices, device_rows, residents, now, rules)
+    except DuplicateEvents:
+        # Some events were stored before (a resent batch, a redelivered MQTT message): the fast
+        # insert failed as a whole. Store again, skipping what is there.
+        await session.rollback()
+        store = await bulk_store(session)
+        stored = await _store(
+            session, store, rows, devices, device_rows, residents, now, rules, fast=False
+        )
+    report.accepted = len(stored.rows)
+    report.duplicates += len(rows) - len(stored.rows)
     await session.commit()
-    if evaluate and touched:
-        report.evaluations = await evaluate_residents(session, touched, now, rules)
-        await session.commit()
+    if evaluate and stored.rows:
+        report.evaluations = await act(
+            session, stored.work.subjects, stored.work.assessments, stored.work.context, now
+        )
+        await session.commit()  # nothing to commit unless a level or a device task changed
     return report
+
+
+@dataclass(slots=True)
+class _Work:
+    """What a batch does to its residents, computed while the database stores the events."""
+
+    states: list[StateRow]
+    texts: list[tuple[str, str]]  # the states' hourly profiles and rings as JSON
+    updates: list[DeviceUpdate]
+    recovered: list[str]  # devices whose open tasks are resolved
+    subjects: list[Subject]
+    assessments: list[Assessment]
+    context: Context
+
+
+@dataclass(slots=True)
+class _Stored:
+    rows: list[SignalRow]  # the events that went in (the others were stored already)
+    work: _Work
 
 
 async def _store(
     session: AsyncSession,
+    store: BulkStore,
     rows: list[SignalRow],
-    devices: dict[str, _DeviceRow],
-    residents: dict[str, _ResidentRow],
+    devices: dict[str, DeviceRow],
+    device_rows: Sequence[DeviceRow],
+    residents: dict[str, ResidentRow],
     now: dt.datetime,
     rules: Rules,
-) -> list[SignalRow]:
-    """Store the events that are new, and fold exactly those into baselines and device liveness.
+    *,
+    fast: bool = True,
+) -> _Stored:
+    """Store the events that are new, fold exactly those into baselines and device liveness,
+    and grade their residents.
 
-    Returns the rows that went in (the others were stored already: nothing changes for them).
+    The events go to the database first; while it stores them, the baselines, device
+    liveness and the residents' grades are computed here (for all the rows: usually every
+    event of a batch is new; on the slow path they are computed again if some were not).
     """
     if not rows:
-        return []
-    store = await bulk_store(session)
+        return _Stored([], _EMPTY)
     owners = sorted({r.resident_id for r in rows})
     # Baselines are read-modify-write: two batches for one resident (API and MQTT at once) must
     # not interleave, so the residents are locked before their baselines are read.
     await store.lock_residents(owners)
     stored = await store.load_states(owners)
-    # The database inserts while the new baselines are computed here. Usually every event of
-    # a batch is new, so they are computed for all of them, and again only if some were not.
-    inserting = asyncio.create_task(store.insert_events(rows, now))
+    context = await load_context(session, owners, now)
+    inserting = asyncio.create_task(store.insert_events(rows, now, fast=fast))
     await asyncio.sleep(0)  # let the insert reach the database before the CPU-bound work
     try:
-        states = _fold(rows, stored.baselines(), residents, rules)
-        updates, recovered = _liveness(rows, devices, now, rules)
+        work = _compute(rows, stored, devices, device_rows, residents, context, now, rules)
     except BaseException:
         await asyncio.wait([inserting])  # the connection must be idle before the rollback
         raise
     new_rows = await inserting
     if len(new_rows) < len(rows):
-        states = _fold(new_rows, stored.baselines(), residents, rules)
-        updates, recovered = _liveness(new_rows, devices, now, rules)
+        work = _compute(new_rows, stored, devices, device_rows, residents, context, now, rules)
     if not new_rows:
-        return []
-    await store.save_states(states, stored, now)
-    await store.update_devices(updates)
-    if recovered:
+        return _Stored([], _EMPTY)
+    await store.save_states(work.states, work.texts, now)
+    await store.update_devices(work.updates)
+    if work.recovered:
         await session.execute(
             update(DeviceTask)
-            .where(DeviceTask.device_pk.in_(recovered), DeviceTask.status == TaskStatus.OPEN)
+            .where(DeviceTask.device_pk.in_(work.recovered), DeviceTask.status == TaskStatus.OPEN)
             .values(status=TaskStatus.RESOLVED, resolved_at=now, resolution="device reported again")
         )
-        log.info("%d device(s) reported again; their open tasks were resolved", len(recovered))
-    return new_rows
+        log.info("%d device(s) reported again; their open tasks were resolved", len(work.recovered))
+        context.open_tasks.difference_update(work.recovered)
+    return _Stored(new_rows, work)
 
 
-async def _devices(session: AsyncSession, device_ids: set[str]) -> dict[str, _DeviceRow]:
-    out: dict[str, _DeviceRow] = {}
-    for part in chunks(sorted(device_ids)):
-        rows = await session.execute(
-            select(
-                Device.id,
-                Device.device_id,
-                Device.resident_id,
-                Device.kind,
-                Device.active,
-                Device.online,
-                Device.last_seen_at,
-                Device.expected_interval_s,
-                Device.created_at,
-                Resident.district_id,
+_EMPTY = _Work([], [], [], [], [], [], Context({}, set()))
+
+
+def _compute(
+    rows: list[SignalRow],
+    stored: StoredStates,
+    devices: dict[str, DeviceRow],
+    device_rows: Sequence[DeviceRow],
+    residents: dict[str, ResidentRow],
+    context: Context,
+    now: dt.datetime,
+    rules: Rules,
+) -> _Work:
+    """Everything a batch changes, without I/O."""
+    baselines = stored.baselines()
+    states = _fold(rows, baselines, residents, rules)
+    texts = [stored.json(s) for s in states]
+    updates, recovered = _liveness(rows, devices, now, rules)
+    subjects = _subjects(rows, baselines, updates, device_rows, residents)
+    return _Work(
+        states,
+        texts,
+        updates,
+        recovered,
+        subjects,
+        assess_all(subjects, context, now, rules),
+        context,
+    )
+
+
+def _subjects(
+    rows: Sequence[SignalRow],
+    baselines: dict[str, dict[Channel, Baseline]],
+    updates: Sequence[DeviceUpdate],
+    device_rows: Sequence[DeviceRow],
+    residents: dict[str, ResidentRow],
+) -> list[Subject]:
+    """The touched residents as the rules see them after this batch."""
+    touched = {r.resident_id for r in rows}
+    updated = {u.pk: u for u in updates}
+    devices: dict[str, list[tuple[str, DeviceView]]] = defaultdict(list)
+    for d in device_rows:
+        if not d.active or d.resident_id not in touched:
+            continue
+        u = updated.get(d.pk)
+        online, seen = (u.online, u.last_seen_at) if u else (d.online, d.last_seen_at)
+        view = DeviceView(d.device_id, d.kind, d.expected_interval_s, online, seen, d.created_at)
+        devices[d.resident_id].append((d.pk, view))
+    out: list[Subject] = []
+    for rid in sorted(touched):
+        r = residents[rid]
+        assert r.profile is not None  # events are accepted only with a profile
+        out.append(
+            Subject(
+                rid,
+                r.profile if r.active else DISABLED,
+                r.level,
+                baselines.get(rid, {}),
+                devices.get(rid, []),
             )
-            .join(Resident, Resident.id == Device.resident_id)
-            .where(Device.device_id.in_(part))
         )
-        for r in rows:
-            out[r.device_id] = _DeviceRow(
-                r.id,
-                r.device_id,
-                r.resident_id,
-                r.kind,
-                r.active,
-                r.online,
-                r.last_seen_at,
-                r.expected_interval_s,
-                r.created_at,
-                r.district_id,
-            )
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class _ResidentRow:
-    district_id: int
-    active: bool
-    profile: Any  # anbu.domain.risk.MonitoringProfile | None
-
-
-async def _residents(session: AsyncSession, ids: Sequence[str]) -> dict[str, _ResidentRow]:
-    out: dict[str, _ResidentRow] = {}
-    for part in chunks(ids):
-        rows = await session.execute(
-            select(Resident.id, Resident.district_id, Resident.active, MonitoringProfile)
-            .outerjoin(MonitoringProfile, MonitoringProfile.resident_id == Resident.id)
-            .where(Resident.id.in_(part))
-        )
-        for rid, district_id, active, profile in rows:
-            out[rid] = _ResidentRow(
-                district_id, active, profile_rules(profile) if profile is not None else None
-            )
     return out
 
 
 def _check(
     e: SignalEventIn,
-    devices: dict[str, _DeviceRow],
-    residents: dict[str, _ResidentRow],
+    devices: dict[str, DeviceRow],
+    residents: dict[str, ResidentRow],
     can_see: Callable[[int], bool],
 ) -> tuple[str | None, str | None]:
     """Why an event from this sender, of this kind, cannot be accepted (None when it can), and
@@ -266,7 +309,8 @@ def _check(
     resident_id = e.resident_id
     if e.device_id is not None:
         d = devices.get(e.device_id)
-        if d is None or not can_see(d.district_id):
+        owner = residents.get(d.resident_id) if d is not None else None
+        if d is None or owner is None or not can_see(owner.district_id):
             return f"unknown device {e.device_id!r}", None
         if not d.active:
             return f"device {e.device_id!r} is deregistered", None
@@ -294,10 +338,11 @@ def _check(
 def _fold(
     rows: list[SignalRow],
     baselines: dict[str, dict[Channel, Baseline]],
-    residents: dict[str, _ResidentRow],
+    residents: dict[str, ResidentRow],
     rules: Rules,
 ) -> list[StateRow]:
-    """Fold the events into their residents' baselines (in place), in time order per channel."""
+    """Fold the events into their residents' baselines (in place, adding the channels seen for
+    the first time), in time order per channel."""
     by_key: dict[tuple[str, Channel], list[SignalRow]] = defaultdict(list)
     for r in rows:
         channel = r.kind.channel
@@ -305,18 +350,22 @@ def _fold(
             by_key[(r.resident_id, channel)].append(r)
     out: list[StateRow] = []
     for (rid, channel), events in by_key.items():
-        b = baselines.get(rid, {}).get(channel) or Baseline(channel)
+        mine = baselines.setdefault(rid, {})
+        b = mine.get(channel)
+        if b is None:
+            b = mine[channel] = Baseline(channel)
         events.sort(key=lambda r: r.at)
         for r in events:
             observe(b, r.kind, r.at, r.value, r.attrs, rules)
         profile = residents[rid].profile
+        assert profile is not None  # events are accepted only with a profile
         out.append(StateRow(rid, b, quiet_due_at(b, profile.window_h)))
     return out
 
 
 def _liveness(
     rows: list[SignalRow],
-    devices: dict[str, _DeviceRow],
+    devices: dict[str, DeviceRow],
     now: dt.datetime,
     rules: Rules,
 ) -> tuple[list[DeviceUpdate], list[str]]:

@@ -27,22 +27,36 @@ class SignalEventIn(BaseModel):
         pattern=r"^[0-9A-Za-z_.:-]+$",
         description="the producing system, e.g. 'skt-cdr', 'plug-cloud', 'mqtt'",
     )
-    event_id: str = Field(min_length=1, max_length=128, description="unique within the source")
+    # NUL cannot be stored in PostgreSQL text: refused here, per item, not by the database.
+    event_id: str = Field(
+        min_length=1, max_length=128, pattern=r"^[^\x00]+$", description="unique within the source"
+    )
     kind: SignalKind
     at: AwareDatetime = Field(description="when it happened (ISO 8601 with offset)")
     device_id: str | None = Field(
-        default=None, min_length=1, max_length=64, description="registered device (plug, app...)"
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^\x00]+$",
+        description="registered device (plug, app...)",
     )
     resident_id: str | None = Field(
-        default=None, min_length=1, max_length=32, description="for call records (no device)"
+        default=None,
+        min_length=1,
+        max_length=32,
+        pattern=r"^[^\x00]+$",
+        description="for call records (no device)",
     )
     value: float | None = Field(
         default=None,
         ge=0,
+        allow_inf_nan=False,
         description="power: watts; light: lux; steps: steps; call_count: calls; call: seconds",
     )
     direction: CallDirection | None = Field(default=None, description="call: in or out")
-    duration_s: float | None = Field(default=None, ge=0, description="call: talk time")
+    duration_s: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="call: talk time"
+    )
     interval_s: int | None = Field(
         default=None, gt=0, le=86_400, description="power: seconds the reading averages"
     )
@@ -63,6 +77,11 @@ class SignalEventIn(BaseModel):
         if k is SignalKind.CALL and self.direction is None:
             raise ValueError("call events need direction ('in' or 'out')")
         return self
+
+    def attrs_key(self) -> tuple[Any, ...]:
+        """The fields :meth:`attrs` is made of: events with equal keys have equal attrs (a
+        batch has few distinct ones, so ingestion builds and serialises each once)."""
+        return (self.direction, self.duration_s, self.interval_s, self.period_h, self.online)
 
     def attrs(self) -> dict[str, Any] | None:
         out: dict[str, Any] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -17,6 +18,8 @@ from anbu.domain.risk import (
     ConsentScope,
     DeviceView,
     Hold,
+    RiskCategory,
+    Tier,
 )
 from anbu.domain.risk import MonitoringProfile as ProfileRules
 
@@ -42,21 +45,44 @@ def dialect_insert(session: AsyncSession, table: Table) -> Any:
 
 
 def profile_rules(p: MonitoringProfile) -> ProfileRules:
-    consent = {
+    return rules_from(
+        p.tier,
+        p.category,
+        p.window_h_override,
+        p.consent_call_records,
+        p.consent_app,
+        p.consent_iot,
+        p.enabled,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def rules_from(
+    tier: Tier,
+    category: RiskCategory,
+    window_h_override: float | None,
+    consent_call_records: bool,
+    consent_app: bool,
+    consent_iot: bool,
+    enabled: bool,
+) -> ProfileRules:
+    """A stored profile's columns as the rules see them (a district has few distinct ones, so
+    they are built once and shared: the objects are immutable)."""
+    consent = frozenset(
         s
         for s, ok in (
-            (ConsentScope.CALL_RECORDS, p.consent_call_records),
-            (ConsentScope.APP, p.consent_app),
-            (ConsentScope.IOT, p.consent_iot),
+            (ConsentScope.CALL_RECORDS, consent_call_records),
+            (ConsentScope.APP, consent_app),
+            (ConsentScope.IOT, consent_iot),
         )
         if ok
-    }
+    )
     return ProfileRules(
-        tier=p.tier,
-        category=p.category,
-        window_h_override=p.window_h_override,
-        consent=frozenset(consent),
-        enabled=p.enabled,
+        tier=tier,
+        category=category,
+        window_h_override=window_h_override,
+        consent=consent,
+        enabled=enabled,
     )
 
 
