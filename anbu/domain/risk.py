@@ -115,7 +115,7 @@ class DeviceKind(enum.StrEnum):
 
     @property
     def channels(self) -> frozenset[Channel]:
-        return frozenset(c for k in self.kinds if (c := k.channel) is not None)
+        return _DEVICE_CHANNELS[self]
 
 
 _DEVICE_KINDS = {
@@ -123,6 +123,10 @@ _DEVICE_KINDS = {
     DeviceKind.APP: frozenset({SignalKind.STEPS, SignalKind.HEARTBEAT}),
     DeviceKind.MOTION_SENSOR: frozenset({SignalKind.MOTION, SignalKind.HEARTBEAT}),
     DeviceKind.DOOR_SENSOR: frozenset({SignalKind.DOOR, SignalKind.HEARTBEAT}),
+}
+_DEVICE_CHANNELS = {
+    d: frozenset(c for k in kinds if (c := k.channel) is not None)
+    for d, kinds in _DEVICE_KINDS.items()
 }
 
 
@@ -722,8 +726,13 @@ def assess_channel(
 
 def monitored_channels(profile: MonitoringProfile, devices: Iterable[DeviceView]) -> list[Channel]:
     """Consented tier channels that have a feed: call records always, others via a device."""
-    fed = {Channel.CALLS} | {c for d in devices for c in d.kind.channels}
-    return [c for c in Channel if c in profile.channels and c in fed]
+    watched = profile.channels
+    fed = {Channel.CALLS}.union(*(d.kind.channels for d in devices))
+    # Graded once per resident per batch and per sweep: iterate a tuple, not the enum class.
+    return [c for c in _ALL_CHANNELS if c in watched and c in fed]
+
+
+_ALL_CHANNELS = tuple(Channel)
 
 
 def assess(

@@ -4,10 +4,14 @@ At thousands of events per batch, SQLAlchemy's statement compilation and per-val
 processing cost more than the database work itself, so the hot path talks to the driver
 directly, on the session's own connection and inside its transaction:
 
-- PostgreSQL (asyncpg): one statement per batch, the rows passed as arrays and expanded with
-  ``unnest`` (one round trip, no per-row protocol messages).
-- SQLite (aiosqlite): multi-row ``VALUES`` (with ``RETURNING``) and ``executemany`` of plain
-  tuples.
+- Events: the usual batch is all new, so it goes in the cheapest way the backend has, with no
+  per-row conflict check: binary ``COPY`` on PostgreSQL, a plain ``executemany`` on SQLite. If
+  an event was stored before, that fails as a whole (:class:`DuplicateEvents`); the caller rolls
+  back and stores the batch again with ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (one
+  statement per batch: a JSON document unpacked by the server on PostgreSQL, multi-row
+  ``VALUES`` on SQLite), which tells exactly which events were new.
+- Baselines and devices: one statement per batch (``unnest`` of arrays on PostgreSQL,
+  ``executemany`` on SQLite).
 
 Stored values are exactly what the ORM stores for the same data (the contract is the models in
 :mod:`anbu.db.models_signals`): timestamps as ``timestamptz`` on PostgreSQL and naive UTC text
@@ -26,7 +30,17 @@ from typing import Any, NamedTuple, Protocol
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from anbu.domain.risk import Baseline, Channel, DeviceKind, Level, RiskCategory, SignalKind, Tier
+from anbu.domain.risk import (
+    Baseline,
+    Channel,
+    DeviceKind,
+    Hold,
+    HoldReason,
+    Level,
+    RiskCategory,
+    SignalKind,
+    Tier,
+)
 from anbu.domain.risk import MonitoringProfile as ProfileRules
 from anbu.risk.store import IN_CHUNK, chunks, rules_from
 
@@ -108,6 +122,14 @@ class BulkStore(Protocol):
         :class:`DuplicateEvents` and the transaction must be rolled back and the batch stored
         again without ``fast``.
         """
+        ...
+
+    async def load_context(
+        self, resident_ids: Sequence[str], now: dt.datetime
+    ) -> tuple[dict[str, list[Hold]], set[str]]:
+        """What grading reads besides profiles, baselines and devices: the holds that matter at
+        ``now`` (current, upcoming, or ended within 30 days: the quiet floor) by resident, and
+        the devices that have an open task."""
         ...
 
     async def lock_residents(self, resident_ids: Sequence[str]) -> None:
@@ -254,7 +276,16 @@ def _resident_row(r: Sequence[Any]) -> ResidentRow:
     return ResidentRow(r[0], r[1], bool(r[2]), profile, _LEVEL[r[11]] if r[11] else Level.NONE)
 
 
+_CONTEXT_HOLDS = (
+    "SELECT resident_id, starts_at, ends_at, reason FROM monitoring_holds"
+    " WHERE resident_id {res} AND ends_at >= {since}"
+)
+_CONTEXT_TASKS = "SELECT device_pk FROM device_tasks WHERE resident_id {res} AND status = 'open'"
+# How far back an ended hold still matters: it caps how long a channel has been quiet.
+HOLD_MEMORY = dt.timedelta(days=30)
+
 _TIER = {t.value: t for t in Tier}
+_HOLD_REASON = {r.value: r for r in HoldReason}
 _CATEGORY = {c.value: c for c in RiskCategory}
 _LEVEL = {v.value: v for v in Level}
 _DEVICE_KIND = {k.value: k for k in DeviceKind}
@@ -299,6 +330,19 @@ class _PostgresBulk:
         owners = sorted({*resident_ids, *(d.resident_id for d in devices)})
         rows = await self._db.fetch(_SENDERS_RESIDENTS.format(res="= ANY($1::text[])"), owners)
         return devices, [_resident_row(r) for r in rows]
+
+    async def load_context(
+        self, resident_ids: Sequence[str], now: dt.datetime
+    ) -> tuple[dict[str, list[Hold]], set[str]]:
+        holds: dict[str, list[Hold]] = {}
+        for r in await self._db.fetch(
+            _CONTEXT_HOLDS.format(res="= ANY($1::text[])", since="$2"),
+            resident_ids,
+            now - HOLD_MEMORY,
+        ):
+            holds.setdefault(r[0], []).append(Hold(r[1], r[2], _HOLD_REASON[r[3]]))
+        tasks = await self._db.fetch(_CONTEXT_TASKS.format(res="= ANY($1::text[])"), resident_ids)
+        return holds, {r[0] for r in tasks}
 
     async def insert_events(
         self, rows: Sequence[SignalRow], received_at: dt.datetime, *, fast: bool = False
@@ -450,6 +494,10 @@ def _parse_ts(text: str | None) -> dt.datetime | None:
     return None if text is None else dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
 
 
+# A list goes in as one JSON parameter (json_each): no bound-parameter limit to chunk by.
+_IN_LIST = "IN (SELECT value FROM json_each(?))"
+
+
 class _SqliteBulk:
     def __init__(self, driver: Any) -> None:
         self._db = driver  # aiosqlite.Connection, in the session's (implicit) transaction
@@ -457,8 +505,7 @@ class _SqliteBulk:
     async def load_senders(
         self, device_ids: Sequence[str], resident_ids: Sequence[str]
     ) -> tuple[list[DeviceRow], list[ResidentRow]]:
-        # A list goes in as one JSON parameter (json_each): no bound-parameter limit to chunk by.
-        in_list = "IN (SELECT value FROM json_each(?))"
+        in_list = _IN_LIST
         devs = await self._db.execute_fetchall(
             _SENDERS_DEVICES.format(devs=in_list, res=in_list),
             (json.dumps(list(device_ids)), json.dumps(list(resident_ids))),
@@ -482,6 +529,21 @@ class _SqliteBulk:
             _SENDERS_RESIDENTS.format(res=in_list), (json.dumps(owners),)
         )
         return devices, [_resident_row(r) for r in rows]
+
+    async def load_context(
+        self, resident_ids: Sequence[str], now: dt.datetime
+    ) -> tuple[dict[str, list[Hold]], set[str]]:
+        ids = json.dumps(list(resident_ids))
+        holds: dict[str, list[Hold]] = {}
+        for r in await self._db.execute_fetchall(
+            _CONTEXT_HOLDS.format(res=_IN_LIST, since="?"), (ids, _ts(now - HOLD_MEMORY))
+        ):
+            starts, ends = _parse_ts(r[1]), _parse_ts(r[2])
+            assert starts is not None
+            assert ends is not None
+            holds.setdefault(r[0], []).append(Hold(starts, ends, _HOLD_REASON[r[3]]))
+        tasks = await self._db.execute_fetchall(_CONTEXT_TASKS.format(res=_IN_LIST), (ids,))
+        return holds, {r[0] for r in tasks}
 
     async def insert_events(
         self, rows: Sequence[SignalRow], received_at: dt.datetime, *, fast: bool = False

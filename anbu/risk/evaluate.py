@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.db.models import Resident
@@ -31,7 +31,7 @@ from anbu.domain.risk import (
     assess,
 )
 from anbu.domain.risk import MonitoringProfile as ProfileRules
-from anbu.risk.store import chunks, load_baselines, load_devices, load_holds, rules_from
+from anbu.risk.bulk import DeviceRow, DeviceUpdate, ResidentRow, bulk_store
 from anbu.services.checkins import open_checkin
 
 log = logging.getLogger(__name__)
@@ -73,38 +73,21 @@ async def evaluate_residents(
     now: dt.datetime,
     rules: Rules = DEFAULT_RULES,
 ) -> list[Evaluation]:
-    """Read each resident's profile, baselines and devices, then :func:`grade` them."""
+    """Read each resident's profile, baselines, devices and holds, grade them and act on it.
+
+    Reads go through the bulk store (a handful of statements whatever the number of residents);
+    residents without a monitoring profile are skipped. The caller commits.
+    """
     ids = sorted(set(resident_ids))
     if not ids:
         return []
-    profiles: dict[str, tuple[ProfileRules, Level]] = {}
-    for part in chunks(ids):
-        rows = await session.execute(
-            select(
-                MonitoringProfile.resident_id,
-                MonitoringProfile.tier,
-                MonitoringProfile.category,
-                MonitoringProfile.window_h_override,
-                MonitoringProfile.consent_call_records,
-                MonitoringProfile.consent_app,
-                MonitoringProfile.consent_iot,
-                MonitoringProfile.enabled,
-                MonitoringProfile.level,
-                Resident.active,
-            )
-            .join(Resident, Resident.id == MonitoringProfile.resident_id)
-            .where(MonitoringProfile.resident_id.in_(part))
-        )
-        for rid, *columns, level, is_active in rows:
-            p = rules_from(*columns) if is_active else DISABLED
-            profiles[rid] = (p, level)
-    ids = [i for i in ids if i in profiles]
-    baselines = await load_baselines(session, ids)
-    devices = await load_devices(session, ids)
-    subjects = [
-        Subject(rid, *profiles[rid], baselines.get(rid, {}), devices.get(rid, [])) for rid in ids
-    ]
-    return await grade(session, subjects, now, rules)
+    store = await bulk_store(session)
+    device_rows, residents = await store.load_senders((), ids)
+    stored = await store.load_states(ids)
+    context = Context(*await store.load_context(ids, now))
+    subjects = subjects_of(ids, {r.resident_id: r for r in residents}, device_rows,
+                           stored.baselines())  # fmt: skip
+    return await act(session, subjects, assess_all(subjects, context, now, rules), context, now)
 
 
 async def grade(
@@ -113,10 +96,11 @@ async def grade(
     now: dt.datetime,
     rules: Rules = DEFAULT_RULES,
 ) -> list[Evaluation]:
-    """Assess each subject at ``now`` and act on the result. The caller commits."""
+    """Assess subjects gathered by the caller at ``now`` and act on it. The caller commits."""
     if not subjects:
         return []
-    context = await load_context(session, [s.resident_id for s in subjects], now)
+    store = await bulk_store(session)
+    context = Context(*await store.load_context([s.resident_id for s in subjects], now))
     return await act(session, subjects, assess_all(subjects, context, now, rules), context, now)
 
 
@@ -128,20 +112,40 @@ class Context:
     open_tasks: set[str]
 
 
-async def load_context(session: AsyncSession, ids: Sequence[str], now: dt.datetime) -> Context:
-    holds = await load_holds(session, ids, now)
-    open_tasks: set[str] = set()
-    for part in chunks(ids):
-        open_tasks.update(
-            (
-                await session.execute(
-                    select(DeviceTask.device_pk).where(
-                        DeviceTask.resident_id.in_(part), DeviceTask.status == TaskStatus.OPEN
-                    )
-                )
-            ).scalars()
+def subjects_of(
+    ids: Iterable[str],
+    residents: Mapping[str, ResidentRow],
+    device_rows: Iterable[DeviceRow],
+    baselines: Mapping[str, Mapping[Channel, Baseline]],
+    updates: Mapping[str, DeviceUpdate] | None = None,
+) -> list[Subject]:
+    """The residents ``ids`` as the rules see them; ``updates`` (by device primary key) is
+    device liveness newer than ``device_rows``. Residents without a profile are left out."""
+    wanted = set(ids)
+    updates = updates or {}
+    devices: dict[str, list[tuple[str, DeviceView]]] = {}
+    for d in device_rows:
+        if not d.active or d.resident_id not in wanted:
+            continue
+        u = updates.get(d.pk)
+        online, seen = (u.online, u.last_seen_at) if u else (d.online, d.last_seen_at)
+        view = DeviceView(d.device_id, d.kind, d.expected_interval_s, online, seen, d.created_at)
+        devices.setdefault(d.resident_id, []).append((d.pk, view))
+    out: list[Subject] = []
+    for rid in sorted(wanted):
+        r = residents.get(rid)
+        if r is None or r.profile is None:
+            continue
+        out.append(
+            Subject(
+                rid,
+                r.profile if r.active else DISABLED,
+                r.level,
+                baselines.get(rid, {}),
+                devices.get(rid, []),
+            )
         )
-    return Context(holds, open_tasks)
+    return out
 
 
 def assess_all(

@@ -49,15 +49,7 @@ from anbu.risk.bulk import (
     StoredStates,
     bulk_store,
 )
-from anbu.risk.evaluate import (
-    DISABLED,
-    Context,
-    Evaluation,
-    Subject,
-    act,
-    assess_all,
-    load_context,
-)
+from anbu.risk.evaluate import Context, Evaluation, Subject, act, assess_all, subjects_of
 from anbu.risk.schemas import SignalEventIn
 
 log = logging.getLogger(__name__)
@@ -208,7 +200,7 @@ async def _store(
     # not interleave, so the residents are locked before their baselines are read.
     await store.lock_residents(owners)
     stored = await store.load_states(owners)
-    context = await load_context(session, owners, now)
+    context = Context(*await store.load_context(owners, now))
     inserting = asyncio.create_task(store.insert_events(rows, now, fast=fast))
     await asyncio.sleep(0)  # let the insert reach the database before the CPU-bound work
     try:
@@ -252,7 +244,13 @@ def _compute(
     states = _fold(rows, baselines, residents, rules)
     texts = [stored.json(s) for s in states]
     updates, recovered = _liveness(rows, devices, now, rules)
-    subjects = _subjects(rows, baselines, updates, device_rows, residents)
+    subjects = subjects_of(
+        {r.resident_id for r in rows},
+        residents,
+        device_rows,
+        baselines,
+        {u.pk: u for u in updates},
+    )
     return _Work(
         states,
         texts,
@@ -262,40 +260,6 @@ def _compute(
         assess_all(subjects, context, now, rules),
         context,
     )
-
-
-def _subjects(
-    rows: Sequence[SignalRow],
-    baselines: dict[str, dict[Channel, Baseline]],
-    updates: Sequence[DeviceUpdate],
-    device_rows: Sequence[DeviceRow],
-    residents: dict[str, ResidentRow],
-) -> list[Subject]:
-    """The touched residents as the rules see them after this batch."""
-    touched = {r.resident_id for r in rows}
-    updated = {u.pk: u for u in updates}
-    devices: dict[str, list[tuple[str, DeviceView]]] = defaultdict(list)
-    for d in device_rows:
-        if not d.active or d.resident_id not in touched:
-            continue
-        u = updated.get(d.pk)
-        online, seen = (u.online, u.last_seen_at) if u else (d.online, d.last_seen_at)
-        view = DeviceView(d.device_id, d.kind, d.expected_interval_s, online, seen, d.created_at)
-        devices[d.resident_id].append((d.pk, view))
-    out: list[Subject] = []
-    for rid in sorted(touched):
-        r = residents[rid]
-        assert r.profile is not None  # events are accepted only with a profile
-        out.append(
-            Subject(
-                rid,
-                r.profile if r.active else DISABLED,
-                r.level,
-                baselines.get(rid, {}),
-                devices.get(rid, []),
-            )
-        )
-    return out
 
 
 def _check(

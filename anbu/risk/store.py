@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from anbu.db.models_signals import Device, MonitoringHold, MonitoringProfile, SignalState
+from anbu.db.models_signals import MonitoringProfile, SignalState
 from anbu.domain.risk import (
     Baseline,
     Channel,
     ConsentScope,
-    DeviceView,
-    Hold,
     RiskCategory,
     Tier,
 )
@@ -112,63 +109,3 @@ def baseline_of(row: Any) -> Baseline:
         last_event_at=row.last_event_at,
         last_value=row.last_value,
     )
-
-
-async def load_baselines(
-    session: AsyncSession, resident_ids: Sequence[str]
-) -> dict[str, dict[Channel, Baseline]]:
-    out: dict[str, dict[Channel, Baseline]] = {}
-    for part in chunks(resident_ids):
-        rows = await session.execute(
-            select(*STATE_COLUMNS).where(SignalState.resident_id.in_(part))
-        )
-        for row in rows:
-            b = baseline_of(row)
-            out.setdefault(row.resident_id, {})[b.channel] = b
-    return out
-
-
-async def load_devices(
-    session: AsyncSession, resident_ids: Sequence[str]
-) -> dict[str, list[tuple[str, DeviceView]]]:
-    """Active devices by resident: (device primary key, view)."""
-    out: dict[str, list[tuple[str, DeviceView]]] = {}
-    for part in chunks(resident_ids):
-        rows = await session.execute(
-            select(
-                Device.id,
-                Device.resident_id,
-                Device.device_id,
-                Device.kind,
-                Device.expected_interval_s,
-                Device.online,
-                Device.last_seen_at,
-                Device.created_at,
-            ).where(Device.resident_id.in_(part), Device.active.is_(True))
-        )
-        for r in rows:
-            view = DeviceView(
-                r.device_id, r.kind, r.expected_interval_s, r.online, r.last_seen_at, r.created_at
-            )
-            out.setdefault(r.resident_id, []).append((r.id, view))
-    return out
-
-
-async def load_holds(
-    session: AsyncSession, resident_ids: Sequence[str], now: dt.datetime
-) -> dict[str, list[Hold]]:
-    """Holds that are current, upcoming, or ended within the last 30 days (the quiet floor)."""
-    out: dict[str, list[Hold]] = {}
-    since = now - dt.timedelta(days=30)
-    for part in chunks(resident_ids):
-        rows = await session.execute(
-            select(
-                MonitoringHold.resident_id,
-                MonitoringHold.starts_at,
-                MonitoringHold.ends_at,
-                MonitoringHold.reason,
-            ).where(MonitoringHold.resident_id.in_(part), MonitoringHold.ends_at >= since)
-        )
-        for r in rows:
-            out.setdefault(r.resident_id, []).append(Hold(r.starts_at, r.ends_at, r.reason))
-    return out
