@@ -36,8 +36,8 @@ from anbu.domain.risk import (
     TaskStatus,
     consent_scope,
     observe,
-    quiet_due_at,
     stale_due_at,
+    status_due_at,
 )
 from anbu.risk.bulk import DeviceUpdate, SignalRow, StateRow, bulk_store
 from anbu.risk.evaluate import Evaluation, evaluate_residents
@@ -310,7 +310,7 @@ def _fold(
         for r in events:
             observe(b, r.kind, r.at, r.value, r.attrs, rules)
         profile = residents[rid].profile
-        out.append(StateRow(rid, b, quiet_due_at(b, profile.window_h)))
+        out.append(StateRow(rid, b, status_due_at(b, profile.window_h, rules)))
     return out
 
 

@@ -1,11 +1,26 @@
 """The periodic sweep: re-grade everyone whose risk can have changed with the passing of time.
 
-Time alone can only (a) turn a channel quiet, (b) make a device stale, or (c) change the level
-of someone who already has one (a hold ending, a quiet stretch growing severe). Each of these
-has an indexed due time (``signal_states.quiet_due_at``, ``devices.stale_due_at``) or an
-indexed level, so the sweep asks the database for exactly those residents instead of reading
-a million baselines; everyone else was graded when their last event arrived and nothing has
-changed since. Candidates are fetched in resident-id pages, so memory stays bounded.
+Invariant: a resident who is not a candidate grades now exactly as at their last evaluation.
+Between events a resident's baselines do not change, so only time moves an assessment, and a
+resident is a candidate when any of the ways time can move it is due:
+
+- a channel's ``signal_states.status_due_at <= now``: the earliest time at which, with no further
+  events, the channel could turn LOW (its 50-hour window slides over empty hours) or QUIET
+  (:func:`anbu.domain.risk.status_due_at`, stored with every baseline update; a channel still
+  learning never changes without events, so it has none);
+- a device's ``devices.stale_due_at <= now``: it could have gone stale (device_down);
+- ``monitoring_profiles.level != 'none'``: any level can fall back (a channel LOW or quiet
+  recovers its rate, a hold starts) or rise (a quiet stretch grows severe).
+
+A resident graded 'none' has no channel low or quiet (or only while a hold or a disabled profile
+hid it, and then that channel is due already), so until one of the due times passes nothing can
+give them a point. A stored due time stays put until an
+event or a profile change recomputes it, so a resident stays a candidate from their first due
+time on. Holds only delay the rules and are left out of the due times (earlier is safe, later
+would not be). All this assumes every stored event was followed by an evaluation (ingestion
+grades right after committing the events). Candidates are fetched in resident-id pages, so
+memory stays bounded; :func:`regrade_all` grades everyone to check the invariant (tests, the
+benchmark).
 """
 
 from __future__ import annotations
@@ -19,9 +34,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import select, union
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from anbu.db.models import Resident
 from anbu.db.models_signals import Device, MonitoringProfile, SignalState
-from anbu.domain.risk import DEFAULT_RULES, Level, Rules
+from anbu.domain.risk import DEFAULT_RULES, Level, Rules, assess
 from anbu.risk.evaluate import evaluate_residents
+from anbu.risk.store import load_baselines, load_devices, load_holds, profile_rules
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +68,10 @@ class SweepReport:
 
 
 def _candidates(now: dt.datetime, after: str, limit: int):  # type: ignore[no-untyped-def]
-    quiet = select(SignalState.resident_id).where(SignalState.quiet_due_at <= now)
+    due = select(SignalState.resident_id).where(SignalState.status_due_at <= now)
     stale = select(Device.resident_id).where(Device.stale_due_at <= now, Device.active.is_(True))
     graded = select(MonitoringProfile.resident_id).where(MonitoringProfile.level != Level.NONE)
-    u = union(quiet, stale, graded).subquery()
+    u = union(due, stale, graded).subquery()
     col = u.c[0]
     return select(col).where(col > after).order_by(col).limit(limit)
 
@@ -90,4 +107,60 @@ async def sweep(
                     report.checkins_joined += 1
     report.seconds = time.perf_counter() - started
     log.info("risk sweep at %s: %s", now.isoformat(), report.as_dict())
+    return report
+
+
+@dataclass(slots=True)
+class RegradeReport:
+    at: dt.datetime
+    residents: int = 0
+    # (resident, stored level, level graded now) wherever the two differ
+    differences: list[tuple[str, Level, Level]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+async def regrade_all(
+    sessions: async_sessionmaker[AsyncSession],
+    now: dt.datetime,
+    *,
+    rules: Rules = DEFAULT_RULES,
+    page: int = 2000,
+) -> RegradeReport:
+    """Grade every resident at ``now`` as :func:`evaluate_residents` does, writing nothing, and
+    list those whose stored level differs. Right after ``sweep(sessions, now)`` the invariant
+    says there are none: this is its check (tests, the benchmark), read in resident-id pages."""
+    started = time.perf_counter()
+    report = RegradeReport(at=now)
+    after = ""
+    while True:
+        async with sessions() as session:
+            rows = (
+                await session.execute(
+                    select(MonitoringProfile, Resident.active)
+                    .join(Resident, Resident.id == MonitoringProfile.resident_id)
+                    .where(MonitoringProfile.resident_id > after)
+                    .order_by(MonitoringProfile.resident_id)
+                    .limit(page)
+                )
+            ).all()
+            if not rows:
+                break
+            ids = [p.resident_id for p, _ in rows]
+            baselines = await load_baselines(session, ids)
+            devices = await load_devices(session, ids)
+            holds = await load_holds(session, ids, now)
+        for p, active in rows:
+            watch = profile_rules(p)
+            if not active:
+                watch = type(watch)(enabled=False)  # as evaluate_residents grades them
+            rid = p.resident_id
+            views = [v for _, v in devices.get(rid, [])]
+            level = assess(
+                watch, baselines.get(rid, {}), views, holds.get(rid, []), now, rules
+            ).level
+            if level is not p.level:
+                report.differences.append((rid, p.level, level))
+        report.residents += len(rows)
+        after = ids[-1]
+    report.seconds = time.perf_counter() - started
     return report
