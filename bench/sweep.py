@@ -3,9 +3,17 @@
 Each resident has a monitoring profile (IoT tier), a smart plug, and two baseline rows (calls and
 power) holding a month of history summarised: 24-hour profiles, the 56-hour ring, 30 folded
 days. The population is mostly living normally; 1% went quiet on calls past their window,
-0.5% have a stale plug and 0.5% already carry a level. Rows are loaded with COPY, then the sweep
-runs in a fresh process (so its peak RSS is its own) at a fixed "now". Writes
-bench/results/sweep.json.
+0.5% have a stale plug and 0.5% already carry a level. Another 1% made almost no calls for the
+last 45 hours (LOW now, quiet only a day later) and 1% none for the last 30 hours (LOW in some
+hours): the sweep must grade the first and leave the second. Every baseline row carries the due
+time ingestion would store (anbu.domain.risk.status_due_at). Rows are loaded with COPY, then the
+sweep runs in a fresh process (so its peak RSS is its own) at a fixed "now".
+
+At the first size, another process then grades every resident at the same "now" without
+writing (anbu.risk.sweep.regrade_all) and counts the residents whose level differs from what
+the sweep left: ``sweep_vs_full_differences_N`` must be 0. ``status_due_at_us`` is the cost of
+one due-time computation on baselines from the simulator (ingestion runs it per resident and
+channel in each batch). Writes bench/results/sweep.json.
 
     python -m bench.sweep [--sizes 100000,1000000]
 """
@@ -29,12 +37,22 @@ import asyncpg
 
 from anbu.db.migrate import upgrade
 from anbu.db.session import make_engine, make_sessionmaker
-from anbu.domain.risk import RING_H, epoch_hour
+from anbu.domain.risk import (
+    RING_H,
+    Baseline,
+    Channel,
+    RiskCategory,
+    SignalKind,
+    epoch_hour,
+    observe,
+    status_due_at,
+)
 
 PG_ADMIN = os.environ.get("ANBU_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 RESULTS = Path(__file__).resolve().parent / "results" / "sweep.json"
 NOW = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC)
 CHUNK = 50_000
+WINDOW_H = RiskCategory.MEDIUM.window_h
 
 
 def _url(name: str) -> str:
@@ -46,6 +64,32 @@ def _dsn(name: str) -> str:
     return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
 
+def due_time_cost_us(residents: int = 200, days: int = 14) -> float:
+    """Mean cost of status_due_at over the baselines of simulated residents (every tier and
+    story), in microseconds: what ingestion adds per resident and channel in each batch."""
+    from anbu.sim import population, simulate
+
+    start = NOW - dt.timedelta(days=days)
+    baselines: dict[tuple[str, Channel], Baseline] = {}
+    for p in population(residents, prefix="due", seed=1):
+        for e in simulate(p, start=start, end=NOW, seed=1):
+            kind = SignalKind(e["kind"])
+            if kind.channel is None:
+                continue
+            key = (p.resident_id, kind.channel)
+            b = baselines.setdefault(key, Baseline(kind.channel))
+            attrs: dict[str, Any] = {
+                k: e[k] for k in ("direction", "duration_s", "interval_s") if k in e
+            }
+            observe(b, kind, dt.datetime.fromisoformat(e["at"]), e.get("value"), attrs)
+    rounds = 20
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        for b in baselines.values():
+            status_due_at(b, WINDOW_H)
+    return (time.perf_counter() - t0) / (rounds * len(baselines)) * 1e6
+
+
 async def load(name: str, n: int) -> None:
     engine = make_engine(_url(name))
     await upgrade(engine)
@@ -53,9 +97,32 @@ async def load(name: str, n: int) -> None:
     conn = await asyncpg.connect(_dsn(name))
     rng = random.Random(n)
     now_h = epoch_hour(NOW)
-    calls_hourly = json.dumps([0.0] * 7 + [0.3] * 14 + [0.1] * 3)
-    power_hourly = json.dumps([0.0] * 8 + [0.5] * 4 + [0.1] * 7 + [0.9] * 4 + [0.0])
-    ring = json.dumps([round(rng.random(), 2) for _ in range(RING_H)])
+    end = now_h - 1
+    calls_hourly = [0.0] * 7 + [0.3] * 14 + [0.1] * 3
+    power_hourly = [0.0] * 8 + [0.5] * 4 + [0.1] * 7 + [0.9] * 4 + [0.0]
+    ring = [round(rng.random(), 2) for _ in range(RING_H)]
+    # Calls that stopped ``k`` hours before the ring's end: the same ring with those hours empty.
+    rings = {
+        k: [0.0 if (end - i) % RING_H < k else v for i, v in enumerate(ring)] for k in (45, 30)
+    }
+    rings[0] = ring
+    profiles_json = {
+        Channel.CALLS: json.dumps(calls_hourly),
+        Channel.POWER: json.dumps(power_hourly),
+    }
+    rings_json = {k: json.dumps(v) for k, v in rings.items()}
+    dues: dict[tuple[Channel, int, dt.datetime], dt.datetime | None] = {}
+
+    def due(channel: Channel, stop: int, last: dt.datetime) -> dt.datetime | None:
+        """What ingestion stores for this row (rows share a few shapes: computed once each)."""
+        key = (channel, stop, last)
+        if key not in dues:
+            hourly = calls_hourly if channel is Channel.CALLS else power_hourly
+            b = Baseline(channel, list(hourly), 30, list(rings[stop]), end, now_h - 30 * 24,
+                         last, last)  # fmt: skip
+            dues[key] = status_due_at(b, WINDOW_H)
+        return dues[key]
+
     try:
         await conn.execute(
             "INSERT INTO districts (id, code, name, created_at) VALUES (1, '11620', '관악구', $1)",
@@ -69,20 +136,24 @@ async def load(name: str, n: int) -> None:
                 quiet = u < 0.01
                 stale = 0.01 <= u < 0.015
                 graded = 0.015 <= u < 0.02
-                last_call = NOW - dt.timedelta(hours=80 if quiet else rng.uniform(0.5, 20))
-                last_seen = NOW - dt.timedelta(hours=30 if stale else rng.uniform(0, 0.4))
+                stop = 45 if 0.02 <= u < 0.03 else 30 if 0.03 <= u < 0.04 else 0
+                # Whole minutes, so that rows share their due-time computation.
+                ago = 80 * 60 if quiet else (stop + 1) * 60 if stop else rng.randrange(30, 1200)
+                last_call = NOW - dt.timedelta(minutes=ago)
+                ago = 30 * 60 if stale else rng.randrange(0, 24)
+                last_seen = NOW - dt.timedelta(minutes=ago)
                 residents.append((rid, 1, None, rid, "01099990001", "", True, NOW, NOW))
                 profiles.append(
                     (rid, "iot", "medium", None, True, True, True, True,
                      "concern" if graded else "none", NOW if graded else None, NOW, NOW)
                 )  # fmt: skip
-                for ch, hourly, last in (
-                    ("calls", calls_hourly, last_call),
-                    ("power", power_hourly, last_seen),
+                for ch, ring_stop, last in (
+                    (Channel.CALLS, stop, last_call),
+                    (Channel.POWER, 0, last_seen),
                 ):
                     states.append(
-                        (rid, ch, 30, hourly, ring, now_h - 1, now_h - 30 * 24, last, last,
-                         None, last + dt.timedelta(days=3), NOW)
+                        (rid, ch.value, 30, profiles_json[ch], rings_json[ring_stop], end,
+                         now_h - 30 * 24, last, last, None, due(ch, ring_stop, last), NOW)
                     )  # fmt: skip
                 devices.append(
                     (uuid.uuid4().hex, f"plug-{rid}", rid, "plug", 600, True, True, last_seen,
@@ -103,7 +174,7 @@ async def load(name: str, n: int) -> None:
                 "signal_states", records=states,
                 columns=["resident_id", "channel", "days", "hourly", "ring", "ring_end",
                          "first_hour", "last_activity_at", "last_event_at", "last_value",
-                         "quiet_due_at", "updated_at"],
+                         "status_due_at", "updated_at"],
             )  # fmt: skip
             await conn.copy_records_to_table(
                 "devices", records=devices,
@@ -128,7 +199,34 @@ async def run_sweep(name: str) -> dict[str, Any]:
     return {"seconds": seconds, "peak_rss_mb": rss_mb, "report": report.as_dict()}
 
 
-async def bench(n: int) -> dict[str, Any]:
+async def run_regrade(name: str) -> dict[str, Any]:
+    from anbu.risk.sweep import regrade_all
+
+    engine = make_engine(_url(name))
+    report = await regrade_all(make_sessionmaker(engine), NOW)
+    await engine.dispose()
+    return {
+        "seconds": report.seconds,
+        "residents": report.residents,
+        "differences": len(report.differences),
+        "sample": [(rid, a.value, b.value) for rid, a, b in report.differences[:10]],
+    }
+
+
+async def _child(mode: str, name: str) -> dict[str, Any]:
+    """Run ``--MODE-only NAME`` in a fresh process (its peak RSS is its own)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.sweep", f"--{mode}-only", name,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{mode} process failed ({proc.returncode})")
+    result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
+    return result
+
+
+async def bench(n: int, regrade: bool) -> dict[str, Any]:
     name = f"anbu_sweep_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_ADMIN)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -137,15 +235,10 @@ async def bench(n: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         await load(name, n)
         load_s = time.perf_counter() - t0
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.sweep", "--sweep-only", name,
-            stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        stdout, _ = await proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"sweep process failed ({proc.returncode})")
-        result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
+        result = await _child("sweep", name)
         result["load_s"] = load_s
+        if regrade:
+            result["regrade"] = await _child("regrade", name)
         return result
     finally:
         admin = await asyncpg.connect(PG_ADMIN)
@@ -157,16 +250,24 @@ async def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--sweep-only", metavar="DB")
+    ap.add_argument("--regrade-only", metavar="DB")
     args = ap.parse_args(argv)
     if args.sweep_only:
         print(json.dumps(await run_sweep(args.sweep_only)))
         return 0
+    if args.regrade_only:
+        print(json.dumps(await run_regrade(args.regrade_only)))
+        return 0
     results: dict[str, Any] = {"backend": "postgresql", "now": NOW.isoformat()}
+    results["status_due_at_us"] = round(due_time_cost_us(), 1)
     peak = 0.0
-    for n in (int(s) for s in args.sizes.split(",")):
-        r = await bench(n)
+    for i, n in enumerate(int(s) for s in args.sizes.split(",")):
+        r = await bench(n, regrade=i == 0)
         print(n, json.dumps(r))
         results[f"sweep_s_{n}"] = round(r["seconds"], 3)
+        if "regrade" in r:
+            results[f"full_regrade_s_{n}"] = round(r["regrade"]["seconds"], 3)
+            results[f"sweep_vs_full_differences_{n}"] = r["regrade"]["differences"]
         results[f"candidates_{n}"] = r["report"]["candidates"]
         results[f"levels_{n}"] = r["report"]["levels"]
         results[f"device_tasks_opened_{n}"] = r["report"]["device_tasks_opened"]

@@ -131,7 +131,7 @@ async def _states(s: AsyncSession, rid: str) -> list[tuple[object, ...]]:
     )
     return [
         (x.channel, x.days, x.hourly, x.ring, x.ring_end, x.first_hour, x.last_activity_at,
-         x.last_event_at, x.last_value, x.quiet_due_at)
+         x.last_event_at, x.last_value, x.status_due_at)
         for x in rows.scalars()
     ]  # fmt: skip
 

@@ -129,8 +129,9 @@ class SignalState(Base):
     last_activity_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_event_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_value: Mapped[float | None] = mapped_column(Float, nullable=True)
-    # When the channel could turn quiet (last activity + the resident's window): sweep index.
-    quiet_due_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, index=True)
+    # When time alone (no further events) could change the channel's status: the sweep's index.
+    # See anbu.domain.risk.status_due_at.
+    status_due_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, index=True)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 

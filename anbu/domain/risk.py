@@ -863,11 +863,89 @@ def _num(v: float) -> str:
     return f"{v:.1f}".rstrip("0").rstrip(".") if not math.isclose(v, round(v)) else f"{v:.0f}"
 
 
-def quiet_due_at(b: Baseline, window_h: float) -> dt.datetime | None:
-    """When this channel could turn quiet if nothing more arrives (the sweep's index key)."""
+def _quiet_due(b: Baseline, window_h: float) -> dt.datetime | None:
+    """When this channel could turn quiet if nothing more arrives (``quiet_h`` reaches the window;
+    whether enough activity was expected by then is left to the assessment)."""
     since = b.last_activity_at
     if since is None:
         if b.first_hour is None:
             return None
         since = hour_start(b.first_hour)
     return since + dt.timedelta(hours=window_h)
+
+
+# Baselines are stored rounded to 4 decimals (anbu.risk.bulk), so the sums an assessment computes
+# from a stored row may differ from those of the in-memory baseline the due time was computed
+# from: by up to 5e-5 per hour summed, observed and expected alike, i.e. 1e-4 per window hour for
+# ``low_ratio <= 1``. The due time counts near-ties within this slack (plus a margin for the
+# order of float additions) as met, so such differences can only make it earlier, never later.
+_DUE_SLACK_PER_H = 1e-4
+
+
+def status_due_at(b: Baseline, window_h: float, rules: Rules = DEFAULT_RULES) -> dt.datetime | None:
+    """The earliest time at which time alone (no further events) could make this channel worse
+    than it is: LOW or QUIET (the sweep's index key; ``None`` = never).
+
+    - A channel still learning stays learning: ``days`` moves only when an event is observed
+      (:func:`_advance`), and :func:`assess_channel` judges nothing before that, not even quiet.
+    - QUIET: not before :func:`_quiet_due`. Quiet never ends with time alone (``quiet_h`` and the
+      expected activity over the quiet stretch only grow), so once due the channel stays due.
+    - LOW: the first hour ``H`` at which the last ``low_window_h`` hours, as
+      :func:`assess_channel` computes them at ``now_h = H``, would hold less than ``low_ratio`` of
+      the expected activity with nothing more observed. Scanned hour by hour from just before the
+      ring's end (an event may be stamped up to a few minutes after the ingestion clock) to the
+      quiet due time, with sliding sums: the observed sum loses the hour that leaves the window,
+      and the expected sum depends only on the local hour of ``H`` (a 24-entry table).
+
+    Holds are ignored: the floor a past hold puts under both rules only delays QUIET and LOW, so
+    ignoring it gives an earlier time, never a later one. Devices going stale have their own key.
+    """
+    end = b.ring_end
+    if end is None or b.days < rules.min_baseline_days:
+        return None
+    quiet = _quiet_due(b, window_h)
+    assert quiet is not None  # ring_end is set, so is first_hour
+    quiet_h = epoch_hour(quiet)
+    if quiet_h < end - 1:
+        return quiet  # due before the first hour the scan would look at
+    n = rules.low_window_h
+    slack = _DUE_SLACK_PER_H * (n + 1)
+    need = rules.min_expected.get(b.channel, 1.0) - slack
+    full, rest = divmod(n, 24)
+    hourly = b.hourly
+    base = full * sum(hourly)
+    ratio = rules.low_ratio
+    # LOW at H iff observed(H) < limit[local_hour(H)]; -1 where too little is expected for LOW.
+    # The window's last ``rest`` hours end at local hour k: a sliding sum over the day.
+    tail = sum(hourly[24 - rest :])  # the ``rest`` hours ending at local hour 23
+    limit = [0.0] * 24
+    for k in range(24):
+        tail += hourly[k] - hourly[k - rest]
+        expected = base + tail
+        limit[k] = ratio * expected + slack if expected >= need else -1.0
+    if max(limit) < 0:
+        return quiet  # too little expected activity in every window: LOW cannot happen
+    h = end - 1
+    last = min(quiet_h, end + n + 23)  # past end + n nothing observed: 24-periodic
+    ring = b.ring
+    oldest = end - RING_H + 1  # the ring's reach
+    observed = _ring_sum(ring, max(h - n + 1, oldest), h)
+    while True:
+        if observed < limit[(h + LOCAL_OFFSET_H) % 24]:
+            return min(quiet, hour_start(h))
+        if h >= last:
+            return quiet
+        h += 1
+        if h == end:
+            observed += ring[h % RING_H]
+        gone = h - n
+        if oldest <= gone <= end:
+            observed -= ring[gone % RING_H]
+
+
+def _ring_sum(ring: list[float], lo: int, hi: int) -> float:
+    """Sum of the ring's slots for epoch hours ``[lo, hi]`` (at most ``RING_H`` of them)."""
+    if hi < lo:
+        return 0.0
+    a, z = lo % RING_H, hi % RING_H + 1
+    return sum(ring[a:z]) if a < z else sum(ring[a:]) + sum(ring[:z])

@@ -64,7 +64,7 @@ class StateRow(NamedTuple):
 
     resident_id: str
     baseline: Baseline
-    quiet_due_at: dt.datetime | None
+    status_due_at: dt.datetime | None
 
 
 class DuplicateEvents(Exception):
@@ -293,7 +293,7 @@ _DEVICE_KIND = {k.value: k for k in DeviceKind}
 _EVENT_COLUMNS = "source, event_id, resident_id, device_id, kind, at, value, attrs, received_at"
 _STATE_COLUMNS = (
     "resident_id, channel, days, hourly, ring, ring_end, first_hour, last_activity_at,"
-    " last_event_at, last_value, quiet_due_at, updated_at"
+    " last_event_at, last_value, status_due_at, updated_at"
 )
 _STATE_UPSERT = " ON CONFLICT (resident_id, channel) DO UPDATE SET " + ", ".join(
     f"{c} = excluded.{c}" for c in _STATE_COLUMNS.split(", ")[2:]
@@ -449,7 +449,7 @@ class _PostgresBulk:
             [b.last_activity_at for b in bs],
             [b.last_event_at for b in bs],
             [b.last_value for b in bs],
-            [s.quiet_due_at for s in states],
+            [s.status_due_at for s in states],
             now,
         )
 
@@ -637,7 +637,7 @@ class _SqliteBulk:
                     _ts_or_none(b.last_activity_at),
                     _ts_or_none(b.last_event_at),
                     b.last_value,
-                    _ts_or_none(s.quiet_due_at),
+                    _ts_or_none(s.status_due_at),
                     updated,
                 )
                 for s, text in zip(states, texts, strict=True)

@@ -31,7 +31,7 @@ from anbu.domain.risk import (
     assess,
 )
 from anbu.domain.risk import MonitoringProfile as ProfileRules
-from anbu.risk.bulk import DeviceRow, DeviceUpdate, ResidentRow, bulk_store
+from anbu.risk.bulk import DeviceRow, DeviceUpdate, ResidentRow, StoredStates, bulk_store
 from anbu.services.checkins import open_checkin
 
 log = logging.getLogger(__name__)
@@ -74,20 +74,32 @@ async def evaluate_residents(
     rules: Rules = DEFAULT_RULES,
 ) -> list[Evaluation]:
     """Read each resident's profile, baselines, devices and holds, grade them and act on it.
+    Residents without a monitoring profile are skipped. The caller commits."""
+    found = await gather(session, resident_ids, now)
+    assessments = assess_all(found.subjects, found.context, now, rules)
+    return await act(session, found.subjects, assessments, found.context, now)
 
-    Reads go through the bulk store (a handful of statements whatever the number of residents);
-    residents without a monitoring profile are skipped. The caller commits.
-    """
+
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    subjects: list[Subject]
+    context: Context
+    stored: StoredStates  # the baselines as stored (due times included)
+
+
+async def gather(session: AsyncSession, resident_ids: Sequence[str], now: dt.datetime) -> Gathered:
+    """What grading these residents needs, read through the bulk store: a handful of
+    statements whatever their number."""
     ids = sorted(set(resident_ids))
-    if not ids:
-        return []
     store = await bulk_store(session)
+    if not ids:
+        return Gathered([], Context({}, set()), await store.load_states(()))
     device_rows, residents = await store.load_senders((), ids)
     stored = await store.load_states(ids)
     context = Context(*await store.load_context(ids, now))
     subjects = subjects_of(ids, {r.resident_id: r for r in residents}, device_rows,
                            stored.baselines())  # fmt: skip
-    return await act(session, subjects, assess_all(subjects, context, now, rules), context, now)
+    return Gathered(subjects, context, stored)
 
 
 async def grade(

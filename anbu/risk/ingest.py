@@ -35,8 +35,8 @@ from anbu.domain.risk import (
     TaskStatus,
     consent_scope,
     observe,
-    quiet_due_at,
     stale_due_at,
+    status_due_at,
 )
 from anbu.risk.bulk import (
     BulkStore,
@@ -323,7 +323,7 @@ def _fold(
             observe(b, r.kind, r.at, r.value, r.attrs, rules)
         profile = residents[rid].profile
         assert profile is not None  # events are accepted only with a profile
-        out.append(StateRow(rid, b, quiet_due_at(b, profile.window_h)))
+        out.append(StateRow(rid, b, status_due_at(b, profile.window_h, rules)))
     return out
 
 

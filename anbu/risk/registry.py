@@ -24,8 +24,8 @@ from anbu.domain.risk import (
     RiskCategory,
     TaskStatus,
     Tier,
-    quiet_due_at,
     stale_due_at,
+    status_due_at,
 )
 from anbu.errors import ConflictError, NotFoundError, ValidationError
 from anbu.risk.store import baseline_of, profile_rules
@@ -75,7 +75,7 @@ async def set_profile(
         .all()
     )
     for s in states:
-        s.quiet_due_at = quiet_due_at(baseline_of(s), window_h)
+        s.status_due_at = status_due_at(baseline_of(s), window_h, DEFAULT_RULES)
     return p
 
 

@@ -1,11 +1,26 @@
 """The periodic sweep: re-grade everyone whose risk can have changed with the passing of time.
 
-Time alone can only (a) turn a channel quiet, (b) make a device stale, or (c) change the level
-of someone who already has one (a hold ending, a quiet stretch growing severe). Each of these
-has an indexed due time (``signal_states.quiet_due_at``, ``devices.stale_due_at``) or an
-indexed level, so the sweep asks the database for exactly those residents instead of reading
-a million baselines; everyone else was graded when their last event arrived and nothing has
-changed since. Candidates are fetched in resident-id pages, so memory stays bounded.
+Invariant: a resident who is not a candidate grades now exactly as at their last evaluation.
+Between events a resident's baselines do not change, so only time moves an assessment, and a
+resident is a candidate when any of the ways time can move it is due:
+
+- a channel's ``signal_states.status_due_at <= now``: the earliest time at which, with no further
+  events, the channel could turn LOW (its 50-hour window slides over empty hours) or QUIET
+  (:func:`anbu.domain.risk.status_due_at`, stored with every baseline update; a channel still
+  learning never changes without events, so it has none);
+- a device's ``devices.stale_due_at <= now``: it could have gone stale (device_down);
+- ``monitoring_profiles.level != 'none'``: any level can fall back (a channel LOW or quiet
+  recovers its rate, a hold starts) or rise (a quiet stretch grows severe).
+
+A resident graded 'none' has no channel low or quiet (or only while a hold or a disabled profile
+hid it, and then that channel is due already), so until one of the due times passes nothing can
+give them a point. A stored due time stays put until an
+event or a profile change recomputes it, so a resident stays a candidate from their first due
+time on. Holds only delay the rules and are left out of the due times (earlier is safe, later
+would not be). All this assumes every stored event was followed by an evaluation (ingestion
+grades right after committing the events). Candidates are fetched in resident-id pages, so
+memory stays bounded; :func:`regrade_all` grades everyone to check the invariant (tests, the
+benchmark).
 """
 
 from __future__ import annotations
@@ -21,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.models_signals import Device, MonitoringProfile, SignalState
 from anbu.domain.risk import DEFAULT_RULES, Level, Rules
-from anbu.risk.evaluate import evaluate_residents
+from anbu.risk.evaluate import assess_all, evaluate_residents, gather
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +66,10 @@ class SweepReport:
 
 
 def _candidates(now: dt.datetime, after: str, limit: int):  # type: ignore[no-untyped-def]
-    quiet = select(SignalState.resident_id).where(SignalState.quiet_due_at <= now)
+    due = select(SignalState.resident_id).where(SignalState.status_due_at <= now)
     stale = select(Device.resident_id).where(Device.stale_due_at <= now, Device.active.is_(True))
     graded = select(MonitoringProfile.resident_id).where(MonitoringProfile.level != Level.NONE)
-    u = union(quiet, stale, graded).subquery()
+    u = union(due, stale, graded).subquery()
     col = u.c[0]
     return select(col).where(col > after).order_by(col).limit(limit)
 
@@ -90,4 +105,51 @@ async def sweep(
                     report.checkins_joined += 1
     report.seconds = time.perf_counter() - started
     log.info("risk sweep at %s: %s", now.isoformat(), report.as_dict())
+    return report
+
+
+@dataclass(slots=True)
+class RegradeReport:
+    at: dt.datetime
+    residents: int = 0
+    # (resident, stored level, level graded now) wherever the two differ
+    differences: list[tuple[str, Level, Level]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+async def regrade_all(
+    sessions: async_sessionmaker[AsyncSession],
+    now: dt.datetime,
+    *,
+    rules: Rules = DEFAULT_RULES,
+    page: int = 2000,
+) -> RegradeReport:
+    """Grade every resident at ``now`` as :func:`evaluate_residents` does, writing nothing, and
+    list those whose stored level differs. Right after ``sweep(sessions, now)`` the invariant
+    says there are none: this is its check (tests, the benchmark), read in resident-id pages."""
+    started = time.perf_counter()
+    report = RegradeReport(at=now)
+    after = ""
+    while True:
+        async with sessions() as session:
+            ids = list(
+                (
+                    await session.execute(
+                        select(MonitoringProfile.resident_id)
+                        .where(MonitoringProfile.resident_id > after)
+                        .order_by(MonitoringProfile.resident_id)
+                        .limit(page)
+                    )
+                ).scalars()
+            )
+            if not ids:
+                break
+            found = await gather(session, ids, now)
+        for s, a in zip(found.subjects, assess_all(found.subjects, found.context, now, rules),
+                        strict=True):  # fmt: skip
+            if a.level is not s.level:
+                report.differences.append((s.resident_id, s.level, a.level))
+        report.residents += len(ids)
+        after = ids[-1]
+    report.seconds = time.perf_counter() - started
     return report

@@ -1,0 +1,57 @@
+"""status_due: signal_states.quiet_due_at becomes status_due_at
+
+The sweep's per-channel index key now says when time alone could change a channel's status (it
+can turn LOW long before it can turn QUIET), not only when it could turn quiet. See
+anbu.domain.risk.status_due_at.
+
+Revision ID: 0005_status_due
+Revises: 0004_escalation
+Create Date: 2026-11-25 15:00:00.000000
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from alembic import op
+
+import anbu.db.base
+
+revision = "0005_status_due"
+down_revision = "0004_escalation"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # Two batches: SQLite's batch mode (a table copy) cannot index a column renamed in the same
+    # batch.
+    with op.batch_alter_table("signal_states", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_signal_states_quiet_due_at"))
+        batch_op.alter_column("quiet_due_at", new_column_name="status_due_at")
+    with op.batch_alter_table("signal_states", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_signal_states_status_due_at"), ["status_due_at"], unique=False
+        )
+    # The old values (last activity + window) can be later than the new due time, so keeping them
+    # would hide residents who turned LOW in between until their next event. Recomputing here
+    # would tie this migration to today's domain code. Instead every row is due now (earlier is
+    # always safe): the sweeps grade its resident until the channel's next event stores its real
+    # due time, as they already do for every channel whose due time has passed.
+    states = sa.table(
+        "signal_states", sa.column("status_due_at", anbu.db.base.UtcDateTime(timezone=True))
+    )
+    op.execute(states.update().values(status_due_at=dt.datetime.now(dt.UTC)))
+
+
+def downgrade() -> None:
+    # A status due time is never later than the quiet due time it replaces, so the old sweep
+    # reading it as quiet_due_at only grades some residents earlier than it had to.
+    with op.batch_alter_table("signal_states", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_signal_states_status_due_at"))
+        batch_op.alter_column("status_due_at", new_column_name="quiet_due_at")
+    with op.batch_alter_table("signal_states", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_signal_states_quiet_due_at"), ["quiet_due_at"], unique=False
+        )
