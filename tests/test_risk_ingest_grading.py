@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from anbu.db.models_signals import MonitoringProfile, RiskAssessment
+from anbu.db.models_signals import MonitoringProfile, RiskAssessment, SignalState
 from anbu.domain.risk import Level, RiskCategory, Tier
 from anbu.risk.evaluate import Subject, evaluate_residents, grade
 from anbu.risk.ingest import ingest
 from anbu.risk.schemas import SignalEventIn
 from anbu.risk.store import rules_from
+from anbu.risk.sweep import sweep
 from anbu.sim import Story, simulate
 from tests.test_risk_scenarios import END, START, TURN, _setup, person
 
@@ -98,3 +99,37 @@ async def test_given_a_level_changed_meanwhile_when_a_stale_grade_is_recorded_th
         assert p is not None
         assert p.level is Level.SERIOUS
         assert (await s.execute(select(func.count()).select_from(RiskAssessment))).scalar() == 0
+
+
+async def test_given_due_times_marked_stale_when_swept_then_refreshed_and_not_candidates_again(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    people = [person("n1", Story.NORMAL), person("n2", Story.NORMAL, Tier.CALLS)]
+    await _setup(sessions, people)
+    end = START + dt.timedelta(days=5)
+    events = sorted(
+        (e for p in people for e in simulate(p, start=START, end=end, turn=end, seed=3)),
+        key=lambda e: e["at"],
+    )
+    async with sessions() as s:
+        batch = [(i, SignalEventIn.model_validate(e)) for i, e in enumerate(events)]
+        assert (await ingest(s, batch, now=end)).errors == []
+    async with sessions() as s:
+        computed = await _due_times(s, "n1")
+        # As migration 0005 leaves them: every row due now.
+        await s.execute(update(SignalState).values(status_due_at=end))
+        await s.commit()
+    first = await sweep(sessions, end)
+    assert first.candidates == 2
+    async with sessions() as s:
+        rows = (await s.execute(select(SignalState.resident_id, SignalState.status_due_at))).all()
+        refreshed = await _due_times(s, "n1")
+    assert first.due_refreshed == len(rows) > 2
+    assert refreshed == computed  # what ingestion had stored
+    assert all(due is None or due > end for _, due in rows)
+    assert (await sweep(sessions, end)).candidates == 0
+
+
+async def _due_times(s: AsyncSession, rid: str) -> dict[object, object]:
+    q = select(SignalState.channel, SignalState.status_due_at).where(SignalState.resident_id == rid)
+    return {row[0]: row[1] for row in (await s.execute(q)).all()}

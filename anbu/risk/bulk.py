@@ -67,6 +67,13 @@ class StateRow(NamedTuple):
     status_due_at: dt.datetime | None
 
 
+class DueChange(NamedTuple):
+    resident_id: str
+    channel: Channel
+    old: dt.datetime | None
+    new: dt.datetime | None
+
+
 class DuplicateEvents(Exception):
     """The fast insert met an event stored already: roll back and store the batch the slow way."""
 
@@ -149,6 +156,12 @@ class BulkStore(Protocol):
 
     async def update_devices(self, updates: Sequence[DeviceUpdate]) -> None: ...
 
+    async def refresh_due(self, changes: Sequence[DueChange]) -> int:
+        """Store recomputed due times, each only if the stored one is still ``old`` (an
+        ingestion that saved the baseline meanwhile wrote a due time of its own). Returns how
+        many were written."""
+        ...
+
 
 async def bulk_store(session: AsyncSession) -> BulkStore:
     """The bulk statements for the session's backend, bound to its current connection."""
@@ -205,7 +218,8 @@ _CHANNEL = {c.value: c for c in Channel}
 
 class StoredStates:
     """Baselines as stored (rows of ``channel, days, hourly, ring, ring_end, first_hour,
-    last_activity_at, last_event_at, last_value, resident_id``, JSON as text), parsed on demand.
+    last_activity_at, last_event_at, last_value, resident_id, status_due_at``, JSON as text),
+    parsed on demand.
 
     Remembers what it parsed, so that saving can skip the work for what did not change.
     """
@@ -242,6 +256,10 @@ class StoredStates:
             )
         return out
 
+    def due_times(self) -> dict[tuple[str, Channel], dt.datetime | None]:
+        """Each baseline's stored ``status_due_at``."""
+        return {(row[9], _CHANNEL[row[0]]): self._parse_ts(row[10]) for row in self._rows}
+
     def json(self, s: StateRow) -> tuple[str, str]:
         """The hourly profile and the ring of ``s`` as the JSON text to store."""
         hourly, ring = self._stored.get((s.resident_id, s.baseline.channel), (None, None))
@@ -250,7 +268,7 @@ class StoredStates:
 
 _STATE_SELECT = (
     "channel, days, {hourly}, {ring}, ring_end, first_hour, last_activity_at, last_event_at,"
-    " last_value, resident_id FROM signal_states"
+    " last_value, resident_id, status_due_at FROM signal_states"
 )
 # The devices of every resident concerned, and those residents with their profiles. ``{devs}``
 # and ``{res}`` are the backend's way of saying "in this list" (an array or a JSON list).
@@ -467,6 +485,22 @@ class _PostgresBulk:
             due,
         )
 
+    async def refresh_due(self, changes: Sequence[DueChange]) -> int:
+        if not changes:
+            return 0
+        rid, channel, old, new = zip(*changes, strict=True)
+        status = await self._db.execute(
+            "UPDATE signal_states s SET status_due_at = u.new FROM unnest($1::text[],"
+            " $2::text[], $3::timestamptz[], $4::timestamptz[]) AS u(r, c, old, new)"
+            " WHERE s.resident_id = u.r AND s.channel = u.c"
+            " AND s.status_due_at IS NOT DISTINCT FROM u.old",
+            rid,
+            [c.value for c in channel],
+            old,
+            new,
+        )
+        return int(status.split()[-1])  # "UPDATE n"
+
 
 # -- SQLite -------------------------------------------------------------------------------------
 
@@ -652,3 +686,14 @@ class _SqliteBulk:
             "UPDATE devices SET last_seen_at = ?, online = ?, stale_due_at = ? WHERE id = ?",
             [(_ts(u.last_seen_at), u.online, _ts(u.stale_due_at), u.pk) for u in updates],
         )
+
+    async def refresh_due(self, changes: Sequence[DueChange]) -> int:
+        written = 0
+        for c in changes:
+            cursor = await self._db.execute(
+                "UPDATE signal_states SET status_due_at = ?"
+                " WHERE resident_id = ? AND channel = ? AND status_due_at IS ?",
+                (_ts_or_none(c.new), c.resident_id, c.channel.value, _ts_or_none(c.old)),
+            )
+            written += cursor.rowcount
+        return written

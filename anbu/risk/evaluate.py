@@ -85,6 +85,7 @@ class Gathered:
     subjects: list[Subject]
     context: Context
     stored: StoredStates  # the baselines as stored (due times included)
+    residents: Mapping[str, ResidentRow]  # with their own profiles, even when inactive
 
 
 async def gather(session: AsyncSession, resident_ids: Sequence[str], now: dt.datetime) -> Gathered:
@@ -93,13 +94,13 @@ async def gather(session: AsyncSession, resident_ids: Sequence[str], now: dt.dat
     ids = sorted(set(resident_ids))
     store = await bulk_store(session)
     if not ids:
-        return Gathered([], Context({}, set()), await store.load_states(()))
+        return Gathered([], Context({}, set()), await store.load_states(()), {})
     device_rows, residents = await store.load_senders((), ids)
     stored = await store.load_states(ids)
     context = Context(*await store.load_context(ids, now))
-    subjects = subjects_of(ids, {r.resident_id: r for r in residents}, device_rows,
-                           stored.baselines())  # fmt: skip
-    return Gathered(subjects, context, stored)
+    by_id = {r.resident_id: r for r in residents}
+    subjects = subjects_of(ids, by_id, device_rows, stored.baselines())
+    return Gathered(subjects, context, stored, by_id)
 
 
 async def grade(

@@ -16,7 +16,8 @@ A resident graded 'none' has no channel low or quiet (or only while a hold or a 
 hid it, and then that channel is due already), so until one of the due times passes nothing can
 give them a point. A stored due time stays put until an
 event or a profile change recomputes it, so a resident stays a candidate from their first due
-time on. Holds only delay the rules and are left out of the due times (earlier is safe, later
+time on; the sweep stores the due times it recomputes for its candidates where they differ
+(rows a migration marked due, rules changed since), so those stop being candidates. Holds only delay the rules and are left out of the due times (earlier is safe, later
 would not be). All this assumes every stored event was followed by an evaluation (ingestion
 grades right after committing the events). Candidates are fetched in resident-id pages, so
 memory stays bounded; :func:`regrade_all` grades everyone to check the invariant (tests, the
@@ -35,8 +36,9 @@ from sqlalchemy import select, union
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.models_signals import Device, MonitoringProfile, SignalState
-from anbu.domain.risk import DEFAULT_RULES, Level, Rules
-from anbu.risk.evaluate import assess_all, evaluate_residents, gather
+from anbu.domain.risk import DEFAULT_RULES, Level, Rules, status_due_at
+from anbu.risk.bulk import DueChange, bulk_store
+from anbu.risk.evaluate import Gathered, act, assess_all, gather
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class SweepReport:
     checkins_opened: int = 0
     checkins_joined: int = 0
     device_tasks_opened: int = 0
+    due_refreshed: int = 0  # stored due times that were stale (rules changed, a migration)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
@@ -61,6 +64,7 @@ class SweepReport:
             "checkins_opened": self.checkins_opened,
             "checkins_joined": self.checkins_joined,
             "device_tasks_opened": self.device_tasks_opened,
+            "due_refreshed": self.due_refreshed,
             "seconds": round(self.seconds, 3),
         }
 
@@ -90,7 +94,11 @@ async def sweep(
             ids = list((await session.execute(_candidates(now, after, page))).scalars())
             if not ids:
                 break
-            results = await evaluate_residents(session, ids, now, rules)
+            found = await gather(session, ids, now)
+            assessments = assess_all(found.subjects, found.context, now, rules)
+            results = await act(session, found.subjects, assessments, found.context, now)
+            store = await bulk_store(session)
+            report.due_refreshed += await store.refresh_due(_due_changes(found, rules))
             await session.commit()
         after = ids[-1]
         report.candidates += len(ids)
@@ -106,6 +114,24 @@ async def sweep(
     report.seconds = time.perf_counter() - started
     log.info("risk sweep at %s: %s", now.isoformat(), report.as_dict())
     return report
+
+
+def _due_changes(found: Gathered, rules: Rules) -> list[DueChange]:
+    """The candidates' due times recomputed from their stored baselines, where they differ
+    from the stored ones. Ingestion stores a due time with every baseline it saves, so these
+    differ only when the rules changed or a migration marked rows due: without the refresh such
+    a resident would stay a candidate until their next event, for nothing."""
+    stored = found.stored.due_times()
+    out: list[DueChange] = []
+    for s in found.subjects:
+        profile = found.residents[s.resident_id].profile
+        assert profile is not None  # subjects have one
+        for channel, b in s.baselines.items():
+            new = status_due_at(b, profile.window_h, rules)
+            old = stored.get((s.resident_id, channel))
+            if new != old:
+                out.append(DueChange(s.resident_id, channel, old, new))
+    return out
 
 
 @dataclass(slots=True)

@@ -37,8 +37,8 @@ def upgrade() -> None:
     # The old values (last activity + window) can be later than the new due time, so keeping them
     # would hide residents who turned LOW in between until their next event. Recomputing here
     # would tie this migration to today's domain code. Instead every row is due now (earlier is
-    # always safe): the sweeps grade its resident until the channel's next event stores its real
-    # due time, as they already do for every channel whose due time has passed.
+    # always safe): the next sweep grades its resident and stores the real due time it computes
+    # (anbu.risk.sweep refreshes the due times of its candidates).
     states = sa.table(
         "signal_states", sa.column("status_due_at", anbu.db.base.UtcDateTime(timezone=True))
     )
