@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from anbu.db.models_signals import MonitoringProfile, RiskAssessment, SignalState
+from anbu.db.models_signals import MonitoringProfile, RiskAssessment, SignalEvent, SignalState
 from anbu.domain.risk import Level, RiskCategory, Tier
 from anbu.risk.evaluate import Subject, evaluate_residents, grade
 from anbu.risk.ingest import ingest
@@ -133,3 +134,27 @@ async def test_given_due_times_marked_stale_when_swept_then_refreshed_and_not_ca
 async def _due_times(s: AsyncSession, rid: str) -> dict[object, object]:
     q = select(SignalState.channel, SignalState.status_due_at).where(SignalState.resident_id == rid)
     return {row[0]: row[1] for row in (await s.execute(q)).all()}
+
+
+async def test_given_recording_grades_fails_when_ingested_then_events_kept_and_residents_due(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    people = [person("f1", Story.NORMAL, Tier.CALLS)]
+    await _setup(sessions, people)
+    end = START + dt.timedelta(days=2)
+    events = simulate(people[0], start=START, end=end, turn=end, seed=5)
+
+    async def broken(*_a: object, **_k: object) -> list[object]:
+        raise RuntimeError("check-in service down")
+
+    monkeypatch.setattr("anbu.risk.ingest.act", broken)
+    async with sessions() as s:
+        batch = [(i, SignalEventIn.model_validate(e)) for i, e in enumerate(events)]
+        report = await ingest(s, batch, now=end)
+    assert (report.accepted, report.errors, report.evaluations) == (len(events), [], [])
+    async with sessions() as s:
+        stored = (await s.execute(select(func.count()).select_from(SignalEvent))).scalar()
+        dues = await _due_times(s, "f1")
+    assert stored == len(events)
+    assert set(dues.values()) == {end}  # the next sweep grades them
+    assert (await sweep(sessions, end)).candidates == 1

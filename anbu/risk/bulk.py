@@ -156,6 +156,13 @@ class BulkStore(Protocol):
 
     async def update_devices(self, updates: Sequence[DeviceUpdate]) -> None: ...
 
+    async def set_levels(
+        self, changes: Sequence[tuple[str, Level, Level]], now: dt.datetime
+    ) -> set[str]:
+        """Compare-and-set residents' levels: ``(resident, expected current level, new level)``.
+        Returns the residents whose level was still the expected one (and is now the new)."""
+        ...
+
     async def refresh_due(self, changes: Sequence[DueChange]) -> int:
         """Store recomputed due times, each only if the stored one is still ``old`` (an
         ingestion that saved the baseline meanwhile wrote a due time of its own). Returns how
@@ -270,12 +277,11 @@ _STATE_SELECT = (
     "channel, days, {hourly}, {ring}, ring_end, first_hour, last_activity_at, last_event_at,"
     " last_value, resident_id, status_due_at FROM signal_states"
 )
-# The devices of every resident concerned, and those residents with their profiles. ``{devs}``
+# The devices of every resident concerned, and those residents with their profiles. ``{owners}``
 # and ``{res}`` are the backend's way of saying "in this list" (an array or a JSON list).
 _SENDERS_DEVICES = (
     "SELECT id, device_id, resident_id, kind, active, online, last_seen_at, expected_interval_s,"
-    " created_at FROM devices WHERE resident_id IN"
-    " (SELECT resident_id FROM devices WHERE device_id {devs}) OR resident_id {res}"
+    " created_at FROM devices WHERE resident_id {owners}"
 )
 _SENDERS_RESIDENTS = (
     "SELECT r.id, r.district_id, r.active, p.resident_id, p.tier, p.category,"
@@ -336,8 +342,13 @@ class _PostgresBulk:
     async def load_senders(
         self, device_ids: Sequence[str], resident_ids: Sequence[str]
     ) -> tuple[list[DeviceRow], list[ResidentRow]]:
+        # One array of owners, so the planner looks each up in the resident index (an OR of
+        # two conditions would scan the table).
         devs = await self._db.fetch(
-            _SENDERS_DEVICES.format(devs="= ANY($1::text[])", res="= ANY($2::text[])"),
+            _SENDERS_DEVICES.format(
+                owners="= ANY(array_cat($2::text[], ARRAY(SELECT resident_id FROM devices"
+                " WHERE device_id = ANY($1::text[]))))"
+            ),
             device_ids,
             resident_ids,
         )
@@ -485,6 +496,23 @@ class _PostgresBulk:
             due,
         )
 
+    async def set_levels(
+        self, changes: Sequence[tuple[str, Level, Level]], now: dt.datetime
+    ) -> set[str]:
+        if not changes:
+            return set()
+        rid, old, new = zip(*changes, strict=True)
+        rows = await self._db.fetch(
+            "UPDATE monitoring_profiles p SET level = u.new, level_since = $4, updated_at = $4"
+            " FROM unnest($1::text[], $2::text[], $3::text[]) AS u(r, old, new)"
+            " WHERE p.resident_id = u.r AND p.level = u.old RETURNING p.resident_id",
+            rid,
+            [v.value for v in old],
+            [v.value for v in new],
+            now,
+        )
+        return {r[0] for r in rows}
+
     async def refresh_due(self, changes: Sequence[DueChange]) -> int:
         if not changes:
             return 0
@@ -541,8 +569,11 @@ class _SqliteBulk:
     ) -> tuple[list[DeviceRow], list[ResidentRow]]:
         in_list = _IN_LIST
         devs = await self._db.execute_fetchall(
-            _SENDERS_DEVICES.format(devs=in_list, res=in_list),
-            (json.dumps(list(device_ids)), json.dumps(list(resident_ids))),
+            _SENDERS_DEVICES.format(
+                owners=f"IN (SELECT value FROM json_each(?) UNION SELECT resident_id FROM devices"
+                f" WHERE device_id {in_list})"
+            ),
+            (json.dumps(list(resident_ids)), json.dumps(list(device_ids))),
         )
         devices = [
             DeviceRow(
@@ -686,6 +717,21 @@ class _SqliteBulk:
             "UPDATE devices SET last_seen_at = ?, online = ?, stale_due_at = ? WHERE id = ?",
             [(_ts(u.last_seen_at), u.online, _ts(u.stale_due_at), u.pk) for u in updates],
         )
+
+    async def set_levels(
+        self, changes: Sequence[tuple[str, Level, Level]], now: dt.datetime
+    ) -> set[str]:
+        moved: set[str] = set()
+        at = _ts(now)
+        for rid, old, new in changes:  # in process: a statement each costs microseconds
+            cursor = await self._db.execute(
+                "UPDATE monitoring_profiles SET level = ?, level_since = ?, updated_at = ?"
+                " WHERE resident_id = ? AND level = ?",
+                (new.value, at, at, rid, old.value),
+            )
+            if cursor.rowcount:
+                moved.add(rid)
+        return moved
 
     async def refresh_due(self, changes: Sequence[DueChange]) -> int:
         written = 0

@@ -12,11 +12,10 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.db.models import Resident
-from anbu.db.models_signals import DeviceTask, MonitoringProfile, RiskAssessment
+from anbu.db.models_signals import DeviceTask, RiskAssessment
 from anbu.domain.checkin import CheckinSource
 from anbu.domain.risk import (
     DEFAULT_RULES,
@@ -186,17 +185,23 @@ async def act(
     now: dt.datetime,
 ) -> list[Evaluation]:
     """Record what changed: new levels (opening check-ins) and new device tasks. A resident
-    whose level stayed and whose devices have no new issue costs no statement."""
-    return [
-        await _act(session, s, a, context.open_tasks, now)
-        for s, a in zip(subjects, assessments, strict=True)
-    ]
+    whose level stayed and whose devices have no new issue costs no statement.
+
+    Levels move by compare-and-set, all in one statement: another evaluation (the sweep, a
+    concurrent batch) may have graded a resident since their level was read. Then theirs stands
+    and ours is dropped: the next event or sweep grades again from the stored state.
+    """
+    pairs = list(zip(subjects, assessments, strict=True))
+    changes = [(s.resident_id, s.level, a.level) for s, a in pairs if a.level is not s.level]
+    moved = await (await bulk_store(session)).set_levels(changes, now) if changes else set()
+    return [await _act(session, s, a, moved, context.open_tasks, now) for s, a in pairs]
 
 
 async def _act(
     session: AsyncSession,
     s: Subject,
     a: Assessment,
+    moved: set[str],
     open_tasks: set[str],
     now: dt.datetime,
 ) -> Evaluation:
@@ -205,16 +210,7 @@ async def _act(
     checkin_id: str | None = None
     created = False
     if a.level is not previous:
-        # Compare-and-set: another evaluation (the sweep, a concurrent batch) may have graded
-        # this resident since ``previous`` was read. Then theirs stands and ours is dropped:
-        # the next event or sweep grades again from the stored state.
-        moved = await session.execute(
-            update(MonitoringProfile)
-            .where(MonitoringProfile.resident_id == rid, MonitoringProfile.level == previous)
-            .values(level=a.level, level_since=now, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if moved.rowcount == 0:  # type: ignore[attr-defined]
+        if rid not in moved:
             log.info("resident %s was graded meanwhile; this evaluation is not recorded", rid)
             return Evaluation(rid, a.level, a.level, a.explanation)
         record = RiskAssessment(

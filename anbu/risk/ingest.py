@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from anbu.db.models_signals import DeviceTask
+from anbu.db.models_signals import DeviceTask, SignalState
 from anbu.domain.risk import (
     DEFAULT_RULES,
     Assessment,
@@ -84,7 +84,8 @@ async def ingest(
 
     ``can_see(district_id)`` scopes the batch to the caller's districts: a device or resident of
     another district is reported as unknown. Commits twice: the events with their baselines,
-    then the evaluation (so a failing evaluation never loses events; the sweep catches up).
+    then what the grading changed (so a failure there never loses events: the residents are
+    marked due instead, and the next sweep grades them).
     The evaluation grades the touched residents from what this batch already holds in memory
     (profiles, the folded baselines, devices with their new liveness): reading it all back
     would cost more than storing the events.
@@ -148,10 +149,25 @@ async def ingest(
     report.duplicates += len(rows) - len(stored.rows)
     await session.commit()
     if evaluate and stored.rows:
-        report.evaluations = await act(
-            session, stored.work.subjects, stored.work.assessments, stored.work.context, now
-        )
-        await session.commit()  # nothing to commit unless a level or a device task changed
+        work = stored.work
+        try:
+            report.evaluations = await act(
+                session, work.subjects, work.assessments, work.context, now
+            )
+            await session.commit()  # nothing to commit unless a level or a device task changed
+        except Exception:
+            # The events and baselines are stored; only recording the grades failed (a check-in
+            # that could not be opened, say). Make these residents due, so the next sweep
+            # grades them again, rather than fail a request whose events are safe.
+            log.exception("recording the grades of %d resident(s) failed", len(work.subjects))
+            await session.rollback()
+            await session.execute(
+                update(SignalState)
+                .where(SignalState.resident_id.in_([s.resident_id for s in work.subjects]))
+                .values(status_due_at=now)
+            )
+            await session.commit()
+            report.evaluations = []
     return report
 
 

@@ -14,14 +14,14 @@ resident is a candidate when any of the ways time can move it is due:
 
 A resident graded 'none' has no channel low or quiet (or only while a hold or a disabled profile
 hid it, and then that channel is due already), so until one of the due times passes nothing can
-give them a point. A stored due time stays put until an
-event or a profile change recomputes it, so a resident stays a candidate from their first due
-time on; the sweep stores the due times it recomputes for its candidates where they differ
-(rows a migration marked due, rules changed since), so those stop being candidates. Holds only delay the rules and are left out of the due times (earlier is safe, later
-would not be). All this assumes every stored event was followed by an evaluation (ingestion
-grades right after committing the events). Candidates are fetched in resident-id pages, so
-memory stays bounded; :func:`regrade_all` grades everyone to check the invariant (tests, the
-benchmark).
+give them a point. A stored due time stays put until an event or a profile change recomputes
+it, so a resident stays a candidate from their first due time on; the sweep stores the due
+times it recomputes for its candidates where they differ (rows a migration marked due, rules
+changed since), so those stop being candidates. Holds only delay the rules and are left out of
+the due times (earlier is safe, later would not be). All this assumes every stored event was
+followed by an evaluation (ingestion grades every batch; if recording a grade fails it marks
+the residents due). Candidates are fetched in resident-id pages, so memory stays bounded;
+:func:`regrade_all` grades everyone to check the invariant (tests, the benchmark).
 """
 
 from __future__ import annotations
