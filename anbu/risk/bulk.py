@@ -207,6 +207,14 @@ def _rounded_json(values: list[float], stored: _Stored | None) -> str:
     if stored is not None and len(values) == len(stored.values):
         if values == stored.values:
             return stored.text
+        # Every writer stores json.dumps' format ("[a, b, ...]", floats as repr): the stored
+        # text is patched where values changed rather than printing all of them again.
+        parts = stored.text[1:-1].split(", ")
+        if len(parts) == len(values):
+            for i, (v, o) in enumerate(zip(values, stored.values, strict=True)):
+                if v != o:
+                    parts[i] = repr(round(v, 4))
+            return "[" + ", ".join(parts) + "]"
         return json.dumps(
             [v if v == o else round(v, 4) for v, o in zip(values, stored.values, strict=True)]
         )
