@@ -37,7 +37,6 @@ import os
 import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -50,9 +49,9 @@ from anbu.domain.risk import KST, DeviceKind, RiskCategory, Tier
 from anbu.risk.ingest import ingest
 from anbu.risk.schemas import SignalEventIn
 from anbu.sim import SimResident, Story, simulate
+from bench.common import write_results
 
 PG_ADMIN = os.environ.get("ANBU_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
 START = dt.datetime(2026, 11, 2, tzinfo=KST).astimezone(dt.UTC)
 
 
@@ -283,9 +282,7 @@ async def main(argv: list[str] | None = None) -> int:
         ]
         spread = await _scenario(calls, 1, args.batch)
         results |= {f"{k}_spread": v for k, v in spread.items()}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    write_results("ingest", results)
     return 0
 
 

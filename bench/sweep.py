@@ -30,7 +30,6 @@ import resource
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -47,9 +46,9 @@ from anbu.domain.risk import (
     observe,
     status_due_at,
 )
+from bench.common import write_results
 
 PG_ADMIN = os.environ.get("ANBU_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-RESULTS = Path(__file__).resolve().parent / "results" / "sweep.json"
 NOW = dt.datetime(2026, 11, 25, 3, 0, tzinfo=dt.UTC)
 CHUNK = 50_000
 WINDOW_H = RiskCategory.MEDIUM.window_h
@@ -276,9 +275,7 @@ async def main(argv: list[str] | None = None) -> int:
         results[f"load_s_{n}"] = round(r["load_s"], 1)
         peak = max(peak, r["peak_rss_mb"])
     results["peak_rss_mb"] = round(peak, 1)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    write_results("sweep", results)
     return 0
 
 
