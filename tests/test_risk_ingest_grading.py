@@ -18,45 +18,24 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from anbu.db.models_signals import MonitoringProfile, RiskAssessment, SignalEvent, SignalState
 from anbu.domain.risk import Level, RiskCategory, Tier
 from anbu.risk.evaluate import Subject, evaluate_residents, grade
-from anbu.risk.ingest import ingest
+from anbu.risk.ingest import IngestReport, ingest
 from anbu.risk.schemas import SignalEventIn
 from anbu.risk.store import rules_from
 from anbu.risk.sweep import sweep
 from anbu.sim import Story, simulate
-from tests.test_risk_scenarios import END, START, TURN, _setup, person
+from tests.risk_support import END, START, TURN, feed, life_stories, person, register
 
 
 async def test_given_life_stories_when_each_day_is_ingested_then_its_grades_match_a_stored_read(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    people = [
-        person("normal", Story.NORMAL),
-        person("stop", Story.SUDDEN_STOP),
-        person("unplugged", Story.UNPLUGGED),
-        person("travel", Story.TRAVEL),
-        person("decline", Story.DECLINE),
-        person("callsonly", Story.SUDDEN_STOP, Tier.CALLS),
-        person("app", Story.DECLINE, Tier.APP),
-    ]
-    await _setup(sessions, people)
-    events = sorted(
-        (e for p in people for e in simulate(p, start=START, end=END, turn=TURN, seed=11)),
-        key=lambda e: e["at"],
-    )
-    # Half-day batches, so a day's profile folds inside a batch as well as between batches.
-    step = dt.timedelta(hours=12)
-    until = START + step
-    batch: list[tuple[int, SignalEventIn]] = []
+    people = [*life_stories(), person("app", Story.DECLINE, Tier.APP)]
+    await register(sessions, people)
     compared = 0
     seen_levels: set[Level] = set()
 
-    async def flush(now: dt.datetime) -> None:
+    async def same_as_stored(report: IngestReport, now: dt.datetime) -> None:
         nonlocal compared
-        if not batch:
-            return
-        async with sessions() as s:
-            report = await ingest(s, batch, now=now)
-        assert report.errors == []
         fast = {e.resident_id: (e.level, e.explanation) for e in report.evaluations}
         async with sessions() as s:
             stored = await evaluate_residents(s, sorted(fast), now)
@@ -64,15 +43,10 @@ async def test_given_life_stories_when_each_day_is_ingested_then_its_grades_matc
         assert {e.resident_id: (e.level, e.explanation) for e in stored} == fast, now
         compared += len(fast)
         seen_levels.update(level for level, _ in fast.values())
-        batch.clear()
 
-    for e in events:
-        ev = SignalEventIn.model_validate(e)
-        while ev.at >= until:
-            await flush(until)
-            until += step
-        batch.append((len(batch), ev))
-    await flush(END)
+    events = (e for p in people for e in simulate(p, start=START, end=END, turn=TURN, seed=11))
+    # Half-day batches, so a day's profile folds inside a batch as well as between batches.
+    await feed(sessions, events, step=dt.timedelta(hours=12), until=END, after=same_as_stored)
 
     assert compared > 200
     # The stories reach every level, so the comparison covered more than quiet days.
@@ -82,7 +56,7 @@ async def test_given_life_stories_when_each_day_is_ingested_then_its_grades_matc
 async def test_given_a_level_changed_meanwhile_when_a_stale_grade_is_recorded_then_it_is_dropped(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    await _setup(sessions, [person("r1", Story.NORMAL)])
+    await register(sessions, [person("r1", Story.NORMAL)])
     async with sessions() as s:
         p = await s.get(MonitoringProfile, "r1")
         assert p is not None
@@ -106,7 +80,7 @@ async def test_given_due_times_marked_stale_when_swept_then_refreshed_and_not_ca
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     people = [person("n1", Story.NORMAL), person("n2", Story.NORMAL, Tier.CALLS)]
-    await _setup(sessions, people)
+    await register(sessions, people)
     end = START + dt.timedelta(days=5)
     events = sorted(
         (e for p in people for e in simulate(p, start=START, end=end, turn=end, seed=3)),
@@ -140,7 +114,7 @@ async def test_given_recording_grades_fails_when_ingested_then_events_kept_and_r
     sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     people = [person("f1", Story.NORMAL, Tier.CALLS)]
-    await _setup(sessions, people)
+    await register(sessions, people)
     end = START + dt.timedelta(days=2)
     events = simulate(people[0], start=START, end=end, turn=end, seed=5)
 

@@ -13,7 +13,7 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from anbu.db.models import Checkin, District, Resident
+from anbu.db.models import Checkin
 from anbu.db.models_signals import (
     DeviceTask,
     MonitoringProfile,
@@ -23,108 +23,23 @@ from anbu.db.models_signals import (
 )
 from anbu.domain.checkin import CheckinSource, CheckinStatus
 from anbu.domain.risk import (
-    KST,
     DeviceIssueKind,
-    DeviceKind,
-    HoldReason,
     Level,
-    RiskCategory,
     TaskStatus,
-    Tier,
 )
-from anbu.risk import registry
 from anbu.risk.ingest import ingest
 from anbu.risk.schemas import SignalEventIn
 from anbu.risk.sweep import sweep
 from anbu.sim import SimResident, Story, simulate
-
-START = dt.datetime(2026, 11, 2, tzinfo=KST).astimezone(dt.UTC)
-TURN = START + dt.timedelta(days=14)
-END = START + dt.timedelta(days=21)
-
-
-async def _setup(
-    sessions: async_sessionmaker[AsyncSession], people: list[SimResident]
-) -> dict[str, str]:
-    async with sessions() as s:
-        district = District(code="11620", name="관악구")
-        s.add(district)
-        await s.flush()
-        for i, p in enumerate(people):
-            r = Resident(
-                id=p.resident_id,
-                district_id=district.id,
-                name=f"주민{i}",
-                phone=f"010999900{i + 1:02d}",
-                dong="신림동",
-            )
-            s.add(r)
-            await s.flush()
-            await registry.set_profile(
-                s,
-                r,
-                registry.ProfileSpec(p.tier, RiskCategory.MEDIUM, None, True, True, True),
-                START,
-            )
-            if p.plug_id:
-                await registry.register_device(
-                    s, r, device_id=p.plug_id, kind=DeviceKind.PLUG,
-                    expected_interval_s=p.plug_interval_s, now=START,
-                )  # fmt: skip
-            if p.app_id:
-                await registry.register_device(
-                    s, r, device_id=p.app_id, kind=DeviceKind.APP, expected_interval_s=3600,
-                    now=START,
-                )  # fmt: skip
-            if p.story is Story.TRAVEL:
-                await registry.add_hold(
-                    s, r, starts_at=TURN, ends_at=TURN + dt.timedelta(days=p.travel_days),
-                    reason=HoldReason.TRAVEL, note="딸네 집", now=START,
-                )  # fmt: skip
-        await s.commit()
-    return {p.resident_id: p.story.value for p in people}
+from tests.risk_support import END, START, TURN, feed, life_stories, person, register
 
 
 async def _live(
     sessions: async_sessionmaker[AsyncSession], people: list[SimResident], until: dt.datetime
 ) -> None:
-    events = sorted(
-        (e for p in people for e in simulate(p, start=START, end=until, turn=TURN, seed=7)),
-        key=lambda e: e["at"],
-    )
-    day = START + dt.timedelta(days=1)
-    batch: list[tuple[int, SignalEventIn]] = []
-    for e in events:
-        ev = SignalEventIn.model_validate(e)
-        while ev.at >= day:
-            await _flush(sessions, batch, day)
-            day += dt.timedelta(days=1)
-        batch.append((len(batch), ev))
-    await _flush(sessions, batch, until)
-
-
-async def _flush(
-    sessions: async_sessionmaker[AsyncSession],
-    batch: list[tuple[int, SignalEventIn]],
-    now: dt.datetime,
-) -> None:
-    if not batch:
-        return
-    async with sessions() as s:
-        report = await ingest(s, batch, now=now)
-    assert report.errors == []
-    batch.clear()
-
-
-def person(rid: str, story: Story, tier: Tier = Tier.IOT) -> SimResident:
-    return SimResident(
-        rid,
-        story,
-        tier,
-        calls_per_day=5,
-        plug_id=f"plug-{rid}" if tier is Tier.IOT else None,
-        app_id=f"app-{rid}" if tier in (Tier.APP, Tier.IOT) else None,
-    )
+    """Daily batches of everyone's story (turning at TURN) up to ``until``."""
+    events = (e for p in people for e in simulate(p, start=START, end=until, turn=TURN, seed=7))
+    await feed(sessions, events, step=dt.timedelta(days=1), until=until)
 
 
 async def _state(
@@ -151,15 +66,8 @@ async def _state(
 async def test_given_five_life_stories_when_three_weeks_pass_then_each_ends_right(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    people = [
-        person("normal", Story.NORMAL),
-        person("stop", Story.SUDDEN_STOP),
-        person("unplugged", Story.UNPLUGGED),
-        person("travel", Story.TRAVEL),
-        person("decline", Story.DECLINE),
-        person("callsonly", Story.SUDDEN_STOP, Tier.CALLS),
-    ]
-    await _setup(sessions, people)
+    people = life_stories()
+    await register(sessions, people)
     await _live(sessions, people, END)
     report = await sweep(sessions, END)
     assert report.candidates >= 3
@@ -216,7 +124,7 @@ async def test_given_a_serious_case_when_swept_again_then_no_second_checkin_or_t
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     people = [person("stop", Story.SUDDEN_STOP), person("unplugged", Story.UNPLUGGED)]
-    await _setup(sessions, people)
+    await register(sessions, people)
     await _live(sessions, people, END)
     await sweep(sessions, END)
     again = await sweep(sessions, END + dt.timedelta(hours=1))  # devices not stale yet
@@ -230,7 +138,7 @@ async def test_given_unplugged_plug_when_it_reports_again_then_task_resolves(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     p = person("unplugged", Story.UNPLUGGED)
-    await _setup(sessions, [p])
+    await register(sessions, [p])
     await _live(sessions, [p], END)
     await sweep(sessions, END)
     back = SignalEventIn.model_validate(
@@ -259,7 +167,7 @@ async def test_given_a_batch_when_resent_then_nothing_changes(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     p = person("normal", Story.NORMAL)
-    await _setup(sessions, [p])
+    await register(sessions, [p])
     events = [
         (i, SignalEventIn.model_validate(e))
         for i, e in enumerate(simulate(p, start=START, end=START + dt.timedelta(days=2)))

@@ -19,14 +19,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from anbu.db.models import District, Resident
 from anbu.db.models_signals import MonitoringProfile
-from anbu.domain.risk import KST, DeviceKind, HoldReason, Level, RiskCategory
-from anbu.risk import registry
-from anbu.risk.ingest import ingest
-from anbu.risk.schemas import SignalEventIn
+from anbu.domain.risk import KST, Level, RiskCategory
 from anbu.risk.sweep import regrade_all, sweep
-from anbu.sim import SimResident, Story, population, simulate
+from anbu.sim import SimResident, population, simulate
+from tests.risk_support import feed, register
 
 START = dt.datetime(2026, 11, 2, tzinfo=KST).astimezone(dt.UTC)
 END = START + dt.timedelta(days=8)  # the history everyone lives before the checks
@@ -45,67 +42,6 @@ def _people(rng: random.Random) -> list[tuple[SimResident, RiskCategory, dt.date
         p = dataclasses.replace(p, plug_interval_s=3600)
         out.append((p, rng.choice(list(RiskCategory)), turn))
     return out
-
-
-async def _setup(
-    sessions: async_sessionmaker[AsyncSession],
-    people: list[tuple[SimResident, RiskCategory, dt.datetime]],
-) -> None:
-    async with sessions() as s:
-        district = District(code="11620", name="관악구")
-        s.add(district)
-        await s.flush()
-        for i, (p, category, turn) in enumerate(people):
-            r = Resident(
-                id=p.resident_id, district_id=district.id, name=f"주민{i}", phone="01099990001"
-            )
-            s.add(r)
-            await s.flush()
-            spec = registry.ProfileSpec(p.tier, category, None, True, True, True)
-            await registry.set_profile(s, r, spec, START)
-            for did, kind, interval in (
-                (p.plug_id, DeviceKind.PLUG, p.plug_interval_s),
-                (p.app_id, DeviceKind.APP, 3600),
-            ):
-                if did:
-                    await registry.register_device(
-                        s, r, device_id=did, kind=kind, expected_interval_s=interval, now=START
-                    )
-            if p.story is Story.TRAVEL:
-                await registry.add_hold(
-                    s, r, starts_at=turn, ends_at=turn + dt.timedelta(days=p.travel_days),
-                    reason=HoldReason.TRAVEL, note="여행", now=START,
-                )  # fmt: skip
-        await s.commit()
-
-
-async def _ingest(
-    sessions: async_sessionmaker[AsyncSession], events: list[dict[str, Any]], until: dt.datetime
-) -> None:
-    """Ingest in 12-hour batches, each at its batch's end (as a live feed would arrive)."""
-    events.sort(key=lambda e: e["at"])
-    batch: list[tuple[int, SignalEventIn]] = []
-    cut = START + BATCH
-    for e in events:
-        ev = SignalEventIn.model_validate(e)
-        while ev.at >= cut:
-            await _flush(sessions, batch, cut)
-            cut += BATCH
-        batch.append((len(batch), ev))
-    await _flush(sessions, batch, until)
-
-
-async def _flush(
-    sessions: async_sessionmaker[AsyncSession],
-    batch: list[tuple[int, SignalEventIn]],
-    now: dt.datetime,
-) -> None:
-    if not batch:
-        return
-    async with sessions() as s:
-        report = await ingest(s, batch, now=now)
-    assert report.errors == []
-    batch.clear()
 
 
 def _heartbeats(
@@ -137,11 +73,18 @@ async def test_given_a_mixed_population_when_time_passes_then_sweep_equals_full_
 ) -> None:
     rng = random.Random(SEED)
     people = _people(rng)
-    await _setup(sessions, people)
+    category = {p.resident_id: c for p, c, _ in people}
+    turns = {p.resident_id: t for p, _, t in people}
+    await register(
+        sessions,
+        [p for p, _, _ in people],
+        category=lambda p: category[p.resident_id],
+        travel_from=lambda p: turns[p.resident_id],
+    )
     history = [
         e for p, _, turn in people for e in simulate(p, start=START, end=END, turn=turn, seed=SEED)
     ]
-    await _ingest(sessions, history, END)
+    await feed(sessions, history, step=BATCH, until=END)
     seen: Counter[str] = Counter()
 
     # No events at all: devices go stale within hours, so past the first checks only residents
@@ -151,7 +94,8 @@ async def test_given_a_mixed_population_when_time_passes_then_sweep_equals_full_
 
     # Devices report they are alive (no activity): their channels are judged again, by time.
     alive_at = END + dt.timedelta(hours=39)
-    await _ingest(sessions, _heartbeats(people, alive_at, "a"), alive_at)
+    await feed(sessions, _heartbeats(people, alive_at, "a"), step=BATCH, until=alive_at,
+               start=END)  # fmt: skip
     for minutes in (30, 100):
         seen += await _check(sessions, alive_at + dt.timedelta(minutes=minutes))
 
@@ -166,9 +110,8 @@ async def test_given_a_mixed_population_when_time_passes_then_sweep_equals_full_
         if dt.datetime.fromisoformat(e["at"]) >= END
     ]
     later += _heartbeats(people, resumed - dt.timedelta(minutes=10), "b")
-    await _flush(
-        sessions, [(i, SignalEventIn.model_validate(e)) for i, e in enumerate(later)], resumed
-    )
+    # One batch (as a resent backlog arrives), at ``resumed``.
+    await feed(sessions, later, step=resumed - START, until=resumed)
     for hours in (0.5, 1.5, 7, 20, 45):
         seen += await _check(sessions, resumed + dt.timedelta(hours=hours))
 
