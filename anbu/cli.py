@@ -71,6 +71,27 @@ async def _key_create(settings: Settings, a: argparse.Namespace) -> int:
 # --- commands that need telephony are wired in anbu.runtime ------------------------------------
 
 
+async def _signals_prune(settings: Settings, a: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from anbu.container import build_container
+    from anbu.risk.retention import oldest_event, prune_events
+
+    days = a.days if a.days is not None else settings.scheduling.signal_retention_days
+    if days is None:
+        print("anbu: no retention is set (ANBU_SCHEDULING__SIGNAL_RETENTION_DAYS); pass --days")
+        return 2
+    c = build_container(settings)
+    try:
+        deleted = await prune_events(c.sessions, c.clock.now(), dt.timedelta(days=days))
+        oldest = await oldest_event(c.sessions)
+    finally:
+        await c.aclose()
+    kept = f"oldest kept received {oldest.isoformat()}" if oldest else "none kept"
+    print(f"deleted {deleted} raw signal event(s) older than {days} days; {kept}")
+    return 0
+
+
 def _runtime(name: str) -> Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]:
     async def call(settings: Settings, a: argparse.Namespace) -> int:
         runtime = importlib.import_module("anbu.runtime")
@@ -141,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_parser("render", help="render the prompt catalogue").set_defaults(
         fn=_runtime("prompts_render")
     )
+
+    signals = sub.add_parser("signals", help="raw signal events").add_subparsers(
+        dest="action", required=True
+    )
+    prune = signals.add_parser("prune", help="delete raw events past the retention now")
+    prune.add_argument(
+        "--days", type=int, help="keep this many days (default: the configured retention, >= 3)"
+    )
+    prune.set_defaults(fn=_signals_prune)
 
     sim = sub.add_parser("sim", help="simulators").add_subparsers(dest="action", required=True)
     simsig = sim.add_parser("signals", help="generate realistic signal streams")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +18,7 @@ from anbu.container import Container, build_container
 from anbu.domain.phone import mask_phone, normalize_phone
 from anbu.ports import CallRequest, Clock
 from anbu.risk.mqtt import MqttSignalSubscriber
+from anbu.risk.retention import prune_events
 from anbu.risk.sweep import sweep
 from anbu.settings import Environment, Settings
 from escalation.kannel import KannelConfig, KannelInstance
@@ -159,6 +161,7 @@ async def running_services(
                 dialer=tel.dialer,
                 channel_probe=AmiChannelProbe(tel.ami),
                 risk_sweep=_risk_sweep(container),
+                risk_retention=_risk_retention(container),
                 escalation_tick=escalation.tick,
             )
             service.dispatcher.add_listener(escalation.on_checkin_closed)
@@ -203,6 +206,18 @@ def _mqtt(container: Container) -> MqttSignalSubscriber:
 def _risk_sweep(container: Container) -> Callable[[], Awaitable[object]]:
     async def run() -> object:
         return await sweep(container.sessions, container.clock.now())
+
+    return run
+
+
+def _risk_retention(container: Container) -> Callable[[], Awaitable[object]] | None:
+    days = container.settings.scheduling.signal_retention_days
+    if days is None:
+        return None
+
+    async def run() -> object:
+        keep = dt.timedelta(days=days)
+        return await prune_events(container.sessions, container.clock.now(), keep)
 
     return run
 

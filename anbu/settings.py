@@ -174,6 +174,11 @@ class SchedulingSettings(BaseModel):
     # An orphaned attempt whose channel still shows after this long is closed anyway.
     stale_call_s: float = Field(default=400.0, gt=0)
     risk_sweep_interval_s: float = Field(default=60.0, gt=0)
+    # Raw signal events older than this are deleted daily at signal_retention_time (local);
+    # the baselines keep their summary. None keeps them forever. At least 3 days (the
+    # baselines' 56-hour window must not see a deleted event again).
+    signal_retention_days: int | None = Field(default=90, ge=3)
+    signal_retention_time: str = "03:30"
     escalation_interval_s: float = Field(default=5.0, gt=0)
     routine_interval_s: float = Field(default=60.0, gt=0)
     self_test_number: str | None = None  # a line that answers and presses 1; None: off

@@ -7,6 +7,7 @@ in-memory job store and are rebuilt from code at every start):
 - ``dispatch``: wakes the dispatcher every ``poll_interval_s`` (it also wakes on its own when
   a check-in is opened, a channel frees up or the next attempt falls due);
 - ``risk-sweep``: the risk engine's sweep (a callable the composition root passes in);
+- ``signal-retention``: deletes raw signal events past the retention (daily, idem);
 - ``escalation``: the escalation timers' tick (idem);
 - ``routine``: opens the routine check-ins that have come due;
 - ``self-test``: the daily test call at ``self_test_time`` local time.
@@ -104,6 +105,7 @@ def build_scheduler(
     dialer: Dialer,
     channel_probe: ChannelProbe | None = None,
     risk_sweep: Hook | None = None,
+    risk_retention: Hook | None = None,
     escalation_tick: Hook | None = None,
     on_self_test_failed: SelfTestFailed | None = None,
     settings: Settings | None = None,
@@ -149,6 +151,14 @@ def build_scheduler(
             _guard("risk-sweep", risk_sweep),
             IntervalTrigger(seconds=sc.risk_sweep_interval_s, timezone=tz),
             id="risk-sweep",
+            **common,
+        )
+    if risk_retention is not None:
+        hour, minute = _hhmm(sc.signal_retention_time)
+        scheduler.add_job(
+            _guard("signal-retention", risk_retention),
+            CronTrigger(hour=hour, minute=minute, timezone=tz),
+            id="signal-retention",
             **common,
         )
     if escalation_tick is not None:

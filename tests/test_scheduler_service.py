@@ -71,6 +71,9 @@ async def test_given_service_when_started_then_jobs_fire_and_checkins_get_dialed
     async def escalation_tick() -> None:
         ticked.set()
 
+    async def retention() -> None:  # daily at 03:30 local: registered here, not awaited
+        return None
+
     async def listener(event: CheckinClosed) -> None:
         closed.append(event)
         if len(closed) == 2:
@@ -81,11 +84,14 @@ async def test_given_service_when_started_then_jobs_fire_and_checkins_get_dialed
         dialer=dialer,
         channel_probe=AmiChannelProbe(engine_ami),
         risk_sweep=risk_sweep,
+        risk_retention=retention,
         escalation_tick=escalation_tick,
     )
     assert container.dispatcher is service.dispatcher
     service.dispatcher.add_listener(listener)
-    assert service.job_ids == ["dispatch", "escalation", "risk-sweep", "routine", "self-test"]
+    assert service.job_ids == [
+        "dispatch", "escalation", "risk-sweep", "routine", "self-test", "signal-retention",
+    ]  # fmt: skip
     now = container.clock.now()
     local = now.astimezone(zone("Asia/Seoul"))
     async with container.sessions() as s:
