@@ -273,6 +273,31 @@ def _post(
 ) -> int:
     import httpx
 
+    try:
+        totals = _post_all(args, people, start, end)
+    except httpx.HTTPStatusError as exc:
+        try:
+            reason = exc.response.json().get("detail", exc.response.text)
+        except ValueError:
+            reason = exc.response.text
+        print(
+            f"anbu sim signals: {exc.request.method} {exc.request.url.path} was refused"
+            f" ({exc.response.status_code}): {reason}",
+            file=sys.stderr,
+        )
+        return 2
+    except httpx.HTTPError as exc:
+        print(f"anbu sim signals: cannot reach {args.post}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(totals))
+    return 0
+
+
+def _post_all(
+    args: argparse.Namespace, people: list[SimResident], start: dt.datetime, end: dt.datetime
+) -> dict[str, int]:
+    import httpx
+
     headers = {"X-API-Key": args.api_key}
     with httpx.Client(base_url=args.post, headers=headers, timeout=120) as client:
         ids: dict[str, str] = {}
@@ -333,8 +358,7 @@ def _post(
                 flush()
         if batch:
             flush()
-    print(json.dumps(totals))
-    return 0
+    return totals
 
 
 if __name__ == "__main__":
