@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import uuid
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -16,7 +17,13 @@ from anbu.db.models import District, Resident
 from anbu.db.models_signals import Device, SignalEvent, SignalState
 from anbu.domain.risk import Channel, DeviceKind, RiskCategory, Tier
 from anbu.risk import registry
-from anbu.risk.mqtt import MqttPayloadError, MqttSignalSubscriber, parse_topic, to_events
+from anbu.risk.mqtt import (
+    MqttPayloadError,
+    MqttSignalSubscriber,
+    Rejection,
+    parse_topic,
+    to_events,
+)
 
 T0 = dt.datetime(2026, 11, 25, 0, 0, tzinfo=dt.UTC)
 
@@ -96,16 +103,64 @@ async def test_given_plug_publishing_when_subscribed_then_readings_are_stored_on
             await task
 
 
+async def test_given_refused_messages_when_subscribed_then_each_is_answered_with_its_reason(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await _resident_with_plug(sessions)
+    prefix = f"anbutest{uuid.uuid4().hex[:8]}"
+    sub = MqttSignalSubscriber(
+        sessions, FixedClock(), prefix=prefix, client_id=f"t-{uuid.uuid4().hex[:8]}",
+        batch_wait_s=0.05,
+    )  # fmt: skip
+    task = asyncio.create_task(sub.run())
+    answers: dict[str, dict[str, dict[str, Any]]] = {}
+    try:
+        await asyncio.wait_for(sub.ready.wait(), 10)
+        async with aiomqtt.Client(
+            "127.0.0.1", 1883, identifier=f"vendor-{uuid.uuid4().hex[:8]}"
+        ) as vendor:
+            await vendor.subscribe(f"{prefix}/rejected/#", qos=1)
+            good = {"id": "ok-1", "at": T0.isoformat(), "power_w": 80.0, "light_lux": 200}
+            await vendor.publish(f"{prefix}/11620/plug/plug-7/reading", json.dumps(good), qos=1)
+            await vendor.publish(f"{prefix}/11620/plug/plug-7/reading", b"not json", qos=1)
+            unknown = good | {"id": "u-1"}
+            await vendor.publish(f"{prefix}/11620/plug/nope/reading", json.dumps(unknown), qos=1)
+            future = good | {"id": "f-1", "at": (T0 + dt.timedelta(days=2)).isoformat()}
+            await vendor.publish(f"{prefix}/11620/plug/plug-7/reading", json.dumps(future), qos=1)
+
+            async def collect() -> None:
+                async for m in vendor.messages:
+                    assert isinstance(m.payload, bytes)
+                    body = json.loads(m.payload)
+                    answers[str(m.topic)] = answers.get(str(m.topic), {}) | {str(body["id"]): body}
+                    if sum(len(v) for v in answers.values()) >= 3:
+                        return
+
+            await asyncio.wait_for(collect(), 10)
+        plug = answers[f"{prefix}/rejected/11620/plug/plug-7/reading"]
+        assert "JSON" in str(plug["None"]["reason"])
+        assert "in the future" in str(plug["f-1"]["reason"])
+        nope = answers[f"{prefix}/rejected/11620/plug/nope/reading"]
+        assert nope["u-1"]["reason"] == "unknown device 'nope'"
+        assert nope["u-1"]["topic"] == f"{prefix}/11620/plug/nope/reading"
+        assert await _count(sessions) == 2  # the good reading (power + light) is stored
+        assert sub.dropped >= 3
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 class FailingOnce(MqttSignalSubscriber):
     """The database is down for the first batch (a restart, a lost connection)."""
 
     failures = 0
 
-    async def _ingest(self, batch: list[tuple[str, bytes]]) -> None:
+    async def _ingest(self, batch: list[tuple[str, bytes]]) -> list[Rejection]:
         if self.failures == 0:
             self.failures += 1
             raise ConnectionError("database unavailable")
-        await super()._ingest(batch)
+        return await super()._ingest(batch)
 
 
 async def test_given_store_fails_when_reading_arrives_then_broker_redelivers_and_none_is_lost(

@@ -14,6 +14,11 @@ Every message becomes events with source ``mqtt`` and event id ``<device_id>:<id
 so a redelivered message (QoS 1 is at-least-once) is stored once. The district in the topic must
 be the device's district. Subscriptions are QoS 1 on a persistent session, so the broker keeps
 messages while we are away.
+
+A message we refuse (bad topic or payload, unknown or foreign device, no consent, a timestamp in
+the future) is answered on ``<prefix>/rejected/<district>/<kind>/<device>/<message>`` with
+``{"topic": ..., "id": ..., "reason": ..., "at": ...}`` (QoS 0, not retained), so a device
+vendor's cloud can subscribe and see why, as an API caller sees per-item errors.
 """
 
 from __future__ import annotations
@@ -132,6 +137,29 @@ class _Received:
     paho: Any  # the connection it came in on: the acknowledgement goes back on it
 
 
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    topic: str  # where the message came in
+    message_id: str | None  # the payload's "id", when it had one
+    reason: str
+
+
+def rejected_topic(topic: str, prefix: str) -> str:
+    """Where the refusal of a message on ``topic`` is published: one level deeper than what
+    the subscriber listens to, so it never hears its own answers."""
+    rest = topic[len(prefix) + 1 :] if topic.startswith(prefix + "/") else topic
+    return f"{prefix}/rejected/{rest}"
+
+
+def _message_id(payload: bytes) -> str | None:
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    mid = data.get("id") if isinstance(data, dict) else None
+    return str(mid) if mid is not None else None
+
+
 def _ack(batch: list[_Received]) -> None:
     """PUBACK in arrival order (MQTT 3.1.1 4.6.0-2), after the batch is committed. A message
     from a connection that has since dropped needs none: the broker redelivers it."""
@@ -232,7 +260,7 @@ class MqttSignalSubscriber:
                 except TimeoutError:
                     break
             try:
-                await self._ingest([(m.topic, m.payload) for m in batch])
+                rejections = await self._ingest([(m.topic, m.payload) for m in batch])
             except Exception:
                 # Not acknowledged. Drop the connection so the broker redelivers the batch to
                 # the persistent session when _receive reconnects (with backoff).
@@ -240,11 +268,26 @@ class MqttSignalSubscriber:
                 batch[0].paho.disconnect()
                 continue
             _ack(batch)
+            self._answer(batch[-1].paho, rejections)
 
-    async def _ingest(self, batch: list[tuple[str, bytes]]) -> None:
+    def _answer(self, paho: Any, rejections: list[Rejection]) -> None:
+        at = self._clock.now().isoformat()
+        for r in dict.fromkeys(rejections):  # a plug reading is two events: answer once
+            body = {"topic": r.topic, "id": r.message_id, "reason": r.reason, "at": at}
+            # QoS 0 through the client's own queue: a lost answer loses nothing stored.
+            paho.publish(
+                rejected_topic(r.topic, self._prefix),
+                json.dumps(body, ensure_ascii=False),
+                qos=0,
+            )
+
+    async def _ingest(self, batch: list[tuple[str, bytes]]) -> list[Rejection]:
+        """Store a batch of messages; returns the refusals to answer (after the commit)."""
         now = self._clock.now()
         items: list[tuple[int, SignalEventIn]] = []
         wanted: dict[int, int] = {}  # item index -> district id the topic named
+        origin: dict[int, tuple[str, bytes]] = {}  # item index -> the message it came from
+        rejections: list[Rejection] = []
         async with self._sessions() as session:
             for topic_s, payload in batch:
                 try:
@@ -252,12 +295,14 @@ class MqttSignalSubscriber:
                     district_id = await self._district(session, topic.district_code)
                     for ev in to_events(topic, payload, now):
                         wanted[len(items)] = district_id
+                        origin[len(items)] = (topic_s, payload)
                         items.append((len(items), ev))
                 except MqttPayloadError as exc:
                     self.dropped += 1
                     log.warning("mqtt: dropped a message on %s: %s", topic_s, exc)
+                    rejections.append(Rejection(topic_s, _message_id(payload), str(exc)))
             if not items:
-                return
+                return rejections
             # Per item, the device must belong to the topic's district; ingest checks it
             # through can_see, so group by district (one ingest call per district).
             by_district: dict[int, list[tuple[int, SignalEventIn]]] = {}
@@ -271,8 +316,11 @@ class MqttSignalSubscriber:
                     log.warning(
                         "mqtt: refused event %s: %s", by_index[err.index].event_id, err.reason
                     )
+                    topic_s, payload = origin[err.index]
+                    rejections.append(Rejection(topic_s, _message_id(payload), err.reason))
                 if self._on_ingested is not None:
                     await self._on_ingested(report)
+        return rejections
 
     async def _district(self, session: AsyncSession, code: str) -> int:
         if code not in self._districts:
