@@ -726,13 +726,15 @@ def assess_channel(
 
 def monitored_channels(profile: MonitoringProfile, devices: Iterable[DeviceView]) -> list[Channel]:
     """Consented tier channels that have a feed: call records always, others via a device."""
-    watched = profile.channels
-    fed = {Channel.CALLS}.union(*(d.kind.channels for d in devices))
-    # Graded once per resident per batch and per sweep: iterate a tuple, not the enum class.
-    return [c for c in _ALL_CHANNELS if c in watched and c in fed]
+    return list(_monitored(profile.channels, frozenset(d.kind for d in devices)))
 
 
-_ALL_CHANNELS = tuple(Channel)
+@functools.cache
+def _monitored(watched: frozenset[Channel], kinds: frozenset[DeviceKind]) -> tuple[Channel, ...]:
+    # Graded for every touched resident of every batch and every sweep candidate, from a
+    # handful of distinct combinations: computed once each.
+    fed = {Channel.CALLS}.union(*(k.channels for k in kinds))
+    return tuple(c for c in Channel if c in watched and c in fed)
 
 
 def assess(

@@ -22,6 +22,7 @@ with Python ``None`` stored as JSON ``null`` (SQLAlchemy's ``JSON`` default), en
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -204,7 +205,9 @@ def _rounded_json(values: list[float], stored: _Stored | None) -> str:
     are already rounded (every writer rounds) and rounding is idempotent, so an unchanged list
     keeps its stored text and only changed values are rounded again.
     """
-    if stored is not None and len(values) == len(stored.values):
+    if stored is None:
+        stored = _zeros(len(values))  # a new baseline: mostly zeros, printed once
+    if len(values) == len(stored.values):
         if values == stored.values:
             return stored.text
         # Every writer stores json.dumps' format ("[a, b, ...]", floats as repr): the stored
@@ -219,6 +222,11 @@ def _rounded_json(values: list[float], stored: _Stored | None) -> str:
             [v if v == o else round(v, 4) for v, o in zip(values, stored.values, strict=True)]
         )
     return json.dumps([round(v, 4) for v in values])
+
+
+@functools.cache
+def _zeros(n: int) -> _Stored:
+    return _Stored([0.0] * n, json.dumps([0.0] * n))
 
 
 def _only_inserted(rows: Sequence[SignalRow], inserted: Sequence[Any]) -> list[SignalRow]:
