@@ -200,12 +200,15 @@ def _mqtt(container: Container) -> MqttSignalSubscriber:
         prefix=cfg.prefix,
         client_id=cfg.client_id,
         on_ingested=wake,
+        rules=container.settings.risk.rules,
     )
 
 
 def _risk_sweep(container: Container) -> Callable[[], Awaitable[object]]:
     async def run() -> object:
-        return await sweep(container.sessions, container.clock.now())
+        return await sweep(
+            container.sessions, container.clock.now(), rules=container.settings.risk.rules
+        )
 
     return run
 

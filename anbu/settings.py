@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from anbu.domain.risk import Rules
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = Path(os.environ.get("ANBU_CACHE", str(Path.home() / ".cache" / "anbu")))
 
@@ -227,6 +229,15 @@ class MqttSettings(BaseModel):
     client_id: str = "anbu-signals"
 
 
+class RiskSettings(BaseModel):
+    """The risk rules' thresholds (anbu.domain.risk.Rules: every field, with its meaning and
+    default, is there). Example: ``ANBU_RISK__RULES__LOW_RATIO=0.4``,
+    ``ANBU_RISK__RULES__MIN_EXPECTED__CALLS=3`` (other channels keep their default). A value
+    the rules cannot work with stops the start-up with the reason."""
+
+    rules: Rules = Field(default_factory=Rules)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ANBU_", env_nested_delimiter="__")
 
@@ -253,6 +264,7 @@ class Settings(BaseSettings):
     trunk: TrunkSettings = TrunkSettings()
     sms: SmsSettings = SmsSettings()
     mqtt: MqttSettings = MqttSettings()
+    risk: RiskSettings = RiskSettings()
     max_concurrent_calls: int = Field(default=50, ge=1)
     # Seconds to wait for a key after the question before repeating it.
     reply_timeout_s: float = Field(default=5.0, gt=0)

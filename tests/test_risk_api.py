@@ -14,8 +14,10 @@ from anbu.api.app import create_app
 from anbu.api.deps import hash_key
 from anbu.container import Container
 from anbu.db.models import ApiKey, Checkin, District
+from anbu.db.models_signals import SignalState
 from anbu.db.session import make_engine, make_sessionmaker
-from anbu.settings import Settings
+from anbu.domain.risk import Channel, Rules
+from anbu.settings import RiskSettings, Settings
 
 T0 = dt.datetime(2026, 11, 25, 0, 0, tzinfo=dt.UTC)
 
@@ -29,11 +31,15 @@ class Clock:
 
 
 @pytest.fixture
-async def api(db_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Clock, Container]]:
+async def api(
+    db_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[httpx.AsyncClient, Clock, Container]]:
+    """The API on a fresh database; ``indirect`` parametrisation passes the risk rules."""
     engine = make_engine(db_url)
     clock = Clock()
+    rules = getattr(request, "param", None) or Rules()
     container = Container(
-        settings=Settings(database_url=db_url),
+        settings=Settings(database_url=db_url, risk=RiskSettings(rules=rules)),
         engine=engine,
         sessions=make_sessionmaker(engine),
         clock=clock,
@@ -244,3 +250,29 @@ async def test_given_hold_when_added_and_ended_then_listed_with_times(
     assert (await client.delete(f"/v1/holds/{hold_id}")).status_code == 204
     holds = (await client.get(f"/v1/residents/{rid}/holds")).json()
     assert holds == []  # ended before it began: removed
+
+
+@pytest.mark.parametrize("api", [Rules(plug_on_w=100.0, min_expected={Channel.CALLS: 3.0})],
+                         indirect=True)  # fmt: skip
+async def test_given_configured_rules_when_signals_arrive_then_they_apply_and_are_readable(
+    api: tuple[httpx.AsyncClient, Clock, Container],
+) -> None:
+    client, _, container = api
+    rules = (await client.get("/v1/risk/rules")).json()
+    assert rules["plug_on_w"] == 100.0
+    assert rules["min_expected"] == {
+        "calls": 3.0, "steps": 300.0, "power": 1.0, "light": 2.0, "motion": 3.0,
+    }  # fmt: skip
+    assert rules["low_window_h"] == 50  # the defaults stand where nothing was set
+    rid = await _resident(client)
+    reading = {"source": "plug", "event_id": "p1", "kind": "power", "device_id": "plug-1",
+               "at": T0.isoformat(), "value": 80.0, "interval_s": 600}  # fmt: skip
+    res = await client.post("/v1/signals", json={"events": [reading]})
+    assert res.json()["accepted"] == 1
+    async with container.sessions() as s:
+        state = (
+            await s.execute(select(SignalState).where(SignalState.resident_id == rid))
+        ).scalar_one()
+    # 80 W is "in use" by default (5 W) but not at the configured 100 W.
+    assert state.last_activity_at is None
+    assert sum(state.ring) == 0

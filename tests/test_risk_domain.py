@@ -22,6 +22,7 @@ from anbu.domain.risk import (
     Level,
     MonitoringProfile,
     RiskCategory,
+    Rules,
     SignalKind,
     Tier,
     assess,
@@ -353,3 +354,42 @@ def test_given_hours_when_formatted_then_korean_days_and_hours(hours: float, tex
 
 def test_given_epoch_hours_when_computed_then_utc_based() -> None:
     assert epoch_hour(dt.datetime(1970, 1, 1, 5, 59, tzinfo=dt.UTC)) == 5
+
+
+def test_given_partial_min_expected_when_rules_made_then_other_channels_keep_defaults() -> None:
+    rules = Rules(min_expected={Channel.CALLS: 5.0})
+    assert rules.min_expected[Channel.CALLS] == 5.0
+    assert rules.min_expected[Channel.STEPS] == DEFAULT_RULES.min_expected[Channel.STEPS]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"low_window_h": 80}, "low_window_h must be 1..56"),
+        ({"low_ratio": 1.5}, "low_ratio must be between 0 and 1"),
+        ({"caution_points": 5, "serious_points": 4}, "caution_points <= serious_points"),
+        ({"baseline_span_days": 0}, "baseline_span_days must be > 0"),
+        ({"min_expected": {Channel.CALLS: -1.0}}, "min_expected values must be >= 0"),
+        ({"stale_intervals": 0}, "stale_min_h and stale_intervals must be > 0"),
+    ],
+)
+def test_given_rules_the_engine_cannot_use_when_made_then_refused_with_the_reason(
+    change: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(ValueError, match=reason):
+        Rules(**change)  # type: ignore[arg-type]
+
+
+def test_given_rules_in_the_environment_when_settings_load_then_applied_or_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from anbu.settings import Settings
+
+    monkeypatch.setenv("ANBU_RISK__RULES__LOW_RATIO", "0.4")
+    monkeypatch.setenv("ANBU_RISK__RULES__MIN_EXPECTED__CALLS", "3")
+    rules = Settings().risk.rules
+    assert (rules.low_ratio, rules.min_expected[Channel.CALLS]) == (0.4, 3.0)
+    assert rules.min_expected[Channel.POWER] == DEFAULT_RULES.min_expected[Channel.POWER]
+    monkeypatch.setenv("ANBU_RISK__RULES__LOW_RATIO", "4")
+    with pytest.raises(ValueError, match="low_ratio must be between 0 and 1"):
+        Settings()

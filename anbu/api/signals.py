@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Annotated, Any
 
@@ -89,7 +90,13 @@ async def post_signals(
             items.append((i, _EVENT.validate_python(item)))
         except PydanticValidationError as exc:
             errors.append(ItemErrorOut(index=i, reason=_reason(exc)))
-    report = await ingest(session, items, now=container.clock.now(), can_see=principal.can_see)
+    report = await ingest(
+        session,
+        items,
+        now=container.clock.now(),
+        can_see=principal.can_see,
+        rules=container.settings.risk.rules,
+    )
     errors += [ItemErrorOut(index=e.index, reason=e.reason) for e in report.errors]
     errors.sort(key=lambda e: e.index)
     if single and errors:
@@ -180,7 +187,9 @@ async def put_profile(
         consent_iot=body.consent_iot,
         enabled=body.enabled,
     )
-    p = await registry.set_profile(session, resident, spec, container.clock.now())
+    p = await registry.set_profile(
+        session, resident, spec, container.clock.now(), container.settings.risk.rules
+    )
     await session.commit()
     return _profile_out(p)
 
@@ -226,6 +235,7 @@ async def register_device(
         kind=body.kind,
         expected_interval_s=body.expected_interval_s,
         now=container.clock.now(),
+        rules=container.settings.risk.rules,
     )
     await session.commit()
     return device
@@ -381,10 +391,26 @@ async def get_risk(
     )
 
 
+@router.get("/risk/rules", summary="The risk rules' thresholds in force")
+async def get_rules(_principal: PrincipalDep, container: ContainerDep) -> dict[str, object]:
+    """What decides a level, as configured (``ANBU_RISK__RULES__*``): for officials and
+    integrators who need to know why a resident was or was not called."""
+    rules = container.settings.risk.rules
+    out: dict[str, object] = {
+        f.name: getattr(rules, f.name)
+        for f in dataclasses.fields(rules)
+        if f.name != "min_expected"
+    }
+    out["min_expected"] = {c.value: v for c, v in rules.min_expected.items()}
+    return out
+
+
 @router.post("/risk/sweep", summary="Run the periodic risk sweep now (administrators)")
 async def run_sweep(principal: PrincipalDep, container: ContainerDep) -> dict[str, object]:
     principal.require_admin()
-    report = await sweep(container.sessions, container.clock.now())
+    report = await sweep(
+        container.sessions, container.clock.now(), rules=container.settings.risk.rules
+    )
     if report.checkins_opened or report.checkins_joined:
         container.wake_dispatcher()
     return report.as_dict()

@@ -257,15 +257,8 @@ class Rules:
     min_baseline_days: int = 3
     # A quiet channel is evidence only if its baseline expected at least this much activity
     # over the quiet stretch (a person who phones twice a week is not "quiet" after a day).
-    min_expected: Mapping[Channel, float] = field(
-        default_factory=lambda: {
-            Channel.CALLS: 2.0,
-            Channel.STEPS: 300.0,
-            Channel.POWER: 1.0,
-            Channel.LIGHT: 2.0,
-            Channel.MOTION: 3.0,
-        }
-    )
+    # Channels left out keep their default (a deployment can change one channel's alone).
+    min_expected: Mapping[Channel, float] = field(default_factory=lambda: dict(_MIN_EXPECTED))
     # Seoul's plug rule: the last 50 hours below 50% of usual.
     low_window_h: int = 50
     low_ratio: float = 0.5
@@ -288,11 +281,58 @@ class Rules:
     stale_min_h: float = 2.0
     stale_intervals: float = 3.0
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "min_expected", {**_MIN_EXPECTED, **self.min_expected})
+        problems = [
+            what
+            for what, ok in (
+                ("baseline_span_days must be > 0", self.baseline_span_days > 0),
+                ("min_baseline_days must be >= 1", self.min_baseline_days >= 1),
+                ("min_expected values must be >= 0", min(self.min_expected.values()) >= 0),
+                (
+                    f"low_window_h must be 1..{RING_H} (the hours a baseline keeps)",
+                    1 <= self.low_window_h <= RING_H,
+                ),
+                ("low_ratio must be between 0 and 1", 0 < self.low_ratio < 1),
+                ("vouch_ratio must be between 0 and 1", 0 < self.vouch_ratio <= 1),
+                ("severe_factor must be >= 1", self.severe_factor >= 1),
+                (
+                    "points must be > 0 with caution_points <= serious_points",
+                    min(self.quiet_points, self.severe_points, self.low_points) > 0
+                    and 0 < self.caution_points <= self.serious_points,
+                ),
+                (
+                    "plug_on_w, light_min_delta_lux, light_rel_delta, min_steps must be >= 0",
+                    min(
+                        self.plug_on_w,
+                        self.light_min_delta_lux,
+                        self.light_rel_delta,
+                        self.min_steps,
+                    )
+                    >= 0,
+                ),
+                (
+                    "stale_min_h and stale_intervals must be > 0",
+                    self.stale_min_h > 0 and self.stale_intervals > 0,
+                ),
+            )
+            if not ok
+        ]
+        if problems:
+            raise ValueError("risk rules: " + "; ".join(problems))
+
     @property
     def alpha(self) -> float:
         return 2.0 / (self.baseline_span_days + 1.0)
 
 
+_MIN_EXPECTED: dict[Channel, float] = {
+    Channel.CALLS: 2.0,
+    Channel.STEPS: 300.0,
+    Channel.POWER: 1.0,
+    Channel.LIGHT: 2.0,
+    Channel.MOTION: 3.0,
+}
 DEFAULT_RULES = Rules()
 
 

@@ -37,7 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.models import District
-from anbu.domain.risk import DeviceKind
+from anbu.domain.risk import DEFAULT_RULES, DeviceKind, Rules
 from anbu.ports import Clock
 from anbu.risk.ingest import IngestReport, ingest
 from anbu.risk.schemas import SignalEventIn
@@ -186,6 +186,7 @@ class MqttSignalSubscriber:
         batch_max: int = 500,
         batch_wait_s: float = 0.2,
         on_ingested: IngestHook | None = None,
+        rules: Rules = DEFAULT_RULES,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
@@ -196,6 +197,7 @@ class MqttSignalSubscriber:
         self._batch_max = batch_max
         self._batch_wait_s = batch_wait_s
         self._on_ingested = on_ingested
+        self._rules = rules
         self._queue: asyncio.Queue[_Received] = asyncio.Queue(maxsize=10_000)
         self._districts: dict[str, int] = {}
         self.ready = asyncio.Event()
@@ -309,7 +311,9 @@ class MqttSignalSubscriber:
             for i, ev in items:
                 by_district.setdefault(wanted[i], []).append((i, ev))
             for district_id, part in by_district.items():
-                report = await ingest(session, part, now=now, can_see=_only(district_id))
+                report = await ingest(
+                    session, part, now=now, can_see=_only(district_id), rules=self._rules
+                )
                 by_index = dict(part)
                 for err in report.errors:
                     self.dropped += 1

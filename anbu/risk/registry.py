@@ -22,6 +22,7 @@ from anbu.domain.risk import (
     DeviceKind,
     HoldReason,
     RiskCategory,
+    Rules,
     TaskStatus,
     Tier,
     stale_due_at,
@@ -50,7 +51,11 @@ async def get_profile(session: AsyncSession, resident_id: str) -> MonitoringProf
 
 
 async def set_profile(
-    session: AsyncSession, resident: Resident, spec: ProfileSpec, now: dt.datetime
+    session: AsyncSession,
+    resident: Resident,
+    spec: ProfileSpec,
+    now: dt.datetime,
+    rules: Rules = DEFAULT_RULES,
 ) -> MonitoringProfile:
     """Create or replace a resident's profile; re-key the sweep when the window changes."""
     if spec.window_h_override is not None and not 24 <= spec.window_h_override <= 120:
@@ -75,7 +80,7 @@ async def set_profile(
         .all()
     )
     for s in states:
-        s.status_due_at = status_due_at(baseline_of(s), window_h, DEFAULT_RULES)
+        s.status_due_at = status_due_at(baseline_of(s), window_h, rules)
     return p
 
 
@@ -87,6 +92,7 @@ async def register_device(
     kind: DeviceKind,
     expected_interval_s: int,
     now: dt.datetime,
+    rules: Rules = DEFAULT_RULES,
 ) -> Device:
     existing = (
         await session.execute(select(Device).where(Device.device_id == device_id))
@@ -99,7 +105,7 @@ async def register_device(
         existing.kind = kind
         existing.expected_interval_s = expected_interval_s
         existing.online = True
-        existing.stale_due_at = stale_due_at(now, expected_interval_s, DEFAULT_RULES)
+        existing.stale_due_at = stale_due_at(now, expected_interval_s, rules)
         return existing
     device = Device(
         device_id=device_id,
@@ -109,7 +115,7 @@ async def register_device(
         active=True,
         online=True,
         # A device that never reports goes stale counting from its registration.
-        stale_due_at=stale_due_at(now, expected_interval_s, DEFAULT_RULES),
+        stale_due_at=stale_due_at(now, expected_interval_s, rules),
         created_at=now,
     )
     session.add(device)
