@@ -1,8 +1,12 @@
-"""Bulk statements for the ingestion hot path, one implementation per backend.
+"""Bulk statements for ingestion and grading, one implementation per backend.
 
-At thousands of events per batch, SQLAlchemy's statement compilation and per-value type
-processing cost more than the database work itself, so the hot path talks to the driver
-directly, on the session's own connection and inside its transaction:
+At thousands of events (or residents) per batch, SQLAlchemy's statement compilation and
+per-value type processing cost more than the database work itself, so these paths talk to the
+driver directly, on the session's own connection and inside its transaction:
+
+- Reads by a list of residents (profiles, devices, baselines, holds, open tasks, for ingestion
+  and the sweep alike): one statement each, the list as one array (PostgreSQL) or one JSON
+  parameter (SQLite), never an IN list of bound parameters.
 
 - Events: the usual batch is all new, so it goes in the cheapest way the backend has, with no
   per-row conflict check: binary ``COPY`` on PostgreSQL, a plain ``executemany`` on SQLite. If

@@ -210,7 +210,7 @@ async def _store(
     event of a batch is new; on the slow path they are computed again if some were not).
     """
     if not rows:
-        return _Stored([], _EMPTY)
+        return _Stored([], _nothing())
     owners = sorted({r.resident_id for r in rows})
     # Baselines are read-modify-write: two batches for one resident (API and MQTT at once) must
     # not interleave, so the residents are locked before their baselines are read.
@@ -228,7 +228,7 @@ async def _store(
     if len(new_rows) < len(rows):
         work = _compute(new_rows, stored, devices, device_rows, residents, context, now, rules)
     if not new_rows:
-        return _Stored([], _EMPTY)
+        return _Stored([], _nothing())
     await store.save_states(work.states, work.texts, now)
     await store.update_devices(work.updates)
     if work.recovered:
@@ -242,7 +242,8 @@ async def _store(
     return _Stored(new_rows, work)
 
 
-_EMPTY = _Work([], [], [], [], [], [], Context({}, set()))
+def _nothing() -> _Work:
+    return _Work([], [], [], [], [], [], Context({}, set()))
 
 
 def _compute(
