@@ -75,8 +75,7 @@ async def evaluate_residents(
     """Read each resident's profile, baselines, devices and holds, grade them and act on it.
     Residents without a monitoring profile are skipped. The caller commits."""
     found = await gather(session, resident_ids, now)
-    assessments = assess_all(found.subjects, found.context, now, rules)
-    return await act(session, found.subjects, assessments, found.context, now)
+    return await grade_in(session, found.subjects, found.context, now, rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +112,17 @@ async def grade(
         return []
     store = await bulk_store(session)
     context = Context(*await store.load_context([s.resident_id for s in subjects], now))
+    return await grade_in(session, subjects, context, now, rules)
+
+
+async def grade_in(
+    session: AsyncSession,
+    subjects: Sequence[Subject],
+    context: Context,
+    now: dt.datetime,
+    rules: Rules = DEFAULT_RULES,
+) -> list[Evaluation]:
+    """Assess the subjects in their context and record what changed."""
     return await act(session, subjects, assess_all(subjects, context, now, rules), context, now)
 
 

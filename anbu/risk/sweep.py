@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from anbu.db.models_signals import Device, MonitoringProfile, SignalState
 from anbu.domain.risk import DEFAULT_RULES, Level, Rules, status_due_at
 from anbu.risk.bulk import DueChange, bulk_store
-from anbu.risk.evaluate import Gathered, act, assess_all, gather
+from anbu.risk.evaluate import Gathered, assess_all, gather, grade_in
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,7 @@ async def sweep(
             if not ids:
                 break
             found = await gather(session, ids, now)
-            assessments = assess_all(found.subjects, found.context, now, rules)
-            results = await act(session, found.subjects, assessments, found.context, now)
+            results = await grade_in(session, found.subjects, found.context, now, rules)
             store = await bulk_store(session)
             report.due_refreshed += await store.refresh_due(_due_changes(found, rules))
             await session.commit()
