@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import uuid
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
 
 import aiomqtt
 import pytest
@@ -48,6 +50,29 @@ async def _resident_with_plug(sessions: async_sessionmaker[AsyncSession]) -> Non
         await s.commit()
 
 
+S = TypeVar("S", bound=MqttSignalSubscriber)
+
+
+@contextlib.asynccontextmanager
+async def _running(
+    cls: type[S], sessions: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[tuple[S, str]]:
+    """A subscriber on a topic prefix of its own, subscribed, and stopped afterwards."""
+    prefix = f"anbutest{uuid.uuid4().hex[:8]}"
+    sub = cls(
+        sessions, FixedClock(), prefix=prefix, client_id=f"t-{uuid.uuid4().hex[:8]}",
+        batch_wait_s=0.05,
+    )  # fmt: skip
+    task = asyncio.create_task(sub.run())
+    try:
+        await asyncio.wait_for(sub.ready.wait(), 10)
+        yield sub, prefix
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 async def _count(sessions: async_sessionmaker[AsyncSession]) -> int:
     async with sessions() as s:
         return int((await s.execute(select(func.count(SignalEvent.id)))).scalar_one())
@@ -57,14 +82,7 @@ async def test_given_plug_publishing_when_subscribed_then_readings_are_stored_on
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     await _resident_with_plug(sessions)
-    prefix = f"anbutest{uuid.uuid4().hex[:8]}"
-    sub = MqttSignalSubscriber(
-        sessions, FixedClock(), prefix=prefix, client_id=f"t-{uuid.uuid4().hex[:8]}",
-        batch_wait_s=0.05,
-    )  # fmt: skip
-    task = asyncio.create_task(sub.run())
-    try:
-        await asyncio.wait_for(sub.ready.wait(), 10)
+    async with _running(MqttSignalSubscriber, sessions) as (sub, prefix):
         topic = f"{prefix}/11620/plug/plug-7/reading"
         reading = {"id": "r-1", "at": T0.isoformat(), "power_w": 81.5, "light_lux": 240}
         async with aiomqtt.Client(
@@ -97,25 +115,14 @@ async def test_given_plug_publishing_when_subscribed_then_readings_are_stored_on
                 "plug-7:r-1:light",
                 "plug-7:r-1:power",
             ]
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 async def test_given_refused_messages_when_subscribed_then_each_is_answered_with_its_reason(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     await _resident_with_plug(sessions)
-    prefix = f"anbutest{uuid.uuid4().hex[:8]}"
-    sub = MqttSignalSubscriber(
-        sessions, FixedClock(), prefix=prefix, client_id=f"t-{uuid.uuid4().hex[:8]}",
-        batch_wait_s=0.05,
-    )  # fmt: skip
-    task = asyncio.create_task(sub.run())
     answers: dict[str, dict[str, dict[str, Any]]] = {}
-    try:
-        await asyncio.wait_for(sub.ready.wait(), 10)
+    async with _running(MqttSignalSubscriber, sessions) as (sub, prefix):
         async with aiomqtt.Client(
             "127.0.0.1", 1883, identifier=f"vendor-{uuid.uuid4().hex[:8]}"
         ) as vendor:
@@ -145,10 +152,6 @@ async def test_given_refused_messages_when_subscribed_then_each_is_answered_with
         assert nope["u-1"]["topic"] == f"{prefix}/11620/plug/nope/reading"
         assert await _count(sessions) == 2  # the good reading (power + light) is stored
         assert sub.dropped >= 3
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 class FailingOnce(MqttSignalSubscriber):
@@ -167,14 +170,7 @@ async def test_given_store_fails_when_reading_arrives_then_broker_redelivers_and
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     await _resident_with_plug(sessions)
-    prefix = f"anbutest{uuid.uuid4().hex[:8]}"
-    sub = FailingOnce(
-        sessions, FixedClock(), prefix=prefix, client_id=f"t-{uuid.uuid4().hex[:8]}",
-        batch_wait_s=0.05,
-    )  # fmt: skip
-    task = asyncio.create_task(sub.run())
-    try:
-        await asyncio.wait_for(sub.ready.wait(), 10)
+    async with _running(FailingOnce, sessions) as (sub, prefix):
         reading = {"id": "r-9", "at": T0.isoformat(), "power_w": 12.0, "light_lux": 30}
         async with aiomqtt.Client(
             "127.0.0.1", 1883, identifier=f"pub-{uuid.uuid4().hex[:8]}"
@@ -187,10 +183,6 @@ async def test_given_store_fails_when_reading_arrives_then_broker_redelivers_and
         # Not acknowledged when the store failed, so the broker delivered it again.
         assert sub.failures == 1
         assert await _count(sessions) == 2  # power + light, once
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 @pytest.mark.parametrize(
