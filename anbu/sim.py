@@ -3,8 +3,10 @@
 Stories: ``normal`` life, ``decline`` (activity fades from the turning point on), ``sudden_stop``
 (the person stops at the turning point while the plug keeps reporting standby power: a quiet
 person, not a dead device), ``unplugged`` (the plug goes dark at the turning point while the
-person keeps phoning: a dead device, not a quiet person) and ``travel`` (away for a few days
-from the turning point, with a hold, then back).
+person keeps phoning: a dead device, not a quiet person), ``travel`` (away for a few days
+from the turning point, with a hold, then back) and ``away`` (out for a few days without telling
+anyone: the phone and the step-count app go along, the home goes quiet; a person who is fine,
+so a call about them is a false alarm).
 
 Each resident phones (carrier call records, source ``sim-cdr``), and, depending on the tier,
 carries a step-count app (``sim-app``) and has a TV on a smart plug with a light sensor
@@ -36,6 +38,7 @@ class Story(enum.StrEnum):
     SUDDEN_STOP = "sudden_stop"
     UNPLUGGED = "unplugged"
     TRAVEL = "travel"
+    AWAY = "away"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,13 @@ def _factor(r: SimResident, at: dt.datetime, turn: dt.datetime, end: dt.datetime
     if r.story is Story.TRAVEL:
         return 0.0 if at < turn + dt.timedelta(days=r.travel_days) else 1.0
     return 1.0
+
+
+def _home(r: SimResident, at: dt.datetime, turn: dt.datetime, f: float) -> float:
+    """How much of their life happens at home (the plug sees only that)."""
+    if r.story is Story.AWAY and turn <= at < turn + dt.timedelta(days=r.travel_days):
+        return 0.0
+    return f
 
 
 def simulate(
@@ -140,6 +150,7 @@ def simulate(
                 }
             )
         if r.plug_id and r.tier is Tier.IOT:
+            f = _home(r, t, turn, f)
             step = dt.timedelta(seconds=r.plug_interval_s)
             s = t
             while s < t + dt.timedelta(hours=1):

@@ -30,6 +30,7 @@ from anbu.domain.risk import (
     assess_channel,
     epoch_hour,
     hour_start,
+    low_limit,
     observe,
     status_due_at,
 )
@@ -119,9 +120,9 @@ def test_given_a_twice_weekly_caller_when_due_time_computed_then_the_quiet_due_t
 
 def test_given_a_channel_already_low_when_due_time_computed_then_it_is_due_already() -> None:
     b = regular_caller(14)
-    # Three more days with one call each: activity well below half of usual, still going on.
-    for d in (14, 15, 16):
-        _call(b, D0 + dt.timedelta(days=d, hours=13, minutes=5))
+    # Two silent days, then one call: activity well below half of usual, and by more than
+    # chance (1 call where about 9 are usual), while calls still come.
+    _call(b, D0 + dt.timedelta(days=16, hours=13, minutes=5))
     assert b.last_activity_at is not None
     assert _status(b, b.last_activity_at) is ChannelStatus.LOW
 
@@ -205,8 +206,26 @@ def test_given_random_histories_when_time_passes_then_nothing_worsens_before_the
             # Counted as met within the slack from the in-memory values; the stored ones differ
             # by at most the slack again.
             assert expected >= need - 2 * slack, (seed, b, due)
-            assert observed < rules.low_ratio * expected + 2 * slack, (seed, b, due)
+            assert observed < low_limit(expected, rules) + 2 * slack, (seed, b, due)
             early += 1
     # Near-ties are common enough (counts are whole numbers, half of an even usual count too)
     # but must stay the exception.
     assert early * 4 < tight
+
+
+def test_given_a_dip_chance_explains_when_assessed_then_not_low_unless_the_plain_ratio_rule() -> (
+    None
+):
+    b = regular_caller(14)  # about 9 calls in any 50 hours
+    # The next two days bring 3 calls: a third of usual, yet a Poisson count with mean 9 falls
+    # to 3 or fewer about 2% of the time, and to this shortfall within 2 standard deviations.
+    for d, hour in ((14, 9), (15, 13), (15, 20)):
+        _call(b, D0 + dt.timedelta(days=d, hours=hour, minutes=5))
+    at = D0 + dt.timedelta(days=15, hours=21)
+    assert _status(b, at) is ChannelStatus.ACTIVE
+    plain = dataclasses.replace(DEFAULT_RULES, low_z=0.0)
+    assert assess_channel(b, b.channel, at, WINDOW_H, None, [], plain).status is ChannelStatus.LOW
+    # The due time follows the same rule.
+    due = status_due_at(b, WINDOW_H)
+    assert due is not None
+    assert due > at

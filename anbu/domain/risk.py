@@ -11,7 +11,8 @@ Vocabulary
   say a device is alive).
 - A channel is *quiet* when it has shown no activity for the person's inactivity window while
   its baseline says activity was expected; *low* when the last ``low_window_h`` hours carried
-  less than ``low_ratio`` of the usual activity (Seoul's plug rule: 50 h below 50%).
+  less than ``low_ratio`` of the usual activity (Seoul's plug rule: 50 h below 50%), by more
+  than chance explains (:func:`low_limit`).
 - A device that stopped reporting makes its channels *device_down*: that is a task for staff,
   never evidence that the person is quiet.
 """
@@ -262,6 +263,9 @@ class Rules:
     # Seoul's plug rule: the last 50 hours below 50% of usual.
     low_window_h: int = 50
     low_ratio: float = 0.5
+    # ... and short of the usual by more than this many standard deviations of chance (Poisson
+    # counts): a quiet spell that is only bad luck is not LOW (0 = the plain ratio rule).
+    low_z: float = 2.0
     # A channel quiet for this many windows counts double (a long silence is worse).
     severe_factor: float = 2.0
     quiet_points: int = 2
@@ -294,6 +298,7 @@ class Rules:
                     1 <= self.low_window_h <= RING_H,
                 ),
                 ("low_ratio must be between 0 and 1", 0 < self.low_ratio < 1),
+                ("low_z must be >= 0", self.low_z >= 0),
                 ("vouch_ratio must be between 0 and 1", 0 < self.vouch_ratio <= 1),
                 ("severe_factor must be >= 1", self.severe_factor >= 1),
                 (
@@ -702,6 +707,18 @@ def fmt_duration(hours: float) -> str:
     return f"{h}시간"
 
 
+def low_limit(expected: float, rules: Rules = DEFAULT_RULES) -> float:
+    """Observed activity below this, over the low window, is LOW: under ``low_ratio`` of the
+    usual, and short of it by more than ``low_z`` standard deviations of chance.
+
+    Activity comes in counts (calls, light switches, motions), and a count over 50 hours
+    scatters like a Poisson count (standard deviation = sqrt(mean)): someone who usually makes
+    6 calls in 50 hours makes 3 or fewer about one time in seven. Without the second condition
+    half of the people with few calls would be flagged every month for nothing.
+    """
+    return min(rules.low_ratio * expected, expected - rules.low_z * math.sqrt(expected))
+
+
 def assess_channel(
     b: Baseline | None,
     channel: Channel,
@@ -747,7 +764,7 @@ def assess_channel(
     if (
         now_h - start + 1 >= rules.low_window_h
         and expected_recent >= need
-        and observed_recent < rules.low_ratio * expected_recent
+        and observed_recent < low_limit(expected_recent, rules)
     ):
         status = ChannelStatus.LOW
     else:
@@ -956,7 +973,6 @@ def status_due_at(b: Baseline, window_h: float, rules: Rules = DEFAULT_RULES) ->
     full, rest = divmod(n, 24)
     hourly = b.hourly
     base = full * sum(hourly)
-    ratio = rules.low_ratio
     # LOW at H iff observed(H) < limit[local_hour(H)]; -1 where too little is expected for LOW.
     # The window's last ``rest`` hours end at local hour k: a sliding sum over the day.
     tail = sum(hourly[24 - rest :])  # the ``rest`` hours ending at local hour 23
@@ -964,7 +980,7 @@ def status_due_at(b: Baseline, window_h: float, rules: Rules = DEFAULT_RULES) ->
     for k in range(24):
         tail += hourly[k] - hourly[k - rest]
         expected = base + tail
-        limit[k] = ratio * expected + slack if expected >= need else -1.0
+        limit[k] = low_limit(expected, rules) + slack if expected >= need else -1.0
     if max(limit) < 0:
         return quiet  # too little expected activity in every window: LOW cannot happen
     h = end - 1
