@@ -21,6 +21,9 @@ sweep runs after each. Figures (bench/results/detection.json):
 - per story: residents, with a call, with a 관심 record (recorded, nobody called), with a
   device task, with a smart plug.
 
+The run is repeated under the plain ratio rule (``low_z = 0``, as Seoul's plugs): the
+difference is what the chance guard on LOW removes, and what it costs.
+
 Simulated people are regular in a way real people are not: these figures say how the rules
 behave on the stories they were written for, not how they do in a district.
 
@@ -47,7 +50,7 @@ from anbu.db.models import Checkin
 from anbu.db.models_signals import DeviceTask, RiskAssessment
 from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.checkin import CheckinSource
-from anbu.domain.risk import Level
+from anbu.domain.risk import DEFAULT_RULES, Level, Rules
 from anbu.risk.ingest import IngestReport
 from anbu.risk.sweep import sweep
 from anbu.sim import SimResident, Story, population, simulate
@@ -87,7 +90,7 @@ def _people(n: int, seed: int) -> tuple[list[SimResident], dict[str, dt.datetime
     return people, turns
 
 
-async def run(n: int, seed: int) -> dict[str, Any]:
+async def run(n: int, seed: int, rules: Rules = DEFAULT_RULES) -> dict[str, Any]:
     people, turns = _people(n, seed)
     name = f"anbu_detect_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(PG_ADMIN)
@@ -108,10 +111,10 @@ async def run(n: int, seed: int) -> dict[str, Any]:
         t0 = time.perf_counter()
 
         async def sweep_after(_report: IngestReport, now: dt.datetime) -> None:
-            await sweep(sessions, now)
+            await sweep(sessions, now, rules=rules)
 
-        await feed(sessions, events, step=BATCH, until=end, after=sweep_after)
-        await sweep(sessions, end)
+        await feed(sessions, events, step=BATCH, until=end, after=sweep_after, rules=rules)
+        await sweep(sessions, end, rules=rules)
         seconds = time.perf_counter() - t0
         async with sessions() as s:
             calls = {
@@ -175,7 +178,14 @@ async def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--residents", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args(argv)
-    write_results("detection", await run(args.residents, args.seed))
+    figures = await run(args.residents, args.seed)
+    # The same district under the plain ratio rule (low_z = 0): what the chance guard removes,
+    # and what it costs in crises found.
+    plain = await run(args.residents, args.seed, dataclasses.replace(DEFAULT_RULES, low_z=0.0))
+    figures["plain_ratio_rule"] = {
+        k: v for k, v in plain.items() if k not in ("residents", "events")
+    }
+    write_results("detection", figures)
     return 0
 
 

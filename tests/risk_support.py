@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.models import District, Resident
-from anbu.domain.risk import KST, DeviceKind, HoldReason, RiskCategory, Tier
+from anbu.domain.risk import DEFAULT_RULES, KST, DeviceKind, HoldReason, RiskCategory, Rules, Tier
 from anbu.risk import registry
 from anbu.risk.ingest import IngestReport, ingest
 from anbu.risk.schemas import SignalEventIn
@@ -97,6 +97,7 @@ async def feed(
     until: dt.datetime,
     start: dt.datetime = START,
     after: Checker | None = None,
+    rules: Rules = DEFAULT_RULES,
 ) -> None:
     """Ingest ``events`` in batches of ``step`` from ``start``, each at its batch's end (as a
     live feed arrives), the last at ``until``; ``after(report, now)`` sees every batch."""
@@ -107,7 +108,7 @@ async def feed(
         if not batch:
             return
         async with sessions() as s:
-            report = await ingest(s, batch, now=now)
+            report = await ingest(s, batch, now=now, rules=rules)
         assert report.errors == []
         if after is not None:
             await after(report, now)

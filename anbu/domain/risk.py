@@ -716,7 +716,7 @@ def low_limit(expected: float, rules: Rules = DEFAULT_RULES) -> float:
     6 calls in 50 hours makes 3 or fewer about one time in seven. Without the second condition
     half of the people with few calls would be flagged every month for nothing.
     """
-    return min(rules.low_ratio * expected, expected - rules.low_z * math.sqrt(expected))
+    return min(rules.low_ratio * expected, expected - rules.low_z * math.sqrt(max(expected, 0.0)))
 
 
 def assess_channel(
@@ -977,10 +977,13 @@ def status_due_at(b: Baseline, window_h: float, rules: Rules = DEFAULT_RULES) ->
     # The window's last ``rest`` hours end at local hour k: a sliding sum over the day.
     tail = sum(hourly[24 - rest :])  # the ``rest`` hours ending at local hour 23
     limit = [0.0] * 24
+    ratio, z = rules.low_ratio, rules.low_z
     for k in range(24):
         tail += hourly[k] - hourly[k - rest]
         expected = base + tail
-        limit[k] = low_limit(expected, rules) + slack if expected >= need else -1.0
+        # low_limit(expected), inline: this runs for every baseline an ingested batch saves.
+        low = min(ratio * expected, expected - z * math.sqrt(expected)) if expected > 0 else 0.0
+        limit[k] = low + slack if expected >= need else -1.0
     if max(limit) < 0:
         return quiet  # too little expected activity in every window: LOW cannot happen
     h = end - 1
