@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -242,6 +243,11 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
         )
         server = uvicorn.Server(config)
         log.info("API on http://%s:%s (docs at /docs)", settings.api_host, settings.api_port)
+        # What start-up built (modules, the app, settings, pools) lives as long as the process:
+        # frozen out of the cyclic collector's way, it is not rescanned by every full
+        # collection that a big signal batch's allocations trigger (~10% of a batch's time).
+        gc.collect()
+        gc.freeze()
         await server.serve()
     return 0
 
