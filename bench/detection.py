@@ -126,7 +126,7 @@ async def run(n: int, seed: int, rules: Rules = DEFAULT_RULES) -> dict[str, Any]
                         .order_by(Checkin.created_at.desc())
                     )
                 ).scalars()
-            }  # the first check-in per resident wins (later ones overwrite it in time order)
+            }  # newest first, so each resident keeps their earliest check-in
             concern = set(
                 (
                     await s.execute(
