@@ -1,5 +1,5 @@
 """Real calls: AmiDialer + AgiServer + CheckinFlow against the engine Asterisk, dialling the
-carrier stand-in's scripted numbers (docs/HELPERS.md) over a real PJSIP trunk with RTP DTMF.
+carrier stand-in's scripted numbers (README table) over a real PJSIP trunk with RTP DTMF.
 
 Needs the two real Asterisk instances (tests/fixtures_asterisk.py); if they cannot be
 installed or started these tests error, they never skip.
