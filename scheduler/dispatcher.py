@@ -24,6 +24,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from anbu.db.outage import report_failure
 from anbu.domain.calling_hours import CallingWindow
 from anbu.domain.calls import CallResult
 from anbu.domain.phone import mask_phone
@@ -401,8 +402,8 @@ class Dispatcher:
                     await self.reconcile()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("dispatch pass failed; retrying")
+            except Exception as error:
+                report_failure(log, self._sessions, "dispatch pass", error)
             if wait > 0:
                 await _sleep_until_woken(self._wake, wait)
 
