@@ -50,13 +50,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.models_escalation import Incident, IncidentEvent, OutboxMessage
 from anbu.db.outage import report_failure
+from anbu.domain.incidents import DeliveryStatus, IncidentEventKind, IncidentStatus, OutboxStatus
 from anbu.domain.phone import mask_phone
+from anbu.domain.sms_text import SmsKind
 from anbu.errors import SmsError, ValidationError
 from anbu.ports import Clock, SystemClock
-from escalation.dlr import DeliveryReport, DeliveryStatus
+from escalation.dlr import DeliveryReport
 from escalation.providers import OutgoingSms, SmsSender
-from escalation.sms_text import SmsKind
-from escalation.states import IncidentEventKind, IncidentStatus, OutboxStatus
 
 if TYPE_CHECKING:
     from anbu.settings import Settings

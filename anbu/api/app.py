@@ -13,12 +13,13 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from anbu import __version__
-from anbu.api import routes, scheduling, signals
+from anbu.api import routes, signals
 from anbu.api.deps import UnauthenticatedError
 from anbu.container import Container
 from anbu.db.outage import RETRY_AFTER_S, DatabaseMonitor, is_unavailable, monitor_of, ping
 from anbu.errors import AnbuError, ConflictError, ForbiddenError, NotFoundError, ValidationError
 from escalation import api as escalation_api
+from scheduler import api as scheduling
 
 log = logging.getLogger(__name__)
 
