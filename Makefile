@@ -1,7 +1,8 @@
 # anbu: two commands take a fresh clone to a running stack (make run) and a green suite (make test).
 ANBU_CACHE ?= $(HOME)/.cache/anbu
 export ANBU_CACHE
-VENV := $(ANBU_CACHE)/venv
+# This checkout's own small venv (its code + the shared dependencies): see scripts/bootstrap.sh.
+VENV := $(shell scripts/bootstrap.sh --venv)
 BIN := $(VENV)/bin
 NAME ?=
 PYTEST_ARGS ?=

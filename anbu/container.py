@@ -6,6 +6,7 @@ The API, the CLI and the tests all get their wiring from :func:`build_container`
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ class Container:
     # Telephony and scheduling parts, present when this process dials (``anbu serve``).
     dispatcher: Any | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # Readiness probes beside the database's (``/health/ready``): name -> is it ready now.
+    readiness: dict[str, Callable[[], bool]] = field(default_factory=dict)
 
     def wake_dispatcher(self) -> None:
         if self.dispatcher is not None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from anbu.container import Container, build_container
+from anbu.db.outage import wait_for_database
 from anbu.domain.phone import mask_phone, normalize_phone
 from anbu.ports import CallRequest, Clock
 from anbu.risk.mqtt import MqttSignalSubscriber
@@ -126,6 +127,8 @@ async def _prepare_database(container: Container) -> None:
     settings = container.settings
     if settings.database_url.startswith("sqlite"):
         await asyncio.to_thread(settings.cache_dir.mkdir, parents=True, exist_ok=True)
+    # Started before (or beside) its database, the process waits rather than exits.
+    await wait_for_database(container.engine)
     await upgrade(container.engine)
     key = settings.bootstrap_api_key
     if (
@@ -167,9 +170,7 @@ async def running_services(
             )
             service.dispatcher.add_listener(escalation.on_checkin_closed)
             await service.start()
-            container.extras["health"] = {
-                "asterisk": lambda: tel is not None and tel.ami.booted,
-            }
+            container.readiness["asterisk"] = lambda: tel is not None and tel.ami.booted
         if settings.mqtt.enabled:
             mqtt_task = asyncio.create_task(_mqtt(container).run(), name="mqtt-signals")
         yield container, tel, service

@@ -49,6 +49,7 @@ from anbu.db.models_escalation import (
 )
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus, Outcome
+from anbu.domain.incidents import DeliveryStatus, OfficialRole, OutboxStatus
 from anbu.domain.retry import RetryPolicy
 from anbu.ports import CallRecord
 from anbu.services.checkins import CheckinClosed, claim_attempt, open_checkin, record_attempt
@@ -59,7 +60,6 @@ from escalation.kannel import KannelConfig, KannelInstance, KannelPorts
 from escalation.outbox import OutboxConfig, OutboxWorker
 from escalation.providers import KannelSmsSender
 from escalation.service import EscalationConfig, EscalationService
-from escalation.states import OfficialRole, OutboxStatus
 from tests.fixtures_asterisk import free_ports
 
 log = logging.getLogger("bench.escalation")
@@ -79,7 +79,7 @@ class TimedService(EscalationService):
         self, report: dlr.DeliveryReport, now: dt.datetime | None = None
     ) -> bool:
         found = await super().record_delivery(report, now)
-        if report.status is dlr.DeliveryStatus.DELIVERED:
+        if report.status is DeliveryStatus.DELIVERED:
             self.delivered_at.setdefault(report.reference, time.perf_counter())
         return found
 

@@ -27,10 +27,11 @@ from anbu.api.deps import (
 from anbu.container import Container
 from anbu.db.models import Resident
 from anbu.db.models_escalation import EscalationChain, Incident
+from anbu.domain.escalation import FINDING_LABELS, OUTCOME_WORDS, Finding, Urgency
+from anbu.domain.incidents import IncidentStatus
 from anbu.errors import ConflictError, NotFoundError, ValidationError
 from escalation import directory
 from escalation.dlr import parse_delivery_report, parse_inbound_sms
-from escalation.policy import FINDING_LABELS, OUTCOME_WORDS, Finding, Urgency
 from escalation.schemas import (
     AckIn,
     ChainIn,
@@ -43,7 +44,6 @@ from escalation.schemas import (
     ResidentFindings,
 )
 from escalation.service import EscalationConfig, EscalationService, IncidentView
-from escalation.states import IncidentStatus
 
 log = logging.getLogger(__name__)
 

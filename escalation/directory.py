@@ -18,6 +18,7 @@ from anbu.db.models_escalation import (
     OutboxMessage,
     ResidentFinding,
 )
+from anbu.domain.incidents import IncidentStatus
 from anbu.domain.phone import mask_phone
 from anbu.errors import NotFoundError, ValidationError
 from escalation.schemas import (
@@ -36,7 +37,6 @@ from escalation.schemas import (
     hhmm_to_min,
     min_to_hhmm,
 )
-from escalation.states import IncidentStatus
 
 
 async def create_official(

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
-import enum
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+from anbu.domain.incidents import DeliveryStatus
 from anbu.domain.phone import normalize_phone
 from anbu.errors import InvalidPhoneNumberError, ValidationError
 
@@ -61,25 +61,6 @@ def kannel_dlr_url(base: str, reference: str) -> str:
 def kannel_mo_url(base: str) -> str:
     """The sms-service ``get-url`` that forwards incoming SMS to ``base``."""
     return _append_query(base, KANNEL_MO_QUERY)
-
-
-class DeliveryStatus(enum.StrEnum):
-    """Kannel's report types (the ``dlr-mask`` bits)."""
-
-    DELIVERED = "delivered"  # 1: reached the handset
-    UNDELIVERABLE = "undeliverable"  # 2: the network gave up
-    BUFFERED = "buffered"  # 4: queued in the network (handset off, out of coverage)
-    ACCEPTED = "accepted"  # 8: the SMSC took it
-    REJECTED = "rejected"  # 16: the SMSC refused it
-
-    @property
-    def final(self) -> bool:
-        """No further report will follow this one."""
-        return self in (
-            DeliveryStatus.DELIVERED,
-            DeliveryStatus.UNDELIVERABLE,
-            DeliveryStatus.REJECTED,
-        )
 
 
 _DLR_BITS: dict[int, DeliveryStatus] = {

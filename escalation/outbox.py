@@ -49,13 +49,14 @@ from sqlalchemy import CursorResult, Executable, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.models_escalation import Incident, IncidentEvent, OutboxMessage
+from anbu.db.outage import report_failure
+from anbu.domain.incidents import DeliveryStatus, IncidentEventKind, IncidentStatus, OutboxStatus
 from anbu.domain.phone import mask_phone
+from anbu.domain.sms_text import SmsKind
 from anbu.errors import SmsError, ValidationError
 from anbu.ports import Clock, SystemClock
-from escalation.dlr import DeliveryReport, DeliveryStatus
+from escalation.dlr import DeliveryReport
 from escalation.providers import OutgoingSms, SmsSender
-from escalation.sms_text import SmsKind
-from escalation.states import IncidentEventKind, IncidentStatus, OutboxStatus
 
 if TYPE_CHECKING:
     from anbu.settings import Settings
@@ -684,8 +685,8 @@ class OutboxWorker:
                 if loop.time() >= next_recover:
                     try:
                         await self.recover()
-                    except Exception:
-                        log.exception("outbox recovery failed")
+                    except Exception as error:
+                        report_failure(log, self._sessions, "outbox recovery", error)
                     next_recover = loop.time() + max(1.0, self.config.sending_lease_s / 4)
                 self._wake.clear()
                 free = self.config.concurrency - len(self._inflight)
@@ -693,8 +694,8 @@ class OutboxWorker:
                 if free > 0:
                     try:
                         claimed = await self._claim(min(free, self.config.batch), self._clock.now())
-                    except Exception:
-                        log.exception("outbox claim failed")
+                    except Exception as error:
+                        report_failure(log, self._sessions, "outbox claim", error)
                         claimed = []
                     got = len(claimed)
                     for item in claimed:

@@ -24,10 +24,7 @@ import httpx
 from pydantic import SecretStr
 
 from anbu.domain.phone import mask_phone, normalize_phone, normalize_sender
-from anbu.errors import SmsError, ValidationError
-from anbu.ports import Clock, SystemClock
-from escalation.dlr import kannel_dlr_url, validate_reference
-from escalation.sms_text import (
+from anbu.domain.sms_text import (
     LMS_MAX_BYTES,
     LMS_SUBJECT_MAX_BYTES,
     SMS_MAX_BYTES,
@@ -36,6 +33,9 @@ from escalation.sms_text import (
     cp949_len,
     ucs2_parts,
 )
+from anbu.errors import SmsError, ValidationError
+from anbu.ports import Clock, SystemClock
+from escalation.dlr import kannel_dlr_url, validate_reference
 
 if TYPE_CHECKING:
     from anbu.settings import Settings

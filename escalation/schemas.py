@@ -8,16 +8,16 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from anbu.domain.checkin import Outcome
-from anbu.domain.phone import mask_phone, normalize_phone
-from escalation.dlr import DeliveryStatus
-from escalation.policy import Finding, Urgency
-from escalation.states import (
+from anbu.domain.escalation import Finding, Urgency
+from anbu.domain.incidents import (
     AckChannel,
+    DeliveryStatus,
     IncidentEventKind,
     IncidentStatus,
     OfficialRole,
     OutboxStatus,
 )
+from anbu.domain.phone import mask_phone, normalize_phone
 
 _HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
 

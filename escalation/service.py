@@ -38,22 +38,7 @@ from anbu.db.models_escalation import (
 )
 from anbu.domain.calling_hours import zone
 from anbu.domain.checkin import Outcome
-from anbu.domain.phone import mask_phone
-from anbu.errors import NotFoundError, ValidationError
-from anbu.ports import Clock, SystemClock
-from anbu.services.checkins import CheckinClosed
-from anbu.settings import Settings
-from escalation import dlr
-from escalation.outbox import (
-    DeliveryOutcome,
-    OutboxConfig,
-    OutboxWorker,
-    cancel_pending,
-    enqueue,
-    log_event,
-    record_delivery,
-)
-from escalation.policy import (
+from anbu.domain.escalation import (
     SEOUL,
     AlertFacts,
     AttemptFacts,
@@ -70,8 +55,23 @@ from escalation.policy import (
     render_alert,
     render_digest,
 )
+from anbu.domain.incidents import AckChannel, IncidentEventKind, IncidentStatus
+from anbu.domain.phone import mask_phone
+from anbu.errors import NotFoundError, ValidationError
+from anbu.ports import Clock, SystemClock
+from anbu.services.checkins import CheckinClosed
+from anbu.settings import Settings
+from escalation import dlr
+from escalation.outbox import (
+    DeliveryOutcome,
+    OutboxConfig,
+    OutboxWorker,
+    cancel_pending,
+    enqueue,
+    log_event,
+    record_delivery,
+)
 from escalation.providers import SmsSender, sender_from_settings
-from escalation.states import AckChannel, IncidentEventKind, IncidentStatus
 
 log = logging.getLogger(__name__)
 

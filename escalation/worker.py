@@ -16,6 +16,7 @@ import logging
 import signal
 
 from anbu.container import build_container
+from anbu.db.outage import wait_for_database
 from anbu.settings import Settings
 from escalation.outbox import OutboxConfig, OutboxWorker
 from escalation.service import senders_from_settings
@@ -36,6 +37,7 @@ async def run(settings: Settings) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, worker.stop)
     try:
+        await wait_for_database(container.engine)
         task = asyncio.create_task(worker.run(), name="sms-outbox")
         print("outbox worker ready", flush=True)
         await task

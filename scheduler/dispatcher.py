@@ -24,8 +24,10 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from anbu.db.outage import report_failure
 from anbu.domain.calling_hours import CallingWindow
 from anbu.domain.calls import CallResult
+from anbu.domain.pacing import DEFAULT_TRUNK, Pacer
 from anbu.domain.phone import mask_phone
 from anbu.domain.retry import RetryPolicy
 from anbu.domain.risk import Level
@@ -33,7 +35,6 @@ from anbu.errors import AnbuError
 from anbu.ports import CallRecord, CallRequest, Clock, Dialer
 from anbu.services.checkins import CheckinClosed, CheckinListener, notify, record_attempt
 from scheduler.claims import Claimed, ClaimPass, claim_due, close_lost, orphaned_attempts
-from scheduler.pacing import DEFAULT_TRUNK, Pacer
 from scheduler.workers import WorkerLife
 
 log = logging.getLogger(__name__)
@@ -401,8 +402,8 @@ class Dispatcher:
                     await self.reconcile()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("dispatch pass failed; retrying")
+            except Exception as error:
+                report_failure(log, self._sessions, "dispatch pass", error)
             if wait > 0:
                 await _sleep_until_woken(self._wake, wait)
 

@@ -28,8 +28,10 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.container import Container
+from anbu.db.outage import report_failure
 from anbu.domain.calling_hours import zone
 from anbu.domain.phone import normalize_phone
 from anbu.ports import Clock, Dialer
@@ -83,12 +85,17 @@ class SchedulerService:
         await self.dispatcher.close()
 
 
-def _guard(name: str, fn: Hook) -> Callable[[], Awaitable[None]]:
+def _guard(
+    name: str, fn: Hook, sessions: async_sessionmaker[AsyncSession]
+) -> Callable[[], Awaitable[None]]:
+    """A job that never raises into APScheduler: it runs again at its next tick (a database
+    outage is one log line for all jobs, not a traceback per run)."""
+
     async def job() -> None:
         try:
             await fn()
-        except Exception:
-            log.exception("scheduled job %s failed", name)
+        except Exception as error:
+            report_failure(log, sessions, f"scheduled job {name}", error)
 
     job.__name__ = f"job_{name.replace('-', '_')}"
     return job
@@ -140,7 +147,7 @@ def build_scheduler(
         dispatcher.wake()
 
     scheduler.add_job(
-        _guard("dispatch", wake),
+        _guard("dispatch", wake, container.sessions),
         IntervalTrigger(seconds=sc.poll_interval_s, timezone=tz),
         id="dispatch",
         name="dispatch",
@@ -148,7 +155,7 @@ def build_scheduler(
     )
     if risk_sweep is not None:
         scheduler.add_job(
-            _guard("risk-sweep", risk_sweep),
+            _guard("risk-sweep", risk_sweep, container.sessions),
             IntervalTrigger(seconds=sc.risk_sweep_interval_s, timezone=tz),
             id="risk-sweep",
             **common,
@@ -156,14 +163,14 @@ def build_scheduler(
     if risk_retention is not None:
         hour, minute = _hhmm(sc.signal_retention_time)
         scheduler.add_job(
-            _guard("signal-retention", risk_retention),
+            _guard("signal-retention", risk_retention, container.sessions),
             CronTrigger(hour=hour, minute=minute, timezone=tz),
             id="signal-retention",
             **common,
         )
     if escalation_tick is not None:
         scheduler.add_job(
-            _guard("escalation", escalation_tick),
+            _guard("escalation", escalation_tick, container.sessions),
             IntervalTrigger(seconds=sc.escalation_interval_s, timezone=tz),
             id="escalation",
             **common,
@@ -177,7 +184,7 @@ def build_scheduler(
             dispatcher.wake()
 
     scheduler.add_job(
-        _guard("routine", routine),
+        _guard("routine", routine, container.sessions),
         IntervalTrigger(seconds=sc.routine_interval_s, timezone=tz),
         id="routine",
         name="routine",
@@ -198,7 +205,7 @@ def build_scheduler(
             )
 
         scheduler.add_job(
-            _guard("self-test", self_test),
+            _guard("self-test", self_test, container.sessions),
             CronTrigger(hour=hour, minute=minute, timezone=tz),
             id="self-test",
             **common,

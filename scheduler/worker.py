@@ -24,6 +24,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from anbu.db.outage import wait_for_database
 from anbu.db.session import make_engine, make_sessionmaker
 from anbu.ports import SystemClock
 from anbu.settings import Settings
@@ -102,6 +103,7 @@ async def run_worker(args: argparse.Namespace) -> int:
     agi = None
     dispatcher: Dispatcher | None = None
     try:
+        await wait_for_database(engine)
         await ami.connect()
         dialer.start()
         if args.agi_port:

@@ -34,16 +34,15 @@ from anbu.api.app import create_app
 from anbu.container import Container, build_container
 from anbu.db.models_escalation import IncidentEvent, OutboxMessage
 from anbu.domain.calls import CallResult
+from anbu.domain.escalation import SEOUL
+from anbu.domain.incidents import DeliveryStatus, IncidentEventKind, IncidentStatus, OutboxStatus
 from anbu.domain.replies import Reply
+from anbu.domain.sms_text import SmsKind
 from anbu.settings import Settings, SmsSettings
-from escalation.dlr import DeliveryStatus
 from escalation.kannel import KannelConfig, KannelInstance, KannelPorts, ReceivedSms
 from escalation.outbox import OutboxConfig, OutboxWorker, enqueue
-from escalation.policy import SEOUL
 from escalation.providers import KannelSmsSender, SmsSender, SolapiSmsSender
 from escalation.service import EscalationConfig, EscalationService
-from escalation.sms_text import SmsKind
-from escalation.states import IncidentEventKind, IncidentStatus, OutboxStatus
 from tests.fakes.solapi_server import FakeSolapiServer
 from tests.fixtures_asterisk import free_ports
 from tests.fixtures_kannel import ADMIN_PASSWORD, SENDSMS_PASSWORD, SENDSMS_USER

@@ -8,9 +8,7 @@ import pytest
 
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import AttemptStatus, Outcome
-from anbu.domain.replies import Reply
-from escalation.outbox import OutboxConfig, choose_provider
-from escalation.policy import (
+from anbu.domain.escalation import (
     ALWAYS,
     OFFICE_HOURS,
     SEOUL,
@@ -28,7 +26,9 @@ from escalation.policy import (
     render_alert,
     render_digest,
 )
-from escalation.sms_text import SMS_MAX_BYTES, SmsKind, cp949_len, ucs2_parts
+from anbu.domain.replies import Reply
+from anbu.domain.sms_text import SMS_MAX_BYTES, SmsKind, cp949_len, ucs2_parts
+from escalation.outbox import OutboxConfig, choose_provider
 
 
 def kst(y: int, mo: int, d: int, h: int, mi: int = 0, s: int = 0) -> dt.datetime:

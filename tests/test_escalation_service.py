@@ -26,8 +26,11 @@ from anbu.db.models_escalation import (
 )
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import AttemptStatus, CheckinSource, Outcome
+from anbu.domain.escalation import Finding
+from anbu.domain.incidents import DeliveryStatus, IncidentStatus, OfficialRole, OutboxStatus
 from anbu.domain.replies import Reply
 from anbu.domain.retry import RetryPolicy
+from anbu.domain.sms_text import SmsKind
 from anbu.errors import SmsError
 from anbu.ports import CallRecord
 from anbu.services.checkins import (
@@ -36,13 +39,10 @@ from anbu.services.checkins import (
     open_checkin,
     record_attempt,
 )
-from escalation.dlr import DeliveryReport, DeliveryStatus, InboundSms
+from escalation.dlr import DeliveryReport, InboundSms
 from escalation.outbox import OutboxConfig, OutboxWorker, enqueue
-from escalation.policy import Finding
 from escalation.providers import OutgoingSms, SendReceipt, SendStatus
 from escalation.service import EscalationConfig, EscalationService, ReplyOutcome
-from escalation.sms_text import SmsKind
-from escalation.states import IncidentStatus, OfficialRole, OutboxStatus
 
 OUR_NUMBER = "0212345678"
 # 2026-11-25 (Wednesday) 10:00 in Seoul: office hours.

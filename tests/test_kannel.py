@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from anbu.domain.incidents import DeliveryStatus
+from anbu.domain.sms_text import SmsKind
 from anbu.errors import SmsError, ValidationError
 from escalation.dlr import (
-    DeliveryStatus,
     kannel_dlr_url,
     kannel_mo_url,
     parse_delivery_report,
@@ -34,7 +35,6 @@ from escalation.kannel import (
     reassemble,
 )
 from escalation.providers import KannelSmsSender, OutgoingSms, SendStatus
-from escalation.sms_text import SmsKind
 from tests.fixtures_kannel import (
     DLR_PATH,
     MO_PATH,

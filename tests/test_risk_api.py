@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from anbu.api.app import create_app
-from anbu.api.deps import hash_key
 from anbu.container import Container
 from anbu.db.models import ApiKey, Checkin, District
 from anbu.db.models_signals import SignalState
 from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.risk import Channel, Rules
+from anbu.services.admin import hash_key
 from anbu.settings import RiskSettings, Settings
 
 T0 = dt.datetime(2026, 11, 25, 0, 0, tzinfo=dt.UTC)

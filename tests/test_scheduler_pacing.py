@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.pacing import Pacer
+from anbu.domain.pacing import Pacer
 
 
 def test_given_cap_when_calls_start_then_available_drops_to_zero_and_recovers() -> None:

@@ -13,10 +13,10 @@ import uvicorn
 from sqlalchemy import func, select
 
 from anbu.api.app import create_app
-from anbu.api.deps import hash_key
 from anbu.container import Container, build_container
 from anbu.db.models import ApiKey, District, Resident
 from anbu.db.models_signals import Device, SignalEvent, SignalState
+from anbu.services.admin import hash_key
 from anbu.settings import Settings
 from anbu.sim import population, sim_main, stream
 from tests.fixtures_asterisk import free_ports

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
+from anbu.domain.sms_text import SmsKind
 from anbu.errors import InvalidPhoneNumberError, SmsError, ValidationError
 from anbu.settings import Settings
 from escalation.providers import (
@@ -25,7 +26,6 @@ from escalation.providers import (
     sender_from_settings,
     solapi_authorization,
 )
-from escalation.sms_text import SmsKind
 from tests.fakes.solapi_server import FakeSolapiServer
 from tests.fixtures_kannel import OUR_NUMBER, RecordingServer
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from anbu.errors import ValidationError
-from escalation.sms_text import (
+from anbu.domain.sms_text import (
     LMS_MAX_BYTES,
     SMS_MAX_BYTES,
     SmsKind,
@@ -18,6 +17,7 @@ from escalation.sms_text import (
     ucs2_parts,
     unencodable_chars,
 )
+from anbu.errors import ValidationError
 
 
 @pytest.mark.parametrize(

@@ -10,14 +10,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from anbu import __version__
-from anbu.api import routes, scheduling, signals
-from anbu.api.deps import ContainerDep, UnauthenticatedError
+from anbu.api import routes, signals
+from anbu.api.deps import UnauthenticatedError
 from anbu.container import Container
+from anbu.db.outage import RETRY_AFTER_S, DatabaseMonitor, is_unavailable, monitor_of, ping
 from anbu.errors import AnbuError, ConflictError, ForbiddenError, NotFoundError, ValidationError
 from escalation import api as escalation_api
+from scheduler import api as scheduling
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,44 @@ Lifespan = Callable[[FastAPI], Any]
 
 def _problem(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": error, "detail": detail, **extra})
+
+
+def unavailable_response() -> JSONResponse:
+    resp = _problem(
+        503, "database_unavailable", "the database is unreachable; retry in a few seconds"
+    )
+    resp.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return resp
+
+
+class DatabaseOutageMiddleware:
+    """Turns "the database is unreachable" from any route or dependency into a 503 with
+    ``Retry-After`` and a JSON reason, counted by the engine's monitor (one log line per
+    outage), instead of a 500 with a traceback per request. Anything else passes through."""
+
+    def __init__(self, app: ASGIApp, monitor: DatabaseMonitor) -> None:
+        self.app = app
+        self.monitor = monitor
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:
+            if started or not is_unavailable(error):
+                raise
+            self.monitor.failed(error, f"{scope['method']} {scope['path']}")
+            await unavailable_response()(scope, receive, send)
 
 
 def create_app(
@@ -53,25 +93,33 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.container = container
+    app.add_middleware(DatabaseOutageMiddleware, monitor=monitor_of(container.engine))
     app.include_router(routes.router)
     app.include_router(signals.router)
     app.include_router(scheduling.router)
     app.include_router(escalation_api.router)
 
-    @app.get("/health", tags=["health"])
-    async def health(c: ContainerDep) -> dict[str, Any]:
-        db_ok = True
-        try:
-            async with c.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        except Exception:
-            log.exception("health: database check failed")
-            db_ok = False
-        checks: dict[str, Any] = {"database": db_ok}
-        for name, probe in c.extras.get("health", {}).items():
+    async def readiness() -> tuple[bool, dict[str, bool]]:
+        checks = {"database": await ping(container.engine)}
+        for name, probe in container.readiness.items():
             checks[name] = probe()
-        ok = all(v is True for v in checks.values())
-        return {"status": "ok" if ok else "degraded", "checks": checks}
+        return all(checks.values()), checks
+
+    @app.get("/health/live", tags=["health"])
+    async def live() -> dict[str, str]:
+        """The process answers (restart it when this fails); touches nothing else."""
+        return {"status": "ok"}
+
+    @app.get("/health/ready", tags=["health"])
+    @app.get("/health", tags=["health"], include_in_schema=False)
+    async def ready() -> JSONResponse:
+        """503 while the database (or, in a dialing process, Asterisk) is not ready, so a load
+        balancer sends the traffic elsewhere. ``/health`` is the same check."""
+        ok, checks = await readiness()
+        body = {"status": "ok" if ok else "unavailable", "checks": checks}
+        if ok:
+            return JSONResponse(body)
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_r: Request, exc: RequestValidationError) -> JSONResponse:
@@ -98,6 +146,9 @@ def create_app(
             return _problem(409, "conflict", str(exc))
         if isinstance(exc, ValidationError):
             return _problem(422, "invalid_request", str(exc))
+        if is_unavailable(exc):
+            monitor_of(container.engine).failed(exc, "request")
+            return unavailable_response()
         log.exception("unhandled anbu error", exc_info=exc)
         return _problem(503, "unavailable", str(exc))
 

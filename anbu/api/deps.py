@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -15,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from anbu.container import Container
 from anbu.db.models import ApiKey, District, Resident
 from anbu.errors import ForbiddenError, NotFoundError, ValidationError
+from anbu.services.admin import hash_key
 
 # Integer row ids fit PostgreSQL's INTEGER: a larger number in a path or body is a 422, not a
 # driver overflow (a 500).
@@ -25,10 +25,6 @@ API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="a
 
 class UnauthenticatedError(Exception):
     """No key, or a key we do not know (or that was revoked)."""
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def get_container(request: Request) -> Container:

@@ -26,16 +26,16 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from anbu.db.base import Base, UtcDateTime
 from anbu.db.models import District, enum_column, new_id, utcnow
 from anbu.domain.checkin import Outcome
-from escalation.dlr import DeliveryStatus
-from escalation.policy import Finding, Urgency
-from escalation.sms_text import SmsKind
-from escalation.states import (
+from anbu.domain.escalation import Finding, Urgency
+from anbu.domain.incidents import (
     AckChannel,
+    DeliveryStatus,
     IncidentEventKind,
     IncidentStatus,
     OfficialRole,
     OutboxStatus,
 )
+from anbu.domain.sms_text import SmsKind
 
 
 class Official(Base):

@@ -32,6 +32,8 @@ def make_engine(url: str, **kw: Any) -> AsyncEngine:
     kw.setdefault("pool_size", 10)
     kw.setdefault("max_overflow", 20)
     kw.setdefault("pool_pre_ping", True)
+    # An unreachable host fails a request in seconds (a 503), not after asyncpg's 60 s default.
+    kw.setdefault("connect_args", {"timeout": 5})
     return create_async_engine(url, **kw)
 
 

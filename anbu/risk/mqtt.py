@@ -37,6 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.models import District
+from anbu.db.outage import report_failure
 from anbu.domain.risk import DEFAULT_RULES, DeviceKind, Rules
 from anbu.ports import Clock
 from anbu.risk.ingest import IngestReport, ingest
@@ -263,10 +264,12 @@ class MqttSignalSubscriber:
                     break
             try:
                 rejections = await self._ingest([(m.topic, m.payload) for m in batch])
-            except Exception:
+            except Exception as error:
                 # Not acknowledged. Drop the connection so the broker redelivers the batch to
                 # the persistent session when _receive reconnects (with backoff).
-                log.exception("mqtt: failed to ingest %d message(s); reconnecting", len(batch))
+                report_failure(
+                    log, self._sessions, f"mqtt: ingesting {len(batch)} message(s)", error
+                )
                 batch[0].paho.disconnect()
                 continue
             _ack(batch)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from anbu.api.deps import hash_key
 from anbu.db.models import ApiKey, District
 from anbu.errors import ValidationError
+
+
+def hash_key(key: str) -> str:
+    """What is stored of an API key (the key itself is shown once, never stored)."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 async def ensure_district(session: AsyncSession, code: str, name: str) -> District:

@@ -7,7 +7,7 @@ signature = hex HMAC-SHA256(api secret, date + salt), date within ±15 minutes, 
 and LMS at most 2,000 bytes counted in cp949, subject at most 40 bytes. It answers like Solapi:
 ``{"groupId", "messageId", "statusCode": "2000", ...}`` or ``{"errorCode", "errorMessage"}``.
 
-It counts bytes itself (not with ``escalation.sms_text``), so it checks the client
+It counts bytes itself (not with ``anbu.domain.sms_text``), so it checks the client
 independently. Run alone: ``python -m tests.fakes.solapi_server --port 18090``.
 """
 

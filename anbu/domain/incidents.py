@@ -1,4 +1,5 @@
-"""Statuses of the escalation tables (pure enums, shared by the models and the service)."""
+"""Statuses of incidents, their log and the SMS outbox (pure enums, shared by the models, the
+service and the gateways' adapters)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,22 @@ class OutboxStatus(enum.StrEnum):
     SENT = "sent"  # a provider accepted it
     FAILED = "failed"  # every provider refused it, or attempts ran out
     CANCELLED = "cancelled"  # not sent: the incident was acknowledged before its turn
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Kannel's report types (the ``dlr-mask`` bits)."""
+
+    DELIVERED = "delivered"  # 1: reached the handset
+    UNDELIVERABLE = "undeliverable"  # 2: the network gave up
+    BUFFERED = "buffered"  # 4: queued in the network (handset off, out of coverage)
+    ACCEPTED = "accepted"  # 8: the SMSC took it
+    REJECTED = "rejected"  # 16: the SMSC refused it
+
+    @property
+    def final(self) -> bool:
+        """No further report will follow this one."""
+        return self in (
+            DeliveryStatus.DELIVERED,
+            DeliveryStatus.UNDELIVERABLE,
+            DeliveryStatus.REJECTED,
+        )

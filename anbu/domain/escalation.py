@@ -29,7 +29,7 @@ from anbu.domain.calling_hours import SEOUL_TZ_NAME, holiday_name, zone
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import AttemptStatus, Outcome
 from anbu.domain.replies import Reply
-from escalation.sms_text import ComposedSms, compose, truncate_cp949
+from anbu.domain.sms_text import ComposedSms, compose, truncate_cp949
 
 SEOUL = zone(SEOUL_TZ_NAME)
 MASK = "○○"  # stands for the rest of a name, whatever its length (the length says too much)
