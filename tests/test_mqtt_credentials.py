@@ -66,11 +66,16 @@ def broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 
 @contextlib.asynccontextmanager
 async def _subscriber(
-    sessions: async_sessionmaker[AsyncSession], port: int, **credentials: str
+    sessions: async_sessionmaker[AsyncSession], port: int, username: str, password: str
 ) -> AsyncIterator[tuple[MqttSignalSubscriber, str]]:
     client_id = f"t-{uuid.uuid4().hex[:8]}"
     sub = MqttSignalSubscriber(
-        sessions, SystemClock(), port=port, client_id=client_id, **credentials
+        sessions,
+        SystemClock(),
+        port=port,
+        client_id=client_id,
+        username=username,
+        password=password,
     )
     task = asyncio.create_task(sub.run())
     try:
