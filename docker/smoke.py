@@ -8,6 +8,8 @@ log by the caller, passed on stdin at the end).
 
     python3 docker/smoke.py API_URL API_KEY    # sets up, runs both calls, prints JSON
     python docker/smoke.py sms < fakesmsc.log  # the SMS the official got (needs anbu importable)
+    python3 docker/smoke.py API_URL API_KEY campaign N   # N more check-ins to 010-9999-0001,
+                                                         # each must end ok after one attempt
 """
 
 from __future__ import annotations
@@ -113,6 +115,32 @@ def main(base: str, key: str) -> int:
     return 1 if bad else 0
 
 
+def campaign(base: str, key: str, count: int) -> int:
+    """``count`` check-ins at once (two dispatchers race for them): each ends ok, one attempt."""
+    ids = []
+    for n in range(count):
+        resident = call(
+            base,
+            key,
+            "POST",
+            "/v1/residents",
+            {"district_code": "11620", "name": f"김안부 {n}", "phone": "010-9999-0001"},
+        )
+        checkin = call(
+            base, key, "POST", "/v1/checkins", {"resident_id": resident["id"], "reason": "campaign"}
+        )
+        ids.append(checkin["id"])
+    bad = []
+    for checkin_id in ids:
+        c = wait_closed(base, key, checkin_id, timeout_s=300.0)
+        if (c["status"], c["outcome"], len(c["attempts"])) != ("completed", "ok", 1):
+            bad.append(f"{checkin_id}: {c['status']}/{c['outcome']}, {len(c['attempts'])} attempts")
+    for line in bad:
+        print(f"smoke: {line}", file=sys.stderr)
+    print(f"campaign: {count - len(bad)} of {count} check-ins ok after one attempt")
+    return 1 if bad else 0
+
+
 def sms(log: bytes) -> int:
     """Exit 0 when the fake SMSC got a whole message for the official; print its text."""
     from escalation.kannel import parse_fakesmsc_output, reassemble
@@ -127,4 +155,6 @@ def sms(log: bytes) -> int:
 if __name__ == "__main__":
     if sys.argv[1:] == ["sms"]:
         raise SystemExit(sms(sys.stdin.buffer.read()))
+    if sys.argv[3:4] == ["campaign"]:
+        raise SystemExit(campaign(sys.argv[1], sys.argv[2], int(sys.argv[4])))
     raise SystemExit(main(sys.argv[1], sys.argv[2]))

@@ -10,7 +10,10 @@
 # both, and tears everything down (volumes included). Every port is the env file's: none
 # collides with `make run` (15060..., 14000..., 8080) or the host's PostgreSQL (5432).
 #
-# ANBU_DOCKER_KEEP=1 leaves the stack up for a look (then: docker-compose -p anbu-test ... down -v).
+# ANBU_DOCKER_NODES=2 runs the two-node variant (compose.two-node.yml) and adds a campaign of
+# ANBU_DOCKER_CAMPAIGN (40) check-ins that both dispatchers race for: every one must end ok after
+# one attempt, the carrier must count exactly one call per check-in, and both engines must have
+# dialled. ANBU_DOCKER_KEEP=1 leaves the stack up for a look (then: compose ... down -v).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -45,7 +48,10 @@ DOCKERD_PID=""
 STACK_UP=""
 ENV_FILE="$WORK/anbu.env"
 export ANBU_ENV_FILE="$ENV_FILE"
-compose() { docker-compose -p "$PROJECT" -f docker/compose.yml -f docker/compose.test.yml "$@"; }
+NODES=${ANBU_DOCKER_NODES:-1}
+files=(-f docker/compose.yml -f docker/compose.test.yml)
+[ "$NODES" = 2 ] && files+=(-f docker/compose.two-node.yml)
+compose() { docker-compose -p "$PROJECT" "${files[@]}" "$@"; }
 
 cleanup() {
     local rc=$?
@@ -144,4 +150,22 @@ for _ in $(seq 1 60); do
     sleep 1
 done
 [ -n "$got" ] || die "no SMS for the official reached the fake SMSC"
+
+# --- 8. two nodes: a campaign both dispatchers race for --------------------------------------------
+calls_processed() {  # what an Asterisk container counted itself
+    compose exec -T "$1" sh -c \
+        "asterisk -C /var/lib/anbu/asterisk/\$ASTERISK_NAME/etc/asterisk.conf -rx 'core show calls'" \
+        | awk '/calls? processed/ {print $1}'
+}
+if [ "$NODES" = 2 ]; then
+    n=${ANBU_DOCKER_CAMPAIGN:-40}
+    log "two nodes: $n check-ins for two dispatchers"
+    python3 docker/smoke.py "$api" "$key" campaign "$n" || die "campaign"
+    carrier=$(calls_processed carrier)
+    e1=$(calls_processed asterisk)
+    e2=$(calls_processed asterisk2)
+    log "calls processed: carrier $carrier, engine $e1, engine2 $e2"
+    [ "$carrier" = "$((n + 2))" ] || die "the carrier took $carrier calls for $((n + 2)) check-ins"
+    [ "${e1:-0}" -gt 0 ] && [ "${e2:-0}" -gt 0 ] || die "one engine dialled nothing"
+fi
 log "PASSED"
