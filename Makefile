@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 NAME ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint typecheck bench stop clean-var
+.PHONY: setup run test lint typecheck bench stop clean-var docker-test
 
 setup:
 	@scripts/bootstrap.sh
@@ -34,3 +34,8 @@ test: setup
 # make bench          -> every benchmark;  make bench NAME=calls -> bench/calls.py only
 bench: setup
 	$(BIN)/python -m bench $(NAME)
+
+# make docker-test: build the images, run the compose stack, one call and one SMS through it,
+# tear down (root: installs docker.io, starts dockerd; see docker/test.sh and README).
+docker-test:
+	docker/test.sh

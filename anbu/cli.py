@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from anbu.errors import AnbuError
-from anbu.settings import Settings, get_settings
+from anbu.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger("anbu")
 
@@ -190,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = get_settings()
         return _run(args.fn(settings, args))
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"anbu: {problem}", file=sys.stderr)
+        return 2
     except AnbuError as exc:
         print(f"anbu: {exc}", file=sys.stderr)
         return 2

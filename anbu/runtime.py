@@ -203,6 +203,8 @@ def _mqtt(container: Container) -> MqttSignalSubscriber:
         client_id=cfg.client_id,
         on_ingested=wake,
         rules=container.settings.risk.rules,
+        username=cfg.username,
+        password=cfg.password.get_secret_value() if cfg.password is not None else None,
     )
 
 

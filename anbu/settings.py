@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from anbu.domain.risk import Rules
+from anbu.errors import AnbuError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = Path(os.environ.get("ANBU_CACHE", str(Path.home() / ".cache" / "anbu")))
@@ -52,6 +54,22 @@ class AsteriskSettings(BaseModel):
     bind_host: str = "127.0.0.1"
     # AMI stays on loopback unless the API runs on another host (docker).
     ami_host: str = "127.0.0.1"
+
+
+# Each instance's own defaults live on its class (not on a default instance), so that setting
+# one field from the environment (ANBU_ENGINE__AMI_SECRET alone) keeps the others' defaults.
+class EngineSettings(AsteriskSettings):
+    sip_port: int = 15060
+    ami_port: int = 15038
+    rtp_start: int = 20000
+    rtp_end: int = 20999
+
+
+class CarrierSettings(AsteriskSettings):
+    sip_port: int = 15062
+    ami_port: int = 15039
+    rtp_start: int = 21000
+    rtp_end: int = 21999
 
 
 class SmsSettings(BaseModel):
@@ -227,6 +245,9 @@ class MqttSettings(BaseModel):
     port: int = 1883
     prefix: str = "anbu"
     client_id: str = "anbu-signals"
+    # The broker's credentials (required in production while MQTT is on).
+    username: str | None = None
+    password: SecretStr | None = None
 
 
 class RiskSettings(BaseModel):
@@ -255,12 +276,8 @@ class Settings(BaseSettings):
 
     agi_host: str = "127.0.0.1"
     agi_port: int = 14573
-    engine: AsteriskSettings = AsteriskSettings(
-        sip_port=15060, ami_port=15038, rtp_start=20000, rtp_end=20999
-    )
-    carrier: AsteriskSettings = AsteriskSettings(
-        sip_port=15062, ami_port=15039, rtp_start=21000, rtp_end=21999
-    )
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    carrier: CarrierSettings = Field(default_factory=CarrierSettings)
     trunk: TrunkSettings = TrunkSettings()
     sms: SmsSettings = SmsSettings()
     mqtt: MqttSettings = MqttSettings()
@@ -275,23 +292,108 @@ class Settings(BaseSettings):
     escalation: EscalationSettings = EscalationSettings()
 
     @model_validator(mode="after")
-    def _no_default_secrets_in_production(self) -> Settings:
-        if self.environment is Environment.PRODUCTION:
-            defaults = {
-                "ANBU_ENGINE__AMI_SECRET": self.engine.ami_secret.get_secret_value()
-                == "anbu-dev-secret",
-                "ANBU_SMS__KANNEL_PASSWORD": self.sms.kannel_password.get_secret_value()
-                == "anbu-dev-sms",
-                "ANBU_BOOTSTRAP_API_KEY": self.bootstrap_api_key is not None,
-            }
-            bad = [name for name, is_default in defaults.items() if is_default]
-            if bad:
-                raise ValueError(
-                    f"set real secrets in production (defaults left in {', '.join(bad)})"
-                )
+    def _production_refuses_defaults(self) -> Settings:
+        key = self.bootstrap_api_key
+        if key is not None and not key.get_secret_value():
+            self.bootstrap_api_key = key = None  # ANBU_BOOTSTRAP_API_KEY="": no key
+        if self.environment is not Environment.PRODUCTION:
+            return self
+        if "bootstrap_api_key" not in self.model_fields_set:
+            # The development default is not a key in production: the first admin key
+            # comes from `anbu key create`.
+            self.bootstrap_api_key = key = None
+        problems = production_problems(self)
+        if problems:
+            raise SettingsError(problems)
         return self
+
+
+class SettingsError(AnbuError):
+    """Settings that cannot be used; one line per offending variable, naming it.
+
+    Not a ValueError on purpose: pydantic would wrap it into a multi-line report that echoes
+    every input value (secrets included)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# The development defaults production refuses (a secret anyone can read in this repository).
+_DEV_SECRETS = {
+    "ANBU_ENGINE__AMI_SECRET": EngineSettings.model_fields["ami_secret"].default,
+    "ANBU_SMS__KANNEL_PASSWORD": SmsSettings.model_fields["kannel_password"].default,
+    "ANBU_SMS__KANNEL_ADMIN_PASSWORD": SmsSettings.model_fields["kannel_admin_password"].default,
+}
+
+
+def production_problems(s: Settings) -> list[str]:
+    """What keeps these settings from running in production, one line per variable."""
+
+    def secret(value: SecretStr | None) -> str:
+        return value.get_secret_value() if value is not None else ""
+
+    problems: list[str] = []
+    values = {
+        "ANBU_ENGINE__AMI_SECRET": s.engine.ami_secret,
+        "ANBU_SMS__KANNEL_PASSWORD": s.sms.kannel_password,
+        "ANBU_SMS__KANNEL_ADMIN_PASSWORD": s.sms.kannel_admin_password,
+    }
+    uses_kannel = "kannel" in (s.sms.provider, s.sms.fallback_provider)
+    for name, value in values.items():
+        if name.startswith("ANBU_SMS__KANNEL") and not uses_kannel:
+            continue  # Kannel is not used: its passwords protect nothing
+        if secret(value) == secret(_DEV_SECRETS[name]):
+            problems.append(f"{name}: the development default is refused in production")
+        elif len(secret(value)) < 8:
+            problems.append(f"{name}: at least 8 characters in production")
+    # The Kannel callback endpoints are always mounted: without a token anyone who reaches
+    # the API could forge delivery reports and officials' replies.
+    if not secret(s.escalation.callback_token):
+        problems.append(
+            "ANBU_ESCALATION__CALLBACK_TOKEN: required in production (Kannel's callbacks carry"
+            " it as ?key=)"
+        )
+    token = secret(s.escalation.callback_token)
+    if token and uses_kannel:
+        for name, url in (
+            ("ANBU_SMS__KANNEL_DLR_URL", s.sms.kannel_dlr_url),
+            ("ANBU_SMS__KANNEL_MO_URL", s.sms.kannel_mo_url),
+        ):
+            if url is None or f"key={token}" not in url:
+                problems.append(
+                    f"{name}: must carry ?key=<ANBU_ESCALATION__CALLBACK_TOKEN> in production"
+                    " (else anbu refuses Kannel's callbacks)"
+                )
+    if s.mqtt.enabled:
+        if not s.mqtt.username:
+            problems.append("ANBU_MQTT__USERNAME: required in production while MQTT is on")
+        if not secret(s.mqtt.password):
+            problems.append("ANBU_MQTT__PASSWORD: required in production while MQTT is on")
+    if not s.public_url.startswith("https://"):
+        problems.append(f"ANBU_PUBLIC_URL: must be https:// in production, not {s.public_url!r}")
+    if s.bootstrap_api_key is not None:
+        problems.append(
+            "ANBU_BOOTSTRAP_API_KEY: no bootstrap key in production (unset it or set it to"
+            ' ""; create the first admin key with `anbu key create NAME --admin`)'
+        )
+    return problems
+
+
+def load_settings() -> Settings:
+    """``Settings()`` with every error as one line naming its variable (never a pydantic dump,
+    which would echo the input values, secrets included)."""
+    try:
+        return Settings()
+    except PydanticValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            loc = "__".join(str(part) for part in err["loc"]).upper()
+            name = f"ANBU_{loc}" if loc else "settings"
+            problems.append(f"{name}: {err['msg']}")
+        raise SettingsError(problems) from None
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

@@ -188,8 +188,12 @@ class MqttSignalSubscriber:
         batch_wait_s: float = 0.2,
         on_ingested: IngestHook | None = None,
         rules: Rules = DEFAULT_RULES,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self._sessions = sessions
+        self._username = username
+        self._password = password
         self._clock = clock
         self._host = host
         self._port = port
@@ -214,7 +218,12 @@ class MqttSignalSubscriber:
         while True:
             try:
                 async with aiomqtt.Client(
-                    self._host, self._port, identifier=self._client_id, clean_session=False
+                    self._host,
+                    self._port,
+                    identifier=self._client_id,
+                    clean_session=False,
+                    username=self._username,
+                    password=self._password,
                 ) as client:
                     # Acknowledge a QoS 1 message only once it is committed (see _ack): a crash
                     # in between makes the broker redeliver it to this persistent session, and
