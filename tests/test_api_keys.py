@@ -229,12 +229,13 @@ def test_given_an_unknown_key_id_when_revoking_from_the_cli_then_one_line(
     tmp_path: object, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from anbu import cli
+    from anbu.settings import get_settings
 
     monkeypatch.setenv("ANBU_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path}/none.db")
-    cli.get_settings.cache_clear()
+    get_settings.cache_clear()
     try:
         assert cli.main(["db", "upgrade"]) == 0
         assert cli.main(["key", "revoke", "42"]) == 2
     finally:
-        cli.get_settings.cache_clear()
+        get_settings.cache_clear()
     assert capsys.readouterr().err.strip() == "anbu: API key 42 not found"
