@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from anbu import __version__
-from anbu.api import keys, routes, scheduling, signals
+from anbu.api import audit, keys, routes, scheduling, signals
 from anbu.api.deps import ContainerDep, UnauthenticatedError
 from anbu.container import Container
 from anbu.errors import AnbuError, ConflictError, ForbiddenError, NotFoundError, ValidationError
@@ -51,6 +51,8 @@ def create_app(
         version=__version__,
         summary="Welfare check-in calls (안부전화) through Asterisk, with SMS escalation",
         lifespan=lifespan,
+        # The access log (PIPA), written for every route in one place: anbu.api.audit.
+        dependencies=[audit.AUDIT_TRAIL],
     )
     app.state.container = container
     app.include_router(routes.router)
@@ -58,6 +60,7 @@ def create_app(
     app.include_router(scheduling.router)
     app.include_router(escalation_api.router)
     app.include_router(keys.router)
+    app.include_router(audit.router)
 
     @app.get("/health", tags=["health"])
     async def health(c: ContainerDep) -> dict[str, Any]:

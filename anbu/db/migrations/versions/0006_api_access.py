@@ -1,4 +1,4 @@
-"""api_access: API key scopes, expiry and last use
+"""api_access: API key scopes, expiry and last use; the append-only access log
 
 Revision ID: 0006_api_access
 Revises: 0005_status_due
@@ -32,8 +32,68 @@ def upgrade() -> None:
     keys = sa.table("api_keys", sa.column("is_admin", sa.Boolean()), sa.column("scopes"))
     op.execute(keys.update().where(keys.c.is_admin.is_(True)).values(scopes="read,write,admin"))
 
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("actor_kind", sa.String(length=32), nullable=False),
+        sa.Column("actor_id", sa.String(length=64), nullable=False),
+        sa.Column("actor_name", sa.String(length=100), nullable=False),
+        sa.Column("client", sa.String(length=64), nullable=False),
+        sa.Column("method", sa.String(length=8), nullable=False),
+        sa.Column("route", sa.String(length=200), nullable=False),
+        sa.Column("resource_type", sa.String(length=32), nullable=False),
+        sa.Column("resource_id", sa.String(length=64), nullable=False),
+        sa.Column("action", sa.String(length=32), nullable=False),
+        sa.Column("district_id", sa.Integer(), nullable=True),
+        sa.Column("outcome", sa.String(length=100), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
+    )
+    op.create_index("ix_audit_log_resource", "audit_log", ["resource_type", "resource_id", "id"])
+    op.create_index("ix_audit_log_actor", "audit_log", ["actor_kind", "actor_id", "id"])
+    op.create_index("ix_audit_log_at", "audit_log", ["at"])
+    if op.get_bind().dialect.name == "postgresql":
+        # Append-only, enforced by the server: no UPDATE, no TRUNCATE; DELETE only from the
+        # retention purge (it sets anbu.audit_purge for its own transaction) and only for rows
+        # older than 30 days, whatever the configured keep says.
+        op.execute(
+            """
+            CREATE FUNCTION anbu_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF TG_OP = 'DELETE' THEN
+                    IF coalesce(current_setting('anbu.audit_purge', true), '') = 'on'
+                       AND OLD.at < now() - interval '30 days' THEN
+                        RETURN OLD;
+                    END IF;
+                END IF;
+                RAISE EXCEPTION 'audit_log is append-only (% refused)', TG_OP
+                    USING ERRCODE = 'insufficient_privilege';
+            END $$
+            """
+        )
+        op.execute(
+            "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log"
+            " FOR EACH ROW EXECUTE FUNCTION anbu_audit_append_only()"
+        )
+        op.execute(
+            "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log"
+            " FOR EACH STATEMENT EXECUTE FUNCTION anbu_audit_append_only()"
+        )
+    else:
+        # SQLite: UPDATE is refused here too; DELETE is guarded by code only (see
+        # anbu.db.models_audit for why).
+        op.execute(
+            "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log"
+            " BEGIN SELECT RAISE(ABORT, 'audit_log is append-only (UPDATE refused)'); END"
+        )
+
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS audit_log_no_truncate ON audit_log")
+        op.execute("DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log")
+        op.execute("DROP FUNCTION IF EXISTS anbu_audit_append_only()")
+    op.drop_table("audit_log")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.drop_column("last_used_at")
         batch_op.drop_column("expires_at")
