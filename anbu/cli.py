@@ -140,6 +140,21 @@ async def _signals_prune(settings: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
+async def _retention_run(settings: Settings, _a: argparse.Namespace) -> int:
+    from anbu.container import build_container
+    from anbu.services.retention import RetentionPolicy, apply_retention
+
+    c = build_container(settings)
+    try:
+        report = await apply_retention(
+            c.sessions, c.clock.now(), RetentionPolicy.from_settings(settings)
+        )
+    finally:
+        await c.aclose()
+    print(report.line())
+    return 0
+
+
 def _runtime(name: str) -> Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]:
     async def call(settings: Settings, a: argparse.Namespace) -> int:
         runtime = importlib.import_module("anbu.runtime")
@@ -225,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--days", type=int, help="keep this many days (default: the configured retention, >= 3)"
     )
     prune.set_defaults(fn=_signals_prune)
+
+    retention = sub.add_parser("retention", help="personal records' retention").add_subparsers(
+        dest="action", required=True
+    )
+    retention.add_parser(
+        "run", help="erase/delete what ANBU_RETENTION__* says is past its keep, now"
+    ).set_defaults(fn=_retention_run)
 
     sim = sub.add_parser("sim", help="simulators").add_subparsers(dest="action", required=True)
     simsig = sim.add_parser("signals", help="generate realistic signal streams")

@@ -163,6 +163,7 @@ async def running_services(
                 channel_probe=AmiChannelProbe(tel.ami),
                 risk_sweep=_risk_sweep(container),
                 risk_retention=_risk_retention(container),
+                record_retention=_record_retention(container),
                 escalation_tick=escalation.tick,
             )
             service.dispatcher.add_listener(escalation.on_checkin_closed)
@@ -222,6 +223,17 @@ def _risk_retention(container: Container) -> Callable[[], Awaitable[object]] | N
     async def run() -> object:
         keep = dt.timedelta(days=days)
         return await prune_events(container.sessions, container.clock.now(), keep)
+
+    return run
+
+
+def _record_retention(container: Container) -> Callable[[], Awaitable[object]]:
+    from anbu.services.retention import RetentionPolicy, apply_retention
+
+    policy = RetentionPolicy.from_settings(container.settings)
+
+    async def run() -> object:
+        return await apply_retention(container.sessions, container.clock.now(), policy)
 
     return run
 

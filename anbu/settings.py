@@ -219,6 +219,24 @@ class EscalationSettings(BaseModel):
     digest_time: str = "08:30"  # local time of the daily device digest
 
 
+class RetentionSettings(BaseModel):
+    """How long each kind of personal record is kept (PIPA: no longer than needed), in days;
+    None keeps it forever. The daily job (``record-retention``, ``anbu retention run``) never
+    deletes an open case: a check-in still calling, an incident not yet acknowledged."""
+
+    # What a resident said on a call: the check-in's outcome keeps what it meant.
+    transcripts_days: int | None = Field(default=90, ge=1)
+    # Closed check-ins without an incident, with their call attempts. At least a week: the
+    # escalation sweep looks back 48 hours for closed cases that still need an incident.
+    attempts_days: int | None = Field(default=365, ge=7)
+    # Acknowledged incidents with their log, messages, replies and findings.
+    incidents_days: int | None = Field(default=3 * 365, ge=30)
+    # The access log. The 개인정보의 안전성 확보조치 기준 asks for at least a year (two for
+    # large processors); PostgreSQL refuses to delete rows younger than 30 days anyway.
+    audit_days: int | None = Field(default=2 * 365, ge=365)
+    time: str = "03:45"  # local time of the daily job
+
+
 class MqttSettings(BaseModel):
     """Smart plugs publishing over MQTT (docs/signals.md has the topic scheme)."""
 
@@ -273,6 +291,7 @@ class Settings(BaseSettings):
     speech: SpeechSettings = SpeechSettings()
     scheduling: SchedulingSettings = SchedulingSettings()
     escalation: EscalationSettings = EscalationSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:
