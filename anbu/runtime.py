@@ -21,6 +21,7 @@ from anbu.ports import CallRequest, Clock
 from anbu.risk.mqtt import MqttSignalSubscriber
 from anbu.risk.retention import prune_events
 from anbu.risk.sweep import sweep
+from anbu.services.webhooks import WebhookConfig, WebhookWorker
 from anbu.settings import Environment, Settings
 from escalation.kannel import KannelConfig, KannelInstance
 from escalation.service import EscalationRuntime, build_escalation
@@ -151,8 +152,17 @@ async def running_services(
     service: SchedulerService | None = None
     escalation: EscalationRuntime | None = None
     mqtt_task: asyncio.Task[None] | None = None
+    hooks: WebhookWorker | None = None
+    hooks_task: asyncio.Task[None] | None = None
     try:
         escalation = await build_escalation(container)
+        if settings.webhooks.enabled:
+            hooks = WebhookWorker(
+                container.sessions,
+                config=WebhookConfig.from_settings(settings),
+                clock=container.clock,
+            )
+            hooks_task = asyncio.create_task(hooks.run(), name="webhooks")
         if telephony:
             listener = await _speech_listener(settings)
             tel = Telephony.build(settings, container.clock, listener)
@@ -179,6 +189,11 @@ async def running_services(
             mqtt_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await mqtt_task
+        if hooks is not None and hooks_task is not None:
+            hooks.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hooks_task
+            await hooks.aclose()
         if service is not None:
             await service.stop()
         if tel is not None:

@@ -237,6 +237,24 @@ class RetentionSettings(BaseModel):
     time: str = "03:45"  # local time of the daily job
 
 
+class WebhookSettings(BaseModel):
+    """Outcome webhooks to the integrating system (``anbu.services.webhooks``)."""
+
+    enabled: bool = True  # the delivery worker runs in ``anbu serve``
+    timeout_s: float = Field(default=10.0, gt=0)
+    # Retries: the wait doubles from initial to max; a receiver that keeps refusing for
+    # give_up_h is given up on (an hour's outage loses nothing).
+    retry_initial_s: float = Field(default=1.0, gt=0)
+    retry_max_s: float = Field(default=300.0, gt=0)
+    give_up_h: float = Field(default=72.0, gt=0)
+    batch: int = Field(default=50, ge=1)
+    concurrency: int = Field(default=8, ge=1)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    # A row left "sending" longer than this (a crash) is sent again: at-least-once, the
+    # receiver drops the repeat by its event id. Must exceed timeout_s.
+    sending_lease_s: float = Field(default=60.0, gt=0)
+
+
 class MqttSettings(BaseModel):
     """Smart plugs publishing over MQTT (docs/signals.md has the topic scheme)."""
 
@@ -292,6 +310,7 @@ class Settings(BaseSettings):
     scheduling: SchedulingSettings = SchedulingSettings()
     escalation: EscalationSettings = EscalationSettings()
     retention: RetentionSettings = RetentionSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:

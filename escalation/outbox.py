@@ -52,6 +52,7 @@ from anbu.db.models_escalation import Incident, IncidentEvent, OutboxMessage
 from anbu.domain.phone import mask_phone
 from anbu.errors import SmsError, ValidationError
 from anbu.ports import Clock, SystemClock
+from anbu.services import webhooks
 from escalation.dlr import DeliveryReport, DeliveryStatus
 from escalation.providers import OutgoingSms, SmsSender
 from escalation.sms_text import SmsKind
@@ -172,7 +173,8 @@ async def log_event(
     official_id: str | None = None,
     detail: str = "",
 ) -> None:
-    """One line of the incident log, written now (Core insert: this is on the hot path)."""
+    """One line of the incident log, written now (Core insert: this is on the hot path).
+    The integrator's webhook hears the steps and acknowledgements, in the same transaction."""
     await _core(
         session,
         insert(IncidentEvent).values(
@@ -183,6 +185,9 @@ async def log_event(
             official_id=official_id,
             detail=detail,
         ),
+    )
+    await webhooks.incident_event(
+        session, incident_id, kind, at, official_id=official_id, detail=detail
     )
 
 

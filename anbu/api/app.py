@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from anbu import __version__
-from anbu.api import audit, keys, routes, scheduling, signals
+from anbu.api import audit, keys, routes, scheduling, signals, webhooks
 from anbu.api.deps import ContainerDep, UnauthenticatedError
 from anbu.container import Container
 from anbu.errors import AnbuError, ConflictError, ForbiddenError, NotFoundError, ValidationError
@@ -61,6 +61,7 @@ def create_app(
     app.include_router(escalation_api.router)
     app.include_router(keys.router)
     app.include_router(audit.router)
+    app.include_router(webhooks.router)
 
     @app.get("/health", tags=["health"])
     async def health(c: ContainerDep) -> dict[str, Any]:

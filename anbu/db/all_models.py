@@ -6,4 +6,5 @@ from anbu.db import (
     models_escalation,  # noqa: F401
     models_scheduling,  # noqa: F401
     models_signals,  # noqa: F401
+    models_webhooks,  # noqa: F401
 )

@@ -83,6 +83,10 @@ class ApiKey(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     # Updated at most once a minute (anbu.domain.access.LAST_USED_RESOLUTION).
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Outcome webhooks (anbu.services.webhooks): where this key's events go, and the HMAC key
+    # they are signed with (kept readable: signing needs it).
+    webhook_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
     districts: Mapped[list[District]] = relationship(secondary=api_key_districts, lazy="selectin")
 
 

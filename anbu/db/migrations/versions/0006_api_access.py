@@ -1,4 +1,5 @@
-"""api_access: API key scopes, expiry and last use; the append-only access log
+"""api_access: API key scopes, expiry, last use and webhook; the append-only access log;
+the outcome webhooks' outbox
 
 Revision ID: 0006_api_access
 Revises: 0005_status_due
@@ -29,8 +30,39 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("last_used_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True)
         )
+        batch_op.add_column(sa.Column("webhook_url", sa.String(length=2000), nullable=True))
+        batch_op.add_column(sa.Column("webhook_secret", sa.String(length=64), nullable=True))
     keys = sa.table("api_keys", sa.column("is_admin", sa.Boolean()), sa.column("scopes"))
     op.execute(keys.update().where(keys.c.is_admin.is_(True)).values(scopes="read,write,admin"))
+
+    op.create_table(
+        "webhook_outbox",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("event_id", sa.String(length=32), nullable=False),
+        sa.Column("api_key_id", sa.Integer(), nullable=False),
+        sa.Column("event_type", sa.String(length=40), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("status", sa.String(length=32), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("claim_token", sa.String(length=32), nullable=True),
+        sa.Column("claimed_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("delivered_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("last_status", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["api_key_id"],
+            ["api_keys.id"],
+            name=op.f("fk_webhook_outbox_api_key_id_api_keys"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_outbox")),
+        sa.UniqueConstraint("event_id", "api_key_id", name=op.f("uq_webhook_outbox_event_id")),
+    )
+    op.create_index(
+        "ix_webhook_outbox_due", "webhook_outbox", ["status", "next_attempt_at"], unique=False
+    )
 
     op.create_table(
         "audit_log",
@@ -94,7 +126,11 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log")
         op.execute("DROP FUNCTION IF EXISTS anbu_audit_append_only()")
     op.drop_table("audit_log")
+    op.drop_index("ix_webhook_outbox_due", table_name="webhook_outbox")
+    op.drop_table("webhook_outbox")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.drop_column("webhook_secret")
+        batch_op.drop_column("webhook_url")
         batch_op.drop_column("last_used_at")
         batch_op.drop_column("expires_at")
         batch_op.drop_column("scopes")
