@@ -53,18 +53,66 @@ async def _district_add(settings: Settings, a: argparse.Namespace) -> int:
 
 
 async def _key_create(settings: Settings, a: argparse.Namespace) -> int:
+    import datetime as dt
+
     from anbu.container import build_container
-    from anbu.services.admin import create_api_key
+    from anbu.services.admin import add_api_key
+
+    c = build_container(settings)
+    now = c.clock.now()
+    scopes = ["admin"] if a.admin else (a.scope or ["write"])
+    expires = now + dt.timedelta(days=a.expires_days) if a.expires_days else None
+    try:
+        async with c.sessions() as s:
+            row, key = await add_api_key(
+                s, a.name, a.district or [], scopes=scopes, expires_at=expires, now=now
+            )
+            await s.commit()
+            key_id = row.id
+    finally:
+        await c.aclose()
+    print(key)
+    print(f"(key {key_id}; shown once: only its hash is stored)", file=sys.stderr)
+    return 0
+
+
+async def _key_list(settings: Settings, _a: argparse.Namespace) -> int:
+    from anbu.api.keys import ApiKeyOut
+    from anbu.container import build_container
+    from anbu.services.admin import list_api_keys
 
     c = build_container(settings)
     try:
         async with c.sessions() as s:
-            key = await create_api_key(s, a.name, a.district or [], admin=a.admin)
-            await s.commit()
+            rows = [ApiKeyOut.of(r, c.clock.now()) for r in await list_api_keys(s)]
     finally:
         await c.aclose()
-    print(key)
-    print("(shown once: only its hash is stored)", file=sys.stderr)
+
+    def when(t: object) -> str:
+        return "-" if t is None else f"{t:%Y-%m-%d %H:%M}"
+
+    print("id  state    scopes            districts  expires           last used         name")
+    for k in rows:
+        districts = ",".join(k.district_codes) or "*"
+        print(
+            f"{k.id:<3} {k.state:<8} {','.join(k.scopes):<17} {districts:<10}"
+            f" {when(k.expires_at):<17} {when(k.last_used_at):<17} {k.name}"
+        )
+    return 0
+
+
+async def _key_revoke(settings: Settings, a: argparse.Namespace) -> int:
+    from anbu.container import build_container
+    from anbu.services.admin import revoke_api_key
+
+    c = build_container(settings)
+    try:
+        async with c.sessions() as s:
+            row = await revoke_api_key(s, a.id, c.clock.now())
+            await s.commit()
+            print(f"key {row.id} ({row.name}) revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S}Z")
+    finally:
+        await c.aclose()
     return 0
 
 
@@ -89,6 +137,21 @@ async def _signals_prune(settings: Settings, a: argparse.Namespace) -> int:
         await c.aclose()
     kept = f"oldest kept received {oldest.isoformat()}" if oldest else "none kept"
     print(f"deleted {deleted} raw signal event(s) older than {days} days; {kept}")
+    return 0
+
+
+async def _retention_run(settings: Settings, _a: argparse.Namespace) -> int:
+    from anbu.container import build_container
+    from anbu.services.retention import RetentionPolicy, apply_retention
+
+    c = build_container(settings)
+    try:
+        report = await apply_retention(
+            c.sessions, c.clock.now(), RetentionPolicy.from_settings(settings)
+        )
+    finally:
+        await c.aclose()
+    print(report.line())
     return 0
 
 
@@ -148,8 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     kc = key.add_parser("create", help="create an API key (printed once)")
     kc.add_argument("name")
     kc.add_argument("--district", action="append", help="district code (repeatable)")
-    kc.add_argument("--admin", action="store_true", help="sees every district")
+    kc.add_argument("--admin", action="store_true", help="admin scope: every district, keys")
+    kc.add_argument("--scope", action="append", choices=["read", "write", "admin"])
+    kc.add_argument("--expires-days", type=int, help="expires this many days from now")
     kc.set_defaults(fn=_key_create)
+    key.add_parser("list", help="list keys (never the keys themselves)").set_defaults(fn=_key_list)
+    kr = key.add_parser("revoke", help="revoke a key at once")
+    kr.add_argument("id", type=int, help="the key's id (anbu key list)")
+    kr.set_defaults(fn=_key_revoke)
 
     call = sub.add_parser("call", help="one test call to a number, result printed")
     call.add_argument("number", help="Korean number, e.g. 01099990001 (carrier stand-in)")
@@ -171,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--days", type=int, help="keep this many days (default: the configured retention, >= 3)"
     )
     prune.set_defaults(fn=_signals_prune)
+
+    retention = sub.add_parser("retention", help="personal records' retention").add_subparsers(
+        dest="action", required=True
+    )
+    retention.add_parser(
+        "run", help="erase/delete what ANBU_RETENTION__* says is past its keep, now"
+    ).set_defaults(fn=_retention_run)
 
     sim = sub.add_parser("sim", help="simulators").add_subparsers(dest="action", required=True)
     simsig = sim.add_parser("signals", help="generate realistic signal streams")

@@ -22,6 +22,7 @@ from anbu.ports import CallRequest, Clock
 from anbu.risk.mqtt import MqttSignalSubscriber
 from anbu.risk.retention import prune_events
 from anbu.risk.sweep import sweep
+from anbu.services.webhooks import WebhookConfig, WebhookWorker
 from anbu.settings import Environment, Settings
 from escalation.kannel import KannelConfig, KannelInstance
 from escalation.service import EscalationRuntime, build_escalation
@@ -154,8 +155,17 @@ async def running_services(
     service: SchedulerService | None = None
     escalation: EscalationRuntime | None = None
     mqtt_task: asyncio.Task[None] | None = None
+    hooks: WebhookWorker | None = None
+    hooks_task: asyncio.Task[None] | None = None
     try:
         escalation = await build_escalation(container)
+        if settings.webhooks.enabled:
+            hooks = WebhookWorker(
+                container.sessions,
+                config=WebhookConfig.from_settings(settings),
+                clock=container.clock,
+            )
+            hooks_task = asyncio.create_task(hooks.run(), name="webhooks")
         if telephony:
             listener = await _speech_listener(settings)
             tel = Telephony.build(settings, container.clock, listener)
@@ -166,6 +176,7 @@ async def running_services(
                 channel_probe=AmiChannelProbe(tel.ami),
                 risk_sweep=_risk_sweep(container),
                 risk_retention=_risk_retention(container),
+                record_retention=_record_retention(container),
                 escalation_tick=escalation.tick,
             )
             service.dispatcher.add_listener(escalation.on_checkin_closed)
@@ -179,6 +190,11 @@ async def running_services(
             mqtt_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await mqtt_task
+        if hooks is not None and hooks_task is not None:
+            hooks.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hooks_task
+            await hooks.aclose()
         if service is not None:
             await service.stop()
         if tel is not None:
@@ -225,6 +241,17 @@ def _risk_retention(container: Container) -> Callable[[], Awaitable[object]] | N
     async def run() -> object:
         keep = dt.timedelta(days=days)
         return await prune_events(container.sessions, container.clock.now(), keep)
+
+    return run
+
+
+def _record_retention(container: Container) -> Callable[[], Awaitable[object]]:
+    from anbu.services.retention import RetentionPolicy, apply_retention
+
+    policy = RetentionPolicy.from_settings(container.settings)
+
+    async def run() -> object:
+        return await apply_retention(container.sessions, container.clock.now(), policy)
 
     return run
 

@@ -237,6 +237,42 @@ class EscalationSettings(BaseModel):
     digest_time: str = "08:30"  # local time of the daily device digest
 
 
+class RetentionSettings(BaseModel):
+    """How long each kind of personal record is kept (PIPA: no longer than needed), in days;
+    None keeps it forever. The daily job (``record-retention``, ``anbu retention run``) never
+    deletes an open case: a check-in still calling, an incident not yet acknowledged."""
+
+    # What a resident said on a call: the check-in's outcome keeps what it meant.
+    transcripts_days: int | None = Field(default=90, ge=1)
+    # Closed check-ins without an incident, with their call attempts. At least a week: the
+    # escalation sweep looks back 48 hours for closed cases that still need an incident.
+    attempts_days: int | None = Field(default=365, ge=7)
+    # Acknowledged incidents with their log, messages, replies and findings.
+    incidents_days: int | None = Field(default=3 * 365, ge=30)
+    # The access log. The 개인정보의 안전성 확보조치 기준 asks for at least a year (two for
+    # large processors); PostgreSQL refuses to delete rows younger than 30 days anyway.
+    audit_days: int | None = Field(default=2 * 365, ge=365)
+    time: str = "03:45"  # local time of the daily job
+
+
+class WebhookSettings(BaseModel):
+    """Outcome webhooks to the integrating system (``anbu.services.webhooks``)."""
+
+    enabled: bool = True  # the delivery worker runs in ``anbu serve``
+    timeout_s: float = Field(default=10.0, gt=0)
+    # Retries: the wait doubles from initial to max; a receiver that keeps refusing for
+    # give_up_h is given up on (an hour's outage loses nothing).
+    retry_initial_s: float = Field(default=1.0, gt=0)
+    retry_max_s: float = Field(default=300.0, gt=0)
+    give_up_h: float = Field(default=72.0, gt=0)
+    batch: int = Field(default=50, ge=1)
+    concurrency: int = Field(default=8, ge=1)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    # A row left "sending" longer than this (a crash) is sent again: at-least-once, the
+    # receiver drops the repeat by its event id. Must exceed timeout_s.
+    sending_lease_s: float = Field(default=60.0, gt=0)
+
+
 class MqttSettings(BaseModel):
     """Smart plugs publishing over MQTT (docs/signals.md has the topic scheme)."""
 
@@ -290,6 +326,8 @@ class Settings(BaseSettings):
     speech: SpeechSettings = SpeechSettings()
     scheduling: SchedulingSettings = SchedulingSettings()
     escalation: EscalationSettings = EscalationSettings()
+    retention: RetentionSettings = RetentionSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @model_validator(mode="after")
     def _production_refuses_defaults(self) -> Settings:

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 from sqlalchemy.exc import IntegrityError
 
+from anbu.api.audit import AuditDep
 from anbu.api.deps import (
     ContainerDep,
     PrincipalDep,
@@ -27,6 +28,7 @@ from anbu.api.deps import (
 from anbu.container import Container
 from anbu.db.models import Resident
 from anbu.db.models_escalation import EscalationChain, Incident
+from anbu.domain.audit import AuditResource
 from anbu.domain.escalation import FINDING_LABELS, OUTCOME_WORDS, Finding, Urgency
 from anbu.domain.incidents import IncidentStatus
 from anbu.errors import ConflictError, NotFoundError, ValidationError
@@ -166,6 +168,7 @@ async def delete_chain(chain_id: str, principal: PrincipalDep, session: SessionD
 async def list_incidents(
     principal: PrincipalDep,
     session: SessionDep,
+    audit: AuditDep,
     district_code: str | None = None,
     status_: Annotated[IncidentStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -173,7 +176,9 @@ async def list_incidents(
     scope = _scope(principal)
     if district_code is not None:
         scope = frozenset({(await district_by_code(session, principal, district_code)).id})
-    return await directory.list_incidents(session, scope, status_, limit)
+    rows = await directory.list_incidents(session, scope, status_, limit)
+    audit.note_many(AuditResource.INCIDENT, ((i.id, i.district_id) for i in rows))
+    return rows
 
 
 @router.get("/v1/incidents/{incident_id}", response_model=IncidentDetail, tags=["escalation"])
@@ -194,14 +199,19 @@ async def get_incident(
     tags=["escalation"],
 )
 async def resident_findings(
-    resident_id: str, principal: PrincipalDep, session: SessionDep
+    resident_id: str, principal: PrincipalDep, session: SessionDep, audit: AuditDep
 ) -> ResidentFindings:
     """What officials found on their visits, newest first; ``last_finding`` is the current."""
     resident = await session.get(Resident, resident_id)
     if resident is None:
         raise NotFoundError("resident", resident_id)
     principal.require_district(resident.district_id, "resident", resident_id)
-    return await directory.resident_findings(session, resident_id)
+    found = await directory.resident_findings(session, resident_id)
+    # A finding is one incident's: it is logged under the incident's id.
+    audit.note_many(
+        AuditResource.FINDING, ((f.incident_id, resident.district_id) for f in found.items)
+    )
+    return found
 
 
 # --- Kannel callbacks -----------------------------------------------------------------------

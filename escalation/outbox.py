@@ -55,6 +55,7 @@ from anbu.domain.phone import mask_phone
 from anbu.domain.sms_text import SmsKind
 from anbu.errors import SmsError, ValidationError
 from anbu.ports import Clock, SystemClock
+from anbu.services import webhooks
 from escalation.dlr import DeliveryReport
 from escalation.providers import OutgoingSms, SmsSender
 
@@ -173,7 +174,8 @@ async def log_event(
     official_id: str | None = None,
     detail: str = "",
 ) -> None:
-    """One line of the incident log, written now (Core insert: this is on the hot path)."""
+    """One line of the incident log, written now (Core insert: this is on the hot path).
+    The integrator's webhook hears the steps and acknowledgements, in the same transaction."""
     await _core(
         session,
         insert(IncidentEvent).values(
@@ -184,6 +186,9 @@ async def log_event(
             official_id=official_id,
             detail=detail,
         ),
+    )
+    await webhooks.incident_event(
+        session, incident_id, kind, at, official_id=official_id, detail=detail
     )
 
 

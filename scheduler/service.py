@@ -8,6 +8,9 @@ in-memory job store and are rebuilt from code at every start):
   a check-in is opened, a channel frees up or the next attempt falls due);
 - ``risk-sweep``: the risk engine's sweep (a callable the composition root passes in);
 - ``signal-retention``: deletes raw signal events past the retention (daily, idem);
+- ``record-retention``: erases and deletes personal records past their keep, per kind
+  (transcripts, closed check-ins and attempts, acknowledged incidents, the access log:
+  ``anbu.services.retention``; daily at ``retention.time``);
 - ``escalation``: the escalation timers' tick (idem);
 - ``routine``: opens the routine check-ins that have come due;
 - ``self-test``: the daily test call at ``self_test_time`` local time.
@@ -113,6 +116,7 @@ def build_scheduler(
     channel_probe: ChannelProbe | None = None,
     risk_sweep: Hook | None = None,
     risk_retention: Hook | None = None,
+    record_retention: Hook | None = None,
     escalation_tick: Hook | None = None,
     on_self_test_failed: SelfTestFailed | None = None,
     settings: Settings | None = None,
@@ -166,6 +170,14 @@ def build_scheduler(
             _guard("signal-retention", risk_retention, container.sessions),
             CronTrigger(hour=hour, minute=minute, timezone=tz),
             id="signal-retention",
+            **common,
+        )
+    if record_retention is not None:
+        hour, minute = _hhmm(cfg.retention.time)
+        scheduler.add_job(
+            _guard("record-retention", record_retention, container.sessions),
+            CronTrigger(hour=hour, minute=minute, timezone=tz),
+            id="record-retention",
             **common,
         )
     if escalation_tick is not None:

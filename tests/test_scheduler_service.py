@@ -85,12 +85,14 @@ async def test_given_service_when_started_then_jobs_fire_and_checkins_get_dialed
         channel_probe=AmiChannelProbe(engine_ami),
         risk_sweep=risk_sweep,
         risk_retention=retention,
+        record_retention=retention,
         escalation_tick=escalation_tick,
     )
     assert container.dispatcher is service.dispatcher
     service.dispatcher.add_listener(listener)
     assert service.job_ids == [
-        "dispatch", "escalation", "risk-sweep", "routine", "self-test", "signal-retention",
+        "dispatch", "escalation", "record-retention", "risk-sweep", "routine", "self-test",
+        "signal-retention",
     ]  # fmt: skip
     now = container.clock.now()
     local = now.astimezone(zone("Asia/Seoul"))

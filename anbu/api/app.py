@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from anbu import __version__
-from anbu.api import routes, signals
+from anbu.api import audit, keys, routes, signals, webhooks
 from anbu.api.deps import UnauthenticatedError
 from anbu.container import Container
 from anbu.db.outage import RETRY_AFTER_S, DatabaseMonitor, is_unavailable, monitor_of, ping
@@ -91,6 +91,8 @@ def create_app(
         version=__version__,
         summary="Welfare check-in calls (안부전화) through Asterisk, with SMS escalation",
         lifespan=lifespan,
+        # The access log (PIPA), written for every route in one place: anbu.api.audit.
+        dependencies=[audit.AUDIT_TRAIL],
     )
     app.state.container = container
     app.add_middleware(DatabaseOutageMiddleware, monitor=monitor_of(container.engine))
@@ -98,6 +100,9 @@ def create_app(
     app.include_router(signals.router)
     app.include_router(scheduling.router)
     app.include_router(escalation_api.router)
+    app.include_router(keys.router)
+    app.include_router(audit.router)
+    app.include_router(webhooks.router)
 
     async def readiness() -> tuple[bool, dict[str, bool]]:
         checks = {"database": await ping(container.engine)}

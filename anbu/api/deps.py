@@ -8,11 +8,19 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.container import Container
 from anbu.db.models import ApiKey, District, Resident
+from anbu.domain.access import (
+    KeyState,
+    Scope,
+    decode_scopes,
+    key_state,
+    last_used_is_stale,
+    missing_scope,
+)
 from anbu.errors import ForbiddenError, NotFoundError, ValidationError
 from anbu.services.admin import hash_key
 
@@ -24,7 +32,7 @@ API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="a
 
 
 class UnauthenticatedError(Exception):
-    """No key, or a key we do not know (or that was revoked)."""
+    """No key, a key we do not know, or one that was revoked or has expired."""
 
 
 def get_container(request: Request) -> Container:
@@ -45,12 +53,16 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: an API key and the districts it may see."""
+    """Who is calling: an API key, what it may do, and the districts it may see."""
 
     key_id: int
     name: str
-    is_admin: bool
+    scopes: frozenset[Scope]
     district_ids: frozenset[int]
+
+    @property
+    def is_admin(self) -> bool:
+        return Scope.ADMIN in self.scopes
 
     def can_see(self, district_id: int) -> bool:
         return self.is_admin or district_id in self.district_ids
@@ -62,22 +74,48 @@ class Principal:
 
     def require_admin(self) -> None:
         if not self.is_admin:
-            raise ForbiddenError("this action needs an administrator key")
+            raise ForbiddenError("this action needs a key with the admin scope")
 
 
 async def get_principal(
-    session: SessionDep, key: Annotated[str | None, Security(API_KEY_HEADER)]
+    request: Request,
+    session: SessionDep,
+    container: ContainerDep,
+    key: Annotated[str | None, Security(API_KEY_HEADER)],
 ) -> Principal:
     if not key:
         raise UnauthenticatedError("missing X-API-Key header")
     row = (
-        await session.execute(
-            select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
-        )
+        await session.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
     ).scalar_one_or_none()
     if row is None:
-        raise UnauthenticatedError("unknown or revoked API key")
-    return Principal(row.id, row.name, row.is_admin, frozenset(d.id for d in row.districts))
+        raise UnauthenticatedError("unknown API key")
+    now = container.clock.now()
+    state = key_state(row.revoked_at, row.expires_at, now)
+    if state is KeyState.REVOKED:
+        raise UnauthenticatedError("this API key was revoked")
+    if state is KeyState.EXPIRED:
+        raise UnauthenticatedError("this API key has expired")
+    principal = Principal(
+        row.id,
+        row.name,
+        decode_scopes(row.scopes, is_admin=row.is_admin),
+        frozenset(d.id for d in row.districts),
+    )
+    request.state.principal = principal
+    lacking = missing_scope(principal.scopes, request.method)
+    if lacking is not None:
+        raise ForbiddenError(f"this API key lacks the {lacking} scope ({request.method})")
+    if last_used_is_stale(row.last_used_at, now):
+        # Compare-and-set on the old value: concurrent requests write it once, not each.
+        await session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == row.id, ApiKey.last_used_at.is_not_distinct_from(row.last_used_at))
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        await session.commit()
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from anbu.api.audit import AuditDep
 from anbu.api.deps import (
     ContainerDep,
     PrincipalDep,
@@ -27,6 +28,7 @@ from anbu.api.schemas import (
     ResidentPatch,
 )
 from anbu.db.models import District, Resident
+from anbu.domain.audit import AuditAction, AuditResource
 from anbu.domain.checkin import CheckinSource
 from anbu.errors import ConflictError, ValidationError
 from anbu.services import checkins as checkin_service
@@ -56,7 +58,7 @@ async def list_districts(principal: PrincipalDep, session: SessionDep) -> list[D
 
 @router.post("/residents", status_code=status.HTTP_201_CREATED, response_model=ResidentOut)
 async def create_resident(
-    body: ResidentIn, principal: PrincipalDep, session: SessionDep
+    body: ResidentIn, principal: PrincipalDep, session: SessionDep, audit: AuditDep
 ) -> ResidentOut:
     district = await district_by_code(session, principal, body.district_code)
     resident = Resident(
@@ -74,6 +76,7 @@ async def create_resident(
         raise ConflictError(
             f"a resident with external_ref {body.external_ref!r} already exists in {district.code}"
         ) from exc
+    audit.note(AuditResource.RESIDENT, resident.id, AuditAction.CREATE, district.id)
     return ResidentOut.of(resident)
 
 
@@ -81,6 +84,7 @@ async def create_resident(
 async def list_residents(
     principal: PrincipalDep,
     session: SessionDep,
+    audit: AuditDep,
     district_code: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=32)] = None,
@@ -96,6 +100,7 @@ async def list_residents(
     rows = list((await session.execute(query)).scalars().all())
     more = len(rows) > limit
     rows = rows[:limit]
+    audit.note_many(AuditResource.RESIDENT, ((r.id, r.district_id) for r in rows))
     return ResidentPage(
         items=[ResidentOut.of(r) for r in rows], next_cursor=rows[-1].id if more else None
     )
@@ -128,7 +133,11 @@ async def update_resident(
     summary="Ask for a check-in call to a resident",
 )
 async def create_checkin(
-    body: CheckinIn, principal: PrincipalDep, session: SessionDep, container: ContainerDep
+    body: CheckinIn,
+    principal: PrincipalDep,
+    session: SessionDep,
+    container: ContainerDep,
+    audit: AuditDep,
 ) -> CheckinAccepted:
     resident = await resident_in_scope(session, principal, body.resident_id)
     if not resident.active:
@@ -143,11 +152,19 @@ async def create_checkin(
     )
     await session.commit()
     container.wake_dispatcher()
+    if created:
+        audit.note(AuditResource.CHECKIN, checkin.id, AuditAction.CREATE, resident.district_id)
     return CheckinAccepted(id=checkin.id, status=checkin.status, joined_existing=not created)
 
 
 @router.get("/checkins/{checkin_id}", response_model=CheckinOut)
-async def get_checkin(checkin_id: str, principal: PrincipalDep, session: SessionDep) -> CheckinOut:
+async def get_checkin(
+    checkin_id: str, principal: PrincipalDep, session: SessionDep, audit: AuditDep
+) -> CheckinOut:
     checkin = await checkin_service.get_checkin(session, checkin_id)
-    principal.require_district(checkin.resident.district_id, "check-in", checkin_id)
+    district_id = checkin.resident.district_id
+    principal.require_district(district_id, "check-in", checkin_id)
+    audit.note_many(
+        AuditResource.TRANSCRIPT, ((a.id, district_id) for a in checkin.attempts if a.transcript)
+    )
     return CheckinOut.model_validate(checkin)

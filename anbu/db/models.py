@@ -75,9 +75,18 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(100))
     # sha256 of the key: the key itself is shown once at creation and never stored.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)  # holds the admin scope
+    # anbu.domain.access.Scope values, comma-separated, closed under implication.
+    scopes: Mapped[str] = mapped_column(String(64), default="read,write")
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Updated at most once a minute (anbu.domain.access.LAST_USED_RESOLUTION).
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Outcome webhooks (anbu.services.webhooks): where this key's events go, and the HMAC key
+    # they are signed with (kept readable: signing needs it).
+    webhook_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
     districts: Mapped[list[District]] = relationship(secondary=api_key_districts, lazy="selectin")
 
 

@@ -31,6 +31,7 @@ from anbu.domain.retry import (
 )
 from anbu.errors import NotFoundError
 from anbu.ports import CallRecord
+from anbu.services import webhooks
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ async def close_undialable(
     checkin.outcome = Outcome.DECLINED
     checkin.closed_at = now
     checkin.updated_at = now
+    await webhooks.checkin_closed(session, checkin, now)
     return CheckinClosed(checkin.id, checkin.resident_id, checkin.status, Outcome.DECLINED, now)
 
 
@@ -264,6 +266,7 @@ async def _advance(
     checkin.outcome = decision.outcome
     checkin.closed_at = now
     checkin.updated_at = now
+    await webhooks.checkin_closed(session, checkin, now)
     return CheckinClosed(checkin.id, checkin.resident_id, status, decision.outcome, now)
 
 

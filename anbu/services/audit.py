@@ -1,0 +1,118 @@
+"""The access log: the one place that writes and reads ``audit_log``.
+
+Writers: the API (through :mod:`anbu.api.audit`, one dependency for every route) and, next,
+the officials' console, which passes an ``Actor`` of kind ``official``. Nothing here updates
+or deletes a row; only the retention job deletes rows past their keep.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from anbu.db.models_audit import AuditEntry
+from anbu.domain.audit import ActorKind, AuditAction, AuditResource
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    kind: ActorKind
+    id: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One record touched: which, and how."""
+
+    resource_type: AuditResource
+    resource_id: str
+    action: AuditAction
+    district_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where the request came from and what it asked for."""
+
+    client: str = ""
+    method: str = ""
+    route: str = ""
+
+
+async def record(
+    session: AsyncSession,
+    actor: Actor,
+    accesses: Sequence[Access],
+    *,
+    at: dt.datetime,
+    origin: Origin = Origin(),
+    outcome: str = "",
+) -> None:
+    """Add one row per access to the session's transaction (the caller commits, so a write
+    and its log line commit together)."""
+    if not accesses:
+        return
+    rows = [
+        {
+            "at": at,
+            "actor_kind": actor.kind,
+            "actor_id": actor.id[:64],
+            "actor_name": actor.name[:100],
+            "client": origin.client[:64],
+            "method": origin.method[:8],
+            "route": origin.route[:200],
+            "resource_type": a.resource_type,
+            "resource_id": a.resource_id[:64],
+            "action": a.action,
+            "district_id": a.district_id,
+            "outcome": outcome[:100],
+        }
+        for a in accesses
+    ]
+    await session.execute(insert(AuditEntry), rows)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    actor_kind: ActorKind | None = None
+    actor_id: str | None = None
+    resource_type: AuditResource | None = None
+    resource_id: str | None = None
+    action: AuditAction | None = None
+    district_id: int | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+async def entries(
+    session: AsyncSession, where: AuditFilter, *, limit: int, before_id: int | None = None
+) -> tuple[list[AuditEntry], int | None]:
+    """Newest first; returns the page and the cursor of the next (older) page, if any."""
+    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit + 1)
+    if before_id is not None:
+        query = query.where(AuditEntry.id < before_id)
+    if where.actor_kind is not None:
+        query = query.where(AuditEntry.actor_kind == where.actor_kind)
+    if where.actor_id is not None:
+        query = query.where(AuditEntry.actor_id == where.actor_id)
+    if where.resource_type is not None:
+        query = query.where(AuditEntry.resource_type == where.resource_type)
+    if where.resource_id is not None:
+        query = query.where(AuditEntry.resource_id == where.resource_id)
+    if where.action is not None:
+        query = query.where(AuditEntry.action == where.action)
+    if where.district_id is not None:
+        query = query.where(AuditEntry.district_id == where.district_id)
+    if where.since is not None:
+        query = query.where(AuditEntry.at >= where.since)
+    if where.until is not None:
+        query = query.where(AuditEntry.at < where.until)
+    rows = list((await session.execute(query)).scalars().all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)

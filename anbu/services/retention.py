@@ -1,0 +1,240 @@
+"""Retention of personal records per kind (``ANBU_RETENTION__*``): transcripts, closed
+check-ins with their call attempts, acknowledged incidents with everything about them, and
+the access log. Raw signal events have their own job (:mod:`anbu.risk.retention`).
+
+Never deleted, however old: a check-in that is not final (it may still call), an incident not
+acknowledged (open or exhausted: someone must still answer for it), a check-in whose incident
+is kept, and the transcripts of a case that is not final or whose incident still waits.
+
+Work goes in chunks of ids, one short transaction each, so the dispatcher and the API never
+wait long behind it (SQLite has one writer).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, exists, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from anbu.db.models import CallAttempt, Checkin
+from anbu.db.models_audit import AuditEntry
+from anbu.db.models_escalation import (
+    InboundSms,
+    Incident,
+    IncidentEvent,
+    OutboxMessage,
+    ResidentFinding,
+)
+from anbu.domain.checkin import CheckinStatus
+from anbu.domain.incidents import IncidentStatus
+
+if TYPE_CHECKING:
+    from anbu.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FINAL_CHECKIN = [s for s in CheckinStatus if s.is_final]
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """Days each kind is kept; None keeps it forever."""
+
+    transcripts_days: int | None = 90
+    attempts_days: int | None = 365
+    incidents_days: int | None = 3 * 365
+    audit_days: int | None = 2 * 365
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetentionPolicy:
+        r = settings.retention
+        return cls(r.transcripts_days, r.attempts_days, r.incidents_days, r.audit_days)
+
+
+@dataclass
+class RetentionReport:
+    transcripts: int = 0  # attempts whose transcript was erased
+    checkins: int = 0
+    attempts: int = 0
+    incidents: int = 0
+    audit: int = 0
+    cutoffs: dict[str, dt.datetime] = field(default_factory=dict)
+
+    def line(self) -> str:
+        return (
+            f"erased {self.transcripts} transcript(s); deleted {self.checkins} check-in(s) with"
+            f" {self.attempts} call attempt(s), {self.incidents} incident(s),"
+            f" {self.audit} access log row(s)"
+        )
+
+
+def _cutoff(now: dt.datetime, days: int | None) -> dt.datetime | None:
+    return None if days is None else now - dt.timedelta(days=days)
+
+
+async def _erase_transcripts(
+    session: AsyncSession, cutoff: dt.datetime, chunk: int
+) -> tuple[int, ...]:
+    ids = list(
+        (
+            await session.execute(
+                select(CallAttempt.id)
+                .join(Checkin, Checkin.id == CallAttempt.checkin_id)
+                .where(
+                    CallAttempt.transcript.is_not(None),
+                    func.coalesce(CallAttempt.ended_at, CallAttempt.scheduled_for) < cutoff,
+                    Checkin.status.in_(FINAL_CHECKIN),
+                    # Evidence an official may still need: the case's incident waits.
+                    ~exists().where(
+                        Incident.checkin_id == Checkin.id,
+                        Incident.status != IncidentStatus.ACKNOWLEDGED,
+                    ),
+                )
+                .limit(chunk)
+            )
+        ).scalars()
+    )
+    if ids:
+        await session.execute(
+            update(CallAttempt)
+            .where(CallAttempt.id.in_(ids))
+            .values(transcript=None)
+            .execution_options(synchronize_session=False)
+        )
+    return (len(ids),)
+
+
+async def _delete_incidents(
+    session: AsyncSession, cutoff: dt.datetime, chunk: int
+) -> tuple[int, ...]:
+    ids = list(
+        (
+            await session.execute(
+                select(Incident.id)
+                .where(
+                    Incident.status == IncidentStatus.ACKNOWLEDGED,
+                    func.coalesce(Incident.closed_at, Incident.acknowledged_at) < cutoff,
+                )
+                .limit(chunk)
+            )
+        ).scalars()
+    )
+    if ids:
+        for table, column in (
+            (ResidentFinding, ResidentFinding.incident_id),
+            (IncidentEvent, IncidentEvent.incident_id),
+            (OutboxMessage, OutboxMessage.incident_id),
+            (InboundSms, InboundSms.incident_id),
+        ):
+            await session.execute(
+                delete(table).where(column.in_(ids)).execution_options(synchronize_session=False)
+            )
+        await session.execute(
+            delete(Incident)
+            .where(Incident.id.in_(ids))
+            .execution_options(synchronize_session=False)
+        )
+    return (len(ids),)
+
+
+async def _delete_checkins(
+    session: AsyncSession, cutoff: dt.datetime, chunk: int
+) -> tuple[int, ...]:
+    ids = list(
+        (
+            await session.execute(
+                select(Checkin.id)
+                .where(
+                    Checkin.status.in_(FINAL_CHECKIN),
+                    func.coalesce(Checkin.closed_at, Checkin.updated_at) < cutoff,
+                    ~exists().where(Incident.checkin_id == Checkin.id),
+                )
+                .limit(chunk)
+            )
+        ).scalars()
+    )
+    attempts = 0
+    if ids:
+        result = await session.execute(
+            delete(CallAttempt)
+            .where(CallAttempt.checkin_id.in_(ids))
+            .execution_options(synchronize_session=False)
+        )
+        attempts = int(result.rowcount)  # type: ignore[attr-defined]
+        await session.execute(
+            delete(Checkin).where(Checkin.id.in_(ids)).execution_options(synchronize_session=False)
+        )
+    return len(ids), attempts
+
+
+async def _delete_audit(session: AsyncSession, cutoff: dt.datetime, chunk: int) -> tuple[int, ...]:
+    ids = list(
+        (
+            await session.execute(
+                select(AuditEntry.id)
+                .where(AuditEntry.at < cutoff)
+                .order_by(AuditEntry.id)
+                .limit(chunk)
+            )
+        ).scalars()
+    )
+    if ids:
+        if session.get_bind().dialect.name == "postgresql":
+            # The append-only trigger lets this transaction, and only it, delete old rows.
+            await session.execute(text("SET LOCAL anbu.audit_purge = 'on'"))
+        await session.execute(
+            delete(AuditEntry)
+            .where(AuditEntry.id.in_(ids))
+            .execution_options(synchronize_session=False)
+        )
+    return (len(ids),)
+
+
+Step = Callable[[AsyncSession, dt.datetime, int], Awaitable[tuple[int, ...]]]
+
+
+async def _chunks(
+    sessions: async_sessionmaker[AsyncSession], step: Step, cutoff: dt.datetime, chunk: int
+) -> list[int]:
+    """Run ``step`` a chunk at a time, each in its own transaction, until a chunk comes back
+    short; returns its counts summed (the first count is the chunk's size)."""
+    totals: list[int] = []
+    while True:
+        async with sessions() as session:
+            counts = await step(session, cutoff, chunk)
+            await session.commit()
+        totals = [a + b for a, b in zip(totals or [0] * len(counts), counts, strict=True)]
+        if counts[0] < chunk:
+            return totals
+
+
+async def apply_retention(
+    sessions: async_sessionmaker[AsyncSession],
+    now: dt.datetime,
+    policy: RetentionPolicy,
+    *,
+    chunk: int = 500,
+) -> RetentionReport:
+    """Erase and delete what each kind's keep has passed; returns the counts."""
+    report = RetentionReport()
+    if (cut := _cutoff(now, policy.transcripts_days)) is not None:
+        report.cutoffs["transcripts"] = cut
+        (report.transcripts,) = await _chunks(sessions, _erase_transcripts, cut, chunk)
+    # Incidents first: a check-in goes only once no incident refers to it.
+    if (cut := _cutoff(now, policy.incidents_days)) is not None:
+        report.cutoffs["incidents"] = cut
+        (report.incidents,) = await _chunks(sessions, _delete_incidents, cut, chunk)
+    if (cut := _cutoff(now, policy.attempts_days)) is not None:
+        report.cutoffs["attempts"] = cut
+        report.checkins, report.attempts = await _chunks(sessions, _delete_checkins, cut, chunk)
+    if (cut := _cutoff(now, policy.audit_days)) is not None:
+        report.cutoffs["audit"] = cut
+        (report.audit,) = await _chunks(sessions, _delete_audit, cut, chunk)
+    if report.transcripts or report.checkins or report.incidents or report.audit:
+        log.info("retention: %s", report.line())
+    return report
