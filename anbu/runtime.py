@@ -46,6 +46,7 @@ class Telephony:
     registry: CallRegistry
     dialer: AmiDialer
     agi: AgiServer
+    listener: ReplyListener | None = None
 
     @classmethod
     def build(
@@ -64,7 +65,7 @@ class Telephony:
         if agi_port is not None:
             settings = settings.model_copy(update={"agi_port": agi_port})
         agi = AgiServer.from_settings(settings, {"checkin": flow})
-        return cls(ami, registry, dialer, agi)
+        return cls(ami, registry, dialer, agi, listener)
 
     async def start(self, boot_timeout_s: float = 30.0) -> None:
         # AGI first: Asterisk may run the dialplan's AGI() as soon as a call is answered.
@@ -77,6 +78,9 @@ class Telephony:
         await self.dialer.close()
         await self.agi.stop()
         await self.ami.close()
+        stop = getattr(self.listener, "stop", None)  # the AudioSocket server of barge-in
+        if stop is not None:
+            await stop()
 
 
 async def _speech_listener(settings: Settings) -> ReplyListener | None:
@@ -92,7 +96,12 @@ async def _speech_listener(settings: Settings) -> ReplyListener | None:
         # Keypad-only calls still check on people; say loudly what is missing.
         log.warning("spoken replies off (%s): keypad only", exc)
         return None
-    return SpeechListener.from_settings(settings, recognizer)
+    listener = SpeechListener.from_settings(settings, recognizer)
+    if not settings.speech.barge_in:
+        return listener
+    from ivr.stream import StreamListener
+
+    return StreamListener.from_settings(settings, recognizer, fallback=listener)
 
 
 async def _seed_demo(container: Container) -> None:

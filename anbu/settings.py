@@ -177,6 +177,15 @@ class SpeechSettings(BaseModel):
     record_silence_s: int = Field(default=2, ge=1)
     # Debugging only: keep the reply recordings instead of deleting each after decoding.
     keep_recordings: bool = False
+    # Barge-in and voicemail / answering-machine detection (ivr.stream.StreamListener): the
+    # call's audio over Asterisk's AudioSocket while the prompt plays. The server binds
+    # audiosocket_host (None: the AGI host) on audiosocket_port (0: any free port) and tells
+    # Asterisk audiosocket_advertise (None: the bind host) to connect to.
+    barge_in: bool = True
+    detect_machines: bool = True
+    audiosocket_host: str | None = None
+    audiosocket_port: int = Field(default=0, ge=0, le=65535)
+    audiosocket_advertise: str | None = None
 
 
 class SchedulingSettings(BaseModel):

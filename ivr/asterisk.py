@@ -81,6 +81,16 @@ _MULTIARCH = {
 # The carrier stand-in's spoken replies (numbers 009, 011, 012; 010 is noise).
 CARRIER_SPEECH = {"ne": "네", "yeoboseyo": "여보세요", "dowajuseyo": "도와주세요"}
 CARRIER_NOISE = "noise"
+# Voicemail and answering machines (numbers 030-032): what the networks and a person's machine
+# say on answering. Texts after the carriers' announcements; the voice is espeak-ng's.
+CARRIER_MACHINE_SPEECH = {
+    "voicemail_skt": "지금 거신 전화는 전원이 꺼져 있어 소리샘으로 연결되오며, "
+    "삐 소리 후 통화료가 부과됩니다.",
+    "voicemail_lgu": "고객님의 전화기가 꺼져 있어 연결되지 않습니다. 잠시 후 다시 걸어 주십시오.",
+    "machine_greeting": "안녕하세요. 지금은 전화를 받을 수 없습니다. "
+    "삐 소리가 나면 메시지를 남겨 주세요.",
+}
+CARRIER_BEEP = "beep"
 _CARRIER_SOUNDS_VERSION = 1
 
 
@@ -475,6 +485,23 @@ def render_noise_wav(dest: Path, *, seconds: float = 2.0, volume: float = 0.3) -
     return dest
 
 
+def render_tone_wav(
+    dest: Path, *, hz: float = 1000.0, seconds: float = 0.5, volume: float = 0.5
+) -> Path:
+    """A voicemail beep: a sine tone, 8 kHz mono 16-bit WAV."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_suffix(".partial.wav")
+    synth = ["synth", f"{seconds}", "sine", f"{hz}", "vol", f"{volume}"]
+    _run(
+        ["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(partial), *synth],
+        "sox (tone)",
+        timeout=60,
+        env=os.environ,
+    )
+    partial.replace(dest)
+    return dest
+
+
 def carrier_sounds(cache_dir: Path) -> dict[str, Path]:
     """The carrier's sound files (name -> wav), generated once into the cache."""
     folder = cache_dir / "asterisk" / "carrier-sounds" / f"v{_CARRIER_SOUNDS_VERSION}"
@@ -489,6 +516,15 @@ def carrier_sounds(cache_dir: Path) -> dict[str, Path]:
         if not noise.is_file():
             render_noise_wav(noise)
         sounds[CARRIER_NOISE] = noise
+        for name, text in CARRIER_MACHINE_SPEECH.items():
+            wav = folder / f"{name}.wav"
+            if not wav.is_file():
+                render_korean_wav(text, wav)
+            sounds[name] = wav
+        beep = folder / f"{CARRIER_BEEP}.wav"
+        if not beep.is_file():
+            render_tone_wav(beep)
+        sounds[CARRIER_BEEP] = beep
     return sounds
 
 

@@ -405,7 +405,10 @@ class AmiDialer:
         )
         if outcome is not None:
             answered = True
-        if answered and self._ivr_failed(call, outcome):
+        if outcome is not None and outcome.machine is not None:
+            # Answered by the carrier's voicemail or an answering machine, not the resident.
+            result = CallResult(outcome.machine.value)
+        elif answered and self._ivr_failed(call, outcome):
             result = CallResult.FAILED
         elif answered:
             result = CallResult.ANSWERED

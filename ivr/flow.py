@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from anbu.domain.machine import Answerer
 from anbu.domain.replies import Ask, Dialogue, Finish, Reply, Step, reply_for_key
 from anbu.ports import Clock, SystemClock
 from anbu.settings import Settings
@@ -38,12 +39,14 @@ def utc_ms(clock: Clock) -> dt.datetime:
 @dataclass(frozen=True, slots=True)
 class Heard:
     """What one listen got. ``reply`` is None for silence, an unknown key or an unrecognised
-    utterance (the dialogue then repeats the question once)."""
+    utterance (the dialogue then repeats the question once). ``machine`` says a voicemail or an
+    answering machine answered, not a person: the flow hangs up at once."""
 
     key: str | None = None
     reply: Reply | None = None
     transcript: str | None = None
     confidence: float | None = None
+    machine: Answerer | None = None
 
 
 class ReplyListener(Protocol):
@@ -94,6 +97,8 @@ class IvrOutcome:
     transcript: str | None = None
     confidence: float | None = None
     error: str | None = None
+    # Not a person: the carrier's voicemail or an answering machine (reply is None then).
+    machine: Answerer | None = None
 
 
 class OutcomeSink(Protocol):
@@ -111,6 +116,7 @@ class _CallState:
     replied_at: dt.datetime | None = None
     transcript: str | None = None
     confidence: float | None = None
+    machine: Answerer | None = None
     reported: bool = False
 
 
@@ -188,6 +194,12 @@ class CheckinFlow:
         state.dialogue, step = state.dialogue.start()
         while isinstance(step, Ask):
             step = await self._ask(session, state, step)
+            if state.machine is not None:
+                # Hang up at once: before a voicemail's beep nothing is billed or recorded.
+                log.info("agi %s: answered by %s; hanging up", channel_id, state.machine)
+                self._report(channel_id, state, None)
+                await session.hangup(NORMAL_CLEARING)
+                return
         state.reply = step.reply
         log.info(
             "agi %s: reply %s (keys %r, asked %d)",
@@ -217,6 +229,9 @@ class CheckinFlow:
             state.keys.append(heard.key)
         if heard.transcript is not None:
             state.transcript, state.confidence = heard.transcript, heard.confidence
+        if heard.machine is not None:
+            state.machine = heard.machine
+            return step
         if heard.reply is None:
             log.info(
                 "agi %s: nothing usable heard (key %r) after ask %d",
@@ -243,6 +258,7 @@ class CheckinFlow:
             transcript=state.transcript,
             confidence=state.confidence,
             error=error,
+            machine=state.machine,
         )
         try:
             self._sink.report(outcome)

@@ -279,6 +279,11 @@ class VoskRecognizer:
     def grammar(self) -> tuple[str, ...]:
         return self._grammar
 
+    @property
+    def model(self) -> Any:
+        """The loaded ``vosk.Model`` (shared: ``ivr.stream`` spots machine words with it)."""
+        return self._model
+
     async def listen(self, audio_path: Path) -> SpeechResult:
         """Recognise one recorded reply (the port's method); decoding runs in a thread."""
         return await asyncio.to_thread(self.recognize_file, audio_path)

@@ -21,6 +21,10 @@ class CallResult(enum.StrEnum):
     REJECTED = "rejected"
     UNREACHABLE = "unreachable"
     FAILED = "failed"
+    # Answered, but not by a person (anbu.domain.machine): the carrier's voicemail or
+    # announcement, or an answering machine. Retried like no answer; never ok, never help.
+    VOICEMAIL = "voicemail"
+    MACHINE = "machine"
 
 
 class HangupCause(enum.IntEnum):

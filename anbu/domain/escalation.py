@@ -192,7 +192,23 @@ RESULT_WORDS: dict[CallResult, str] = {
     CallResult.REJECTED: "수신 거절",
     CallResult.UNREACHABLE: "연결 안됨",
     CallResult.FAILED: "발신 실패",
+    CallResult.VOICEMAIL: "음성사서함 연결",
+    CallResult.MACHINE: "자동응답기 연결",
 }
+# Calls that reached a machine, not the resident, are counted in a line of their own: an
+# official reading "음성사서함 연결 2회" knows the phone was off or unanswered, not the
+# number wrong.
+MACHINE_RESULTS = (CallResult.VOICEMAIL, CallResult.MACHINE)
+
+
+def machine_counts(attempts: Sequence[AttemptFacts]) -> str | None:
+    """ "음성사서함 연결 2회, 자동응답기 연결 1회", or None when no call reached a machine."""
+    counts = [
+        (result, sum(1 for a in attempts if a.result is result)) for result in MACHINE_RESULTS
+    ]
+    parts = [f"{RESULT_WORDS[result]} {n}회" for result, n in counts if n]
+    return ", ".join(parts) or None
+
 
 REPLY_WORDS: dict[Reply, str] = {
     Reply.OK: "받음, 괜찮다고 응답",
@@ -264,6 +280,8 @@ def render_alert(facts: AlertFacts, *, tz: dt.tzinfo = SEOUL) -> ComposedSms:
     reason = " / ".join(line.strip() for line in facts.reason.splitlines() if line.strip())
     lines.append(f"사유: {truncate_cp949(reason, REASON_MAX_BYTES) if reason else '-'}")
     lines.append(f"통화: {len(facts.attempts)}회 시도, {_local(facts.closed_at, tz)} 종료")
+    if machines := machine_counts(facts.attempts):
+        lines.append(machines)
     for a in facts.attempts:
         when = _local(a.at, tz) if a.at is not None else "-"
         lines.append(f"{a.number}) {when} {a.words()}")

@@ -70,7 +70,9 @@ def decide_retry(
     calls or dead numbers give up at once as ``declined``/``invalid_number`` (escalate, do not
     redial); otherwise retry until ``max_attempts`` is used, then give up as ``unreachable``.
     Busy retries sooner (the person is alive and on the phone); failures on our side or the
-    network's (``failed``, ``congestion``) retry after ``failure_interval``.
+    network's (``failed``, ``congestion``) retry after ``failure_interval``. Voicemail and
+    answering machines (``voicemail``, ``machine``) are no answer from the resident: the
+    no-answer interval, and the case ends ``unreachable`` like unanswered calls.
     """
     if result is CallResult.ANSWERED:
         raise ValueError("answered attempts settle the case; no retry decision")

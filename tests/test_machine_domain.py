@@ -1,0 +1,155 @@
+"""Voicemail and answering machines in the pure core: the verdict rules, the retry decision
+for their call results, what the case and the alert make of them. Tables, time passed in."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from anbu.domain.calls import CallResult
+from anbu.domain.checkin import AttemptStatus, Outcome, attempt_outcome
+from anbu.domain.machine import MACHINE_WORDS, Answerer, Evidence, MachineRules, judge
+from anbu.domain.replies import Reply
+from anbu.domain.retry import GiveUp, RetryAt, RetryPolicy, decide_retry
+from anbu.domain.speech_intent import UNK, VOCABULARY
+from escalation.policy import AlertFacts, AttemptFacts, Urgency, render_alert
+
+DIALED = dt.datetime(2026, 12, 2, 1, 0, tzinfo=dt.UTC)
+POLICY = RetryPolicy(
+    max_attempts=3,
+    interval=dt.timedelta(minutes=10),
+    busy_interval=dt.timedelta(minutes=3),
+    failure_interval=dt.timedelta(minutes=2),
+)
+M = dt.timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    ("evidence", "expected"),
+    [
+        # SKT/KT 소리샘: one strong word is enough, with or without the beep.
+        (Evidence(words=("소리샘",)), Answerer.VOICEMAIL),
+        (Evidence(words=("거신", "전원", "꺼져", "소리샘", "통화료", "부과")), Answerer.VOICEMAIL),
+        (Evidence(words=("음성사서함",)), Answerer.VOICEMAIL),
+        (Evidence(words=("통화료",), tone_s=0.5), Answerer.VOICEMAIL),
+        # LG U+: "고객님의 전화기가 꺼져 있어 연결되지 않습니다": weak words, two of them.
+        (Evidence(words=("고객님", "전화기", "꺼져", "연결되")), Answerer.VOICEMAIL),
+        (Evidence(words=("꺼져", "<UNK>", "않아")), Answerer.VOICEMAIL),
+        # One weak word alone is not a carrier: a resident may say "삐" or be heard so.
+        (Evidence(words=("꺼져",)), None),
+        # A person's answering machine: two greeting words, or its beep.
+        (Evidence(words=("받을", "없습니다", "메시지")), Answerer.MACHINE),
+        (Evidence(words=("삐", "메시지를", "남겨")), Answerer.MACHINE),
+        (Evidence(words=("메시지",)), None),
+        (Evidence(tone_s=0.3), Answerer.MACHINE),
+        (Evidence(tone_s=0.1), None),  # a click, a short pure vowel: not a beep
+        # Music or a long recorded greeting: longer than any "여보세요".
+        (Evidence(longest_sound_s=8.0), Answerer.MACHINE),
+        (Evidence(longest_sound_s=1.2), None),
+        # A person.
+        (Evidence(words=("네",), longest_sound_s=0.6), None),
+        (Evidence(words=("여보", "세요"), longest_sound_s=0.9), None),
+        (Evidence(words=("도와주", "주세요")), None),
+        (Evidence(), None),
+    ],
+)
+def test_given_evidence_when_judged_then_table_holds(
+    evidence: Evidence, expected: Answerer | None
+) -> None:
+    assert judge(evidence) is expected
+
+
+def test_given_tuned_rules_when_judged_then_thresholds_move() -> None:
+    strict = MachineRules(min_weak_words=3, min_tone_s=0.5, max_greeting_s=10.0)
+    assert judge(Evidence(words=("꺼져", "않아")), strict) is None
+    assert judge(Evidence(tone_s=0.3), strict) is None
+    assert judge(Evidence(longest_sound_s=8.0), strict) is None
+
+
+@pytest.mark.parametrize("bad", [{"min_weak_words": 0}, {"min_tone_s": 0}, {"max_greeting_s": -1}])
+def test_given_nonsense_rules_when_built_then_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        MachineRules(**bad)  # type: ignore[arg-type]
+
+
+def test_given_spotting_grammar_then_reply_and_machine_words_and_unk_last() -> None:
+    grammar = MACHINE_WORDS.grammar()
+    assert grammar[-1] == UNK
+    assert set(VOCABULARY.grammar()) <= set(grammar)
+    assert {"소리샘", "음성사서함", "메시지"} <= set(grammar)
+    assert len(grammar) == len(set(grammar))
+
+
+@pytest.mark.parametrize(
+    ("result", "dialed", "expected"),
+    [
+        (CallResult.VOICEMAIL, 1, RetryAt(DIALED + 10 * M)),
+        (CallResult.VOICEMAIL, 2, RetryAt(DIALED + 10 * M)),
+        (CallResult.VOICEMAIL, 3, GiveUp(Outcome.UNREACHABLE)),
+        (CallResult.MACHINE, 1, RetryAt(DIALED + 10 * M)),
+        (CallResult.MACHINE, 3, GiveUp(Outcome.UNREACHABLE)),
+    ],
+)
+def test_given_machine_result_when_deciding_then_retried_like_no_answer(
+    result: CallResult, dialed: int, expected: RetryAt | GiveUp
+) -> None:
+    assert decide_retry(POLICY, result, dialed, DIALED) == expected
+    assert decide_retry(POLICY, result, dialed, DIALED) == decide_retry(
+        POLICY, CallResult.NO_ANSWER, dialed, DIALED
+    )
+
+
+@pytest.mark.parametrize("result", [CallResult.VOICEMAIL, CallResult.MACHINE])
+@pytest.mark.parametrize("reply", [None, Reply.OK, Reply.HELP])
+def test_given_machine_result_when_settling_then_never_ok_never_help(
+    result: CallResult, reply: Reply | None
+) -> None:
+    # Even a reply wrongly attached to a machine's call settles nothing: the policy retries.
+    assert attempt_outcome(result, reply) is None
+
+
+def test_given_two_voicemail_calls_when_alert_rendered_then_it_says_so() -> None:
+    t0 = dt.datetime(2026, 12, 2, 5, 3, 5, tzinfo=dt.UTC)
+    facts = AlertFacts(
+        resident_name="김안부",
+        dong="신림동",
+        district_name="관악구",
+        outcome=Outcome.UNREACHABLE,
+        urgency=Urgency.NORMAL,
+        reason="전화 기록 52시간 없음",
+        attempts=(
+            AttemptFacts(1, AttemptStatus.FINISHED, CallResult.VOICEMAIL, None, t0),
+            AttemptFacts(2, AttemptStatus.FINISHED, CallResult.NO_ANSWER, None, t0 + 10 * M),
+            AttemptFacts(3, AttemptStatus.FINISHED, CallResult.VOICEMAIL, None, t0 + 20 * M),
+        ),
+        closed_at=t0 + 21 * M,
+        code="1234",
+        link="http://127.0.0.1:8080/ack/x",
+    )
+    lines = render_alert(facts).text.splitlines()
+    assert "음성사서함 연결 2회" in lines
+    assert "1) 12-02 14:03:05 음성사서함 연결" in lines
+    assert "3) 12-02 14:23:05 음성사서함 연결" in lines
+
+
+def test_given_no_machine_calls_when_alert_rendered_then_no_machine_line() -> None:
+    t0 = dt.datetime(2026, 12, 2, 5, 3, 5, tzinfo=dt.UTC)
+    facts = AlertFacts(
+        resident_name="김안부",
+        dong="",
+        district_name="관악구",
+        outcome=Outcome.UNREACHABLE,
+        urgency=Urgency.NORMAL,
+        reason="-",
+        attempts=(
+            AttemptFacts(1, AttemptStatus.FINISHED, CallResult.NO_ANSWER, None, t0),
+            AttemptFacts(2, AttemptStatus.FINISHED, CallResult.MACHINE, None, t0 + 10 * M),
+        ),
+        closed_at=t0 + 11 * M,
+        code="1234",
+        link="http://127.0.0.1:8080/ack/x",
+    )
+    text = render_alert(facts).text
+    assert "음성사서함" not in text
+    assert "자동응답기 연결 1회" in text.splitlines()
