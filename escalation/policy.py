@@ -190,7 +190,9 @@ RESULT_WORDS: dict[CallResult, str] = {
     CallResult.BUSY: "통화중",
     CallResult.CONGESTION: "망 혼잡",
     CallResult.REJECTED: "수신 거절",
-    CallResult.UNREACHABLE: "연결 안됨",
+    CallResult.UNREACHABLE: "전원 꺼짐/통화권 이탈",
+    CallResult.INVALID_NUMBER: "없는 번호",
+    CallResult.NETWORK_FAILURE: "통신망 장애",
     CallResult.FAILED: "발신 실패",
 }
 
