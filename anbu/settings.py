@@ -39,6 +39,11 @@ class TrunkSettings(BaseModel):
     codecs: str = "ulaw,alaw"
     # How long a call may ring before we call it "no answer" (Originate Timeout).
     ring_timeout_s: float = 30.0
+    # Keypad: "auto" hears RFC 4733 on whatever payload type was negotiated and, when the phone
+    # does not negotiate telephone-event, the in-band tones; SIP INFO (application/dtmf-relay,
+    # application/dtmf) is heard in every mode (res_pjsip_dtmf_info). "auto_info" would send
+    # and expect INFO instead of in-band tones.
+    dtmf_mode: Literal["auto", "auto_info", "rfc4733", "inband", "info"] = "auto"
 
 
 class AsteriskSettings(BaseModel):

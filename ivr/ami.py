@@ -210,7 +210,7 @@ class AmiClient:
         username: str,
         secret: str,
         *,
-        events: str = "system,call",
+        events: str = "system,call,user",
         connect_timeout_s: float = 5.0,
         boot_timeout_s: float = 30.0,
         action_timeout_s: float = 10.0,
@@ -222,7 +222,8 @@ class AmiClient:
         self.port = port
         self._username = username
         self._secret = secret
-        # Login's ``Events`` mask: FullyBooted is a "system" event and the dialer needs "call".
+        # Login's ``Events`` mask: FullyBooted is a "system" event, the dialer needs "call" and
+        # "user" (the engine's hangup handler reports the far end's SIP status as a UserEvent).
         self._events = events
         self._connect_timeout_s = connect_timeout_s
         self._boot_timeout_s = boot_timeout_s

@@ -761,6 +761,7 @@ class AsteriskInstance:
                 "trunk_host": trunk.host,
                 "trunk_port": trunk.port,
                 "codecs": trunk.codecs,
+                "dtmf_mode": trunk.dtmf_mode,
             }
             if trunk.username:
                 password = trunk.password.get_secret_value() if trunk.password else ""

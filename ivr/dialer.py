@@ -10,9 +10,24 @@ several processes placing calls each one's outcomes come back to it.
 What AMI tells us, gathered into :class:`anbu.domain.calls.DialReport`:
 - ``OriginateResponse`` (matched by our ActionID): Success = answered; Reason on failure;
 - ``Newchannel``/``Newstate``/``Hangup`` (matched by Uniqueid = our ChannelId): whether a
-  channel existed, whether it ever rang (ChannelState 5), the Q.850 ``Cause``.
-Busy, congestion and rejection all answer Failure/Reason 0: only the Hangup cause of our own
-channel tells them apart. (DialBegin/DialEnd exist only for the Dial() app, not Originate.)
+  channel existed, whether it ever rang (ChannelState 5), the Q.850 ``Cause``;
+- ``DialState`` (DestUniqueid = our ChannelId; Originate publishes it too): ``PROGRESS`` is a
+  183 with early media (Korean mobile ringback, 컬러링, the network's announcements), which
+  never sets ChannelState 5 but counts as ringing;
+- ``UserEvent AnbuHangup`` from the hangup handler every Originate pushes on its channel
+  (dialplans/engine/extensions.conf ``anbu-hangup``): the far end's last SIP status line from
+  ``HANGUPCAUSE(chan,tech)``;
+- ``HangupRequest`` (the channel driver hung up: the far end's BYE/CANCEL/final response)
+  versus ``SoftHangupRequest`` (Asterisk itself: our AGI, the dialplan, shutdown).
+Busy, congestion and rejection all answer Failure/Reason 0, and a phone that is off (480), an
+INVITE nobody answers and a ring-out all end in cause 19: so the SIP status is read too.
+
+Why the hangup handler and not the alternatives (measured against SIPp, Asterisk 22): the
+Hangup event carries only the Q.850 cause (480 -> 19; a ``Reason: Q.850;cause=20`` on the
+response is ignored); ``PJSIP_RESPONSE_HEADER`` reads nothing outside a pre-dial handler; a
+Local channel running Dial() would give DIALSTATUS and the hash too, but doubles the channels
+per call and changes which uniqueid the AGI sees. The handler runs in ast_hangup() even for a
+channel that never reached the dialplan, and its UserEvent precedes the Hangup event.
 
 The call is over when both the OriginateResponse and the Hangup are in (they race: OriginateResponse
 is raised by the originating thread, Hangup comes through stasis), or one of them plus a short
@@ -41,7 +56,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from anbu.domain.calls import CallResult, DialReport, classify_call
+from anbu.domain.calls import CallResult, DialReport, classify_call, sip_status_of
 from anbu.domain.phone import mask_phone
 from anbu.domain.replies import Reply
 from anbu.errors import AmiError, TelephonyError, ValidationError
@@ -62,6 +77,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL_STATE_RINGING = "5"  # AST_STATE_RINGING: the far end sent 180/183
 CHANNEL_STATE_UP = "6"
+SIP_SESSION_PROGRESS = 183
 # Asterisk's AST_MAX_PUBLIC_UNIQUEID.
 MAX_CHANNEL_ID = 149
 _CHANNEL_ID = re.compile(r"^[A-Za-z0-9._\-]+$")
@@ -78,6 +94,10 @@ NO_CHANNEL_GRACE_S = 0.3
 
 # Hangup cause the engine's anbu-checkin context uses when AGI() fails (network out of order).
 AGI_UNREACHABLE_CAUSE = 38
+# Pushed on every originated channel. The AMI splits an Originate ``Variable`` on commas, so the
+# Gosub address's commas are escaped.
+HANGUP_HANDLER_VARIABLE = r"CHANNEL(hangup_handler_push)=anbu-hangup\,s\,1"
+HANGUP_USER_EVENT = "AnbuHangup"
 
 
 class CallRegistry:
@@ -141,6 +161,9 @@ class _Call:
     hangup_at: dt.datetime | None = None
     hangup_loop: float = 0.0
     hangup_requested: bool = False
+    progress: bool = False  # 183 with early media
+    sip_status: int | None = None  # last SIP status the channel saw (hangup handler)
+    far_end_hangup: bool = False  # the channel driver hung up (BYE), not Asterisk
     ami_lost_at: float | None = None
     vanished: bool = False
     failure: str | None = None
@@ -236,7 +259,14 @@ class AmiDialer:
             return
         self._subs = [
             self._ami.subscribe(
-                self._on_event, "OriginateResponse", "Newchannel", "Newstate", "Hangup"
+                self._on_event,
+                "OriginateResponse",
+                "Newchannel",
+                "Newstate",
+                "Hangup",
+                "DialState",
+                "UserEvent",
+                "HangupRequest",
             ),
             self._ami.on_state(self._on_ami_state),
         ]
@@ -344,8 +374,7 @@ class AmiDialer:
         variables = dict(request.variables)
         if self.agi_address is not None:
             variables.setdefault(AGI_ADDRESS_VARIABLE, self.agi_address)
-        if variables:
-            fields["Variable"] = [f"{k}={v}" for k, v in variables.items()]
+        fields["Variable"] = [HANGUP_HANDLER_VARIABLE, *(f"{k}={v}" for k, v in variables.items())]
         return fields
 
     async def _await_end(self, call: _Call) -> None:
@@ -423,6 +452,8 @@ class AmiDialer:
                 hangup_cause=call.hangup_cause,
                 rang=call.rang,
                 channel_created=call.channel_created,
+                sip_status=call.sip_status,
+                progress=call.progress or call.sip_status == SIP_SESSION_PROGRESS,
             )
             result = classify_call(report)
             log.debug("call %s: %s -> %s", cid, report, result)
@@ -431,11 +462,17 @@ class AmiDialer:
     @staticmethod
     def _ivr_failed(call: _Call, outcome: IvrOutcome | None) -> bool:
         """Answered, but the check-in did not happen through no doing of the resident's: the
-        IVR failed before any reply, or no IVR outcome and no far-end hangup cause to read."""
+        IVR failed before any reply, or no IVR outcome and no far-end hangup to read.
+
+        A BYE without a ``Reason`` header (most phones) leaves hangup cause 0, which the IVR
+        alone cannot tell from Asterisk tearing the channel down; the channel driver's
+        ``HangupRequest`` can: the resident hung up, whatever the cause number."""
         if outcome is not None:
-            if outcome.reply is None:
+            if outcome.reply is None and not call.far_end_hangup:
                 call.failure = f"IVR failed: {outcome.error}"
                 return True
+            return False
+        if call.far_end_hangup and call.hangup_cause != AGI_UNREACHABLE_CAUSE:
             return False
         if not call.hangup_cause:  # None (AMI lost) or 0 (Asterisk tore it down)
             call.failure = f"answered, no IVR outcome, hangup cause {call.hangup_cause}"
@@ -452,7 +489,8 @@ class AmiDialer:
         keys, transcript, confidence = "", None, None
         if result is CallResult.ANSWERED:
             if outcome is not None:
-                reply, keys = outcome.reply, outcome.keys
+                # No reply with a far-end hangup: the resident hung up (see _ivr_failed).
+                reply, keys = outcome.reply or Reply.HUNG_UP, outcome.keys
                 transcript, confidence = outcome.transcript, outcome.confidence
                 if outcome.error:
                     log.warning("call %s: IVR error: %s", call.cid, outcome.error)
@@ -479,12 +517,14 @@ class AmiDialer:
             confidence=confidence,
         )
         log.info(
-            "call %s: %s%s (cause %s, rang %s)%s",
+            "call %s: %s%s (cause %s, sip %s, rang %s, early media %s)%s",
             call.cid,
             result,
             f"/{reply}" if reply else "",
             call.hangup_cause,
+            call.sip_status,
             call.rang,
+            call.progress,
             f": {call.failure}" if call.failure and result is CallResult.FAILED else "",
         )
         return record
@@ -524,9 +564,23 @@ class AmiDialer:
             )
             call.changed.set()
             return
+        if name == "DialState":
+            call = self._by_uid.get(msg.get("DestUniqueid") or "")
+            if call is not None and msg.get("DialStatus") == "PROGRESS" and not call.progress:
+                log.info("call %s: early media (183)", call.cid)
+                call.progress = True
+            return
         uid = msg.get("Uniqueid")
         call = self._by_uid.get(uid) if uid else None
         if call is None:
+            return
+        if name == "UserEvent":
+            if msg.get("UserEvent") == HANGUP_USER_EVENT:
+                call.sip_status = sip_status_of(msg.get("Sip"))
+                log.info("call %s: far end's last SIP status %r", call.cid, msg.get("Sip"))
+            return
+        if name == "HangupRequest":
+            call.far_end_hangup = True
             return
         call.channel_created = True
         call.channel_name = msg.get("Channel") or call.channel_name

@@ -19,14 +19,14 @@ import contextlib
 import datetime as dt
 import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from anbu.db.outage import report_failure
 from anbu.domain.calling_hours import CallingWindow
-from anbu.domain.calls import CallResult
+from anbu.domain.calls import CallResult, NetworkFailureWatch
 from anbu.domain.pacing import DEFAULT_TRUNK, Pacer
 from anbu.domain.phone import mask_phone
 from anbu.domain.retry import RetryPolicy
@@ -133,6 +133,11 @@ class Dispatcher:
         self._next_wait = 0.0
         # Seen by benchmarks: (check-in created_at, dial start) per attempt started here.
         self.on_originate: Callable[[Claimed, dt.datetime], None] | None = None
+        # Network failures (408, no answer to the INVITE, trunk down) repeated across residents
+        # mean the trunk is broken for everyone: the administrator is paged (logged at ERROR,
+        # as a failed self-test is, and ``on_network_failure`` if set).
+        self.network_watch = NetworkFailureWatch()
+        self.on_network_failure: Callable[[int], Awaitable[None]] | None = None
 
     @property
     def inflight(self) -> int:
@@ -262,6 +267,8 @@ class Dispatcher:
                 answered_at=None,
                 ended_at=now,
             )
+        if self.network_watch.observe(claimed.resident_id, record.result, self._clock.now()):
+            await self._page_network_failure()
         done: asyncio.Future[CheckinClosed | None] = asyncio.get_running_loop().create_future()
         self._to_record.put_nowait((claimed, record, done))
         self._ensure_recorder()
@@ -321,6 +328,20 @@ class Dispatcher:
                 )
             await session.commit()
         return out
+
+    async def _page_network_failure(self) -> None:
+        residents = self.network_watch.residents()
+        log.error(
+            "NETWORK FAILURE: calls to %d residents got no answer from the network within %s "
+            "(trunk down, 408, INVITE unanswered): check the trunk",
+            residents,
+            self.network_watch.window,
+        )
+        if self.on_network_failure is not None:
+            try:
+                await self.on_network_failure(residents)
+            except Exception:
+                log.exception("network failure page failed")
 
     async def dial_direct(self, request: CallRequest, *, trunk: str = DEFAULT_TRUNK) -> CallRecord:
         """Dial outside the queue (the daily self-test) while still keeping to the pacing."""

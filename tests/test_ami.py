@@ -96,7 +96,7 @@ async def test_given_good_credentials_when_connect_then_booted_and_ping_answered
         response = await client.action("Ping")
         assert response.get("Ping") == "Pong"
         login = fake_ami.actions_named("Login")[0]
-        assert login.get("Events") == "system,call"
+        assert login.get("Events") == "system,call,user"
     finally:
         await client.close()
     assert client.state.value == "closed"  # (mypy narrowed state to BOOTED above)

@@ -203,9 +203,10 @@ async def test_given_resident_hangs_up_at_once_when_called_then_answered_hung_up
     assert_answered(record, Reply.HUNG_UP, "")
 
 
-async def test_given_unallocated_number_when_called_then_unreachable(rig: Rig) -> None:
+async def test_given_unallocated_number_when_called_then_invalid_number(rig: Rig) -> None:
     record = await rig.call(UNALLOCATED)
-    assert (record.result, record.hangup_cause, record.reply) == (CallResult.UNREACHABLE, 1, None)
+    assert (record.result, record.hangup_cause) == (CallResult.INVALID_NUMBER, 1)
+    assert record.reply is None
 
 
 # ---- load and failures -------------------------------------------------------------------------

@@ -236,6 +236,21 @@ def hangup(cause: str, state: str = "0", delay: float = 0.01) -> Step:
     )
 
 
+def sip(status_line: str, delay: float = 0.01) -> Step:
+    """The engine's anbu-hangup handler: the far end's last SIP status line."""
+    line = f"SIP {status_line}" if status_line else ""
+    return (delay, "UserEvent", {"Uniqueid": "{uid}", "UserEvent": "AnbuHangup", "Sip": line})
+
+
+def dialstate(status: str, delay: float = 0.01) -> Step:
+    return (delay, "DialState", {"DestUniqueid": "{uid}", "DialStatus": status})
+
+
+def hangup_request(delay: float = 0.01) -> Step:
+    """The channel driver hung up: the far end's BYE (not Asterisk)."""
+    return (delay, "HangupRequest", {"Uniqueid": "{uid}", "Channel": "PJSIP/trunk-0001"})
+
+
 def response(ok: bool, reason: str, delay: float = 0.01) -> Step:
     return (
         delay,
@@ -308,7 +323,43 @@ def assert_times(record: CallRecord) -> None:
         (
             "unallocated",
             (newchannel(), hangup("1"), response(False, "0")),
+            CallResult.INVALID_NUMBER,
+            1,
+        ),
+        (
+            "480 phone off (Asterisk reports 19 with or without Reason)",
+            (newchannel(), sip("480 Temporarily Unavailable"), hangup("19"), response(False, "0")),
             CallResult.UNREACHABLE,
+            19,
+        ),
+        (
+            "183 early media, never answered",
+            (
+                newchannel(),
+                dialstate("PROGRESS"),
+                sip("183 Session Progress"),
+                response(False, "3"),
+                hangup("19"),
+            ),
+            CallResult.NO_ANSWER,
+            19,
+        ),
+        (
+            "183 seen only by the hangup handler",
+            (newchannel(), sip("183 Session Progress"), response(False, "3"), hangup("19")),
+            CallResult.NO_ANSWER,
+            19,
+        ),
+        (
+            "404 with a ring first",
+            (
+                newchannel(),
+                newstate("5"),
+                sip("404 Not Found"),
+                hangup("1", "5"),
+                response(False, "0"),
+            ),
+            CallResult.INVALID_NUMBER,
             1,
         ),
         (
@@ -318,9 +369,9 @@ def assert_times(record: CallRecord) -> None:
             19,
         ),
         (
-            "nothing listening",
-            (newchannel(), hangup("19"), response(False, "3")),
-            CallResult.UNREACHABLE,
+            "nothing listening (no answer to the INVITE)",
+            (newchannel(), sip(""), hangup("19"), response(False, "3")),
+            CallResult.NETWORK_FAILURE,
             19,
         ),
         (
@@ -368,7 +419,11 @@ async def test_given_originate_when_sent_then_fields_name_our_channel_and_trunk(
     assert originate.get("Timeout") == "3500"
     assert originate.get("Async") == "true"
     assert originate.get("CallerID") == "0212345678"
-    assert originate.getall("Variable") == ["DISTRICT=gwanak", "RESIDENT=42"]
+    assert originate.getall("Variable") == [
+        r"CHANNEL(hangup_handler_push)=anbu-hangup\,s\,1",
+        "DISTRICT=gwanak",
+        "RESIDENT=42",
+    ]
     await dialer.close()
 
 
@@ -427,6 +482,24 @@ async def test_given_answered_call_when_ivr_failed_before_a_reply_then_failed(
     record = await asyncio.wait_for(dialer.call(request()), 5.0)
     assert (record.result, record.reply, record.hangup_cause) == (CallResult.FAILED, None, 0)
     assert record.answered_at is not None
+    await dialer.close()
+
+
+async def test_given_answered_call_when_bye_without_reason_then_answered_hung_up_not_failed(
+    fake_ami: FakeAmi, ami: AmiClient
+) -> None:
+    # Most phones send BYE without a Reason header: cause 0, but the channel driver's
+    # HangupRequest says the far end hung up.
+    fake_ami.handlers["Originate"] = events(
+        newchannel(), newstate("6"), response(True, "4"), hangup_request(), hangup("0", "6")
+    )
+    dialer = make_dialer(ami)
+    record = await asyncio.wait_for(dialer.call(request()), 5.0)
+    assert (record.result, record.reply, record.hangup_cause) == (
+        CallResult.ANSWERED,
+        Reply.HUNG_UP,
+        0,
+    )
     await dialer.close()
 
 
@@ -529,7 +602,7 @@ async def test_given_60_concurrent_calls_when_events_interleave_then_each_call_g
         "17": CallResult.BUSY,
         "34": CallResult.CONGESTION,
         "21": CallResult.REJECTED,
-        "1": CallResult.UNREACHABLE,
+        "1": CallResult.INVALID_NUMBER,
     }
     plan = {f"c{i:02d}": list(causes)[i % 4] for i in range(60)}
 

@@ -31,10 +31,10 @@ from anbu.db.models import CallAttempt, Checkin, District, Resident
 from anbu.db.models_scheduling import Program
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import CheckinSource, CheckinStatus, Outcome
+from anbu.domain.escalation import AttemptFacts, machine_counts
 from anbu.domain.replies import Prompt, Reply
 from anbu.ports import CallRecord, SystemClock
 from anbu.services.checkins import CheckinClosed, open_checkin
-from escalation.policy import AttemptFacts, machine_counts
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient
 from ivr.audiosocket import AudioSocketServer

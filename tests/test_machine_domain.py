@@ -9,11 +9,11 @@ import pytest
 
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import AttemptStatus, Outcome, attempt_outcome
+from anbu.domain.escalation import AlertFacts, AttemptFacts, Urgency, render_alert
 from anbu.domain.machine import MACHINE_WORDS, Answerer, Evidence, MachineRules, judge
 from anbu.domain.replies import Reply
 from anbu.domain.retry import GiveUp, RetryAt, RetryPolicy, decide_retry
 from anbu.domain.speech_intent import UNK, VOCABULARY
-from escalation.policy import AlertFacts, AttemptFacts, Urgency, render_alert
 
 DIALED = dt.datetime(2026, 12, 2, 1, 0, tzinfo=dt.UTC)
 POLICY = RetryPolicy(

@@ -40,7 +40,10 @@ M = dt.timedelta(minutes=1)
         (CallResult.FAILED, 1, RetryAt(DIALED + 2 * M)),
         (CallResult.CONGESTION, 2, RetryAt(DIALED + 2 * M)),
         (CallResult.REJECTED, 1, GiveUp(Outcome.DECLINED)),
-        (CallResult.UNREACHABLE, 1, GiveUp(Outcome.INVALID_NUMBER)),
+        (CallResult.INVALID_NUMBER, 1, GiveUp(Outcome.INVALID_NUMBER)),
+        (CallResult.UNREACHABLE, 1, RetryAt(DIALED + 10 * M)),
+        (CallResult.UNREACHABLE, 3, GiveUp(Outcome.UNREACHABLE)),
+        (CallResult.NETWORK_FAILURE, 1, RetryAt(DIALED + 2 * M)),
         (CallResult.REJECTED, 3, GiveUp(Outcome.DECLINED)),
     ],
 )

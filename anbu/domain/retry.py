@@ -25,10 +25,13 @@ class RetryPolicy:
     interval: dt.timedelta = dt.timedelta(minutes=10)  # no answer: police "Are You OK?" spacing
     busy_interval: dt.timedelta = dt.timedelta(minutes=3)  # busy: they are on the phone, alive
     failure_interval: dt.timedelta = dt.timedelta(minutes=2)  # our side or the network failed
+    # Phone off / out of coverage (480): retried like no answer, with its own spacing (a phone
+    # switched off for the night needs longer than a ring-out) and its own count in the case.
+    unreachable_interval: dt.timedelta = dt.timedelta(minutes=10)
     # Results that mean the number itself does not work or the person refused: redialing
     # cannot help, an official follows up.
     no_redial: frozenset[CallResult] = field(
-        default_factory=lambda: frozenset({CallResult.REJECTED, CallResult.UNREACHABLE})
+        default_factory=lambda: frozenset({CallResult.REJECTED, CallResult.INVALID_NUMBER})
     )
     max_callbacks: int = 1
     callback_delay: dt.timedelta = dt.timedelta(hours=1)
@@ -38,14 +41,26 @@ class RetryPolicy:
             raise ValueError("max_attempts must be at least 1")
         if self.max_callbacks < 0:
             raise ValueError("max_callbacks cannot be negative")
-        for name in ("interval", "busy_interval", "failure_interval", "callback_delay"):
+        for name in (
+            "interval",
+            "busy_interval",
+            "failure_interval",
+            "unreachable_interval",
+            "callback_delay",
+        ):
             if getattr(self, name) < dt.timedelta(0):
                 raise ValueError(f"{name} cannot be negative")
+        if CallResult.ANSWERED in self.no_redial:
+            raise ValueError("answered attempts settle the case; they cannot be no_redial")
 
     @property
     def max_dials(self) -> int:
         """The most dials one check-in can ever make under this policy."""
         return self.max_attempts + self.max_callbacks
+
+
+# Results the network (not the phone, not us) caused: retried at ``failure_interval``.
+_FAILURE_RESULTS = frozenset({CallResult.FAILED, CallResult.CONGESTION, CallResult.NETWORK_FAILURE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,26 +81,31 @@ def decide_retry(
 ) -> Decision:
     """What to do after an *unanswered* attempt.
 
-    ``attempts_dialed`` counts the unanswered dials of the case including this one. Rejected
-    calls or dead numbers give up at once as ``declined``/``invalid_number`` (escalate, do not
-    redial); otherwise retry until ``max_attempts`` is used, then give up as ``unreachable``.
-    Busy retries sooner (the person is alive and on the phone); failures on our side or the
-    network's (``failed``, ``congestion``) retry after ``failure_interval``. Voicemail and
-    answering machines (``voicemail``, ``machine``) are no answer from the resident: the
-    no-answer interval, and the case ends ``unreachable`` like unanswered calls.
+    ``attempts_dialed`` counts the unanswered dials of the case including this one. A declined
+    call or a number that does not exist (404/484, causes 1/28) gives up at once as
+    ``declined``/``invalid_number`` (escalate, do not redial); otherwise retry until
+    ``max_attempts`` is used, then give up as ``unreachable``. A phone that is off or out of
+    coverage (480) is never a wrong number: it is retried like no answer, after
+    ``unreachable_interval``. Busy retries sooner (the person is alive and on the phone);
+    failures on our side or the network's (``failed``, ``congestion``, ``network_failure``)
+    retry after ``failure_interval``. Voicemail and answering machines (``voicemail``,
+    ``machine``) are no answer from the resident: the no-answer interval, and the case ends
+    ``unreachable`` like unanswered calls.
     """
     if result is CallResult.ANSWERED:
         raise ValueError("answered attempts settle the case; no retry decision")
     if result in policy.no_redial:
         return GiveUp(
-            Outcome.INVALID_NUMBER if result is CallResult.UNREACHABLE else Outcome.DECLINED
+            Outcome.INVALID_NUMBER if result is CallResult.INVALID_NUMBER else Outcome.DECLINED
         )
     if attempts_dialed >= policy.max_attempts:
         return GiveUp(Outcome.UNREACHABLE)
     if result is CallResult.BUSY:
         return RetryAt(dialed_at + policy.busy_interval)
-    if result in (CallResult.FAILED, CallResult.CONGESTION):
+    if result in _FAILURE_RESULTS:
         return RetryAt(dialed_at + policy.failure_interval)
+    if result is CallResult.UNREACHABLE:
+        return RetryAt(dialed_at + policy.unreachable_interval)
     return RetryAt(dialed_at + policy.interval)
 
 

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.db.models import CallAttempt, Checkin, Resident
@@ -206,6 +206,26 @@ async def close_undialable(
     checkin.updated_at = now
     await webhooks.checkin_closed(session, checkin, now)
     return CheckinClosed(checkin.id, checkin.resident_id, checkin.status, Outcome.DECLINED, now)
+
+
+async def phone_unreachable_attempts(
+    session: AsyncSession, resident_id: str, since: dt.datetime
+) -> int:
+    """How many attempts to ``resident_id`` dialled since ``since`` the network answered
+    "phone off / out of coverage" (480, causes 18/19/20 without ringing): the stored "phone
+    unreachable" observation. A phone that stays off for days is a crisis signal the risk
+    rules can read from here."""
+    count = await session.scalar(
+        select(func.count())
+        .select_from(CallAttempt)
+        .join(Checkin, Checkin.id == CallAttempt.checkin_id)
+        .where(
+            Checkin.resident_id == resident_id,
+            CallAttempt.result == CallResult.UNREACHABLE,
+            CallAttempt.originated_at >= since,
+        )
+    )
+    return int(count or 0)
 
 
 def _counts(checkin: Checkin, current: CallAttempt) -> tuple[int, int]:
