@@ -207,12 +207,22 @@ async def resident_findings(
 # --- Kannel callbacks -----------------------------------------------------------------------
 
 
-def _check_callback_key(container: Container, query: str) -> None:
-    token = container.settings.escalation.callback_token
+def _check_callback_key(container: Container, request: Request, query: str) -> None:
+    """Only Kannel's smsbox may call: from an allowed address (when a list is set), with the
+    secret anbu put in the URLs it gave Kannel (compared in constant time). Refused callers
+    get 404, the same as a wrong path (production refuses to start without a secret)."""
+    esc = container.settings.escalation
+    allowed = esc.callback_allow_ips
+    host = request.client.host if request.client else ""
+    if allowed and host not in allowed:
+        log.warning("SMS callback from %s refused: not in callback_allow_ips", host)
+        raise NotFoundError("callback", "for this address")
+    token = esc.callback_token
     if token is None:
         return
     given = dict(parse_qsl(query)).get("key", "")
     if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        log.warning("SMS callback from %s refused: wrong key", host)
         raise NotFoundError("callback", "for this key")
 
 
@@ -230,7 +240,7 @@ async def _raw_query(request: Request) -> str:
 async def kannel_dlr(request: Request, container: ContainerDep, service: EscalationDep) -> Response:
     """A delivery report (``dlr-url``): stored against its message, never moved backwards."""
     query = await _raw_query(request)
-    _check_callback_key(container, query)
+    _check_callback_key(container, request, query)
     report = parse_delivery_report(query)
     await service.record_delivery(report)
     return Response(content=b"", media_type="text/plain")
@@ -245,7 +255,7 @@ async def kannel_inbound(
     """An incoming SMS (sms-service ``get-url``): a reply with a code acknowledges. Answered
     with an empty 200 once stored; the body is never sent back as an SMS (max-messages 0)."""
     query = await _raw_query(request)
-    _check_callback_key(container, query)
+    _check_callback_key(container, request, query)
     sms = parse_inbound_sms(query)
     result = await service.handle_reply(sms)
     return Response(content=b"", media_type="text/plain", headers={"X-Anbu-Reply": result.outcome})

@@ -18,12 +18,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import enum
+import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import inspect, select, update
+from sqlalchemy import func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -54,6 +55,8 @@ from escalation.outbox import (
     record_delivery,
 )
 from escalation.policy import (
+    CODE_DIGITS,
+    REPLY_MAX_FAILURES,
     SEOUL,
     AlertFacts,
     AttemptFacts,
@@ -62,11 +65,11 @@ from escalation.policy import (
     Step,
     Urgency,
     alert_for,
-    codes_in,
     digest_line,
     korean_holiday,
     mask_name,
     next_step,
+    parse_reply,
     render_alert,
     render_digest,
 )
@@ -89,6 +92,9 @@ class EscalationConfig:
     sweep_lookback: dt.timedelta = dt.timedelta(hours=48)
     sweep_grace: dt.timedelta = dt.timedelta(seconds=10)
     no_chain_retry: dt.timedelta = dt.timedelta(seconds=60)
+    reply_max_failures: int = REPLY_MAX_FAILURES
+    reply_lockout_window: dt.timedelta = dt.timedelta(hours=1)
+    ack_link_ttl: dt.timedelta = dt.timedelta(hours=72)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EscalationConfig:
@@ -100,6 +106,9 @@ class EscalationConfig:
             sweep_lookback=dt.timedelta(hours=esc.sweep_lookback_h),
             sweep_grace=dt.timedelta(seconds=esc.sweep_grace_s),
             no_chain_retry=dt.timedelta(seconds=esc.no_chain_retry_s),
+            reply_max_failures=esc.reply_max_failures,
+            reply_lockout_window=dt.timedelta(seconds=esc.reply_lockout_window_s),
+            ack_link_ttl=dt.timedelta(hours=esc.ack_link_ttl_h),
         )
 
     def link(self, token: str) -> str:
@@ -119,8 +128,14 @@ class ReplyOutcome(enum.StrEnum):
     ACKNOWLEDGED = "acknowledged"
     ALREADY = "already_acknowledged"
     DUPLICATE = "duplicate"  # the same SMS again (Kannel retried its callback)
-    NO_CODE = "no_code"
-    NO_MATCH = "no_match"  # a code, but no incident of this sender has it
+    NO_CODE = "no_code"  # not "<code>" or "<code> <word>": counts as a wrong try
+    NO_MATCH = "no_match"  # nothing waits on a reply from this number
+    WRONG_CODE = "wrong_code"  # this number has a waiting incident, but not with this code
+    LOCKED = "locked"  # too many wrong tries (this number, or every incident it could ack)
+
+
+# Outcomes that spend a try of the number's budget.
+FAILED_TRIES = (ReplyOutcome.NO_CODE, ReplyOutcome.WRONG_CODE, ReplyOutcome.LOCKED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +181,14 @@ def _steps(chain: EscalationChain) -> list[Step]:
     ]
 
 
+def _new_code() -> str:
+    return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+
+
 async def _free_code(session: AsyncSession) -> str:
-    """A 4-digit reply code no open incident uses (so a reply names one incident)."""
+    """A reply code no open incident uses (so a reply names one incident)."""
     for _ in range(50):
-        code = f"{secrets.randbelow(10_000):04d}"
+        code = _new_code()
         taken = await session.scalar(
             select(Incident.id)
             .where(Incident.code == code, Incident.status != IncidentStatus.ACKNOWLEDGED)
@@ -177,8 +196,8 @@ async def _free_code(session: AsyncSession) -> str:
         )
         if taken is None:
             return code
-    # 10,000 codes, almost all taken: a reply still matches by sender too.
-    return f"{secrets.randbelow(10_000):04d}"
+    # Almost all codes taken: a reply still matches by sender too.
+    return _new_code()
 
 
 class EscalationService:
@@ -476,10 +495,14 @@ class EscalationService:
     async def handle_reply(
         self, sms: dlr.InboundSms, now: dt.datetime | None = None
     ) -> ReplyResult:
-        """An official's reply SMS: the code in it acknowledges the incident it was sent for.
+        """An official's reply SMS: "<code>" or "<code> <finding word>" acknowledges the
+        incident it was sent for, when that incident still waits and the reply comes from the
+        number we messaged.
 
-        Only an incident whose SMS went to the replying number matches, so a stray code from
-        another phone acknowledges nothing. Stored first; a repeated message id is dropped.
+        Every reply is stored with what it did; a repeated message id is dropped. Anything
+        else from a number with a waiting incident is a wrong try: after
+        ``reply_max_failures`` of them an incident takes no more codes, and the number none
+        for ``reply_lockout_window``. Each try is in the incident's log.
         """
         now = now or self._clock.now()
         async with self._sessions() as session:
@@ -496,49 +519,132 @@ class EscalationService:
                 await session.rollback()
                 log.info("reply %s from %s again: dropped", sms.message_id, mask_phone(sms.sender))
                 return ReplyResult(ReplyOutcome.DUPLICATE)
-            codes = codes_in(sms.text)
-            if not codes:
-                await session.commit()
-                log.info("reply from %s without a code", mask_phone(sms.sender))
-                return ReplyResult(ReplyOutcome.NO_CODE)
-            matches = (
-                await session.execute(
-                    select(Incident, OutboxMessage.official_id)
-                    .join(OutboxMessage, OutboxMessage.incident_id == Incident.id)
-                    .where(Incident.code.in_(codes), OutboxMessage.to == sms.sender)
-                    .order_by(Incident.opened_at.desc())
-                )
-            ).all()
-            seen: dict[str, tuple[Incident, str | None]] = {}
-            for incident, official_id in matches:
-                seen.setdefault(incident.id, (incident, official_id))
-            acked: list[str] = []
-            already: list[str] = []
-            for incident, official_id in seen.values():
-                detail = f"reply from {mask_phone(sms.sender)}"
-                if await self._acknowledge(
-                    session, incident, AckChannel.SMS, official_id, now, detail
-                ):
-                    acked.append(incident.id)
-                else:
-                    already.append(incident.id)
-                    await log_event(
-                        session,
-                        incident.id,
-                        IncidentEventKind.REPLY,
-                        now,
-                        official_id=official_id,
-                        detail=f"{detail} (already acknowledged)",
-                    )
-            matched = acked or already
-            row.incident_id = matched[0] if matched else None
+            result = await self._reply(session, sms, row, now)
+            row.outcome = result.outcome
+            row.incident_id = result.incident_ids[0] if result.incident_ids else None
             await session.commit()
-        if acked:
-            return ReplyResult(ReplyOutcome.ACKNOWLEDGED, tuple(acked))
-        if already:
-            return ReplyResult(ReplyOutcome.ALREADY, tuple(already))
-        log.info("reply from %s: code matches no incident of that number", mask_phone(sms.sender))
-        return ReplyResult(ReplyOutcome.NO_MATCH)
+        log.info("reply from %s: %s", mask_phone(sms.sender), result.outcome)
+        return result
+
+    async def _reply(
+        self, session: AsyncSession, sms: dlr.InboundSms, row: InboundSms, now: dt.datetime
+    ) -> ReplyResult:
+        told = (
+            await session.execute(
+                select(Incident, OutboxMessage.official_id)
+                .join(OutboxMessage, OutboxMessage.incident_id == Incident.id)
+                .where(OutboxMessage.to == sms.sender)
+                .order_by(Incident.opened_at.desc())
+            )
+        ).all()
+        waiting: dict[str, tuple[Incident, str | None]] = {}
+        done: dict[str, Incident] = {}
+        for incident, official_id in told:
+            if incident.status.ackable:
+                waiting.setdefault(incident.id, (incident, official_id))
+            else:
+                done.setdefault(incident.id, incident)
+        parsed = parse_reply(sms.text)
+        who = mask_phone(sms.sender)
+        if not waiting:
+            # Nothing to acknowledge from this number: a late repeat of a used code is
+            # "already", anything else (a stranger) touches no incident.
+            if parsed is not None:
+                for incident in done.values():
+                    if hmac.compare_digest(incident.code, parsed.code):
+                        await log_event(
+                            session,
+                            incident.id,
+                            IncidentEventKind.REPLY,
+                            now,
+                            detail=f"reply from {who} (already acknowledged)",
+                        )
+                        return ReplyResult(ReplyOutcome.ALREADY, (incident.id,))
+            return ReplyResult(ReplyOutcome.NO_MATCH)
+        await session.flush()
+        failures = await session.scalar(
+            select(func.count())
+            .select_from(InboundSms)
+            .where(
+                InboundSms.sender == sms.sender,
+                InboundSms.received_at > now - self.config.reply_lockout_window,
+                InboundSms.outcome.in_([o.value for o in FAILED_TRIES]),
+            )
+        )
+        limit = self.config.reply_max_failures
+        number_locked = (failures or 0) >= limit
+        match = None
+        if parsed is not None and not number_locked:
+            # Constant time per candidate; the candidates are the few incidents we told
+            # this number about.
+            for incident, official_id in waiting.values():
+                if hmac.compare_digest(incident.code, parsed.code):
+                    match = (incident, official_id)
+        if match is not None and match[0].sms_failures < limit:
+            incident, official_id = match
+            detail = f"reply from {who}"
+            await self._acknowledge(session, incident, AckChannel.SMS, official_id, now, detail)
+            if parsed is not None and parsed.finding is not None:
+                await self._record_finding(session, incident, parsed.finding, "", official_id, now)
+            return ReplyResult(ReplyOutcome.ACKNOWLEDGED, (incident.id,))
+        # A wrong try: counted against every incident this number could acknowledge.
+        outcome = (
+            ReplyOutcome.LOCKED
+            if number_locked or match is not None
+            else ReplyOutcome.NO_CODE
+            if parsed is None
+            else ReplyOutcome.WRONG_CODE
+        )
+        for incident, official_id in waiting.values():
+            incident.sms_failures += 1
+            note = (
+                f"; SMS codes no longer accepted for this incident (after {limit} wrong tries)"
+                if incident.sms_failures == limit
+                else ""
+            )
+            await log_event(
+                session,
+                incident.id,
+                IncidentEventKind.REPLY,
+                now,
+                official_id=official_id,
+                detail=f"reply from {who}: {outcome} (try {incident.sms_failures}){note}",
+            )
+        if number_locked:
+            log.warning("reply from %s ignored: too many wrong codes", who)
+        return ReplyResult(outcome, tuple(waiting))
+
+    async def _record_finding(
+        self,
+        session: AsyncSession,
+        incident: Incident,
+        finding: Finding,
+        note: str,
+        official_id: str | None,
+        now: dt.datetime,
+    ) -> None:
+        incident.finding = finding
+        incident.finding_note = note
+        incident.finding_at = now
+        incident.closed_at = now
+        session.add(
+            ResidentFinding(
+                resident_id=incident.resident_id,
+                incident_id=incident.id,
+                official_id=official_id,
+                finding=finding,
+                note=note,
+                at=now,
+            )
+        )
+        await log_event(
+            session,
+            incident.id,
+            IncidentEventKind.FINDING,
+            now,
+            official_id=official_id,
+            detail=f"{finding}" + (f": {note[:200]}" if note else ""),
+        )
 
     async def view(self, token: str) -> IncidentView:
         async with self._sessions() as session:
@@ -569,26 +675,8 @@ class EscalationService:
             incident = await self._by_token(session, token)
             await self._acknowledge(session, incident, AckChannel.LINK, None, now, "link")
             if finding is not None:
-                incident.finding = finding
-                incident.finding_note = note
-                incident.finding_at = now
-                incident.closed_at = now
-                session.add(
-                    ResidentFinding(
-                        resident_id=incident.resident_id,
-                        incident_id=incident.id,
-                        official_id=incident.acknowledged_by,
-                        finding=finding,
-                        note=note,
-                        at=now,
-                    )
-                )
-                await log_event(
-                    session,
-                    incident.id,
-                    IncidentEventKind.FINDING,
-                    now,
-                    detail=f"{finding}" + (f": {note[:200]}" if note else ""),
+                await self._record_finding(
+                    session, incident, finding, note, incident.acknowledged_by, now
                 )
             elif note:
                 raise ValidationError("a note needs a finding")

@@ -267,7 +267,7 @@ async def test_given_kannel_callbacks_when_key_and_query_valid_then_stored(api: 
     assert r.status_code == 200
     assert (await api.client.get("/v1/sms/kannel/dlr?key=cb-secret&status=1")).status_code == 422
 
-    code = msg.text.split("회신 ")[1][:4]
+    code = msg.text.split("회신 ")[1][:6]
     text = "".join(f"%{b:02X}" for b in f"{code} 확인".encode("utf-16-be"))
     inbound = (
         f"/v1/sms/kannel/inbound?key=cb-secret&from=01055550001&to={OUR_NUMBER}&text={text}"

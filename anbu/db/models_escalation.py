@@ -122,6 +122,9 @@ class Incident(Base):
     finding_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     finding_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     closed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Wrong codes replied for this incident: at escalation.reply_max_failures SMS codes stop
+    # acknowledging it (the link still does).
+    sms_failures: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class IncidentEvent(Base):
@@ -179,6 +182,7 @@ class InboundSms(Base):
     """Every SMS Kannel handed us (officials' replies); ``message_id`` drops retried ones."""
 
     __tablename__ = "sms_inbound"
+    __table_args__ = (Index("ix_sms_inbound_sender_at", "sender", "received_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     message_id: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
@@ -186,6 +190,9 @@ class InboundSms(Base):
     text: Mapped[str] = mapped_column(Text)
     received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     incident_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # What the reply did (escalation.service.ReplyOutcome): wrong tries per number are counted
+    # from here.
+    outcome: Mapped[str | None] = mapped_column(String(24), nullable=True)
 
 
 class ResidentFinding(Base):
