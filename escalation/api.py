@@ -274,26 +274,37 @@ def _page(view: IncidentView, message: str = "") -> str:
     inc = view.incident
     what = OUTCOME_WORDS.get(inc.outcome, str(inc.outcome))
     where = f" ({html.escape(view.dong)})" if view.dong else ""
+    # No choice is preselected: the official must pick one (an empty form is refused).
     options = "".join(
-        f'<label><input type="radio" name="finding" value="{f.value}"'
-        f"{' checked' if inc.finding is f else ''}> {label}</label><br>"
+        f'<label><input type="radio" name="finding" value="{f.value}" required> {label}</label><br>'
         for f, label in FINDING_LABELS.items()
     )
     urgent = "긴급 " if inc.urgency is Urgency.URGENT else ""
     note = f"<p><b>{html.escape(message)}</b></p>" if message else ""
-    memo = html.escape(inc.finding_note or "")
+    if inc.finding is not None:
+        recorded = FINDING_LABELS.get(inc.finding, str(inc.finding))
+        current = (
+            f"<p>기록된 결과: {html.escape(recorded)}"
+            f"{' · ' + html.escape(inc.finding_note) if inc.finding_note else ''}</p>"
+            "<p>아래에서 고르면 결과가 <b>정정</b>으로 기록됩니다 (이전 결과도 남습니다).</p>"
+        )
+        amend = '<input type="hidden" name="amend" value="1">'
+        button = "정정"
+    else:
+        current, amend, button = "", "", "확인"
     return f"""<!doctype html>
 <html lang="ko"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
 <title>안부 확인</title></head>
 <body style="font-family:sans-serif;max-width:32em;margin:1em auto;padding:0 1em">
 <h1>{urgent}{html.escape(view.resident_masked)}{where}</h1>
 <p>{html.escape(what)} · 상태: {_STATUS_WORDS[inc.status]}</p>
-{note}
-<form method="post">
+{note}{current}
+<form method="post">{amend}
 <fieldset><legend>확인 결과</legend>{options}</fieldset>
-<p><label>메모<br><textarea name="note" rows="3" cols="30">{memo}</textarea></label></p>
-<p><button type="submit">확인</button></p>
+<p><label>메모<br><textarea name="note" rows="3" cols="30"></textarea></label></p>
+<p><button type="submit">{button}</button></p>
 </form></body></html>"""
 
 
@@ -304,7 +315,8 @@ async def ack_page(token: str, service: EscalationDep) -> HTMLResponse:
 
 @router.post("/ack/{token}", include_in_schema=False)
 async def ack(token: str, request: Request, service: EscalationDep) -> Response:
-    """Acknowledge, and record the finding (form fields or JSON ``finding``/``note``)."""
+    """Acknowledge and record the finding (form fields or JSON ``finding``/``note``/``amend``).
+    A finding must be chosen; a second submission must say ``amend``."""
     body = await request.body()
     content_type = request.headers.get("content-type", "")
     try:
@@ -313,10 +325,16 @@ async def ack(token: str, request: Request, service: EscalationDep) -> Response:
         else:
             fields = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
             raw = fields.get("finding") or None
-            data = AckIn(finding=Finding(raw) if raw else None, note=fields.get("note", ""))
+            data = AckIn(
+                finding=Finding(raw) if raw else None,
+                note=fields.get("note", ""),
+                amend=fields.get("amend", "") in ("1", "true", "yes"),
+            )
     except ValueError as exc:
         raise ValidationError(f"bad acknowledgement: {exc}") from exc
-    incident = await service.acknowledge_link(token, data.finding, data.note)
+    if data.finding is None:
+        raise ValidationError("choose what you found (finding): " + ", ".join(Finding))
+    incident = await service.acknowledge_link(token, data.finding, data.note, amend=data.amend)
     if content_type.startswith("application/json"):
         return Response(
             content=IncidentOut.model_validate(incident).model_dump_json(),

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import enum
+import hashlib
 import hmac
 import logging
 import secrets
@@ -31,7 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from anbu.container import Container
 from anbu.db.models import Checkin, District, Resident
 from anbu.db.models_escalation import (
+    AckLink,
     EscalationChain,
+    FindingAmendment,
     InboundSms,
     Incident,
     OutboxMessage,
@@ -40,7 +43,7 @@ from anbu.db.models_escalation import (
 from anbu.domain.calling_hours import zone
 from anbu.domain.checkin import Outcome
 from anbu.domain.phone import mask_phone
-from anbu.errors import NotFoundError, ValidationError
+from anbu.errors import ConflictError, GoneError, NotFoundError
 from anbu.ports import Clock, SystemClock
 from anbu.services.checkins import CheckinClosed
 from anbu.settings import Settings
@@ -113,6 +116,12 @@ class EscalationConfig:
 
     def link(self, token: str) -> str:
         return f"{self.public_url}/ack/{token}"
+
+
+def hash_token(token: str) -> str:
+    """What ``ack_links`` stores for a link's token (SHA-256, hex): the token has 128 random
+    bits, so no salt or slow hash is needed."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def duty_of(days: str, start_min: int, end_min: int, on_holidays: bool) -> DutyHours:
@@ -243,7 +252,6 @@ class EscalationService:
                 urgency=urgency,
                 status=IncidentStatus.OPEN,
                 code=await _free_code(session),
-                token=secrets.token_urlsafe(16),
                 step_count=0,
                 case_closed_at=checkin.closed_at or now,
                 opened_at=now,
@@ -322,6 +330,17 @@ class EscalationService:
         assert chain is not None  # a step came from it
         chain_step = next(s for s in chain.steps if s.position == step.position)
         official = chain_step.official
+        # A link per SMS (so it names its official); only its hash is stored.
+        token = secrets.token_urlsafe(16)
+        session.add(
+            AckLink(
+                incident_id=incident.id,
+                official_id=official.id,
+                token_hash=hash_token(token),
+                created_at=now,
+                expires_at=now + self.config.ack_link_ttl,
+            )
+        )
         facts = AlertFacts(
             resident_name=resident.name,
             dong=resident.dong,
@@ -341,7 +360,7 @@ class EscalationService:
             ),
             closed_at=incident.case_closed_at,
             code=incident.code,
-            link=self.config.link(incident.token),
+            link=self.config.link(token),
             step_number=incident.step_count + 1,
         )
         composed = render_alert(facts, tz=self.config.tz)
@@ -646,40 +665,84 @@ class EscalationService:
             detail=f"{finding}" + (f": {note[:200]}" if note else ""),
         )
 
-    async def view(self, token: str) -> IncidentView:
+    async def view(self, token: str, now: dt.datetime | None = None) -> IncidentView:
+        now = now or self._clock.now()
         async with self._sessions() as session:
-            incident = await self._by_token(session, token)
+            _link, incident = await self._by_token(session, token, now)
             resident = await session.get(Resident, incident.resident_id)
             assert resident is not None
             return IncidentView(incident, mask_name(resident.name), resident.dong)
 
-    async def _by_token(self, session: AsyncSession, token: str) -> Incident:
-        incident = (
-            await session.execute(select(Incident).where(Incident.token == token))
-        ).scalar_one_or_none()
-        if incident is None:
+    async def _by_token(
+        self, session: AsyncSession, token: str, now: dt.datetime
+    ) -> tuple[AckLink, Incident]:
+        row = (
+            await session.execute(
+                select(AckLink, Incident)
+                .join(Incident, Incident.id == AckLink.incident_id)
+                .where(AckLink.token_hash == hash_token(token))
+            )
+        ).one_or_none()
+        if row is None:
             raise NotFoundError("incident", "for this link")
-        return incident
+        link, incident = row
+        if link.expires_at <= now:
+            raise GoneError("this link has expired; reply to the SMS with its code instead")
+        return link, incident
 
     async def acknowledge_link(
         self,
         token: str,
-        finding: Finding | None,
+        finding: Finding,
         note: str = "",
         now: dt.datetime | None = None,
+        *,
+        amend: bool = False,
     ) -> Incident:
-        """The link: acknowledge (if not yet) and record what was found (if given)."""
+        """The link: acknowledge the incident and record what was found, once. A link that
+        was used, or an incident whose finding is recorded, takes a change only as an
+        explicit amendment (``amend``), stored with who, when, before and after."""
         now = now or self._clock.now()
         note = note.strip()[:2000]
         async with self._sessions() as session:
-            incident = await self._by_token(session, token)
-            await self._acknowledge(session, incident, AckChannel.LINK, None, now, "link")
-            if finding is not None:
-                await self._record_finding(
-                    session, incident, finding, note, incident.acknowledged_by, now
+            link, incident = await self._by_token(session, token, now)
+            if incident.finding is None and link.used_at is None:
+                await self._acknowledge(
+                    session, incident, AckChannel.LINK, link.official_id, now, "link"
                 )
-            elif note:
-                raise ValidationError("a note needs a finding")
+                await self._record_finding(session, incident, finding, note, link.official_id, now)
+            elif not amend:
+                raise ConflictError(
+                    "this link was already used"
+                    + (f" (finding: {incident.finding})" if incident.finding else "")
+                    + "; a change must be sent as an amendment"
+                )
+            elif incident.finding is finding and (incident.finding_note or "") == note:
+                raise ConflictError(f"the finding is already {finding}")
+            else:
+                before, before_note = incident.finding, incident.finding_note or ""
+                session.add(
+                    FindingAmendment(
+                        incident_id=incident.id,
+                        link_id=link.id,
+                        official_id=link.official_id,
+                        at=now,
+                        finding_before=before,
+                        finding_after=finding,
+                        note_before=before_note,
+                        note_after=note,
+                    )
+                )
+                await self._record_finding(session, incident, finding, note, link.official_id, now)
+                await log_event(
+                    session,
+                    incident.id,
+                    IncidentEventKind.AMENDED,
+                    now,
+                    official_id=link.official_id,
+                    detail=f"{before} -> {finding}",
+                )
+            link.used_at = link.used_at or now
             await session.commit()
             return incident
 

@@ -16,7 +16,14 @@ from anbu import __version__
 from anbu.api import routes, scheduling, signals
 from anbu.api.deps import ContainerDep, UnauthenticatedError
 from anbu.container import Container
-from anbu.errors import AnbuError, ConflictError, ForbiddenError, NotFoundError, ValidationError
+from anbu.errors import (
+    AnbuError,
+    ConflictError,
+    ForbiddenError,
+    GoneError,
+    NotFoundError,
+    ValidationError,
+)
 from escalation import api as escalation_api
 
 log = logging.getLogger(__name__)
@@ -96,6 +103,8 @@ def create_app(
             return _problem(403, "forbidden", str(exc))
         if isinstance(exc, ConflictError):
             return _problem(409, "conflict", str(exc))
+        if isinstance(exc, GoneError):
+            return _problem(410, "gone", str(exc))
         if isinstance(exc, ValidationError):
             return _problem(422, "invalid_request", str(exc))
         log.exception("unhandled anbu error", exc_info=exc)
