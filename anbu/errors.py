@@ -30,6 +30,10 @@ class ConflictError(AnbuError):
     """The request contradicts stored state (e.g. a duplicate)."""
 
 
+class GoneError(AnbuError):
+    """The thing existed but is no longer usable (an expired link)."""
+
+
 class ForbiddenError(AnbuError):
     """The API key may not see this district's data."""
 

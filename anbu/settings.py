@@ -245,9 +245,16 @@ class EscalationSettings(BaseModel):
     sweep_grace_s: float = Field(default=10.0, ge=0)
     # While no chain covers a resident, routing is retried this often.
     no_chain_retry_s: float = Field(default=60.0, gt=0)
-    # Kannel's callbacks (reports, replies) must carry ?key=<token> when set (put it in
-    # sms.kannel_dlr_url / sms.kannel_mo_url).
+    # Kannel's callbacks (reports, replies) must carry ?key=<token> (anbu adds it to the URLs
+    # it gives Kannel). Required in production: `anbu secrets` prints a fresh one.
     callback_token: SecretStr | None = None
+    # Addresses allowed to call the callbacks (Kannel's smsbox); empty = any.
+    callback_allow_ips: list[str] = Field(default_factory=list)
+    # Wrong SMS codes tolerated per incident (for its life) and per number (per window).
+    reply_max_failures: int = Field(default=5, ge=1, le=20)
+    reply_lockout_window_s: int = Field(default=3600, ge=60)
+    # An ack link works this long after its SMS was queued.
+    ack_link_ttl_h: float = Field(default=72.0, gt=0)
     digest_time: str = "08:30"  # local time of the daily device digest
 
 
@@ -407,6 +414,8 @@ def production_problems(s: Settings) -> list[str]:
             " it as ?key=)"
         )
     token = secret(s.escalation.callback_token)
+    if token and len(token) < 16:
+        problems.append("ANBU_ESCALATION__CALLBACK_TOKEN: at least 16 characters in production")
     if token and uses_kannel:
         for name, url in (
             ("ANBU_SMS__KANNEL_DLR_URL", s.sms.kannel_dlr_url),

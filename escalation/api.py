@@ -217,12 +217,22 @@ async def resident_findings(
 # --- Kannel callbacks -----------------------------------------------------------------------
 
 
-def _check_callback_key(container: Container, query: str) -> None:
-    token = container.settings.escalation.callback_token
+def _check_callback_key(container: Container, request: Request, query: str) -> None:
+    """Only Kannel's smsbox may call: from an allowed address (when a list is set), with the
+    secret anbu put in the URLs it gave Kannel (compared in constant time). Refused callers
+    get 404, the same as a wrong path (production refuses to start without a secret)."""
+    esc = container.settings.escalation
+    allowed = esc.callback_allow_ips
+    host = request.client.host if request.client else ""
+    if allowed and host not in allowed:
+        log.warning("SMS callback from %s refused: not in callback_allow_ips", host)
+        raise NotFoundError("callback", "for this address")
+    token = esc.callback_token
     if token is None:
         return
     given = dict(parse_qsl(query)).get("key", "")
     if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        log.warning("SMS callback from %s refused: wrong key", host)
         raise NotFoundError("callback", "for this key")
 
 
@@ -240,7 +250,7 @@ async def _raw_query(request: Request) -> str:
 async def kannel_dlr(request: Request, container: ContainerDep, service: EscalationDep) -> Response:
     """A delivery report (``dlr-url``): stored against its message, never moved backwards."""
     query = await _raw_query(request)
-    _check_callback_key(container, query)
+    _check_callback_key(container, request, query)
     report = parse_delivery_report(query)
     await service.record_delivery(report)
     return Response(content=b"", media_type="text/plain")
@@ -255,7 +265,7 @@ async def kannel_inbound(
     """An incoming SMS (sms-service ``get-url``): a reply with a code acknowledges. Answered
     with an empty 200 once stored; the body is never sent back as an SMS (max-messages 0)."""
     query = await _raw_query(request)
-    _check_callback_key(container, query)
+    _check_callback_key(container, request, query)
     sms = parse_inbound_sms(query)
     result = await service.handle_reply(sms)
     return Response(content=b"", media_type="text/plain", headers={"X-Anbu-Reply": result.outcome})
@@ -274,26 +284,37 @@ def _page(view: IncidentView, message: str = "") -> str:
     inc = view.incident
     what = OUTCOME_WORDS.get(inc.outcome, str(inc.outcome))
     where = f" ({html.escape(view.dong)})" if view.dong else ""
+    # No choice is preselected: the official must pick one (an empty form is refused).
     options = "".join(
-        f'<label><input type="radio" name="finding" value="{f.value}"'
-        f"{' checked' if inc.finding is f else ''}> {label}</label><br>"
+        f'<label><input type="radio" name="finding" value="{f.value}" required> {label}</label><br>'
         for f, label in FINDING_LABELS.items()
     )
     urgent = "긴급 " if inc.urgency is Urgency.URGENT else ""
     note = f"<p><b>{html.escape(message)}</b></p>" if message else ""
-    memo = html.escape(inc.finding_note or "")
+    if inc.finding is not None:
+        recorded = FINDING_LABELS.get(inc.finding, str(inc.finding))
+        current = (
+            f"<p>기록된 결과: {html.escape(recorded)}"
+            f"{' · ' + html.escape(inc.finding_note) if inc.finding_note else ''}</p>"
+            "<p>아래에서 고르면 결과가 <b>정정</b>으로 기록됩니다 (이전 결과도 남습니다).</p>"
+        )
+        amend = '<input type="hidden" name="amend" value="1">'
+        button = "정정"
+    else:
+        current, amend, button = "", "", "확인"
     return f"""<!doctype html>
 <html lang="ko"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
 <title>안부 확인</title></head>
 <body style="font-family:sans-serif;max-width:32em;margin:1em auto;padding:0 1em">
 <h1>{urgent}{html.escape(view.resident_masked)}{where}</h1>
 <p>{html.escape(what)} · 상태: {_STATUS_WORDS[inc.status]}</p>
-{note}
-<form method="post">
+{note}{current}
+<form method="post">{amend}
 <fieldset><legend>확인 결과</legend>{options}</fieldset>
-<p><label>메모<br><textarea name="note" rows="3" cols="30">{memo}</textarea></label></p>
-<p><button type="submit">확인</button></p>
+<p><label>메모<br><textarea name="note" rows="3" cols="30"></textarea></label></p>
+<p><button type="submit">{button}</button></p>
 </form></body></html>"""
 
 
@@ -304,7 +325,8 @@ async def ack_page(token: str, service: EscalationDep) -> HTMLResponse:
 
 @router.post("/ack/{token}", include_in_schema=False)
 async def ack(token: str, request: Request, service: EscalationDep) -> Response:
-    """Acknowledge, and record the finding (form fields or JSON ``finding``/``note``)."""
+    """Acknowledge and record the finding (form fields or JSON ``finding``/``note``/``amend``).
+    A finding must be chosen; a second submission must say ``amend``."""
     body = await request.body()
     content_type = request.headers.get("content-type", "")
     try:
@@ -313,10 +335,16 @@ async def ack(token: str, request: Request, service: EscalationDep) -> Response:
         else:
             fields = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
             raw = fields.get("finding") or None
-            data = AckIn(finding=Finding(raw) if raw else None, note=fields.get("note", ""))
+            data = AckIn(
+                finding=Finding(raw) if raw else None,
+                note=fields.get("note", ""),
+                amend=fields.get("amend", "") in ("1", "true", "yes"),
+            )
     except ValueError as exc:
         raise ValidationError(f"bad acknowledgement: {exc}") from exc
-    incident = await service.acknowledge_link(token, data.finding, data.note)
+    if data.finding is None:
+        raise ValidationError("choose what you found (finding): " + ", ".join(Finding))
+    incident = await service.acknowledge_link(token, data.finding, data.note, amend=data.amend)
     if content_type.startswith("application/json"):
         return Response(
             content=IncidentOut.model_validate(incident).model_dump_json(),

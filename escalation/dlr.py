@@ -53,6 +53,16 @@ def _append_query(base: str, query: str) -> str:
     return f"{base}{'' if base.endswith(('?', '&')) else '&'}{query}"
 
 
+def with_callback_key(base: str, key: str | None) -> str:
+    """``base`` carrying the callbacks' secret (``key=``), unless it has one already. The
+    secret goes in the URL because that is all smsbox can send; the access log masks it."""
+    if not key or "key=" in base:
+        return base
+    if any(c in key for c in "%&=?# \"'\n"):
+        raise ValidationError("the callback token must be URL-safe (letters, digits, - and _)")
+    return _append_query(base, f"key={key}")
+
+
 def kannel_dlr_url(base: str, reference: str) -> str:
     """The ``dlr-url`` for one message: ``base`` plus our reference and Kannel's escapes."""
     return _append_query(base, f"ref={validate_reference(reference)}&{KANNEL_DLR_QUERY}")

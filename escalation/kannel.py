@@ -37,7 +37,7 @@ from urllib.request import urlopen
 
 from anbu.domain.phone import mask_phone
 from anbu.errors import SmsError
-from escalation.dlr import kannel_mo_url
+from escalation.dlr import kannel_mo_url, with_callback_key
 
 if TYPE_CHECKING:
     from anbu.settings import Settings
@@ -166,9 +166,14 @@ class KannelConfig:
         return cls(
             name=name,
             var_dir=settings.var_dir,
-            mo_url=mo_url
-            or sms.kannel_mo_url
-            or f"http://{settings.api_host}:{settings.api_port}/v1/sms/kannel/inbound",
+            mo_url=with_callback_key(
+                mo_url
+                or sms.kannel_mo_url
+                or f"http://{settings.api_host}:{settings.api_port}/v1/sms/kannel/inbound",
+                None
+                if settings.escalation.callback_token is None
+                else settings.escalation.callback_token.get_secret_value(),
+            ),
             sendsms_user=sms.kannel_user,
             sendsms_password=sms.kannel_password.get_secret_value(),
             admin_password=sms.kannel_admin_password.get_secret_value(),

@@ -35,7 +35,7 @@ from anbu.domain.sms_text import (
 )
 from anbu.errors import SmsError, ValidationError
 from anbu.ports import Clock, SystemClock
-from escalation.dlr import kannel_dlr_url, validate_reference
+from escalation.dlr import kannel_dlr_url, validate_reference, with_callback_key
 
 if TYPE_CHECKING:
     from anbu.settings import Settings
@@ -227,8 +227,13 @@ class KannelSmsSender(_HttpSender):
             sendsms_url=sms.kannel_url,
             username=sms.kannel_user,
             password=sms.kannel_password,
-            dlr_url=sms.kannel_dlr_url
-            or f"http://{settings.api_host}:{settings.api_port}/v1/sms/kannel/dlr",
+            dlr_url=with_callback_key(
+                sms.kannel_dlr_url
+                or f"http://{settings.api_host}:{settings.api_port}/v1/sms/kannel/dlr",
+                None
+                if settings.escalation.callback_token is None
+                else settings.escalation.callback_token.get_secret_value(),
+            ),
             max_parts=sms.kannel_max_parts,
             timeout_s=sms.timeout_s,
             client=client,

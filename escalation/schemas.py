@@ -202,6 +202,8 @@ class AckIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     finding: Finding | None = None
     note: str = Field(default="", max_length=2000)
+    # A change of a recorded finding must say so: it is stored as an amendment.
+    amend: bool = False
 
 
 class FindingOut(BaseModel):

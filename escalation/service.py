@@ -18,19 +18,23 @@ import asyncio
 import contextlib
 import datetime as dt
 import enum
+import hashlib
+import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import inspect, select, update
+from sqlalchemy import func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.container import Container
 from anbu.db.models import Checkin, District, Resident
 from anbu.db.models_escalation import (
+    AckLink,
     EscalationChain,
+    FindingAmendment,
     InboundSms,
     Incident,
     OutboxMessage,
@@ -39,6 +43,8 @@ from anbu.db.models_escalation import (
 from anbu.domain.calling_hours import zone
 from anbu.domain.checkin import Outcome
 from anbu.domain.escalation import (
+    CODE_DIGITS,
+    REPLY_MAX_FAILURES,
     SEOUL,
     AlertFacts,
     AttemptFacts,
@@ -47,17 +53,17 @@ from anbu.domain.escalation import (
     Step,
     Urgency,
     alert_for,
-    codes_in,
     digest_line,
     korean_holiday,
     mask_name,
     next_step,
+    parse_reply,
     render_alert,
     render_digest,
 )
 from anbu.domain.incidents import AckChannel, IncidentEventKind, IncidentStatus
 from anbu.domain.phone import mask_phone
-from anbu.errors import NotFoundError, ValidationError
+from anbu.errors import ConflictError, GoneError, NotFoundError
 from anbu.ports import Clock, SystemClock
 from anbu.services.checkins import CheckinClosed
 from anbu.settings import Settings
@@ -89,6 +95,9 @@ class EscalationConfig:
     sweep_lookback: dt.timedelta = dt.timedelta(hours=48)
     sweep_grace: dt.timedelta = dt.timedelta(seconds=10)
     no_chain_retry: dt.timedelta = dt.timedelta(seconds=60)
+    reply_max_failures: int = REPLY_MAX_FAILURES
+    reply_lockout_window: dt.timedelta = dt.timedelta(hours=1)
+    ack_link_ttl: dt.timedelta = dt.timedelta(hours=72)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EscalationConfig:
@@ -100,10 +109,19 @@ class EscalationConfig:
             sweep_lookback=dt.timedelta(hours=esc.sweep_lookback_h),
             sweep_grace=dt.timedelta(seconds=esc.sweep_grace_s),
             no_chain_retry=dt.timedelta(seconds=esc.no_chain_retry_s),
+            reply_max_failures=esc.reply_max_failures,
+            reply_lockout_window=dt.timedelta(seconds=esc.reply_lockout_window_s),
+            ack_link_ttl=dt.timedelta(hours=esc.ack_link_ttl_h),
         )
 
     def link(self, token: str) -> str:
         return f"{self.public_url}/ack/{token}"
+
+
+def hash_token(token: str) -> str:
+    """What ``ack_links`` stores for a link's token (SHA-256, hex): the token has 128 random
+    bits, so no salt or slow hash is needed."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def duty_of(days: str, start_min: int, end_min: int, on_holidays: bool) -> DutyHours:
@@ -119,8 +137,14 @@ class ReplyOutcome(enum.StrEnum):
     ACKNOWLEDGED = "acknowledged"
     ALREADY = "already_acknowledged"
     DUPLICATE = "duplicate"  # the same SMS again (Kannel retried its callback)
-    NO_CODE = "no_code"
-    NO_MATCH = "no_match"  # a code, but no incident of this sender has it
+    NO_CODE = "no_code"  # not "<code>" or "<code> <word>": counts as a wrong try
+    NO_MATCH = "no_match"  # nothing waits on a reply from this number
+    WRONG_CODE = "wrong_code"  # this number has a waiting incident, but not with this code
+    LOCKED = "locked"  # too many wrong tries (this number, or every incident it could ack)
+
+
+# Outcomes that spend a try of the number's budget.
+FAILED_TRIES = (ReplyOutcome.NO_CODE, ReplyOutcome.WRONG_CODE, ReplyOutcome.LOCKED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +190,14 @@ def _steps(chain: EscalationChain) -> list[Step]:
     ]
 
 
+def _new_code() -> str:
+    return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+
+
 async def _free_code(session: AsyncSession) -> str:
-    """A 4-digit reply code no open incident uses (so a reply names one incident)."""
+    """A reply code no open incident uses (so a reply names one incident)."""
     for _ in range(50):
-        code = f"{secrets.randbelow(10_000):04d}"
+        code = _new_code()
         taken = await session.scalar(
             select(Incident.id)
             .where(Incident.code == code, Incident.status != IncidentStatus.ACKNOWLEDGED)
@@ -177,8 +205,8 @@ async def _free_code(session: AsyncSession) -> str:
         )
         if taken is None:
             return code
-    # 10,000 codes, almost all taken: a reply still matches by sender too.
-    return f"{secrets.randbelow(10_000):04d}"
+    # Almost all codes taken: a reply still matches by sender too.
+    return _new_code()
 
 
 class EscalationService:
@@ -224,7 +252,6 @@ class EscalationService:
                 urgency=urgency,
                 status=IncidentStatus.OPEN,
                 code=await _free_code(session),
-                token=secrets.token_urlsafe(16),
                 step_count=0,
                 case_closed_at=checkin.closed_at or now,
                 opened_at=now,
@@ -303,6 +330,17 @@ class EscalationService:
         assert chain is not None  # a step came from it
         chain_step = next(s for s in chain.steps if s.position == step.position)
         official = chain_step.official
+        # A link per SMS (so it names its official); only its hash is stored.
+        token = secrets.token_urlsafe(16)
+        session.add(
+            AckLink(
+                incident_id=incident.id,
+                official_id=official.id,
+                token_hash=hash_token(token),
+                created_at=now,
+                expires_at=now + self.config.ack_link_ttl,
+            )
+        )
         facts = AlertFacts(
             resident_name=resident.name,
             dong=resident.dong,
@@ -322,7 +360,7 @@ class EscalationService:
             ),
             closed_at=incident.case_closed_at,
             code=incident.code,
-            link=self.config.link(incident.token),
+            link=self.config.link(token),
             step_number=incident.step_count + 1,
         )
         composed = render_alert(facts, tz=self.config.tz)
@@ -476,10 +514,14 @@ class EscalationService:
     async def handle_reply(
         self, sms: dlr.InboundSms, now: dt.datetime | None = None
     ) -> ReplyResult:
-        """An official's reply SMS: the code in it acknowledges the incident it was sent for.
+        """An official's reply SMS: "<code>" or "<code> <finding word>" acknowledges the
+        incident it was sent for, when that incident still waits and the reply comes from the
+        number we messaged.
 
-        Only an incident whose SMS went to the replying number matches, so a stray code from
-        another phone acknowledges nothing. Stored first; a repeated message id is dropped.
+        Every reply is stored with what it did; a repeated message id is dropped. Anything
+        else from a number with a waiting incident is a wrong try: after
+        ``reply_max_failures`` of them an incident takes no more codes, and the number none
+        for ``reply_lockout_window``. Each try is in the incident's log.
         """
         now = now or self._clock.now()
         async with self._sessions() as session:
@@ -496,102 +538,211 @@ class EscalationService:
                 await session.rollback()
                 log.info("reply %s from %s again: dropped", sms.message_id, mask_phone(sms.sender))
                 return ReplyResult(ReplyOutcome.DUPLICATE)
-            codes = codes_in(sms.text)
-            if not codes:
-                await session.commit()
-                log.info("reply from %s without a code", mask_phone(sms.sender))
-                return ReplyResult(ReplyOutcome.NO_CODE)
-            matches = (
-                await session.execute(
-                    select(Incident, OutboxMessage.official_id)
-                    .join(OutboxMessage, OutboxMessage.incident_id == Incident.id)
-                    .where(Incident.code.in_(codes), OutboxMessage.to == sms.sender)
-                    .order_by(Incident.opened_at.desc())
-                )
-            ).all()
-            seen: dict[str, tuple[Incident, str | None]] = {}
-            for incident, official_id in matches:
-                seen.setdefault(incident.id, (incident, official_id))
-            acked: list[str] = []
-            already: list[str] = []
-            for incident, official_id in seen.values():
-                detail = f"reply from {mask_phone(sms.sender)}"
-                if await self._acknowledge(
-                    session, incident, AckChannel.SMS, official_id, now, detail
-                ):
-                    acked.append(incident.id)
-                else:
-                    already.append(incident.id)
-                    await log_event(
-                        session,
-                        incident.id,
-                        IncidentEventKind.REPLY,
-                        now,
-                        official_id=official_id,
-                        detail=f"{detail} (already acknowledged)",
-                    )
-            matched = acked or already
-            row.incident_id = matched[0] if matched else None
+            result = await self._reply(session, sms, row, now)
+            row.outcome = result.outcome
+            row.incident_id = result.incident_ids[0] if result.incident_ids else None
             await session.commit()
-        if acked:
-            return ReplyResult(ReplyOutcome.ACKNOWLEDGED, tuple(acked))
-        if already:
-            return ReplyResult(ReplyOutcome.ALREADY, tuple(already))
-        log.info("reply from %s: code matches no incident of that number", mask_phone(sms.sender))
-        return ReplyResult(ReplyOutcome.NO_MATCH)
+        log.info("reply from %s: %s", mask_phone(sms.sender), result.outcome)
+        return result
 
-    async def view(self, token: str) -> IncidentView:
+    async def _reply(
+        self, session: AsyncSession, sms: dlr.InboundSms, row: InboundSms, now: dt.datetime
+    ) -> ReplyResult:
+        told = (
+            await session.execute(
+                select(Incident, OutboxMessage.official_id)
+                .join(OutboxMessage, OutboxMessage.incident_id == Incident.id)
+                .where(OutboxMessage.to == sms.sender)
+                .order_by(Incident.opened_at.desc())
+            )
+        ).all()
+        waiting: dict[str, tuple[Incident, str | None]] = {}
+        done: dict[str, Incident] = {}
+        for incident, official_id in told:
+            if incident.status.ackable:
+                waiting.setdefault(incident.id, (incident, official_id))
+            else:
+                done.setdefault(incident.id, incident)
+        parsed = parse_reply(sms.text)
+        who = mask_phone(sms.sender)
+        if not waiting:
+            # Nothing to acknowledge from this number: a late repeat of a used code is
+            # "already", anything else (a stranger) touches no incident.
+            if parsed is not None:
+                for incident in done.values():
+                    if hmac.compare_digest(incident.code, parsed.code):
+                        await log_event(
+                            session,
+                            incident.id,
+                            IncidentEventKind.REPLY,
+                            now,
+                            detail=f"reply from {who} (already acknowledged)",
+                        )
+                        return ReplyResult(ReplyOutcome.ALREADY, (incident.id,))
+            return ReplyResult(ReplyOutcome.NO_MATCH)
+        await session.flush()
+        failures = await session.scalar(
+            select(func.count())
+            .select_from(InboundSms)
+            .where(
+                InboundSms.sender == sms.sender,
+                InboundSms.received_at > now - self.config.reply_lockout_window,
+                InboundSms.outcome.in_([o.value for o in FAILED_TRIES]),
+            )
+        )
+        limit = self.config.reply_max_failures
+        number_locked = (failures or 0) >= limit
+        match = None
+        if parsed is not None and not number_locked:
+            # Constant time per candidate; the candidates are the few incidents we told
+            # this number about.
+            for incident, official_id in waiting.values():
+                if hmac.compare_digest(incident.code, parsed.code):
+                    match = (incident, official_id)
+        if match is not None and match[0].sms_failures < limit:
+            incident, official_id = match
+            detail = f"reply from {who}"
+            await self._acknowledge(session, incident, AckChannel.SMS, official_id, now, detail)
+            if parsed is not None and parsed.finding is not None:
+                await self._record_finding(session, incident, parsed.finding, "", official_id, now)
+            return ReplyResult(ReplyOutcome.ACKNOWLEDGED, (incident.id,))
+        # A wrong try: counted against every incident this number could acknowledge.
+        outcome = (
+            ReplyOutcome.LOCKED
+            if number_locked or match is not None
+            else ReplyOutcome.NO_CODE
+            if parsed is None
+            else ReplyOutcome.WRONG_CODE
+        )
+        for incident, official_id in waiting.values():
+            incident.sms_failures += 1
+            note = (
+                f"; SMS codes no longer accepted for this incident (after {limit} wrong tries)"
+                if incident.sms_failures == limit
+                else ""
+            )
+            await log_event(
+                session,
+                incident.id,
+                IncidentEventKind.REPLY,
+                now,
+                official_id=official_id,
+                detail=f"reply from {who}: {outcome} (try {incident.sms_failures}){note}",
+            )
+        if number_locked:
+            log.warning("reply from %s ignored: too many wrong codes", who)
+        return ReplyResult(outcome, tuple(waiting))
+
+    async def _record_finding(
+        self,
+        session: AsyncSession,
+        incident: Incident,
+        finding: Finding,
+        note: str,
+        official_id: str | None,
+        now: dt.datetime,
+    ) -> None:
+        incident.finding = finding
+        incident.finding_note = note
+        incident.finding_at = now
+        incident.closed_at = now
+        session.add(
+            ResidentFinding(
+                resident_id=incident.resident_id,
+                incident_id=incident.id,
+                official_id=official_id,
+                finding=finding,
+                note=note,
+                at=now,
+            )
+        )
+        await log_event(
+            session,
+            incident.id,
+            IncidentEventKind.FINDING,
+            now,
+            official_id=official_id,
+            detail=f"{finding}" + (f": {note[:200]}" if note else ""),
+        )
+
+    async def view(self, token: str, now: dt.datetime | None = None) -> IncidentView:
+        now = now or self._clock.now()
         async with self._sessions() as session:
-            incident = await self._by_token(session, token)
+            _link, incident = await self._by_token(session, token, now)
             resident = await session.get(Resident, incident.resident_id)
             assert resident is not None
             return IncidentView(incident, mask_name(resident.name), resident.dong)
 
-    async def _by_token(self, session: AsyncSession, token: str) -> Incident:
-        incident = (
-            await session.execute(select(Incident).where(Incident.token == token))
-        ).scalar_one_or_none()
-        if incident is None:
+    async def _by_token(
+        self, session: AsyncSession, token: str, now: dt.datetime
+    ) -> tuple[AckLink, Incident]:
+        row = (
+            await session.execute(
+                select(AckLink, Incident)
+                .join(Incident, Incident.id == AckLink.incident_id)
+                .where(AckLink.token_hash == hash_token(token))
+            )
+        ).one_or_none()
+        if row is None:
             raise NotFoundError("incident", "for this link")
-        return incident
+        link, incident = row
+        if link.expires_at <= now:
+            raise GoneError("this link has expired; reply to the SMS with its code instead")
+        return link, incident
 
     async def acknowledge_link(
         self,
         token: str,
-        finding: Finding | None,
+        finding: Finding,
         note: str = "",
         now: dt.datetime | None = None,
+        *,
+        amend: bool = False,
     ) -> Incident:
-        """The link: acknowledge (if not yet) and record what was found (if given)."""
+        """The link: acknowledge the incident and record what was found, once. A link that
+        was used, or an incident whose finding is recorded, takes a change only as an
+        explicit amendment (``amend``), stored with who, when, before and after."""
         now = now or self._clock.now()
         note = note.strip()[:2000]
         async with self._sessions() as session:
-            incident = await self._by_token(session, token)
-            await self._acknowledge(session, incident, AckChannel.LINK, None, now, "link")
-            if finding is not None:
-                incident.finding = finding
-                incident.finding_note = note
-                incident.finding_at = now
-                incident.closed_at = now
+            link, incident = await self._by_token(session, token, now)
+            if incident.finding is None and link.used_at is None:
+                await self._acknowledge(
+                    session, incident, AckChannel.LINK, link.official_id, now, "link"
+                )
+                await self._record_finding(session, incident, finding, note, link.official_id, now)
+            elif not amend:
+                raise ConflictError(
+                    "this link was already used"
+                    + (f" (finding: {incident.finding})" if incident.finding else "")
+                    + "; a change must be sent as an amendment"
+                )
+            elif incident.finding is finding and (incident.finding_note or "") == note:
+                raise ConflictError(f"the finding is already {finding}")
+            else:
+                before, before_note = incident.finding, incident.finding_note or ""
                 session.add(
-                    ResidentFinding(
-                        resident_id=incident.resident_id,
+                    FindingAmendment(
                         incident_id=incident.id,
-                        official_id=incident.acknowledged_by,
-                        finding=finding,
-                        note=note,
+                        link_id=link.id,
+                        official_id=link.official_id,
                         at=now,
+                        finding_before=before,
+                        finding_after=finding,
+                        note_before=before_note,
+                        note_after=note,
                     )
                 )
+                await self._record_finding(session, incident, finding, note, link.official_id, now)
                 await log_event(
                     session,
                     incident.id,
-                    IncidentEventKind.FINDING,
+                    IncidentEventKind.AMENDED,
                     now,
-                    detail=f"{finding}" + (f": {note[:200]}" if note else ""),
+                    official_id=link.official_id,
+                    detail=f"{before} -> {finding}",
                 )
-            elif note:
-                raise ValidationError("a note needs a finding")
+            link.used_at = link.used_at or now
             await session.commit()
             return incident
 

@@ -24,6 +24,7 @@ from tests.test_escalation_service import (
     FakeClock,
     close_case,
     incident_of,
+    link_token,
     messages,
 )
 
@@ -195,7 +196,7 @@ async def _incident(api: Api) -> tuple[str, str]:
     assert isinstance(api.container.clock, FakeClock)
     api.container.clock.t = event.at + dt.timedelta(seconds=1)
     incident = await incident_of(sessions, event.checkin_id)
-    return resident_id, incident.token
+    return resident_id, await link_token(sessions, incident.id)
 
 
 async def test_given_ack_link_when_opened_and_submitted_then_finding_reaches_resident(
@@ -221,7 +222,9 @@ async def test_given_ack_link_when_opened_and_submitted_then_finding_reaches_res
     clock.advance(60)
     r = await api.client.post(f"/ack/{token}", json={"finding": "nope"})
     assert r.status_code == 422
-    r = await api.client.post(f"/ack/{token}", json={"finding": "false_alarm", "note": "여행 중"})
+    r = await api.client.post(
+        f"/ack/{token}", json={"finding": "false_alarm", "note": "여행 중", "amend": True}
+    )
     assert r.status_code == 200
     assert r.json()["status"] == "acknowledged"
     assert r.json()["finding"] == "false_alarm"
@@ -245,6 +248,7 @@ async def test_given_ack_link_when_opened_and_submitted_then_finding_reaches_res
         "acknowledged",
         "finding",
         "finding",
+        "amended",
     ]
     assert detail["messages"][0]["to_masked"] == "*******0001"
     assert (await api.client.get("/v1/incidents", headers=api.h("gangnam"))).json() == []
@@ -267,7 +271,7 @@ async def test_given_kannel_callbacks_when_key_and_query_valid_then_stored(api: 
     assert r.status_code == 200
     assert (await api.client.get("/v1/sms/kannel/dlr?key=cb-secret&status=1")).status_code == 422
 
-    code = msg.text.split("회신 ")[1][:4]
+    code = msg.text.split("회신 ")[1][:6]
     text = "".join(f"%{b:02X}" for b in f"{code} 확인".encode("utf-16-be"))
     inbound = (
         f"/v1/sms/kannel/inbound?key=cb-secret&from=01055550001&to={OUR_NUMBER}&text={text}"

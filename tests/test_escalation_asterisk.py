@@ -33,7 +33,7 @@ from tests.test_escalation_e2e import (  # noqa: F401  (fixtures used by name)
     local,
     stack_factory,
 )
-from tests.test_escalation_service import OUR_NUMBER, incident_of, make_world
+from tests.test_escalation_service import OUR_NUMBER, incident_of, make_world, token_in
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.kannel]
 
@@ -132,5 +132,5 @@ async def test_given_resident_never_answers_when_attempt_rings_out_then_official
         "사유: 전화 기록 52시간 없음\n"
         f"통화: 1회 시도, {local(incident.case_closed_at)} 종료\n"
         f"1) {local(attempt.originated_at)} 받지 않음\n"
-        f"확인: {incident.code} 회신 또는 {stack.api_url}/ack/{incident.token}"
+        f"확인: {incident.code} 회신 또는 {stack.api_url}/ack/{token_in(sms.text)}"
     )

@@ -52,6 +52,7 @@ from tests.test_escalation_service import (
     incident_of,
     make_world,
     new_phone,
+    token_in,
 )
 
 pytestmark = pytest.mark.kannel
@@ -254,7 +255,7 @@ async def test_given_unreachable_case_when_closed_then_exact_sms_dlr_and_reply_s
         f"1) {local(t0)} 받지 않음\n"
         f"2) {local(t0 + dt.timedelta(seconds=30))} 받지 않음\n"
         f"3) {local(t0 + dt.timedelta(seconds=60))} 받지 않음\n"
-        f"확인: {incident.code} 회신 또는 {stack.api_url}/ack/{incident.token}"
+        f"확인: {incident.code} 회신 또는 {stack.api_url}/ack/{token_in(sms.text)}"
     )
     reference = f"inc{incident.id}.1"
 

@@ -18,7 +18,6 @@ from anbu.domain.escalation import (
     Step,
     Urgency,
     alert_for,
-    codes_in,
     key_text,
     korean_holiday,
     mask_name,
@@ -124,24 +123,6 @@ def test_given_nobody_on_duty_when_choosing_then_last_step_is_told_anyway() -> N
     assert step is not None
     assert step.official_id == "backup"
     assert next_step(office_only, 2, kst(2026, 11, 28, 3, 0)) is None
-
-
-@pytest.mark.parametrize(
-    ("text", "codes"),
-    [
-        ("1234", ["1234"]),
-        ("확인 1234 방문예정", ["1234"]),
-        ("1234확인", ["1234"]),
-        ("010-1234-5678", ["1234", "5678"]),
-        ("01012345678", []),
-        ("123", []),
-        ("ok", []),
-    ],
-)
-def test_given_reply_text_when_reading_codes_then_only_four_digit_groups(
-    text: str, codes: list[str]
-) -> None:
-    assert codes_in(text) == codes
 
 
 def test_given_names_when_masking_then_initial_and_two_circles() -> None:

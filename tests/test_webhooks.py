@@ -30,7 +30,14 @@ from anbu.services.webhooks import (
 from escalation.service import EscalationService
 from tests.api_support import Api, api_over, h
 from tests.fixtures_asterisk import free_ports
-from tests.test_escalation_service import T0, close_case, config, incident_of, make_world
+from tests.test_escalation_service import (
+    T0,
+    close_case,
+    config,
+    incident_of,
+    link_token,
+    make_world,
+)
 
 CONFIG = WebhookConfig(retry_initial_s=1, retry_max_s=300, give_up_h=72, timeout_s=5)
 
@@ -110,7 +117,8 @@ async def _story(api: Api) -> None:
     api.clock.at = closed.at
     await service.on_checkin_closed(closed)
     incident = await incident_of(sessions, closed.checkin_id)
-    await service.acknowledge_link(incident.token, Finding.SAFE, "잘 계심", now=closed.at)
+    token = await link_token(sessions, incident.id)
+    await service.acknowledge_link(token, Finding.SAFE, "잘 계심", now=closed.at)
 
 
 async def _rows(api: Api) -> list[WebhookDelivery]:

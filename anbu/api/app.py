@@ -17,7 +17,14 @@ from anbu.api import audit, keys, routes, signals, webhooks
 from anbu.api.deps import UnauthenticatedError
 from anbu.container import Container
 from anbu.db.outage import RETRY_AFTER_S, DatabaseMonitor, is_unavailable, monitor_of, ping
-from anbu.errors import AnbuError, ConflictError, ForbiddenError, NotFoundError, ValidationError
+from anbu.errors import (
+    AnbuError,
+    ConflictError,
+    ForbiddenError,
+    GoneError,
+    NotFoundError,
+    ValidationError,
+)
 from escalation import api as escalation_api
 from scheduler import api as scheduling
 
@@ -149,6 +156,8 @@ def create_app(
             return _problem(403, "forbidden", str(exc))
         if isinstance(exc, ConflictError):
             return _problem(409, "conflict", str(exc))
+        if isinstance(exc, GoneError):
+            return _problem(410, "gone", str(exc))
         if isinstance(exc, ValidationError):
             return _problem(422, "invalid_request", str(exc))
         if is_unavailable(exc):

@@ -107,7 +107,6 @@ class Incident(Base):
     urgency: Mapped[Urgency] = enum_column(Urgency)
     status: Mapped[IncidentStatus] = enum_column(IncidentStatus, default=IncidentStatus.OPEN)
     code: Mapped[str] = mapped_column(String(8))
-    token: Mapped[str] = mapped_column(String(64), unique=True)
     # The step told last (None: nobody yet) and its message; when its ack clock runs out.
     step_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
     step_count: Mapped[int] = mapped_column(Integer, default=0)  # how many steps were told
@@ -122,6 +121,46 @@ class Incident(Base):
     finding_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     finding_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
     closed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Wrong codes replied for this incident: at escalation.reply_max_failures SMS codes stop
+    # acknowledging it (the link still does).
+    sms_failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AckLink(Base):
+    """One acknowledgement link, sent in one SMS to one official. Only the SHA-256 of its
+    token is stored (the token itself is in the SMS alone): a copy of the database opens no
+    link. It expires, and acknowledges once; a later change of the finding is an amendment."""
+
+    __tablename__ = "ack_links"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    incident_id: Mapped[str] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    official_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class FindingAmendment(Base):
+    """A finding changed after it was recorded: who, when, before and after (never a silent
+    overwrite)."""
+
+    __tablename__ = "finding_amendments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    link_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    official_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    finding_before: Mapped[Finding | None] = enum_column(Finding, nullable=True)
+    finding_after: Mapped[Finding] = enum_column(Finding)
+    note_before: Mapped[str] = mapped_column(Text, default="")
+    note_after: Mapped[str] = mapped_column(Text, default="")
 
 
 class IncidentEvent(Base):
@@ -179,6 +218,7 @@ class InboundSms(Base):
     """Every SMS Kannel handed us (officials' replies); ``message_id`` drops retried ones."""
 
     __tablename__ = "sms_inbound"
+    __table_args__ = (Index("ix_sms_inbound_sender_at", "sender", "received_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     message_id: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
@@ -186,6 +226,9 @@ class InboundSms(Base):
     text: Mapped[str] = mapped_column(Text)
     received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     incident_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # What the reply did (escalation.service.ReplyOutcome): wrong tries per number are counted
+    # from here.
+    outcome: Mapped[str | None] = mapped_column(String(24), nullable=True)
 
 
 class ResidentFinding(Base):

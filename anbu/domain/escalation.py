@@ -33,7 +33,13 @@ from anbu.domain.sms_text import ComposedSms, compose, truncate_cp949
 
 SEOUL = zone(SEOUL_TZ_NAME)
 MASK = "○○"  # stands for the rest of a name, whatever its length (the length says too much)
-CODE_DIGITS = 4
+# Six digits: a reply is accepted only from the number we messaged, and after
+# ``REPLY_MAX_FAILURES`` wrong tries an incident takes no more SMS codes (the link still works),
+# so a forger with the callback secret or a spoofed sender gets 5 guesses in 10**6 codes for the
+# whole life of the code: a 1 in 200,000 chance (four digits with no limit: one POST listing all
+# 10,000 codes was enough).
+CODE_DIGITS = 6
+REPLY_MAX_FAILURES = 5
 
 
 class Urgency(enum.StrEnum):
@@ -168,12 +174,36 @@ def next_step(
 
 # --- reply codes ----------------------------------------------------------------------------
 
-_CODE_RE = re.compile(rf"(?<!\d)(\d{{{CODE_DIGITS}}})(?!\d)")
+# A reply is the code alone, optionally followed by one word: "확인" or a finding.
+_REPLY_RE = re.compile(rf"^\s*([0-9]{{{CODE_DIGITS}}})(?![0-9])(?:[\s.,]*(.+?))?[\s.!]*$", re.S)
+_OK_WORDS = frozenset({"확인", "확인함", "확인했습니다", "ok", "네"})
+FINDING_WORDS: dict[str, Finding] = {
+    **{label.replace(" ", ""): finding for finding, label in FINDING_LABELS.items()},
+    **{finding.value: finding for finding in Finding},
+    "안전": Finding.SAFE,
+    "방문": Finding.VISITED,
+}
 
 
-def codes_in(text: str) -> list[str]:
-    """The reply codes (exactly four digits, not part of a longer number) in ``text``."""
-    return _CODE_RE.findall(text)
+@dataclass(frozen=True, slots=True)
+class ParsedReply:
+    code: str
+    finding: Finding | None
+
+
+def parse_reply(text: str) -> ParsedReply | None:
+    """The code (and finding) of an official's reply, or None if the text is anything else:
+    a text listing several codes, or a code inside a longer message, acknowledges nothing."""
+    match = _REPLY_RE.match(text)
+    if match is None:
+        return None
+    code, word = match.group(1), match.group(2)
+    if word is not None:
+        word = re.sub(r"\s+", "", word).lower()
+    if word is None or word in _OK_WORDS:
+        return ParsedReply(code, None)
+    finding = FINDING_WORDS.get(word)
+    return None if finding is None else ParsedReply(code, finding)
 
 
 # --- the message ----------------------------------------------------------------------------

@@ -36,6 +36,7 @@ class IncidentEventKind(enum.StrEnum):
     ESCALATED = "escalated"  # the ack clock ran out: the next step is told
     ACKNOWLEDGED = "acknowledged"
     FINDING = "finding"  # the official recorded what they found
+    AMENDED = "amended"  # a recorded finding was changed (finding_amendments has before/after)
     EXHAUSTED = "exhausted"  # nobody left to tell
     NO_CHAIN = "no_chain"  # no chain (or no active official) for the resident's district/dong
     REPLY = "reply"  # a reply that acknowledged nothing new (already acknowledged)

@@ -1,0 +1,157 @@
+"""sec_hardening: SMS reply tries and lockout, hashed single-use ack links, finding amendments
+
+- ``incidents.sms_failures``: wrong codes replied for the incident (lockout);
+- ``sms_inbound.outcome``: what each reply did (wrong tries per number are counted from it);
+- ``ack_links``: one link per SMS, only the SHA-256 of its token stored, with an expiry and
+  the time it was used. Existing incidents' plain tokens move here hashed (their links keep
+  working until 72 hours after the incident opened) and ``incidents.token`` is dropped;
+- ``finding_amendments``: a finding changed after it was recorded (who, when, before, after).
+
+Revision ID: 0007_sec_hardening
+Revises: 0005_status_due
+Create Date: 2026-12-02 11:00:00.000000
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+
+import sqlalchemy as sa
+from alembic import op
+
+import anbu.db.base
+
+revision = "0007_sec_hardening"
+down_revision = "0006_api_access"
+branch_labels = None
+depends_on = None
+
+_TS = anbu.db.base.UtcDateTime(timezone=True)
+_FINDING = sa.Enum(
+    "safe",
+    "visited",
+    "hospitalised",
+    "died",
+    "false_alarm",
+    name="finding",
+    native_enum=False,
+    length=32,
+)
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("incidents", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("sms_failures", sa.Integer(), nullable=False, server_default="0")
+        )
+    with op.batch_alter_table("sms_inbound", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("outcome", sa.String(length=24), nullable=True))
+        batch_op.create_index("ix_sms_inbound_sender_at", ["sender", "received_at"], unique=False)
+
+    links = op.create_table(
+        "ack_links",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("incident_id", sa.String(length=32), nullable=False),
+        sa.Column("official_id", sa.String(length=32), nullable=True),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("created_at", _TS, nullable=False),
+        sa.Column("expires_at", _TS, nullable=False),
+        sa.Column("used_at", _TS, nullable=True),
+        sa.ForeignKeyConstraint(
+            ["incident_id"],
+            ["incidents.id"],
+            name=op.f("fk_ack_links_incident_id_incidents"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_ack_links")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_ack_links_token_hash")),
+    )
+    op.create_index(op.f("ix_ack_links_incident_id"), "ack_links", ["incident_id"])
+    op.create_table(
+        "finding_amendments",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("incident_id", sa.String(length=32), nullable=False),
+        sa.Column("link_id", sa.String(length=32), nullable=True),
+        sa.Column("official_id", sa.String(length=32), nullable=True),
+        sa.Column("at", _TS, nullable=False),
+        sa.Column("finding_before", _FINDING, nullable=True),
+        sa.Column("finding_after", _FINDING, nullable=False),
+        sa.Column("note_before", sa.Text(), nullable=False),
+        sa.Column("note_after", sa.Text(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["incident_id"],
+            ["incidents.id"],
+            name=op.f("fk_finding_amendments_incident_id_incidents"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_finding_amendments")),
+    )
+    op.create_index(
+        op.f("ix_finding_amendments_incident_id"), "finding_amendments", ["incident_id"]
+    )
+
+    # Existing plain tokens: hashed into ack_links, then the plain column goes.
+    incidents = sa.table(
+        "incidents",
+        sa.column("id", sa.String),
+        sa.column("token", sa.String),
+        sa.column("opened_at", _TS),
+        sa.column("acknowledged_at", _TS),
+        sa.column("ack_channel", sa.String),
+    )
+    bind = op.get_bind()
+    rows = bind.execute(
+        sa.select(
+            incidents.c.id,
+            incidents.c.token,
+            incidents.c.opened_at,
+            incidents.c.acknowledged_at,
+            incidents.c.ack_channel,
+        )
+    ).all()
+    if rows:
+        op.bulk_insert(
+            links,
+            [
+                {
+                    "id": uuid.uuid4().hex,
+                    "incident_id": r.id,
+                    "official_id": None,
+                    "token_hash": hashlib.sha256(r.token.encode()).hexdigest(),
+                    "created_at": r.opened_at,
+                    "expires_at": r.opened_at + dt.timedelta(hours=72),
+                    "used_at": r.acknowledged_at if r.ack_channel == "link" else None,
+                }
+                for r in rows
+            ],
+        )
+    with op.batch_alter_table("incidents", schema=None) as batch_op:
+        batch_op.drop_constraint("uq_incidents_token", type_="unique")
+        batch_op.drop_column("token")
+
+
+def downgrade() -> None:
+    # Plain tokens cannot be recovered from their hashes: old links stop working (new random
+    # tokens fill the column).
+    with op.batch_alter_table("incidents", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("token", sa.String(length=64), nullable=True))
+    incidents = sa.table("incidents", sa.column("id", sa.String), sa.column("token", sa.String))
+    bind = op.get_bind()
+    for (incident_id,) in bind.execute(sa.select(incidents.c.id)).all():
+        bind.execute(
+            incidents.update().where(incidents.c.id == incident_id).values(token=uuid.uuid4().hex)
+        )
+    with op.batch_alter_table("incidents", schema=None) as batch_op:
+        batch_op.alter_column("token", existing_type=sa.String(length=64), nullable=False)
+        batch_op.create_unique_constraint("uq_incidents_token", ["token"])
+    op.drop_index(op.f("ix_finding_amendments_incident_id"), table_name="finding_amendments")
+    op.drop_table("finding_amendments")
+    op.drop_index(op.f("ix_ack_links_incident_id"), table_name="ack_links")
+    op.drop_table("ack_links")
+    with op.batch_alter_table("sms_inbound", schema=None) as batch_op:
+        batch_op.drop_index("ix_sms_inbound_sender_at")
+        batch_op.drop_column("outcome")
+    with op.batch_alter_table("incidents", schema=None) as batch_op:
+        batch_op.drop_column("sms_failures")

@@ -1,0 +1,206 @@
+"""Kannel's callbacks are Kannel's alone, and an SMS reply acknowledges only with the code.
+
+The reproduced attack (issue 12): one POST to the reply callback, "from" the official's
+number, whose text listed all 10,000 four-digit codes, acknowledged the incident and stopped
+the escalation. These tests run over the real API and a real database (both backends)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy import select
+
+from anbu.api.app import create_app
+from anbu.db.models_escalation import InboundSms, Incident, IncidentEvent
+from anbu.domain.escalation import CODE_DIGITS, Finding, parse_reply
+from anbu.domain.incidents import IncidentStatus
+from anbu.settings import EscalationSettings, Settings
+from escalation.kannel import KannelConfig
+from escalation.providers import KannelSmsSender
+from tests.test_escalation_api import Api, _incident, api  # noqa: F401
+from tests.test_escalation_service import OUR_NUMBER
+
+PRIMARY = "01055550001"  # the first step's official in _setup_chain
+
+
+async def _waiting(api: Api) -> Incident:  # noqa: F811
+    await _incident(api)
+    async with api.container.sessions() as s:
+        return (await s.execute(select(Incident))).scalar_one()
+
+
+async def _reload(api: Api, incident_id: str) -> Incident:  # noqa: F811
+    async with api.container.sessions() as s:
+        incident = await s.get(Incident, incident_id)
+        assert incident is not None
+        return incident
+
+
+async def _reply(
+    api: Api,  # noqa: F811
+    text: str,
+    sender: str = PRIMARY,
+    msg_id: str = "m",
+    key: str = "cb-secret",
+) -> httpx.Response:
+    body = (
+        f"key={key}&from={sender}&to={OUR_NUMBER}&text={quote(text)}"
+        f"&coding=0&charset=UTF-8&ts=1795610054&id={msg_id}&smsc=inject"
+    )
+    return await api.client.post(
+        "/v1/sms/kannel/inbound",
+        content=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+
+async def test_given_official_number_when_one_post_lists_every_code_then_nothing_acknowledged(
+    api: Api,  # noqa: F811
+) -> None:
+    incident = await _waiting(api)
+    every_code = " ".join(f"{n:04d}" for n in range(10_000))
+    r = await _reply(api, every_code, msg_id="all-4")
+    assert r.status_code == 200
+    assert r.headers["X-Anbu-Reply"] == "no_code"
+    # Even the real code among a few others is not a reply.
+    r = await _reply(api, f"000000 {incident.code} 999999", msg_id="some-6")
+    assert r.headers["X-Anbu-Reply"] == "no_code"
+    after = await _reload(api, incident.id)
+    assert after.status is IncidentStatus.OPEN
+    assert after.acknowledged_at is None
+    assert after.sms_failures == 2
+
+
+async def test_given_wrong_codes_when_limit_reached_then_right_code_is_locked_out(
+    api: Api,  # noqa: F811
+) -> None:
+    incident = await _waiting(api)
+    wrong = f"{(int(incident.code) + 1) % 10**CODE_DIGITS:0{CODE_DIGITS}d}"
+    for n in range(5):
+        r = await _reply(api, wrong, msg_id=f"w{n}")
+        assert r.headers["X-Anbu-Reply"] == "wrong_code"
+    r = await _reply(api, incident.code, msg_id="right")
+    assert r.headers["X-Anbu-Reply"] == "locked"
+    assert (await _reload(api, incident.id)).status is IncidentStatus.OPEN
+    async with api.container.sessions() as s:
+        details = [
+            e.detail
+            for e in (
+                await s.execute(
+                    select(IncidentEvent)
+                    .where(IncidentEvent.incident_id == incident.id, IncidentEvent.kind == "reply")
+                    .order_by(IncidentEvent.id)
+                )
+            ).scalars()
+        ]
+        outcomes = [
+            r.outcome
+            for r in (await s.execute(select(InboundSms).order_by(InboundSms.id))).scalars()
+        ]
+    # Every try is on the incident's own record (number masked), and every SMS is stored.
+    assert len(details) == 6
+    assert all("*******0001" in d and PRIMARY not in d for d in details)
+    assert "no longer accepted" in details[4]
+    assert outcomes == ["wrong_code"] * 5 + ["locked"]
+    # The link still acknowledges.
+    assert (await _reload(api, incident.id)).sms_failures == 6
+
+
+async def test_given_code_from_another_number_when_replied_then_nothing_acknowledged(
+    api: Api,  # noqa: F811
+) -> None:
+    incident = await _waiting(api)
+    r = await _reply(api, incident.code, sender="01077770000", msg_id="x")
+    assert r.headers["X-Anbu-Reply"] == "no_match"
+    assert (await _reload(api, incident.id)).status is IncidentStatus.OPEN
+
+
+async def test_given_code_and_finding_word_when_replied_then_acknowledged_with_finding(
+    api: Api,  # noqa: F811
+) -> None:
+    incident = await _waiting(api)
+    r = await _reply(api, f"{incident.code} 안전", msg_id="ok")
+    assert r.headers["X-Anbu-Reply"] == "acknowledged"
+    after = await _reload(api, incident.id)
+    assert after.status is IncidentStatus.ACKNOWLEDGED
+    assert after.finding is Finding.SAFE
+    assert after.acknowledged_by is not None
+    r = await _reply(api, incident.code, msg_id="again")
+    assert r.headers["X-Anbu-Reply"] == "already_acknowledged"
+
+
+async def test_given_no_or_wrong_key_or_address_when_calling_back_then_refused(
+    api: Api,  # noqa: F811
+) -> None:
+    incident = await _waiting(api)
+    assert (await _reply(api, incident.code, key="wrong", msg_id="k1")).status_code == 404
+    assert (await _reply(api, incident.code, key="", msg_id="k2")).status_code == 404
+    dlr = "/v1/sms/kannel/dlr?ref=x&status=1"
+    assert (await api.client.get(dlr)).status_code == 404
+    # Only smsbox's address, when an allow-list is set (the test client is 127.0.0.1).
+    api.container.settings.escalation.callback_allow_ips = ["10.1.2.3"]
+    assert (await _reply(api, incident.code, msg_id="k3")).status_code == 404
+    assert (await _reload(api, incident.id)).status is IncidentStatus.OPEN
+    app = create_app(api.container)
+    transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://anbu") as client:
+        r = await client.get(
+            f"/v1/sms/kannel/inbound?key=cb-secret&from={PRIMARY}&text={incident.code}&id=k4"
+        )
+    assert r.headers["X-Anbu-Reply"] == "acknowledged"
+
+
+def test_given_production_without_callback_token_then_settings_refused() -> None:
+    secrets = {
+        "engine": {
+            "sip_port": 1,
+            "ami_port": 2,
+            "rtp_start": 3,
+            "rtp_end": 4,
+            "ami_secret": "a-real-ami-secret",
+        },
+        "sms": {"kannel_password": "a-real-kannel-password"},
+        "bootstrap_api_key": None,
+    }
+    with pytest.raises(PydanticValidationError, match="ANBU_ESCALATION__CALLBACK_TOKEN"):
+        Settings(environment="production", **secrets)  # type: ignore[arg-type]
+    with pytest.raises(PydanticValidationError, match="ANBU_ESCALATION__CALLBACK_TOKEN"):
+        Settings(
+            environment="production",
+            escalation=EscalationSettings(callback_token=SecretStr("short")),
+            **secrets,  # type: ignore[arg-type]
+        )
+
+
+def test_given_callback_token_when_rendering_kannel_urls_then_both_carry_it() -> None:
+    settings = Settings(escalation=EscalationSettings(callback_token=SecretStr("tok_en-1")))
+    assert "inbound?key=tok_en-1&from=%p" in KannelConfig.from_settings(settings).render()
+    sender = KannelSmsSender.from_settings(settings)
+    assert sender.dlr_url is not None
+    assert sender.dlr_url.endswith("/dlr?key=tok_en-1")
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("123456", ("123456", None)),
+        (" 123456 확인 ", ("123456", None)),
+        ("123456 사망", ("123456", Finding.DIED)),
+        ("123456 안전 확인", ("123456", Finding.SAFE)),
+        ("1234", None),
+        ("1234567", None),
+        ("123456 654321", None),
+        ("확인 123456", None),
+        ("１２３４５６", None),  # full-width digits
+        ("123456 아무말", None),
+    ],
+)
+def test_given_reply_text_when_parsed_then_only_code_and_one_word(
+    text: str, parsed: tuple[str, Finding | None] | None
+) -> None:
+    got = parse_reply(text)
+    assert (None if got is None else (got.code, got.finding)) == parsed
