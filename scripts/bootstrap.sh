@@ -22,6 +22,10 @@ dpkg -s libsox-fmt-mp3 >/dev/null 2>&1 || need+=(libsox-fmt-mp3)
 # The gTTS tests make a throwaway certificate for their local HTTPS stand-in.
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
+# The report: PDF by headless Chromium, Korean fonts, and pdftoppm for the PDF test.
+command -v chromium >/dev/null || need+=(chromium)
+command -v pdftoppm >/dev/null || need+=(poppler-utils)
+dpkg -s fonts-nanum >/dev/null 2>&1 || need+=(fonts-nanum)
 if [ ${#need[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -36,7 +40,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ "$(cat "$VENV/.anbu-installed" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: installing Python packages into $VENV"
-  "$VENV/bin/pip" install -q -e '.[dev,voice]'
+  "$VENV/bin/pip" install -q -e '.[dev,voice,report]'
   echo "$want" > "$VENV/.anbu-installed"
 elif ! "$VENV/bin/python" -c "import anbu" 2>/dev/null; then
   "$VENV/bin/pip" install -q --no-deps -e .
