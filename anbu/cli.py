@@ -252,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     simsig = sim.add_parser("signals", help="generate realistic signal streams")
     simsig.add_argument("args", nargs=argparse.REMAINDER)
     simsig.set_defaults(fn=_runtime("sim_signals"))
+
+    from anbu.report.cli import add_parser as add_report
+
+    add_report(sub)
     return p
 
 

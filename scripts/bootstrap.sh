@@ -38,6 +38,10 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 # SIPp: the far end of the interop tests (a SIP stack nobody here wrote).
 command -v sipp >/dev/null || need+=(sip-tester)
+# The report: PDF by headless Chromium, Korean fonts, and pdftoppm for the PDF test.
+command -v chromium >/dev/null || need+=(chromium)
+command -v pdftoppm >/dev/null || need+=(poppler-utils)
+dpkg -s fonts-nanum >/dev/null 2>&1 || need+=(fonts-nanum)
 if [ ${#need[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -54,7 +58,7 @@ reqs="$("$SHARED/bin/python" - <<'EOF'
 import tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 extras = project.get("optional-dependencies", {})
-for req in [*project["dependencies"], *extras.get("dev", []), *extras.get("voice", [])]:
+for req in [*project["dependencies"], *(r for x in ("dev", "voice", "report") for r in extras.get(x, []))]:
     print(req)
 EOF
 )"
