@@ -145,7 +145,7 @@ class Seed:
             id=self._id("i"), checkin_id=c.id, resident_id=c.resident_id,
             district_id=district.id, outcome=c.outcome, urgency=urgency,
             status=IncidentStatus.OPEN if acked_after is None else IncidentStatus.ACKNOWLEDGED,
-            code="1234", token=self._id("tok"), step_position=step, step_count=step,
+            code="1234", step_position=step, step_count=step,
             case_closed_at=s(opened, -2), opened_at=opened,
             acknowledged_at=None if acked_after is None else s(opened, acked_after),
         )  # fmt: skip

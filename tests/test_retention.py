@@ -86,7 +86,6 @@ async def _case(
                 urgency=Urgency.NORMAL,
                 status=incident,
                 code="1234",
-                token=uuid.uuid4().hex,
                 case_closed_at=at,
                 opened_at=at,
                 acknowledged_at=at if acked else None,

@@ -24,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from anbu.db.models import CallAttempt, Checkin
 from anbu.db.models_audit import AuditEntry
 from anbu.db.models_escalation import (
+    AckLink,
+    FindingAmendment,
     InboundSms,
     Incident,
     IncidentEvent,
@@ -130,6 +132,10 @@ async def _delete_incidents(
             (IncidentEvent, IncidentEvent.incident_id),
             (OutboxMessage, OutboxMessage.incident_id),
             (InboundSms, InboundSms.incident_id),
+            # ack_links and finding_amendments cascade on PostgreSQL; deleted here too so
+            # SQLite (foreign keys off during migrations) keeps no orphan rows either.
+            (AckLink, AckLink.incident_id),
+            (FindingAmendment, FindingAmendment.incident_id),
         ):
             await session.execute(
                 delete(table).where(column.in_(ids)).execution_options(synchronize_session=False)
