@@ -11,14 +11,13 @@ from urllib.parse import quote
 import httpx
 import pytest
 from pydantic import SecretStr
-from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import select
 
 from anbu.api.app import create_app
 from anbu.db.models_escalation import InboundSms, Incident, IncidentEvent
 from anbu.domain.escalation import CODE_DIGITS, Finding, parse_reply
 from anbu.domain.incidents import IncidentStatus
-from anbu.settings import EscalationSettings, Settings
+from anbu.settings import EscalationSettings, Settings, SettingsError
 from escalation.kannel import KannelConfig
 from escalation.providers import KannelSmsSender
 from tests.test_escalation_api import Api, _incident, api  # noqa: F401
@@ -166,9 +165,9 @@ def test_given_production_without_callback_token_then_settings_refused() -> None
         "sms": {"kannel_password": "a-real-kannel-password"},
         "bootstrap_api_key": None,
     }
-    with pytest.raises(PydanticValidationError, match="ANBU_ESCALATION__CALLBACK_TOKEN"):
+    with pytest.raises(SettingsError, match="ANBU_ESCALATION__CALLBACK_TOKEN"):
         Settings(environment="production", **secrets)  # type: ignore[arg-type]
-    with pytest.raises(PydanticValidationError, match="ANBU_ESCALATION__CALLBACK_TOKEN"):
+    with pytest.raises(SettingsError, match="ANBU_ESCALATION__CALLBACK_TOKEN"):
         Settings(
             environment="production",
             escalation=EscalationSettings(callback_token=SecretStr("short")),

@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from anbu.db.models import ApiKey, Checkin, District, Resident, api_key_districts
 from anbu.db.models_escalation import Incident
 from anbu.db.models_webhooks import DeliveryState, WebhookDelivery
+from anbu.db.outage import report_failure
 from anbu.domain.access import KeyState, key_state
 from anbu.domain.incidents import IncidentEventKind
 from anbu.ports import Clock, SystemClock
@@ -529,8 +530,10 @@ class WebhookWorker:
                 self._wake.clear()
                 if await self.run_once():
                     continue
-            except Exception:
-                log.exception("webhook pass failed")
+            except Exception as error:
+                # One line per database outage (not a traceback per pass); anything else
+                # keeps its traceback.
+                report_failure(log, self._sessions, "webhook pass", error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_s)
 
