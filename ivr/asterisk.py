@@ -528,7 +528,7 @@ def template_files(role: AsteriskRole, templates_dir: Path = DIALPLANS_DIR) -> d
 
 # --------------------------------------------------------------------------- instances
 
-_SIP_TRANSPORTS = ("udp", "tcp")
+_SIP_TRANSPORTS = ("udp", "tcp", "tls")
 
 
 @dataclass(frozen=True, slots=True)
@@ -732,11 +732,17 @@ class AsteriskInstance:
                 values |= {
                     "trunk_username": trunk.username,
                     "trunk_password": password,
+                    "trunk_realm_line": f"realm = {trunk.realm}" if trunk.realm else "",
                     "outbound_auth_line": "outbound_auth = trunk-auth",
                 }
             else:
                 values |= {"outbound_auth_line": "", "outbound_auth_section": ""}
+            values |= {k: v for k, v in self._trunk_lines().items() if not k.endswith("_lines")}
         checked = {key: _conf_value(key, value) for key, value in values.items()}
+        # Multi-line values: built from checked pieces (see _trunk_lines, _tls_lines).
+        checked["transport_tls_lines"] = self._tls_lines()
+        if self.role is AsteriskRole.ENGINE:
+            checked |= {k: v for k, v in self._trunk_lines().items() if k.endswith("_lines")}
         for key in ("bench_prompt", "bench_dir", "sounds_dir"):
             # Dialplan application arguments are split on commas.
             if "," in checked.get(key, ""):
@@ -746,7 +752,84 @@ class AsteriskInstance:
             checked["outbound_auth_section"] = render_template(
                 fragment.read_text(encoding="utf-8"), checked, source=str(fragment)
             )
+        if self.role is AsteriskRole.ENGINE and self.trunk.registration:
+            fragment = self.templates_dir / "engine" / "_trunk_registration.conf"
+            checked["registration_section"] = render_template(
+                fragment.read_text(encoding="utf-8"), checked, source=str(fragment)
+            )
+        elif self.role is AsteriskRole.ENGINE:
+            checked["registration_section"] = ""
         return checked
+
+    def _trunk_lines(self) -> dict[str, str]:
+        """The optional trunk settings of a real carrier, as pjsip.conf lines."""
+        update = {
+            name: _conf_value(f"trunk.{name}", getattr(self.trunk, name))
+            for name in ("from_user", "from_domain", "caller_name", "registrar")
+            if getattr(self.trunk, name) is not None
+        }
+        if self.trunk.outbound_proxy is not None:
+            # URI parameters (";lr") belong here, but ';' starts a comment unless escaped.
+            proxy = self.trunk.outbound_proxy
+            _conf_value("trunk.outbound_proxy", proxy.replace(";", ""))
+            update["outbound_proxy"] = proxy.replace(";", "\\;")
+        trunk = self.trunk.model_copy(update=update)
+        if '"' in trunk.caller_name or "<" in trunk.caller_name:
+            raise AsteriskConfigError("trunk.caller_name must not contain '\"' or '<'")
+        if trunk.registration and not trunk.username:
+            raise AsteriskConfigError("trunk registration needs a username and password")
+        endpoint: list[str] = []
+        from_user = trunk.from_user or trunk.caller_id
+        if from_user:
+            endpoint.append(f"from_user = {from_user}")
+        if trunk.from_domain:
+            endpoint.append(f"from_domain = {trunk.from_domain}")
+        if trunk.outbound_proxy:
+            endpoint.append(f"outbound_proxy = {trunk.outbound_proxy}")
+        if trunk.caller_id:
+            # The channel's caller id when the Originate names none: never anonymous.
+            endpoint.append(f'callerid = "{trunk.caller_name}" <{trunk.caller_id}>')
+        if trunk.send_pai:
+            endpoint.append("send_pai = yes")
+        registrar = trunk.registrar or f"{trunk.host}:{trunk.port}"
+        user = trunk.username or ""
+        return {
+            "trunk_endpoint_lines": "\n".join(endpoint),
+            "trunk_aor_lines": (
+                f"outbound_proxy = {trunk.outbound_proxy}" if trunk.outbound_proxy else ""
+            ),
+            "registrar": registrar,
+            "registration_user": user,
+            "registration_domain": trunk.from_domain or registrar.split(":")[0],
+            "registration_expiry_s": str(trunk.registration_expiry_s),
+            "registration_retry_s": str(trunk.registration_retry_s),
+            "registration_proxy_lines": (
+                f"outbound_proxy = {trunk.outbound_proxy}" if trunk.outbound_proxy else ""
+            ),
+        }
+
+    def _tls_lines(self) -> str:
+        """Certificate settings of a TLS transport (empty for udp/tcp)."""
+        if self.sip_transport != "tls":
+            return ""
+        trunk = self.trunk
+        for name in ("tls_cert_file", "tls_key_file", "tls_ca_file"):
+            if getattr(trunk, name) is not None:
+                _conf_value(f"trunk.{name}", getattr(trunk, name))
+        lines = ["method = tlsv1_2"]
+        if trunk.tls_cert_file is not None:
+            lines.append(f"cert_file = {trunk.tls_cert_file}")
+        if trunk.tls_key_file is not None:
+            lines.append(f"priv_key_file = {trunk.tls_key_file}")
+        if trunk.tls_ca_file is not None:
+            lines.append(f"ca_list_file = {trunk.tls_ca_file}")
+        if self.role is AsteriskRole.ENGINE:
+            lines.append(f"verify_server = {'yes' if trunk.tls_verify_server else 'no'}")
+        else:
+            # The carrier stand-in serves TLS with the same certificate and asks for none.
+            lines.append("verify_client = no")
+            lines.append("require_client_cert = no")
+        return "\n".join(lines)
 
     def render(self) -> list[Path]:
         """(Re)write ``etc/`` from the templates and create the instance's directories."""

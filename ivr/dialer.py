@@ -239,7 +239,8 @@ class AmiDialer:
             trunk_endpoint=ivr.trunk_endpoint,
             context=ivr.context,
             exten=ivr.exten,
-            caller_id=ivr.caller_id,
+            # The registered 발신번호: Korean carriers drop anonymous or unregistered numbers.
+            caller_id=ivr.caller_id or settings.trunk.caller_id,
             max_concurrent_calls=settings.max_concurrent_calls,
             event_grace_s=ivr.call_event_grace_s,
             agi_result_grace_s=ivr.agi_result_grace_s,
