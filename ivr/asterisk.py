@@ -24,16 +24,19 @@ import fcntl
 import fnmatch
 import json
 import logging
+import math
 import os
 import platform
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import wave
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +82,15 @@ _MULTIARCH = {
     "aarch64": ("aarch64-linux-gnu", "ld-linux-aarch64.so.1"),
 }
 # The carrier stand-in's spoken replies (numbers 009, 011, 012; 010 is noise).
-CARRIER_SPEECH = {"ne": "네", "yeoboseyo": "여보세요", "dowajuseyo": "도와주세요"}
+CARRIER_SPEECH = {
+    "ne": "네",
+    "yeoboseyo": "여보세요",
+    "dowajuseyo": "도와주세요",
+    # The network's announcement for a switched-off phone, played as early media before 480.
+    "phone_off": "고객님의 전화기가 꺼져 있어 연결할 수 없습니다",
+}
+# Ringback music (컬러링) the stand-in plays as early media: a short melody, not speech.
+CARRIER_MELODY = "colorring"
 CARRIER_NOISE = "noise"
 _CARRIER_SOUNDS_VERSION = 1
 
@@ -489,7 +500,32 @@ def carrier_sounds(cache_dir: Path) -> dict[str, Path]:
         if not noise.is_file():
             render_noise_wav(noise)
         sounds[CARRIER_NOISE] = noise
+        melody = folder / f"{CARRIER_MELODY}.wav"
+        if not melody.is_file():
+            render_melody_wav(melody)
+        sounds[CARRIER_MELODY] = melody
     return sounds
+
+
+def render_melody_wav(dest: Path, *, note_s: float = 0.25) -> Path:
+    """A few bars of a simple tune, 8 kHz mono 16-bit WAV (the stand-in's 컬러링)."""
+    notes = (523.25, 587.33, 659.25, 523.25, 659.25, 783.99, 659.25, 587.33) * 2
+    frames = bytearray()
+    per_note = int(8000 * note_s)
+    for freq in notes:
+        for i in range(per_note):
+            fade = min(1.0, i / 200, (per_note - i) / 200)
+            sample = int(6000 * fade * math.sin(2 * math.pi * freq * i / 8000))
+            frames += struct.pack("<h", sample)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_suffix(".partial.wav")
+    with wave.open(str(partial), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(bytes(frames))
+    partial.replace(dest)
+    return dest
 
 
 # --------------------------------------------------------------------------- rendering

@@ -35,7 +35,7 @@ RFC3261_FINAL: dict[int, CallResult] = {
     400: R.FAILED,
     401: R.FAILED,
     402: R.FAILED,
-    403: R.FAILED,
+    403: R.REJECTED,
     404: R.INVALID_NUMBER,
     405: R.FAILED,
     406: R.FAILED,

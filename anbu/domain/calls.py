@@ -42,7 +42,7 @@ class CallResult(enum.StrEnum):
     # The network between us and the phone failed: 408, 5xx, no answer to the INVITE, trunk
     # down. Repeated across residents, an administrator is paged.
     NETWORK_FAILURE = "network_failure"
-    FAILED = "failed"  # our side: refused originate, our trunk config (401/403/488), IVR failure
+    FAILED = "failed"  # our side: refused originate, our trunk config (401/407/488), IVR failure
 
 
 class HangupCause(enum.IntEnum):
@@ -115,7 +115,10 @@ SIP_FINAL_RESULTS: dict[int, CallResult] = {
     400: _R.FAILED,  # Bad Request: we sent something the network cannot parse
     401: _R.FAILED,  # Unauthorized: our trunk credentials
     402: _R.FAILED,  # Payment Required: our account
-    403: _R.FAILED,  # Forbidden: e.g. caller id (발신번호) not registered with the carrier
+    # Forbidden: RFC 3398 maps Q.850 cause 21 (call rejected) to 403, and so does Asterisk. (A
+    # carrier refusing *our* calls, e.g. an unregistered 발신번호, refuses all: the daily
+    # self-test and the network-failure page catch that.)
+    403: _R.REJECTED,
     404: _R.INVALID_NUMBER,  # Not Found
     405: _R.FAILED,  # Method Not Allowed
     406: _R.FAILED,  # Not Acceptable
