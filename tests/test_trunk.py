@@ -8,14 +8,17 @@ The registrar's domain is not resolvable: everything must go through the outboun
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
 from anbu.domain.calls import CallResult
+from anbu.domain.replies import Reply
 from anbu.ports import CallRequest
 from anbu.settings import Environment, Settings, TrunkSettings
 from ivr.agi import AgiServer
@@ -28,8 +31,14 @@ from ivr.asterisk import (
     provision_engine,
 )
 from ivr.dialer import AmiDialer, CallRegistry
-from tests.fixtures_asterisk import asterisk_processes, free_ports, instance_settings
+from tests.fixtures_asterisk import (
+    AsteriskPair,
+    asterisk_processes,
+    free_ports,
+    instance_settings,
+)
 from tests.sipp import Sipp, running
+from tests.test_calls_integration import audio_dir, open_rig  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.asterisk
 
@@ -283,3 +292,78 @@ def test_given_production_without_caller_number_when_configured_then_refused() -
     assert ok.trunk.caller_id == ACCOUNT
     with pytest.raises(ValidationError, match="digits only"):
         TrunkSettings(caller_id="02-123-4567")
+
+
+@pytest.fixture
+def tls_certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for 127.0.0.1 (the carrier's, and its own CA)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    done = subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return cert, key
+
+
+async def test_given_tls_trunk_with_verified_certificate_when_called_then_answered_over_tls(
+    make_asterisk_pair: Callable[..., AsteriskPair],
+    tls_certificate: tuple[Path, Path],
+    audio_dir: Path,  # noqa: F811
+) -> None:
+    cert, key = tls_certificate
+    trunk = TrunkSettings(
+        transport="tls",
+        tls_cert_file=cert,
+        tls_key_file=key,
+        tls_ca_file=cert,
+        tls_verify_server=True,
+        caller_id=ACCOUNT,
+    )
+    pair = make_asterisk_pair(trunk=trunk)
+    assert "protocol = tls" in (pair.engine.etc_dir / "pjsip.conf").read_text()
+    async with open_rig(pair, audio_dir) as rig:
+        record = await rig.call("01099990001")
+    assert (record.result, record.reply, record.keys) == (CallResult.ANSWERED, Reply.OK, "1")
+    transports = pair.engine.rx("pjsip show transports")
+    assert "tls" in transports
+
+
+async def test_given_tls_trunk_with_untrusted_certificate_when_called_then_never_connected(
+    make_asterisk_pair: Callable[..., AsteriskPair],
+    tls_certificate: tuple[Path, Path],
+    audio_dir: Path,  # noqa: F811
+) -> None:
+    cert, key = tls_certificate
+    # The carrier's certificate is self-signed; the engine trusts only the system's CAs.
+    trunk = TrunkSettings(
+        transport="tls",
+        tls_cert_file=cert,
+        tls_key_file=key,
+        tls_ca_file=Path("/etc/ssl/certs/ca-certificates.crt"),
+        tls_verify_server=True,
+    )
+    pair = make_asterisk_pair(trunk=trunk)
+    async with open_rig(pair, audio_dir) as rig:
+        record = await rig.call("01099990001", ring_timeout_s=3.0)
+    # No SIP response ever came back: a network failure (paged when it repeats), not
+    # "congestion" (Asterisk's own cause 34 for the failed connection).
+    assert record.result is CallResult.NETWORK_FAILURE
