@@ -56,10 +56,11 @@ class Telephony:
         listener: ReplyListener | None = None,
         *,
         agi_port: int | None = None,
+        registry: CallRegistry | None = None,
     ) -> Telephony:
         """``agi_port=0`` takes a free port (a one-off call beside a running ``anbu run``)."""
         ami = ami_client_from_settings(settings)
-        registry = CallRegistry()
+        registry = registry if registry is not None else CallRegistry()
         dialer = AmiDialer.from_settings(settings, ami, registry, clock)
         flow = CheckinFlow.from_settings(settings, registry, listener=listener, clock=clock)
         if agi_port is not None:
@@ -70,6 +71,13 @@ class Telephony:
     async def start(self, boot_timeout_s: float = 30.0) -> None:
         # AGI first: Asterisk may run the dialplan's AGI() as soon as a call is answered.
         await self.agi.start()
+        # Every call this process places names this process's FastAGI server (ANBU_AGI), so no
+        # process ever re-points the engine's globals and takes another's IVR results (issue
+        # 10: `anbu call` beside `anbu run` took the stack's calls). A bind-all address names
+        # no host the engine could reach: those calls keep the engine's globals.
+        if self.dialer.agi_address is None and self.agi.host not in ("", "0.0.0.0", "::"):
+            host = f"[{self.agi.host}]" if ":" in self.agi.host else self.agi.host
+            self.dialer.agi_address = f"{host}:{self.agi.port}"
         self.ami.start()
         await self.ami.wait_booted(boot_timeout_s)
         self.dialer.start()
@@ -395,18 +403,16 @@ async def test_call(settings: Settings, a: argparse.Namespace) -> int:
     number = normalize_phone(a.number)
     from anbu.ports import SystemClock
 
-    # Another anbu (make run) may own the default AGI port: take a free one for this call
-    # and point the engine's dialplan at it for the call's duration.
+    # Another anbu (make run) may own the default AGI port: take a free one for this call.
+    # The call names it itself (ANBU_AGI); the engine's globals, which the running stack's
+    # calls rely on, are left alone.
     tel = Telephony.build(settings, SystemClock(), await _speech_listener(settings), agi_port=0)
     await tel.start()
-    engine = (await asyncio.to_thread(_instances, settings, "engine"))[0]
-    await asyncio.to_thread(engine.set_agi, settings.agi_host, tel.agi.port)
     try:
         record = await tel.dialer.call(
             CallRequest(channel_id=uuid.uuid4().hex, number=number, ring_timeout_s=a.ring_timeout)
         )
     finally:
-        await asyncio.to_thread(engine.set_agi, settings.agi_host, settings.agi_port)
         await tel.stop()
     print(
         f"{mask_phone(number)}: {record.result}"

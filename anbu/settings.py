@@ -29,13 +29,48 @@ class Environment(enum.StrEnum):
 
 
 class TrunkSettings(BaseModel):
-    """The engine's outbound SIP trunk. Defaults point at the local carrier stand-in."""
+    """The engine's outbound SIP trunk. Defaults point at the local carrier stand-in.
+
+    A real Korean SIP trunk (docs/trunk.md): ``registration`` with digest auth (``username``,
+    ``password``, ``realm``), ``from_user``/``from_domain`` as the carrier assigned them, an
+    ``outbound_proxy`` (the carrier's SBC), ``caller_id`` = the 발신번호 registered with the
+    carrier (production refuses to run without one: anonymous calls are dropped), transport
+    udp / tcp / tls (``tls_*`` certificate settings)."""
 
     host: str = "127.0.0.1"
     port: int = 15062
-    transport: str = "udp"
+    transport: Literal["udp", "tcp", "tls"] = "udp"
     username: str | None = None
     password: SecretStr | None = None
+    realm: str | None = None  # None: answer any realm the carrier challenges with
+    # Outbound registration (REGISTER to ``registrar`` or host:port), refreshed every
+    # ``registration_expiry_s``; retried every ``registration_retry_s`` when refused.
+    registration: bool = False
+    registrar: str | None = None  # host[:port]; None = host:port
+    registration_expiry_s: int = Field(default=3600, ge=60)
+    registration_retry_s: int = Field(default=30, ge=5)
+    # The From header's user and domain (many carriers require the account / their domain).
+    from_user: str | None = None
+    from_domain: str | None = None
+    # Every request goes through this proxy (sip:host[:port][;lr]), e.g. the carrier's SBC.
+    outbound_proxy: str | None = None
+    # The registered caller number (발신번호), digits only: From user and caller id.
+    caller_id: str | None = None
+    caller_name: str = ""
+    send_pai: bool = False  # also send P-Asserted-Identity with the caller id
+    # TLS: the client certificate (if the carrier wants one) and the CAs that sign the carrier's.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
+    tls_verify_server: bool = True
+
+    @field_validator("caller_id")
+    @classmethod
+    def _caller_id_digits(cls, value: str | None) -> str | None:
+        if value is not None and not value.isdigit():
+            raise ValueError("trunk caller_id must be the registered number, digits only")
+        return value
+
     codecs: str = "ulaw,alaw"
     # How long a call may ring before we call it "no answer" (Originate Timeout).
     ring_timeout_s: float = 30.0
@@ -364,6 +399,17 @@ class Settings(BaseSettings):
         problems = production_problems(self)
         if problems:
             raise SettingsError(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _caller_id_in_production(self) -> Settings:
+        # Korean carriers drop calls whose caller number is not pre-registered (발신번호).
+        if self.environment is Environment.PRODUCTION and not (
+            self.trunk.caller_id or self.ivr.caller_id
+        ):
+            raise ValueError(
+                "production needs the trunk's registered caller number: set ANBU_TRUNK__CALLER_ID"
+            )
         return self
 
 

@@ -24,16 +24,19 @@ import fcntl
 import fnmatch
 import json
 import logging
+import math
 import os
 import platform
 import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import wave
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +82,15 @@ _MULTIARCH = {
     "aarch64": ("aarch64-linux-gnu", "ld-linux-aarch64.so.1"),
 }
 # The carrier stand-in's spoken replies (numbers 009, 011, 012; 010 is noise).
-CARRIER_SPEECH = {"ne": "네", "yeoboseyo": "여보세요", "dowajuseyo": "도와주세요"}
+CARRIER_SPEECH = {
+    "ne": "네",
+    "yeoboseyo": "여보세요",
+    "dowajuseyo": "도와주세요",
+    # The network's announcement for a switched-off phone, played as early media before 480.
+    "phone_off": "고객님의 전화기가 꺼져 있어 연결할 수 없습니다",
+}
+# Ringback music (컬러링) the stand-in plays as early media: a short melody, not speech.
+CARRIER_MELODY = "colorring"
 CARRIER_NOISE = "noise"
 # Voicemail and answering machines (numbers 030-032): what the networks and a person's machine
 # say on answering. Texts after the carriers' announcements; the voice is espeak-ng's.
@@ -525,7 +536,32 @@ def carrier_sounds(cache_dir: Path) -> dict[str, Path]:
         if not beep.is_file():
             render_tone_wav(beep)
         sounds[CARRIER_BEEP] = beep
+        melody = folder / f"{CARRIER_MELODY}.wav"
+        if not melody.is_file():
+            render_melody_wav(melody)
+        sounds[CARRIER_MELODY] = melody
     return sounds
+
+
+def render_melody_wav(dest: Path, *, note_s: float = 0.25) -> Path:
+    """A few bars of a simple tune, 8 kHz mono 16-bit WAV (the stand-in's 컬러링)."""
+    notes = (523.25, 587.33, 659.25, 523.25, 659.25, 783.99, 659.25, 587.33) * 2
+    frames = bytearray()
+    per_note = int(8000 * note_s)
+    for freq in notes:
+        for i in range(per_note):
+            fade = min(1.0, i / 200, (per_note - i) / 200)
+            sample = int(6000 * fade * math.sin(2 * math.pi * freq * i / 8000))
+            frames += struct.pack("<h", sample)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_suffix(".partial.wav")
+    with wave.open(str(partial), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(bytes(frames))
+    partial.replace(dest)
+    return dest
 
 
 # --------------------------------------------------------------------------- rendering
@@ -564,7 +600,7 @@ def template_files(role: AsteriskRole, templates_dir: Path = DIALPLANS_DIR) -> d
 
 # --------------------------------------------------------------------------- instances
 
-_SIP_TRANSPORTS = ("udp", "tcp")
+_SIP_TRANSPORTS = ("udp", "tcp", "tls")
 
 
 @dataclass(frozen=True, slots=True)
@@ -768,11 +804,17 @@ class AsteriskInstance:
                 values |= {
                     "trunk_username": trunk.username,
                     "trunk_password": password,
+                    "trunk_realm_line": f"realm = {trunk.realm}" if trunk.realm else "",
                     "outbound_auth_line": "outbound_auth = trunk-auth",
                 }
             else:
                 values |= {"outbound_auth_line": "", "outbound_auth_section": ""}
+            values |= {k: v for k, v in self._trunk_lines().items() if not k.endswith("_lines")}
         checked = {key: _conf_value(key, value) for key, value in values.items()}
+        # Multi-line values: built from checked pieces (see _trunk_lines, _tls_lines).
+        checked["transport_tls_lines"] = self._tls_lines()
+        if self.role is AsteriskRole.ENGINE:
+            checked |= {k: v for k, v in self._trunk_lines().items() if k.endswith("_lines")}
         for key in ("bench_prompt", "bench_dir", "sounds_dir"):
             # Dialplan application arguments are split on commas.
             if "," in checked.get(key, ""):
@@ -782,7 +824,84 @@ class AsteriskInstance:
             checked["outbound_auth_section"] = render_template(
                 fragment.read_text(encoding="utf-8"), checked, source=str(fragment)
             )
+        if self.role is AsteriskRole.ENGINE and self.trunk.registration:
+            fragment = self.templates_dir / "engine" / "_trunk_registration.conf"
+            checked["registration_section"] = render_template(
+                fragment.read_text(encoding="utf-8"), checked, source=str(fragment)
+            )
+        elif self.role is AsteriskRole.ENGINE:
+            checked["registration_section"] = ""
         return checked
+
+    def _trunk_lines(self) -> dict[str, str]:
+        """The optional trunk settings of a real carrier, as pjsip.conf lines."""
+        update = {
+            name: _conf_value(f"trunk.{name}", getattr(self.trunk, name))
+            for name in ("from_user", "from_domain", "caller_name", "registrar")
+            if getattr(self.trunk, name) is not None
+        }
+        if self.trunk.outbound_proxy is not None:
+            # URI parameters (";lr") belong here, but ';' starts a comment unless escaped.
+            proxy = self.trunk.outbound_proxy
+            _conf_value("trunk.outbound_proxy", proxy.replace(";", ""))
+            update["outbound_proxy"] = proxy.replace(";", "\\;")
+        trunk = self.trunk.model_copy(update=update)
+        if '"' in trunk.caller_name or "<" in trunk.caller_name:
+            raise AsteriskConfigError("trunk.caller_name must not contain '\"' or '<'")
+        if trunk.registration and not trunk.username:
+            raise AsteriskConfigError("trunk registration needs a username and password")
+        endpoint: list[str] = []
+        from_user = trunk.from_user or trunk.caller_id
+        if from_user:
+            endpoint.append(f"from_user = {from_user}")
+        if trunk.from_domain:
+            endpoint.append(f"from_domain = {trunk.from_domain}")
+        if trunk.outbound_proxy:
+            endpoint.append(f"outbound_proxy = {trunk.outbound_proxy}")
+        if trunk.caller_id:
+            # The channel's caller id when the Originate names none: never anonymous.
+            endpoint.append(f'callerid = "{trunk.caller_name}" <{trunk.caller_id}>')
+        if trunk.send_pai:
+            endpoint.append("send_pai = yes")
+        registrar = trunk.registrar or f"{trunk.host}:{trunk.port}"
+        user = trunk.username or ""
+        return {
+            "trunk_endpoint_lines": "\n".join(endpoint),
+            "trunk_aor_lines": (
+                f"outbound_proxy = {trunk.outbound_proxy}" if trunk.outbound_proxy else ""
+            ),
+            "registrar": registrar,
+            "registration_user": user,
+            "registration_domain": trunk.from_domain or registrar.split(":")[0],
+            "registration_expiry_s": str(trunk.registration_expiry_s),
+            "registration_retry_s": str(trunk.registration_retry_s),
+            "registration_proxy_lines": (
+                f"outbound_proxy = {trunk.outbound_proxy}" if trunk.outbound_proxy else ""
+            ),
+        }
+
+    def _tls_lines(self) -> str:
+        """Certificate settings of a TLS transport (empty for udp/tcp)."""
+        if self.sip_transport != "tls":
+            return ""
+        trunk = self.trunk
+        for name in ("tls_cert_file", "tls_key_file", "tls_ca_file"):
+            if getattr(trunk, name) is not None:
+                _conf_value(f"trunk.{name}", getattr(trunk, name))
+        lines = ["method = tlsv1_2"]
+        if trunk.tls_cert_file is not None:
+            lines.append(f"cert_file = {trunk.tls_cert_file}")
+        if trunk.tls_key_file is not None:
+            lines.append(f"priv_key_file = {trunk.tls_key_file}")
+        if trunk.tls_ca_file is not None:
+            lines.append(f"ca_list_file = {trunk.tls_ca_file}")
+        if self.role is AsteriskRole.ENGINE:
+            lines.append(f"verify_server = {'yes' if trunk.tls_verify_server else 'no'}")
+        else:
+            # The carrier stand-in serves TLS with the same certificate and asks for none.
+            lines.append("verify_client = no")
+            lines.append("require_client_cert = no")
+        return "\n".join(lines)
 
     def render(self) -> list[Path]:
         """(Re)write ``etc/`` from the templates and create the instance's directories."""

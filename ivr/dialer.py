@@ -163,6 +163,7 @@ class _Call:
     hangup_requested: bool = False
     progress: bool = False  # 183 with early media
     sip_status: int | None = None  # last SIP status the channel saw (hangup handler)
+    sip_reported: bool = False  # the hangup handler's report arrived
     far_end_hangup: bool = False  # the channel driver hung up (BYE), not Asterisk
     ami_lost_at: float | None = None
     vanished: bool = False
@@ -239,7 +240,8 @@ class AmiDialer:
             trunk_endpoint=ivr.trunk_endpoint,
             context=ivr.context,
             exten=ivr.exten,
-            caller_id=ivr.caller_id,
+            # The registered 발신번호: Korean carriers drop anonymous or unregistered numbers.
+            caller_id=ivr.caller_id or settings.trunk.caller_id,
             max_concurrent_calls=settings.max_concurrent_calls,
             event_grace_s=ivr.call_event_grace_s,
             agi_result_grace_s=ivr.agi_result_grace_s,
@@ -454,6 +456,7 @@ class AmiDialer:
                 channel_created=call.channel_created,
                 sip_status=call.sip_status,
                 progress=call.progress or call.sip_status == SIP_SESSION_PROGRESS,
+                sip_reported=call.sip_reported,
             )
             result = classify_call(report)
             log.debug("call %s: %s -> %s", cid, report, result)
@@ -577,6 +580,7 @@ class AmiDialer:
         if name == "UserEvent":
             if msg.get("UserEvent") == HANGUP_USER_EVENT:
                 call.sip_status = sip_status_of(msg.get("Sip"))
+                call.sip_reported = True
                 log.info("call %s: far end's last SIP status %r", call.cid, msg.get("Sip"))
             return
         if name == "HangupRequest":

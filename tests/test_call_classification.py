@@ -35,7 +35,7 @@ RFC3261_FINAL: dict[int, CallResult] = {
     400: R.FAILED,
     401: R.FAILED,
     402: R.FAILED,
-    403: R.FAILED,
+    403: R.REJECTED,
     404: R.INVALID_NUMBER,
     405: R.FAILED,
     406: R.FAILED,
@@ -193,6 +193,12 @@ def test_given_only_a_q850_cause_before_answer_when_classified_then_table_holds(
         (rejected(sip=183, cause=19, reason=REASON_RINGING, progress=True), R.NO_ANSWER),
         (rejected(cause=19, reason=REASON_RINGING), R.NETWORK_FAILURE),
         (rejected(reason=REASON_RINGING), R.NETWORK_FAILURE),
+        # No SIP response at all, the handler says so: Asterisk's own cause (34 for a failed
+        # TLS connection, 38, 19) does not matter; without its report the cause decides.
+        (DialReport(False, 0, 34, False, sip_reported=True), R.NETWORK_FAILURE),
+        (DialReport(False, 0, 19, False, sip_reported=True), R.NETWORK_FAILURE),
+        (DialReport(False, 0, 34, False, sip_reported=False), R.CONGESTION),
+        (DialReport(False, 3, 19, True, sip_status=180, sip_reported=True), R.NO_ANSWER),
         # Never "invalid number" unless the network said so.
         (rejected(sip=404, cause=1), R.INVALID_NUMBER),
         (rejected(sip=484, cause=28), R.INVALID_NUMBER),

@@ -19,12 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from anbu.db.models import CallAttempt, District, Resident
+from anbu.db.models_scheduling import Program
 from anbu.domain.calls import CallResult
-from anbu.domain.checkin import Outcome, attempt_outcome
+from anbu.domain.checkin import CheckinSource, Outcome, attempt_outcome
 from anbu.domain.replies import Prompt, Reply
 from anbu.domain.retry import GiveUp, RetryAt, RetryPolicy, decide_retry
-from anbu.ports import CallRecord, CallRequest
+from anbu.ports import CallRecord, CallRequest, SystemClock
+from anbu.services.checkins import open_checkin
 from anbu.settings import Settings, TrunkSettings
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient
@@ -32,6 +37,7 @@ from ivr.asterisk import AsteriskInstall, AsteriskInstance, provision_engine
 from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow
 from ivr.prompts import PromptLibrary
+from scheduler.dispatcher import Dispatcher
 from tests.fixtures_asterisk import asterisk_processes, free_ports, instance_settings
 from tests.sipp import Phone, Sipp, dtmf_pcap, running, uas_scenario
 from tests.test_calls_integration import write_tone
@@ -299,3 +305,77 @@ async def test_given_20_calls_at_once_when_each_presses_1_then_all_answered_ok(
         records = await asyncio.gather(*(far.call() for _ in range(20)))
         sipp_done(sipp)
     assert [(r.result, r.reply) for r in records] == [(CallResult.ANSWERED, Reply.OK)] * 20
+
+
+# ---- the trunk down, across residents ----------------------------------------------------------
+
+
+async def test_given_trunk_down_when_three_residents_dialed_then_network_failure_and_one_page(
+    sipp_engine: SippEngine,
+    db_engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Nothing listens at the trunk's address (no SIPp started): every call fails in the network.
+    engine = sipp_engine.engine
+    ami = AmiClient("127.0.0.1", engine.ami_port, engine.ami_user, engine.ami_secret)
+    await ami.connect(timeout_s=10.0)
+    dialer = AmiDialer.from_settings(sipp_engine.settings, ami, CallRegistry())
+    clock = SystemClock()
+    dispatcher = Dispatcher(sessions, dialer, clock, ring_timeout_s=2.0, engine=db_engine)
+    pages: list[int] = []
+    paged = asyncio.Event()
+
+    async def page(residents: int) -> None:
+        pages.append(residents)
+        paged.set()
+
+    dispatcher.on_network_failure = page
+    async with sessions() as s:
+        s.add(
+            Program(
+                name="all day",
+                is_default=True,
+                max_attempts=3,
+                interval_s=600,
+                busy_interval_s=180,
+                failure_interval_s=120,
+                max_callbacks=0,
+                start_min=0,
+                end_min=1440,
+                weekdays="0123456",
+                call_on_holidays=True,
+            )
+        )
+        district = District(code="11620", name="관악구")
+        people = [
+            Resident(district=district, name=f"주민{i}", phone=f"0109999002{i}", dong="신림동")
+            for i in range(3)
+        ]
+        s.add_all(people)
+        await s.flush()
+        for person in people:
+            await open_checkin(s, person, source=CheckinSource.API, reason="t", now=clock.now())
+        await s.commit()
+    runner = asyncio.create_task(dispatcher.run(poll_interval_s=0.2))
+    try:
+        await asyncio.wait_for(paged.wait(), 30)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await dispatcher.drain()
+        await dispatcher.close()
+        await dialer.close()
+        await ami.close()
+    assert pages == [3]
+    async with sessions() as s:
+        attempts = (await s.execute(select(CallAttempt).order_by(CallAttempt.attempt_no))).scalars()
+        first = [a for a in attempts if a.attempt_no == 1]
+        second = (await s.execute(select(CallAttempt).where(CallAttempt.attempt_no == 2))).scalars()
+        retries = list(second)
+    assert [a.result for a in first] == [CallResult.NETWORK_FAILURE] * 3
+    # Retried at the failure interval, not given up as a wrong number.
+    assert len(retries) == 3
+    for retry in retries:
+        dialed = next(a for a in first if a.checkin_id == retry.checkin_id).originated_at
+        assert dialed is not None
+        assert retry.scheduled_for == dialed + dt.timedelta(seconds=120)

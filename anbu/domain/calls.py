@@ -42,7 +42,7 @@ class CallResult(enum.StrEnum):
     # The network between us and the phone failed: 408, 5xx, no answer to the INVITE, trunk
     # down. Repeated across residents, an administrator is paged.
     NETWORK_FAILURE = "network_failure"
-    FAILED = "failed"  # our side: refused originate, our trunk config (401/403/488), IVR failure
+    FAILED = "failed"  # our side: refused originate, our trunk config (401/407/488), IVR failure
     # Answered, but not by a person (anbu.domain.machine): the carrier's voicemail or
     # announcement, or an answering machine. Retried like no answer; never ok, never help.
     VOICEMAIL = "voicemail"
@@ -119,7 +119,10 @@ SIP_FINAL_RESULTS: dict[int, CallResult] = {
     400: _R.FAILED,  # Bad Request: we sent something the network cannot parse
     401: _R.FAILED,  # Unauthorized: our trunk credentials
     402: _R.FAILED,  # Payment Required: our account
-    403: _R.FAILED,  # Forbidden: e.g. caller id (발신번호) not registered with the carrier
+    # Forbidden: RFC 3398 maps Q.850 cause 21 (call rejected) to 403, and so does Asterisk. (A
+    # carrier refusing *our* calls, e.g. an unregistered 발신번호, refuses all: the daily
+    # self-test and the network-failure page catch that.)
+    403: _R.REJECTED,
     404: _R.INVALID_NUMBER,  # Not Found
     405: _R.FAILED,  # Method Not Allowed
     406: _R.FAILED,  # Not Acceptable
@@ -207,6 +210,9 @@ class DialReport:
     # provisional (180/183: the ring timeout ended it), or None (nothing but 100 Trying).
     sip_status: int | None = None
     progress: bool = False  # 183 Session Progress / early media (ringback, 컬러링, announcement)
+    # The hangup handler's report arrived: a None ``sip_status`` then means the far end never
+    # sent anything but 100 Trying (unlike a missing report, where we just do not know).
+    sip_reported: bool = False
 
 
 def classify_call(report: DialReport) -> CallResult:
@@ -216,8 +222,9 @@ def classify_call(report: DialReport) -> CallResult:
     (480 after a real 180 is a phone that rang out; 480 after only early media is the
     network's "전원이 꺼져 있어" announcement, so still unreachable); a ring timeout: no answer if
     it rang or played early media, else a network failure (the INVITE was never answered);
-    then the Q.850 cause by :data:`CAUSE_RESULTS`, where 18/19/20 after ringing or early media
-    mean no answer.
+    no SIP response at all (the hangup handler says so) is a network failure whatever cause
+    Asterisk made up; then the Q.850 cause by :data:`CAUSE_RESULTS`, where 18/19/20 after
+    ringing or early media mean no answer.
     """
     if report.originate_success or report.reason == REASON_ANSWERED:
         return CallResult.ANSWERED
@@ -231,6 +238,10 @@ def classify_call(report: DialReport) -> CallResult:
         if report.rang and result in _RANG_MEANS_NO_ANSWER:
             return CallResult.NO_ANSWER
         return result
+    if report.sip_reported and status is None and not alerted:
+        # Nobody on the far side said a word: the trunk is down, a TLS/TCP connection failed
+        # (Asterisk then reports its own cause 34), or the INVITE went unanswered.
+        return CallResult.NETWORK_FAILURE
     if report.reason == REASON_BUSY:
         return CallResult.BUSY
     if report.reason == REASON_CONGESTION:
