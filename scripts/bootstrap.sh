@@ -22,6 +22,8 @@ dpkg -s libsox-fmt-mp3 >/dev/null 2>&1 || need+=(libsox-fmt-mp3)
 # The gTTS tests make a throwaway certificate for their local HTTPS stand-in.
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
+# tests/test_mqtt_credentials.py runs a private broker with a password file.
+command -v mosquitto_passwd >/dev/null || need+=(mosquitto)
 if [ ${#need[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
