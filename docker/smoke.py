@@ -82,7 +82,7 @@ def main(base: str, key: str) -> int:
         "/v1/escalation-chains",
         {"district_code": "11620", "steps": [{"official_id": official["id"]}]},
     )
-    results = {}
+    opened = {}
     for label, phone in (("ok", "010-9999-0001"), ("help", "010-9999-0002")):
         resident = call(
             base,
@@ -98,7 +98,10 @@ def main(base: str, key: str) -> int:
             "/v1/checkins",
             {"resident_id": resident["id"], "reason": "docker-test"},
         )
-        closed = wait_closed(base, key, checkin["id"])
+        opened[label] = checkin["id"]
+    results = {}
+    for label, checkin_id in opened.items():  # both calls run at once
+        closed = wait_closed(base, key, checkin_id)
         results[label] = {
             "status": closed["status"],
             "outcome": closed["outcome"],

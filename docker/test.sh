@@ -105,6 +105,11 @@ awk -v token="$token" '
     /^ANBU_ESCALATION__CALLBACK_TOKEN=|^ANBU_SMS__KANNEL_(DLR|MO)_URL=/ { gsub("CHANGE_ME", token) }
     /CHANGE_ME/ { cmd = "od -An -N16 -tx1 /dev/urandom | tr -d \" \\n\""; cmd | getline s; close(cmd); gsub("CHANGE_ME", s) }
     { print }' docker/anbu.env.example >"$ENV_FILE"
+if [ "$NODES" = 2 ]; then
+    # A carrier's per-engine call rate (CPS): one dispatcher alone cannot take the whole
+    # campaign, so both engines must dial.
+    echo "ANBU_SCHEDULING__CALLS_PER_SECOND=2" >>"$ENV_FILE"
+fi
 chmod 600 "$ENV_FILE"
 api_port=$(sed -n 's/^ANBU_API_PORT=//p' "$ENV_FILE")
 api="http://127.0.0.1:$api_port"

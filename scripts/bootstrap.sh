@@ -42,6 +42,8 @@ command -v sipp >/dev/null || need+=(sip-tester)
 command -v chromium >/dev/null || need+=(chromium)
 command -v pdftoppm >/dev/null || need+=(poppler-utils)
 dpkg -s fonts-nanum >/dev/null 2>&1 || need+=(fonts-nanum)
+# tests/test_mqtt_credentials.py runs a private broker with a password file.
+command -v mosquitto_passwd >/dev/null || need+=(mosquitto)
 if [ ${#need[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
