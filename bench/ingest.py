@@ -50,7 +50,7 @@ from anbu.domain.risk import KST, DeviceKind, RiskCategory, Tier
 from anbu.risk.ingest import ingest
 from anbu.risk.schemas import SignalEventIn
 from anbu.sim import SimResident, Story, simulate
-from bench.common import write_results
+from bench.common import RESULTS, write_results
 
 PG_ADMIN = os.environ.get("ANBU_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 START = dt.datetime(2026, 11, 2, tzinfo=KST).astimezone(dt.UTC)
@@ -253,6 +253,15 @@ async def _scenario(people: list[SimResident], days: float, batch: int) -> dict[
     return out
 
 
+def _previous() -> dict[str, Any]:
+    """The figures of the last full run, for a run of one scenario."""
+    path = RESULTS / "ingest.json"
+    if not path.exists():
+        return {}
+    old: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return {k: v for k, v in old.items() if k not in ("benchmark", "measured_at", "machine")}
+
+
 async def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--residents", type=int, default=200)
@@ -263,6 +272,9 @@ async def main(argv: list[str] | None = None) -> int:
         type=int,
         default=20_000,
         help="second scenario: call records of this many residents, ~1 event each per batch",
+    )
+    ap.add_argument(
+        "--only", choices=("main", "spread"), help="run one scenario (the file keeps the other's)"
     )
     args = ap.parse_args(argv)
     results: dict[str, Any] = {
@@ -279,14 +291,17 @@ async def main(argv: list[str] | None = None) -> int:
         SimResident(f"b{i:06d}", Story.NORMAL, Tier.IOT, 5, f"plug-b{i:06d}", f"app-b{i:06d}")
         for i in range(args.residents)
     ]
-    results |= await _scenario(iot, args.days, args.batch)
-    if args.spread_residents:
+    if args.only != "spread":
+        results |= await _scenario(iot, args.days, args.batch)
+    if args.spread_residents and args.only != "main":
         calls = [
             SimResident(f"c{i:06d}", Story.NORMAL, Tier.CALLS, 5, None, None)
             for i in range(args.spread_residents)
         ]
         spread = await _scenario(calls, 1, args.batch)
         results |= {f"{k}_spread": v for k, v in spread.items()}
+    if args.only:
+        results = _previous() | results
     write_results("ingest", results)
     return 0
 

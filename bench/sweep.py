@@ -36,6 +36,7 @@ from typing import Any
 import asyncpg
 
 from anbu.db.migrate import upgrade
+from anbu.db.models_signals import pack_floats
 from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.risk import (
     RING_H,
@@ -106,11 +107,12 @@ async def load(name: str, n: int) -> None:
         k: [0.0 if (end - i) % RING_H < k else v for i, v in enumerate(ring)] for k in (45, 30)
     }
     rings[0] = ring
+    # As the model stores them (anbu.db.models_signals.pack_floats).
     profiles_json = {
-        Channel.CALLS: json.dumps(calls_hourly),
-        Channel.POWER: json.dumps(power_hourly),
+        Channel.CALLS: pack_floats(calls_hourly),
+        Channel.POWER: pack_floats(power_hourly),
     }
-    rings_json = {k: json.dumps(v) for k, v in rings.items()}
+    rings_json = {k: pack_floats(v) for k, v in rings.items()}
     dues: dict[tuple[Channel, int, dt.datetime], dt.datetime | None] = {}
 
     def due(channel: Channel, stop: int, last: dt.datetime) -> dt.datetime | None:

@@ -28,7 +28,9 @@ from anbu.domain.risk import (
     assess,
     epoch_hour,
     fmt_duration,
+    grades_none,
     observe,
+    status_due_at,
 )
 
 # Day 0 of every story: a Monday, 00:00 KST.
@@ -393,3 +395,40 @@ def test_given_rules_in_the_environment_when_settings_load_then_applied_or_refus
     monkeypatch.setenv("ANBU_RISK__RULES__LOW_RATIO", "4")
     with pytest.raises(ValueError, match="low_ratio must be between 0 and 1"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("profile", "baselines", "devices", "holds"),
+    [pytest.param(*c[1:5], id=c[0]) for c in CASES],
+)
+def test_given_story_when_due_times_say_none_then_assessment_grades_none_without_issues(
+    profile: MonitoringProfile,
+    baselines: dict[Channel, Baseline],
+    devices: list[DeviceView],
+    holds: list[Hold],
+) -> None:
+    # Ingestion skips grading whom grades_none() clears: over every story, a resident it clears
+    # is graded none with no device issue by the full assessment (so the shortcut never hides
+    # a level or a task).
+    dues = {c: status_due_at(b, profile.window_h) for c, b in baselines.items()}
+    if grades_none(profile, baselines, dues, devices, NOW):
+        a = assess(profile, baselines, devices, holds, NOW)
+        assert (a.level, a.device_issues) == (Level.NONE, ()), a.explanation
+
+
+def test_given_the_stories_when_checked_then_the_shortcut_clears_some_and_not_others() -> None:
+    cleared = [
+        grades_none(p, bs, {c: status_due_at(b, p.window_h) for c, b in bs.items()}, ds, NOW)
+        for _, p, bs, ds, *_ in CASES
+    ]
+    normal = [c[5] is Level.NONE for c in CASES]
+    assert any(cleared)
+    assert not all(cleared)
+    assert all(n for n, c in zip(normal, cleared, strict=True) if c)
+
+
+def test_given_a_channel_without_its_due_time_when_checked_then_not_cleared() -> None:
+    b = calls(D0, NOW)
+    assert grades_none(CALLS_ONLY, {Channel.CALLS: b}, {Channel.CALLS: None}, [], NOW)
+    assert not grades_none(CALLS_ONLY, {Channel.CALLS: b}, {}, [], NOW)
+    assert not grades_none(CALLS_ONLY, {Channel.CALLS: b}, {Channel.CALLS: NOW}, [], NOW)

@@ -863,6 +863,37 @@ def assess(
     )
 
 
+def grades_none(
+    profile: MonitoringProfile,
+    baselines: Mapping[Channel, Baseline],
+    dues: Mapping[Channel, dt.datetime | None],
+    devices: Sequence[DeviceView],
+    now: dt.datetime,
+    rules: Rules = DEFAULT_RULES,
+) -> bool:
+    """Whether :func:`assess` at ``now`` is sure to grade NONE with no device issue, told from
+    the channels' :func:`status_due_at` (``dues``) alone: no channel can be LOW or QUIET before
+    its due time, holds only delay both (and a device going stale), and a channel without a
+    baseline is learning. The sweep skips residents by the same rule; ingestion uses it to
+    skip grading the many residents of a batch whose day is plainly normal. A channel with a
+    baseline but no due time given counts as unknown (not sure).
+    """
+    if not profile.enabled:
+        return True
+    for d in devices:
+        if d.issue(now, rules) is not None:
+            return False
+    for channel in monitored_channels(profile, devices):
+        if channel not in baselines:
+            continue
+        if channel not in dues:
+            return False
+        due = dues[channel]
+        if due is not None and due <= now:
+            return False
+    return True
+
+
 _STEP_DOWN = {Level.SERIOUS: Level.CAUTION, Level.CAUTION: Level.CONCERN}
 
 

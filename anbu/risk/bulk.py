@@ -26,7 +26,6 @@ with Python ``None`` stored as JSON ``null`` (SQLAlchemy's ``JSON`` default), en
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -35,6 +34,7 @@ from typing import Any, NamedTuple, Protocol
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from anbu.db.models_signals import pack_floats, unpack_floats
 from anbu.domain.risk import (
     Baseline,
     Channel,
@@ -153,10 +153,10 @@ class BulkStore(Protocol):
         ...
 
     async def save_states(
-        self, states: Sequence[StateRow], texts: Sequence[tuple[str, str]], now: dt.datetime
+        self, states: Sequence[StateRow], texts: Sequence[tuple[bytes, bytes]], now: dt.datetime
     ) -> None:
-        """Upsert the baselines; ``texts`` are their hourly profiles and rings as JSON
-        (:meth:`StoredStates.json`)."""
+        """Upsert the baselines; ``texts`` are their hourly profiles and rings as stored
+        (:meth:`StoredStates.packed`)."""
         ...
 
     async def update_devices(self, updates: Sequence[DeviceUpdate]) -> None: ...
@@ -194,45 +194,6 @@ async def bulk_store(session: AsyncSession) -> BulkStore:
     raise NotImplementedError(f"no bulk ingestion for {name}")
 
 
-class _Stored(NamedTuple):
-    """A baseline list as loaded: a copy of its values and the JSON text they came from."""
-
-    values: list[float]
-    text: str
-
-
-def _rounded_json(values: list[float], stored: _Stored | None) -> str:
-    """``values`` rounded to 4 decimals, as JSON text.
-
-    Rounding and printing floats is most of the cost of saving baselines, and a batch changes
-    few of them (a day's profile folds once a day, the ring gains an hour or two). Stored values
-    are already rounded (every writer rounds) and rounding is idempotent, so an unchanged list
-    keeps its stored text and only changed values are rounded again.
-    """
-    if stored is None:
-        stored = _zeros(len(values))  # a new baseline: mostly zeros, printed once
-    if len(values) == len(stored.values):
-        if values == stored.values:
-            return stored.text
-        # Every writer stores json.dumps' format ("[a, b, ...]", floats as repr): the stored
-        # text is patched where values changed rather than printing all of them again.
-        parts = stored.text[1:-1].split(", ")
-        if len(parts) == len(values):
-            for i, (v, o) in enumerate(zip(values, stored.values, strict=True)):
-                if v != o:
-                    parts[i] = repr(round(v, 4))
-            return "[" + ", ".join(parts) + "]"
-        return json.dumps(
-            [v if v == o else round(v, 4) for v, o in zip(values, stored.values, strict=True)]
-        )
-    return json.dumps([round(v, 4) for v in values])
-
-
-@functools.cache
-def _zeros(n: int) -> _Stored:
-    return _Stored([0.0] * n, json.dumps([0.0] * n))
-
-
 def _only_inserted(rows: Sequence[SignalRow], inserted: Sequence[Any]) -> list[SignalRow]:
     if len(inserted) == len(rows):  # the usual case: nothing was there yet
         return list(rows)
@@ -245,41 +206,30 @@ _CHANNEL = {c.value: c for c in Channel}
 
 class StoredStates:
     """Baselines as stored (rows of ``channel, days, hourly, ring, ring_end, first_hour,
-    last_activity_at, last_event_at, last_value, resident_id, status_due_at``, JSON as text),
-    parsed on demand.
-
-    Remembers what it parsed, so that saving can skip the work for what did not change.
-    """
+    last_activity_at, last_event_at, last_value, resident_id, status_due_at``, the hourly
+    profile and the ring as :func:`~anbu.db.models_signals.pack_floats` bytes)."""
 
     def __init__(
         self, rows: Sequence[Sequence[Any]], parse_ts: Callable[[Any], dt.datetime | None]
     ) -> None:
         self._rows = rows
         self._parse_ts = parse_ts
-        self._stored: dict[tuple[str, Channel], tuple[_Stored, _Stored]] = {}
 
     def baselines(self) -> dict[str, dict[Channel, Baseline]]:
         """New Baseline objects on every call (folding events changes them in place)."""
         out: dict[str, dict[Channel, Baseline]] = {}
         ts = self._parse_ts
         for row in self._rows:
-            channel = _CHANNEL[row[0]]
-            key = (row[9], channel)
-            stored = self._stored.get(key)
-            if stored is None:
-                stored = (_Stored(json.loads(row[2]), row[2]), _Stored(json.loads(row[3]), row[3]))
-                self._stored[key] = stored
-            hourly, ring = stored
-            out.setdefault(row[9], {})[channel] = Baseline(
-                channel=channel,
-                days=row[1],
-                hourly=list(hourly.values),
-                ring=list(ring.values),
-                ring_end=row[4],
-                first_hour=row[5],
-                last_activity_at=ts(row[6]),
-                last_event_at=ts(row[7]),
-                last_value=row[8],
+            out.setdefault(row[9], {})[_CHANNEL[row[0]]] = Baseline(
+                _CHANNEL[row[0]],
+                unpack_floats(row[2]),
+                row[1],
+                unpack_floats(row[3]),
+                row[4],
+                row[5],
+                ts(row[6]),
+                ts(row[7]),
+                row[8],
             )
         return out
 
@@ -287,14 +237,14 @@ class StoredStates:
         """Each baseline's stored ``status_due_at``."""
         return {(row[9], _CHANNEL[row[0]]): self._parse_ts(row[10]) for row in self._rows}
 
-    def json(self, s: StateRow) -> tuple[str, str]:
-        """The hourly profile and the ring of ``s`` as the JSON text to store."""
-        hourly, ring = self._stored.get((s.resident_id, s.baseline.channel), (None, None))
-        return _rounded_json(s.baseline.hourly, hourly), _rounded_json(s.baseline.ring, ring)
+    @staticmethod
+    def packed(s: StateRow) -> tuple[bytes, bytes]:
+        """The hourly profile and the ring of ``s`` as stored."""
+        return pack_floats(s.baseline.hourly), pack_floats(s.baseline.ring)
 
 
 _STATE_SELECT = (
-    "channel, days, {hourly}, {ring}, ring_end, first_hour, last_activity_at, last_event_at,"
+    "channel, days, hourly, ring, ring_end, first_hour, last_activity_at, last_event_at,"
     " last_value, resident_id, status_due_at FROM signal_states"
 )
 # The devices of every resident concerned, and those residents with their profiles. ``{owners}``
@@ -466,41 +416,40 @@ class _PostgresBulk:
 
     async def load_states(self, resident_ids: Sequence[str]) -> StoredStates:
         rows = await self._db.fetch(
-            "SELECT "
-            + _STATE_SELECT.format(hourly="hourly::text", ring="ring::text")
-            + " WHERE resident_id = ANY($1::text[])",
+            "SELECT " + _STATE_SELECT + " WHERE resident_id = ANY($1::text[])",
             resident_ids,
         )
         # asyncpg returns timestamptz as aware UTC datetimes, as UtcDateTime does.
         return StoredStates(rows, _same)
 
     async def save_states(
-        self, states: Sequence[StateRow], texts: Sequence[tuple[str, str]], now: dt.datetime
+        self, states: Sequence[StateRow], texts: Sequence[tuple[bytes, bytes]], now: dt.datetime
     ) -> None:
         if not states:
             return
-        bs = [s.baseline for s in states]
-        hourly, ring = zip(*texts, strict=True)
+        # Binary COPY into a per-connection scratch table, then one upsert from it. Measured
+        # on a carrier's feed (4,000 baselines a batch): sending them as unnest() arrays cost
+        # ~5x more client CPU, as asyncpg's array encoder checks every element of every array
+        # against collections.abc.
         await self._db.execute(
-            f"INSERT INTO signal_states ({_STATE_COLUMNS})"
-            " SELECT r, c, d, h::json, g::json, re, fh, la, le, lv, q, $12::timestamptz"
-            " FROM unnest("
-            "$1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[], $7::int[],"
-            " $8::timestamptz[], $9::timestamptz[], $10::float8[], $11::timestamptz[])"
-            " AS t(r, c, d, h, g, re, fh, la, le, lv, q)" + _STATE_UPSERT,
-            [s.resident_id for s in states],
-            [b.channel.value for b in bs],
-            [b.days for b in bs],
-            hourly,
-            ring,
-            [b.ring_end for b in bs],
-            [b.first_hour for b in bs],
-            [b.last_activity_at for b in bs],
-            [b.last_event_at for b in bs],
-            [b.last_value for b in bs],
-            [s.status_due_at for s in states],
-            now,
+            "CREATE TEMP TABLE IF NOT EXISTS signal_states_in"
+            " (LIKE signal_states INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
+        await self._db.copy_records_to_table(
+            "signal_states_in",
+            columns=_STATE_COLUMNS.split(", "),
+            records=[
+                (s.resident_id, b.channel.value, b.days, h, g, b.ring_end, b.first_hour,
+                 b.last_activity_at, b.last_event_at, b.last_value, s.status_due_at, now)
+                for s, (h, g) in zip(states, texts, strict=True)
+                for b in (s.baseline,)
+            ],
+        )  # fmt: skip
+        await self._db.execute(
+            f"INSERT INTO signal_states ({_STATE_COLUMNS}) SELECT {_STATE_COLUMNS}"
+            " FROM signal_states_in" + _STATE_UPSERT
+        )
+        await self._db.execute("TRUNCATE signal_states_in")
 
     async def update_devices(self, updates: Sequence[DeviceUpdate]) -> None:
         if not updates:
@@ -695,15 +644,13 @@ class _SqliteBulk:
         for part in chunks(resident_ids, IN_CHUNK):
             marks = ", ".join("?" * len(part))
             rows += await self._db.execute_fetchall(
-                "SELECT "
-                + _STATE_SELECT.format(hourly="hourly", ring="ring")
-                + f" WHERE resident_id IN ({marks})",
+                "SELECT " + _STATE_SELECT + f" WHERE resident_id IN ({marks})",
                 list(part),
             )
         return StoredStates(rows, _parse_ts)
 
     async def save_states(
-        self, states: Sequence[StateRow], texts: Sequence[tuple[str, str]], now: dt.datetime
+        self, states: Sequence[StateRow], texts: Sequence[tuple[bytes, bytes]], now: dt.datetime
     ) -> None:
         if not states:
             return

@@ -8,9 +8,11 @@ is not called again every sweep; a further rise (주의 -> 심각) calls again.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +30,7 @@ from anbu.domain.risk import (
     Rules,
     TaskStatus,
     assess,
+    grades_none,
 )
 from anbu.domain.risk import MonitoringProfile as ProfileRules
 from anbu.risk.bulk import DeviceRow, DeviceUpdate, ResidentRow, StoredStates, bulk_store
@@ -39,12 +42,16 @@ log = logging.getLogger(__name__)
 DISABLED = ProfileRules(enabled=False)
 
 
-@dataclass(frozen=True, slots=True)
-class Evaluation:
+# Evaluation and Subject are NamedTuples rather than frozen dataclasses: ingestion makes one
+# of each for every resident of a batch (thousands), and a frozen dataclass's __init__ (one
+# object.__setattr__ per field) cost several times a tuple's.
+class Evaluation(NamedTuple):
     resident_id: str
     level: Level
     previous: Level
-    explanation: str
+    # The explanation, or how to make it: for the residents ingestion did not need to grade
+    # (:func:`assess_unless_none`), it is written only if someone reads it.
+    why: str | Callable[[], str]
     checkin_id: str | None = None
     checkin_created: bool = False
     tasks_opened: int = 0
@@ -53,9 +60,12 @@ class Evaluation:
     def changed(self) -> bool:
         return self.level is not self.previous
 
+    @property
+    def explanation(self) -> str:
+        return self.why if isinstance(self.why, str) else self.why()
 
-@dataclass(frozen=True, slots=True)
-class Subject:
+
+class Subject(NamedTuple):
     """Everything the rules need about one resident, however it was gathered: the ingestion
     path has it in memory already, the sweep reads it."""
 
@@ -174,37 +184,85 @@ def assess_all(
     subjects: Sequence[Subject], context: Context, now: dt.datetime, rules: Rules = DEFAULT_RULES
 ) -> list[Assessment]:
     """The pure part: no I/O, so the ingestion path runs it while the database works."""
-    return [
-        assess(
+    return [_assess(s, context, now, rules) for s in subjects]
+
+
+def assess_unless_none(
+    subjects: Sequence[Subject],
+    context: Context,
+    dues: Mapping[tuple[str, Channel], dt.datetime | None],
+    now: dt.datetime,
+    rules: Rules = DEFAULT_RULES,
+) -> list[Assessment | None]:
+    """As :func:`assess_all`, but None for a subject whose level is none and who is sure to
+    stay none with no device issue (:func:`anbu.domain.risk.grades_none`, from the channels'
+    due times ``dues``): nothing would be recorded for them.
+
+    Why: a carrier's daily feed touches thousands of residents per batch, nearly all of them
+    living a normal day; grading each in full (evidence per channel, the Korean explanation)
+    was a fifth of that path's time, for verdicts that change nothing.
+    """
+    out: list[Assessment | None] = []
+    for s in subjects:
+        if s.level is Level.NONE and grades_none(
             s.profile,
             s.baselines,
+            {c: dues[(s.resident_id, c)] for c in s.baselines if (s.resident_id, c) in dues},
             [v for _, v in s.devices],
-            context.holds.get(s.resident_id, ()),
             now,
             rules,
-        )
-        for s in subjects
-    ]
+        ):
+            out.append(None)
+        else:
+            out.append(_assess(s, context, now, rules))
+    return out
+
+
+def _assess(s: Subject, context: Context, now: dt.datetime, rules: Rules) -> Assessment:
+    return assess(
+        s.profile,
+        s.baselines,
+        [v for _, v in s.devices],
+        context.holds.get(s.resident_id, ()),
+        now,
+        rules,
+    )
+
+
+def _explain_later(s: Subject, context: Context, now: dt.datetime, rules: Rules) -> str:
+    return _assess(s, context, now, rules).explanation
 
 
 async def act(
     session: AsyncSession,
     subjects: Sequence[Subject],
-    assessments: Sequence[Assessment],
+    assessments: Sequence[Assessment | None],
     context: Context,
     now: dt.datetime,
+    rules: Rules = DEFAULT_RULES,
 ) -> list[Evaluation]:
     """Record what changed: new levels (opening check-ins) and new device tasks. A resident
-    whose level stayed and whose devices have no new issue costs no statement.
+    whose level stayed and whose devices have no new issue costs no statement; one not graded
+    (a None assessment: sure to stay none) costs nothing at all.
 
     Levels move by compare-and-set, all in one statement: another evaluation (the sweep, a
     concurrent batch) may have graded a resident since their level was read. Then theirs stands
     and ours is dropped: the next event or sweep grades again from the stored state.
     """
     pairs = list(zip(subjects, assessments, strict=True))
-    changes = [(s.resident_id, s.level, a.level) for s, a in pairs if a.level is not s.level]
+    changes = [(s.resident_id, s.level, a.level) for s, a in pairs if a and a.level is not s.level]
     moved = await (await bulk_store(session)).set_levels(changes, now) if changes else set()
-    return [await _act(session, s, a, moved, context.open_tasks, now) for s, a in pairs]
+    return [
+        await _act(session, s, a, moved, context.open_tasks, now)
+        if a is not None
+        else Evaluation(
+            s.resident_id,
+            Level.NONE,
+            Level.NONE,
+            functools.partial(_explain_later, s, context, now, rules),
+        )
+        for s, a in pairs
+    ]
 
 
 async def _act(
