@@ -8,7 +8,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from anbu.domain.checkin import Outcome
-from anbu.domain.phone import mask_phone, normalize_phone
+from anbu.domain.phone import mask_phone, normalize_mobile
 from escalation.dlr import DeliveryStatus
 from escalation.policy import Finding, Urgency
 from escalation.states import (
@@ -44,7 +44,7 @@ class OfficialIn(BaseModel):
     @field_validator("phone")
     @classmethod
     def _korean_phone(cls, v: str) -> str:
-        return normalize_phone(v)
+        return normalize_mobile(v)
 
 
 class OfficialPatch(BaseModel):
@@ -58,7 +58,7 @@ class OfficialPatch(BaseModel):
     @field_validator("phone")
     @classmethod
     def _korean_phone(cls, v: str | None) -> str | None:
-        return None if v is None else normalize_phone(v)
+        return None if v is None else normalize_mobile(v)
 
 
 class OfficialOut(BaseModel):

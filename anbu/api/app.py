@@ -11,10 +11,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from anbu import __version__
 from anbu.api import routes, scheduling, signals
 from anbu.api.deps import ContainerDep, UnauthenticatedError
+from anbu.api.gate import InputGate
 from anbu.container import Container
 from anbu.errors import (
     AnbuError,
@@ -60,6 +62,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.container = container
+    app.add_middleware(InputGate)
     app.include_router(routes.router)
     app.include_router(signals.router)
     app.include_router(scheduling.router)
@@ -94,6 +97,14 @@ def create_app(
         resp = _problem(401, "unauthenticated", str(exc))
         resp.headers["WWW-Authenticate"] = "APIKey"
         return resp
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_r: Request, exc: IntegrityError) -> JSONResponse:
+        # A route that did not foresee a conflict still answers 409 with the constraint.
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+        if "unique" in reason.lower() or "duplicate" in reason.lower():
+            return _problem(409, "conflict", f"already exists: {reason}")
+        return _problem(422, "invalid_request", f"refused by the database: {reason}")
 
     @app.exception_handler(AnbuError)
     async def _anbu_error(_r: Request, exc: AnbuError) -> JSONResponse:
