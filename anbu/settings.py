@@ -236,6 +236,24 @@ class MqttSettings(BaseModel):
     client_id: str = "anbu-signals"
 
 
+class LimitSettings(BaseModel):
+    """Request limits (``anbu.api.limits``). Rates are per second, bursts the bucket size.
+    The buckets live in the process: several API replicas each allow this much."""
+
+    # Largest request body; a 10,000-event signal batch is about 2 MB.
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    per_key_rate: float = Field(default=50.0, gt=0)
+    per_key_burst: int = Field(default=500, ge=1)
+    # Unauthenticated routes, per client address: the ack link pages and Kannel's callbacks
+    # (smsbox sends delivery reports in bursts of hundreds).
+    ack_rate: float = Field(default=2.0, gt=0)
+    ack_burst: int = Field(default=30, ge=1)
+    callback_rate: float = Field(default=200.0, gt=0)
+    callback_burst: int = Field(default=2000, ge=1)
+    other_rate: float = Field(default=10.0, gt=0)
+    other_burst: int = Field(default=100, ge=1)
+
+
 class RiskSettings(BaseModel):
     """The risk rules' thresholds (anbu.domain.risk.Rules: every field, with its meaning and
     default, is there). Example: ``ANBU_RISK__RULES__LOW_RATIO=0.4``,
@@ -280,6 +298,7 @@ class Settings(BaseSettings):
     speech: SpeechSettings = SpeechSettings()
     scheduling: SchedulingSettings = SchedulingSettings()
     escalation: EscalationSettings = EscalationSettings()
+    limits: LimitSettings = LimitSettings()
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:

@@ -17,6 +17,7 @@ from anbu import __version__
 from anbu.api import routes, scheduling, signals
 from anbu.api.deps import ContainerDep, UnauthenticatedError
 from anbu.api.gate import InputGate
+from anbu.api.limits import RateLimits
 from anbu.container import Container
 from anbu.errors import (
     AnbuError,
@@ -62,7 +63,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.container = container
-    app.add_middleware(InputGate)
+    # Outermost last: rate limits, then the input gate (body size, NUL, surrogates).
+    app.add_middleware(InputGate, max_body_bytes=container.settings.limits.max_body_bytes)
+    app.add_middleware(RateLimits, settings=container.settings.limits)
     app.include_router(routes.router)
     app.include_router(signals.router)
     app.include_router(scheduling.router)

@@ -125,11 +125,23 @@ async def send_json(
 
 
 class InputGate:
-    """ASGI middleware: checks path and query first, then reads the body, checks it and
-    hands the route the same bytes."""
+    """ASGI middleware: checks path and query first, then reads the body (at most
+    ``max_body_bytes``, refused with 413 as soon as it grows past that, or at once when
+    Content-Length says so: a 100 MB body is never held), checks it and hands the route the
+    same bytes."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int = 5 * 1024 * 1024) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def _too_large(self, send: Send) -> None:
+        detail = f"request body larger than {self.max_body_bytes} bytes"
+        await send_json(
+            send,
+            413,
+            json.dumps({"error": "too_large", "detail": detail}).encode(),
+            [(b"connection", b"close")],
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -147,24 +159,32 @@ class InputGate:
         except InputRefusedError as exc:
             await send_json(send, 422, problem_422(exc))
             return
-        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS") or raw_bytes:
-            await self.app(scope, receive, send)
+        content_type, length = "", None
+        for name, value in scope.get("headers", []):
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"content-length" and value.isdigit():
+                length = int(value)
+        if length is not None and length > self.max_body_bytes:
+            await self._too_large(send)
             return
         chunks: list[bytes] = []
+        size = 0
         more = True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        content_type = ""
-        for name, value in scope.get("headers", []):
-            if name == b"content-type":
-                content_type = value.decode("latin-1")
         try:
-            if path not in PER_ITEM_BODIES:
+            if path not in PER_ITEM_BODIES and not raw_bytes:
                 check_body(content_type, body)
         except InputRefusedError as exc:
             await send_json(send, 422, problem_422(exc))
