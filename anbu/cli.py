@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from anbu.errors import AnbuError
+from anbu.logs import configure_logging
 from anbu.settings import Settings, get_settings
 
 log = logging.getLogger("anbu")
@@ -181,14 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # APScheduler logs every run of every job (the dispatcher ticks each second) at INFO.
-    logging.getLogger("apscheduler").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         settings = get_settings()
+        if not args.verbose:
+            configure_logging(settings.log.level.upper(), settings.log.format)
         return _run(args.fn(settings, args))
     except AnbuError as exc:
         print(f"anbu: {exc}", file=sys.stderr)

@@ -239,7 +239,13 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
     ):
         app = create_app(container)
         config = uvicorn.Config(
-            app, host=settings.api_host, port=settings.api_port, log_level="info", lifespan="on"
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level=settings.log.level.lower(),
+            # anbu.logs' root handler (masking) writes uvicorn's lines, the access log too.
+            log_config=None,
+            lifespan="on",
         )
         server = uvicorn.Server(config)
         log.info("API on http://%s:%s (docs at /docs)", settings.api_host, settings.api_port)

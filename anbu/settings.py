@@ -254,6 +254,13 @@ class LimitSettings(BaseModel):
     other_burst: int = Field(default=100, ge=1)
 
 
+class LogSettings(BaseModel):
+    """Logging (anbu.logs): numbers, tokens and names are masked in every format."""
+
+    level: str = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
 class RiskSettings(BaseModel):
     """The risk rules' thresholds (anbu.domain.risk.Rules: every field, with its meaning and
     default, is there). Example: ``ANBU_RISK__RULES__LOW_RATIO=0.4``,
@@ -299,6 +306,7 @@ class Settings(BaseSettings):
     scheduling: SchedulingSettings = SchedulingSettings()
     escalation: EscalationSettings = EscalationSettings()
     limits: LimitSettings = LimitSettings()
+    log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:
