@@ -282,6 +282,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     public_url: str = "http://127.0.0.1:8080"
+    # /docs, /redoc and /openapi.json; None = on, except in production.
+    api_docs: bool | None = None
     # Bootstrap API key (development only): belongs to every district.
     bootstrap_api_key: SecretStr | None = SecretStr("dev-key")
 
@@ -307,6 +309,12 @@ class Settings(BaseSettings):
     escalation: EscalationSettings = EscalationSettings()
     limits: LimitSettings = LimitSettings()
     log: LogSettings = LogSettings()
+
+    @property
+    def docs_enabled(self) -> bool:
+        if self.api_docs is not None:
+            return self.api_docs
+        return self.environment is not Environment.PRODUCTION
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:

@@ -17,6 +17,7 @@ from anbu import __version__
 from anbu.api import routes, scheduling, signals
 from anbu.api.deps import ContainerDep, UnauthenticatedError
 from anbu.api.gate import InputGate
+from anbu.api.headers import SecurityHeaders
 from anbu.api.limits import RateLimits
 from anbu.container import Container
 from anbu.errors import (
@@ -56,16 +57,22 @@ def create_app(
             if on_shutdown is not None:
                 await on_shutdown()
 
+    docs = container.settings.docs_enabled
     app = FastAPI(
         title="anbu",
         version=__version__,
         summary="Welfare check-in calls (안부전화) through Asterisk, with SMS escalation",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.container = container
-    # Outermost last: rate limits, then the input gate (body size, NUL, surrogates).
+    # Outermost last: headers on every answer, rate limits, then the input gate (body size,
+    # NUL, surrogates).
     app.add_middleware(InputGate, max_body_bytes=container.settings.limits.max_body_bytes)
     app.add_middleware(RateLimits, settings=container.settings.limits)
+    app.add_middleware(SecurityHeaders)
     app.include_router(routes.router)
     app.include_router(signals.router)
     app.include_router(scheduling.router)
