@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from anbu.container import Container, build_container
 from anbu.domain.phone import mask_phone, normalize_phone
 from anbu.ports import CallRequest, Clock
-from anbu.risk.mqtt import MqttSignalSubscriber
+from anbu.risk.mqtt import MqttSignalSubscriber, subscriber_options
 from anbu.risk.retention import prune_events
 from anbu.risk.sweep import sweep
 from anbu.settings import Environment, Settings
@@ -196,10 +196,7 @@ def _mqtt(container: Container) -> MqttSignalSubscriber:
     return MqttSignalSubscriber(
         container.sessions,
         container.clock,
-        host=cfg.host,
-        port=cfg.port,
-        prefix=cfg.prefix,
-        client_id=cfg.client_id,
+        **subscriber_options(cfg),
         on_ingested=wake,
         rules=container.settings.risk.rules,
     )

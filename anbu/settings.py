@@ -233,7 +233,20 @@ class MqttSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 1883
     prefix: str = "anbu"
-    client_id: str = "anbu-signals"
+    # None: "anbu-signals-<random>" per process (two processes never take each other's
+    # session). Set a stable id per replica in production so the broker keeps readings sent
+    # while anbu restarts (a persistent session belongs to its client id).
+    client_id: str | None = None
+    # Required in production (the broker must refuse anonymous clients; see
+    # docker/mosquitto/ for the password file and the per-device ACL).
+    username: str | None = None
+    password: SecretStr | None = None
+    # TLS to the broker (port 8883 by convention): the CA to trust, and an optional client
+    # certificate.
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
 
 class LimitSettings(BaseModel):
@@ -327,6 +340,8 @@ class Settings(BaseSettings):
                 "ANBU_BOOTSTRAP_API_KEY": self.bootstrap_api_key is not None,
                 "ANBU_ESCALATION__CALLBACK_TOKEN": self.escalation.callback_token is None
                 or len(self.escalation.callback_token.get_secret_value()) < 16,
+                "ANBU_MQTT__USERNAME/PASSWORD": self.mqtt.enabled
+                and (self.mqtt.username is None or self.mqtt.password is None),
             }
             bad = [name for name, is_default in defaults.items() if is_default]
             if bad:

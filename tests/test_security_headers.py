@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from anbu.api.app import create_app
 from anbu.container import build_container
-from anbu.settings import EscalationSettings, Settings
+from anbu.settings import EscalationSettings, MqttSettings, Settings
 from tests.test_escalation_api import Api, _incident, api  # noqa: F401
 
 PRODUCTION = {
@@ -24,6 +24,7 @@ PRODUCTION = {
     "sms": {"kannel_password": "a-real-kannel-password"},
     "bootstrap_api_key": None,
     "escalation": EscalationSettings(callback_token=SecretStr("a-callback-token-0123456789")),
+    "mqtt": MqttSettings(username="anbu-signals", password=SecretStr("a-real-mqtt-password")),
 }
 
 
