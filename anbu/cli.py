@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("--admin", action="store_true", help="sees every district")
     kc.set_defaults(fn=_key_create)
 
+    sub.add_parser("secrets", help="print fresh secrets for an installation's env file (run once)")
+
     call = sub.add_parser("call", help="one test call to a number, result printed")
     call.add_argument("number", help="Korean number, e.g. 01099990001 (carrier stand-in)")
     call.add_argument("--ring-timeout", type=float, default=20.0)
@@ -182,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "secrets":  # before the settings: production ones may not load yet
+        from anbu.install_secrets import env_lines, generate
+
+        sys.stdout.write(env_lines(generate()))
+        return 0
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         settings = get_settings()
