@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from anbu.errors import AnbuError
+from anbu.logs import configure_logging
 from anbu.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger("anbu")
@@ -220,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     kr.add_argument("id", type=int, help="the key's id (anbu key list)")
     kr.set_defaults(fn=_key_revoke)
 
+    sub.add_parser("secrets", help="print fresh secrets for an installation's env file (run once)")
+
     call = sub.add_parser("call", help="one test call to a number, result printed")
     call.add_argument("number", help="Korean number, e.g. 01099990001 (carrier stand-in)")
     call.add_argument("--ring-timeout", type=float, default=20.0)
@@ -261,14 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # APScheduler logs every run of every job (the dispatcher ticks each second) at INFO.
-    logging.getLogger("apscheduler").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    if args.command == "secrets":  # before the settings: production ones may not load yet
+        from anbu.install_secrets import env_lines, generate
+
+        sys.stdout.write(env_lines(generate()))
+        return 0
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
         settings = get_settings()
+        if not args.verbose:
+            configure_logging(settings.log.level.upper(), settings.log.format)
         return _run(args.fn(settings, args))
     except SettingsError as exc:
         for problem in exc.problems:

@@ -19,7 +19,7 @@ from anbu.container import Container, build_container
 from anbu.db.outage import wait_for_database
 from anbu.domain.phone import mask_phone, normalize_phone
 from anbu.ports import CallRequest, Clock
-from anbu.risk.mqtt import MqttSignalSubscriber
+from anbu.risk.mqtt import MqttSignalSubscriber, subscriber_options
 from anbu.risk.retention import prune_events
 from anbu.risk.sweep import sweep
 from anbu.services.webhooks import WebhookConfig, WebhookWorker
@@ -230,10 +230,7 @@ def _mqtt(container: Container) -> MqttSignalSubscriber:
     return MqttSignalSubscriber(
         container.sessions,
         container.clock,
-        host=cfg.host,
-        port=cfg.port,
-        prefix=cfg.prefix,
-        client_id=cfg.client_id,
+        **subscriber_options(cfg),
         on_ingested=wake,
         rules=container.settings.risk.rules,
         username=cfg.username,
@@ -286,7 +283,13 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
     ):
         app = create_app(container)
         config = uvicorn.Config(
-            app, host=settings.api_host, port=settings.api_port, log_level="info", lifespan="on"
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level=settings.log.level.lower(),
+            # anbu.logs' root handler (masking) writes uvicorn's lines, the access log too.
+            log_config=None,
+            lifespan="on",
         )
         server = uvicorn.Server(config)
         log.info("API on http://%s:%s (docs at /docs)", settings.api_host, settings.api_port)

@@ -336,10 +336,45 @@ class MqttSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 1883
     prefix: str = "anbu"
-    client_id: str = "anbu-signals"
-    # The broker's credentials (required in production while MQTT is on).
+    # None: "anbu-signals-<random>" per process (two processes never take each other's
+    # session). Set a stable id per replica in production so the broker keeps readings sent
+    # while anbu restarts (a persistent session belongs to its client id).
+    client_id: str | None = None
+    # Required in production (the broker must refuse anonymous clients; see
+    # docker/mosquitto/ for the password file and the per-device ACL).
     username: str | None = None
     password: SecretStr | None = None
+    # TLS to the broker (port 8883 by convention): the CA to trust, and an optional client
+    # certificate.
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class LimitSettings(BaseModel):
+    """Request limits (``anbu.api.limits``). Rates are per second, bursts the bucket size.
+    The buckets live in the process: several API replicas each allow this much."""
+
+    # Largest request body; a 10,000-event signal batch is about 2 MB.
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    per_key_rate: float = Field(default=50.0, gt=0)
+    per_key_burst: int = Field(default=500, ge=1)
+    # Unauthenticated routes, per client address: the ack link pages and Kannel's callbacks
+    # (smsbox sends delivery reports in bursts of hundreds).
+    ack_rate: float = Field(default=2.0, gt=0)
+    ack_burst: int = Field(default=30, ge=1)
+    callback_rate: float = Field(default=200.0, gt=0)
+    callback_burst: int = Field(default=2000, ge=1)
+    other_rate: float = Field(default=10.0, gt=0)
+    other_burst: int = Field(default=100, ge=1)
+
+
+class LogSettings(BaseModel):
+    """Logging (anbu.logs): numbers, tokens and names are masked in every format."""
+
+    level: str = "INFO"
+    format: Literal["text", "json"] = "text"
 
 
 class RiskSettings(BaseModel):
@@ -363,6 +398,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     public_url: str = "http://127.0.0.1:8080"
+    # /docs, /redoc and /openapi.json; None = on, except in production.
+    api_docs: bool | None = None
     # Bootstrap API key (development only): belongs to every district.
     bootstrap_api_key: SecretStr | None = SecretStr("dev-key")
 
@@ -382,8 +419,16 @@ class Settings(BaseSettings):
     speech: SpeechSettings = SpeechSettings()
     scheduling: SchedulingSettings = SchedulingSettings()
     escalation: EscalationSettings = EscalationSettings()
+    limits: LimitSettings = LimitSettings()
+    log: LogSettings = LogSettings()
     retention: RetentionSettings = RetentionSettings()
     webhooks: WebhookSettings = WebhookSettings()
+
+    @property
+    def docs_enabled(self) -> bool:
+        if self.api_docs is not None:
+            return self.api_docs
+        return self.environment is not Environment.PRODUCTION
 
     @model_validator(mode="after")
     def _production_refuses_defaults(self) -> Settings:
@@ -399,17 +444,6 @@ class Settings(BaseSettings):
         problems = production_problems(self)
         if problems:
             raise SettingsError(problems)
-        return self
-
-    @model_validator(mode="after")
-    def _caller_id_in_production(self) -> Settings:
-        # Korean carriers drop calls whose caller number is not pre-registered (발신번호).
-        if self.environment is Environment.PRODUCTION and not (
-            self.trunk.caller_id or self.ivr.caller_id
-        ):
-            raise ValueError(
-                "production needs the trunk's registered caller number: set ANBU_TRUNK__CALLER_ID"
-            )
         return self
 
 
@@ -477,6 +511,11 @@ def production_problems(s: Settings) -> list[str]:
             problems.append("ANBU_MQTT__USERNAME: required in production while MQTT is on")
         if not secret(s.mqtt.password):
             problems.append("ANBU_MQTT__PASSWORD: required in production while MQTT is on")
+    if not (s.trunk.caller_id or s.ivr.caller_id):
+        # Korean carriers drop calls whose caller number is not pre-registered (발신번호).
+        problems.append(
+            "ANBU_TRUNK__CALLER_ID: production needs the trunk's registered caller number"
+        )
     if not s.public_url.startswith("https://"):
         problems.append(f"ANBU_PUBLIC_URL: must be https:// in production, not {s.public_url!r}")
     if s.bootstrap_api_key is not None:

@@ -114,11 +114,19 @@ def _params(query: str | bytes) -> dict[str, bytes]:
     return params
 
 
+def _no_nul(key: str, text: str) -> str:
+    # The input gate leaves these callbacks' raw bytes alone (UCS-2 is full of 0x00 bytes);
+    # the decoded text must still hold no NUL (PostgreSQL cannot store one).
+    if "\x00" in text:
+        raise ValidationError(f"{key}: NUL characters are not allowed")
+    return text
+
+
 def _text(params: dict[str, bytes], key: str) -> str | None:
     raw = params.get(key)
     if raw is None:
         return None
-    return raw.decode("utf-8", errors="replace")
+    return _no_nul(key, raw.decode("utf-8", errors="replace"))
 
 
 def _timestamp(params: dict[str, bytes]) -> dt.datetime | None:
@@ -185,8 +193,11 @@ def parse_inbound_sms(query: str | bytes) -> InboundSms:
     if not sender or not sender.strip():
         raise ValidationError("incoming SMS without a sender (from)")
     raw_text = params.get("text", b"")
-    text = _decode_message(
-        raw_text, (_text(params, "coding") or "").strip(), _text(params, "charset") or ""
+    text = _no_nul(
+        "text",
+        _decode_message(
+            raw_text, (_text(params, "coding") or "").strip(), _text(params, "charset") or ""
+        ),
     )
     return InboundSms(
         sender=_number(sender),

@@ -153,7 +153,10 @@ class KannelConfig:
     ports: KannelPorts = KannelPorts()
     max_parts: int = 10
     host: str = "127.0.0.1"
-    log_level: int = 1  # 0 debug (every message), 1 info
+    # 2 (warning) by default: at 1 (info) smsbox writes every SMS's numbers and text
+    # ("sendsms sender:... to:<010...> msg:<...>", "Starting to service <text> from <010...>"),
+    # at 0 (debug) so does bearerbox. Lower it only to debug, on test numbers.
+    log_level: int = 2
     # smsbox retries a failed callback to anbu (report or reply) this often, this far apart.
     callback_retries: int = 10
     callback_retry_delay_s: int = 2

@@ -17,7 +17,7 @@ from anbu.domain.incidents import (
     OfficialRole,
     OutboxStatus,
 )
-from anbu.domain.phone import mask_phone, normalize_phone
+from anbu.domain.phone import mask_phone, normalize_mobile
 
 _HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
 
@@ -44,7 +44,7 @@ class OfficialIn(BaseModel):
     @field_validator("phone")
     @classmethod
     def _korean_phone(cls, v: str) -> str:
-        return normalize_phone(v)
+        return normalize_mobile(v)
 
 
 class OfficialPatch(BaseModel):
@@ -58,7 +58,7 @@ class OfficialPatch(BaseModel):
     @field_validator("phone")
     @classmethod
     def _korean_phone(cls, v: str | None) -> str | None:
-        return None if v is None else normalize_phone(v)
+        return None if v is None else normalize_mobile(v)
 
 
 class OfficialOut(BaseModel):

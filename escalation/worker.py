@@ -17,6 +17,7 @@ import signal
 
 from anbu.container import build_container
 from anbu.db.outage import wait_for_database
+from anbu.logs import configure_logging
 from anbu.settings import Settings
 from escalation.outbox import OutboxConfig, OutboxWorker
 from escalation.service import senders_from_settings
@@ -50,10 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m escalation.worker")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(args.log_level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per SMS is enough
     asyncio.run(run(Settings()))
     return 0

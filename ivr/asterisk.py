@@ -50,6 +50,16 @@ logger = logging.getLogger(__name__)
 
 DIALPLANS_DIR = Path(__file__).resolve().parent.parent / "dialplans"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# The AMI user's permissions: what anbu uses and nothing more. Events read: FullyBooted
+# (system), OriginateResponse, Newchannel, Newstate, Hangup (call); the call benchmark
+# (bench/calls.py) and the contract tests also watch DTMFEnd (dtmf) and our dialplan's
+# UserEvent (user) on the same calls. Read classes only deliver events; they allow no action.
+# Actions: Originate (originate), Hangup (call), CoreShowChannels (reporting), Ping and Login
+# (no class needed); Asterisk allows an action when the user has one of its classes. Without
+# command, config or system write, Command, GetConfig/UpdateConfig, module loading and an
+# Originate to System/Exec are refused.
+AMI_READ = "system,call,dtmf,user"
+AMI_WRITE = "originate,call,reporting"
 SID_PACKAGES = ("asterisk", "asterisk-modules", "asterisk-config")
 # Not needed to run Asterisk: dropping them trims the tree from ~268 MB to ~154 MB (measured).
 SKIP_PACKAGES = (
@@ -780,6 +790,8 @@ class AsteriskInstance:
             "ami_port": s.ami_port,
             "ami_user": s.ami_user,
             "ami_secret": s.ami_secret.get_secret_value(),
+            "ami_read": AMI_READ,
+            "ami_write": AMI_WRITE,
             "rtp_start": s.rtp_start,
             "rtp_end": s.rtp_end,
             "engine_host": self.engine_host,

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 from anbu.db.outage import wait_for_database
 from anbu.db.session import make_engine, make_sessionmaker
+from anbu.logs import configure_logging
 from anbu.ports import SystemClock
 from anbu.settings import Settings
 from ivr.ami import AmiClient
@@ -159,11 +160,7 @@ async def run_worker(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     return asyncio.run(run_worker(args))
 
 

@@ -203,3 +203,31 @@ def test_given_reply_text_when_parsed_then_only_code_and_one_word(
 ) -> None:
     got = parse_reply(text)
     assert (None if got is None else (got.code, got.finding)) == parsed
+
+
+def test_given_install_when_generating_secrets_then_production_settings_accept_them(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anbu.cli import main
+
+    assert main(["secrets"]) == 0
+    first = capsys.readouterr().out
+    assert main(["secrets"]) == 0
+    assert capsys.readouterr().out != first  # fresh every time
+    values = dict(
+        line.split("=", 1) for line in first.splitlines() if line and not line.startswith("#")
+    )
+    assert len(values["ANBU_ESCALATION__CALLBACK_TOKEN"]) >= 40
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("ANBU_ENVIRONMENT", "production")
+    monkeypatch.setenv("ANBU_BOOTSTRAP_API_KEY", "null")
+    monkeypatch.setenv("ANBU_MQTT__USERNAME", "anbu-signals")
+    # A nested env value replaces the engine's default object: its ports must come too.
+    for name, port in (("SIP_PORT", 15060), ("AMI_PORT", 15038), ("RTP_START", 20000)):
+        monkeypatch.setenv(f"ANBU_ENGINE__{name}", str(port))
+    monkeypatch.setenv("ANBU_ENGINE__RTP_END", "20999")
+    settings = Settings()
+    token = settings.escalation.callback_token
+    assert token is not None
+    assert token.get_secret_value() == values["ANBU_ESCALATION__CALLBACK_TOKEN"]

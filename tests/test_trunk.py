@@ -8,6 +8,7 @@ The registrar's domain is not resolvable: everything must go through the outboun
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 import uuid
@@ -20,7 +21,7 @@ from pydantic import SecretStr, ValidationError
 from anbu.domain.calls import CallResult
 from anbu.domain.replies import Reply
 from anbu.ports import CallRequest
-from anbu.settings import Environment, Settings, TrunkSettings
+from anbu.settings import Settings, SettingsError, TrunkSettings
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient
 from ivr.asterisk import (
@@ -39,6 +40,7 @@ from tests.fixtures_asterisk import (
 )
 from tests.sipp import Sipp, running
 from tests.test_calls_integration import audio_dir, open_rig  # noqa: F401 (fixture)
+from tests.test_settings_production import KEEP, example_env, use
 
 pytestmark = pytest.mark.asterisk
 
@@ -276,20 +278,19 @@ def test_given_unsafe_trunk_values_when_rendered_then_config_error(
         instance.render()
 
 
-def test_given_production_without_caller_number_when_configured_then_refused() -> None:
-    secrets = {
-        "engine": instance_settings("real-ami-secret"),
-        "bootstrap_api_key": None,
-        "sms": {"kannel_password": "real-sms-secret"},
-    }
-    with pytest.raises(ValidationError, match="CALLER_ID"):
-        Settings(environment=Environment.PRODUCTION, **secrets)  # type: ignore[arg-type]
-    ok = Settings(
-        environment=Environment.PRODUCTION,
-        trunk=TrunkSettings(caller_id=ACCOUNT),
-        **secrets,  # type: ignore[arg-type]
-    )
-    assert ok.trunk.caller_id == ACCOUNT
+def test_given_production_without_caller_number_when_configured_then_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [n for n in os.environ if n.startswith("ANBU_") and n not in KEEP]:
+        monkeypatch.delenv(name)
+    environ = monkeypatch
+    env = example_env()
+    env.pop("ANBU_TRUNK__CALLER_ID")
+    use(environ, env)
+    with pytest.raises(SettingsError, match="ANBU_TRUNK__CALLER_ID"):
+        Settings()
+    environ.setenv("ANBU_TRUNK__CALLER_ID", ACCOUNT)
+    assert Settings().trunk.caller_id == ACCOUNT
     with pytest.raises(ValidationError, match="digits only"):
         TrunkSettings(caller_id="02-123-4567")
 

@@ -10,11 +10,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from anbu import __version__
 from anbu.api import audit, keys, routes, signals, webhooks
 from anbu.api.deps import UnauthenticatedError
+from anbu.api.gate import InputGate
+from anbu.api.headers import SecurityHeaders
+from anbu.api.limits import RateLimits
 from anbu.container import Container
 from anbu.db.outage import RETRY_AFTER_S, DatabaseMonitor, is_unavailable, monitor_of, ping
 from anbu.errors import (
@@ -93,6 +97,7 @@ def create_app(
             if on_shutdown is not None:
                 await on_shutdown()
 
+    docs = container.settings.docs_enabled
     app = FastAPI(
         title="anbu",
         version=__version__,
@@ -100,9 +105,17 @@ def create_app(
         lifespan=lifespan,
         # The access log (PIPA), written for every route in one place: anbu.api.audit.
         dependencies=[audit.AUDIT_TRAIL],
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.container = container
+    # Outermost last: headers on every answer, rate limits, then the input gate (body size,
+    # NUL, surrogates), then the database-outage translation closest to the routes.
     app.add_middleware(DatabaseOutageMiddleware, monitor=monitor_of(container.engine))
+    app.add_middleware(InputGate, max_body_bytes=container.settings.limits.max_body_bytes)
+    app.add_middleware(RateLimits, settings=container.settings.limits)
+    app.add_middleware(SecurityHeaders)
     app.include_router(routes.router)
     app.include_router(signals.router)
     app.include_router(scheduling.router)
@@ -147,6 +160,14 @@ def create_app(
         resp = _problem(401, "unauthenticated", str(exc))
         resp.headers["WWW-Authenticate"] = "APIKey"
         return resp
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_r: Request, exc: IntegrityError) -> JSONResponse:
+        # A route that did not foresee a conflict still answers 409 with the constraint.
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+        if "unique" in reason.lower() or "duplicate" in reason.lower():
+            return _problem(409, "conflict", f"already exists: {reason}")
+        return _problem(422, "invalid_request", f"refused by the database: {reason}")
 
     @app.exception_handler(AnbuError)
     async def _anbu_error(_r: Request, exc: AnbuError) -> JSONResponse:

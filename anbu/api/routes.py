@@ -70,11 +70,12 @@ async def create_resident(
         external_ref=body.external_ref,
     )
     session.add(resident)
+    code = district.code  # the failed commit expires it
     try:
         await session.commit()
     except IntegrityError as exc:
         raise ConflictError(
-            f"a resident with external_ref {body.external_ref!r} already exists in {district.code}"
+            f"a resident with external_ref {body.external_ref!r} already exists in {code}"
         ) from exc
     audit.note(AuditResource.RESIDENT, resident.id, AuditAction.CREATE, district.id)
     return ResidentOut.of(resident)

@@ -27,6 +27,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ from anbu.domain.risk import DEFAULT_RULES, DeviceKind, Rules
 from anbu.ports import Clock
 from anbu.risk.ingest import IngestReport, ingest
 from anbu.risk.schemas import SignalEventIn
+from anbu.settings import MqttSettings
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +171,26 @@ def _ack(batch: list[_Received]) -> None:
             m.paho.ack(m.mid, m.qos)
 
 
+def subscriber_options(settings: MqttSettings) -> dict[str, Any]:
+    """The connection keywords of :class:`MqttSignalSubscriber` from ``settings.mqtt``."""
+    tls = None
+    if settings.tls:
+        tls = aiomqtt.TLSParameters(
+            ca_certs=str(settings.ca_file) if settings.ca_file else None,
+            certfile=str(settings.cert_file) if settings.cert_file else None,
+            keyfile=str(settings.key_file) if settings.key_file else None,
+        )
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "prefix": settings.prefix,
+        "client_id": settings.client_id,
+        "username": settings.username,
+        "password": settings.password.get_secret_value() if settings.password else None,
+        "tls": tls,
+    }
+
+
 class MqttSignalSubscriber:
     """Subscribes to ``<prefix>/+/+/+/+`` and ingests messages in small batches.
 
@@ -183,22 +205,26 @@ class MqttSignalSubscriber:
         host: str = "127.0.0.1",
         port: int = 1883,
         prefix: str = "anbu",
-        client_id: str = "anbu-signals",
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        tls: aiomqtt.TLSParameters | None = None,
         batch_max: int = 500,
         batch_wait_s: float = 0.2,
         on_ingested: IngestHook | None = None,
         rules: Rules = DEFAULT_RULES,
-        username: str | None = None,
-        password: str | None = None,
     ) -> None:
         self._sessions = sessions
-        self._username = username
-        self._password = password
         self._clock = clock
         self._host = host
         self._port = port
         self._prefix = prefix
-        self._client_id = client_id
+        # One id per process unless configured: a fixed id shared by every process would let
+        # one take the other's session (and its queued messages) at each connect.
+        self._client_id = client_id or f"anbu-signals-{secrets.token_hex(4)}"
+        self._username = username
+        self._password = password
+        self._tls = tls
         self._batch_max = batch_max
         self._batch_wait_s = batch_wait_s
         self._on_ingested = on_ingested
@@ -224,6 +250,7 @@ class MqttSignalSubscriber:
                     clean_session=False,
                     username=self._username,
                     password=self._password,
+                    tls_params=self._tls,
                 ) as client:
                     # Acknowledge a QoS 1 message only once it is committed (see _ack): a crash
                     # in between makes the broker redeliver it to this persistent session, and
