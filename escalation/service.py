@@ -41,6 +41,7 @@ from anbu.domain.checkin import Outcome
 from anbu.domain.phone import mask_phone
 from anbu.errors import NotFoundError, ValidationError
 from anbu.ports import Clock, SystemClock
+from anbu.risk.feedback import on_finding
 from anbu.services.checkins import CheckinClosed
 from anbu.settings import Settings
 from escalation import dlr
@@ -589,6 +590,16 @@ class EscalationService:
                     IncidentEventKind.FINDING,
                     now,
                     detail=f"{finding}" + (f": {note[:200]}" if note else ""),
+                )
+                # Outcome feedback: a false alarm widens the person's thresholds for the sources
+                # that raised this alert; a true alarm undoes earlier widening.
+                await on_finding(
+                    session,
+                    resident_id=incident.resident_id,
+                    finding=finding.value,
+                    now=now,
+                    incident_id=incident.id,
+                    checkin_id=incident.checkin_id,
                 )
             elif note:
                 raise ValidationError("a note needs a finding")

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from anbu import __version__
-from anbu.api import routes, scheduling, signals
+from anbu.api import feedback, routes, scheduling, signals
 from anbu.api.deps import ContainerDep, UnauthenticatedError
 from anbu.container import Container
 from anbu.errors import AnbuError, ConflictError, ForbiddenError, NotFoundError, ValidationError
@@ -57,6 +57,7 @@ def create_app(
     app.include_router(signals.router)
     app.include_router(scheduling.router)
     app.include_router(escalation_api.router)
+    app.include_router(feedback.router)
 
     @app.get("/health", tags=["health"])
     async def health(c: ContainerDep) -> dict[str, Any]:
