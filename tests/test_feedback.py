@@ -316,3 +316,28 @@ async def test_given_the_api_when_listing_reverting_and_reporting_a_concern_then
     assert reverted.json()["steps"][0]["reverted_why"] == "reverted by an official"
     missing = await api.client.post("/v1/feedback/nope/revert", headers=api.h("gwanak"))
     assert missing.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("low_scale", "observed", "status"),
+    [
+        (1.0, 2.0, ChannelStatus.LOW),  # 2 calls where 9 are usual: below min(4.5, 9 - 2*3)
+        (0.75, 2.0, ChannelStatus.ACTIVE),  # widened a day: below min(3.4, 9 - 2.67*3) = 1 only
+        (0.75, 0.0, ChannelStatus.LOW),  # but no call at all is still LOW
+        (0.6, 0.0, ChannelStatus.LOW),  # even at the 5-day bound
+    ],
+)
+def test_a_widened_channel_is_low_only_for_a_larger_shortfall(
+    low_scale: float, observed: float, status: ChannelStatus
+) -> None:
+    now = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+    now_h = epoch_hour(now)
+    b = Baseline(C, hourly=[9 / 50] * 24, days=20, ring_end=now_h, first_hour=now_h - 500)
+    if observed:
+        b.ring[(now_h - 3) % len(b.ring)] = observed
+    b.last_activity_at = now - dt.timedelta(hours=3 if observed else 40)
+    from anbu.domain.risk import assess_channel
+
+    e = assess_channel(b, C, now, 72.0, None, [], low_scale=low_scale)
+    assert e.expected == pytest.approx(9.0)
+    assert e.status is status

@@ -370,8 +370,9 @@ class MonitoringProfile:
         return base
 
     def low_scale(self, channel: Channel) -> float:
-        """How much lower the LOW limit is for a widened channel: in proportion to its window
-        (a window widened from 3 to 4 days accepts 3/4 of the activity the plain rule needs)."""
+        """How much looser the LOW rule is for a widened channel, in proportion to its window:
+        a window widened from 3 to 4 days gives 3/4 (the ratio times 3/4, the chance guard's
+        standard deviations times 4/3; see ``_widened_low_limit``)."""
         return self.window_h / self.window_for(channel) if self.widen_h else 1.0
 
     @property
@@ -742,6 +743,27 @@ def low_limit(expected: float, rules: Rules = DEFAULT_RULES) -> float:
     return min(rules.low_ratio * expected, expected - rules.low_z * math.sqrt(max(expected, 0.0)))
 
 
+def _widened_low_limit(expected: float, rules: Rules, scale: float) -> float:
+    """:func:`low_limit` for a channel widened by findings (``scale`` < 1): a lower ratio and
+    a stricter chance guard, both in proportion. Lowering the ratio alone would change nothing
+    for the small counts most people have (fewer than 2.25 calls is fewer than 3 calls)."""
+    if scale >= 1.0:
+        return low_limit(expected, rules)
+    limit = min(
+        rules.low_ratio * scale * expected,
+        expected - rules.low_z / scale * math.sqrt(max(expected, 0.0)),
+    )
+    # Nothing at all over the window, where chance gives a zero less than once in 100, stays LOW
+    # however far the channel was widened: a habit of few calls is not a habit of none. Never
+    # above the plain limit, so widening only ever loosens (the sweep's due times stay early).
+    if expected >= _NOTHING_AT_ALL:
+        return max(limit, min(1.0, low_limit(expected, rules)))
+    return limit
+
+
+_NOTHING_AT_ALL = math.log(100)  # a Poisson count with this mean is 0 one time in 100
+
+
 def assess_channel(
     b: Baseline | None,
     channel: Channel,
@@ -789,7 +811,7 @@ def assess_channel(
     if (
         now_h - start + 1 >= rules.low_window_h
         and expected_recent >= need
-        and observed_recent < low_scale * low_limit(expected_recent, rules)
+        and observed_recent < _widened_low_limit(expected_recent, rules, low_scale)
     ):
         status = ChannelStatus.LOW
     else:
