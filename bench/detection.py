@@ -24,6 +24,16 @@ sweep runs after each. Figures (bench/results/detection.json):
 The run is repeated under the plain ratio rule (``low_z = 0``, as Seoul's plugs): the
 difference is what the chance guard on LOW removes, and what it costs.
 
+Outcome feedback (``*_feedback``): the same district lives three more weeks first, everyone's
+story turning only in the sixth week (at the same hour of its day as in the plain run), and each
+week officials record a finding for every check-in and every resident flagged 관심 that week
+(crisis after the turn: hospitalised or died; away: false alarm; otherwise: safe, quiet by
+habit; a 관심 record about a crisis after its turn: visited, which changes nothing), through the
+call the acknowledgement link makes (:func:`anbu.risk.feedback.on_finding`). The ``_feedback``
+figures count weeks 4 to 6, which are the plain run's three weeks with three weeks of findings
+behind them (and baselines three weeks older: ``--control`` runs the six weeks without using
+any finding, to tell the two apart).
+
 Simulated people are regular in a way real people are not: these figures say how the rules
 behave on the stories they were written for, not how they do in a district.
 
@@ -36,6 +46,7 @@ import argparse
 import asyncio
 import dataclasses
 import datetime as dt
+import json
 import random
 import time
 import uuid
@@ -43,18 +54,22 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import asyncpg
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.migrate import upgrade
 from anbu.db.models import Checkin
+from anbu.db.models_feedback import FeedbackStep
 from anbu.db.models_signals import DeviceTask, RiskAssessment
 from anbu.db.session import make_engine, make_sessionmaker
-from anbu.domain.checkin import CheckinSource
+from anbu.domain.checkin import CheckinSource, CheckinStatus
 from anbu.domain.risk import DEFAULT_RULES, Level, Rules
+from anbu.risk.feedback import on_finding
 from anbu.risk.ingest import IngestReport
 from anbu.risk.sweep import sweep
+from anbu.services.checkins import OPEN_STATUSES
 from anbu.sim import SimResident, Story, population, simulate
-from bench.common import percentile, write_results
+from bench.common import RESULTS, percentile, write_results
 from tests.db_fixtures import PG_ADMIN_DSN as PG_ADMIN
 from tests.risk_support import START, feed, register
 
@@ -177,16 +192,300 @@ async def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--residents", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--plain", action="store_true", help="re-run the plain ratio rule (else kept from the last)"
+    )
+    ap.add_argument(
+        "--control", action="store_true", help="also run the six weeks without feedback"
+    )
     args = ap.parse_args(argv)
     figures = await run(args.residents, args.seed)
-    # The same district under the plain ratio rule (low_z = 0): what the chance guard removes,
-    # and what it costs in crises found.
-    plain = await run(args.residents, args.seed, dataclasses.replace(DEFAULT_RULES, low_z=0.0))
-    figures["plain_ratio_rule"] = {
-        k: v for k, v in plain.items() if k not in ("residents", "events")
+    figures["normal_flagged_share"] = round(
+        figures["by_story"]["normal"].get("concern", 0)
+        / figures["by_story"]["normal"]["residents"],
+        3,
+    )
+    after = await run_feedback(args.residents, args.seed)
+    for key in (
+        "true_alarm_rate",
+        "normal_flagged_share",
+        "crisis_detected_rate",
+        "detection_delay_h_p50",
+        "detection_delay_h_p90",
+    ):
+        figures[f"{key}_feedback"] = after[key]
+    figures["feedback_checks"] = {
+        "true_alarm_rate_feedback >= true_alarm_rate": _ge(
+            after["true_alarm_rate"], figures["true_alarm_rate"]
+        ),
+        "normal_flagged_share_feedback <= normal_flagged_share / 2": _ge(
+            figures["normal_flagged_share"] / 2, after["normal_flagged_share"]
+        ),
+        "crisis_detected_rate_feedback >= crisis_detected_rate": _ge(
+            after["crisis_detected_rate"], figures["crisis_detected_rate"]
+        ),
     }
+    figures["feedback"] = after
+    if args.control:
+        figures["six_weeks_without_feedback"] = await run_feedback(
+            args.residents, args.seed, with_feedback=False
+        )
+    if args.plain:
+        plain = await run(args.residents, args.seed, dataclasses.replace(DEFAULT_RULES, low_z=0.0))
+        figures["plain_ratio_rule"] = {
+            k: v for k, v in plain.items() if k not in ("residents", "events")
+        }
+    else:  # the rule did not change: keep the last measured block, with its date
+        last = RESULTS / "detection.json"
+        if last.exists():
+            old = json.loads(last.read_text(encoding="utf-8"))
+            if "plain_ratio_rule" in old:
+                figures["plain_ratio_rule"] = {
+                    "measured_at": old["plain_ratio_rule"].get("measured_at", old["measured_at"]),
+                    **{k: v for k, v in old["plain_ratio_rule"].items() if k != "measured_at"},
+                }
     write_results("detection", figures)
     return 0
+
+
+def _ge(a: float | None, b: float | None) -> bool | None:
+    return None if a is None or b is None else a >= b
+
+
+# --- outcome feedback: three more weeks --------------------------------------------------------
+
+WEEK = dt.timedelta(days=7)
+PHASE = HISTORY + AFTER  # three weeks
+
+
+def _finding(story: Story, crisis_turned: bool, checkin: bool) -> str:
+    """What the official finds: a crisis after its turn is true; the rest are fine."""
+    if story in CRISES and crisis_turned:
+        if not checkin:
+            return "visited"  # a 관심 record about a crisis: looked into, nothing decided
+        return "died" if story is Story.SUDDEN_STOP else "hospitalised"
+    return "false_alarm" if story is Story.AWAY else "quiet_habit"
+
+
+async def _review(
+    sessions: async_sessionmaker[AsyncSession],
+    since: dt.datetime,
+    until: dt.datetime,
+    people: dict[str, SimResident],
+    turn_of: dict[str, dt.datetime],
+) -> Counter[str]:
+    """Officials record a finding for each check-in opened and each resident flagged 관심 in
+    ``[since, until)``; the check-ins are closed (the official dealt with them)."""
+    done: Counter[str] = Counter()
+    async with sessions() as s:
+        checkins = (
+            (
+                await s.execute(
+                    select(Checkin).where(
+                        Checkin.source == CheckinSource.SIGNAL,
+                        Checkin.created_at >= since,
+                        Checkin.created_at < until,
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for c in checkins:
+            p = people[c.resident_id]
+            finding = _finding(p.story, c.created_at >= turn_of[c.resident_id], True)
+            await on_finding(
+                s, resident_id=c.resident_id, finding=finding, now=until, checkin_id=c.id
+            )
+            c.status = CheckinStatus.CANCELLED
+            c.closed_at = until
+            done[finding] += 1
+        flagged = (
+            await s.execute(
+                select(RiskAssessment.resident_id, RiskAssessment.id, RiskAssessment.assessed_at)
+                .where(
+                    RiskAssessment.level == Level.CONCERN,
+                    RiskAssessment.assessed_at >= since,
+                    RiskAssessment.assessed_at < until,
+                )
+                .order_by(RiskAssessment.assessed_at)
+            )
+        ).all()
+        latest = {rid: (aid, at) for rid, aid, at in flagged}  # one look per person and week
+        for rid, (aid, at) in sorted(latest.items()):
+            finding = _finding(people[rid].story, at >= turn_of[rid], False)
+            await on_finding(s, resident_id=rid, finding=finding, now=until, assessment_id=aid)
+            done[f"concern:{finding}"] += 1
+        await s.commit()
+    return done
+
+
+async def _outcomes(
+    sessions: async_sessionmaker[AsyncSession], since: dt.datetime, until: dt.datetime
+) -> tuple[dict[str, dt.datetime], set[str], set[str]]:
+    """Who got a check-in (their first), a 관심 record, a device task in ``[since, until]``."""
+    async with sessions() as s:
+        rows = (
+            await s.execute(
+                select(Checkin.resident_id, Checkin.created_at)
+                .where(
+                    Checkin.source == CheckinSource.SIGNAL,
+                    Checkin.created_at >= since,
+                    Checkin.created_at <= until,
+                )
+                .order_by(Checkin.created_at.desc())
+            )
+        ).all()
+        calls = dict(rows)  # newest first: the earliest is kept
+        concern = set(
+            (
+                await s.execute(
+                    select(RiskAssessment.resident_id).where(
+                        RiskAssessment.level == Level.CONCERN,
+                        RiskAssessment.assessed_at >= since,
+                        RiskAssessment.assessed_at <= until,
+                    )
+                )
+            ).scalars()
+        )
+        tasks = set(
+            (
+                await s.execute(
+                    select(DeviceTask.resident_id).where(
+                        DeviceTask.opened_at >= since, DeviceTask.opened_at <= until
+                    )
+                )
+            ).scalars()
+        )
+    return calls, concern, tasks
+
+
+def _figures(
+    people: list[SimResident],
+    turns: dict[str, dt.datetime],
+    calls: dict[str, dt.datetime],
+    concern: set[str],
+    tasks: set[str],
+) -> dict[str, Any]:
+    by_story: dict[str, Counter[str]] = defaultdict(Counter)
+    true_calls = 0
+    delays: list[float] = []
+    for p in people:
+        row = by_story[p.story.value]
+        row["residents"] += 1
+        called = calls.get(p.resident_id)
+        if called is not None:
+            row["called"] += 1
+            if p.story in CRISES and called >= turns[p.resident_id]:
+                true_calls += 1
+                delays.append((called - turns[p.resident_id]).total_seconds() / 3600)
+        row["concern"] += p.resident_id in concern
+        row["device_task"] += p.resident_id in tasks
+    crises = sum(by_story[s.value]["residents"] for s in CRISES)
+    normal = by_story[Story.NORMAL.value]
+    return {
+        "checkins": len(calls),
+        "true_alarm_rate": round(true_calls / len(calls), 3) if calls else None,
+        "crises": crises,
+        "crisis_detected_rate": round(true_calls / crises, 3) if crises else None,
+        "detection_delay_h_p50": round(percentile(delays, 50), 1) if delays else None,
+        "detection_delay_h_p90": round(percentile(delays, 90), 1) if delays else None,
+        "normal_flagged_share": round(normal["concern"] / normal["residents"], 3),
+        "normal_called": normal["called"],
+        "by_story": {k: dict(v) for k, v in sorted(by_story.items())},
+    }
+
+
+async def _create_db(template: str | None = None) -> str:
+    name = f"anbu_detect_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        extra = f' TEMPLATE "{template}"' if template else ""
+        await admin.execute(f'CREATE DATABASE "{name}"{extra}')
+    finally:
+        await admin.close()
+    return name
+
+
+async def _drop_db(name: str) -> None:
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def _url(name: str) -> str:
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return f"{base}/{name}"
+
+
+async def run_feedback(n: int, seed: int, *, with_feedback: bool = True) -> dict[str, Any]:
+    """Three weeks of findings, then the three weeks of :func:`run` (see the module doc)."""
+    people, base_turns = _people(n, seed)
+    turns = {rid: t + PHASE for rid, t in base_turns.items()}  # the stories turn in week 6
+    start2, end = START + PHASE, START + 2 * PHASE
+    by_id = {p.resident_id: p for p in people}
+    events = [
+        e for p in people
+        for e in simulate(p, start=START, end=end, turn=turns[p.resident_id], seed=seed)
+    ]  # fmt: skip
+    name = await _create_db()
+    reviewed: list[dict[str, int]] = []
+    try:
+        engine = make_engine(_url(name))
+        try:
+            await upgrade(engine)
+            sessions = make_sessionmaker(engine)
+            await register(sessions, people, travel_from=lambda p: turns[p.resident_id])
+            week_end = [START + WEEK]
+            t0 = time.perf_counter()
+
+            async def after(_report: IngestReport, now: dt.datetime) -> None:
+                await sweep(sessions, now)
+                if now >= week_end[0]:
+                    if with_feedback:
+                        done = await _review(sessions, week_end[0] - WEEK, now, by_id, turns)
+                        reviewed.append(dict(done))
+                    else:  # officials deal with the check-ins, but their findings are not used
+                        await _close_checkins(sessions, now)
+                    week_end[0] += WEEK
+
+            await feed(sessions, events, step=BATCH, until=end, after=after)
+            await sweep(sessions, end)
+            seconds = time.perf_counter() - t0
+            calls, concern, tasks = await _outcomes(sessions, start2, end)
+            async with sessions() as s:
+                steps = (
+                    await s.execute(
+                        select(FeedbackStep.channel, FeedbackStep.resident_id).where(
+                            FeedbackStep.created_at <= start2
+                        )
+                    )
+                ).all()
+        finally:
+            await engine.dispose()
+    finally:
+        await _drop_db(name)
+    figures = _figures(people, turns, calls, concern, tasks)
+    return {
+        "seconds": round(seconds, 1),
+        "events": len(events),
+        **figures,
+        "findings_by_week": reviewed,
+        "residents_widened_before_week_4": len({rid for _, rid in steps}),
+        "channels_widened_before_week_4": dict(Counter(str(c) for c, _ in steps)),
+    }
+
+
+async def _close_checkins(sessions: async_sessionmaker[AsyncSession], now: dt.datetime) -> None:
+    async with sessions() as s:
+        await s.execute(
+            update(Checkin)
+            .where(Checkin.status.in_(OPEN_STATUSES))
+            .values(status=CheckinStatus.CANCELLED, closed_at=now)
+        )
+        await s.commit()
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ from anbu.domain.incidents import AckChannel, IncidentEventKind, IncidentStatus
 from anbu.domain.phone import mask_phone
 from anbu.errors import ConflictError, GoneError, NotFoundError
 from anbu.ports import Clock, SystemClock
+from anbu.risk.feedback import on_finding
 from anbu.services.checkins import CheckinClosed
 from anbu.settings import Settings
 from escalation import dlr
@@ -663,6 +664,17 @@ class EscalationService:
             now,
             official_id=official_id,
             detail=f"{finding}" + (f": {note[:200]}" if note else ""),
+        )
+        # Outcome feedback (every way a finding arrives: link, reply, amendment): a false
+        # alarm widens the person's thresholds for the sources that raised this alert; a true
+        # alarm undoes earlier widening.
+        await on_finding(
+            session,
+            resident_id=incident.resident_id,
+            finding=finding.value,
+            now=now,
+            incident_id=incident.id,
+            checkin_id=incident.checkin_id,
         )
 
     async def view(self, token: str, now: dt.datetime | None = None) -> IncidentView:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from anbu import __version__
-from anbu.api import audit, keys, routes, signals, webhooks
+from anbu.api import audit, feedback, keys, routes, signals, webhooks
 from anbu.api.deps import UnauthenticatedError
 from anbu.api.gate import InputGate
 from anbu.api.headers import SecurityHeaders
@@ -123,6 +123,7 @@ def create_app(
     app.include_router(keys.router)
     app.include_router(audit.router)
     app.include_router(webhooks.router)
+    app.include_router(feedback.router)
 
     async def readiness() -> tuple[bool, dict[str, bool]]:
         checks = {"database": await ping(container.engine)}

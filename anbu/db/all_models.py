@@ -4,6 +4,7 @@ from anbu.db import (
     models,  # noqa: F401
     models_audit,  # noqa: F401
     models_escalation,  # noqa: F401
+    models_feedback,  # noqa: F401
     models_scheduling,  # noqa: F401
     models_signals,  # noqa: F401
     models_webhooks,  # noqa: F401

@@ -63,6 +63,9 @@ class MonitoringProfile(Base):
     # The current level (last assessment); a non-none level keeps the resident in the sweep.
     level: Mapped[Level] = enum_column(Level, default=Level.NONE, index=True)
     level_since: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Per-channel widening in force from officials' findings ("calls=24,power=48"), kept equal
+    # to the sum of the unreverted rows of feedback_steps (anbu.risk.feedback).
+    widen_h: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 

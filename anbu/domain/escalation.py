@@ -55,6 +55,9 @@ class Finding(enum.StrEnum):
     HOSPITALISED = "hospitalised"  # 입원
     DIED = "died"  # 사망
     FALSE_ALARM = "false_alarm"  # 오경보 (e.g. away, wrong number)
+    # 안전, 평소 조용함: fine, and quiet is how they live (widens their thresholds, like a false
+    # alarm: anbu.domain.feedback)
+    QUIET_HABIT = "quiet_habit"
 
 
 FINDING_LABELS: dict[Finding, str] = {
@@ -63,6 +66,7 @@ FINDING_LABELS: dict[Finding, str] = {
     Finding.HOSPITALISED: "입원",
     Finding.DIED: "사망",
     Finding.FALSE_ALARM: "오경보",
+    Finding.QUIET_HABIT: "안전(평소 조용함)",
 }
 
 # What the key line says happened, per outcome (short: the key line has 90 bytes).

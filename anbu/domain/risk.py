@@ -341,6 +341,11 @@ _MIN_EXPECTED: dict[Channel, float] = {
 DEFAULT_RULES = Rules()
 
 
+# The widest inactivity window any person gets: the loosest category's (5 days). Officials'
+# findings widen a person's window per channel (anbu.domain.feedback), never past this.
+MAX_WINDOW_H = 120.0
+
+
 @dataclass(frozen=True, slots=True)
 class MonitoringProfile:
     tier: Tier = Tier.CALLS
@@ -348,10 +353,27 @@ class MonitoringProfile:
     window_h_override: float | None = None
     consent: frozenset[ConsentScope] = frozenset()
     enabled: bool = True
+    # Hours added to the window per channel by officials' findings (false alarm, quiet by
+    # habit): see anbu.domain.feedback. Sorted by channel; empty for most people.
+    widen_h: tuple[tuple[Channel, float], ...] = ()
 
     @property
     def window_h(self) -> float:
         return self.window_h_override or self.category.window_h
+
+    def window_for(self, channel: Channel) -> float:
+        """The quiet window of one channel: the person's window, widened by findings (bounded)."""
+        base = self.window_h
+        for c, hours in self.widen_h:
+            if c is channel:
+                return max(base, min(base + hours, MAX_WINDOW_H))
+        return base
+
+    def low_scale(self, channel: Channel) -> float:
+        """How much looser the LOW rule is for a widened channel, in proportion to its window:
+        a window widened from 3 to 4 days gives 3/4 (the ratio times 3/4, the chance guard's
+        standard deviations times 4/3; see ``_widened_low_limit``)."""
+        return self.window_h / self.window_for(channel) if self.widen_h else 1.0
 
     @property
     def channels(self) -> frozenset[Channel]:
@@ -664,6 +686,7 @@ class Assessment:
     device_issues: tuple[DeviceIssue, ...]
     on_hold: HoldReason | None
     explanation: str
+    widen_h: tuple[tuple[Channel, float], ...] = ()
 
     @property
     def quiet_channels(self) -> tuple[Channel, ...]:
@@ -685,6 +708,7 @@ class Assessment:
                 }
                 for d in self.device_issues
             ],
+            **({"widen_h": {c.value: h for c, h in self.widen_h}} if self.widen_h else {}),
         }
 
 
@@ -719,6 +743,27 @@ def low_limit(expected: float, rules: Rules = DEFAULT_RULES) -> float:
     return min(rules.low_ratio * expected, expected - rules.low_z * math.sqrt(max(expected, 0.0)))
 
 
+def _widened_low_limit(expected: float, rules: Rules, scale: float) -> float:
+    """:func:`low_limit` for a channel widened by findings (``scale`` < 1): a lower ratio and
+    a stricter chance guard, both in proportion. Lowering the ratio alone would change nothing
+    for the small counts most people have (fewer than 2.25 calls is fewer than 3 calls)."""
+    if scale >= 1.0:
+        return low_limit(expected, rules)
+    limit = min(
+        rules.low_ratio * scale * expected,
+        expected - rules.low_z / scale * math.sqrt(max(expected, 0.0)),
+    )
+    # Nothing at all over the window, where chance gives a zero less than once in 100, stays LOW
+    # however far the channel was widened: a habit of few calls is not a habit of none. Never
+    # above the plain limit, so widening only ever loosens (the sweep's due times stay early).
+    if expected >= _NOTHING_AT_ALL:
+        return max(limit, min(1.0, low_limit(expected, rules)))
+    return limit
+
+
+_NOTHING_AT_ALL = math.log(100)  # a Poisson count with this mean is 0 one time in 100
+
+
 def assess_channel(
     b: Baseline | None,
     channel: Channel,
@@ -727,8 +772,10 @@ def assess_channel(
     quiet_floor: dt.datetime | None,
     devices_down: Sequence[str],
     rules: Rules = DEFAULT_RULES,
+    low_scale: float = 1.0,
 ) -> ChannelEvidence:
-    """Judge one channel. ``quiet_floor`` (end of the last hold) caps how far back quiet counts."""
+    """Judge one channel. ``quiet_floor`` (end of the last hold) caps how far back quiet counts;
+    ``low_scale`` (< 1 for a channel widened by findings) lowers the LOW limit."""
     if devices_down:
         last = b.last_activity_at if b else None
         return ChannelEvidence(
@@ -764,7 +811,7 @@ def assess_channel(
     if (
         now_h - start + 1 >= rules.low_window_h
         and expected_recent >= need
-        and observed_recent < low_limit(expected_recent, rules)
+        and observed_recent < _widened_low_limit(expected_recent, rules, low_scale)
     ):
         status = ChannelStatus.LOW
     else:
@@ -834,11 +881,19 @@ def assess(
             down_by_channel.setdefault(c, []).append(d.device_id)
 
     evidence: list[ChannelEvidence] = []
+    widened = bool(profile.widen_h)
     for channel in monitored_channels(profile, devices):
         down = [] if channel in up_channels else down_by_channel.get(channel, [])
         evidence.append(
             assess_channel(
-                baselines.get(channel), channel, now, profile.window_h, quiet_floor, down, rules
+                baselines.get(channel),
+                channel,
+                now,
+                profile.window_for(channel) if widened else profile.window_h,
+                quiet_floor,
+                down,
+                rules,
+                profile.low_scale(channel) if widened else 1.0,
             )
         )
 
@@ -858,9 +913,21 @@ def assess(
         level = Level.CONCERN
     if level.rank > Level.CONCERN.rank and any(_vouches(e, rules) for e in evidence):
         level = _STEP_DOWN[level]  # another source shows a normal day: one step less
-    return Assessment(
-        level, now, tuple(evidence), tuple(issues), None, explain(level, evidence, issues)
-    )
+    text = explain(level, evidence, issues)
+    if widened and level is not Level.NONE:
+        text += widening_note(profile, [e.channel for e in evidence])
+    return Assessment(level, now, tuple(evidence), tuple(issues), None, text, profile.widen_h)
+
+
+def widening_note(profile: MonitoringProfile, channels: Iterable[Channel]) -> str:
+    """Names the thresholds officials' findings widened, so the official reading the alert knows
+    the rules were already loosened for this person (and can undo it)."""
+    parts = [
+        f"{c.label} {fmt_duration(profile.window_h)}→{fmt_duration(profile.window_for(c))}"
+        for c in channels
+        if profile.window_for(c) > profile.window_h
+    ]
+    return f" (현장 확인 결과로 기준 완화: {', '.join(parts)})" if parts else ""
 
 
 def grades_none(

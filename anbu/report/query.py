@@ -11,7 +11,7 @@ import datetime as dt
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import and_, distinct, func, select
+from sqlalchemy import and_, case, distinct, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.db.models import CallAttempt, Checkin, District, Resident
@@ -23,6 +23,7 @@ from anbu.db.models_signals import (
     RiskAssessment,
     SignalEvent,
 )
+from anbu.domain.feedback import raised_by
 from anbu.domain.risk import DeviceKind, Level
 from anbu.report.figures import (
     AlertRow,
@@ -49,18 +50,6 @@ def _v(x: Any) -> str:
     if x is None:
         return ""
     return str(getattr(x, "value", x))
-
-
-def triggers_of(evidence: dict[str, Any]) -> set[tuple[str, str]]:
-    """The (channel, rule) pairs that raised an assessment: quiet, long quiet, or low."""
-    out: set[tuple[str, str]] = set()
-    for c in evidence.get("channels", []):
-        status = c.get("status")
-        if status == "quiet":
-            out.add((c["channel"], "quiet_long" if c.get("severe") else "quiet"))
-        elif status == "low":
-            out.add((c["channel"], "low"))
-    return out
 
 
 async def read_input(
@@ -128,7 +117,7 @@ async def read_input(
     ):
         levels[_v(level)] = n
 
-    months = [await _month(session, residents, m, lo, hi) for m, lo, hi in period.months()]
+    months = await _months(session, residents, period)
 
     # Signal check-ins of the period and what raised them (every assessment joined to one).
     in_period = and_(
@@ -141,15 +130,21 @@ async def read_input(
     )
     raised: dict[str, set[tuple[str, str]]] = {}
     for checkin_id, evidence in evidence_rows:
-        raised.setdefault(checkin_id, set()).update(triggers_of(evidence))
+        raised.setdefault(checkin_id, set()).update(raised_by(evidence))
     triggers: Counter[tuple[str, str]] = Counter()
     for pairs in raised.values():
         triggers.update(pairs)
 
     alerts: list[AlertRow] = []
-    alert_ids: list[str] = []
-    for inc, sent_at in await session.execute(
-        select(Incident, OutboxMessage.sent_at)
+    for opened_at, closed_at, urgency, acked_at, step, sent_at in await session.execute(
+        select(
+            Incident.opened_at,
+            Incident.case_closed_at,
+            Incident.urgency,
+            Incident.acknowledged_at,
+            Incident.step_position,
+            OutboxMessage.sent_at,
+        )
         .outerjoin(OutboxMessage, OutboxMessage.id == Incident.current_message_id)
         .where(
             Incident.resident_id.in_(residents),
@@ -157,23 +152,14 @@ async def read_input(
             Incident.opened_at < end,
         )
     ):
-        alert_ids.append(inc.id)
-        alerts.append(
-            AlertRow(
-                inc.opened_at,
-                inc.case_closed_at,
-                _v(inc.urgency),
-                inc.acknowledged_at,
-                inc.step_position,
-                sent_at,
-            )
-        )
+        alerts.append(AlertRow(opened_at, closed_at, _v(urgency), acked_at, step, sent_at))
     messages = [
-        MessageRow(m.created_at, m.sent_at, m.delivery_at, _v(m.delivery) == "delivered",
-                   _v(m.status) == "failed")
-        for m in (
+        MessageRow(created, sent, delivered_at, _v(delivery) == "delivered",
+                   _v(status) == "failed")
+        for created, sent, delivered_at, delivery, status in (
             await session.execute(
-                select(OutboxMessage)
+                select(OutboxMessage.created_at, OutboxMessage.sent_at, OutboxMessage.delivery_at,
+                       OutboxMessage.delivery, OutboxMessage.status)
                 .join(Incident, Incident.id == OutboxMessage.incident_id)
                 .where(
                     Incident.resident_id.in_(residents),
@@ -181,7 +167,7 @@ async def read_input(
                     Incident.opened_at < end,
                 )
             )
-        ).scalars()
+        ).all()
     ]  # fmt: skip
 
     findings: list[FindingRow] = []
@@ -204,7 +190,7 @@ async def read_input(
                 RiskAssessment.checkin_id.in_(missing)
             )
         ):
-            raised.setdefault(checkin_id, set()).update(triggers_of(evidence))
+            raised.setdefault(checkin_id, set()).update(raised_by(evidence))
     for at, finding, checkin_id, source in found:
         findings.append(
             FindingRow(at, _v(finding), _v(source), tuple(sorted(raised.get(checkin_id, ()))))
@@ -242,85 +228,90 @@ async def _grouped(session: AsyncSession, stmt: Any) -> list[Any]:
     return list((await session.execute(stmt)).all())
 
 
-async def _month(
-    session: AsyncSession, residents: Any, month: str, lo: dt.datetime, hi: dt.datetime
-) -> MonthSlice:
-    signals: dict[str, int] = dict(
-        await _grouped(
-            session,
-            select(SignalEvent.source, func.count())
-            .where(
-                SignalEvent.resident_id.in_(residents), SignalEvent.at >= lo, SignalEvent.at < hi
-            )
-            .group_by(SignalEvent.source),
-        )
-    )
+def _bucket(column: Any, months: list[tuple[str, dt.datetime, dt.datetime]]) -> Any:
+    """The month index of ``column`` (rows are already inside the period): one pass over a
+    table answers every month, on both backends (no date functions)."""
+    if len(months) == 1:
+        return literal(0)
+    return case(*((column < hi, i) for i, (_m, _lo, hi) in enumerate(months[:-1])),
+                else_=len(months) - 1)  # fmt: skip
+
+
+async def _months(session: AsyncSession, residents: Any, period: Period) -> list[MonthSlice]:
+    months = period.months()
+    start, end = period.start, period.end
+    signals: list[dict[str, int]] = [{} for _ in months]
+    sb = _bucket(SignalEvent.at, months)
+    for b, source, n in await _grouped(
+        session,
+        select(sb, SignalEvent.source, func.count())
+        .where(SignalEvent.resident_id.in_(residents), SignalEvent.at >= start,
+               SignalEvent.at < end)
+        .group_by(sb, SignalEvent.source),
+    ):  # fmt: skip
+        signals[b][source] = n
     opened = and_(
-        Checkin.resident_id.in_(residents), Checkin.created_at >= lo, Checkin.created_at < hi
+        Checkin.resident_id.in_(residents), Checkin.created_at >= start, Checkin.created_at < end
     )
-    checkins = {
-        _v(s): n
-        for s, n in await _grouped(
-            session, select(Checkin.source, func.count()).where(opened).group_by(Checkin.source)
-        )
-    }
-    outcomes = {
-        _v(o): n
-        for o, n in await _grouped(
-            session, select(Checkin.outcome, func.count()).where(opened).group_by(Checkin.outcome)
-        )
-    }
-    attempts = {
-        (_v(r), c): n
-        for r, c, n in await _grouped(
-            session,
-            select(CallAttempt.result, CallAttempt.hangup_cause, func.count())
-            .join(Checkin, Checkin.id == CallAttempt.checkin_id)
-            .where(opened)
-            .group_by(CallAttempt.result, CallAttempt.hangup_cause),
-        )
-    }
+    cb = _bucket(Checkin.created_at, months)
+    checkins: list[dict[str, int]] = [{} for _ in months]
+    outcomes: list[Counter[str]] = [Counter() for _ in months]
+    for b, source, outcome, n in await _grouped(
+        session,
+        select(cb, Checkin.source, Checkin.outcome, func.count())
+        .where(opened)
+        .group_by(cb, Checkin.source, Checkin.outcome),
+    ):
+        checkins[b][_v(source)] = checkins[b].get(_v(source), 0) + n
+        outcomes[b][_v(outcome)] += n
+    attempts: list[dict[tuple[str, int | None], int]] = [{} for _ in months]
+    for b, r, c, n in await _grouped(
+        session,
+        select(cb, CallAttempt.result, CallAttempt.hangup_cause, func.count())
+        .join(Checkin, Checkin.id == CallAttempt.checkin_id)
+        .where(opened)
+        .group_by(cb, CallAttempt.result, CallAttempt.hangup_cause),
+    ):
+        attempts[b][(_v(r), c)] = n
     per = (
-        select(func.count().label("n"))
+        select(cb.label("b"), func.count().label("n"))
         .select_from(CallAttempt)
         .join(Checkin, Checkin.id == CallAttempt.checkin_id)
         .where(opened)
-        .group_by(CallAttempt.checkin_id)
+        .group_by(CallAttempt.checkin_id, Checkin.created_at)
         .subquery()
     )
-    per_case = {
-        int(k): n
-        for k, n in await _grouped(session, select(per.c.n, func.count()).group_by(per.c.n))
-    }
-    escalated = (
-        await session.scalar(
-            select(func.count())
-            .select_from(Incident)
-            .join(Checkin, Checkin.id == Incident.checkin_id)
-            .where(opened)
-        )
-        or 0
-    )
-    changes: Counter[str] = Counter()
-    for level, previous, n in await _grouped(
+    per_case: list[dict[int, int]] = [{} for _ in months]
+    for b, k, n in await _grouped(
+        session, select(per.c.b, per.c.n, func.count()).group_by(per.c.b, per.c.n)
+    ):
+        per_case[b][int(k)] = n
+    escalated = [0 for _ in months]
+    for b, n in await _grouped(
         session,
-        select(RiskAssessment.level, RiskAssessment.previous_level, func.count())
+        select(cb, func.count())
+        .select_from(Incident)
+        .join(Checkin, Checkin.id == Incident.checkin_id)
+        .where(opened)
+        .group_by(cb),
+    ):
+        escalated[b] = n
+    changes: list[Counter[str]] = [Counter() for _ in months]
+    ab = _bucket(RiskAssessment.assessed_at, months)
+    for b, level, previous, n in await _grouped(
+        session,
+        select(ab, RiskAssessment.level, RiskAssessment.previous_level, func.count())
         .where(
             RiskAssessment.resident_id.in_(residents),
-            RiskAssessment.assessed_at >= lo,
-            RiskAssessment.assessed_at < hi,
+            RiskAssessment.assessed_at >= start,
+            RiskAssessment.assessed_at < end,
         )
-        .group_by(RiskAssessment.level, RiskAssessment.previous_level),
+        .group_by(ab, RiskAssessment.level, RiskAssessment.previous_level),
     ):
         if Level(_v(level)).rank > Level(_v(previous)).rank:
-            changes[_v(level)] += n
-    return MonthSlice(
-        month,
-        signals,
-        checkins,
-        outcomes,
-        attempts,
-        per_case,
-        escalated,
-        dict(changes),
-    )
+            changes[b][_v(level)] += n
+    return [
+        MonthSlice(m, signals[i], checkins[i], dict(outcomes[i]), attempts[i], per_case[i],
+                   escalated[i], dict(changes[i]))
+        for i, (m, _lo, _hi) in enumerate(months)
+    ]  # fmt: skip

@@ -256,7 +256,7 @@ _SENDERS_DEVICES = (
 _SENDERS_RESIDENTS = (
     "SELECT r.id, r.district_id, r.active, p.resident_id, p.tier, p.category,"
     " p.window_h_override, p.consent_call_records, p.consent_app, p.consent_iot, p.enabled,"
-    " p.level FROM residents r LEFT JOIN monitoring_profiles p ON p.resident_id = r.id"
+    " p.level, p.widen_h FROM residents r LEFT JOIN monitoring_profiles p ON p.resident_id = r.id"
     " WHERE r.id {res}"
 )
 
@@ -265,8 +265,9 @@ def _resident_row(r: Sequence[Any]) -> ResidentRow:
     profile = None
     if r[3] is not None:
         profile = rules_from(
-            _TIER[r[4]], _CATEGORY[r[5]], r[6], bool(r[7]), bool(r[8]), bool(r[9]), bool(r[10])
-        )
+            _TIER[r[4]], _CATEGORY[r[5]], r[6], bool(r[7]), bool(r[8]), bool(r[9]), bool(r[10]),
+            r[12],
+        )  # fmt: skip
     return ResidentRow(r[0], r[1], bool(r[2]), profile, _LEVEL[r[11]] if r[11] else Level.NONE)
 
 

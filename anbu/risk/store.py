@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.db.models_signals import MonitoringProfile, SignalState
+from anbu.domain.feedback import decode as decode_widening
 from anbu.domain.risk import (
     Baseline,
     Channel,
@@ -50,6 +51,7 @@ def profile_rules(p: MonitoringProfile) -> ProfileRules:
         p.consent_app,
         p.consent_iot,
         p.enabled,
+        p.widen_h,
     )
 
 
@@ -62,6 +64,7 @@ def rules_from(
     consent_app: bool,
     consent_iot: bool,
     enabled: bool,
+    widen_h: str | None = None,
 ) -> ProfileRules:
     """A stored profile's columns as the rules see them (a district has few distinct ones, so
     they are built once and shared: the objects are immutable)."""
@@ -80,6 +83,7 @@ def rules_from(
         window_h_override=window_h_override,
         consent=consent,
         enabled=enabled,
+        widen_h=decode_widening(widen_h),
     )
 
 
