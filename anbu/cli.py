@@ -24,21 +24,21 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 async def _db_upgrade(settings: Settings, _a: argparse.Namespace) -> int:
+    from anbu.app.parts import build_container
     from anbu.db.migrate import upgrade
-    from anbu.db.session import make_engine
 
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
+    c = build_container(settings)
     try:
-        await upgrade(engine)
+        await upgrade(c.engine)
     finally:
-        await engine.dispose()
-    print(f"database at head: {engine.url.render_as_string(hide_password=True)}")
+        await c.aclose()
+    print(f"database at head: {c.engine.url.render_as_string(hide_password=True)}")
     return 0
 
 
 async def _district_add(settings: Settings, a: argparse.Namespace) -> int:
-    from anbu.container import build_container
+    from anbu.app.parts import build_container
     from anbu.services.admin import ensure_district
 
     c = build_container(settings)
@@ -53,7 +53,7 @@ async def _district_add(settings: Settings, a: argparse.Namespace) -> int:
 
 
 async def _key_create(settings: Settings, a: argparse.Namespace) -> int:
-    from anbu.container import build_container
+    from anbu.app.parts import build_container
     from anbu.services.admin import create_api_key
 
     c = build_container(settings)
@@ -68,13 +68,13 @@ async def _key_create(settings: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-# --- commands that need telephony are wired in anbu.runtime ------------------------------------
+# --- commands that run processes are wired in anbu.app (the composition root) ----------------
 
 
 async def _signals_prune(settings: Settings, a: argparse.Namespace) -> int:
     import datetime as dt
 
-    from anbu.container import build_container
+    from anbu.app.parts import build_container
     from anbu.risk.retention import oldest_event, prune_events
 
     days = a.days if a.days is not None else settings.scheduling.signal_retention_days
@@ -94,7 +94,7 @@ async def _signals_prune(settings: Settings, a: argparse.Namespace) -> int:
 
 def _runtime(name: str) -> Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]:
     async def call(settings: Settings, a: argparse.Namespace) -> int:
-        runtime = importlib.import_module("anbu.runtime")
+        runtime = importlib.import_module("anbu.app.processes")
         fn: Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]] = getattr(
             runtime, name
         )
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     call = sub.add_parser("call", help="one test call to a number, result printed")
     call.add_argument("number", help="Korean number, e.g. 01099990001 (carrier stand-in)")
     call.add_argument("--ring-timeout", type=float, default=20.0)
-    call.set_defaults(fn=_runtime("test_call"))
+    call.set_defaults(fn=_runtime("one_call"))
 
     prompts = sub.add_parser("prompts", help="prompt audio").add_subparsers(
         dest="action", required=True

@@ -131,7 +131,7 @@ async def _run(url: str, blobs: list[bytes]) -> dict[str, float]:
     make every garbage collection walk them, a cost no server pays."""
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
-    # As the server does once started (anbu.runtime.serve): what exists now stays, so it is
+    # As the server does once started (anbu.app.processes.serve): what exists now stays, so it is
     # frozen out of the garbage collector's full passes. Both measurements run after this.
     gc.collect()
     gc.freeze()

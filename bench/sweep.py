@@ -192,7 +192,7 @@ async def run_sweep(name: str) -> dict[str, Any]:
     engine = make_engine(_url(name))
     sessions = make_sessionmaker(engine)
     # The sweep runs in the server's process, which freezes its start-up heap out of the
-    # garbage collector's full passes (anbu.runtime.serve): the same here.
+    # garbage collector's full passes (anbu.app.processes.serve): the same here.
     gc.collect()
     gc.freeze()
     t0 = time.perf_counter()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from anbu.domain.incidents import DeliveryStatus
-from anbu.domain.sms_text import SmsKind
+from anbu.domain.sms_text import OutgoingSms, SendStatus, SmsKind
 from anbu.errors import SmsError, ValidationError
 from escalation.dlr import (
     kannel_dlr_url,
@@ -34,7 +34,7 @@ from escalation.kannel import (
     parse_fakesmsc_output,
     reassemble,
 )
-from escalation.providers import KannelSmsSender, OutgoingSms, SendStatus
+from escalation.providers import KannelSmsSender
 from tests.fixtures_kannel import (
     DLR_PATH,
     MO_PATH,

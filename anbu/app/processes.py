@@ -1,6 +1,12 @@
-"""Process-level wiring: the commands that run telephony (``anbu serve``, ``anbu run``,
-``anbu call``, ``anbu asterisk ...``). Every adapter is built here or in :mod:`anbu.container`,
-once, and passed in.
+"""The processes, each built from settings by the composition root (:mod:`anbu.app.parts`):
+
+- :func:`serve` (``anbu serve``, ``anbu run``): API, dispatcher, scheduler jobs, outbox worker
+  and MQTT subscriber in one process (or the API alone with ``--no-telephony``);
+- :func:`dispatch_worker` (``python -m scheduler.worker``): claims and dials, nothing else;
+- :func:`outbox_worker` (``python -m escalation.worker``): sends the SMS outbox;
+- :func:`one_call` (``anbu call``): one test call, no database.
+
+Each waits for its database at start (:func:`anbu.db.outage.wait_for_database`).
 """
 
 from __future__ import annotations
@@ -8,90 +14,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import gc
 import logging
+import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from anbu.container import Container, build_container
+from anbu.app.parts import (
+    Escalation,
+    Telephony,
+    build_api,
+    build_container,
+    build_dispatcher,
+    build_escalation,
+    build_scheduler_service,
+    mqtt_subscriber,
+    speech_listener,
+)
+from anbu.app.parts import (
+    outbox_worker as build_outbox_worker,
+)
+from anbu.container import Container
 from anbu.db.outage import wait_for_database
 from anbu.domain.phone import mask_phone, normalize_phone
-from anbu.ports import CallRequest, Clock
-from anbu.risk.mqtt import MqttSignalSubscriber
-from anbu.risk.retention import prune_events
-from anbu.risk.sweep import sweep
+from anbu.ports import CallRequest, SystemClock
 from anbu.settings import Environment, Settings
 from escalation.kannel import KannelConfig, KannelInstance
-from escalation.service import EscalationRuntime, build_escalation
-from ivr.agi import AgiServer
-from ivr.ami import AmiClient, ami_client_from_settings
 from ivr.asterisk import AsteriskInstance, provision_carrier, provision_engine
-from ivr.dialer import AmiDialer, CallRegistry
-from ivr.flow import CheckinFlow, ReplyListener
 from ivr.prompts import PromptLibrary
-from scheduler.dispatcher import AmiChannelProbe
-from scheduler.service import SchedulerService, build_scheduler
+from scheduler.dispatcher import Dispatcher
+from scheduler.service import SchedulerService
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Telephony:
-    """The engine side of a call: AMI (dialing, events), FastAGI (the IVR), the dialer."""
-
-    ami: AmiClient
-    registry: CallRegistry
-    dialer: AmiDialer
-    agi: AgiServer
-
-    @classmethod
-    def build(
-        cls,
-        settings: Settings,
-        clock: Clock,
-        listener: ReplyListener | None = None,
-        *,
-        agi_port: int | None = None,
-    ) -> Telephony:
-        """``agi_port=0`` takes a free port (a one-off call beside a running ``anbu run``)."""
-        ami = ami_client_from_settings(settings)
-        registry = CallRegistry()
-        dialer = AmiDialer.from_settings(settings, ami, registry, clock)
-        flow = CheckinFlow.from_settings(settings, registry, listener=listener, clock=clock)
-        if agi_port is not None:
-            settings = settings.model_copy(update={"agi_port": agi_port})
-        agi = AgiServer.from_settings(settings, {"checkin": flow})
-        return cls(ami, registry, dialer, agi)
-
-    async def start(self, boot_timeout_s: float = 30.0) -> None:
-        # AGI first: Asterisk may run the dialplan's AGI() as soon as a call is answered.
-        await self.agi.start()
-        self.ami.start()
-        await self.ami.wait_booted(boot_timeout_s)
-        self.dialer.start()
-
-    async def stop(self) -> None:
-        await self.dialer.close()
-        await self.agi.stop()
-        await self.ami.close()
-
-
-async def _speech_listener(settings: Settings) -> ReplyListener | None:
-    """Spoken replies when enabled and the voice extra is installed; keypad always works."""
-    if not settings.speech.enabled:
-        return None
-    from ivr.listen import SpeechListener
-    from ivr.speech import SpeechModelError, VoskRecognizer
-
-    try:
-        recognizer = await VoskRecognizer.from_settings(settings.speech)
-    except SpeechModelError as exc:
-        # Keypad-only calls still check on people; say loudly what is missing.
-        log.warning("spoken replies off (%s): keypad only", exc)
-        return None
-    return SpeechListener.from_settings(settings, recognizer)
 
 
 async def _seed_demo(container: Container) -> None:
@@ -141,104 +96,61 @@ async def _prepare_database(container: Container) -> None:
             await s.commit()
 
 
+@dataclass
+class Services:
+    """What ``anbu serve`` runs, typed: absent parts are None."""
+
+    container: Container
+    escalation: Escalation
+    telephony: Telephony | None = None
+    dispatcher: Dispatcher | None = None
+    scheduler: SchedulerService | None = None
+
+
 @contextlib.asynccontextmanager
 async def running_services(
     settings: Settings, *, telephony: bool = True, demo: bool = False
-) -> AsyncIterator[tuple[Container, Telephony | None, SchedulerService | None]]:
+) -> AsyncIterator[Services]:
     """Start database, telephony, escalation and the scheduler; stop them in reverse."""
     container = build_container(settings)
     await _prepare_database(container)
     if demo:
         await _seed_demo(container)
-    tel: Telephony | None = None
-    service: SchedulerService | None = None
-    escalation: EscalationRuntime | None = None
+    escalation = build_escalation(container, send=True)
+    services = Services(container, escalation)
     mqtt_task: asyncio.Task[None] | None = None
     try:
-        escalation = await build_escalation(container)
+        assert escalation.runtime is not None
+        escalation.runtime.start()
         if telephony:
-            listener = await _speech_listener(settings)
-            tel = Telephony.build(settings, container.clock, listener)
+            tel = Telephony.build(settings, container.clock, await speech_listener(settings))
+            services.telephony = tel
             await tel.start()
-            service = build_scheduler(
-                container,
-                dialer=tel.dialer,
-                channel_probe=AmiChannelProbe(tel.ami),
-                risk_sweep=_risk_sweep(container),
-                risk_retention=_risk_retention(container),
-                escalation_tick=escalation.tick,
-            )
-            service.dispatcher.add_listener(escalation.on_checkin_closed)
-            await service.start()
-            container.readiness["asterisk"] = lambda: tel is not None and tel.ami.booted
+            services.dispatcher = build_dispatcher(container, tel, escalation.service)
+            services.scheduler = build_scheduler_service(container, services.dispatcher, escalation)
+            await services.scheduler.start()
         if settings.mqtt.enabled:
-            mqtt_task = asyncio.create_task(_mqtt(container).run(), name="mqtt-signals")
-        yield container, tel, service
+            mqtt_task = asyncio.create_task(mqtt_subscriber(container).run(), name="mqtt-signals")
+        yield services
     finally:
         if mqtt_task is not None:
             mqtt_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await mqtt_task
-        if service is not None:
-            await service.stop()
-        if tel is not None:
-            await tel.stop()
-        if escalation is not None:
-            await escalation.aclose()
+        if services.scheduler is not None:
+            await services.scheduler.stop()
+        if services.telephony is not None:
+            await services.telephony.stop()
+        await escalation.aclose()
         await container.aclose()
-
-
-def _mqtt(container: Container) -> MqttSignalSubscriber:
-    cfg = container.settings.mqtt
-
-    async def wake(_report: object) -> None:
-        container.wake_dispatcher()  # a crisis may have opened a check-in
-
-    return MqttSignalSubscriber(
-        container.sessions,
-        container.clock,
-        host=cfg.host,
-        port=cfg.port,
-        prefix=cfg.prefix,
-        client_id=cfg.client_id,
-        on_ingested=wake,
-        rules=container.settings.risk.rules,
-    )
-
-
-def _risk_sweep(container: Container) -> Callable[[], Awaitable[object]]:
-    async def run() -> object:
-        return await sweep(
-            container.sessions, container.clock.now(), rules=container.settings.risk.rules
-        )
-
-    return run
-
-
-def _risk_retention(container: Container) -> Callable[[], Awaitable[object]] | None:
-    days = container.settings.scheduling.signal_retention_days
-    if days is None:
-        return None
-
-    async def run() -> object:
-        keep = dt.timedelta(days=days)
-        return await prune_events(container.sessions, container.clock.now(), keep)
-
-    return run
 
 
 async def serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from anbu.api.app import create_app
-
     demo = bool(getattr(args, "demo", False))
-    async with running_services(settings, telephony=not args.no_telephony, demo=demo) as (
-        container,
-        _t,
-        _s,
-    ):
-        app = create_app(container)
+    async with running_services(settings, telephony=not args.no_telephony, demo=demo) as svc:
+        app = build_api(svc.container, svc.escalation.service)
         config = uvicorn.Config(
             app, host=settings.api_host, port=settings.api_port, log_level="info", lifespan="on"
         )
@@ -250,6 +162,81 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
         gc.collect()
         gc.freeze()
         await server.serve()
+    return 0
+
+
+async def _until_signalled(work: asyncio.Task[None]) -> None:
+    """Run ``work`` until it ends or SIGTERM/SIGINT arrives; re-raise what it raised."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (work, stopper):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if work in done and not work.cancelled() and work.exception() is not None:
+        raise work.exception()  # type: ignore[misc]
+
+
+async def dispatch_worker(
+    settings: Settings, *, agi_address: str | None = None, poll_s: float | None = None
+) -> int:
+    """Claim and dial due attempts (and reconcile what a crashed worker left behind), with
+    the same telephony as ``anbu serve``: AMI keepalive and reconnect tuning, the speech
+    listener, the concurrency cap, and the escalation listener (incidents open at once; this
+    process's SMS wait in the outbox for the outbox worker). With ``agi_address`` the
+    worker's own FastAGI server (``settings.agi_port``) runs its calls' IVR."""
+    container = build_container(settings)
+    escalation = build_escalation(container, send=False)
+    tel: Telephony | None = None
+    dispatcher: Dispatcher | None = None
+    try:
+        await wait_for_database(container.engine)
+        tel = Telephony.build(
+            settings,
+            container.clock,
+            await speech_listener(settings) if agi_address else None,
+            agi_address=agi_address,
+            serve_agi=agi_address is not None,
+        )
+        await tel.start()
+        if agi_address:
+            log.info("FastAGI for this worker's calls on %s", agi_address)
+        dispatcher = build_dispatcher(container, tel, escalation.service)
+        await dispatcher.start()
+        # Tests wait for this line: the worker has registered and reconciled.
+        print(f"worker {dispatcher.life.id} ready", flush=True)
+        poll = poll_s or settings.scheduling.poll_interval_s
+        await _until_signalled(asyncio.create_task(dispatcher.run(poll)))
+        return 0
+    finally:
+        if dispatcher is not None:
+            await dispatcher.close()
+        if tel is not None:
+            await tel.stop()
+        await escalation.aclose()
+        await container.aclose()
+
+
+async def outbox_worker(settings: Settings) -> int:
+    """Send the SMS outbox until SIGINT/SIGTERM (after the sends in flight finish)."""
+    container = build_container(settings)
+    worker = build_outbox_worker(container)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, worker.stop)
+    try:
+        await wait_for_database(container.engine)
+        task = asyncio.create_task(worker.run(), name="sms-outbox")
+        print("outbox worker ready", flush=True)
+        await task
+    finally:
+        await worker.aclose()
+        await container.aclose()
     return 0
 
 
@@ -352,16 +339,15 @@ async def run_stack(settings: Settings, args: argparse.Namespace) -> int:
                 await inst.stop_async()
 
 
-async def test_call(settings: Settings, a: argparse.Namespace) -> int:
+async def one_call(settings: Settings, a: argparse.Namespace) -> int:
     """One call through the running engine, result printed (no database involved)."""
     number = normalize_phone(a.number)
-    from anbu.ports import SystemClock
-
     # Another anbu (make run) may own the default AGI port: take a free one for this call
     # and point the engine's dialplan at it for the call's duration.
-    tel = Telephony.build(settings, SystemClock(), await _speech_listener(settings), agi_port=0)
+    tel = Telephony.build(settings, SystemClock(), await speech_listener(settings), agi_port=0)
     await tel.start()
     engine = (await asyncio.to_thread(_instances, settings, "engine"))[0]
+    assert tel.agi is not None  # built with serve_agi
     await asyncio.to_thread(engine.set_agi, settings.agi_host, tel.agi.port)
     try:
         record = await tel.dialer.call(
