@@ -14,6 +14,7 @@ from anbu.errors import AnbuError
 from anbu.settings import Settings, get_settings
 
 log = logging.getLogger("anbu")
+DEV = "devstack.commands"  # the local stack's commands (development tooling)
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
@@ -92,9 +93,14 @@ async def _signals_prune(settings: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-def _runtime(name: str) -> Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]:
+def _runtime(
+    name: str, module: str = "anbu.app.processes"
+) -> Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]:
+    """A command of the composition root, or of the local stack (``devstack.commands``),
+    imported only when it runs."""
+
     async def call(settings: Settings, a: argparse.Namespace) -> int:
-        runtime = importlib.import_module("anbu.app.processes")
+        runtime = importlib.import_module(module)
         fn: Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]] = getattr(
             runtime, name
         )
@@ -109,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start the whole local stack (make run)")
-    run.set_defaults(fn=_runtime("run_stack"))
+    run.set_defaults(fn=_runtime("run_stack", DEV))
 
     serve = sub.add_parser("serve", help="API + dialer + scheduler against running Asterisk")
     serve.add_argument("--no-telephony", action="store_true", help="API only, no dialing")
@@ -119,19 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     stack.add_parser("down", help="stop Asterisk instances and Kannel").set_defaults(
-        fn=_runtime("stack_down")
+        fn=_runtime("stack_down", DEV)
     )
 
     ast = sub.add_parser("asterisk", help="manage the Asterisk instances").add_subparsers(
         dest="action", required=True
     )
     ast.add_parser("install", help="fetch Asterisk 22 into the cache").set_defaults(
-        fn=_runtime("asterisk_install")
+        fn=_runtime("asterisk_install", DEV)
     )
     for action in ("up", "down", "status"):
         sp = ast.add_parser(action, help=f"{action} the engine and carrier instances")
         sp.add_argument("--only", choices=["engine", "carrier"], help="one instance")
-        sp.set_defaults(fn=_runtime(f"asterisk_{action}"))
+        sp.set_defaults(fn=_runtime(f"asterisk_{action}", DEV))
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="apply migrations").set_defaults(fn=_db_upgrade)
@@ -175,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="simulators").add_subparsers(dest="action", required=True)
     simsig = sim.add_parser("signals", help="generate realistic signal streams")
     simsig.add_argument("args", nargs=argparse.REMAINDER)
-    simsig.set_defaults(fn=_runtime("sim_signals"))
+    simsig.set_defaults(fn=_runtime("sim_signals", DEV))
     return p
 
 

@@ -53,8 +53,8 @@ from anbu.domain.checkin import CheckinSource
 from anbu.domain.risk import DEFAULT_RULES, Level, Rules
 from anbu.risk.ingest import IngestReport
 from anbu.risk.sweep import sweep
-from anbu.sim import SimResident, Story, population, simulate
 from bench.common import percentile, write_results
+from devstack.sim import SimResident, Story, population, simulate
 from tests.db_fixtures import PG_ADMIN_DSN as PG_ADMIN
 from tests.risk_support import START, feed, register
 

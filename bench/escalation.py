@@ -55,8 +55,8 @@ from anbu.ports import CallRecord
 from anbu.services.checkins import CheckinClosed, claim_attempts, open_checkin, record_attempt
 from anbu.settings import Settings, SmsSettings
 from bench.common import cpu_seconds, peak_rss_mb, percentile, stop_on_sigterm, write_results
+from devstack.kannel import KannelConfig, KannelInstance, KannelPorts
 from escalation import dlr
-from escalation.kannel import KannelConfig, KannelInstance, KannelPorts
 from escalation.outbox import OutboxConfig, OutboxWorker
 from escalation.providers import KannelSmsSender
 from escalation.service import EscalationConfig, EscalationService

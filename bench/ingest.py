@@ -49,8 +49,8 @@ from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.risk import KST, DeviceKind, RiskCategory, Tier
 from anbu.risk.ingest import ingest
 from anbu.risk.schemas import SignalEventIn
-from anbu.sim import SimResident, Story, simulate
 from bench.common import write_results
+from devstack.sim import SimResident, Story, simulate
 
 PG_ADMIN = os.environ.get("ANBU_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 START = dt.datetime(2026, 11, 2, tzinfo=KST).astimezone(dt.UTC)

@@ -67,7 +67,7 @@ def _dsn(name: str) -> str:
 def due_time_cost_us(residents: int = 200, days: int = 14) -> float:
     """Mean cost of status_due_at over the baselines of simulated residents (every tier and
     story), in microseconds: what ingestion adds per resident and channel in each batch."""
-    from anbu.sim import population, simulate
+    from devstack.sim import population, simulate
 
     start = NOW - dt.timedelta(days=days)
     baselines: dict[tuple[str, Channel], Baseline] = {}

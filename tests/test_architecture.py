@@ -1,7 +1,7 @@
 """The shape of the code, read from its syntax trees (nothing is imported or run):
 
 - the core (``anbu/`` outside the composition root ``anbu/app/``) imports nothing from the
-  outer packages ``ivr``, ``scheduler``, ``escalation`` (nor ``devstack``);
+  outer packages ``ivr``, ``scheduler``, ``escalation``;
 - no runtime module outside the root builds a process's adapters by hand: constructing an
   AMI client, dialer, AGI server, dispatcher, outbox worker, escalation service, SMS sender,
   database engine or the API app happens in ``anbu/app/`` (or in the adapter's own module,
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OUTER = ("ivr", "scheduler", "escalation", "devstack")
+OUTER = ("ivr", "scheduler", "escalation")
 RUNTIME_PACKAGES = ("anbu", "ivr", "scheduler", "escalation")
 COMPOSITION_ROOT = "anbu.app"
 

@@ -40,7 +40,7 @@ from anbu.domain.replies import Reply
 from anbu.domain.sms_text import SmsKind
 from anbu.ports import SmsSender
 from anbu.settings import Settings, SmsSettings
-from escalation.kannel import KannelConfig, KannelInstance, KannelPorts, ReceivedSms
+from devstack.kannel import KannelConfig, KannelInstance, KannelPorts, ReceivedSms
 from escalation.outbox import OutboxConfig, OutboxWorker, enqueue
 from escalation.providers import KannelSmsSender, SolapiSmsSender
 from escalation.service import EscalationConfig, EscalationService

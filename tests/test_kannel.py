@@ -17,13 +17,7 @@ import pytest
 from anbu.domain.incidents import DeliveryStatus
 from anbu.domain.sms_text import OutgoingSms, SendStatus, SmsKind
 from anbu.errors import SmsError, ValidationError
-from escalation.dlr import (
-    kannel_dlr_url,
-    kannel_mo_url,
-    parse_delivery_report,
-    parse_inbound_sms,
-)
-from escalation.kannel import (
+from devstack.kannel import (
     KannelConfig,
     KannelInstance,
     KannelPorts,
@@ -33,6 +27,12 @@ from escalation.kannel import (
     kannel_installed,
     parse_fakesmsc_output,
     reassemble,
+)
+from escalation.dlr import (
+    kannel_dlr_url,
+    kannel_mo_url,
+    parse_delivery_report,
+    parse_inbound_sms,
 )
 from escalation.providers import KannelSmsSender
 from tests.fixtures_kannel import (

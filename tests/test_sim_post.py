@@ -18,7 +18,7 @@ from anbu.db.models import ApiKey, District, Resident
 from anbu.db.models_signals import Device, SignalEvent, SignalState
 from anbu.services.admin import hash_key
 from anbu.settings import Settings
-from anbu.sim import population, sim_main, stream
+from devstack.sim import population, sim_main, stream
 from tests.fixtures_asterisk import free_ports
 from tests.risk_support import START
 

@@ -33,9 +33,9 @@ from anbu.domain.replies import Prompt, Reply
 from anbu.domain.speech_intent import Intent, SpeechResult
 from anbu.ports import CallRecord, IvrOutcome
 from anbu.settings import Settings, SpeechSettings
+from devstack.asterisk import carrier_sounds
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient
-from ivr.asterisk import carrier_sounds
 from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow
 from ivr.listen import SpeechListener

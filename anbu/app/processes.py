@@ -40,9 +40,6 @@ from anbu.db.outage import wait_for_database
 from anbu.domain.phone import mask_phone, normalize_phone
 from anbu.ports import CallRequest, SystemClock
 from anbu.settings import Environment, Settings
-from escalation.kannel import KannelConfig, KannelInstance
-from ivr.asterisk import AsteriskInstance, provision_carrier, provision_engine
-from ivr.prompts import PromptLibrary
 from scheduler.dispatcher import Dispatcher
 from scheduler.service import SchedulerService
 
@@ -240,103 +237,12 @@ async def outbox_worker(settings: Settings) -> int:
     return 0
 
 
-# --- the local stack (make run) ------------------------------------------------------------------
-
-
-def _instances(settings: Settings, only: str | None = None) -> list[AsteriskInstance]:
-    out: list[AsteriskInstance] = []
-    if only in (None, "carrier"):
-        out.append(provision_carrier(settings))
-    if only in (None, "engine"):
-        out.append(provision_engine(settings))
-    return out
-
-
-def _kannel(settings: Settings) -> KannelInstance:
-    return KannelInstance(KannelConfig.from_settings(settings, name="kannel"))
-
-
-async def asterisk_install(settings: Settings, _a: argparse.Namespace) -> int:
-    from ivr.asterisk import install_asterisk
-
-    install = await asyncio.to_thread(install_asterisk, settings.cache_dir)
-    print(f"Asterisk {install.version} at {install.root}")
-    return 0
-
-
-async def asterisk_up(settings: Settings, a: argparse.Namespace) -> int:
-    for inst in await asyncio.to_thread(_instances, settings, a.only):
-        await inst.start_async()
-        print(f"{inst.name}: running (pid {inst.pid}, SIP {inst.sip_port}, AMI {inst.ami_port})")
-    return 0
-
-
-async def asterisk_down(settings: Settings, a: argparse.Namespace) -> int:
-    for inst in await asyncio.to_thread(_instances, settings, a.only):
-        await inst.stop_async()
-        print(f"{inst.name}: stopped")
-    return 0
-
-
-async def asterisk_status(settings: Settings, a: argparse.Namespace) -> int:
-    rc = 0
-    for inst in await asyncio.to_thread(_instances, settings, a.only):
-        status = await inst.status_async()
-        print(f"{inst.name}: {status} (log {inst.log_path})")
-        rc = rc or (0 if str(status) == "running" else 1)
-    return rc
-
-
-async def stack_down(settings: Settings, _a: argparse.Namespace) -> int:
-    for inst in await asyncio.to_thread(_instances, settings, None):
-        await inst.stop_async()
-    await _kannel(settings).stop()
-    print("stack stopped")
-    return 0
-
-
 async def prompts_render(settings: Settings, _a: argparse.Namespace) -> int:
     from ivr.tts import render_prompts_command
 
     report = await asyncio.to_thread(render_prompts_command, settings)
     print(report.summary())
     return 0
-
-
-async def sim_signals(_settings: Settings, a: argparse.Namespace) -> int:
-    from anbu.sim import sim_main
-
-    return await asyncio.to_thread(sim_main, list(a.args))
-
-
-async def run_stack(settings: Settings, args: argparse.Namespace) -> int:
-    """make run: Asterisk engine + carrier stand-in + Kannel + API + scheduler, on SQLite."""
-    missing = await asyncio.to_thread(PromptLibrary(settings.audio_dir).missing)
-    if missing:
-        await prompts_render(settings, args)
-    instances = await asyncio.to_thread(_instances, settings, None)
-    kannel = _kannel(settings)
-    try:
-        for inst in instances:
-            await inst.start_async()
-            log.info("%s up: SIP %s, AMI %s", inst.name, inst.sip_port, inst.ami_port)
-        await kannel.start()
-        log.info("Kannel up: sendsms %s", settings.sms.kannel_url)
-        args.no_telephony = False
-        args.demo = True
-        print(
-            f"anbu is up: API http://{settings.api_host}:{settings.api_port}/docs "
-            f"(dev API key: see ANBU_BOOTSTRAP_API_KEY), "
-            f"test call: anbu call 01099990001. Ctrl-C stops everything.",
-            flush=True,
-        )
-        return await serve(settings, args)
-    finally:
-        with contextlib.suppress(Exception):
-            await kannel.stop()
-        for inst in reversed(instances):
-            with contextlib.suppress(Exception):
-                await inst.stop_async()
 
 
 async def one_call(settings: Settings, a: argparse.Namespace) -> int:
@@ -346,7 +252,10 @@ async def one_call(settings: Settings, a: argparse.Namespace) -> int:
     # and point the engine's dialplan at it for the call's duration.
     tel = Telephony.build(settings, SystemClock(), await speech_listener(settings), agi_port=0)
     await tel.start()
-    engine = (await asyncio.to_thread(_instances, settings, "engine"))[0]
+    from devstack.asterisk import provision_engine
+
+    # The local engine (the dev stack's): its dialplan names the AGI server.
+    engine = await asyncio.to_thread(provision_engine, settings)
     assert tel.agi is not None  # built with serve_agi
     await asyncio.to_thread(engine.set_agi, settings.agi_host, tel.agi.port)
     try:
