@@ -15,6 +15,7 @@ from anbu.logs import configure_logging
 from anbu.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger("anbu")
+DEV = "devstack.commands"  # the local stack's commands (development tooling)
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
@@ -25,21 +26,21 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 async def _db_upgrade(settings: Settings, _a: argparse.Namespace) -> int:
+    from anbu.app.parts import build_container
     from anbu.db.migrate import upgrade
-    from anbu.db.session import make_engine
 
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
+    c = build_container(settings)
     try:
-        await upgrade(engine)
+        await upgrade(c.engine)
     finally:
-        await engine.dispose()
-    print(f"database at head: {engine.url.render_as_string(hide_password=True)}")
+        await c.aclose()
+    print(f"database at head: {c.engine.url.render_as_string(hide_password=True)}")
     return 0
 
 
 async def _district_add(settings: Settings, a: argparse.Namespace) -> int:
-    from anbu.container import build_container
+    from anbu.app.parts import build_container
     from anbu.services.admin import ensure_district
 
     c = build_container(settings)
@@ -56,7 +57,7 @@ async def _district_add(settings: Settings, a: argparse.Namespace) -> int:
 async def _key_create(settings: Settings, a: argparse.Namespace) -> int:
     import datetime as dt
 
-    from anbu.container import build_container
+    from anbu.app.parts import build_container
     from anbu.services.admin import add_api_key
 
     c = build_container(settings)
@@ -79,7 +80,7 @@ async def _key_create(settings: Settings, a: argparse.Namespace) -> int:
 
 async def _key_list(settings: Settings, _a: argparse.Namespace) -> int:
     from anbu.api.keys import ApiKeyOut
-    from anbu.container import build_container
+    from anbu.app.parts import build_container
     from anbu.services.admin import list_api_keys
 
     c = build_container(settings)
@@ -103,7 +104,7 @@ async def _key_list(settings: Settings, _a: argparse.Namespace) -> int:
 
 
 async def _key_revoke(settings: Settings, a: argparse.Namespace) -> int:
-    from anbu.container import build_container
+    from anbu.app.parts import build_container
     from anbu.services.admin import revoke_api_key
 
     c = build_container(settings)
@@ -117,13 +118,13 @@ async def _key_revoke(settings: Settings, a: argparse.Namespace) -> int:
     return 0
 
 
-# --- commands that need telephony are wired in anbu.runtime ------------------------------------
+# --- commands that run processes are wired in anbu.app (the composition root) ----------------
 
 
 async def _signals_prune(settings: Settings, a: argparse.Namespace) -> int:
     import datetime as dt
 
-    from anbu.container import build_container
+    from anbu.app.parts import build_container
     from anbu.risk.retention import oldest_event, prune_events
 
     days = a.days if a.days is not None else settings.scheduling.signal_retention_days
@@ -142,7 +143,7 @@ async def _signals_prune(settings: Settings, a: argparse.Namespace) -> int:
 
 
 async def _retention_run(settings: Settings, _a: argparse.Namespace) -> int:
-    from anbu.container import build_container
+    from anbu.app.parts import build_container
     from anbu.services.retention import RetentionPolicy, apply_retention
 
     c = build_container(settings)
@@ -156,9 +157,14 @@ async def _retention_run(settings: Settings, _a: argparse.Namespace) -> int:
     return 0
 
 
-def _runtime(name: str) -> Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]:
+def _runtime(
+    name: str, module: str = "anbu.app.processes"
+) -> Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]:
+    """A command of the composition root, or of the local stack (``devstack.commands``),
+    imported only when it runs."""
+
     async def call(settings: Settings, a: argparse.Namespace) -> int:
-        runtime = importlib.import_module("anbu.runtime")
+        runtime = importlib.import_module(module)
         fn: Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]] = getattr(
             runtime, name
         )
@@ -173,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start the whole local stack (make run)")
-    run.set_defaults(fn=_runtime("run_stack"))
+    run.set_defaults(fn=_runtime("run_stack", DEV))
 
     serve = sub.add_parser("serve", help="API + dialer + scheduler against running Asterisk")
     serve.add_argument("--no-telephony", action="store_true", help="API only, no dialing")
@@ -183,19 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     stack.add_parser("down", help="stop Asterisk instances and Kannel").set_defaults(
-        fn=_runtime("stack_down")
+        fn=_runtime("stack_down", DEV)
     )
 
     ast = sub.add_parser("asterisk", help="manage the Asterisk instances").add_subparsers(
         dest="action", required=True
     )
     ast.add_parser("install", help="fetch Asterisk 22 into the cache").set_defaults(
-        fn=_runtime("asterisk_install")
+        fn=_runtime("asterisk_install", DEV)
     )
     for action in ("up", "down", "status"):
         sp = ast.add_parser(action, help=f"{action} the engine and carrier instances")
         sp.add_argument("--only", choices=["engine", "carrier"], help="one instance")
-        sp.set_defaults(fn=_runtime(f"asterisk_{action}"))
+        sp.set_defaults(fn=_runtime(f"asterisk_{action}", DEV))
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="apply migrations").set_defaults(fn=_db_upgrade)
@@ -226,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     call = sub.add_parser("call", help="one test call to a number, result printed")
     call.add_argument("number", help="Korean number, e.g. 01099990001 (carrier stand-in)")
     call.add_argument("--ring-timeout", type=float, default=20.0)
-    call.set_defaults(fn=_runtime("test_call"))
+    call.set_defaults(fn=_runtime("one_call"))
 
     prompts = sub.add_parser("prompts", help="prompt audio").add_subparsers(
         dest="action", required=True
@@ -254,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="simulators").add_subparsers(dest="action", required=True)
     simsig = sim.add_parser("signals", help="generate realistic signal streams")
     simsig.add_argument("args", nargs=argparse.REMAINDER)
-    simsig.set_defaults(fn=_runtime("sim_signals"))
+    simsig.set_defaults(fn=_runtime("sim_signals", DEV))
 
     from anbu.report.cli import add_parser as add_report
 

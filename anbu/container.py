@@ -1,22 +1,17 @@
-"""The composition root: every adapter is built here, once, and passed in.
-
-The API, the CLI and the tests all get their wiring from :func:`build_container`.
+"""The core's part of a process: settings, database, clock, and what the API asks of the
+parts the composition root (:mod:`anbu.app`) adds. Typed throughout: the root fills in
+``dispatcher`` and ``readiness`` with what this process runs; the core never imports them.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from anbu.db.session import make_engine, make_sessionmaker
-from anbu.ports import Clock, SystemClock
+from anbu.ports import Clock, Wakeable
 from anbu.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,9 +20,8 @@ class Container:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     clock: Clock
-    # Telephony and scheduling parts, present when this process dials (``anbu serve``).
-    dispatcher: Any | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    # The dispatcher of this process, when it dials: woken when a check-in is opened.
+    dispatcher: Wakeable | None = None
     # Readiness probes beside the database's (``/health/ready``): name -> is it ready now.
     readiness: dict[str, Callable[[], bool]] = field(default_factory=dict)
 
@@ -37,13 +31,3 @@ class Container:
 
     async def aclose(self) -> None:
         await self.engine.dispose()
-
-
-def build_container(settings: Settings, *, clock: Clock | None = None) -> Container:
-    engine = make_engine(settings.database_url)
-    return Container(
-        settings=settings,
-        engine=engine,
-        sessions=make_sessionmaker(engine),
-        clock=clock or SystemClock(),
-    )

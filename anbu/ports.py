@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Protocol
 
 from anbu.domain.calls import CallResult
+from anbu.domain.machine import Answerer
 from anbu.domain.replies import Reply
+from anbu.domain.sms_text import OutgoingSms, SendReceipt
 from anbu.domain.speech_intent import SpeechResult
 
 
@@ -54,6 +56,12 @@ class SpeechRecognizer(Protocol):
         ...
 
 
+class Wakeable(Protocol):
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll (a check-in was just opened)."""
+        ...
+
+
 class Clock(Protocol):
     def now(self) -> dt.datetime:
         """Current time, timezone-aware UTC."""
@@ -63,3 +71,43 @@ class Clock(Protocol):
 class SystemClock:
     def now(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC)
+
+
+class SmsSender(Protocol):
+    """The port: send one message, or raise ``SmsError`` (with ``retryable``)."""
+
+    name: str
+
+    async def send(self, message: OutgoingSms) -> SendReceipt: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ChannelProbe(Protocol):
+    async def live_channel_ids(self) -> set[str]:
+        """Unique ids of the channels that exist now. Raises when it cannot ask."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class IvrOutcome:
+    """What the IVR got on one answered call, keyed by the channel's uniqueid."""
+
+    channel_id: str
+    reply: Reply | None  # None only when the IVR itself failed (``error`` says why)
+    keys: str
+    started_at: dt.datetime
+    ended_at: dt.datetime
+    replied_at: dt.datetime | None = None
+    asks: int = 0
+    transcript: str | None = None
+    confidence: float | None = None
+    error: str | None = None
+    # Not a person: the carrier's voicemail or an answering machine (reply is None then).
+    machine: Answerer | None = None
+
+
+class OutcomeSink(Protocol):
+    def report(self, outcome: IvrOutcome) -> None:
+        """Take the outcome of one call; must not block."""
+        ...

@@ -121,7 +121,7 @@ class SmsSettings(BaseModel):
     kannel_url: str = "http://127.0.0.1:14013/cgi-bin/sendsms"
     kannel_user: str = "anbu"
     kannel_password: SecretStr = SecretStr("anbu-dev-sms")
-    # The Kannel instance anbu runs itself (escalation.kannel): ports and admin password.
+    # The Kannel instance anbu runs itself (devstack.kannel): ports and admin password.
     kannel_admin_port: int = 14000
     kannel_smsbox_port: int = 14001
     kannel_smsc_port: int = 14002  # the fake SMSC (fakesmsc) in development and tests

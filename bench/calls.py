@@ -42,9 +42,9 @@ from anbu.ports import SystemClock
 from anbu.services.checkins import open_checkin
 from anbu.settings import ROOT
 from bench.common import cpu_seconds, stop_on_sigterm, write_results
+from devstack.asterisk import install_asterisk
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient, AmiMessage
-from ivr.asterisk import install_asterisk
 from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow
 from ivr.prompts import PromptLibrary

@@ -68,8 +68,8 @@ from anbu.risk.feedback import on_finding
 from anbu.risk.ingest import IngestReport
 from anbu.risk.sweep import sweep
 from anbu.services.checkins import OPEN_STATUSES
-from anbu.sim import SimResident, Story, population, simulate
 from bench.common import RESULTS, percentile, write_results
+from devstack.sim import SimResident, Story, population, simulate
 from tests.db_fixtures import PG_ADMIN_DSN as PG_ADMIN
 from tests.risk_support import START, feed, register
 

@@ -36,8 +36,8 @@ from typing import Any
 import uvicorn
 from sqlalchemy import func, select
 
-from anbu.api.app import create_app
-from anbu.container import Container, build_container
+from anbu.app.parts import build_api, build_container
+from anbu.container import Container
 from anbu.db.migrate import upgrade
 from anbu.db.models import CallAttempt, Checkin, District, Resident
 from anbu.db.models_escalation import (
@@ -52,11 +52,11 @@ from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus, Out
 from anbu.domain.incidents import DeliveryStatus, OfficialRole, OutboxStatus
 from anbu.domain.retry import RetryPolicy
 from anbu.ports import CallRecord
-from anbu.services.checkins import CheckinClosed, claim_attempt, open_checkin, record_attempt
+from anbu.services.checkins import CheckinClosed, claim_attempts, open_checkin, record_attempt
 from anbu.settings import Settings, SmsSettings
 from bench.common import cpu_seconds, peak_rss_mb, percentile, stop_on_sigterm, write_results
+from devstack.kannel import KannelConfig, KannelInstance, KannelPorts
 from escalation import dlr
-from escalation.kannel import KannelConfig, KannelInstance, KannelPorts
 from escalation.outbox import OutboxConfig, OutboxWorker
 from escalation.providers import KannelSmsSender
 from escalation.service import EscalationConfig, EscalationService
@@ -167,7 +167,7 @@ async def _close_one(container: Container, resident_id: str) -> CheckinClosed:
         )
         await s.flush()
         attempt_id = checkin.attempts[0].id
-        await claim_attempt(s, attempt_id, now)
+        await claim_attempts(s, [attempt_id], now)
         record = CallRecord(attempt_id, CallResult.NO_ANSWER, 19, now, None, now)
         closed = await record_attempt(s, attempt_id, record, policy, container.clock.now())
         await s.commit()
@@ -284,10 +284,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         wake=worker.wake,
     )
     service.delivered_at = {}
-    container.extras["escalation"] = service
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(container),
+            build_api(container, service),
             host="127.0.0.1",
             port=api_port,
             lifespan="off",

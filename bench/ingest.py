@@ -49,8 +49,8 @@ from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.risk import KST, DeviceKind, RiskCategory, Tier
 from anbu.risk.ingest import ingest
 from anbu.risk.schemas import SignalEventIn
-from anbu.sim import SimResident, Story, simulate
 from bench.common import RESULTS, write_results
+from devstack.sim import SimResident, Story, simulate
 
 PG_ADMIN = os.environ.get("ANBU_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 START = dt.datetime(2026, 11, 2, tzinfo=KST).astimezone(dt.UTC)
@@ -131,7 +131,7 @@ async def _run(url: str, blobs: list[bytes]) -> dict[str, float]:
     make every garbage collection walk them, a cost no server pays."""
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
-    # As the server does once started (anbu.runtime.serve): what exists now stays, so it is
+    # As the server does once started (anbu.app.processes.serve): what exists now stays, so it is
     # frozen out of the garbage collector's full passes. Both measurements run after this.
     gc.collect()
     gc.freeze()

@@ -44,8 +44,8 @@ from anbu.domain.checkin import CheckinSource
 from anbu.ports import SystemClock
 from anbu.services.checkins import CheckinClosed, open_checkin
 from bench.common import percentile, stop_on_sigterm, write_results
+from devstack.asterisk import install_asterisk, render_korean_wav
 from ivr.ami import AmiClient, AmiMessage
-from ivr.asterisk import install_asterisk, render_korean_wav
 from ivr.dialer import AmiDialer, CallRegistry
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
 

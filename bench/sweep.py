@@ -68,7 +68,7 @@ def _dsn(name: str) -> str:
 def due_time_cost_us(residents: int = 200, days: int = 14) -> float:
     """Mean cost of status_due_at over the baselines of simulated residents (every tier and
     story), in microseconds: what ingestion adds per resident and channel in each batch."""
-    from anbu.sim import population, simulate
+    from devstack.sim import population, simulate
 
     start = NOW - dt.timedelta(days=days)
     baselines: dict[tuple[str, Channel], Baseline] = {}
@@ -194,7 +194,7 @@ async def run_sweep(name: str) -> dict[str, Any]:
     engine = make_engine(_url(name))
     sessions = make_sessionmaker(engine)
     # The sweep runs in the server's process, which freezes its start-up heap out of the
-    # garbage collector's full passes (anbu.runtime.serve): the same here.
+    # garbage collector's full passes (anbu.app.processes.serve): the same here.
     gc.collect()
     gc.freeze()
     t0 = time.perf_counter()

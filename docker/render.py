@@ -23,14 +23,14 @@ from pathlib import Path
 
 from anbu.errors import AnbuError
 from anbu.settings import ROOT, Settings, load_settings
-from escalation.kannel import KannelConfig
-from ivr.asterisk import (
+from devstack.asterisk import (
     AsteriskInstall,
     AsteriskInstance,
     AsteriskRole,
     carrier_sounds,
     default_bench_prompt,
 )
+from devstack.kannel import KannelConfig
 
 # Debian's asterisk package: modules, data and binaries under the system root.
 DEBIAN_ASTERISK = AsteriskInstall(root=Path("/"), version="debian")

@@ -146,7 +146,7 @@ def campaign(base: str, key: str, count: int) -> int:
 
 def sms(log: bytes) -> int:
     """Exit 0 when the fake SMSC got a whole message for the official; print its text."""
-    from escalation.kannel import parse_fakesmsc_output, reassemble
+    from devstack.kannel import parse_fakesmsc_output, reassemble
 
     wanted = OFFICIAL.replace("-", "")
     got = [m for m in reassemble(parse_fakesmsc_output(log)) if m.receiver.endswith(wanted[1:])]

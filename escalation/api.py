@@ -45,25 +45,16 @@ from escalation.schemas import (
     OfficialPatch,
     ResidentFindings,
 )
-from escalation.service import EscalationConfig, EscalationService, IncidentView
+from escalation.service import EscalationService, IncidentView
 
 log = logging.getLogger(__name__)
 
 router = APIRouter()
 
 
-def get_escalation(container: ContainerDep) -> EscalationService:
-    """The service ``build_escalation`` put in the container (its outbox wakes on enqueue);
-    without one (API-only process) a plain service whose SMS the worker finds on its poll."""
-    service = container.extras.get("escalation")
-    if not isinstance(service, EscalationService):
-        service = EscalationService(
-            container.sessions,
-            EscalationConfig.from_settings(container.settings),
-            clock=container.clock,
-        )
-        container.extras["escalation"] = service
-    return service
+def get_escalation() -> EscalationService:
+    """Bound by the composition root (``anbu.app.build_api``) to this process's service."""
+    raise RuntimeError("the escalation routes need anbu.app.build_api to bind their service")
 
 
 EscalationDep = Annotated[EscalationService, Depends(get_escalation)]

@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
-import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from anbu.domain.incidents import DeliveryStatus
 from anbu.domain.phone import normalize_phone
+from anbu.domain.sms_text import validate_reference
 from anbu.errors import InvalidPhoneNumberError, ValidationError
-
-# Our references travel inside Kannel's dlr-url, where "%" starts an escape and "&"/"="
-# separate parameters: keep them to characters that need no quoting.
-REFERENCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # Kannel escapes: %d report type, %T unix time, %i smsc-id, %F the SMSC's message id,
 # %A the SMSC's reply text (e.g. "id:... stat:DELIVRD err:000" over SMPP).
@@ -35,16 +31,6 @@ KANNEL_DLR_QUERY = "status=%d&ts=%T&smsc=%i&fid=%F&answer=%A"
 # %c coding, %C charset (to decode %b), %T unix time, %I Kannel's id (to drop repeats when
 # smsbox retries), %i smsc-id.
 KANNEL_MO_QUERY = "from=%p&to=%P&text=%b&coding=%c&charset=%C&ts=%T&id=%I&smsc=%i"
-
-
-def validate_reference(reference: str) -> str:
-    """Return ``reference`` if it can travel in a callback URL unquoted, else raise."""
-    if not REFERENCE_RE.match(reference):
-        raise ValidationError(
-            f"SMS reference {reference!r} must be 1-64 characters of A-Z a-z 0-9 . _ - "
-            "(starting with a letter or digit)"
-        )
-    return reference
 
 
 def _append_query(base: str, query: str) -> str:

@@ -52,12 +52,11 @@ from anbu.db.models_escalation import Incident, IncidentEvent, OutboxMessage
 from anbu.db.outage import report_failure
 from anbu.domain.incidents import DeliveryStatus, IncidentEventKind, IncidentStatus, OutboxStatus
 from anbu.domain.phone import mask_phone
-from anbu.domain.sms_text import SmsKind
+from anbu.domain.sms_text import OutgoingSms, SmsKind
 from anbu.errors import SmsError, ValidationError
-from anbu.ports import Clock, SystemClock
+from anbu.ports import Clock, SmsSender, SystemClock
 from anbu.services import webhooks
 from escalation.dlr import DeliveryReport
-from escalation.providers import OutgoingSms, SmsSender
 
 if TYPE_CHECKING:
     from anbu.settings import Settings

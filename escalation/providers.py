@@ -12,30 +12,26 @@ and the webhook receiver can tell.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import hashlib
 import hmac
 import logging
 import uuid
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import SecretStr
 
-from anbu.domain.phone import mask_phone, normalize_phone, normalize_sender
+from anbu.domain.phone import mask_phone
 from anbu.domain.sms_text import (
-    LMS_MAX_BYTES,
-    LMS_SUBJECT_MAX_BYTES,
-    SMS_MAX_BYTES,
+    OutgoingSms,
+    SendReceipt,
+    SendStatus,
     SmsKind,
-    choose_kind,
-    cp949_len,
     ucs2_parts,
 )
 from anbu.errors import SmsError, ValidationError
-from anbu.ports import Clock, SystemClock
-from escalation.dlr import kannel_dlr_url, validate_reference, with_callback_key
+from anbu.ports import Clock, SmsSender, SystemClock
+from escalation.dlr import kannel_dlr_url, with_callback_key
 
 if TYPE_CHECKING:
     from anbu.settings import Settings
@@ -47,68 +43,6 @@ DEFAULT_TIMEOUT_S = 10.0
 
 # Registered sender numbers (발신번호) include representative numbers such as 1588-xxxx and
 # test-range numbers that normalize_phone's subscriber rules refuse: accept national digits.
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingSms:
-    """One message to one number. ``reference`` is ours and doubles as the idempotency key."""
-
-    reference: str
-    to: str
-    sender: str
-    text: str
-    kind: SmsKind = SmsKind.SMS
-    subject: str | None = None  # LMS only
-
-    def __post_init__(self) -> None:
-        validate_reference(self.reference)
-        # Canonical national digits, whatever separators the caller used.
-        object.__setattr__(self, "to", normalize_phone(self.to))
-        object.__setattr__(self, "sender", normalize_sender(self.sender))
-        if not self.text.strip():
-            raise ValidationError("an SMS needs text")
-        size = cp949_len(self.text)
-        if self.kind is SmsKind.SMS:
-            if size > SMS_MAX_BYTES:
-                raise ValidationError(f"SMS text is {size} bytes (cp949), at most {SMS_MAX_BYTES}")
-            if self.subject:
-                raise ValidationError("only an LMS has a subject")
-        elif size > LMS_MAX_BYTES:
-            raise ValidationError(f"LMS text is {size} bytes (cp949), at most {LMS_MAX_BYTES}")
-        if self.subject and cp949_len(self.subject) > LMS_SUBJECT_MAX_BYTES:
-            raise ValidationError(f"LMS subject is longer than {LMS_SUBJECT_MAX_BYTES} bytes")
-
-    @classmethod
-    def build(
-        cls, reference: str, to: str, sender: str, text: str, subject: str | None = None
-    ) -> OutgoingSms:
-        """Choose SMS or LMS from the text's length (a subject is kept for an LMS only)."""
-        kind = choose_kind(text)
-        return cls(reference, to, sender, text, kind, subject if kind is SmsKind.LMS else None)
-
-
-class SendStatus(enum.StrEnum):
-    ACCEPTED = "accepted"  # the provider took it for delivery
-    QUEUED = "queued"  # the provider stored it to send later (Kannel: SMSC not connected)
-
-
-@dataclass(frozen=True, slots=True)
-class SendReceipt:
-    reference: str
-    provider: str
-    status: SendStatus
-    provider_message_id: str | None  # Kannel's sendsms gives none: reports come by reference
-    accepted_at: dt.datetime
-
-
-class SmsSender(Protocol):
-    """The port: send one message, or raise ``SmsError`` (with ``retryable``)."""
-
-    name: str
-
-    async def send(self, message: OutgoingSms) -> SendReceipt: ...
-
-    async def aclose(self) -> None: ...
 
 
 def _secret(value: SecretStr | str) -> str:

@@ -29,7 +29,6 @@ from sqlalchemy import func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from anbu.container import Container
 from anbu.db.models import Checkin, District, Resident
 from anbu.db.models_escalation import (
     AckLink,
@@ -71,14 +70,12 @@ from anbu.settings import Settings
 from escalation import dlr
 from escalation.outbox import (
     DeliveryOutcome,
-    OutboxConfig,
     OutboxWorker,
     cancel_pending,
     enqueue,
     log_event,
     record_delivery,
 )
-from escalation.providers import SmsSender, sender_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -852,24 +849,6 @@ DEVICE_WORDS = {
 ISSUE_WORDS = {"stale": "무신호", "offline": "꺼짐"}
 
 
-async def escalate_due(
-    sessions: async_sessionmaker[AsyncSession],
-    now: dt.datetime,
-    *,
-    config: EscalationConfig | None = None,
-    wake: Callable[[], None] | None = None,
-) -> int:
-    """The timer the scheduler calls every few seconds.
-
-    See :meth:`EscalationService.escalate_due`; settings come from ``get_settings()`` unless
-    ``config`` is given."""
-    if config is None:
-        from anbu.settings import get_settings
-
-        config = EscalationConfig.from_settings(get_settings())
-    return await EscalationService(sessions, config, wake=wake).escalate_due(now)
-
-
 class EscalationRuntime:
     """What ``anbu serve`` runs for escalation: the service, the outbox worker (a task), and
     the scheduler's tick (timers, the sweep, the daily device digest)."""
@@ -914,38 +893,3 @@ class EscalationRuntime:
                 await self._task
             self._task = None
         await self.worker.aclose()
-
-
-def senders_from_settings(settings: Settings) -> list[SmsSender]:
-    """The configured provider, then ``sms.fallback_provider`` if set."""
-    senders = [sender_from_settings(settings)]
-    fallback = settings.sms.fallback_provider
-    if fallback and fallback.strip().lower() != senders[0].name:
-        senders.append(sender_from_settings(settings, fallback))
-    return senders
-
-
-async def build_escalation(container: Container) -> EscalationRuntime:
-    """Build and start escalation for ``anbu serve``: the outbox worker runs from here on; the
-    API's routes find the service in ``container.extras["escalation"]``."""
-    settings = container.settings
-    worker = OutboxWorker(
-        container.sessions,
-        senders_from_settings(settings),
-        config=OutboxConfig.from_settings(settings),
-        clock=container.clock,
-    )
-    service = EscalationService(
-        container.sessions,
-        EscalationConfig.from_settings(settings),
-        clock=container.clock,
-        wake=worker.wake,
-    )
-    hour, _, minute = settings.escalation.digest_time.partition(":")
-    runtime = EscalationRuntime(
-        service, worker, container.clock, dt.time(int(hour), int(minute or 0))
-    )
-    container.extras["escalation"] = service
-    container.extras["outbox"] = worker
-    runtime.start()
-    return runtime

@@ -1,9 +1,9 @@
 """``python -m escalation.worker``: the SMS outbox worker alone, configured from ``ANBU_*``.
 
-``anbu serve`` runs the same worker inside its process (``escalation.service.build_escalation``);
-this entry point runs it by itself: beside an API-only process, or in the crash tests that
-SIGKILL it. Several may run against one PostgreSQL database (rows are claimed by
-compare-and-set). Prints ``outbox worker ready`` once it polls; SIGINT/SIGTERM stop it after
+``anbu serve`` runs the same worker inside its process; both are built by the composition root
+(:mod:`anbu.app`). This entry point runs it by itself: beside an API-only process, or in the
+crash tests that SIGKILL it. Several may run against one PostgreSQL database (rows are claimed
+by compare-and-set). Prints ``outbox worker ready`` once it polls; SIGINT/SIGTERM stop it after
 the sends in flight finish.
 """
 
@@ -11,40 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 
-from anbu.container import build_container
-from anbu.db.outage import wait_for_database
 from anbu.logs import configure_logging
 from anbu.settings import Settings
-from escalation.outbox import OutboxConfig, OutboxWorker
-from escalation.service import senders_from_settings
 
 log = logging.getLogger(__name__)
-
-
-async def run(settings: Settings) -> None:
-    container = build_container(settings)
-    worker = OutboxWorker(
-        container.sessions,
-        senders_from_settings(settings),
-        config=OutboxConfig.from_settings(settings),
-        clock=container.clock,
-    )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, worker.stop)
-    try:
-        await wait_for_database(container.engine)
-        task = asyncio.create_task(worker.run(), name="sms-outbox")
-        print("outbox worker ready", flush=True)
-        await task
-    finally:
-        await worker.aclose()
-        await container.aclose()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.log_level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per SMS is enough
-    asyncio.run(run(Settings()))
-    return 0
+    from anbu.app.processes import outbox_worker
+
+    return asyncio.run(outbox_worker(Settings()))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ from anbu.domain.calls import CallResult, DialReport, classify_call, sip_status_
 from anbu.domain.phone import mask_phone
 from anbu.domain.replies import Reply
 from anbu.errors import AmiError, TelephonyError, ValidationError
-from anbu.ports import CallRecord, CallRequest, Clock, SystemClock
+from anbu.ports import CallRecord, CallRequest, Clock, IvrOutcome, SystemClock
 from anbu.settings import Settings
 from ivr.ami import (
     AmiActionError,
@@ -71,7 +71,7 @@ from ivr.ami import (
     AmiState,
     Subscription,
 )
-from ivr.flow import IvrOutcome, utc_ms
+from ivr.flow import utc_ms
 
 log = logging.getLogger(__name__)
 

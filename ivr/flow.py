@@ -20,7 +20,7 @@ from typing import Protocol
 
 from anbu.domain.machine import Answerer
 from anbu.domain.replies import Ask, Dialogue, Finish, Reply, Step, reply_for_key
-from anbu.ports import Clock, SystemClock
+from anbu.ports import Clock, IvrOutcome, OutcomeSink, SystemClock
 from anbu.settings import Settings
 from ivr.agi import AgiError, AgiHangupError, AgiSession
 from ivr.prompts import PromptLibrary
@@ -81,30 +81,6 @@ class KeypadListener:
         if key is None:
             return Heard()
         return Heard(key=key, reply=reply_for_key(key))
-
-
-@dataclass(frozen=True, slots=True)
-class IvrOutcome:
-    """What the IVR got on one answered call, keyed by the channel's uniqueid."""
-
-    channel_id: str
-    reply: Reply | None  # None only when the IVR itself failed (``error`` says why)
-    keys: str
-    started_at: dt.datetime
-    ended_at: dt.datetime
-    replied_at: dt.datetime | None = None
-    asks: int = 0
-    transcript: str | None = None
-    confidence: float | None = None
-    error: str | None = None
-    # Not a person: the carrier's voicemail or an answering machine (reply is None then).
-    machine: Answerer | None = None
-
-
-class OutcomeSink(Protocol):
-    def report(self, outcome: IvrOutcome) -> None:
-        """Take the outcome of one call; must not block."""
-        ...
 
 
 @dataclass(slots=True)
@@ -269,9 +245,7 @@ class CheckinFlow:
 __all__ = [
     "CheckinFlow",
     "Heard",
-    "IvrOutcome",
     "KeypadListener",
-    "OutcomeSink",
     "ReplyListener",
     "utc_ms",
 ]

@@ -23,10 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from anbu.db.models import CallAttempt, Checkin, Resident
 from anbu.db.models_scheduling import AttemptClaim
 from anbu.domain.calling_hours import CallingWindow, blocked_reason, next_allowed
-from anbu.domain.checkin import AttemptStatus, CheckinStatus
+from anbu.domain.checkin import AttemptStatus
 from anbu.domain.phone import mask_phone
 from anbu.domain.retry import RetryPolicy
-from anbu.services.checkins import CheckinClosed, close_undialable, lose_attempt
+from anbu.services.checkins import (
+    CheckinClosed,
+    claim_attempts,
+    close_undialable,
+    lose_attempt,
+)
 from scheduler.rules import ResidentRules, load_rules
 from scheduler.workers import serialise_claims
 
@@ -158,26 +163,9 @@ async def claim_due(
         if candidates:
             # One compare-and-set for all: on PostgreSQL the rows are locked already; on SQLite
             # the status condition makes a row claimed elsewhere drop out of RETURNING.
-            won = set(
-                (
-                    await session.execute(
-                        update(CallAttempt)
-                        .where(
-                            CallAttempt.id.in_(list(candidates)),
-                            CallAttempt.status == AttemptStatus.SCHEDULED,
-                        )
-                        .values(status=AttemptStatus.DIALING, originated_at=now)
-                        .returning(CallAttempt.id)
-                    )
-                ).scalars()
-            )
+            won = await claim_attempts(session, list(candidates), now)
             out.claimed = [c for aid, c in candidates.items() if aid in won]
             if out.claimed:
-                await session.execute(
-                    update(Checkin)
-                    .where(Checkin.id.in_([c.checkin_id for c in out.claimed]))
-                    .values(status=CheckinStatus.DIALING, updated_at=now)
-                )
                 await session.execute(
                     insert(AttemptClaim),
                     [

@@ -32,8 +32,9 @@ from anbu.domain.phone import mask_phone
 from anbu.domain.retry import RetryPolicy
 from anbu.domain.risk import Level
 from anbu.errors import AnbuError
-from anbu.ports import CallRecord, CallRequest, Clock, Dialer
+from anbu.ports import CallRecord, CallRequest, ChannelProbe, Clock, Dialer
 from anbu.services.checkins import CheckinClosed, CheckinListener, notify, record_attempt
+from anbu.settings import Settings
 from scheduler.claims import Claimed, ClaimPass, claim_due, close_lost, orphaned_attempts
 from scheduler.workers import WorkerLife
 
@@ -44,12 +45,6 @@ log = logging.getLogger(__name__)
 # API callers choose 0-100.
 SEVERE_PRIORITY = Level.SERIOUS.priority
 RECORD_BATCH = 100  # finished calls stored in one transaction at most
-
-
-class ChannelProbe(Protocol):
-    async def live_channel_ids(self) -> set[str]:
-        """Unique ids of the channels that exist now. Raises when it cannot ask."""
-        ...
 
 
 class AmiChannelProbe:
@@ -138,6 +133,34 @@ class Dispatcher:
         # as a failed self-test is, and ``on_network_failure`` if set).
         self.network_watch = NetworkFailureWatch()
         self.on_network_failure: Callable[[int], Awaitable[None]] | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        engine: AsyncEngine,
+        sessions: async_sessionmaker[AsyncSession],
+        dialer: Dialer,
+        clock: Clock,
+        *,
+        channel_probe: ChannelProbe | None = None,
+    ) -> Dispatcher:
+        """The dispatcher every process runs (``anbu serve`` and the dispatch workers)."""
+        sc = settings.scheduling
+        return cls(
+            sessions,
+            dialer,
+            clock,
+            max_concurrent=settings.max_concurrent_calls,
+            trunk_caps=sc.trunk_caps,
+            calls_per_second=sc.calls_per_second,
+            ring_timeout_s=settings.trunk.ring_timeout_s,
+            severe_priority=sc.severe_priority,
+            channel_probe=channel_probe,
+            stale_call_s=sc.stale_call_s,
+            reconcile_interval_s=sc.reconcile_interval_s,
+            engine=engine,
+        )
 
     @property
     def inflight(self) -> int:

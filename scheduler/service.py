@@ -37,9 +37,7 @@ from anbu.container import Container
 from anbu.db.outage import report_failure
 from anbu.domain.calling_hours import zone
 from anbu.domain.phone import normalize_phone
-from anbu.ports import Clock, Dialer
-from anbu.settings import Settings
-from scheduler.dispatcher import ChannelProbe, Dispatcher
+from scheduler.dispatcher import Dispatcher
 from scheduler.routine import open_due_routine_checkins
 from scheduler.selftest import SelfTestFailed, run_self_test
 
@@ -111,38 +109,20 @@ def _hhmm(text: str) -> tuple[int, int]:
 
 def build_scheduler(
     container: Container,
+    dispatcher: Dispatcher,
     *,
-    dialer: Dialer,
-    channel_probe: ChannelProbe | None = None,
     risk_sweep: Hook | None = None,
     risk_retention: Hook | None = None,
     record_retention: Hook | None = None,
     escalation_tick: Hook | None = None,
     on_self_test_failed: SelfTestFailed | None = None,
-    settings: Settings | None = None,
-    clock: Clock | None = None,
 ) -> SchedulerService:
-    """Wire the dispatcher and the periodic jobs. Sets ``container.dispatcher`` so the API's
-    ``wake_dispatcher()`` reaches it. Call ``await service.start()`` inside the running loop
-    (e.g. the FastAPI lifespan of ``anbu serve``) and ``await service.stop()`` at shutdown."""
-    cfg = settings or container.settings
+    """The periodic jobs around ``dispatcher`` (built by the composition root, :mod:`anbu.app`).
+    Call ``await service.start()`` inside the running loop and ``await service.stop()`` at
+    shutdown."""
+    cfg = container.settings
     sc = cfg.scheduling
-    clk = clock or container.clock
-    dispatcher = Dispatcher(
-        container.sessions,
-        dialer,
-        clk,
-        max_concurrent=cfg.max_concurrent_calls,
-        trunk_caps=sc.trunk_caps,
-        calls_per_second=sc.calls_per_second,
-        ring_timeout_s=cfg.trunk.ring_timeout_s,
-        severe_priority=sc.severe_priority,
-        channel_probe=channel_probe,
-        stale_call_s=sc.stale_call_s,
-        reconcile_interval_s=sc.reconcile_interval_s,
-        engine=container.engine,
-    )
-    container.dispatcher = dispatcher
+    clk = container.clock
     tz = zone(sc.timezone)
     scheduler = AsyncIOScheduler(timezone=tz)
     common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}

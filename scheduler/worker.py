@@ -10,7 +10,9 @@ answered calls on it and their IVR results come back here. Without it the engine
 (``anbu serve``'s AGI server) get the calls, and their results do not reach this process.
 
 Configuration comes from the usual ``ANBU_*`` settings; flags override the few that tests and
-benchmarks change. SIGTERM/SIGINT stop it gracefully (calls in flight are cancelled and hung
+benchmarks change. The process itself is built by the composition root
+(:func:`anbu.app.processes.dispatch_worker`), like ``anbu serve``'s dispatcher.
+SIGTERM/SIGINT stop it gracefully (calls in flight are cancelled and hung
 up; their attempts are reconciled by the next worker); SIGKILL is what the crash tests use.
 """
 
@@ -18,20 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
-from anbu.db.outage import wait_for_database
-from anbu.db.session import make_engine, make_sessionmaker
+from pydantic import SecretStr
+
 from anbu.logs import configure_logging
-from anbu.ports import SystemClock
 from anbu.settings import Settings
-from ivr.ami import AmiClient
-from ivr.dialer import AmiDialer, CallRegistry
-from scheduler.dispatcher import AmiChannelProbe, Dispatcher
 
 log = logging.getLogger("scheduler.worker")
 
@@ -74,88 +70,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def settings_for(args: argparse.Namespace, settings: Settings | None = None) -> Settings:
+    """The ``ANBU_*`` settings with this command line's overrides applied, so that every part
+    the root builds from them (dialer, dispatcher, AMI client) sees the same values."""
+    base = settings or Settings()
+    engine: dict[str, object] = {}
+    if args.ami_port:
+        engine["ami_port"] = args.ami_port
+    if args.ami_secret:
+        engine["ami_secret"] = SecretStr(args.ami_secret)
+    scheduling: dict[str, object] = {}
+    if args.cps is not None:
+        scheduling["calls_per_second"] = args.cps or None  # 0: unlimited
+    if args.reconcile_interval:
+        scheduling["reconcile_interval_s"] = args.reconcile_interval
+    update: dict[str, object] = {
+        "engine": base.engine.model_copy(update=engine),
+        "scheduling": base.scheduling.model_copy(update=scheduling),
+    }
+    if args.ring_timeout:
+        update["trunk"] = base.trunk.model_copy(update={"ring_timeout_s": args.ring_timeout})
+    if args.database_url:
+        update["database_url"] = args.database_url
+    if args.max_concurrent:
+        update["max_concurrent_calls"] = args.max_concurrent
+    if args.agi_port:
+        update["agi_port"] = args.agi_port
+    return base.model_copy(update=update)
+
+
 async def run_worker(args: argparse.Namespace) -> int:
-    settings = Settings()
-    sc = settings.scheduling
-    url = args.database_url or settings.database_url
-    engine_cfg = settings.engine
-    cps = sc.calls_per_second if args.cps is None else (args.cps or None)
-    cap = args.max_concurrent or settings.max_concurrent_calls
-    ring = args.ring_timeout or settings.trunk.ring_timeout_s
-    secret = args.ami_secret or engine_cfg.ami_secret.get_secret_value()
+    from anbu.app.processes import dispatch_worker
+
+    settings = settings_for(args)
     agi_address = (
         agi_address_for(args.agi_advertise or settings.agi_host, args.agi_port)
         if args.agi_port
         else None
     )
-
-    engine = make_engine(url)
-    sessions = make_sessionmaker(engine)
-    ami = AmiClient(
-        engine_cfg.ami_host,
-        args.ami_port or engine_cfg.ami_port,
-        engine_cfg.ami_user,
-        secret,
-        connect_timeout_s=settings.ivr.ami_connect_timeout_s,
-        action_timeout_s=settings.ivr.ami_action_timeout_s,
-    )
-    registry = CallRegistry()
-    dialer = AmiDialer.from_settings(settings, ami, registry, agi_address=agi_address)
-    agi = None
-    dispatcher: Dispatcher | None = None
-    try:
-        await wait_for_database(engine)
-        await ami.connect()
-        dialer.start()
-        if args.agi_port:
-            from ivr.agi import AgiServer
-            from ivr.flow import CheckinFlow
-
-            flow = CheckinFlow.from_settings(settings, registry)
-            agi = AgiServer.from_settings(
-                settings.model_copy(update={"agi_port": args.agi_port}), {"checkin": flow}
-            )
-            await agi.start()
-            log.info("FastAGI for this worker's calls on %s", agi_address)
-        dispatcher = Dispatcher(
-            sessions,
-            dialer,
-            SystemClock(),
-            max_concurrent=cap,
-            trunk_caps=sc.trunk_caps,
-            calls_per_second=cps,
-            ring_timeout_s=ring,
-            severe_priority=sc.severe_priority,
-            channel_probe=AmiChannelProbe(ami),
-            stale_call_s=sc.stale_call_s,
-            reconcile_interval_s=args.reconcile_interval or sc.reconcile_interval_s,
-            engine=engine,
-        )
-        await dispatcher.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        # Tests wait for this line: the worker has registered and reconciled.
-        print(f"worker {dispatcher.life.id} ready", flush=True)
-        runner = asyncio.create_task(dispatcher.run(args.poll or sc.poll_interval_s))
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (runner, stopper):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if runner in done and runner.exception() is not None:
-            raise runner.exception()  # type: ignore[misc]
-        return 0
-    finally:
-        if dispatcher is not None:
-            await dispatcher.close()
-        if agi is not None:
-            await agi.stop()
-        await dialer.close()
-        await ami.close()
-        await engine.dispose()
+    return await dispatch_worker(settings, agi_address=agi_address, poll_s=args.poll)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,7 @@
 #     sees the shared dependencies and this checkout's code through .pth files, with an `anbu`
 #     command; ./.venv links to it. Any number of clones share the dependencies; deleting one
 #     breaks no other (a venv whose checkout is gone is removed here);
-#   - Asterisk 22 from Debian sid, unpacked into the cache (see ivr/asterisk.py).
+#   - Asterisk 22 from Debian sid, unpacked into the cache (see devstack/asterisk.py).
 # A second run costs about a second.
 #   scripts/bootstrap.sh           install (what is missing)
 #   scripts/bootstrap.sh --venv    print this checkout's venv directory (the Makefile uses it)

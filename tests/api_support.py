@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from anbu.api.app import create_app
-from anbu.container import Container, build_container
+from anbu.app.parts import build_api, build_container
+from anbu.container import Container
 from anbu.services.admin import create_api_key, ensure_district
 from anbu.settings import Settings
 
@@ -56,7 +56,7 @@ async def api_over(db_url: str, settings: Settings | None = None) -> AsyncIterat
             "gangnam": await create_api_key(s, "gangnam", ["11680"]),
         }
         await s.commit()
-    app = create_app(container)
+    app = build_api(container)
     transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://anbu") as client:
         yield Api(client, keys, container, clock)

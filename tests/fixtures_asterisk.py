@@ -35,7 +35,7 @@ import pytest
 from pydantic import SecretStr
 
 from anbu.settings import AsteriskSettings, Settings, TrunkSettings
-from ivr.asterisk import (
+from devstack.asterisk import (
     AsteriskInstall,
     AsteriskInstance,
     install_asterisk,

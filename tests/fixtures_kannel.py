@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from escalation.kannel import KannelConfig, KannelInstance, KannelPorts
+from devstack.kannel import KannelConfig, KannelInstance, KannelPorts
 from escalation.providers import KannelSmsSender
 from tests.fakes.solapi_server import FakeSolapiServer
 from tests.fixtures_asterisk import free_ports

@@ -14,7 +14,7 @@ from anbu.domain.risk import DEFAULT_RULES, KST, DeviceKind, HoldReason, RiskCat
 from anbu.risk import registry
 from anbu.risk.ingest import IngestReport, ingest
 from anbu.risk.schemas import SignalEventIn
-from anbu.sim import SimResident, Story
+from devstack.sim import SimResident, Story
 
 START = dt.datetime(2026, 11, 2, tzinfo=KST).astimezone(dt.UTC)
 TURN = START + dt.timedelta(days=14)

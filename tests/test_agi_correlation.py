@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from anbu.app.parts import Telephony
 from anbu.domain.calls import CallResult
 from anbu.domain.replies import Prompt, Reply
-from anbu.ports import CallRequest, SystemClock
-from anbu.runtime import Telephony
+from anbu.ports import CallRequest, IvrOutcome, SystemClock
 from ivr.dialer import CallRegistry
-from ivr.flow import IvrOutcome
 from tests.fixtures_asterisk import AsteriskPair
 from tests.test_calls_integration import write_tone
 
@@ -59,6 +58,8 @@ async def test_given_stack_and_one_off_call_on_one_engine_when_both_dial_then_ea
     await stack.start()
     await one_off.start()
     globals_before = asterisk_pair.engine.rx("dialplan show globals")
+    assert one_off.agi is not None
+    assert stack.agi is not None
     try:
         assert one_off.agi.port != stack.agi.port
         assert one_off.dialer.agi_address == f"127.0.0.1:{one_off.agi.port}"

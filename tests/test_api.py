@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from anbu.api.app import create_app
-from anbu.container import build_container
+from anbu.app.parts import build_api, build_container
 from anbu.services.admin import create_api_key, ensure_district
 from anbu.settings import Settings
 
@@ -27,7 +26,7 @@ async def api(db_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, s
             "gangnam": await create_api_key(s, "gangnam", ["11680"]),
         }
         await s.commit()
-    app = create_app(container)
+    app = build_api(container)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://anbu") as client:
         yield client, keys

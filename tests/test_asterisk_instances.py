@@ -1,4 +1,4 @@
-"""Contract tests of ivr/asterisk.py against real Asterisk (sid tree, two instances on loopback).
+"""Contract tests of devstack/asterisk.py against real Asterisk (sid tree, two on loopback).
 
 Needs the fixtures of tests/fixtures_asterisk.py. Installing Asterisk is part of the session
 setup: if it fails, these tests fail (error), they never skip.
@@ -20,8 +20,8 @@ from pydantic import SecretStr
 
 from anbu.errors import TelephonyError
 from anbu.settings import AsteriskSettings, TrunkSettings
-from ivr import asterisk as asterisk_module
-from ivr.asterisk import (
+from devstack import asterisk as asterisk_module
+from devstack.asterisk import (
     AsteriskConfigError,
     AsteriskInstall,
     AsteriskInstallError,

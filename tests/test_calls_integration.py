@@ -22,11 +22,11 @@ import pytest
 
 from anbu.domain.calls import CallResult
 from anbu.domain.replies import Prompt, Reply
-from anbu.ports import CallRecord, CallRequest
+from anbu.ports import CallRecord, CallRequest, IvrOutcome
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient, AmiState
 from ivr.dialer import AmiDialer, CallRegistry
-from ivr.flow import CheckinFlow, IvrOutcome
+from ivr.flow import CheckinFlow
 from ivr.prompts import PromptLibrary
 from tests.fixtures_asterisk import (
     AsteriskPair,

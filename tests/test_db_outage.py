@@ -24,7 +24,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from anbu.container import build_container
+from anbu.app.parts import build_container
 from anbu.db.migrate import upgrade
 from anbu.db.models import District, Resident
 from anbu.db.models_scheduling import Program
@@ -34,6 +34,7 @@ from anbu.domain.checkin import CheckinSource
 from anbu.ports import CallRecord, CallRequest
 from anbu.services.checkins import open_checkin
 from anbu.settings import SchedulingSettings, Settings
+from scheduler.dispatcher import Dispatcher
 from scheduler.service import build_scheduler
 from tests.fixtures_asterisk import free_port
 from tests.fixtures_postgres import PrivatePostgres, private_postgres
@@ -249,7 +250,10 @@ async def test_given_running_scheduler_when_postgres_stops_then_jobs_resume_by_t
         sweeps += 1
 
     dialer = RingingOut()
-    service = build_scheduler(container, dialer=dialer, risk_sweep=sweep)
+    dispatcher = Dispatcher.from_settings(
+        settings, container.engine, container.sessions, dialer, container.clock
+    )
+    service = build_scheduler(container, dispatcher, risk_sweep=sweep)
     monitor = monitor_of(container.engine)
 
     async def swept_more(than: int) -> bool:

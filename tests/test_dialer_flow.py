@@ -13,12 +13,12 @@ import pytest
 from anbu.domain.calls import CallResult
 from anbu.domain.replies import Prompt, Reply
 from anbu.errors import ValidationError
-from anbu.ports import CallRecord, CallRequest
+from anbu.ports import CallRecord, CallRequest, IvrOutcome
 from anbu.settings import Settings
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient, AmiMessage
 from ivr.dialer import AmiDialer, CallRegistry
-from ivr.flow import CheckinFlow, IvrOutcome
+from ivr.flow import CheckinFlow
 from ivr.prompts import PromptLibrary
 from tests.ivr_fakes import (
     ActionHandler,

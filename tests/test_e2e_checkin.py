@@ -1,7 +1,7 @@
 """End to end through the production wiring: HTTP API -> database -> dispatcher -> AMI ->
 real Asterisk engine -> carrier stand-in -> FastAGI IVR -> outcome stored -> API.
 
-``anbu.runtime.running_services`` is the same composition ``anbu serve`` runs (telephony,
+``anbu.app.processes.running_services`` is the same composition ``anbu serve`` runs (telephony,
 scheduler, escalation, MQTT), on each database backend.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from anbu.api.app import create_app
+from anbu.app.parts import build_api
+from anbu.app.processes import running_services
 from anbu.db.models_scheduling import Program
-from anbu.runtime import running_services
 from anbu.settings import ROOT
 from tests.fixtures_asterisk import AsteriskPair
 
@@ -31,7 +31,8 @@ async def api(asterisk_pair: AsteriskPair, db_url: str) -> AsyncIterator[httpx.A
             "audio_dir": ROOT / "audio",  # the shipped Korean prompts
         }
     )
-    async with running_services(settings) as (container, telephony, _scheduler):
+    async with running_services(settings) as svc:
+        container, telephony = svc.container, svc.telephony
         assert telephony is not None
         assert telephony.ami.booted
         async with container.sessions() as s:
@@ -48,7 +49,7 @@ async def api(asterisk_pair: AsteriskPair, db_url: str) -> AsyncIterator[httpx.A
                 )
             )
             await s.commit()
-        app = create_app(container)
+        app = build_api(container, svc.escalation.service)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://anbu"
         ) as client:

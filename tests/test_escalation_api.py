@@ -12,8 +12,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from anbu.api.app import create_app
-from anbu.container import Container, build_container
+from anbu.app.parts import build_api, build_container
+from anbu.container import Container
 from anbu.domain.calls import CallResult
 from anbu.services.admin import create_api_key, ensure_district
 from anbu.settings import EscalationSettings, Settings
@@ -58,7 +58,7 @@ async def api(db_url: str) -> AsyncIterator[Api]:
             "gangnam": await create_api_key(s, "gangnam", ["11680"]),
         }
         await s.commit()
-    app = create_app(container)
+    app = build_api(container)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://anbu") as client:
         yield Api(client, container, keys)

@@ -19,7 +19,7 @@ from anbu.domain.calls import CallResult
 from anbu.domain.checkin import CheckinSource, Outcome
 from anbu.ports import SystemClock
 from anbu.services.checkins import CheckinClosed, open_checkin
-from escalation.kannel import KannelInstance
+from devstack.kannel import KannelInstance
 from ivr.ami import AmiClient
 from ivr.dialer import AmiDialer, CallRegistry
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher

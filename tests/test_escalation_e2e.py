@@ -30,18 +30,19 @@ import uvicorn
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from anbu.api.app import create_app
-from anbu.container import Container, build_container
+from anbu.app.parts import build_api, build_container
+from anbu.container import Container
 from anbu.db.models_escalation import IncidentEvent, OutboxMessage
 from anbu.domain.calls import CallResult
 from anbu.domain.escalation import SEOUL
 from anbu.domain.incidents import DeliveryStatus, IncidentEventKind, IncidentStatus, OutboxStatus
 from anbu.domain.replies import Reply
 from anbu.domain.sms_text import SmsKind
+from anbu.ports import SmsSender
 from anbu.settings import Settings, SmsSettings
-from escalation.kannel import KannelConfig, KannelInstance, KannelPorts, ReceivedSms
+from devstack.kannel import KannelConfig, KannelInstance, KannelPorts, ReceivedSms
 from escalation.outbox import OutboxConfig, OutboxWorker, enqueue
-from escalation.providers import KannelSmsSender, SmsSender, SolapiSmsSender
+from escalation.providers import KannelSmsSender, SolapiSmsSender
 from escalation.service import EscalationConfig, EscalationService
 from tests.fakes.solapi_server import FakeSolapiServer
 from tests.fixtures_asterisk import free_ports
@@ -173,10 +174,9 @@ async def stack_factory(db_url: str, api_port: int) -> AsyncIterator[StackFactor
             clock=container.clock,
             wake=out_worker.wake if out_worker else None,
         )
-        container.extras["escalation"] = service
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(container),
+                build_api(container, service),
                 host="127.0.0.1",
                 port=api_port,
                 lifespan="off",

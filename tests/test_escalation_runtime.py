@@ -1,15 +1,15 @@
-"""The composition ``anbu serve`` uses: ``build_escalation`` from settings starts the outbox
-worker, the listener alerts, the tick runs, ``aclose`` stops it all. The provider here is the
-generic webhook against a local recording server (Kannel is covered by the e2e tests)."""
+"""The composition ``anbu serve`` uses: ``anbu.app.parts.build_escalation`` from settings starts
+the outbox worker, the listener alerts, the tick runs, ``aclose`` stops it all. The provider
+here is the generic webhook against a local recording server (Kannel is covered by the e2e
+tests)."""
 
 from __future__ import annotations
 
 import pytest
 
-from anbu.container import build_container
+from anbu.app.parts import build_container, build_escalation
 from anbu.domain.calls import CallResult
 from anbu.settings import Settings, SmsSettings
-from escalation.service import EscalationService, build_escalation
 from tests.fixtures_kannel import RecordingServer
 from tests.test_escalation_service import T0, close_case, incident_of, make_world
 
@@ -22,9 +22,12 @@ async def test_given_settings_when_building_escalation_then_listener_alert_reach
         sms=SmsSettings(provider="webhook", webhook_url=callback_server.url + "/sms-relay"),
     )
     container = build_container(settings)
-    runtime = await build_escalation(container)
+    escalation = build_escalation(container, send=True)
+    runtime = escalation.runtime
+    assert runtime is not None
+    runtime.start()
     try:
-        assert isinstance(container.extras["escalation"], EscalationService)
+        assert runtime.service is escalation.service
         world = await make_world(container.sessions)
         event = await close_case(container.sessions, world.resident_id, [CallResult.BUSY], T0)
         await runtime.on_checkin_closed(event)

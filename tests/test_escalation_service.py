@@ -31,18 +31,17 @@ from anbu.domain.escalation import Finding
 from anbu.domain.incidents import DeliveryStatus, IncidentStatus, OfficialRole, OutboxStatus
 from anbu.domain.replies import Reply
 from anbu.domain.retry import RetryPolicy
-from anbu.domain.sms_text import SmsKind
+from anbu.domain.sms_text import OutgoingSms, SendReceipt, SendStatus, SmsKind
 from anbu.errors import SmsError
 from anbu.ports import CallRecord
 from anbu.services.checkins import (
     CheckinClosed,
-    claim_attempt,
+    claim_attempts,
     open_checkin,
     record_attempt,
 )
 from escalation.dlr import DeliveryReport, InboundSms
 from escalation.outbox import OutboxConfig, OutboxWorker, enqueue
-from escalation.providers import OutgoingSms, SendReceipt, SendStatus
 from escalation.service import EscalationConfig, EscalationService, ReplyOutcome
 
 OUR_NUMBER = "0212345678"
@@ -181,7 +180,7 @@ async def close_case(
                 )
             )
             assert attempt_id is not None
-            assert await claim_attempt(s, attempt_id, at)
+            assert await claim_attempts(s, [attempt_id], at)
             answered = isinstance(item, Reply)
             record = CallRecord(
                 channel_id=attempt_id,

@@ -15,15 +15,9 @@ from pathlib import Path
 import pytest
 
 from anbu.domain.incidents import DeliveryStatus
-from anbu.domain.sms_text import SmsKind
+from anbu.domain.sms_text import OutgoingSms, SendStatus, SmsKind
 from anbu.errors import SmsError, ValidationError
-from escalation.dlr import (
-    kannel_dlr_url,
-    kannel_mo_url,
-    parse_delivery_report,
-    parse_inbound_sms,
-)
-from escalation.kannel import (
+from devstack.kannel import (
     KannelConfig,
     KannelInstance,
     KannelPorts,
@@ -34,7 +28,13 @@ from escalation.kannel import (
     parse_fakesmsc_output,
     reassemble,
 )
-from escalation.providers import KannelSmsSender, OutgoingSms, SendStatus
+from escalation.dlr import (
+    kannel_dlr_url,
+    kannel_mo_url,
+    parse_delivery_report,
+    parse_inbound_sms,
+)
+from escalation.providers import KannelSmsSender
 from tests.fixtures_kannel import (
     DLR_PATH,
     MO_PATH,

@@ -33,13 +33,13 @@ from anbu.domain.calls import CallResult
 from anbu.domain.checkin import CheckinSource, CheckinStatus, Outcome
 from anbu.domain.escalation import AttemptFacts, machine_counts
 from anbu.domain.replies import Prompt, Reply
-from anbu.ports import CallRecord, SystemClock
+from anbu.ports import CallRecord, IvrOutcome, SystemClock
 from anbu.services.checkins import CheckinClosed, open_checkin
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient
 from ivr.audiosocket import AudioSocketServer
 from ivr.dialer import AmiDialer, CallRegistry
-from ivr.flow import CheckinFlow, IvrOutcome
+from ivr.flow import CheckinFlow
 from ivr.listen import SpeechListener
 from ivr.prompts import PromptLibrary
 from ivr.speech import VoskRecognizer

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from anbu.app.parts import build_container
 from anbu.cli import build_parser
-from anbu.container import build_container
 from anbu.db.models import CallAttempt, Checkin, District, Resident
 from anbu.db.models_audit import AuditEntry
 from anbu.db.models_escalation import (
@@ -245,7 +245,7 @@ async def test_given_the_scheduler_then_a_daily_record_retention_job_runs_beside
 
     service = build_scheduler(
         container,
-        dialer=object(),  # type: ignore[arg-type]  # never dials: the jobs are only registered
+        object(),  # type: ignore[arg-type]  # no dispatcher: the jobs are only registered
         risk_retention=job,
         record_retention=job,
     )

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from anbu.api.app import create_app
+from anbu.app.parts import build_api
 from anbu.container import Container
 from anbu.db.models import ApiKey, Checkin, District
 from anbu.db.models_signals import SignalState
@@ -51,7 +51,7 @@ async def api(
         s.add(ApiKey(name="gwanak", key_hash=hash_key("k-gwanak"), districts=[gwanak]))
         s.add(ApiKey(name="jongno", key_hash=hash_key("k-jongno"), districts=[other]))
         await s.commit()
-    app = create_app(container)
+    app = build_api(container)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://t", headers={"X-API-Key": "k-gwanak"}

@@ -22,7 +22,7 @@ from anbu.risk.ingest import IngestReport, ingest
 from anbu.risk.schemas import SignalEventIn
 from anbu.risk.store import rules_from
 from anbu.risk.sweep import sweep
-from anbu.sim import Story, simulate
+from devstack.sim import Story, simulate
 from tests.risk_support import END, START, TURN, feed, life_stories, person, register
 
 

@@ -19,7 +19,7 @@ from anbu.risk.ingest import ingest
 from anbu.risk.retention import oldest_event, prune_events
 from anbu.risk.schemas import SignalEventIn
 from anbu.settings import Settings
-from anbu.sim import Story, simulate
+from devstack.sim import Story, simulate
 from tests.risk_support import START, feed, person, register
 
 DAY = dt.timedelta(days=1)

@@ -30,7 +30,7 @@ from anbu.domain.risk import (
 from anbu.risk.ingest import ingest
 from anbu.risk.schemas import SignalEventIn
 from anbu.risk.sweep import sweep
-from anbu.sim import SimResident, Story, simulate
+from devstack.sim import SimResident, Story, simulate
 from tests.risk_support import END, START, TURN, feed, life_stories, person, register
 
 

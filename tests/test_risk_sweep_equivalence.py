@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from anbu.db.models_signals import MonitoringProfile
 from anbu.domain.risk import KST, Level, RiskCategory
 from anbu.risk.sweep import regrade_all, sweep
-from anbu.sim import SimResident, population, simulate
+from devstack.sim import SimResident, population, simulate
 from tests.risk_support import feed, register
 
 START = dt.datetime(2026, 11, 2, tzinfo=KST).astimezone(dt.UTC)

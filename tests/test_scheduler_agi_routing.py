@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from anbu.container import build_container
+from anbu.app.parts import build_container
 from anbu.db.migrate import upgrade
 from anbu.db.models import CallAttempt, Checkin, District, Resident
 from anbu.db.models_scheduling import AttemptClaim, Program, SelfTestRun
@@ -42,7 +42,7 @@ from ivr.ami import AmiClient, AmiMessage
 from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow
 from ivr.prompts import PromptLibrary
-from scheduler.dispatcher import AmiChannelProbe
+from scheduler.dispatcher import AmiChannelProbe, Dispatcher
 from scheduler.service import build_scheduler
 from scheduler.worker import agi_address_for
 from tests.db_fixtures import create_pg_database, drop_pg_database, pg_url
@@ -271,12 +271,15 @@ async def test_given_line_that_presses_1_when_daily_self_test_runs_then_passed_r
     try:
         await ami.connect()
         await agi.start()
-        service = build_scheduler(
-            container,
-            dialer=dialer,
+        dispatcher = Dispatcher.from_settings(
+            settings,
+            container.engine,
+            container.sessions,
+            dialer,
+            container.clock,
             channel_probe=AmiChannelProbe(ami),
-            on_self_test_failed=page_admin,
         )
+        service = build_scheduler(container, dispatcher, on_self_test_failed=page_admin)
         job = service.scheduler.get_job("self-test")
         assert job is not None
         started = container.clock.now()

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import select
 
-from anbu.container import build_container
+from anbu.app.parts import build_container
 from anbu.db.models import Checkin, District, Resident
 from anbu.db.models_scheduling import Program, RoutineSchedule, SelfTestRun
 from anbu.domain.calling_hours import zone
@@ -20,7 +20,7 @@ from anbu.services.checkins import CheckinClosed, open_checkin
 from anbu.settings import SchedulingSettings, Settings, TrunkSettings
 from ivr.ami import AmiClient
 from ivr.dialer import AmiDialer, CallRegistry
-from scheduler.dispatcher import AmiChannelProbe
+from scheduler.dispatcher import AmiChannelProbe, Dispatcher
 from scheduler.selftest import run_self_test
 from scheduler.service import build_scheduler
 from tests.fixtures_asterisk import (
@@ -79,10 +79,17 @@ async def test_given_service_when_started_then_jobs_fire_and_checkins_get_dialed
         if len(closed) == 2:
             all_closed.set()
 
+    container.dispatcher = dispatcher = Dispatcher.from_settings(
+        settings,
+        container.engine,
+        container.sessions,
+        dialer,
+        container.clock,
+        channel_probe=AmiChannelProbe(engine_ami),
+    )
     service = build_scheduler(
         container,
-        dialer=dialer,
-        channel_probe=AmiChannelProbe(engine_ami),
+        dispatcher,
         risk_sweep=risk_sweep,
         risk_retention=retention,
         record_retention=retention,

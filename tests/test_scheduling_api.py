@@ -11,8 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from anbu.api.app import create_app
-from anbu.container import build_container
+from anbu.app.parts import build_api, build_container
 from anbu.db.models import Checkin
 from anbu.domain.checkin import CheckinSource
 from anbu.services.admin import create_api_key, ensure_district
@@ -77,7 +76,7 @@ async def api(db_url: str) -> AsyncIterator[Api]:
             "gangnam": await create_api_key(s, "gangnam", ["11680"]),
         }
         await s.commit()
-    transport = httpx.ASGITransport(app=create_app(container))
+    transport = httpx.ASGITransport(app=build_api(container))
     async with httpx.AsyncClient(transport=transport, base_url="http://anbu") as client:
         yield Api(client, keys, container, clock)
     await container.aclose()

@@ -11,8 +11,8 @@ import re
 
 import pytest
 
+from devstack.asterisk import AMI_READ, AMI_WRITE
 from ivr.ami import AmiActionError, AmiClient, AmiMessage
-from ivr.asterisk import AMI_READ, AMI_WRITE
 from tests.fixtures_asterisk import AsteriskPair
 
 pytestmark = [pytest.mark.asterisk]

@@ -13,12 +13,12 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from anbu.api.app import create_app
+from anbu.app.parts import build_api
 from anbu.db.models_escalation import InboundSms, Incident, IncidentEvent
 from anbu.domain.escalation import CODE_DIGITS, Finding, parse_reply
 from anbu.domain.incidents import IncidentStatus
 from anbu.settings import EscalationSettings, Settings, SettingsError
-from escalation.kannel import KannelConfig
+from devstack.kannel import KannelConfig
 from escalation.providers import KannelSmsSender
 from tests.test_escalation_api import Api, _incident, api  # noqa: F401
 from tests.test_escalation_service import OUR_NUMBER
@@ -144,7 +144,7 @@ async def test_given_no_or_wrong_key_or_address_when_calling_back_then_refused(
     api.container.settings.escalation.callback_allow_ips = ["10.1.2.3"]
     assert (await _reply(api, incident.code, msg_id="k3")).status_code == 404
     assert (await _reload(api, incident.id)).status is IncidentStatus.OPEN
-    app = create_app(api.container)
+    app = build_api(api.container)
     transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://anbu") as client:
         r = await client.get(

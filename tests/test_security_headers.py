@@ -7,8 +7,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from anbu.api.app import create_app
-from anbu.container import build_container
+from anbu.app.parts import build_api, build_container
 from anbu.settings import EscalationSettings, MqttSettings, Settings
 from tests.test_escalation_api import Api, _incident, api  # noqa: F401
 
@@ -59,7 +58,7 @@ async def test_given_environment_when_asking_for_docs_then_on_except_in_producti
     db_url: str, settings: dict[str, object], docs: int
 ) -> None:
     container = build_container(Settings(database_url=db_url, **settings))  # type: ignore[arg-type]
-    transport = httpx.ASGITransport(app=create_app(container))
+    transport = httpx.ASGITransport(app=build_api(container))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://anbu") as client:
             assert (await client.get("/docs")).status_code == docs

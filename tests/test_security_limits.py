@@ -10,9 +10,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from anbu.api.app import create_app
 from anbu.api.limits import TokenBuckets
-from anbu.container import build_container
+from anbu.app.parts import build_api, build_container
 from anbu.services.admin import create_api_key, ensure_district
 from anbu.settings import LimitSettings, Settings
 from tests.test_api import ADMIN, api  # noqa: F401
@@ -122,7 +121,7 @@ async def test_given_small_limits_when_exceeded_then_429_per_key_and_per_route(
         await create_api_key(s, "a", admin=True, key="key-a")
         await create_api_key(s, "b", admin=True, key="key-b")
         await s.commit()
-    transport = httpx.ASGITransport(app=create_app(container))
+    transport = httpx.ASGITransport(app=build_api(container))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://anbu") as client:
             codes = [

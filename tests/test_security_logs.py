@@ -17,14 +17,13 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
-from anbu.api.app import create_app
-from anbu.container import build_container
+from anbu.app.parts import build_api, build_container
+from anbu.domain.sms_text import OutgoingSms
 from anbu.logs import configure_logging, mask_text
 from anbu.services.admin import create_api_key, ensure_district
 from anbu.settings import EscalationSettings, Settings
+from devstack.kannel import KannelInstance
 from escalation.dlr import parse_delivery_report, parse_inbound_sms
-from escalation.kannel import KannelInstance
-from escalation.providers import OutgoingSms
 from tests.fixtures_asterisk import free_ports
 from tests.fixtures_kannel import (
     DLR_PATH,
@@ -60,7 +59,7 @@ async def test_given_real_http_requests_when_logged_then_access_log_masks_number
         await s.commit()
     [port] = free_ports(1)
     config = uvicorn.Config(
-        create_app(container), host="127.0.0.1", port=port, log_config=None, lifespan="off"
+        build_api(container), host="127.0.0.1", port=port, log_config=None, lifespan="off"
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

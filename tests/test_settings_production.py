@@ -14,8 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from anbu.api.app import create_app
-from anbu.container import build_container
+from anbu.app.parts import build_api, build_container
 from anbu.settings import Environment, Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -262,7 +261,7 @@ async def test_app_builds_from_the_sample_env_file(
     use(environ, example_env() | {"ANBU_DATABASE_URL": db_url})
     container = build_container(load_settings())
     try:
-        transport = httpx.ASGITransport(app=create_app(container))
+        transport = httpx.ASGITransport(app=build_api(container))
         async with httpx.AsyncClient(transport=transport, base_url="http://anbu") as client:
             assert (await client.get("/health")).status_code == 200
     finally:

@@ -12,13 +12,13 @@ import pytest
 import uvicorn
 from sqlalchemy import func, select
 
-from anbu.api.app import create_app
-from anbu.container import Container, build_container
+from anbu.app.parts import build_api, build_container
+from anbu.container import Container
 from anbu.db.models import ApiKey, District, Resident
 from anbu.db.models_signals import Device, SignalEvent, SignalState
 from anbu.services.admin import hash_key
 from anbu.settings import Settings
-from anbu.sim import population, sim_main, stream
+from devstack.sim import population, sim_main, stream
 from tests.fixtures_asterisk import free_ports
 from tests.risk_support import START
 
@@ -35,7 +35,7 @@ async def api(db_url: str) -> AsyncIterator[tuple[str, Container]]:
         s.add(ApiKey(name="sim", key_hash=hash_key(KEY), districts=[gwanak]))
         await s.commit()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(container), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(build_api(container), host="127.0.0.1", port=port, log_level="warning")
     )
     task = asyncio.create_task(server.serve())
     for _ in range(200):

@@ -31,9 +31,9 @@ from anbu.domain.retry import GiveUp, RetryAt, RetryPolicy, decide_retry
 from anbu.ports import CallRecord, CallRequest, SystemClock
 from anbu.services.checkins import open_checkin
 from anbu.settings import Settings, TrunkSettings
+from devstack.asterisk import AsteriskInstall, AsteriskInstance, provision_engine
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient
-from ivr.asterisk import AsteriskInstall, AsteriskInstance, provision_engine
 from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow
 from ivr.prompts import PromptLibrary

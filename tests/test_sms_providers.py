@@ -14,13 +14,11 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from anbu.domain.sms_text import SmsKind
+from anbu.domain.sms_text import OutgoingSms, SendStatus, SmsKind
 from anbu.errors import InvalidPhoneNumberError, SmsError, ValidationError
 from anbu.settings import Settings
 from escalation.providers import (
     KannelSmsSender,
-    OutgoingSms,
-    SendStatus,
     SolapiSmsSender,
     WebhookSmsSender,
     sender_from_settings,

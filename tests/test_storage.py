@@ -15,7 +15,7 @@ from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus, Out
 from anbu.domain.replies import Reply
 from anbu.domain.retry import RetryPolicy
 from anbu.ports import CallRecord
-from anbu.services.checkins import claim_attempt, open_checkin, record_attempt
+from anbu.services.checkins import claim_attempts, open_checkin, record_attempt
 
 T0 = dt.datetime(2026, 11, 25, 1, 2, 3, 456000, tzinfo=dt.UTC)
 
@@ -88,10 +88,10 @@ async def test_given_scheduled_attempt_when_claimed_twice_then_only_one_claim_wi
         await s.commit()
         attempt_id = checkin.attempts[0].id
     async with sessions() as s1:
-        assert await claim_attempt(s1, attempt_id, T0)
+        assert await claim_attempts(s1, [attempt_id], T0)
         await s1.commit()
     async with sessions() as s2:
-        assert not await claim_attempt(s2, attempt_id, T0)
+        assert not await claim_attempts(s2, [attempt_id], T0)
         await s2.commit()
         attempt = await s2.get(CallAttempt, attempt_id)
         assert attempt is not None
@@ -106,7 +106,7 @@ async def test_given_answered_ok_when_recorded_then_case_completes_ok(
             s, await _resident(s), source=CheckinSource.API, reason="r", now=T0
         )
         attempt = checkin.attempts[0]
-        assert await claim_attempt(s, attempt.id, T0)
+        assert await claim_attempts(s, [attempt.id], T0)
         closed = await record_attempt(
             s,
             attempt.id,
@@ -142,7 +142,7 @@ async def test_given_no_answer_when_attempts_run_out_then_case_is_exhausted(
         await s.commit()
         first = checkin.attempts[0]
     async with sessions() as s:
-        assert await claim_attempt(s, first.id, T0)
+        assert await claim_attempts(s, [first.id], T0)
         assert (
             await record_attempt(
                 s, first.id, _record(first.channel_id, CallResult.NO_ANSWER), policy, T0
@@ -156,7 +156,7 @@ async def test_given_no_answer_when_attempts_run_out_then_case_is_exhausted(
         assert stored.status is CheckinStatus.PENDING
         second = stored.attempts[1]
         assert second.scheduled_for == T0 + policy.interval  # clock from dial time
-        assert await claim_attempt(s, second.id, T0)
+        assert await claim_attempts(s, [second.id], T0)
         closed = await record_attempt(
             s, second.id, _record(second.channel_id, CallResult.NO_ANSWER), policy, T0
         )

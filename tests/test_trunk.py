@@ -22,15 +22,15 @@ from anbu.domain.calls import CallResult
 from anbu.domain.replies import Reply
 from anbu.ports import CallRequest
 from anbu.settings import Settings, SettingsError, TrunkSettings
-from ivr.agi import AgiServer
-from ivr.ami import AmiClient
-from ivr.asterisk import (
+from devstack.asterisk import (
     AsteriskConfigError,
     AsteriskInstall,
     AsteriskInstance,
     AsteriskRole,
     provision_engine,
 )
+from ivr.agi import AgiServer
+from ivr.ami import AmiClient
 from ivr.dialer import AmiDialer, CallRegistry
 from tests.fixtures_asterisk import (
     AsteriskPair,

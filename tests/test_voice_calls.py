@@ -31,13 +31,13 @@ import pytest
 from anbu.domain.calls import CallResult
 from anbu.domain.replies import Prompt, Reply
 from anbu.domain.speech_intent import Intent, SpeechResult
-from anbu.ports import CallRecord
+from anbu.ports import CallRecord, IvrOutcome
 from anbu.settings import Settings, SpeechSettings
+from devstack.asterisk import carrier_sounds
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient
-from ivr.asterisk import carrier_sounds
 from ivr.dialer import AmiDialer, CallRegistry
-from ivr.flow import CheckinFlow, IvrOutcome
+from ivr.flow import CheckinFlow
 from ivr.listen import SpeechListener
 from ivr.prompts import PromptLibrary
 from ivr.speech import VoskRecognizer

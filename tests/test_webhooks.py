@@ -290,11 +290,10 @@ def test_the_openapi_document_describes_the_callbacks(api_app_schema: dict[str, 
 
 @pytest.fixture
 def api_app_schema() -> dict[str, Any]:
-    from anbu.api.app import create_app
-    from anbu.container import build_container
+    from anbu.app.parts import build_api, build_container
     from anbu.settings import Settings
 
-    schema: dict[str, Any] = create_app(
+    schema: dict[str, Any] = build_api(
         build_container(Settings(database_url="sqlite+aiosqlite:///:memory:"))
     ).openapi()
     return schema

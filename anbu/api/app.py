@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
@@ -29,8 +29,6 @@ from anbu.errors import (
     NotFoundError,
     ValidationError,
 )
-from escalation import api as escalation_api
-from scheduler import api as scheduling
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +80,12 @@ class DatabaseOutageMiddleware:
 def create_app(
     container: Container,
     *,
+    routers: Sequence[APIRouter] = (),
     on_startup: Callable[[], Awaitable[None]] | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> FastAPI:
-    """Build the app around an already-wired container (see :mod:`anbu.container`)."""
+    """The core's app around an already-wired container; processes get theirs, with every
+    router, from :func:`anbu.app.parts.build_api`."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -118,12 +118,12 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     app.include_router(routes.router)
     app.include_router(signals.router)
-    app.include_router(scheduling.router)
-    app.include_router(escalation_api.router)
     app.include_router(keys.router)
     app.include_router(audit.router)
     app.include_router(webhooks.router)
     app.include_router(feedback.router)
+    for router in routers:  # the outer packages' routers, mounted by anbu.app
+        app.include_router(router)
 
     async def readiness() -> tuple[bool, dict[str, bool]]:
         checks = {"database": await ping(container.engine)}

@@ -15,10 +15,13 @@ Kannel sends UCS-2 instead (70 UTF-16 units per single part, 67 per concatenated
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import math
+import re
 from dataclasses import dataclass
 
+from anbu.domain.phone import normalize_phone, normalize_sender
 from anbu.errors import ValidationError
 
 SMS_MAX_BYTES = 90
@@ -162,3 +165,70 @@ def compose(key: str, details: str = "", subject: str = "") -> ComposedSms:
         short_title,
         cut_key or text != full or (bool(subject) and short_title != title),
     )
+
+
+# Our references travel inside Kannel's dlr-url, where "%" starts an escape and "&"/"="
+# separate parameters: keep them to characters that need no quoting.
+REFERENCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def validate_reference(reference: str) -> str:
+    """Return ``reference`` if it can travel in a callback URL unquoted, else raise."""
+    if not REFERENCE_RE.match(reference):
+        raise ValidationError(
+            f"SMS reference {reference!r} must be 1-64 characters of A-Z a-z 0-9 . _ - "
+            "(starting with a letter or digit)"
+        )
+    return reference
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingSms:
+    """One message to one number. ``reference`` is ours and doubles as the idempotency key."""
+
+    reference: str
+    to: str
+    sender: str
+    text: str
+    kind: SmsKind = SmsKind.SMS
+    subject: str | None = None  # LMS only
+
+    def __post_init__(self) -> None:
+        validate_reference(self.reference)
+        # Canonical national digits, whatever separators the caller used.
+        object.__setattr__(self, "to", normalize_phone(self.to))
+        object.__setattr__(self, "sender", normalize_sender(self.sender))
+        if not self.text.strip():
+            raise ValidationError("an SMS needs text")
+        size = cp949_len(self.text)
+        if self.kind is SmsKind.SMS:
+            if size > SMS_MAX_BYTES:
+                raise ValidationError(f"SMS text is {size} bytes (cp949), at most {SMS_MAX_BYTES}")
+            if self.subject:
+                raise ValidationError("only an LMS has a subject")
+        elif size > LMS_MAX_BYTES:
+            raise ValidationError(f"LMS text is {size} bytes (cp949), at most {LMS_MAX_BYTES}")
+        if self.subject and cp949_len(self.subject) > LMS_SUBJECT_MAX_BYTES:
+            raise ValidationError(f"LMS subject is longer than {LMS_SUBJECT_MAX_BYTES} bytes")
+
+    @classmethod
+    def build(
+        cls, reference: str, to: str, sender: str, text: str, subject: str | None = None
+    ) -> OutgoingSms:
+        """Choose SMS or LMS from the text's length (a subject is kept for an LMS only)."""
+        kind = choose_kind(text)
+        return cls(reference, to, sender, text, kind, subject if kind is SmsKind.LMS else None)
+
+
+class SendStatus(enum.StrEnum):
+    ACCEPTED = "accepted"  # the provider took it for delivery
+    QUEUED = "queued"  # the provider stored it to send later (Kannel: SMSC not connected)
+
+
+@dataclass(frozen=True, slots=True)
+class SendReceipt:
+    reference: str
+    provider: str
+    status: SendStatus
+    provider_message_id: str | None  # Kannel's sendsms gives none: reports come by reference
+    accepted_at: dt.datetime

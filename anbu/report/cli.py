@@ -49,7 +49,7 @@ def check(a: argparse.Namespace) -> tuple[Period, str]:
 
 
 async def run(settings: Settings, a: argparse.Namespace) -> int:
-    from anbu.container import build_container
+    from anbu.app.parts import build_container
     from anbu.report import build_report
 
     try:

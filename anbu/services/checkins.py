@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, update
@@ -102,24 +102,36 @@ async def get_checkin(session: AsyncSession, checkin_id: str) -> Checkin:
     return checkin
 
 
-async def claim_attempt(session: AsyncSession, attempt_id: str, now: dt.datetime) -> bool:
-    """Move a scheduled attempt to dialing. Exactly one claimer wins (compare-and-set)."""
-    res = await session.execute(
-        update(CallAttempt)
-        .where(CallAttempt.id == attempt_id, CallAttempt.status == AttemptStatus.SCHEDULED)
-        .values(status=AttemptStatus.DIALING, originated_at=now)
+async def claim_attempts(
+    session: AsyncSession, attempt_ids: Collection[str], now: dt.datetime
+) -> set[str]:
+    """Move scheduled attempts to dialing, and their cases with them: the one claim transition
+    (the dispatcher's claim pass and the tests use it). Compare-and-set on the status: an
+    attempt claimed elsewhere meanwhile is not returned. The caller commits."""
+    if not attempt_ids:
+        return set()
+    won = set(
+        (
+            await session.execute(
+                update(CallAttempt)
+                .where(
+                    CallAttempt.id.in_(list(attempt_ids)),
+                    CallAttempt.status == AttemptStatus.SCHEDULED,
+                )
+                .values(status=AttemptStatus.DIALING, originated_at=now)
+                .returning(CallAttempt.id)
+            )
+        ).scalars()
     )
-    if res.rowcount != 1:  # type: ignore[attr-defined]
-        return False
-    await session.execute(
-        update(Checkin)
-        .where(
-            Checkin.id
-            == select(CallAttempt.checkin_id).where(CallAttempt.id == attempt_id).scalar_subquery()
+    if won:
+        await session.execute(
+            update(Checkin)
+            .where(
+                Checkin.id.in_(select(CallAttempt.checkin_id).where(CallAttempt.id.in_(list(won))))
+            )
+            .values(status=CheckinStatus.DIALING, updated_at=now)
         )
-        .values(status=CheckinStatus.DIALING, updated_at=now)
-    )
-    return True
+    return won
 
 
 async def record_attempt(

@@ -1261,8 +1261,8 @@ def provision_carrier(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ivr.asterisk install|start|stop|restart|status [engine|carrier|both]``."""
-    parser = argparse.ArgumentParser(prog="python -m ivr.asterisk", description=__doc__)
+    """``python -m devstack.asterisk install|start|stop|restart|status [engine|carrier|both]``."""
+    parser = argparse.ArgumentParser(prog="python -m devstack.asterisk", description=__doc__)
     parser.add_argument(
         "action", choices=["install", "provision", "start", "stop", "restart", "status"]
     )

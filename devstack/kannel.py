@@ -224,9 +224,7 @@ class KannelConfig:
                 )
         if len(set(self.ports.by_role().values())) != len(self.ports.by_role()):
             raise KannelProvisioningError(f"kannel ports must differ: {self.ports}")
-        template = (
-            resources.files("escalation").joinpath("templates/kannel.conf").read_text("utf-8")
-        )
+        template = resources.files("devstack").joinpath("templates/kannel.conf").read_text("utf-8")
         return string.Template(template).substitute(values)
 
 
@@ -805,10 +803,10 @@ class KannelInstance:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m escalation.kannel start|stop|status``: the instance of anbu's settings."""
+    """``python -m devstack.kannel start|stop|status``: the instance of anbu's settings."""
     from anbu.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog="python -m escalation.kannel")
+    parser = argparse.ArgumentParser(prog="python -m devstack.kannel")
     parser.add_argument("command", choices=["start", "stop", "status", "config"])
     parser.add_argument("--name", default="kannel")
     args = parser.parse_args(argv)
