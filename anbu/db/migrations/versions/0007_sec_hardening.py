@@ -8,7 +8,7 @@
 - ``finding_amendments``: a finding changed after it was recorded (who, when, before, after).
 
 Revision ID: 0007_sec_hardening
-Revises: 0005_status_due
+Revises: 0006_api_access
 Create Date: 2026-12-02 11:00:00.000000
 """
 

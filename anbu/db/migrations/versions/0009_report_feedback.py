@@ -3,8 +3,8 @@
 monitoring_profiles.widen_h holds the widening in force ("calls=24,power=48"); feedback_steps
 keeps every step with the finding that made it, so each can be shown and reverted.
 
-Revision ID: 0006_report_feedback
-Revises: 0005_status_due
+Revision ID: 0009_report_feedback
+Revises: 0008_perf_baseline_binary
 Create Date: 2026-12-02 11:00:00.000000
 """
 
@@ -15,8 +15,8 @@ from alembic import op
 
 import anbu.db.base
 
-revision = "0006_report_feedback"
-down_revision = "0005_status_due"
+revision = "0009_report_feedback"
+down_revision = "0008_perf_baseline_binary"
 branch_labels = None
 depends_on = None
 

@@ -4,8 +4,8 @@ Ingesting a carrier's daily feed (one event per resident) reads, folds and write
 per event; parsing and printing their 80 floats as JSON was the largest single cost of that path.
 They are now stored as big-endian IEEE 754 doubles (anbu.db.models_signals.pack_floats).
 
-Revision ID: 0006_perf_baseline_binary
-Revises: 0005_status_due
+Revision ID: 0008_perf_baseline_binary
+Revises: 0007_sec_hardening
 Create Date: 2026-12-02 11:00:00.000000
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_perf_baseline_binary"
-down_revision = "0005_status_due"
+revision = "0008_perf_baseline_binary"
+down_revision = "0007_sec_hardening"
 branch_labels = None
 depends_on = None
 
