@@ -41,6 +41,7 @@ class CallRecord:
     keys: str = ""
     transcript: str | None = None
     confidence: float | None = None
+    sip_status: int | None = None  # the far end's last SIP status (anbu.domain.calls)
 
 
 class Dialer(Protocol):

@@ -518,6 +518,7 @@ class AmiDialer:
             keys=keys,
             transcript=transcript,
             confidence=confidence,
+            sip_status=call.sip_status,
         )
         log.info(
             "call %s: %s%s (cause %s, sip %s, rang %s, early media %s)%s",

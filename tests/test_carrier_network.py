@@ -47,6 +47,21 @@ CASES: dict[str, tuple[CallResult, Reply | None, str, Outcome | dt.timedelta]] =
 }
 
 
+# What the far end's SIP said, stored on the attempt (None: nothing but 100 Trying; 200 then a
+# BYE; 183 when our ring timeout ended the early media).
+SIP_STATUS: dict[str, int | None] = {
+    "01099990013": 480,
+    "01099990014": None,
+    "01099990015": 183,
+    "01099990016": 200,
+    "01099990017": 200,
+    "01099990018": 600,
+    "01099990019": 603,
+    "01099990020": 484,
+    "01099990021": 408,
+}
+
+
 async def store(
     sessions: async_sessionmaker[AsyncSession], number: str, record: CallRecord
 ) -> tuple[Checkin, list[CallAttempt]]:
@@ -94,6 +109,7 @@ async def test_given_real_network_behaviours_when_called_then_stored_result_outc
         assert (record.result, record.reply, record.keys) == (result, reply, keys), number
         checkin, attempts = await store(sessions, number, record)
         assert attempts[0].result is result, number
+        assert attempts[0].sip_status == SIP_STATUS[number], number
         if isinstance(then, Outcome):
             assert (checkin.outcome, len(attempts)) == (then, 1), number
             final = CheckinStatus.COMPLETED if result is CallResult.ANSWERED else None

@@ -147,8 +147,8 @@ async def far(sipp_engine: SippEngine, sipp_audio: Path, tmp_path: Path) -> Asyn
         await ami.close()
 
 
-def sipp_done(sipp: Sipp) -> None:
-    code = sipp.wait()
+async def sipp_done(sipp: Sipp) -> None:
+    code = await asyncio.to_thread(sipp.wait)
     assert code == 0, sipp.output()
 
 
@@ -169,7 +169,7 @@ async def test_given_phone_off_480_when_called_then_unreachable_and_retried_not_
 ) -> None:
     with far.phone(Phone(final=480, reason=reason)) as sipp:
         record = await far.call()
-        sipp_done(sipp)
+        await sipp_done(sipp)
     assert record.result is CallResult.UNREACHABLE
     assert decision(record) == RetryAt(DIALED + POLICY.unreachable_interval)
 
@@ -179,7 +179,7 @@ async def test_given_invite_never_answered_when_called_then_network_failure_retr
 ) -> None:
     with far.phone(Phone(final=None)) as sipp:
         record = await far.call()
-        sipp_done(sipp)
+        await sipp_done(sipp)
     assert record.result is CallResult.NETWORK_FAILURE
     assert decision(record) == RetryAt(DIALED + POLICY.failure_interval)
 
@@ -187,7 +187,7 @@ async def test_given_invite_never_answered_when_called_then_network_failure_retr
 async def test_given_183_ringback_never_answered_when_called_then_no_answer(far: Far) -> None:
     with far.phone(Phone(provisional=(183,), final=None)) as sipp:
         record = await far.call()
-        sipp_done(sipp)
+        await sipp_done(sipp)
     assert record.result is CallResult.NO_ANSWER
     assert decision(record) == RetryAt(DIALED + POLICY.interval)
 
@@ -195,7 +195,7 @@ async def test_given_183_ringback_never_answered_when_called_then_no_answer(far:
 async def test_given_183_announcement_then_480_when_called_then_unreachable(far: Far) -> None:
     with far.phone(Phone(provisional=(183,), final=480, reason="Q.850;cause=20")) as sipp:
         record = await far.call()
-        sipp_done(sipp)
+        await sipp_done(sipp)
     assert record.result is CallResult.UNREACHABLE
 
 
@@ -216,7 +216,7 @@ async def test_given_final_response_after_ringing_when_called_then_table_result(
 ) -> None:
     with far.phone(Phone(provisional=(180,), final=final)) as sipp:
         record = await far.call()
-        sipp_done(sipp)
+        await sipp_done(sipp)
     assert record.result is result
     assert decision(record) == settles
 
@@ -227,7 +227,7 @@ async def test_given_bye_without_reason_after_answer_when_called_then_answered_h
     phone = Phone(provisional=(180,), actions=(("pause", "600"),), phone_hangs_up=True)
     with far.phone(phone) as sipp:
         record = await far.call()
-        sipp_done(sipp)
+        await sipp_done(sipp)
     assert (record.result, record.reply) == (CallResult.ANSWERED, Reply.HUNG_UP)
     assert decision(record) is Outcome.NO_RESPONSE
 
@@ -238,7 +238,7 @@ async def test_given_bye_with_reason_after_answer_when_called_then_answered_hung
     phone = Phone(actions=(("pause", "600"),), phone_hangs_up=True, bye_reason="Q.850;cause=16")
     with far.phone(phone) as sipp:
         record = await far.call()
-        sipp_done(sipp)
+        await sipp_done(sipp)
     assert (record.result, record.reply) == (CallResult.ANSWERED, Reply.HUNG_UP)
 
 
@@ -256,7 +256,7 @@ async def test_given_rfc4733_key_on_any_negotiated_payload_type_when_pressed_the
     phone = Phone(telephone_event_pt=answer_pt, actions=(("pause", "700"), ("pcap", str(pcap))))
     with far.phone(phone) as sipp:
         record = await far.call()
-        sipp_done(sipp)
+        await sipp_done(sipp)
     assert (record.result, record.reply, record.keys) == (CallResult.ANSWERED, Reply.OK, "1")
 
 
@@ -265,7 +265,7 @@ async def test_given_sip_info_key_when_pressed_then_heard(far: Far, style: str) 
     phone = Phone(actions=(("pause", "900"), ("info", "2", style)))
     with far.phone(phone) as sipp:
         record = await far.call()
-        sipp_done(sipp)
+        await sipp_done(sipp)
     assert (record.result, record.reply, record.keys) == (CallResult.ANSWERED, Reply.HELP, "2")
 
 
@@ -281,7 +281,7 @@ async def test_given_inband_tones_without_telephone_event_when_pressed_then_hear
     )
     with far.phone(phone) as sipp:
         record = await far.call()
-        sipp_done(sipp)
+        await sipp_done(sipp)
     assert (record.result, record.reply, record.keys) == (CallResult.ANSWERED, Reply.OK, "1")
 
 
@@ -292,7 +292,7 @@ async def test_given_pcma_only_phone_when_pressed_then_answered_ok(
     phone = Phone(codecs=("PCMA",), actions=(("pause", "700"), ("pcap", str(pcap))))
     with far.phone(phone) as sipp:
         record = await far.call()
-        sipp_done(sipp)
+        await sipp_done(sipp)
     assert (record.result, record.reply, record.keys) == (CallResult.ANSWERED, Reply.OK, "1")
 
 
@@ -303,7 +303,7 @@ async def test_given_20_calls_at_once_when_each_presses_1_then_all_answered_ok(
     phone = Phone(actions=(("pause", "700"), ("pcap", str(pcap))))
     with far.phone(phone, calls=20) as sipp:
         records = await asyncio.gather(*(far.call() for _ in range(20)))
-        sipp_done(sipp)
+        await sipp_done(sipp)
     assert [(r.result, r.reply) for r in records] == [(CallResult.ANSWERED, Reply.OK)] * 20
 
 

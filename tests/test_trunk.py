@@ -171,9 +171,9 @@ async def test_given_carrier_trunk_when_engine_starts_then_registers_and_calls_a
     scenario.write_text(REGISTRAR_AND_CARRIER, encoding="iso-8859-1")
     settings, engine = engine_for(tmp_path, asterisk_install, bench_prompt, carrier_trunk(port))
     with running(Sipp(scenario, port, media, tmp_path / "sipp", calls=2)) as sipp:
-        engine.start()
+        await engine.start_async()
         try:
-            assert "Registered" in registration_status(engine)
+            assert "Registered" in await asyncio.to_thread(registration_status, engine)
             ami = AmiClient("127.0.0.1", engine.ami_port, engine.ami_user, engine.ami_secret)
             await ami.connect(timeout_s=10.0)
             registry = CallRegistry()
@@ -190,10 +190,10 @@ async def test_given_carrier_trunk_when_engine_starts_then_registers_and_calls_a
             # The carrier answered 486 only because the From was the registered number at its
             # domain (check_it); a wrong From would have failed the SIPp call instead.
             assert record.result is CallResult.BUSY
-            code = sipp.wait()
+            code = await asyncio.to_thread(sipp.wait)
             assert code == 0, sipp.output()
         finally:
-            engine.stop()
+            await engine.stop_async()
     assert not asterisk_processes(tmp_path / "var")
 
 
@@ -206,11 +206,11 @@ async def test_given_wrong_password_when_engine_starts_then_registration_rejecte
     trunk = carrier_trunk(port, password="wrong")
     _settings, engine = engine_for(tmp_path, asterisk_install, bench_prompt, trunk)
     with running(Sipp(scenario, port, media, tmp_path / "sipp", calls=1)):
-        engine.start()
+        await engine.start_async()
         try:
-            status = registration_status(engine)
+            status = await asyncio.to_thread(registration_status, engine)
         finally:
-            engine.stop()
+            await engine.stop_async()
     assert "Registered" not in status
     assert "Rejected" in status
 

@@ -109,6 +109,7 @@ class AttemptOut(BaseModel):
     result: CallResult | None
     reply: Reply | None
     hangup_cause: int | None
+    sip_status: int | None = None
     keys: str
     transcript: str | None
     confidence: float | None

@@ -144,6 +144,8 @@ class CallAttempt(Base):
     result: Mapped[CallResult | None] = enum_column(CallResult, nullable=True)
     reply: Mapped[Reply | None] = enum_column(Reply, nullable=True)
     hangup_cause: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The far end's last SIP status (480, 404, 183 when our ring timeout ended it), if any.
+    sip_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     keys: Mapped[str] = mapped_column(String(32), default="")
     transcript: Mapped[str | None] = mapped_column(Text, nullable=True)
     confidence: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -162,6 +162,7 @@ async def record_attempt(
     attempt.result = record.result
     attempt.reply = record.reply
     attempt.hangup_cause = record.hangup_cause
+    attempt.sip_status = record.sip_status
     attempt.keys = record.keys[:32]
     attempt.transcript = record.transcript
     attempt.confidence = record.confidence
