@@ -4,8 +4,8 @@ The attempt's result is read from the far end's last SIP status (480 phone off, 
 number, ...) as much as from the Q.850 cause; keeping the status on the attempt lets an official
 or an administrator see what the network actually said. See anbu.domain.calls.
 
-Revision ID: 0006_net_sip_status
-Revises: 0005_status_due
+Revision ID: 0010_net_sip_status
+Revises: 0009_report_feedback
 Create Date: 2026-12-02 11:30:00.000000
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_net_sip_status"
-down_revision = "0005_status_due"
+revision = "0010_net_sip_status"
+down_revision = "0009_report_feedback"
 branch_labels = None
 depends_on = None
 
