@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 
 from anbu.container import build_container
-from anbu.settings import Settings
+from anbu.settings import Settings, SettingsError, load_settings
 from escalation.outbox import OutboxConfig, OutboxWorker
 from escalation.service import senders_from_settings
 
@@ -53,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per SMS is enough
-    asyncio.run(run(Settings()))
+    try:
+        asyncio.run(run(load_settings()))
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"escalation.worker: {problem}", file=sys.stderr)
+        return 2
     return 0
 
 

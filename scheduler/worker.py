@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from anbu.db.session import make_engine, make_sessionmaker
 from anbu.ports import SystemClock
-from anbu.settings import Settings
+from anbu.settings import SettingsError, load_settings
 from ivr.ami import AmiClient
 from ivr.dialer import AmiDialer, CallRegistry
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_worker(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = load_settings()
     sc = settings.scheduling
     url = args.database_url or settings.database_url
     engine_cfg = settings.engine
@@ -162,7 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    return asyncio.run(run_worker(args))
+    try:
+        return asyncio.run(run_worker(args))
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"scheduler.worker: {problem}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
