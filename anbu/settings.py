@@ -430,6 +430,16 @@ class Settings(BaseSettings):
             return self.api_docs
         return self.environment is not Environment.PRODUCTION
 
+    @field_validator("engine", "carrier", mode="before")
+    @classmethod
+    def _from_plain_asterisk_settings(cls, value: object) -> object:
+        # Callers (test fixtures, tools) pass a plain AsteriskSettings with every port set.
+        if isinstance(value, AsteriskSettings) and not isinstance(
+            value, (EngineSettings, CarrierSettings)
+        ):
+            return dict(value)
+        return value
+
     @model_validator(mode="after")
     def _production_refuses_defaults(self) -> Settings:
         key = self.bootstrap_api_key

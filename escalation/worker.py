@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 
 from anbu.logs import configure_logging
-from anbu.settings import Settings
+from anbu.settings import SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per SMS is enough
     from anbu.app.processes import outbox_worker
 
-    return asyncio.run(outbox_worker(Settings()))
+    try:
+        return asyncio.run(outbox_worker(load_settings()))
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"escalation.worker: {problem}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pydantic import SecretStr
 
 from anbu.logs import configure_logging
-from anbu.settings import Settings
+from anbu.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("scheduler.worker")
 
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_for(args: argparse.Namespace, settings: Settings | None = None) -> Settings:
     """The ``ANBU_*`` settings with this command line's overrides applied, so that every part
     the root builds from them (dialer, dispatcher, AMI client) sees the same values."""
-    base = settings or Settings()
+    base = settings or load_settings()
     engine: dict[str, object] = {}
     if args.ami_port:
         engine["ami_port"] = args.ami_port
@@ -114,7 +114,12 @@ async def run_worker(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
-    return asyncio.run(run_worker(args))
+    try:
+        return asyncio.run(run_worker(args))
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"scheduler.worker: {problem}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

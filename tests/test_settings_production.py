@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from anbu.app.parts import build_api, build_container
-from anbu.settings import Environment, Settings, SettingsError, load_settings
+from anbu.settings import AsteriskSettings, Environment, Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "docker" / "anbu.env.example"
@@ -67,6 +67,12 @@ def test_one_engine_field_keeps_the_other_defaults(environ: pytest.MonkeyPatch) 
     environ.setenv("ANBU_CARRIER__SIP_PORT", "25062")
     s = load_settings()
     assert (s.carrier.sip_port, s.carrier.ami_port, s.carrier.rtp_start) == (25062, 15039, 21000)
+
+
+def test_a_plain_asterisk_settings_is_still_accepted() -> None:
+    plain = AsteriskSettings(sip_port=31060, ami_port=31038, rtp_start=31100, rtp_end=31199)
+    s = Settings(engine=plain, carrier=plain)
+    assert (s.engine.sip_port, s.carrier.rtp_end) == (31060, 31199)
 
 
 def test_a_bad_value_is_one_line_naming_its_variable(environ: pytest.MonkeyPatch) -> None:
@@ -320,3 +326,24 @@ async def test_production_serves_and_the_first_admin_key_comes_from_the_cli(
             serve.terminate()
         _out, err_bytes = await serve.communicate()
     assert "Traceback" not in err_bytes.decode(errors="replace")
+
+
+@pytest.mark.parametrize("module", ["scheduler.worker", "escalation.worker"])
+async def test_workers_refuse_defaults_one_line_per_variable(module: str) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ANBU_") or k in KEEP}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        env=base | {"ANBU_ENVIRONMENT": "production", "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err_bytes = await proc.communicate()
+    err = err_bytes.decode()
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err
+    assert err.splitlines()[0] == (
+        f"{module}: ANBU_ENGINE__AMI_SECRET: the development default is refused in production"
+    )
+    assert all(line.startswith(f"{module}: ANBU_") for line in err.splitlines())
