@@ -24,6 +24,6 @@ def generate() -> dict[str, str]:
 
 def env_lines(values: dict[str, str]) -> str:
     return "".join(f"{name}={value}\n" for name, value in values.items()) + (
-        "# also set: ANBU_MQTT__USERNAME (the broker user of this process), "
-        "ANBU_BOOTSTRAP_API_KEY= (empty)\n"
+        "# also set ANBU_MQTT__USERNAME (this process's broker user); create API keys with "
+        "`anbu key create` (no bootstrap key in production)\n"
     )

@@ -222,13 +222,12 @@ def test_given_install_when_generating_secrets_then_production_settings_accept_t
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("ANBU_ENVIRONMENT", "production")
-    monkeypatch.setenv("ANBU_BOOTSTRAP_API_KEY", "null")
     monkeypatch.setenv("ANBU_MQTT__USERNAME", "anbu-signals")
     # A nested env value replaces the engine's default object: its ports must come too.
     for name, port in (("SIP_PORT", 15060), ("AMI_PORT", 15038), ("RTP_START", 20000)):
         monkeypatch.setenv(f"ANBU_ENGINE__{name}", str(port))
     monkeypatch.setenv("ANBU_ENGINE__RTP_END", "20999")
-    settings = Settings()
+    settings = Settings(bootstrap_api_key=None)
     token = settings.escalation.callback_token
     assert token is not None
     assert token.get_secret_value() == values["ANBU_ESCALATION__CALLBACK_TOKEN"]
