@@ -13,16 +13,29 @@ import pytest
 from pydantic import SecretStr
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.api.app import create_app
 from anbu.db.models_escalation import InboundSms, Incident, IncidentEvent
+from anbu.domain.calls import CallResult
 from anbu.settings import EscalationSettings, Settings
+from escalation.dlr import InboundSms as Sms
 from escalation.kannel import KannelConfig
 from escalation.policy import CODE_DIGITS, Finding, parse_reply
 from escalation.providers import KannelSmsSender
+from escalation.service import EscalationService, ReplyOutcome
 from escalation.states import IncidentStatus
 from tests.test_escalation_api import Api, _incident, api  # noqa: F401
-from tests.test_escalation_service import OUR_NUMBER
+from tests.test_escalation_service import (
+    OUR_NUMBER,
+    T0,
+    FakeClock,
+    close_case,
+    config,
+    incident_of,
+    link_token,
+    make_world,
+)
 
 PRIMARY = "01055550001"  # the first step's official in _setup_chain
 
@@ -231,3 +244,32 @@ def test_given_install_when_generating_secrets_then_production_settings_accept_t
     token = settings.escalation.callback_token
     assert token is not None
     assert token.get_secret_value() == values["ANBU_ESCALATION__CALLBACK_TOKEN"]
+
+
+async def test_given_wrong_codes_from_a_number_when_its_next_incident_comes_then_locked_for_a_while(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The lockout per number: five wrong tries lock the number for the window, even for a
+    new incident with a fresh code; after the window its code works again."""
+    world = await make_world(sessions)
+    primary = world.officials["primary"].phone
+    first = await close_case(sessions, world.resident_id, [CallResult.NO_ANSWER], T0)
+    clock = FakeClock(first.at)
+    service = EscalationService(sessions, config(), clock=clock)
+    await service.on_checkin_closed(first)
+    a = await incident_of(sessions, first.checkin_id)
+    for n in range(5):
+        sms = Sms(primary, OUR_NUMBER, "000000" if a.code != "000000" else "1" * 6,
+                         None, f"w{n}", "inject")  # fmt: skip
+        assert (await service.handle_reply(sms)).outcome is ReplyOutcome.WRONG_CODE
+    await service.acknowledge_link(await link_token(sessions, a.id), Finding.SAFE)
+    clock.advance(60)
+    second = await close_case(sessions, world.resident_id, [CallResult.NO_ANSWER], clock.now())
+    clock.t = second.at
+    await service.on_checkin_closed(second)
+    b = await incident_of(sessions, second.checkin_id)
+    right = Sms(primary, OUR_NUMBER, b.code, None, "r1", "inject")
+    assert (await service.handle_reply(right)).outcome is ReplyOutcome.LOCKED
+    clock.advance(3601)
+    again = Sms(primary, OUR_NUMBER, b.code, None, "r2", "inject")
+    assert (await service.handle_reply(again)).outcome is ReplyOutcome.ACKNOWLEDGED
