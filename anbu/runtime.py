@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from anbu.container import Container, build_container
 from anbu.domain.phone import mask_phone, normalize_phone
+from anbu.install_secrets import with_local_callback_token
 from anbu.ports import CallRequest, Clock
 from anbu.risk.mqtt import MqttSignalSubscriber, subscriber_options
 from anbu.risk.retention import prune_events
@@ -326,6 +327,7 @@ async def sim_signals(_settings: Settings, a: argparse.Namespace) -> int:
 
 async def run_stack(settings: Settings, args: argparse.Namespace) -> int:
     """make run: Asterisk engine + carrier stand-in + Kannel + API + scheduler, on SQLite."""
+    settings = await asyncio.to_thread(with_local_callback_token, settings)
     missing = await asyncio.to_thread(PromptLibrary(settings.audio_dir).missing)
     if missing:
         await prompts_render(settings, args)

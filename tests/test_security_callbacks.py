@@ -6,6 +6,7 @@ the escalation. These tests run over the real API and a real database (both back
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from anbu.api.app import create_app
 from anbu.db.models_escalation import InboundSms, Incident, IncidentEvent
 from anbu.domain.calls import CallResult
+from anbu.install_secrets import with_local_callback_token
 from anbu.settings import EscalationSettings, Settings
 from escalation.dlr import InboundSms as Sms
 from escalation.kannel import KannelConfig
@@ -273,3 +275,21 @@ async def test_given_wrong_codes_from_a_number_when_its_next_incident_comes_then
     clock.advance(3601)
     again = Sms(primary, OUR_NUMBER, b.code, None, "r2", "inject")
     assert (await service.handle_reply(again)).outcome is ReplyOutcome.ACKNOWLEDGED
+
+
+def test_given_make_run_without_token_when_starting_then_one_is_generated_once(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(var_dir=tmp_path / "var")
+    first = with_local_callback_token(settings)
+    token = first.escalation.callback_token
+    assert token is not None
+    assert len(token.get_secret_value()) >= 40
+    path = tmp_path / "var" / "callback-token"
+    assert path.stat().st_mode & 0o777 == 0o600
+    again = with_local_callback_token(settings).escalation.callback_token
+    assert again is not None
+    assert again.get_secret_value() == token.get_secret_value()
+    assert f"key={token.get_secret_value()}" in KannelConfig.from_settings(first).render()
+    configured = Settings(escalation=EscalationSettings(callback_token=SecretStr("mine-123")))
+    assert with_local_callback_token(configured) is configured
