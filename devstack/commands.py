@@ -10,6 +10,7 @@ import contextlib
 import logging
 
 from anbu.app.processes import prompts_render, serve
+from anbu.install_secrets import with_local_callback_token
 from anbu.settings import Settings
 from devstack.asterisk import AsteriskInstance, provision_carrier, provision_engine
 from devstack.kannel import KannelConfig, KannelInstance
@@ -78,6 +79,8 @@ async def sim_signals(_settings: Settings, a: argparse.Namespace) -> int:
 
 async def run_stack(settings: Settings, args: argparse.Namespace) -> int:
     """make run: Asterisk engine + carrier stand-in + Kannel + API + scheduler, on SQLite."""
+    # Kannel's callbacks are authenticated in development too (a token kept in the var dir).
+    settings = await asyncio.to_thread(with_local_callback_token, settings)
     missing = await asyncio.to_thread(PromptLibrary(settings.audio_dir).missing)
     if missing:
         await prompts_render(settings, args)

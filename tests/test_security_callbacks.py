@@ -6,22 +6,37 @@ the escalation. These tests run over the real API and a real database (both back
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.app.parts import build_api
 from anbu.db.models_escalation import InboundSms, Incident, IncidentEvent
+from anbu.domain.calls import CallResult
 from anbu.domain.escalation import CODE_DIGITS, Finding, parse_reply
 from anbu.domain.incidents import IncidentStatus
+from anbu.install_secrets import with_local_callback_token
 from anbu.settings import EscalationSettings, Settings, SettingsError
 from devstack.kannel import KannelConfig
+from escalation.dlr import InboundSms as Sms
 from escalation.providers import KannelSmsSender
+from escalation.service import EscalationService, ReplyOutcome
 from tests.test_escalation_api import Api, _incident, api  # noqa: F401
-from tests.test_escalation_service import OUR_NUMBER
+from tests.test_escalation_service import (
+    OUR_NUMBER,
+    T0,
+    FakeClock,
+    close_case,
+    config,
+    incident_of,
+    link_token,
+    make_world,
+)
 
 PRIMARY = "01055550001"  # the first step's official in _setup_chain
 
@@ -221,13 +236,59 @@ def test_given_install_when_generating_secrets_then_production_settings_accept_t
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("ANBU_ENVIRONMENT", "production")
-    monkeypatch.setenv("ANBU_BOOTSTRAP_API_KEY", "null")
     monkeypatch.setenv("ANBU_MQTT__USERNAME", "anbu-signals")
     # A nested env value replaces the engine's default object: its ports must come too.
     for name, port in (("SIP_PORT", 15060), ("AMI_PORT", 15038), ("RTP_START", 20000)):
         monkeypatch.setenv(f"ANBU_ENGINE__{name}", str(port))
     monkeypatch.setenv("ANBU_ENGINE__RTP_END", "20999")
-    settings = Settings()
+    settings = Settings(bootstrap_api_key=None)
     token = settings.escalation.callback_token
     assert token is not None
     assert token.get_secret_value() == values["ANBU_ESCALATION__CALLBACK_TOKEN"]
+
+
+async def test_given_wrong_codes_from_a_number_when_its_next_incident_comes_then_locked_for_a_while(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The lockout per number: five wrong tries lock the number for the window, even for a
+    new incident with a fresh code; after the window its code works again."""
+    world = await make_world(sessions)
+    primary = world.officials["primary"].phone
+    first = await close_case(sessions, world.resident_id, [CallResult.NO_ANSWER], T0)
+    clock = FakeClock(first.at)
+    service = EscalationService(sessions, config(), clock=clock)
+    await service.on_checkin_closed(first)
+    a = await incident_of(sessions, first.checkin_id)
+    for n in range(5):
+        sms = Sms(primary, OUR_NUMBER, "000000" if a.code != "000000" else "1" * 6,
+                         None, f"w{n}", "inject")  # fmt: skip
+        assert (await service.handle_reply(sms)).outcome is ReplyOutcome.WRONG_CODE
+    await service.acknowledge_link(await link_token(sessions, a.id), Finding.SAFE)
+    clock.advance(60)
+    second = await close_case(sessions, world.resident_id, [CallResult.NO_ANSWER], clock.now())
+    clock.t = second.at
+    await service.on_checkin_closed(second)
+    b = await incident_of(sessions, second.checkin_id)
+    right = Sms(primary, OUR_NUMBER, b.code, None, "r1", "inject")
+    assert (await service.handle_reply(right)).outcome is ReplyOutcome.LOCKED
+    clock.advance(3601)
+    again = Sms(primary, OUR_NUMBER, b.code, None, "r2", "inject")
+    assert (await service.handle_reply(again)).outcome is ReplyOutcome.ACKNOWLEDGED
+
+
+def test_given_make_run_without_token_when_starting_then_one_is_generated_once(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(var_dir=tmp_path / "var")
+    first = with_local_callback_token(settings)
+    token = first.escalation.callback_token
+    assert token is not None
+    assert len(token.get_secret_value()) >= 40
+    path = tmp_path / "var" / "callback-token"
+    assert path.stat().st_mode & 0o777 == 0o600
+    again = with_local_callback_token(settings).escalation.callback_token
+    assert again is not None
+    assert again.get_secret_value() == token.get_secret_value()
+    assert f"key={token.get_secret_value()}" in KannelConfig.from_settings(first).render()
+    configured = Settings(escalation=EscalationSettings(callback_token=SecretStr("mine-123")))
+    assert with_local_callback_token(configured) is configured
