@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.api.deps import MAX_ROW_ID, ContainerDep, Principal, PrincipalDep, SessionDep
+from anbu.api.strict import IsoDatetime
 from anbu.db.models import Checkin, District, Resident
 from anbu.db.models_escalation import Incident
 from anbu.domain.audit import PATH_RESOURCES, ActorKind, AuditAction, AuditResource, action_for
@@ -180,16 +181,13 @@ async def read_audit(
     resource_id: Annotated[str | None, Query(max_length=64)] = None,
     action: AuditAction | None = None,
     district_code: Annotated[str | None, Query(max_length=16)] = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
+    since: IsoDatetime | None = None,
+    until: IsoDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
 ) -> AuditPage:
     """Newest first. ``next_cursor`` pages to older entries."""
     principal.require_admin()
-    for name, t in (("since", since), ("until", until)):
-        if t is not None and t.tzinfo is None:
-            raise ValidationError(f"{name} needs a time zone (e.g. 2026-12-01T00:00:00+09:00)")
     codes = {d.id: d.code for d in (await session.execute(District.__table__.select())).all()}
     district_id = None
     if district_code is not None:
