@@ -4,7 +4,8 @@ undocumented status codes, 0 invalid requests accepted (``0``/``false`` coerced)
 resource a request created is there when read back.
 
 Bounded: ``ANBU_CONTRACT_EXAMPLES`` examples per operation (default 8: about a minute and a
-half on 2 cores) and a fixed seed (``ANBU_CONTRACT_SEED``), so a run is repeatable.
+half on 2 cores) and a fixed seed (``ANBU_CONTRACT_SEED``), so a run is repeatable. SQLite by
+default; ``ANBU_CONTRACT_DATABASE_URL`` points it at an empty PostgreSQL database instead.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from tests.fixtures_asterisk import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = os.environ.get("ANBU_CONTRACT_EXAMPLES", "8")
+# SQLite by default (fast); set a PostgreSQL URL of an empty database to fuzz that backend.
+DATABASE_URL = os.environ.get("ANBU_CONTRACT_DATABASE_URL")
 SEED = os.environ.get("ANBU_CONTRACT_SEED", "20261202")
 CHECKS = ",".join(
     [
@@ -57,7 +60,7 @@ def test_given_the_api_when_schemathesis_fuzzes_it_then_it_keeps_to_its_document
             sys.executable,
             "-m",
             "tests.contract_server",
-            f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}",
+            DATABASE_URL or f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}",
             str(port),
             str(ids_file),
         ],
