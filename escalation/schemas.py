@@ -7,6 +7,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from anbu.api.strict import StrictBool, StrictInt
 from anbu.domain.checkin import Outcome
 from anbu.domain.escalation import Finding, Urgency
 from anbu.domain.incidents import (
@@ -53,7 +54,7 @@ class OfficialPatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     phone: str | None = Field(default=None, min_length=7, max_length=24)
     role: OfficialRole | None = None
-    active: bool | None = None
+    active: StrictBool | None = None
 
     @field_validator("phone")
     @classmethod
@@ -91,10 +92,10 @@ class DutyIn(BaseModel):
     equal (e.g. 00:00-24:00) is the whole day. Days: 0 = Monday ... 6 = Sunday."""
 
     model_config = ConfigDict(extra="forbid")
-    days: list[int] = Field(default_factory=lambda: list(range(7)), min_length=1)
+    days: list[StrictInt] = Field(default_factory=lambda: list(range(7)), min_length=1)
     start: str = "00:00"
     end: str = "24:00"
-    on_holidays: bool = True
+    on_holidays: StrictBool = True
 
     @field_validator("days")
     @classmethod
@@ -113,7 +114,7 @@ class DutyIn(BaseModel):
 class StepIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     official_id: str = Field(min_length=1, max_length=32)
-    ack_timeout_s: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
+    ack_timeout_s: StrictInt | None = Field(default=None, ge=1, le=7 * 24 * 3600)
     duty: DutyIn = Field(default_factory=DutyIn)
 
 

@@ -175,7 +175,7 @@ async def test_given_a_key_with_expiry_when_time_passes_then_401(api: Api) -> No
         ),
         (
             {"name": "x", "district_codes": ["11620"], "expires_at": "2030-01-01T00:00:00"},
-            "time zone",
+            "expires_at: Input should have timezone info",
         ),
     ],
 )
@@ -239,3 +239,18 @@ def test_given_an_unknown_key_id_when_revoking_from_the_cli_then_one_line(
     finally:
         get_settings.cache_clear()
     assert capsys.readouterr().err.strip() == "anbu: API key 42 not found"
+
+
+async def test_given_an_admin_key_when_it_revokes_itself_then_409_and_it_still_works(
+    api: Api,
+) -> None:
+    admin = h(api.keys["admin"])
+    me = next(
+        k
+        for k in (await api.client.get("/v1/api-keys", headers=admin)).json()
+        if k["name"] == "admin"
+    )
+    r = await api.client.post(f"/v1/api-keys/{me['id']}/revoke", headers=admin)
+    assert r.status_code == 409
+    assert "another admin key" in r.json()["detail"]
+    assert (await api.client.get("/v1/api-keys", headers=admin)).status_code == 200

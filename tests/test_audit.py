@@ -233,3 +233,21 @@ def test_no_code_updates_or_deletes_the_log_but_the_retention_purge() -> None:
         if re.search(r"(update|delete)\(\s*AuditEntry|(UPDATE|DELETE FROM)\s+audit_log", source):
             writers.append(str(path.relative_to(ROOT)))
     assert writers in ([], ["anbu/services/retention.py"])
+
+
+async def test_given_a_nul_in_a_refused_path_then_the_row_keeps_it_escaped(api: Api) -> None:
+    from anbu.domain.audit import ActorKind, AuditResource
+    from anbu.services.audit import Access, Actor, record
+
+    async with api.container.sessions() as s:
+        await record(
+            s,
+            Actor(ActorKind.API_KEY, "1", "probe"),
+            [Access(AuditResource.RESIDENT, "a\x00b", AuditAction.READ)],
+            at=api.clock.now(),
+            outcome="refused: bad\x00id",
+        )
+        await s.commit()
+    (entry,) = [e for e in await _log(api, resource_type="resident") if e["actor_name"] == "probe"]
+    assert entry["resource_id"] == "a\\x00b"
+    assert entry["outcome"] == "refused: bad\\x00id"

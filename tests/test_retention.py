@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.app.parts import build_container
 from anbu.cli import build_parser
-from anbu.db.models import CallAttempt, Checkin, District, Resident
+from anbu.db.models import ApiKey, CallAttempt, Checkin, District, Resident
 from anbu.db.models_audit import AuditEntry
 from anbu.db.models_escalation import (
     InboundSms,
@@ -23,6 +23,7 @@ from anbu.db.models_escalation import (
     OutboxMessage,
     ResidentFinding,
 )
+from anbu.db.models_webhooks import DeliveryState, WebhookDelivery
 from anbu.domain.audit import ActorKind, AuditAction, AuditResource
 from anbu.domain.checkin import AttemptStatus, CheckinStatus, Outcome
 from anbu.domain.escalation import Finding, Urgency
@@ -135,6 +136,29 @@ async def _seed(sessions: async_sessionmaker[AsyncSession]) -> None:
         await _case(s, resident, "old-exhausted", 1200 * DAY, incident=IncidentStatus.EXHAUSTED)
         await _case(s, resident, "old-still-open", 1200 * DAY, incident=IncidentStatus.OPEN)
         await _case(s, resident, "recent-acked", 10 * DAY, incident=IncidentStatus.ACKNOWLEDGED)
+        key = ApiKey(name="hook", key_hash="h" * 64, is_admin=True, scopes="read,write,admin")
+        s.add(key)
+        await s.flush()
+        for n, (state, days) in enumerate(
+            [
+                (DeliveryState.DELIVERED, 400),
+                (DeliveryState.FAILED, 400),
+                (DeliveryState.CANCELLED, 400),
+                (DeliveryState.PENDING, 400),  # still owed to the receiver: kept
+                (DeliveryState.DELIVERED, 10),
+            ]
+        ):
+            s.add(
+                WebhookDelivery(
+                    event_id=f"ev{n}",
+                    api_key_id=key.id,
+                    event_type="checkin.closed",
+                    body="{}",
+                    status=state,
+                    next_attempt_at=NOW - days * DAY,
+                    created_at=NOW - days * DAY,
+                )
+            )
         actor = Actor(ActorKind.API_KEY, "1", "test")
         for days in (800, 731, 729, 10):
             await record(
@@ -155,6 +179,7 @@ async def _state(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
             "attempts": len(attempts),
             "incidents": sorted((await s.execute(select(Incident.id))).scalars()),
             "audit": sorted((await s.execute(select(AuditEntry.resource_id))).scalars()),
+            "webhooks": sorted((await s.execute(select(WebhookDelivery.event_id))).scalars()),
             "rest": [
                 (await s.execute(select(func.count()).select_from(t))).scalar()
                 for t in (IncidentEvent, OutboxMessage, InboundSms, ResidentFinding)
@@ -181,6 +206,7 @@ EXPECTED = {
     "attempts": 12,
     "incidents": sorted(["inc-old-exhausted", "inc-old-still-open", "inc-recent-acked"]),
     "audit": ["audit-10", "audit-729"],  # 731 and 800 days are past the 730
+    "webhooks": ["ev3", "ev4"],  # pending (still owed) and recent
     "rest": [3, 3, 3, 1],  # the kept incidents' log, messages, replies; recent-acked's finding
 }
 
@@ -191,12 +217,12 @@ async def test_given_records_of_every_age_when_retention_runs_then_only_what_is_
     await _seed(sessions)
     report = await apply_retention(sessions, NOW, POLICY, chunk=2)  # several chunks per kind
     assert (report.transcripts, report.checkins, report.attempts) == (6, 2, 4)
-    assert (report.incidents, report.audit) == (1, 2)
+    assert (report.incidents, report.audit, report.webhooks) == (1, 2, 3)
     assert await _state(sessions) == EXPECTED
     again = await apply_retention(sessions, NOW, POLICY)
     assert again.line() == (
         "erased 0 transcript(s); deleted 0 check-in(s) with 0 call attempt(s), 0 incident(s),"
-        " 0 access log row(s)"
+        " 0 access log row(s), 0 webhook delivery(ies)"
     )
 
 
@@ -221,7 +247,7 @@ async def test_given_the_cli_when_retention_runs_then_the_settings_apply(
     assert await args.fn(settings, args) == 0
     assert capsys.readouterr().out.strip() == (
         "erased 6 transcript(s); deleted 2 check-in(s) with 4 call attempt(s), 1 incident(s),"
-        " 2 access log row(s)"
+        " 2 access log row(s), 3 webhook delivery(ies)"
     )
     assert await _state(sessions) == EXPECTED
 

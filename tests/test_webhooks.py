@@ -305,3 +305,29 @@ async def test_httpx_reaches_the_receiver(receivers: tuple[Receiver, Receiver]) 
     async with httpx.AsyncClient() as client:
         assert (await client.post(rx.url, content=b"x")).status_code == 204
     assert rx.got[0].body == b"x"
+
+
+async def test_given_a_worker_that_died_mid_send_when_the_lease_runs_out_then_sent_again_once(
+    api: Api, receivers: tuple[Receiver, Receiver]
+) -> None:
+    rx, _ = receivers
+    await rx.up()
+    await _register(api, "gwanak", rx.url)
+    await _story(api)
+    crashed = WebhookWorker(api.container.sessions, config=CONFIG, clock=api.clock)
+    claimed = await crashed._claim(api.clock.now())  # claimed, never sent: the process died
+    await crashed.aclose()
+    assert len(claimed) == 5
+    assert {r.status for r in await _rows(api)} == {DeliveryState.SENDING}
+    worker = WebhookWorker(api.container.sessions, config=CONFIG, clock=api.clock)
+    try:
+        assert await worker.recover() == 0  # inside the lease: maybe still sending
+        api.clock.advance(dt.timedelta(seconds=CONFIG.sending_lease_s + 1))
+        assert await worker.recover() == 5
+        assert await worker.run_once() == 5
+        assert await worker.run_once() == 0
+    finally:
+        await worker.aclose()
+    ids = [json.loads(r.body)["id"] for r in rx.got]
+    assert len(ids) == len(set(ids)) == 5
+    assert {r.status for r in await _rows(api)} == {DeliveryState.DELIVERED}

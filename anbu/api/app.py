@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,10 +12,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from anbu import __version__
-from anbu.api import audit, feedback, keys, routes, signals, webhooks
+from anbu.api import audit, feedback, keys, openapi, routes, signals, webhooks
 from anbu.api.deps import UnauthenticatedError
 from anbu.api.gate import InputGate
 from anbu.api.headers import SecurityHeaders
@@ -75,6 +77,19 @@ class DatabaseOutageMiddleware:
                 raise
             self.monitor.failed(error, f"{scope['method']} {scope['path']}")
             await unavailable_response()(scope, receive, send)
+
+
+def _allowed(request: Request) -> list[str]:
+    # Starlette names the methods of the first route on the path only; the document knows
+    # them all (the routers are nested, so their routes are not walked here).
+    methods: set[str] = set()
+    for template, item in request.app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), request.url.path):
+            methods |= {m.upper() for m in item if m in _HTTP_METHODS}
+    return sorted(methods)
+
+
+_HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 
 
 def create_app(
@@ -156,6 +171,21 @@ def create_app(
         detail = "; ".join(f"{f['field']}: {f['reason']}" for f in fields)
         return _problem(422, "invalid_request", detail, fields=fields)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own errors (an unknown route, a method not allowed, a body that is not
+        # JSON) in the same Problem form as ours; an unreadable body is a 422 like any other
+        # invalid request.
+        if exc.status_code == 400:
+            return _problem(422, "invalid_request", f"body: {exc.detail}")
+        error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        resp = _problem(exc.status_code, error, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            resp.headers[name] = value
+        if exc.status_code == 405:
+            resp.headers["Allow"] = ", ".join(_allowed(request))
+        return resp
+
     @app.exception_handler(UnauthenticatedError)
     async def _unauth(_r: Request, exc: UnauthenticatedError) -> JSONResponse:
         resp = _problem(401, "unauthenticated", str(exc))
@@ -188,4 +218,5 @@ def create_app(
         log.exception("unhandled anbu error", exc_info=exc)
         return _problem(503, "unavailable", str(exc))
 
+    openapi.install(app)
     return app

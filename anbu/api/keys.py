@@ -13,8 +13,10 @@ from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from anbu.api.deps import MAX_ROW_ID, ContainerDep, PrincipalDep, SessionDep
+from anbu.api.strict import IsoDatetime
 from anbu.db.models import ApiKey
 from anbu.domain.access import KeyState, Scope, decode_scopes, key_state
+from anbu.errors import ConflictError
 from anbu.services import admin
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"])
@@ -33,7 +35,7 @@ class ApiKeyIn(BaseModel):
         min_length=1,
         description="read < write < admin; each implies the ones before it",
     )
-    expires_at: dt.datetime | None = Field(
+    expires_at: IsoDatetime | None = Field(
         default=None, description="with a time zone; None: until revoked"
     )
 
@@ -108,8 +110,11 @@ async def get_key(
 async def revoke_key(
     key_id: KeyId, principal: PrincipalDep, session: SessionDep, container: ContainerDep
 ) -> ApiKeyOut:
-    """Revoke at once (idempotent: revoking again keeps the first time)."""
+    """Revoke at once (idempotent: revoking again keeps the first time). A key cannot revoke
+    itself: the last administrator key would lock everyone out; use another admin key."""
     principal.require_admin()
+    if key_id == principal.key_id:
+        raise ConflictError("a key cannot revoke itself; revoke it with another admin key")
     now = container.clock.now()
     row = await admin.revoke_api_key(session, key_id, now)
     await session.commit()

@@ -6,6 +6,7 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from anbu.api.strict import StrictBool, StrictInt
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus, Outcome
 from anbu.domain.phone import mask_phone, normalize_phone
@@ -52,7 +53,7 @@ class ResidentPatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     phone: str | None = Field(default=None, min_length=7, max_length=24)
     dong: str | None = Field(default=None, max_length=50)
-    active: bool | None = None
+    active: StrictBool | None = None
 
     @field_validator("phone")
     @classmethod
@@ -98,7 +99,7 @@ class CheckinIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     resident_id: str = Field(min_length=1, max_length=32)
     reason: str = Field(min_length=1, max_length=2000, description="why the check-in is opened")
-    priority: int = Field(default=0, ge=0, le=100)
+    priority: StrictInt = Field(default=0, ge=0, le=100)
 
 
 class AttemptOut(BaseModel):

@@ -11,9 +11,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
 
 from anbu.api.deps import MAX_ROW_ID
+from anbu.api.strict import IsoDatetime, StrictBool, StrictInt
 from anbu.domain.calling_hours import SEOUL_TZ_NAME
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -80,14 +88,35 @@ TimeOfDay = Annotated[
     str, AfterValidator(_time_of_day), Field(examples=["09:00"], description="HH:MM local")
 ]
 ClockTime = Annotated[str, AfterValidator(_clock_time), Field(examples=["10:30"])]
-Weekday = Annotated[int, BeforeValidator(_weekday), Field(description="0 = Monday .. 6 = Sunday")]
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c}]" for c in word)
+
+
+# What _weekday takes, said in the document (a name in any case, or the digit as text too).
+_WEEKDAY_SCHEMA = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0, "maximum": 6},
+        {
+            "type": "string",
+            "pattern": r"^\s*([0-6]|" + "|".join(_any_case(n) for n in WEEKDAY_NAMES) + r")\s*$",
+        },
+    ],
+    "description": "0 = Monday .. 6 = Sunday, or mon .. sun",
+}
+Weekday = Annotated[
+    int,
+    BeforeValidator(_weekday),
+    WithJsonSchema(_WEEKDAY_SCHEMA),
+]
 Weekdays = Annotated[
     list[Weekday],
     Field(min_length=1, max_length=7, examples=[[0, 1, 2, 3, 4]]),
     AfterValidator(_weekday_set),
 ]
 TzName = Annotated[str, Field(min_length=1, max_length=64, examples=[SEOUL_TZ_NAME])]
-Seconds = Annotated[int, Field(ge=1, le=86_400)]
+Seconds = Annotated[StrictInt, Field(ge=1, le=86_400)]
 
 
 # -- programs -----------------------------------------------------------------------------------
@@ -98,22 +127,22 @@ class RetryIn(BaseModel):
     pattern (3 tries about 10 minutes apart)."""
 
     model_config = ConfigDict(extra="forbid")
-    max_attempts: int = Field(default=3, ge=1, le=10, description="unanswered dials per case")
+    max_attempts: StrictInt = Field(default=3, ge=1, le=10, description="unanswered dials per case")
     interval_s: Seconds = Field(default=600, description="no answer: next dial this long after")
     busy_interval_s: Seconds = Field(default=180, description="busy: sooner (they are alive)")
     failure_interval_s: Seconds = Field(default=120, description="network or our side failed")
-    max_callbacks: int = Field(default=1, ge=0, le=5, description="'call me later' redials")
-    callback_delay_s: int = Field(default=3600, ge=1, le=7 * 86_400)
+    max_callbacks: StrictInt = Field(default=1, ge=0, le=5, description="'call me later' redials")
+    callback_delay_s: StrictInt = Field(default=3600, ge=1, le=7 * 86_400)
 
 
 class RetryPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_attempts: int | None = Field(default=None, ge=1, le=10)
+    max_attempts: StrictInt | None = Field(default=None, ge=1, le=10)
     interval_s: Seconds | None = None
     busy_interval_s: Seconds | None = None
     failure_interval_s: Seconds | None = None
-    max_callbacks: int | None = Field(default=None, ge=0, le=5)
-    callback_delay_s: int | None = Field(default=None, ge=1, le=7 * 86_400)
+    max_callbacks: StrictInt | None = Field(default=None, ge=0, le=5)
+    callback_delay_s: StrictInt | None = Field(default=None, ge=1, le=7 * 86_400)
 
 
 class CallingHoursIn(BaseModel):
@@ -124,7 +153,7 @@ class CallingHoursIn(BaseModel):
     start: TimeOfDay = "09:00"
     end: TimeOfDay = "18:00"
     weekdays: Weekdays = Field(default_factory=lambda: [0, 1, 2, 3, 4])
-    call_on_holidays: bool = False
+    call_on_holidays: StrictBool = False
     severe_start: TimeOfDay = "07:00"
     severe_end: TimeOfDay = "22:00"
     tz: TzName = SEOUL_TZ_NAME
@@ -135,7 +164,7 @@ class CallingHoursPatch(BaseModel):
     start: TimeOfDay | None = None
     end: TimeOfDay | None = None
     weekdays: Weekdays | None = None
-    call_on_holidays: bool | None = None
+    call_on_holidays: StrictBool | None = None
     severe_start: TimeOfDay | None = None
     severe_end: TimeOfDay | None = None
     tz: TzName | None = None
@@ -144,7 +173,7 @@ class CallingHoursPatch(BaseModel):
 class ProgramIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100, examples=["관악구 안부확인"])
-    is_default: bool = Field(
+    is_default: StrictBool = Field(
         default=False, description="residents without a program of their own use it"
     )
     retry: RetryIn = Field(default_factory=RetryIn)
@@ -154,7 +183,7 @@ class ProgramIn(BaseModel):
 class ProgramPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, min_length=1, max_length=100)
-    is_default: bool | None = None
+    is_default: StrictBool | None = None
     retry: RetryPatch | None = None
     calling_hours: CallingHoursPatch | None = None
 
@@ -196,11 +225,11 @@ class ScheduleIn(BaseModel):
     programme's value; ``program_id`` null means the default programme. Replaces what was set."""
 
     model_config = ConfigDict(extra="forbid")
-    program_id: int | None = Field(default=None, ge=1, le=MAX_ROW_ID)
+    program_id: StrictInt | None = Field(default=None, ge=1, le=MAX_ROW_ID)
     start: TimeOfDay | None = None
     end: TimeOfDay | None = None
     weekdays: Weekdays | None = None
-    call_on_holidays: bool | None = None
+    call_on_holidays: StrictBool | None = None
     tz: TzName | None = None
 
 
@@ -239,8 +268,8 @@ class CallHoldIn(BaseModel):
     (exclusive; null: until the hold is lifted)."""
 
     model_config = ConfigDict(extra="forbid")
-    starts_at: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = None
+    starts_at: IsoDatetime | None = None
+    ends_at: IsoDatetime | None = None
     reason: str = Field(min_length=1, max_length=200, examples=["입원 (3주)", "여행"])
 
 

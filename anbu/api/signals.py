@@ -7,7 +7,7 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import select
 
@@ -17,8 +17,15 @@ from anbu.api.deps import (
     SessionDep,
     resident_in_scope,
 )
+from anbu.api.strict import IsoDatetime, StrictBool, StrictFloat, StrictInt
 from anbu.db.models import District, Resident
-from anbu.db.models_signals import Device, DeviceTask, MonitoringHold, RiskAssessment
+from anbu.db.models_signals import (
+    Device,
+    DeviceTask,
+    MonitoringHold,
+    MonitoringProfile,
+    RiskAssessment,
+)
 from anbu.domain.risk import (
     DeviceIssueKind,
     DeviceKind,
@@ -128,18 +135,23 @@ class ProfileIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tier: Tier = Field(description="calls | app (+ step-count app) | iot (+ plugs and sensors)")
     risk_category: RiskCategory = Field(description="sets the inactivity window, 1 to 5 days")
-    window_h_override: float | None = Field(default=None, ge=24, le=120)
-    consent_call_records: bool
-    consent_app: bool = False
-    consent_iot: bool = False
-    enabled: bool = True
+    window_h_override: StrictFloat | None = Field(default=None, ge=24, le=120)
+    consent_call_records: StrictBool
+    consent_app: StrictBool = False
+    consent_iot: StrictBool = False
+    enabled: StrictBool = True
 
 
 class ProfileOut(BaseModel):
     resident_id: str
-    tier: Tier
-    risk_category: RiskCategory
-    window_h: float
+    configured: bool = Field(
+        default=True,
+        description="false: no profile was PUT yet; the resident is not monitored (tier,"
+        " risk_category and window_h are null)",
+    )
+    tier: Tier | None
+    risk_category: RiskCategory | None
+    window_h: float | None
     window_h_override: float | None
     consent_call_records: bool
     consent_app: bool
@@ -148,6 +160,26 @@ class ProfileOut(BaseModel):
     level: Level
     level_label: str
     level_since: dt.datetime | None
+
+
+def _not_configured(resident_id: str) -> ProfileOut:
+    # Every resident has a monitoring state: before a profile is set it is "not monitored",
+    # not "not found" (a 404 would read as "no such resident").
+    return ProfileOut(
+        resident_id=resident_id,
+        configured=False,
+        tier=None,
+        risk_category=None,
+        window_h=None,
+        window_h_override=None,
+        consent_call_records=False,
+        consent_app=False,
+        consent_iot=False,
+        enabled=False,
+        level=Level.NONE,
+        level_label=Level.NONE.label,
+        level_since=None,
+    )
 
 
 def _profile_out(p: Any) -> ProfileOut:
@@ -197,7 +229,8 @@ async def put_profile(
 @router.get("/residents/{resident_id}/monitoring", response_model=ProfileOut)
 async def get_profile(resident_id: str, principal: PrincipalDep, session: SessionDep) -> ProfileOut:
     await resident_in_scope(session, principal, resident_id)
-    return _profile_out(await registry.get_profile(session, resident_id))
+    profile = await session.get(MonitoringProfile, resident_id)
+    return _not_configured(resident_id) if profile is None else _profile_out(profile)
 
 
 # -- devices ------------------------------------------------------------------------------------
@@ -208,7 +241,7 @@ class DeviceIn(BaseModel):
     device_id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_.:-]+$")
     resident_id: str = Field(min_length=1, max_length=32)
     kind: DeviceKind
-    expected_interval_s: int = Field(default=600, ge=10, le=86_400)
+    expected_interval_s: StrictInt = Field(default=600, ge=10, le=86_400)
 
 
 class DeviceOut(BaseModel):
@@ -280,8 +313,8 @@ async def deregister_device(
 
 class HoldIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    starts_at: IsoDatetime
+    ends_at: IsoDatetime
     reason: HoldReason
     note: str = Field(default="", max_length=200)
 
@@ -375,7 +408,8 @@ async def get_risk(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> RiskOut:
     await resident_in_scope(session, principal, resident_id)
-    p = await registry.get_profile(session, resident_id)
+    p = await session.get(MonitoringProfile, resident_id)
+    level = Level.NONE if p is None else p.level  # not monitored yet: nothing graded
     rows = await session.execute(
         select(RiskAssessment)
         .where(RiskAssessment.resident_id == resident_id)
@@ -384,9 +418,9 @@ async def get_risk(
     )
     return RiskOut(
         resident_id=resident_id,
-        level=p.level,
-        level_label=p.level.label,
-        level_since=p.level_since,
+        level=level,
+        level_label=level.label,
+        level_since=None if p is None else p.level_since,
         history=[AssessmentOut.model_validate(r) for r in rows.scalars()],
     )
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from anbu.api.strict import IsoDatetime, StrictBool, StrictFloat, StrictInt
 from anbu.domain.risk import CallDirection, SignalKind
 
 _NEEDS_VALUE = {
@@ -32,7 +33,7 @@ class SignalEventIn(BaseModel):
         min_length=1, max_length=128, pattern=r"^[^\x00]+$", description="unique within the source"
     )
     kind: SignalKind
-    at: AwareDatetime = Field(description="when it happened (ISO 8601 with offset)")
+    at: IsoDatetime = Field(description="when it happened (ISO 8601 with offset)")
     device_id: str | None = Field(
         default=None,
         min_length=1,
@@ -47,23 +48,23 @@ class SignalEventIn(BaseModel):
         pattern=r"^[^\x00]+$",
         description="for call records (no device)",
     )
-    value: float | None = Field(
+    value: StrictFloat | None = Field(
         default=None,
         ge=0,
         allow_inf_nan=False,
         description="power: watts; light: lux; steps: steps; call_count: calls; call: seconds",
     )
     direction: CallDirection | None = Field(default=None, description="call: in or out")
-    duration_s: float | None = Field(
+    duration_s: StrictFloat | None = Field(
         default=None, ge=0, allow_inf_nan=False, description="call: talk time"
     )
-    interval_s: int | None = Field(
+    interval_s: StrictInt | None = Field(
         default=None, gt=0, le=86_400, description="power: seconds the reading averages"
     )
-    period_h: float | None = Field(
+    period_h: StrictFloat | None = Field(
         default=None, gt=0, le=168, description="call_count: hours counted, ending at `at`"
     )
-    online: bool | None = Field(default=None, description="heartbeat: false = going offline")
+    online: StrictBool | None = Field(default=None, description="heartbeat: false = going offline")
 
     @model_validator(mode="after")
     def _fits_kind(self) -> SignalEventIn:

@@ -57,20 +57,26 @@ async def record(
     and its log line commit together)."""
     if not accesses:
         return
+
+    def clean(text: str, limit: int) -> str:
+        # A refused request may carry anything in its path (NUL included, which PostgreSQL
+        # text cannot hold): the log keeps it visible, escaped.
+        return text.replace("\x00", "\\x00")[:limit]
+
     rows = [
         {
             "at": at,
             "actor_kind": actor.kind,
-            "actor_id": actor.id[:64],
-            "actor_name": actor.name[:100],
-            "client": origin.client[:64],
-            "method": origin.method[:8],
-            "route": origin.route[:200],
+            "actor_id": clean(actor.id, 64),
+            "actor_name": clean(actor.name, 100),
+            "client": clean(origin.client, 64),
+            "method": clean(origin.method, 8),
+            "route": clean(origin.route, 200),
             "resource_type": a.resource_type,
-            "resource_id": a.resource_id[:64],
+            "resource_id": clean(a.resource_id, 64),
             "action": a.action,
             "district_id": a.district_id,
-            "outcome": outcome[:100],
+            "outcome": clean(outcome, 100),
         }
         for a in accesses
     ]

@@ -1,6 +1,7 @@
 """Retention of personal records per kind (``ANBU_RETENTION__*``): transcripts, closed
-check-ins with their call attempts, acknowledged incidents with everything about them, and
-the access log. Raw signal events have their own job (:mod:`anbu.risk.retention`).
+check-ins with their call attempts (and the settled outcome webhooks, on the same keep),
+acknowledged incidents with everything about them, and the access log. Raw signal events
+have their own job (:mod:`anbu.risk.retention`).
 
 Never deleted, however old: a check-in that is not final (it may still call), an incident not
 acknowledged (open or exhausted: someone must still answer for it), a check-in whose incident
@@ -32,6 +33,7 @@ from anbu.db.models_escalation import (
     OutboxMessage,
     ResidentFinding,
 )
+from anbu.db.models_webhooks import DeliveryState, WebhookDelivery
 from anbu.domain.checkin import CheckinStatus
 from anbu.domain.incidents import IncidentStatus
 
@@ -65,13 +67,14 @@ class RetentionReport:
     attempts: int = 0
     incidents: int = 0
     audit: int = 0
+    webhooks: int = 0  # settled outcome webhook deliveries
     cutoffs: dict[str, dt.datetime] = field(default_factory=dict)
 
     def line(self) -> str:
         return (
             f"erased {self.transcripts} transcript(s); deleted {self.checkins} check-in(s) with"
             f" {self.attempts} call attempt(s), {self.incidents} incident(s),"
-            f" {self.audit} access log row(s)"
+            f" {self.audit} access log row(s), {self.webhooks} webhook delivery(ies)"
         )
 
 
@@ -178,6 +181,30 @@ async def _delete_checkins(
     return len(ids), attempts
 
 
+async def _delete_webhooks(
+    session: AsyncSession, cutoff: dt.datetime, chunk: int
+) -> tuple[int, ...]:
+    ids = list(
+        (
+            await session.execute(
+                select(WebhookDelivery.id)
+                .where(
+                    WebhookDelivery.status.not_in([DeliveryState.PENDING, DeliveryState.SENDING]),
+                    WebhookDelivery.created_at < cutoff,
+                )
+                .limit(chunk)
+            )
+        ).scalars()
+    )
+    if ids:
+        await session.execute(
+            delete(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(ids))
+            .execution_options(synchronize_session=False)
+        )
+    return (len(ids),)
+
+
 async def _delete_audit(session: AsyncSession, cutoff: dt.datetime, chunk: int) -> tuple[int, ...]:
     ids = list(
         (
@@ -238,9 +265,11 @@ async def apply_retention(
     if (cut := _cutoff(now, policy.attempts_days)) is not None:
         report.cutoffs["attempts"] = cut
         report.checkins, report.attempts = await _chunks(sessions, _delete_checkins, cut, chunk)
+        # What the integrator was told about those cases: settled deliveries, same keep.
+        (report.webhooks,) = await _chunks(sessions, _delete_webhooks, cut, chunk)
     if (cut := _cutoff(now, policy.audit_days)) is not None:
         report.cutoffs["audit"] = cut
         (report.audit,) = await _chunks(sessions, _delete_audit, cut, chunk)
-    if report.transcripts or report.checkins or report.incidents or report.audit:
+    if any((report.transcripts, report.checkins, report.incidents, report.audit, report.webhooks)):
         log.info("retention: %s", report.line())
     return report
