@@ -65,7 +65,7 @@ def main() -> None:
         for route in ("per_key", "ack", "callback", "other")
         for kind in ("rate", "burst")
     }
-    settings = Settings(database_url=url, bootstrap_api_key=None, limits=unlimited)  # type: ignore[arg-type]
+    settings = Settings(database_url=url, bootstrap_api_key=None, limits=unlimited)
     ids = asyncio.run(seed(settings))
     ids_file.write_text(json.dumps(ids))
     app = build_api(build_container(settings))
