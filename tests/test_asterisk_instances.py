@@ -210,7 +210,7 @@ EXPECTED = {
     "01099990010": Outcome("Success", "4", "0"),  # noise
     "01099990011": Outcome("Success", "4", "0"),  # says 여보세요
     "01099990012": Outcome("Success", "4", "0"),  # says 도와주세요
-    "01099990013": Outcome("Failure", "0", "1"),  # not a stand-in number: unallocated
+    "01099990099": Outcome("Failure", "0", "1"),  # not a stand-in number: unallocated
 }
 PRESSES = {"01099990001": "1", "01099990002": "2"}
 SPEAKS = {
