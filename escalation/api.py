@@ -23,9 +23,9 @@ from anbu.api.deps import (
     PrincipalDep,
     SessionDep,
     district_by_code,
+    resident_in_scope,
 )
 from anbu.container import Container
-from anbu.db.models import Resident
 from anbu.db.models_escalation import EscalationChain, Incident
 from anbu.domain.escalation import FINDING_LABELS, OUTCOME_WORDS, Finding, Urgency
 from anbu.domain.incidents import IncidentStatus
@@ -188,10 +188,7 @@ async def resident_findings(
     resident_id: str, principal: PrincipalDep, session: SessionDep
 ) -> ResidentFindings:
     """What officials found on their visits, newest first; ``last_finding`` is the current."""
-    resident = await session.get(Resident, resident_id)
-    if resident is None:
-        raise NotFoundError("resident", resident_id)
-    principal.require_district(resident.district_id, "resident", resident_id)
+    await resident_in_scope(session, principal, resident_id)
     return await directory.resident_findings(session, resident_id)
 
 
