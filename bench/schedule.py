@@ -114,18 +114,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             engine=engine,
         )
         async with sessions() as s:
-            s.add(
-                Program(
-                    name="bench",
-                    is_default=True,
-                    max_attempts=1,
-                    max_callbacks=0,
-                    start_min=0,
-                    end_min=1440,
-                    weekdays="0123456",
-                    call_on_holidays=True,
-                )
-            )
+            s.add(Program.any_hour("bench", max_attempts=1, max_callbacks=0))
             district = District(code="11620", name="관악구")
             residents = [
                 Resident(district=district, name=f"주민{i}", phone=NEVER_ANSWERS, dong="신림동")

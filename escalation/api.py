@@ -24,9 +24,9 @@ from anbu.api.deps import (
     PrincipalDep,
     SessionDep,
     district_by_code,
+    resident_in_scope,
 )
 from anbu.container import Container
-from anbu.db.models import Resident
 from anbu.db.models_escalation import EscalationChain, Incident
 from anbu.domain.audit import AuditResource
 from anbu.domain.escalation import FINDING_LABELS, OUTCOME_WORDS, Finding, Urgency
@@ -193,10 +193,7 @@ async def resident_findings(
     resident_id: str, principal: PrincipalDep, session: SessionDep, audit: AuditDep
 ) -> ResidentFindings:
     """What officials found on their visits, newest first; ``last_finding`` is the current."""
-    resident = await session.get(Resident, resident_id)
-    if resident is None:
-        raise NotFoundError("resident", resident_id)
-    principal.require_district(resident.district_id, "resident", resident_id)
+    resident = await resident_in_scope(session, principal, resident_id)
     found = await directory.resident_findings(session, resident_id)
     # A finding is one incident's: it is logged under the incident's id.
     audit.note_many(

@@ -81,7 +81,9 @@ from scheduler.rules import (
     parse_weekdays,
     program_policy,
     program_window,
+    programs,
     resident_hours,
+    schedules_of,
     time_to_minutes,
 )
 
@@ -106,14 +108,6 @@ async def _check_tz(name: str, where: str) -> None:
         await asyncio.to_thread(zone, name)
     except (KeyError, ValueError, OSError) as exc:  # ZoneInfoNotFoundError is a KeyError
         raise ValidationError(f"{where}: unknown time zone {name!r}") from exc
-
-
-async def _programs(session: AsyncSession) -> tuple[dict[int, Program], Program | None]:
-    """Every programme by id and the default one (the lowest id wins if several claim it, as
-    in :func:`scheduler.rules.load_rules`)."""
-    rows = (await session.execute(select(Program))).scalars().all()
-    default = min((p for p in rows if p.is_default), key=lambda p: p.id, default=None)
-    return {p.id: p for p in rows}, default
 
 
 def _retry_out(policy: RetryPolicy) -> RetryOut:
@@ -166,15 +160,8 @@ async def _resident_problems(
     if not resident_ids:
         return {}
     ids = list(resident_ids)
-    by_id, default = await _programs(session)
-    schedules = {
-        s.resident_id: s
-        for s in (
-            await session.execute(
-                select(ResidentSchedule).where(ResidentSchedule.resident_id.in_(ids))
-            )
-        ).scalars()
-    }
+    by_id, default = await programs(session)
+    schedules = await schedules_of(session, ids)
     routines: dict[str, list[RoutineSchedule]] = {}
     for r in (
         await session.execute(
@@ -403,7 +390,7 @@ async def update_program(
 
 async def _schedule_out(session: AsyncSession, resident: Resident, now: dt.datetime) -> ScheduleOut:
     sched = await session.get(ResidentSchedule, resident.id)
-    by_id, default = await _programs(session)
+    by_id, default = await programs(session)
     program = (
         by_id.get(sched.program_id) if sched and sched.program_id is not None else None
     ) or default

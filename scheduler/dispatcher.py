@@ -166,6 +166,11 @@ class Dispatcher:
     def inflight(self) -> int:
         return len(self._inflight)
 
+    @property
+    def listeners(self) -> tuple[CheckinListener, ...]:
+        """Who hears of every case this dispatcher closes."""
+        return tuple(self._listeners)
+
     def add_listener(self, listener: CheckinListener) -> None:
         self._listeners.append(listener)
 

@@ -86,6 +86,23 @@ def resident_hours(s: ResidentSchedule) -> ResidentHours:
     )
 
 
+async def programs(session: AsyncSession) -> tuple[dict[int, Program], Program | None]:
+    """Every programme by id and the default one (the lowest id wins if several claim it)."""
+    rows = (await session.execute(select(Program))).scalars().all()
+    default = min((p for p in rows if p.is_default), key=lambda p: p.id, default=None)
+    return {p.id: p for p in rows}, default
+
+
+async def schedules_of(
+    session: AsyncSession, resident_ids: list[str]
+) -> dict[str, ResidentSchedule]:
+    """The residents' own schedules (programme and hours), by resident id."""
+    rows = await session.execute(
+        select(ResidentSchedule).where(ResidentSchedule.resident_id.in_(resident_ids))
+    )
+    return {s.resident_id: s for s in rows.scalars()}
+
+
 async def load_rules(
     session: AsyncSession,
     residents: Iterable[tuple[str, str]],
@@ -99,17 +116,8 @@ async def load_rules(
     if not pairs:
         return {}
     ids = list(pairs)
-    programs = (await session.execute(select(Program))).scalars().all()
-    by_id = {p.id: p for p in programs}
-    default = min((p for p in programs if p.is_default), key=lambda p: p.id, default=None)
-    schedules = {
-        s.resident_id: s
-        for s in (
-            await session.execute(
-                select(ResidentSchedule).where(ResidentSchedule.resident_id.in_(ids))
-            )
-        ).scalars()
-    }
+    by_id, default = await programs(session)
+    schedules = await schedules_of(session, ids)
     holds: dict[str, list[Hold]] = {}
     for h in (
         await session.execute(

@@ -17,6 +17,7 @@ from anbu.settings import Settings
 
 START = dt.datetime(2026, 11, 23, 1, 0, tzinfo=dt.UTC)
 ADMIN = "admin-test-key"
+Keys = dict[str, str]  # role -> API key
 
 
 class MovableClock:
@@ -73,3 +74,26 @@ async def new_resident(
     )
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
+
+
+@asynccontextmanager
+async def api_client(
+    container: Container,
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """A client of ``container``'s API and the keys ``admin`` (every district), ``gwanak``
+    (11620) and ``gangnam`` (11680); closes the container afterwards."""
+    async with container.sessions() as s:
+        await ensure_district(s, "11620", "관악구")
+        await ensure_district(s, "11680", "강남구")
+        keys = {
+            "admin": await create_api_key(s, "admin", admin=True, key=ADMIN),
+            "gwanak": await create_api_key(s, "gwanak", ["11620"]),
+            "gangnam": await create_api_key(s, "gangnam", ["11680"]),
+        }
+        await s.commit()
+    transport = httpx.ASGITransport(app=build_api(container))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://anbu") as client:
+            yield client, keys
+    finally:
+        await container.aclose()

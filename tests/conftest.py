@@ -7,6 +7,7 @@ from tests.fixtures_asterisk import (
     asterisk_install,
     asterisk_pair,
     bench_prompt,
+    engine_ami,
     make_asterisk_pair,
 )
 from tests.fixtures_kannel import (
@@ -25,6 +26,7 @@ __all__ = [
     "callback_server",
     "db_engine",
     "db_url",
+    "engine_ami",
     "kannel",
     "kannel_factory",
     "kannel_sender",

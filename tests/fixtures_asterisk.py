@@ -43,6 +43,7 @@ from devstack.asterisk import (
     provision_engine,
     render_korean_wav,
 )
+from ivr.ami import AmiClient
 
 BENCH_PROMPT_TEXT = "괜찮으시면 1번을 눌러 주세요."
 # RTP blocks come from below Linux's ephemeral range (32768-60999), where bind(0) hands out
@@ -373,3 +374,14 @@ def make_asterisk_pair(
     yield make
     for pair in made:
         pair.stop()
+
+
+@pytest.fixture
+async def engine_ami(asterisk_pair: AsteriskPair) -> AsyncIterator[AmiClient]:
+    """An AMI client connected to the pair's engine (for tests that dial through it)."""
+    ami = AmiClient(
+        "127.0.0.1", asterisk_pair.ami_port, asterisk_pair.ami_user, asterisk_pair.ami_secret
+    )
+    await ami.connect()
+    yield ami
+    await ami.close()

@@ -7,30 +7,15 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from anbu.app.parts import build_api, build_container
-from anbu.services.admin import create_api_key, ensure_district
+from anbu.app.parts import build_container
 from anbu.settings import Settings
-
-ADMIN = "admin-test-key"
+from tests.api_support import ADMIN, api_client
 
 
 @pytest.fixture
 async def api(db_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
-    container = build_container(Settings(database_url=db_url))
-    async with container.sessions() as s:
-        await ensure_district(s, "11620", "관악구")
-        await ensure_district(s, "11680", "강남구")
-        keys = {
-            "admin": await create_api_key(s, "admin", admin=True, key=ADMIN),
-            "gwanak": await create_api_key(s, "gwanak", ["11620"]),
-            "gangnam": await create_api_key(s, "gangnam", ["11680"]),
-        }
-        await s.commit()
-    app = build_api(container)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://anbu") as client:
+    async with api_client(build_container(Settings(database_url=db_url))) as (client, keys):
         yield client, keys
-    await container.aclose()
 
 
 def h(key: str) -> dict[str, str]:

@@ -37,17 +37,7 @@ async def api(asterisk_pair: AsteriskPair, db_url: str) -> AsyncIterator[httpx.A
         assert telephony.ami.booted
         async with container.sessions() as s:
             # Calls around the clock for the test (the default window is weekdays 09-18 KST).
-            s.add(
-                Program(
-                    name="test-all-day",
-                    is_default=True,
-                    start_min=0,
-                    end_min=24 * 60,
-                    weekdays="0123456",
-                    call_on_holidays=True,
-                    max_attempts=1,
-                )
-            )
+            s.add(Program.any_hour("test-all-day", max_attempts=1))
             await s.commit()
         app = build_api(container, svc.escalation.service)
         async with httpx.AsyncClient(

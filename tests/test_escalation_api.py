@@ -12,12 +12,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from anbu.app.parts import build_api, build_container
+from anbu.app.parts import build_container
 from anbu.container import Container
 from anbu.domain.calls import CallResult
-from anbu.services.admin import create_api_key, ensure_district
 from anbu.settings import EscalationSettings, Settings
 from escalation.service import EscalationConfig, EscalationService
+from tests.api_support import api_client
 from tests.test_escalation_service import (
     OUR_NUMBER,
     T0,
@@ -27,8 +27,6 @@ from tests.test_escalation_service import (
     link_token,
     messages,
 )
-
-ADMIN = "admin-test-key"
 
 
 @dataclass
@@ -49,20 +47,8 @@ async def api(db_url: str) -> AsyncIterator[Api]:
         escalation=EscalationSettings(callback_token=SecretStr("cb-secret")),
     )
     container = build_container(settings, clock=FakeClock(T0))
-    async with container.sessions() as s:
-        await ensure_district(s, "11620", "관악구")
-        await ensure_district(s, "11680", "강남구")
-        keys = {
-            "admin": await create_api_key(s, "admin", admin=True, key=ADMIN),
-            "gwanak": await create_api_key(s, "gwanak", ["11620"]),
-            "gangnam": await create_api_key(s, "gangnam", ["11680"]),
-        }
-        await s.commit()
-    app = build_api(container)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://anbu") as client:
+    async with api_client(container) as (client, keys):
         yield Api(client, container, keys)
-    await container.aclose()
 
 
 async def _official(api: Api, who: str, district: str, name: str, phone: str) -> str:

@@ -7,7 +7,6 @@ exact Korean text."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
@@ -23,9 +22,6 @@ from devstack.kannel import KannelInstance
 from ivr.ami import AmiClient
 from ivr.dialer import AmiDialer, CallRegistry
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
-from tests.fixtures_asterisk import (
-    AsteriskPair,
-)
 from tests.test_escalation_e2e import (  # noqa: F401  (fixtures used by name)
     StackFactory,
     api_port,
@@ -41,16 +37,6 @@ NEVER_ANSWERS = "01099990004"
 RING_S = 1.0
 
 
-@pytest.fixture
-async def engine_ami(asterisk_pair: AsteriskPair) -> AsyncIterator[AmiClient]:
-    ami = AmiClient(
-        "127.0.0.1", asterisk_pair.ami_port, asterisk_pair.ami_user, asterisk_pair.ami_secret
-    )
-    await ami.connect()
-    yield ami
-    await ami.close()
-
-
 async def test_given_resident_never_answers_when_attempt_rings_out_then_official_gets_sms(
     engine_ami: AmiClient,
     db_engine: AsyncEngine,
@@ -63,18 +49,13 @@ async def test_given_resident_never_answers_when_attempt_rings_out_then_official
     clock = SystemClock()
     async with sessions() as s:
         s.add(
-            Program(
-                name="one attempt",
-                is_default=True,
+            Program.any_hour(
+                "one attempt",
                 max_attempts=1,
                 interval_s=60,
                 busy_interval_s=60,
                 failure_interval_s=60,
                 max_callbacks=0,
-                start_min=0,
-                end_min=1440,
-                weekdays="0123456",
-                call_on_holidays=True,
             )
         )
         resident = await s.get(Resident, world.resident_id)

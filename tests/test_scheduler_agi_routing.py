@@ -130,18 +130,7 @@ class Worker:
 
 async def _seed_program(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with sessions() as s:
-        s.add(
-            Program(
-                name="all-day",
-                is_default=True,
-                max_attempts=1,
-                max_callbacks=0,
-                start_min=0,
-                end_min=1440,
-                weekdays="0123456",
-                call_on_holidays=True,
-            )
-        )
+        s.add(Program.any_hour("all-day", max_attempts=1, max_callbacks=0))
         await s.commit()
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-from collections.abc import AsyncIterator
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from anbu.db.models import Checkin, District, Resident
@@ -22,9 +20,6 @@ from anbu.services.checkins import CheckinClosed, open_checkin
 from ivr.ami import AmiClient
 from ivr.dialer import AmiDialer, CallRegistry
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
-from tests.fixtures_asterisk import (
-    AsteriskPair,
-)
 
 NEVER_ANSWERS = "01099990004"
 BUSY = "01099990005"
@@ -35,30 +30,15 @@ RING_S = 1.0
 MAX_ATTEMPTS = 3
 
 
-@pytest.fixture
-async def engine_ami(asterisk_pair: AsteriskPair) -> AsyncIterator[AmiClient]:
-    ami = AmiClient(
-        "127.0.0.1", asterisk_pair.ami_port, asterisk_pair.ami_user, asterisk_pair.ami_secret
-    )
-    await ami.connect()
-    yield ami
-    await ami.close()
-
-
 async def _seed(session: AsyncSession) -> dict[str, Resident]:
     session.add(
-        Program(
-            name="test",
-            is_default=True,
+        Program.any_hour(
+            "test",
             max_attempts=MAX_ATTEMPTS,
             interval_s=INTERVAL_S,
             busy_interval_s=BUSY_INTERVAL_S,
             failure_interval_s=1,
             max_callbacks=0,
-            start_min=0,
-            end_min=1440,
-            weekdays="0123456",
-            call_on_holidays=True,
         )
     )
     district = District(code="11620", name="관악구")

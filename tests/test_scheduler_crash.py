@@ -84,18 +84,13 @@ async def _seed(sessions: async_sessionmaker[AsyncSession], count: int) -> list[
     clock = SystemClock()
     async with sessions() as s:
         s.add(
-            Program(
-                name="crash",
-                is_default=True,
+            Program.any_hour(
+                "crash",
                 max_attempts=MAX_ATTEMPTS,
                 interval_s=INTERVAL_S,
                 busy_interval_s=INTERVAL_S,
                 failure_interval_s=INTERVAL_S,
                 max_callbacks=0,
-                start_min=0,
-                end_min=1440,
-                weekdays="0123456",
-                call_on_holidays=True,
             )
         )
         district = District(code="11620", name="관악구")

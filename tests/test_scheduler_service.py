@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 
-import pytest
 from sqlalchemy import select
 
 from anbu.app.parts import build_container
@@ -23,22 +21,9 @@ from ivr.dialer import AmiDialer, CallRegistry
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
 from scheduler.selftest import run_self_test
 from scheduler.service import build_scheduler
-from tests.fixtures_asterisk import (
-    AsteriskPair,
-)
 
 REJECTS = "01099990007"
 NEVER_ANSWERS = "01099990004"
-
-
-@pytest.fixture
-async def engine_ami(asterisk_pair: AsteriskPair) -> AsyncIterator[AmiClient]:
-    ami = AmiClient(
-        "127.0.0.1", asterisk_pair.ami_port, asterisk_pair.ami_user, asterisk_pair.ami_secret
-    )
-    await ami.connect()
-    yield ami
-    await ami.close()
 
 
 async def test_given_service_when_started_then_jobs_fire_and_checkins_get_dialed(
@@ -104,17 +89,7 @@ async def test_given_service_when_started_then_jobs_fire_and_checkins_get_dialed
     now = container.clock.now()
     local = now.astimezone(zone("Asia/Seoul"))
     async with container.sessions() as s:
-        s.add(
-            Program(
-                name="all-day",
-                is_default=True,
-                max_attempts=1,
-                start_min=0,
-                end_min=1440,
-                weekdays="0123456",
-                call_on_holidays=True,
-            )
-        )
+        s.add(Program.any_hour("all-day", max_attempts=1))
         district = District(code="11620", name="관악구")
         routine_person = Resident(district=district, name="정기", phone=REJECTS, dong="신림동")
         api_person = Resident(district=district, name="요청", phone=REJECTS, dong="신림동")

@@ -11,16 +11,15 @@ from typing import Any
 import httpx
 import pytest
 
-from anbu.app.parts import build_api, build_container
+from anbu.app.parts import build_container
 from anbu.db.models import Checkin
 from anbu.domain.checkin import CheckinSource
-from anbu.services.admin import create_api_key, ensure_district
 from anbu.settings import Settings
 from scheduler.routine import open_due_routine_checkins
+from tests.api_support import api_client
 
 KST = dt.timezone(dt.timedelta(hours=9))
 NOW = dt.datetime(2026, 11, 23, 10, 0, tzinfo=KST)  # a Monday, not a holiday
-ADMIN = "admin-test-key"
 
 
 class FixedClock:
@@ -67,19 +66,8 @@ class Api:
 async def api(db_url: str) -> AsyncIterator[Api]:
     clock = FixedClock(NOW)
     container = build_container(Settings(database_url=db_url), clock=clock)
-    async with container.sessions() as s:
-        await ensure_district(s, "11620", "관악구")
-        await ensure_district(s, "11680", "강남구")
-        keys = {
-            "admin": await create_api_key(s, "admin", admin=True, key=ADMIN),
-            "gwanak": await create_api_key(s, "gwanak", ["11620"]),
-            "gangnam": await create_api_key(s, "gangnam", ["11680"]),
-        }
-        await s.commit()
-    transport = httpx.ASGITransport(app=build_api(container))
-    async with httpx.AsyncClient(transport=transport, base_url="http://anbu") as client:
+    async with api_client(container) as (client, keys):
         yield Api(client, keys, container, clock)
-    await container.aclose()
 
 
 def _reason(r: httpx.Response) -> str:

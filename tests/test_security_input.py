@@ -12,7 +12,8 @@ import pytest
 
 from anbu.domain.phone import normalize_mobile, normalize_phone
 from anbu.errors import InvalidPhoneNumberError
-from tests.test_api import ADMIN, api  # noqa: F401
+from tests.api_support import ADMIN
+from tests.test_api import api  # noqa: F401
 
 API = tuple[httpx.AsyncClient, dict[str, str]]
 H = {"X-API-Key": ADMIN}

@@ -14,7 +14,8 @@ from anbu.api.limits import TokenBuckets
 from anbu.app.parts import build_api, build_container
 from anbu.services.admin import create_api_key, ensure_district
 from anbu.settings import LimitSettings, Settings
-from tests.test_api import ADMIN, api  # noqa: F401
+from tests.api_support import ADMIN
+from tests.test_api import api  # noqa: F401
 
 API = tuple[httpx.AsyncClient, dict[str, str]]
 MB = 1024 * 1024

@@ -60,16 +60,7 @@ async def _seed_demo(container: Container) -> None:
     async with container.sessions() as s:
         await ensure_district(s, "11620", "관악구")
         if (await s.execute(select(Program.id).limit(1))).first() is None:
-            s.add(
-                Program(
-                    name="local demo (any hour)",
-                    is_default=True,
-                    start_min=0,
-                    end_min=24 * 60,
-                    weekdays="0123456",
-                    call_on_holidays=True,
-                )
-            )
+            s.add(Program.any_hour("local demo (any hour)"))
             log.info("demo: default program calls at any hour (edit it under /v1/programs)")
         await s.commit()
 

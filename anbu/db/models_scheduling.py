@@ -44,6 +44,19 @@ class Program(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
+    @classmethod
+    def any_hour(cls, name: str, **columns: object) -> Program:
+        """The default program calling every day, holidays included, at any hour (the local
+        demo stack and tests; a district's programs keep their calling hours)."""
+        fixed: dict[str, object] = {
+            "is_default": True,
+            "start_min": 0,
+            "end_min": 24 * 60,
+            "weekdays": "0123456",
+            "call_on_holidays": True,
+        }
+        return cls(name=name, **{**fixed, **columns})
+
 
 class ResidentSchedule(Base):
     """One resident's programme and preferred hours; ``None`` keeps the programme's value."""
