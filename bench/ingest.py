@@ -49,7 +49,7 @@ from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.risk import KST, DeviceKind, RiskCategory, Tier
 from anbu.risk.ingest import ingest
 from anbu.risk.schemas import SignalEventIn
-from bench.common import RESULTS, write_results
+from bench.common import RESULTS, cpu_seconds, write_results
 from devstack.sim import SimResident, Story, simulate
 
 PG_ADMIN = os.environ.get("ANBU_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -141,6 +141,7 @@ async def _run(url: str, blobs: list[bytes]) -> dict[str, float]:
     bare_sql = f"INSERT INTO bare_events ({cols}) VALUES ({marks})"
     n = 0
     ours = 0.0
+    ours_cpu = 0.0  # this process's CPU (with SQLite: the database's too) during ours
     bare = 0.0
     accepted = 0
     # Batch by batch, ours then the baseline's, so that both see the same machine and tables of
@@ -150,9 +151,11 @@ async def _run(url: str, blobs: list[bytes]) -> dict[str, float]:
         n += len(batch)
         now = max(e.at for _, e in batch)
         t0 = time.perf_counter()
+        c0 = cpu_seconds()
         async with sessions() as s:
             report = await ingest(s, batch, now=now)
         ours += time.perf_counter() - t0
+        ours_cpu += cpu_seconds() - c0
         accepted += report.accepted
         assert not report.errors, report.errors[:3]
         del batch
@@ -184,6 +187,7 @@ async def _run(url: str, blobs: list[bytes]) -> dict[str, float]:
     return {
         "events": n,
         "ours_s": ours,
+        "ours_cpu_us_per_event": ours_cpu / n * 1e6,
         "bare_s": bare,
         "ours_eps": n / ours,
         "bare_eps": n / bare,
@@ -236,6 +240,8 @@ async def _scenario(people: list[SimResident], days: float, batch: int) -> dict[
         "events_per_s_postgresql": round(r["ours_eps"]),
         "baseline_events_per_s_postgresql": round(r["bare_eps"]),
         "ratio_postgresql": round(r["ours_eps"] / r["bare_eps"], 3),
+        # Our process's CPU per event: what load on a shared machine does not change much.
+        "cpu_us_per_event_postgresql": round(r["ours_cpu_us_per_event"], 1),
         "baseline_sqlalchemy_events_per_s_postgresql": round(r["bare_sqlalchemy_eps"]),
     }
     print("postgresql", r, flush=True)
@@ -247,6 +253,7 @@ async def _scenario(people: list[SimResident], days: float, batch: int) -> dict[
         "events_per_s_sqlite": round(r["ours_eps"]),
         "baseline_events_per_s_sqlite": round(r["bare_eps"]),
         "ratio_sqlite": round(r["ours_eps"] / r["bare_eps"], 3),
+        "cpu_us_per_event_sqlite": round(r["ours_cpu_us_per_event"], 1),
         "baseline_sqlalchemy_events_per_s_sqlite": round(r["bare_sqlalchemy_eps"]),
     }
     print("sqlite", r, flush=True)

@@ -70,6 +70,7 @@ from anbu.settings import Settings
 from escalation import dlr
 from escalation.outbox import (
     DeliveryOutcome,
+    GroupCommit,
     OutboxWorker,
     cancel_pending,
     enqueue,
@@ -207,6 +208,12 @@ async def _free_code(session: AsyncSession) -> str:
     return _new_code()
 
 
+async def _record_report(
+    session: AsyncSession, item: tuple[dlr.DeliveryReport, dt.datetime]
+) -> DeliveryOutcome:
+    return await record_delivery(session, *item)
+
+
 class EscalationService:
     def __init__(
         self,
@@ -220,6 +227,13 @@ class EscalationService:
         self.config = config
         self._clock = clock or SystemClock()
         self._wake = wake or (lambda: None)
+        # Delivery reports come two per alert, many at once in a burst: one transaction for
+        # all that wait, each answered after the commit (escalation.outbox.GroupCommit).
+        self._reports: GroupCommit[tuple[dlr.DeliveryReport, dt.datetime], DeliveryOutcome] = (
+            GroupCommit(
+                sessions, _record_report, "delivery-reports", order=lambda r: r[0].reference
+            )
+        )
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -760,10 +774,7 @@ class EscalationService:
     async def record_delivery(
         self, report: dlr.DeliveryReport, now: dt.datetime | None = None
     ) -> bool:
-        now = now or self._clock.now()
-        async with self._sessions() as session:
-            outcome = await record_delivery(session, report, now)
-            await session.commit()
+        outcome = await self._reports.submit((report, now or self._clock.now()))
         return outcome is not DeliveryOutcome.UNKNOWN
 
     # --- the daily device digest --------------------------------------------------------------

@@ -22,8 +22,10 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from anbu.db.models import CallAttempt, Checkin
 from anbu.db.outage import report_failure
 from anbu.domain.calling_hours import CallingWindow
 from anbu.domain.calls import CallResult, NetworkFailureWatch
@@ -115,6 +117,7 @@ class Dispatcher:
         self._reconcile_interval_s = reconcile_interval_s
         self._listeners = list(listeners)
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._slots: set[str] = set()  # attempts holding a pacer slot (until stored)
         self._wake = asyncio.Event()
         self._pass_lock = asyncio.Lock()
         self._to_record: asyncio.Queue[
@@ -270,10 +273,18 @@ class Dispatcher:
             self.on_originate(claimed, now)
         task = asyncio.create_task(self._run(claimed, request), name=f"call-{claimed.channel_id}")
         self._inflight[claimed.attempt_id] = task
+        self._slots.add(claimed.attempt_id)
         task.add_done_callback(functools.partial(self._finished, claimed))
 
     def _finished(self, claimed: Claimed, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(claimed.attempt_id, None)
+        self._release(claimed)
+
+    def _release(self, claimed: Claimed) -> None:
+        """The call's slot is free (once: after its result is stored, or when its task ends)."""
+        if claimed.attempt_id not in self._slots:
+            return
+        self._slots.discard(claimed.attempt_id)
         self.pacer.finished(claimed.trunk)
         self._wake.set()  # a channel is free again
 
@@ -301,6 +312,9 @@ class Dispatcher:
         self._to_record.put_nowait((claimed, record, done))
         self._ensure_recorder()
         closed = await done
+        # The result is stored, so the database no longer counts this call: free its slot
+        # now, not after the listeners (escalation opens an incident there) have run.
+        self._release(claimed)
         log.info(
             "call %s to %s: %s reply=%s",
             request.channel_id,
@@ -350,6 +364,19 @@ class Dispatcher:
         now = self._clock.now()
         out: list[CheckinClosed | BaseException | None] = []
         async with self._sessions() as session:
+            # One read for all the batch's attempts (locked, in id order) and one for their
+            # cases (with the resident and attempts the model loads with them): record_attempt
+            # then finds each case in the session instead of reading it again. When a wave of
+            # calls ends together this batch is what holds their slots, so it is kept short.
+            await session.execute(
+                select(CallAttempt)
+                .where(CallAttempt.id.in_([c.attempt_id for c, _r, _f in batch]))
+                .order_by(CallAttempt.id)
+                .with_for_update()
+            )
+            await session.execute(
+                select(Checkin).where(Checkin.id.in_({c.checkin_id for c, _r, _f in batch}))
+            )
             for claimed, record, _fut in batch:
                 out.append(
                     await record_attempt(session, claimed.attempt_id, record, claimed.policy, now)
