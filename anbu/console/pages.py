@@ -53,6 +53,18 @@ CHECKIN_WORDS = {
     "exhausted": "응답 없음",
     "cancelled": "취소",
 }
+SMS_WORDS = {
+    "pending": "발송 대기",
+    "sending": "발송 중",
+    "sent": "발송됨",
+    "failed": "발송 실패",
+    "cancelled": "보내지 않음",
+    "delivered": "수신됨",
+    "undeliverable": "전달 불가",
+    "buffered": "전달 대기",
+    "accepted": "통신사 접수",
+    "rejected": "통신사 거부",
+}
 EVENT_WORDS = {
     IncidentEventKind.OPENED: "사건 열림",
     IncidentEventKind.QUEUED: "문자 대기열",
@@ -153,7 +165,7 @@ async def _messaged(session: AsyncSession, ids: list[str]) -> dict[str, list[str
     )
     for incident_id, name, status, delivery in rows:
         state = str(delivery) if delivery is not None else str(status)
-        out[str(incident_id)].append(f"{name} ({state})")
+        out[str(incident_id)].append(f"{name} ({SMS_WORDS.get(state, state)})")
     return out
 
 
@@ -277,13 +289,11 @@ async def incident_page(
         .where(OutboxMessage.incident_id == incident.id)
     )
     for m, name in sms:
-        delivery = f", 수신 {m.delivery}" if m.delivery is not None else ""
+        state = SMS_WORDS.get(str(m.status), str(m.status))
+        if m.delivery is not None:
+            state += f", {SMS_WORDS.get(str(m.delivery), str(m.delivery))}"
         items.append(
-            TimelineItem(
-                m.sent_at or m.created_at,
-                "문자",
-                f"{name or mask_phone(m.to)}: {m.status}{delivery}",
-            )
+            TimelineItem(m.sent_at or m.created_at, "문자", f"{name or mask_phone(m.to)}: {state}")
         )
     events = await session.execute(
         select(IncidentEvent, Official.name)
