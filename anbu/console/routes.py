@@ -14,7 +14,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, HTTPException, Request
@@ -32,7 +32,6 @@ from anbu.domain.risk import Level
 from anbu.errors import AnbuError
 from anbu.services import audit as audit_service
 from anbu.services.audit import Access, Actor, Origin
-from escalation.service import EscalationService
 
 HERE = Path(__file__).parent
 COOKIE = "anbu_console"
@@ -60,8 +59,24 @@ def _container(request: Request) -> Container:
     return container
 
 
-def _escalation(request: Request) -> EscalationService:
-    service: EscalationService = request.app.state.console_escalation
+class Acknowledger(Protocol):
+    """The escalation service's console path (escalation.service.EscalationService, set by
+    the composition root): acknowledging stops the chain, as the SMS link does."""
+
+    async def acknowledge_official(
+        self,
+        incident_id: str,
+        official_id: str | None,
+        finding: Finding,
+        note: str = "",
+        now: dt.datetime | None = None,
+        *,
+        by: str = "",
+    ) -> object: ...
+
+
+def _escalation(request: Request) -> Acknowledger:
+    service: Acknowledger = request.app.state.console_escalation
     return service
 
 
