@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from anbu.db.models import Resident
 from anbu.db.models_audit import AuditEntry
+from anbu.db.models_console import ConsoleAccount
 from anbu.db.models_escalation import Incident, OutboxMessage, ResidentFinding
 from anbu.db.models_signals import MonitoringProfile
 from anbu.domain.audit import ActorKind, AuditAction, AuditResource
@@ -205,3 +206,21 @@ async def test_given_an_analyst_then_no_names_and_no_actions(db_url: str) -> Non
             data={"csrf": csrf_of(page.text), "finding": "safe"},
         )
         assert r.status_code == 403
+
+
+async def test_given_an_official_of_one_dong_then_other_dongs_do_not_show(db_url: str) -> None:
+    async with api_over(db_url) as api:
+        sessions = api.container.sessions
+        seeded = await seed_incident(sessions, api.clock.now() - dt.timedelta(minutes=3))
+        await make_account(sessions, api.clock.now(), "bong")
+        async with sessions() as s:
+            account = (
+                await s.execute(select(ConsoleAccount).where(ConsoleAccount.login == "bong"))
+            ).scalar_one()
+            account.dong = "봉천동"  # the resident lives in 신림동
+            await s.commit()
+        await log_in(api.client, "bong")
+        assert "김안부" not in (await api.client.get("/console")).text
+        r = await api.client.get(f"/console/incidents/{seeded.incident_id}")
+        assert r.status_code == 404
+        assert "김안부" not in (await api.client.get("/console/residents")).text

@@ -39,7 +39,7 @@ from anbu.domain.risk import Level
 
 PAGE_SIZE = 50
 S = TypeVar("S", bound=Select[*tuple[Any, ...]])
-TODAY_LIMIT = 200
+TODAY_LIMIT = 100  # per list; the rest by the clock's order next time
 
 STATUS_WORDS = {
     IncidentStatus.OPEN: "확인 대기",
@@ -170,8 +170,20 @@ async def _messaged(session: AsyncSession, ids: list[str]) -> dict[str, list[str
 
 
 async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
+    # Plain columns, not entities: no eager loads of districts and attempts per row.
     query = (
-        select(Incident, Resident)
+        select(
+            Incident.id,
+            Incident.urgency,
+            Incident.outcome,
+            Incident.status,
+            Incident.ack_due_at,
+            Incident.opened_at,
+            Resident.id,
+            Resident.district_id,
+            Resident.name,
+            Resident.dong,
+        )
         .join(Resident, Resident.id == Incident.resident_id)
         .where(Incident.status.in_((IncidentStatus.OPEN, IncidentStatus.EXHAUSTED)))
         # Urgent first, then the clock that runs out first; no clock yet (SMS not sent) last.
@@ -183,51 +195,65 @@ async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
         )
         .limit(TODAY_LIMIT)
     )
-    query = scope.residents(query)
-    found = (await session.execute(query)).all()
-    messaged = await _messaged(session, [i.id for i, _ in found])
+    found = (await session.execute(scope.residents(query))).all()
+    messaged = await _messaged(session, [row[0] for row in found])
     incidents = [
         IncidentRow(
-            id=i.id,
-            resident_id=r.id,
-            district_id=r.district_id,
-            who=scope.name(r.name),
-            dong=r.dong,
-            urgent=i.urgency is Urgency.URGENT,
-            what=OUTCOME_WORDS.get(i.outcome, str(i.outcome)),
-            status=STATUS_WORDS[i.status],
-            clock=time_left(i.ack_due_at, now) or "문자 발송 대기",
-            overdue=i.ack_due_at is not None and i.ack_due_at < now,
-            messaged=messaged[i.id],
-            opened=local(i.opened_at),
+            id=iid,
+            resident_id=rid,
+            district_id=district_id,
+            who=scope.name(name),
+            dong=dong,
+            urgent=urgency is Urgency.URGENT,
+            what=OUTCOME_WORDS.get(outcome, str(outcome)),
+            status=STATUS_WORDS[status],
+            clock=time_left(due, now) or "문자 발송 대기",
+            overdue=due is not None and due < now,
+            messaged=messaged[iid],
+            opened=local(opened),
         )
-        for i, r in found
+        for iid, urgency, outcome, status, due, opened, rid, district_id, name, dong in found
     ]
     midnight = now.astimezone(SEOUL).replace(hour=0, minute=0, second=0, microsecond=0)
+    calls = (
+        select(func.count(CallAttempt.id))
+        .where(CallAttempt.checkin_id == Checkin.id)
+        .correlate(Checkin)
+        .scalar_subquery()
+    )
     cq = (
-        select(Checkin, Resident, func.count(CallAttempt.id))
+        select(
+            Checkin.reason,
+            Checkin.status,
+            Checkin.outcome,
+            Checkin.created_at,
+            calls,
+            Resident.id,
+            Resident.district_id,
+            Resident.name,
+            Resident.dong,
+        )
         .join(Resident, Resident.id == Checkin.resident_id)
-        .outerjoin(CallAttempt, CallAttempt.checkin_id == Checkin.id)
         .where(Checkin.created_at >= midnight.astimezone(dt.UTC))
-        .group_by(Checkin.id, Resident.id)
         .order_by(Checkin.created_at.desc())
         .limit(TODAY_LIMIT)
     )
-    cq = scope.residents(cq)
     checkins = [
         CheckinRow(
-            id=c.id,
-            resident_id=r.id,
-            district_id=r.district_id,
-            who=scope.name(r.name),
-            dong=r.dong,
-            reason=c.reason,
-            state=CHECKIN_WORDS.get(str(c.status), str(c.status))
-            + (f" · {OUTCOME_WORDS.get(c.outcome, str(c.outcome))}" if c.outcome else ""),
-            attempts=int(n),
-            opened=local(c.created_at),
+            id="",
+            resident_id=rid,
+            district_id=district_id,
+            who=scope.name(name),
+            dong=dong,
+            reason=reason,
+            state=CHECKIN_WORDS.get(str(status), str(status))
+            + (f" · {OUTCOME_WORDS.get(outcome, str(outcome))}" if outcome else ""),
+            attempts=int(n or 0),
+            opened=local(created),
         )
-        for c, r, n in (await session.execute(cq)).unique().all()
+        for reason, status, outcome, created, n, rid, district_id, name, dong in (
+            await session.execute(scope.residents(cq))
+        ).all()
     ]
     return Today(incidents, checkins, local(now))
 
@@ -351,9 +377,18 @@ async def residents(
     session: AsyncSession, scope: Scope, q: str, level: str, page: int
 ) -> ResidentList:
     query = (
-        select(Resident, MonitoringProfile.level)
+        select(
+            Resident.id,
+            Resident.district_id,
+            Resident.name,
+            Resident.dong,
+            Resident.phone,
+            Resident.active,
+            MonitoringProfile.level,
+        )
         .outerjoin(MonitoringProfile, MonitoringProfile.resident_id == Resident.id)
-        .order_by(Resident.name, Resident.id)
+        # ix_residents_district_name serves this order within a district.
+        .order_by(Resident.district_id, Resident.name, Resident.id)
         .offset((page - 1) * PAGE_SIZE)
         .limit(PAGE_SIZE + 1)
     )
@@ -377,15 +412,15 @@ async def residents(
     found = (await session.execute(query)).all()
     rows = [
         ResidentRow(
-            id=r.id,
-            district_id=r.district_id,
-            who=scope.name(r.name),
-            dong=r.dong,
-            phone=mask_phone(r.phone),
+            id=rid,
+            district_id=district_id,
+            who=scope.name(name),
+            dong=dong,
+            phone=mask_phone(phone),
             level=(lvl or Level.NONE).label,
-            active=r.active,
+            active=active,
         )
-        for r, lvl in found[:PAGE_SIZE]
+        for rid, district_id, name, dong, phone, active, lvl in found[:PAGE_SIZE]
     ]
     return ResidentList(rows, page, len(found) > PAGE_SIZE)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from anbu.db.base import Base, UtcDateTime
-from anbu.db.models import District, enum_column, new_id, utcnow
+from anbu.db.models import District, Resident, enum_column, new_id, utcnow
 from anbu.domain.console import ConsoleRole
 
 
@@ -53,3 +53,7 @@ class ConsoleSession(Base):
     last_seen_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     client: Mapped[str] = mapped_column(String(64), default="")
     account: Mapped[ConsoleAccount] = relationship(lazy="joined")
+
+
+# The console's resident list, by name within a district (100,000 residents: no sort per page).
+Index("ix_residents_district_name", Resident.district_id, Resident.name, Resident.id)

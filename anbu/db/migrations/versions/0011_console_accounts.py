@@ -1,7 +1,8 @@
 """console_accounts: officials' console accounts and their server-side sessions
 
 Passwords are stored as argon2id hashes, session cookies and invitation links as SHA-256.
-See anbu.console.accounts.
+See anbu.console.accounts. Also ix_residents_district_name: the console's resident list,
+by name within a district.
 
 Revision ID: 0011_console_accounts
 Revises: 0010_net_sip_status
@@ -85,8 +86,13 @@ def upgrade() -> None:
             batch_op.f("ix_console_sessions_account_id"), ["account_id"], unique=False
         )
 
+    op.create_index(
+        "ix_residents_district_name", "residents", ["district_id", "name", "id"], unique=False
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_residents_district_name", table_name="residents")
     with op.batch_alter_table("console_sessions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_console_sessions_account_id"))
     op.drop_table("console_sessions")
