@@ -158,7 +158,7 @@ async def _ctx(request: Request, db: AsyncSession) -> Ctx:
     if row is None:
         await db.commit()  # an expired session's row is gone
         raise _Login
-    await db.commit()  # last_seen_at: the idle clock restarts
+    # A touched last_seen_at is committed with the page's access-log lines (every page logs).
     return Ctx(db, row, now, _origin(request))
 
 
