@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     from anbu.report.cli import add_parser as add_report
 
     add_report(sub)
+    from anbu.console.cli import add_parser as add_console
+
+    add_console(sub)
     return p
 
 

@@ -769,6 +769,34 @@ class EscalationService:
             await session.commit()
             return incident
 
+    async def acknowledge_official(
+        self,
+        incident_id: str,
+        official_id: str | None,
+        finding: Finding,
+        note: str = "",
+        now: dt.datetime | None = None,
+        *,
+        by: str = "",
+    ) -> Incident:
+        """The console: a logged-in official acknowledges an incident and records what was
+        found, as the link does (the chain stops: pending SMS are cancelled, no next step). A
+        recorded finding is changed only by an amendment, never here."""
+        now = now or self._clock.now()
+        note = note.strip()[:2000]
+        async with self._sessions() as session:
+            incident = await session.get(Incident, incident_id)
+            if incident is None:
+                raise NotFoundError("incident", incident_id)
+            if incident.finding is not None:
+                raise ConflictError(f"the finding is already recorded ({incident.finding})")
+            await self._acknowledge(
+                session, incident, AckChannel.CONSOLE, official_id, now, f"console {by}".strip()
+            )
+            await self._record_finding(session, incident, finding, note, official_id, now)
+            await session.commit()
+            return incident
+
     # --- delivery reports -----------------------------------------------------------------
 
     async def record_delivery(

@@ -38,7 +38,8 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 # SIPp: the far end of the interop tests (a SIP stack nobody here wrote).
 command -v sipp >/dev/null || need+=(sip-tester)
-# The report: PDF by headless Chromium, Korean fonts, and pdftoppm for the PDF test.
+# The report (PDF) and the console's browser tests (Playwright drives this chromium): headless
+# Chromium, Korean fonts (fonts-nanum), and pdftoppm for the PDF test.
 command -v chromium >/dev/null || need+=(chromium)
 command -v pdftoppm >/dev/null || need+=(poppler-utils)
 dpkg -s fonts-nanum >/dev/null 2>&1 || need+=(fonts-nanum)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 
 from anbu.api.app import create_app
+from anbu.console import routes as console_routes
 from anbu.container import Container
 from anbu.db.session import make_engine, make_sessionmaker
 from anbu.ports import Clock, SmsSender, SystemClock
@@ -198,6 +199,9 @@ def build_api(container: Container, escalation: EscalationService | None = None)
     app = create_app(container, routers=[scheduling_api.router, escalation_api.router])
     service = escalation or build_escalation(container, send=False).service
     app.dependency_overrides[escalation_api.get_escalation] = lambda: service
+    # The officials' console (anbu.console): acknowledges through this same service.
+    app.state.console_escalation = service
+    app.include_router(console_routes.router)
     return app
 
 

@@ -3,6 +3,7 @@
 from anbu.db import (
     models,  # noqa: F401
     models_audit,  # noqa: F401
+    models_console,  # noqa: F401
     models_escalation,  # noqa: F401
     models_feedback,  # noqa: F401
     models_scheduling,  # noqa: F401

@@ -25,6 +25,7 @@ class IncidentStatus(enum.StrEnum):
 class AckChannel(enum.StrEnum):
     SMS = "sms"  # a reply with the code
     LINK = "link"  # the /ack/{token} page
+    CONSOLE = "console"  # an official logged in to the console
 
 
 class IncidentEventKind(enum.StrEnum):

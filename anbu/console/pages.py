@@ -1,0 +1,524 @@
+"""What each console page shows, read from the database for one official's scope.
+
+Every query is limited to the scope's district (and dong) here, in one place: a page cannot
+forget it. Names are masked for analysts. The routes turn these into HTML and write the access
+log for every person a page shows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from anbu.db.models import CallAttempt, Checkin, District, Resident
+from anbu.db.models_console import ConsoleAccount
+from anbu.db.models_escalation import (
+    Incident,
+    IncidentEvent,
+    Official,
+    OutboxMessage,
+    ResidentFinding,
+)
+from anbu.db.models_signals import MonitoringProfile
+from anbu.domain.console import sees_names, time_left
+from anbu.domain.escalation import (
+    FINDING_LABELS,
+    OUTCOME_WORDS,
+    RESULT_WORDS,
+    SEOUL,
+    Urgency,
+    mask_name,
+)
+from anbu.domain.incidents import IncidentEventKind, IncidentStatus
+from anbu.domain.phone import mask_phone
+from anbu.domain.risk import Level
+
+PAGE_SIZE = 50
+S = TypeVar("S", bound=Select[*tuple[Any, ...]])
+TODAY_LIMIT = 100  # per list; the rest by the clock's order next time
+
+STATUS_WORDS = {
+    IncidentStatus.OPEN: "확인 대기",
+    IncidentStatus.ACKNOWLEDGED: "확인됨",
+    IncidentStatus.EXHAUSTED: "확인 대기 (모든 담당자에게 알림)",
+}
+CHECKIN_WORDS = {
+    "pending": "전화 대기",
+    "dialing": "통화 중",
+    "completed": "완료",
+    "exhausted": "응답 없음",
+    "cancelled": "취소",
+}
+SMS_WORDS = {
+    "pending": "발송 대기",
+    "sending": "발송 중",
+    "sent": "발송됨",
+    "failed": "발송 실패",
+    "cancelled": "보내지 않음",
+    "delivered": "수신됨",
+    "undeliverable": "전달 불가",
+    "buffered": "전달 대기",
+    "accepted": "통신사 접수",
+    "rejected": "통신사 거부",
+}
+EVENT_WORDS = {
+    IncidentEventKind.OPENED: "사건 열림",
+    IncidentEventKind.QUEUED: "문자 대기열",
+    IncidentEventKind.SENT: "문자 발송",
+    IncidentEventKind.DELIVERED: "문자 수신 확인",
+    IncidentEventKind.FAILED: "문자 실패",
+    IncidentEventKind.ESCALATED: "다음 담당자에게",
+    IncidentEventKind.ACKNOWLEDGED: "확인",
+    IncidentEventKind.FINDING: "확인 결과",
+    IncidentEventKind.AMENDED: "결과 정정",
+    IncidentEventKind.EXHAUSTED: "모든 담당자에게 알림",
+    IncidentEventKind.NO_CHAIN: "알릴 담당자 없음",
+    IncidentEventKind.REPLY: "답장",
+}
+
+
+def local(t: dt.datetime | None) -> str:
+    return t.astimezone(SEOUL).strftime("%m-%d %H:%M:%S") if t is not None else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What one account may see: a district (None = every district) and maybe one dong."""
+
+    account_id: str
+    district_id: int | None
+    dong: str
+    names: bool
+
+    @classmethod
+    def of(cls, account: ConsoleAccount) -> Scope:
+        return cls(account.id, account.district_id, account.dong, sees_names(account.role))
+
+    def residents(self, query: S) -> S:
+        if self.district_id is not None:
+            query = query.where(Resident.district_id == self.district_id)
+        if self.dong:
+            query = query.where(Resident.dong == self.dong)
+        return query
+
+    def allows(self, resident: Resident) -> bool:
+        return (self.district_id is None or resident.district_id == self.district_id) and (
+            not self.dong or resident.dong == self.dong
+        )
+
+    def name(self, name: str) -> str:
+        return name if self.names else mask_name(name)
+
+
+@dataclass
+class IncidentRow:
+    id: str
+    resident_id: str
+    district_id: int
+    who: str
+    dong: str
+    urgent: bool
+    what: str
+    status: str
+    clock: str
+    overdue: bool
+    messaged: list[str]
+    opened: str
+
+
+@dataclass
+class CheckinRow:
+    id: str
+    resident_id: str
+    district_id: int
+    who: str
+    dong: str
+    reason: str
+    state: str
+    attempts: int
+    opened: str
+
+
+@dataclass
+class Today:
+    incidents: list[IncidentRow]
+    checkins: list[CheckinRow]
+    now: str
+
+
+async def _messaged(session: AsyncSession, ids: list[str]) -> dict[str, list[str]]:
+    """Per incident: who was messaged, with the SMS's state, in order."""
+    out: dict[str, list[str]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    rows = await session.execute(
+        select(
+            OutboxMessage.incident_id, Official.name, OutboxMessage.status, OutboxMessage.delivery
+        )
+        .join(Official, Official.id == OutboxMessage.official_id)
+        .where(OutboxMessage.incident_id.in_(ids))
+        .order_by(OutboxMessage.created_at)
+    )
+    for incident_id, name, status, delivery in rows:
+        state = str(delivery) if delivery is not None else str(status)
+        out[str(incident_id)].append(f"{name} ({SMS_WORDS.get(state, state)})")
+    return out
+
+
+async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
+    # Plain columns, not entities: no eager loads of districts and attempts per row.
+    query = (
+        select(
+            Incident.id,
+            Incident.urgency,
+            Incident.outcome,
+            Incident.status,
+            Incident.ack_due_at,
+            Incident.opened_at,
+            Resident.id,
+            Resident.district_id,
+            Resident.name,
+            Resident.dong,
+        )
+        .join(Resident, Resident.id == Incident.resident_id)
+        .where(Incident.status.in_((IncidentStatus.OPEN, IncidentStatus.EXHAUSTED)))
+        # Urgent first, then the clock that runs out first; no clock yet (SMS not sent) last.
+        .order_by(
+            (Incident.urgency == Urgency.URGENT).desc(),
+            Incident.ack_due_at.is_(None),
+            Incident.ack_due_at,
+            Incident.opened_at,
+        )
+        .limit(TODAY_LIMIT)
+    )
+    found = (await session.execute(scope.residents(query))).all()
+    messaged = await _messaged(session, [row[0] for row in found])
+    incidents = [
+        IncidentRow(
+            id=iid,
+            resident_id=rid,
+            district_id=district_id,
+            who=scope.name(name),
+            dong=dong,
+            urgent=urgency is Urgency.URGENT,
+            what=OUTCOME_WORDS.get(outcome, str(outcome)),
+            status=STATUS_WORDS[status],
+            clock=time_left(due, now) or "문자 발송 대기",
+            overdue=due is not None and due < now,
+            messaged=messaged[iid],
+            opened=local(opened),
+        )
+        for iid, urgency, outcome, status, due, opened, rid, district_id, name, dong in found
+    ]
+    midnight = now.astimezone(SEOUL).replace(hour=0, minute=0, second=0, microsecond=0)
+    calls = (
+        select(func.count(CallAttempt.id))
+        .where(CallAttempt.checkin_id == Checkin.id)
+        .correlate(Checkin)
+        .scalar_subquery()
+    )
+    cq = (
+        select(
+            Checkin.reason,
+            Checkin.status,
+            Checkin.outcome,
+            Checkin.created_at,
+            calls,
+            Resident.id,
+            Resident.district_id,
+            Resident.name,
+            Resident.dong,
+        )
+        .join(Resident, Resident.id == Checkin.resident_id)
+        .where(Checkin.created_at >= midnight.astimezone(dt.UTC))
+        .order_by(Checkin.created_at.desc())
+        .limit(TODAY_LIMIT)
+    )
+    checkins = [
+        CheckinRow(
+            id="",
+            resident_id=rid,
+            district_id=district_id,
+            who=scope.name(name),
+            dong=dong,
+            reason=reason,
+            state=CHECKIN_WORDS.get(str(status), str(status))
+            + (f" · {OUTCOME_WORDS.get(outcome, str(outcome))}" if outcome else ""),
+            attempts=int(n or 0),
+            opened=local(created),
+        )
+        for reason, status, outcome, created, n, rid, district_id, name, dong in (
+            await session.execute(scope.residents(cq))
+        ).all()
+    ]
+    return Today(incidents, checkins, local(now))
+
+
+@dataclass
+class TimelineItem:
+    at: dt.datetime
+    kind: str
+    text: str
+    when: str = ""
+
+
+@dataclass
+class IncidentPage:
+    incident: Incident
+    resident: Resident
+    who: str
+    what: str
+    status: str
+    clock: str
+    timeline: list[TimelineItem] = field(default_factory=list)
+    finding: str = ""
+
+
+async def incident_page(
+    session: AsyncSession, scope: Scope, incident_id: str, now: dt.datetime
+) -> IncidentPage | None:
+    """None when there is no such incident or it lies outside the scope (the same answer)."""
+    incident = await session.get(Incident, incident_id)
+    if incident is None:
+        return None
+    resident = await session.get(Resident, incident.resident_id)
+    if resident is None or not scope.allows(resident):
+        return None
+    checkin = await session.get(Checkin, incident.checkin_id)
+    items: list[TimelineItem] = []
+    if checkin is not None:
+        items.append(TimelineItem(checkin.created_at, "안부 확인 시작", checkin.reason))
+        for a in checkin.attempts:
+            result = RESULT_WORDS.get(a.result, str(a.result)) if a.result else str(a.status)
+            bits = [f"{a.attempt_no}차 전화: {result}"]
+            if a.hangup_cause is not None:
+                bits.append(f"원인 {a.hangup_cause}")
+            if a.sip_status is not None:
+                bits.append(f"SIP {a.sip_status}")
+            if a.keys:
+                bits.append(f"누른 키 {a.keys}")
+            if a.transcript and scope.names:
+                bits.append(f"말씀: {a.transcript}")
+            items.append(TimelineItem(a.originated_at or a.scheduled_for, "전화", " · ".join(bits)))
+        if checkin.closed_at is not None:
+            outcome = (
+                OUTCOME_WORDS.get(checkin.outcome, str(checkin.outcome)) if checkin.outcome else ""
+            )
+            items.append(TimelineItem(checkin.closed_at, "안부 확인 종료", outcome))
+    sms = await session.execute(
+        select(OutboxMessage, Official.name)
+        .outerjoin(Official, Official.id == OutboxMessage.official_id)
+        .where(OutboxMessage.incident_id == incident.id)
+    )
+    for m, name in sms:
+        state = SMS_WORDS.get(str(m.status), str(m.status))
+        if m.delivery is not None:
+            state += f", {SMS_WORDS.get(str(m.delivery), str(m.delivery))}"
+        items.append(
+            TimelineItem(m.sent_at or m.created_at, "문자", f"{name or mask_phone(m.to)}: {state}")
+        )
+    events = await session.execute(
+        select(IncidentEvent, Official.name)
+        .outerjoin(Official, Official.id == IncidentEvent.official_id)
+        .where(IncidentEvent.incident_id == incident.id)
+        .order_by(IncidentEvent.at, IncidentEvent.id)
+    )
+    for e, name in events:
+        if e.kind in (IncidentEventKind.QUEUED, IncidentEventKind.SENT):
+            continue  # the SMS rows above say it, with their delivery
+        text = " · ".join(x for x in (name or "", e.detail) if x)
+        items.append(TimelineItem(e.at, EVENT_WORDS.get(e.kind, str(e.kind)), text))
+    items.sort(key=lambda i: i.at)
+    for item in items:
+        item.when = local(item.at)
+    finding = ""
+    if incident.finding is not None:
+        finding = FINDING_LABELS.get(incident.finding, str(incident.finding))
+        if incident.finding_note and scope.names:
+            finding += f" · {incident.finding_note}"
+    return IncidentPage(
+        incident=incident,
+        resident=resident,
+        who=scope.name(resident.name),
+        what=OUTCOME_WORDS.get(incident.outcome, str(incident.outcome)),
+        status=STATUS_WORDS[incident.status],
+        clock=time_left(incident.ack_due_at, now),
+        timeline=items,
+        finding=finding,
+    )
+
+
+@dataclass
+class ResidentRow:
+    id: str
+    district_id: int
+    who: str
+    dong: str
+    phone: str
+    level: str
+    active: bool
+
+
+@dataclass
+class ResidentList:
+    rows: list[ResidentRow]
+    page: int
+    more: bool
+
+
+LEVELS = {level.value: level for level in Level}
+
+
+async def residents(
+    session: AsyncSession, scope: Scope, q: str, level: str, page: int
+) -> ResidentList:
+    query = (
+        select(
+            Resident.id,
+            Resident.district_id,
+            Resident.name,
+            Resident.dong,
+            Resident.phone,
+            Resident.active,
+            MonitoringProfile.level,
+        )
+        .outerjoin(MonitoringProfile, MonitoringProfile.resident_id == Resident.id)
+        # ix_residents_district_name serves this order within a district.
+        .order_by(Resident.district_id, Resident.name, Resident.id)
+        .offset((page - 1) * PAGE_SIZE)
+        .limit(PAGE_SIZE + 1)
+    )
+    query = scope.residents(query)
+    if q:
+        like = f"%{q}%"
+        # Analysts search by dong only: a name search would tell them who is enrolled.
+        query = query.where(
+            or_(Resident.name.like(like), Resident.dong.like(like))
+            if scope.names
+            else Resident.dong.like(like)
+        )
+    if level in LEVELS:
+        chosen = LEVELS[level]
+        if chosen is Level.NONE:
+            query = query.where(
+                or_(MonitoringProfile.level.is_(None), MonitoringProfile.level == chosen)
+            )
+        else:
+            query = query.where(MonitoringProfile.level == chosen)
+    found = (await session.execute(query)).all()
+    rows = [
+        ResidentRow(
+            id=rid,
+            district_id=district_id,
+            who=scope.name(name),
+            dong=dong,
+            phone=mask_phone(phone),
+            level=(lvl or Level.NONE).label,
+            active=active,
+        )
+        for rid, district_id, name, dong, phone, active, lvl in found[:PAGE_SIZE]
+    ]
+    return ResidentList(rows, page, len(found) > PAGE_SIZE)
+
+
+@dataclass
+class ResidentPage:
+    resident: Resident
+    who: str
+    district: str
+    phone: str
+    profile: MonitoringProfile | None
+    level: str
+    checkins: list[CheckinRow]
+    incidents: list[tuple[str, str, str, str]]  # id, opened, what, status
+    findings: list[tuple[str, str, str]]  # when, finding, note
+
+
+async def resident_page(
+    session: AsyncSession, scope: Scope, resident_id: str, *, reveal: bool
+) -> ResidentPage | None:
+    resident = await session.get(Resident, resident_id)
+    if resident is None or not scope.allows(resident):
+        return None
+    district = await session.get(District, resident.district_id)
+    profile = await session.get(MonitoringProfile, resident.id)
+    checkins = (
+        (
+            await session.execute(
+                select(Checkin)
+                .where(Checkin.resident_id == resident.id)
+                .order_by(Checkin.created_at.desc())
+                .limit(20)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    incidents = (
+        (
+            await session.execute(
+                select(Incident)
+                .where(Incident.resident_id == resident.id)
+                .order_by(Incident.opened_at.desc())
+                .limit(20)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    findings = (
+        (
+            await session.execute(
+                select(ResidentFinding)
+                .where(ResidentFinding.resident_id == resident.id)
+                .order_by(ResidentFinding.at.desc())
+                .limit(20)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return ResidentPage(
+        resident=resident,
+        who=scope.name(resident.name),
+        district=district.name if district else "",
+        phone=resident.phone if reveal and scope.names else mask_phone(resident.phone),
+        profile=profile,
+        level=(profile.level if profile else Level.NONE).label,
+        checkins=[
+            CheckinRow(
+                id=c.id,
+                resident_id=resident.id,
+                district_id=resident.district_id,
+                who="",
+                dong=resident.dong,
+                reason=c.reason,
+                state=CHECKIN_WORDS.get(str(c.status), str(c.status))
+                + (f" · {OUTCOME_WORDS.get(c.outcome, str(c.outcome))}" if c.outcome else ""),
+                attempts=len(c.attempts),
+                opened=local(c.created_at),
+            )
+            for c in checkins
+        ],
+        incidents=[
+            (
+                i.id,
+                local(i.opened_at),
+                OUTCOME_WORDS.get(i.outcome, str(i.outcome)),
+                STATUS_WORDS[i.status],
+            )
+            for i in incidents
+        ],
+        findings=[
+            (
+                local(f.at),
+                FINDING_LABELS.get(f.finding, str(f.finding)),
+                f.note if scope.names else "",
+            )
+            for f in findings
+        ],
+    )

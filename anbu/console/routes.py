@@ -1,0 +1,445 @@
+"""The console's HTTP side: thin handlers over :mod:`anbu.console.accounts` (who is logged
+in) and :mod:`anbu.console.pages` (what a page shows), HTML from Jinja2 templates.
+
+Every form posts a CSRF token bound to the server-side session (the login form: a
+double-submit cookie). The session cookie is HttpOnly, SameSite=Strict, and Secure when the
+public URL is https. Every person a page shows is written to the access log, as
+``official``; a page that cannot write its log line is not served.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from anbu.console import accounts, pages
+from anbu.container import Container
+from anbu.db.models_console import ConsoleAccount, ConsoleSession
+from anbu.domain.audit import ActorKind, AuditAction, AuditResource
+from anbu.domain.console import ROLE_LABELS, may_act
+from anbu.domain.escalation import FINDING_LABELS, Finding
+from anbu.domain.risk import Level
+from anbu.errors import AnbuError
+from anbu.services import audit as audit_service
+from anbu.services.audit import Access, Actor, Origin
+
+HERE = Path(__file__).parent
+COOKIE = "anbu_console"
+LOGIN_CSRF = "anbu_console_login"
+REFRESH_S = 30  # the today page reloads itself (meta refresh: no script needed)
+# Pages load only our own stylesheet; no script at all; forms post only to us; no framing.
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_CSS = (HERE / "static" / "console.css").read_bytes()
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+
+def _container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+class Acknowledger(Protocol):
+    """The escalation service's console path (escalation.service.EscalationService, set by
+    the composition root): acknowledging stops the chain, as the SMS link does."""
+
+    async def acknowledge_official(
+        self,
+        incident_id: str,
+        official_id: str | None,
+        finding: Finding,
+        note: str = "",
+        now: dt.datetime | None = None,
+        *,
+        by: str = "",
+    ) -> object: ...
+
+
+def _escalation(request: Request) -> Acknowledger:
+    service: Acknowledger = request.app.state.console_escalation
+    return service
+
+
+def _secure(request: Request) -> bool:
+    return _container(request).settings.public_url.lower().startswith("https://")
+
+
+def _html(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    body = templates.get_template(template).render(**context)
+    return HTMLResponse(body, status_code=status, headers={"Content-Security-Policy": CSP})
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await request.body()
+    try:
+        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    except UnicodeDecodeError as exc:
+        raise HTTPException(400, "the form is not UTF-8") from exc
+
+
+@dataclass
+class Ctx:
+    """The logged-in official of this request, with the database session it runs in."""
+
+    db: AsyncSession
+    row: ConsoleSession
+    now: dt.datetime
+    origin: Origin
+
+    @property
+    def account(self) -> ConsoleAccount:
+        return self.row.account
+
+    @property
+    def scope(self) -> pages.Scope:
+        return pages.Scope.of(self.account)
+
+    def base(self, **more: Any) -> dict[str, Any]:
+        return {
+            "me": self.account,
+            "role": ROLE_LABELS[self.account.role],
+            "csrf": self.row.csrf,
+            "may_act": may_act(self.account.role),
+            **more,
+        }
+
+    def check_csrf(self, form: dict[str, str]) -> None:
+        if not hmac.compare_digest(form.get("csrf", ""), self.row.csrf):
+            raise HTTPException(403, "the form's security token is wrong; reload the page")
+
+    async def audit(
+        self, accesses: list[Access], outcome: str = "", *, commit: bool = True
+    ) -> None:
+        actor = Actor(ActorKind.OFFICIAL, self.account.id, self.account.name)
+        await audit_service.record(
+            self.db, actor, accesses, at=self.now, origin=self.origin, outcome=outcome
+        )
+        if commit:
+            await self.db.commit()
+
+
+def _origin(request: Request) -> Origin:
+    route = request.scope.get("route")
+    return Origin(
+        client=request.client.host if request.client else "",
+        method=request.method,
+        route=str(getattr(route, "path", request.url.path)),
+    )
+
+
+class _Login(Exception):
+    """Not logged in (or the session ended): go to the login page."""
+
+
+async def _ctx(request: Request, db: AsyncSession) -> Ctx:
+    token = request.cookies.get(COOKIE)
+    now = _container(request).clock.now()
+    row = await accounts.current(db, token, now) if token else None
+    if row is None:
+        await db.commit()  # an expired session's row is gone
+        raise _Login
+    # A touched last_seen_at is committed with the page's access-log lines (every page logs).
+    return Ctx(db, row, now, _origin(request))
+
+
+def _to_login() -> RedirectResponse:
+    resp = RedirectResponse("/console/login", status_code=303)
+    resp.delete_cookie(COOKIE, path="/console")
+    return resp
+
+
+def _reads(resource: AuditResource, rows: list[tuple[str, int | None]]) -> list[Access]:
+    return [Access(resource, ident, AuditAction.READ, district) for ident, district in rows]
+
+
+# --- static, login, logout, invitation ------------------------------------------------------
+
+
+@router.get("/static/console.css")
+async def css() -> Response:
+    return Response(_CSS, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/login")
+async def login_page(request: Request) -> HTMLResponse:
+    token = secrets.token_urlsafe(24)
+    resp = _html("login.html", csrf=token, error="")
+    resp.set_cookie(
+        LOGIN_CSRF,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+        path="/console",
+    )
+    return resp
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await _form(request)
+    cookie = request.cookies.get(LOGIN_CSRF, "")
+    if not cookie or not hmac.compare_digest(form.get("csrf", ""), cookie):
+        return _html(
+            "login.html", 403, csrf=cookie, error="보안 토큰이 맞지 않습니다. 다시 시도하세요."
+        )
+    container = _container(request)
+    client = request.client.host if request.client else ""
+    async with container.sessions() as db:
+        try:
+            new = await accounts.login(
+                db, form.get("login", ""), form.get("password", ""), container.clock.now(), client
+            )
+        except accounts.AccountLockedError:
+            await db.commit()  # the count and the lock stick
+            msg = "비밀번호를 5번 틀려 계정이 잠겼습니다. 구 관리자에게 잠금 해제를 요청하세요."
+            return _html("login.html", 403, csrf=cookie, error=msg)
+        except accounts.LoginRefusedError:
+            await db.commit()
+            return _html("login.html", 401, csrf=cookie, error="아이디 또는 비밀번호가 틀립니다.")
+        await db.commit()
+    resp = RedirectResponse("/console", status_code=303)
+    resp.set_cookie(
+        COOKIE,
+        new.token,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+        path="/console",
+    )
+    resp.delete_cookie(LOGIN_CSRF, path="/console")
+    return resp
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        ctx.check_csrf(await _form(request))
+        await accounts.logout(db, request.cookies.get(COOKIE, ""))
+        await db.commit()
+    return _to_login()
+
+
+@router.get("/invite/{token}")
+async def invite_page(token: str, request: Request) -> HTMLResponse:
+    container = _container(request)
+    async with container.sessions() as db:
+        try:
+            account = await accounts.invited(db, token, container.clock.now())
+        except AnbuError:
+            return _html(
+                "message.html", 404, title="초대", text="유효하지 않거나 만료된 초대입니다."
+            )
+        return _html("invite.html", login=account.login, name=account.name, error="")
+
+
+@router.post("/invite/{token}")
+async def accept_invite(token: str, request: Request) -> HTMLResponse:
+    # The token itself is the CSRF defence here: a forger cannot know it.
+    form = await _form(request)
+    container = _container(request)
+    async with container.sessions() as db:
+        try:
+            account = await accounts.invited(db, token, container.clock.now())
+        except AnbuError:
+            return _html(
+                "message.html", 404, title="초대", text="유효하지 않거나 만료된 초대입니다."
+            )
+        password = form.get("password", "")
+        error = ""
+        if password != form.get("password2", ""):
+            error = "두 비밀번호가 다릅니다."
+        elif len(password) < accounts.MIN_PASSWORD:
+            error = f"비밀번호는 {accounts.MIN_PASSWORD}자 이상이어야 합니다."
+        if error:
+            return _html("invite.html", 422, login=account.login, name=account.name, error=error)
+        await accounts.accept_invitation(db, token, password, container.clock.now())
+        await db.commit()
+        return _html(
+            "message.html", title="초대", text="비밀번호가 정해졌습니다. 로그인하세요.", login=True
+        )
+
+
+# --- 오늘 -----------------------------------------------------------------------------------
+
+
+@router.get("")
+async def today(request: Request) -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        page = await pages.today(db, ctx.scope, ctx.now)
+        people = {(i.resident_id, i.district_id) for i in page.incidents}
+        people |= {(c.resident_id, c.district_id) for c in page.checkins}
+        await ctx.audit(_reads(AuditResource.RESIDENT, sorted(people)))
+        return _html("today.html", **ctx.base(page=page, refresh=REFRESH_S, nav="today"))
+
+
+# --- 사건 -----------------------------------------------------------------------------------
+
+
+async def _incident(request: Request, ctx: Ctx, incident_id: str, message: str = "") -> Response:
+    page = await pages.incident_page(ctx.db, ctx.scope, incident_id, ctx.now)
+    if page is None:
+        await ctx.audit(
+            [Access(AuditResource.INCIDENT, incident_id[:64], AuditAction.READ)],
+            "refused: not found or another district",
+        )
+        return _html(
+            "message.html", 404, title="사건", text="사건을 찾을 수 없습니다.", **ctx.base()
+        )
+    await ctx.audit(
+        [
+            Access(
+                AuditResource.INCIDENT,
+                page.incident.id,
+                AuditAction.READ,
+                page.incident.district_id,
+            ),
+            Access(
+                AuditResource.RESIDENT,
+                page.resident.id,
+                AuditAction.READ,
+                page.resident.district_id,
+            ),
+        ]
+    )
+    return _html(
+        "incident.html",
+        **ctx.base(p=page, findings=FINDING_LABELS, message=message, nav="today"),
+    )
+
+
+@router.get("/incidents/{incident_id}")
+async def incident(incident_id: str, request: Request) -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        return await _incident(request, ctx, incident_id)
+
+
+@router.post("/incidents/{incident_id}/ack")
+async def acknowledge(incident_id: str, request: Request) -> Response:
+    form = await _form(request)
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        ctx.check_csrf(form)
+        if not may_act(ctx.account.role):
+            raise HTTPException(403, "this account is read-only")
+        page = await pages.incident_page(db, ctx.scope, incident_id, ctx.now)
+        if page is None:
+            return await _incident(request, ctx, incident_id)
+        raw = form.get("finding", "")
+        try:
+            finding = Finding(raw)
+        except ValueError:
+            return await _incident(request, ctx, incident_id, "확인 결과를 고르세요.")
+        account, district = ctx.account, page.incident.district_id
+        await db.commit()  # the service runs its own transaction
+        try:
+            await _escalation(request).acknowledge_official(
+                incident_id,
+                account.official_id,
+                finding,
+                form.get("note", ""),
+                ctx.now,
+                by=account.login,
+            )
+        except AnbuError as exc:
+            return await _incident(request, ctx, incident_id, f"기록하지 못했습니다: {exc}")
+        await ctx.audit(
+            [
+                Access(AuditResource.INCIDENT, incident_id, AuditAction.UPDATE, district),
+                Access(AuditResource.FINDING, incident_id, AuditAction.CREATE, district),
+            ]
+        )
+    return RedirectResponse(f"/console/incidents/{incident_id}", status_code=303)
+
+
+# --- 대상자 ---------------------------------------------------------------------------------
+
+
+@router.get("/residents")
+async def residents(request: Request, q: str = "", level: str = "", page: int = 1) -> Response:
+    q, page = q.strip()[:50], max(1, min(page, 10_000))
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        found = await pages.residents(db, ctx.scope, q, level, page)
+        await ctx.audit(_reads(AuditResource.RESIDENT, [(r.id, r.district_id) for r in found.rows]))
+        levels = [(lv.value, lv.label) for lv in Level]
+        return _html(
+            "residents.html",
+            **ctx.base(found=found, q=q, level=level, levels=levels, nav="residents"),
+        )
+
+
+async def _resident(request: Request, resident_id: str, *, reveal: bool) -> Response:
+    form = await _form(request) if reveal else {}
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        if reveal:
+            ctx.check_csrf(form)
+            if not may_act(ctx.account.role):
+                raise HTTPException(403, "this account is read-only")
+        page = await pages.resident_page(db, ctx.scope, resident_id, reveal=reveal)
+        if page is None:
+            await ctx.audit(
+                [Access(AuditResource.RESIDENT, resident_id[:64], AuditAction.READ)],
+                "refused: not found or another district",
+            )
+            return _html(
+                "message.html", 404, title="대상자", text="대상자를 찾을 수 없습니다.", **ctx.base()
+            )
+        r = page.resident
+        await ctx.audit(
+            [Access(AuditResource.RESIDENT, r.id, AuditAction.READ, r.district_id)],
+            "phone revealed" if reveal else "",
+        )
+        return _html("resident.html", **ctx.base(p=page, revealed=reveal, nav="residents"))
+
+
+@router.get("/residents/{resident_id}")
+async def resident(resident_id: str, request: Request) -> Response:
+    return await _resident(request, resident_id, reveal=False)
+
+
+@router.post("/residents/{resident_id}/reveal")
+async def reveal(resident_id: str, request: Request) -> Response:
+    return await _resident(request, resident_id, reveal=True)
