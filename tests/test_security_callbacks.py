@@ -237,6 +237,8 @@ def test_given_install_when_generating_secrets_then_production_settings_accept_t
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("ANBU_ENVIRONMENT", "production")
     monkeypatch.setenv("ANBU_MQTT__USERNAME", "anbu-signals")
+    monkeypatch.setenv("ANBU_PUBLIC_URL", "https://anbu.example.go.kr")
+    monkeypatch.setenv("ANBU_TRUNK__CALLER_ID", "0212345678")
     # A nested env value replaces the engine's default object: its ports must come too.
     for name, port in (("SIP_PORT", 15060), ("AMI_PORT", 15038), ("RTP_START", 20000)):
         monkeypatch.setenv(f"ANBU_ENGINE__{name}", str(port))

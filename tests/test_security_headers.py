@@ -20,7 +20,12 @@ PRODUCTION = {
         "rtp_end": 4,
         "ami_secret": "a-real-ami-secret",
     },
-    "sms": {"kannel_password": "a-real-kannel-password"},
+    "sms": {
+        "kannel_password": "a-real-kannel-password",
+        "kannel_admin_password": "a-real-kannel-admin",
+    },
+    "public_url": "https://anbu.example.go.kr",
+    "trunk": {"caller_id": "0212345678"},
     "bootstrap_api_key": None,
     "escalation": EscalationSettings(callback_token=SecretStr("a-callback-token-0123456789")),
     "mqtt": MqttSettings(username="anbu-signals", password=SecretStr("a-real-mqtt-password")),
