@@ -468,10 +468,25 @@ async def run_feedback(n: int, seed: int, *, with_feedback: bool = True) -> dict
     finally:
         await _drop_db(name)
     figures = _figures(people, turns, calls, concern, tasks)
+    # Per person: are those widened before week 4 flagged again, and how often the others?
+    widened = {rid for _, rid in steps}
+    normal = [p.resident_id for p in people if p.story is Story.NORMAL]
+    groups = {
+        "widened": [rid for rid in normal if rid in widened],
+        "not_widened": [rid for rid in normal if rid not in widened],
+    }
     return {
         "seconds": round(seconds, 1),
         "events": len(events),
         **figures,
+        "normal_flagged_weeks_4_to_6": {
+            k: {
+                "residents": len(v),
+                "flagged": sum(rid in concern for rid in v),
+                "share": round(sum(rid in concern for rid in v) / len(v), 3) if v else None,
+            }
+            for k, v in groups.items()
+        },
         "findings_by_week": reviewed,
         "residents_widened_before_week_4": len({rid for _, rid in steps}),
         "channels_widened_before_week_4": dict(Counter(str(c) for c, _ in steps)),

@@ -24,6 +24,5 @@ async def build_report(
     ack_target_s: float = 600.0,
 ) -> dict[str, Any]:
     """Every figure of the report for one district (optionally one dong) and period."""
-    async with sessions() as session:
-        inp = await read_input(session, district_code, period, dong, ack_target_s)
+    inp = await read_input(sessions, district_code, period, dong, ack_target_s)
     return compute(inp)

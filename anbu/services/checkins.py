@@ -32,6 +32,7 @@ from anbu.domain.retry import (
 from anbu.errors import NotFoundError
 from anbu.ports import CallRecord
 from anbu.services import webhooks
+from anbu.services.call_time import routine_retry_at
 
 log = logging.getLogger(__name__)
 
@@ -280,12 +281,15 @@ async def _advance(
                 policy, attempt.result, unanswered, attempt.originated_at or now
             )
     if isinstance(decision, RetryAt):
+        at = max(decision.at, now)
+        if checkin.source is CheckinSource.ROUTINE:  # at the hour they usually answer
+            at = await routine_retry_at(session, checkin.resident_id, attempt.number, at, now)
         session.add(
             CallAttempt(
                 checkin_id=checkin.id,
                 attempt_no=attempt.attempt_no + 1,
                 number=attempt.number,
-                scheduled_for=max(decision.at, now),
+                scheduled_for=at,
             )
         )
         checkin.status = CheckinStatus.PENDING
