@@ -292,7 +292,7 @@ async def test_given_a_seeded_district_when_reported_then_every_figure_is_as_con
     assert calls["causes"] == {"16": 4, "19": 2, "17": 1, "20": 1}
     assert calls["attempts_per_case"] == {"mean": 1.6, "distribution": {"1": 3, "2": 1, "3": 1}}
     assert calls["phone_off_share"] == 0.125
-    assert calls["voicemail_share"] is None  # not measured: no answering-machine detection
+    assert calls["voicemail_share"] == 0.0  # the seed has no voicemail or machine result
 
     a = fig["alerts"]
     assert (a["alerts"], a["urgent"], a["acknowledged"]) == (3, 1, 2)

@@ -370,10 +370,17 @@ class MonitoringProfile:
         return base
 
     def low_scale(self, channel: Channel) -> float:
-        """How much looser the LOW rule is for a widened channel, in proportion to its window:
-        a window widened from 3 to 4 days gives 3/4 (the ratio times 3/4, the chance guard's
-        standard deviations times 4/3; see ``_widened_low_limit``)."""
-        return self.window_h / self.window_for(channel) if self.widen_h else 1.0
+        """How much looser the LOW rule is for a widened channel. Always 1.0 (never looser):
+        findings widen the quiet window only.
+
+        Why: loosening LOW in proportion to the window (3 -> 4 days gave 3/4) was measured in
+        ``bench/detection.py`` against the same six weeks without findings: it let 3 of 41
+        slow declines go uncalled (people found "quiet by habit" before their decline). A
+        tuning that misses a crisis is worse than a false alarm; the proportional rule
+        (``_widened_low_limit`` with ``window_h / window_for(channel)``) stays available to
+        re-measure, not in force."""
+        del channel
+        return 1.0
 
     @property
     def channels(self) -> frozenset[Channel]:

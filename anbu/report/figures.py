@@ -11,7 +11,7 @@ Definitions (the README's report section repeats them):
   to the month it happened; a finding to the month it was recorded;
 - answer rate = answered attempts / finished attempts; phone-off share = attempts that ended
   with Q.850 cause 20 (subscriber absent: the handset is off or out of coverage) / finished
-  attempts; voicemail share: anbu does not detect answering machines yet, so it is ``None``;
+  attempts; voicemail share: the ``voicemail`` and ``machine`` results;
 - cleared by the call = check-ins whose outcome is ok; unreachable share = unreachable /
   check-ins with an outcome; escalated = check-ins that opened an alert;
 - time to acknowledgement per chain step: from the moment the gateway accepted the SMS to the
@@ -273,7 +273,11 @@ def _calls(attempts: Mapping[tuple[str, int | None], int], per_case: Mapping[int
         results[result] += v
         if cause is not None:
             causes[str(cause)] += v
-    phone_off = sum(v for (_r_, c), v in finished.items() if c == PHONE_OFF_CAUSE)
+    # Phone off or out of coverage: the result the classifier gives a 480 / causes 18-20
+    # before answer (``unreachable``), or cause 20 stored by older versions.
+    phone_off = sum(
+        v for (r, c), v in finished.items() if r == "unreachable" or c == PHONE_OFF_CAUSE
+    )
     cases = sum(per_case.values())
     return {
         "attempts": n,
@@ -287,8 +291,8 @@ def _calls(attempts: Mapping[tuple[str, int | None], int], per_case: Mapping[int
             "distribution": {str(k): v for k, v in sorted(per_case.items())},
         },
         "phone_off_share": _r3(share(phone_off, n)),
-        # No answering-machine detection yet: a machine is "answered" then "no response".
-        "voicemail_share": None,
+        # The carrier's voicemail (소리샘) or an answering machine, told apart after answer.
+        "voicemail_share": _r3(share(results.get("voicemail", 0) + results.get("machine", 0), n)),
     }
 
 
