@@ -53,6 +53,9 @@ def said(
         (Evidence(tone_s=0.3), None),  # a click, a held vowel of a high voice: not a beep
         # Music or a long recorded greeting: longer than any "여보세요".
         (Evidence(longest_sound_s=8.0), Answerer.MACHINE),
+        # Long or tonal, with one carrier word: the carrier's announcement, not a greeting.
+        (said("전화기", "여보", speech_s=4.0, longest_sound_s=4.1), Answerer.VOICEMAIL),
+        (said("삐", speech_s=1.0, tone_s=0.5), Answerer.MACHINE),
         (Evidence(longest_sound_s=1.2), None),
         # A person.
         (said("네", longest_sound_s=0.6, speech_s=0.6), None),

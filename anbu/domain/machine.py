@@ -21,8 +21,8 @@ seconds after answer and asks :func:`judge`:
   end before any reply (a recorded greeting or music; a person says "여보세요" and listens).
   This is Asterisk AMD's "greeting too long" rule.
 
-Carrier words decide "voicemail" (with or without the beep after them); everything else
-"machine". The costs are
+Carrier words decide "voicemail" (with or without the beep after them), and so does one
+carrier word with a tone or a long sound; everything else is "machine". The costs are
 lopsided the other way from the reply rule: a person taken for a machine is called again
 (retried like no answer, never ok, never help); a machine taken for a person was a false alarm
 to an official and a billed voicemail.
@@ -112,10 +112,10 @@ def judge(
         return Answerer.VOICEMAIL
     if len(heard & table.greeting) >= rules.min_greeting_words:
         return Answerer.MACHINE
-    if evidence.tone_s >= rules.min_tone_s:
-        return Answerer.MACHINE
-    if evidence.longest_sound_s > rules.max_greeting_s:
-        return Answerer.MACHINE
+    if evidence.tone_s >= rules.min_tone_s or evidence.longest_sound_s > rules.max_greeting_s:
+        # Not a person; one carrier word (삐 aside: greetings say it too) names the carrier.
+        carrier = (table.carrier_strong | table.carrier_weak) - {"삐"}
+        return Answerer.VOICEMAIL if set(evidence.words) & carrier else Answerer.MACHINE
     return None
 
 
