@@ -12,11 +12,13 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 from anbu.domain.speech_intent import Intent
 from bench.common import peak_rss_mb, write_results
-from bench.speechset import Sample, build
+from bench.speechset import MachineSample, Sample, build, build_machines
 from ivr.speech import VoskRecognizer, load_model, read_wav
+from ivr.stream import USABLE, CallAudio, Machine, Spoken
 
 CLASSES = (Intent.OK, Intent.HELP, Intent.CALLBACK, Intent.UNKNOWN)
 
@@ -103,7 +105,129 @@ def run() -> dict[str, object]:
         "false_ok_clips": false_ok,
         "misses_by_text": {text: dict(got) for text, got in sorted(misses.items())},
     }
+    results.update(streamed(recognizer, root, samples))
     return results
+
+
+OFFSETS_MS = (0, 10, 20, 40)
+CHUNK = 10 * 320  # what the listener hands the analyser at a time: 200 ms
+
+
+def listen_stream(
+    recognizer: VoskRecognizer, pcm: bytes, *, detect: bool, during: bool = True
+) -> Machine | Spoken | None:
+    """What ``ivr.stream.StreamListener`` acts on when ``pcm`` arrives while the question
+    plays (``during``): the first machine verdict or usable reply, else what the end of the
+    listen makes of the last utterance (None: nothing). After the question the first
+    utterance is the answer, usable or not."""
+    audio = CallAudio(recognizer, spotter_model=recognizer.model if detect else None)
+    for i in range(0, len(pcm), CHUNK):
+        for event in audio.feed(pcm[i : i + CHUNK]):
+            if isinstance(event, Machine) or event.result.intent in USABLE or not during:
+                return event
+    events = audio.flush()
+    return events[0] if events else None
+
+
+def streamed(recognizer: VoskRecognizer, root: Path, samples: list[Sample]) -> dict[str, object]:
+    """Machine clips, and the labelled replies said *during* the question (barge-in)."""
+    mroot, machines = build_machines()
+    detected = right_kind = false_help = false_ok_m = beeps = before_beep = 0
+    detect_s: list[float] = []
+    per_kind: dict[str, Counter[str]] = defaultdict(Counter)
+    missed: list[dict[str, object]] = []
+    for m in machines:
+        pcm, _ = read_wav(mroot / m.file)
+        event = listen_stream(recognizer, pcm, detect=True)
+        per_kind[m.kind]["n"] += 1
+        if isinstance(event, Machine):
+            detected += 1
+            per_kind[m.kind]["detected"] += 1
+            right_kind += event.answerer.value == m.expected
+            detect_s.append(event.at_s)
+            if m.beep_s is not None:
+                beeps += 1
+                before_beep += event.at_s <= m.beep_s
+        else:
+            if m.beep_s is not None:
+                beeps += 1
+            missed.append(_machine_row(m, event))
+            if isinstance(event, Spoken) and event.result.intent is Intent.HELP:
+                false_help += 1
+            if isinstance(event, Spoken) and event.result.intent is Intent.OK:
+                false_ok_m += 1
+
+    # The same labelled replies, heard during the question (streaming, machine detection on
+    # as in a call's first listen) and after it (recorded, the earlier path).
+    replies = [s for s in samples if s.kind == "speech" and s.label is not Intent.UNKNOWN]
+    people = [s for s in samples if s.kind == "speech"]
+    during = after = recorded_right = 0
+    by_offset: Counter[int] = Counter()
+    false_machine = false_ok_during = 0
+    not_ok = 0
+    during_by_text: dict[str, Counter[str]] = defaultdict(Counter)
+    for sample in people:
+        pcm, rate = read_wav(root / sample.file)
+        event = listen_stream(recognizer, pcm, detect=True)
+        intent = event.result.intent if isinstance(event, Spoken) else Intent.UNKNOWN
+        if isinstance(event, Machine):
+            false_machine += 1
+        if sample.label is not Intent.OK:
+            not_ok += 1
+            false_ok_during += intent is Intent.OK
+        if sample in replies:
+            later = listen_stream(recognizer, pcm, detect=True, during=False)
+            after_intent = later.result.intent if isinstance(later, Spoken) else Intent.UNKNOWN
+            recorded = recognizer.recognize_pcm(pcm, rate).intent
+            # The decoder is sensitive to where a recording starts (10-40 ms moves a few
+            # borderline clips either way): the recorded path at several starts, averaged.
+            for ms in OFFSETS_MS:
+                start = ms * rate // 1000 * 2
+                by_offset[ms] += recognizer.recognize_pcm(pcm[start:], rate).intent is sample.label
+            during += intent is sample.label
+            after += after_intent is sample.label
+            recorded_right += recorded is sample.label
+            key = f"{sample.label}: {sample.text}"
+            during_by_text[key]["n"] += 1
+            during_by_text[key]["during"] += intent is sample.label
+            during_by_text[key]["after"] += after_intent is sample.label
+            during_by_text[key]["recorded"] += recorded is sample.label
+    detect_s.sort()
+    return {
+        "machine_clips": len(machines),
+        "machine_set": str(mroot),
+        "machine_detected_rate": round(detected / len(machines), 4),
+        "machine_kind_right_rate": round(right_kind / len(machines), 4),
+        "machine_detected_by_kind": {k: f"{v['detected']}/{v['n']}" for k, v in per_kind.items()},
+        "false_help_from_machines": false_help,
+        "false_ok_from_machines": false_ok_m,
+        "hung_up_before_beep_rate": round(before_beep / beeps, 4) if beeps else None,
+        "machine_detection_s_p50": detect_s[len(detect_s) // 2] if detect_s else None,
+        "machine_detection_s_max": detect_s[-1] if detect_s else None,
+        "machines_missed": missed,
+        "people_clips": len(people),
+        "false_machine_from_people": false_machine,
+        "barge_in_clips": len(replies),
+        "barge_in_recall": round(during / len(replies), 4),
+        "after_prompt_recall": round(after / len(replies), 4),
+        # The earlier path: the reply recorded after the prompt (RECORD FILE), then decoded.
+        "recorded_recall": round(sum(by_offset.values()) / len(OFFSETS_MS) / len(replies), 4),
+        "recorded_recall_by_start_ms": {
+            str(ms): round(by_offset[ms] / len(replies), 4) for ms in OFFSETS_MS
+        },
+        "barge_in_false_ok": false_ok_during,
+        "barge_in_not_ok_clips": not_ok,
+        "barge_in_by_text": {
+            k: f"during {v['during']}, after {v['after']}, recorded {v['recorded']} of {v['n']}"
+            for k, v in sorted(during_by_text.items())
+        },
+    }
+
+
+def _machine_row(m: MachineSample, event: Machine | Spoken | None) -> dict[str, object]:
+    heard = event.result.transcript if isinstance(event, Spoken) else None
+    intent = str(event.result.intent) if isinstance(event, Spoken) else None
+    return {"id": m.id, "kind": m.kind, "heard": heard, "intent": intent}
 
 
 def _row(sample: Sample, transcript: str) -> dict[str, object]:
@@ -131,6 +255,20 @@ def print_table(results: dict[str, object]) -> None:
     )
     for row in results["false_ok_clips"]:  # type: ignore[attr-defined]
         print(f"  FALSE OK {row['id']}: {row['text']!r} heard {row['heard']!r}")
+    print(
+        f"machines: detected {results['machine_detected_rate']} of {results['machine_clips']} "
+        f"{results['machine_detected_by_kind']}, right kind {results['machine_kind_right_rate']}, "
+        f"before the beep {results['hung_up_before_beep_rate']}, "
+        f"false help {results['false_help_from_machines']}, "
+        f"false ok {results['false_ok_from_machines']}"
+    )
+    print(
+        f"people: {results['false_machine_from_people']} of {results['people_clips']} taken "
+        f"for a machine; barge-in recall {results['barge_in_recall']} vs after the prompt "
+        f"{results['after_prompt_recall']} (recorded {results['recorded_recall']}); "
+        "false ok during the prompt "
+        f"{results['barge_in_false_ok']} of {results['barge_in_not_ok_clips']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

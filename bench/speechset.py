@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import tempfile
+import wave
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -298,3 +300,207 @@ def build(out_dir: Path | None = None) -> tuple[Path, list[Sample]]:
 if __name__ == "__main__":
     where, made = build(Path(sys.argv[1]) if len(sys.argv) > 1 else None)
     print(f"{len(made)} clips in {where}")
+
+
+# --------------------------------------------------------------------------- machine clips
+#
+# What answers when a person does not: the carriers' voicemail announcements (SKT/KT 소리샘
+# with their beep, LG U+ without), answering-machine greetings with a beep, and music or a
+# ringback tone after answer. Each is what the engine hears from the moment of answer.
+
+MACHINE_SET_VERSION = 1
+VOICEMAIL_TEXTS: dict[str, tuple[str, bool]] = {  # name -> (text, beep after it)
+    "skt_off": (
+        "지금 거신 전화는 전원이 꺼져 있어 소리샘으로 연결되오며, 삐 소리 후 통화료가 부과됩니다.",
+        True,
+    ),
+    "skt_noanswer": (
+        "연결이 되지 않아 소리샘으로 연결되오며, 삐 소리 후 통화료가 부과됩니다.",
+        True,
+    ),
+    "kt_off": (
+        "고객님의 전화기가 꺼져 있어 음성사서함으로 연결됩니다. 삐 소리 후 통화료가 부과됩니다.",
+        True,
+    ),
+    "lgu_off": (
+        "고객님의 전화기가 꺼져 있어 연결되지 않습니다. 잠시 후 다시 걸어 주십시오.",
+        False,
+    ),
+}
+GREETING_TEXTS: dict[str, str] = {
+    "greeting_away": MACHINE_GREETING,
+    "greeting_absent": "지금은 부재중입니다. 삐 소리 후에 메시지를 남겨 주세요.",
+    "greeting_named": "김철수입니다. 전화를 받을 수 없으니 메시지를 남겨 주시면 연락드리겠습니다.",
+}
+MUSIC = ("ringback", "melody", "chords")
+MACHINE_CONDITIONS = CONDITIONS
+
+
+@dataclass(frozen=True, slots=True)
+class MachineSample:
+    id: str
+    file: str
+    expected: str  # voicemail | machine
+    kind: str  # voicemail | greeting | music
+    text: str
+    voice: str
+    condition: str
+    beep: bool = False  # a beep follows the words
+    beep_s: float | None = None  # where the beep starts in the clip (set when rendered)
+
+
+def _machine_specs() -> list[MachineSample]:
+    out: list[MachineSample] = []
+    for voice in VOICES:
+        v = voice.replace("+", "_")
+        for cond in MACHINE_CONDITIONS:
+            for name, (text, beep) in VOICEMAIL_TEXTS.items():
+                sid = f"{name}-{v}-{cond}"
+                out.append(
+                    MachineSample(
+                        sid, f"{sid}.wav", "voicemail", "voicemail", text, voice, cond, beep
+                    )
+                )
+            for name, text in GREETING_TEXTS.items():
+                sid = f"{name}-{v}-{cond}"
+                out.append(
+                    MachineSample(sid, f"{sid}.wav", "machine", "greeting", text, voice, cond, True)
+                )
+    for name in MUSIC:
+        for cond in MACHINE_CONDITIONS:
+            sid = f"{name}-{cond}"
+            out.append(MachineSample(sid, f"{sid}.wav", "machine", "music", name, "-", cond))
+    return out
+
+
+def _write_wav(path: Path, samples: Sequence[float]) -> None:
+    frames = b"".join(
+        int(max(-32767, min(32767, round(s)))).to_bytes(2, "little", signed=True) for s in samples
+    )
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(frames)
+
+
+def _music(name: str) -> list[float]:
+    """8 kHz music without a voice: Korea's ringback tone (440+480 Hz, 1 s on, 2 s off), a
+    legato melody with harmonics (a 컬러링 tune), and sustained triads."""
+    rate = 8000
+    out: list[float] = []
+    if name == "ringback":
+        for _ in range(3):
+            out += [
+                4000
+                * (math.sin(2 * math.pi * 440 * i / rate) + math.sin(2 * math.pi * 480 * i / rate))
+                for i in range(rate)
+            ]
+            out += [0.0] * (2 * rate)
+        return out
+    notes = {"C": 261.6, "D": 293.7, "E": 329.6, "F": 349.2, "G": 392.0, "A": 440.0, "B": 493.9}
+    if name == "melody":
+        tune = "EDCDEEEDDDEGGEDCDEEEDDEDC"
+        for n, note in enumerate(tune):
+            f = notes[note] * 2
+            length = int(0.32 * rate)
+            for i in range(length):
+                env = min(1.0, i / 200) * (0.6 + 0.4 * math.exp(-i / 1500))
+                t = (n * length + i) / rate
+                out.append(
+                    6000
+                    * env
+                    * sum(math.sin(2 * math.pi * f * k * t) / k**1.3 for k in (1, 2, 3, 4))
+                )
+        return out
+    for chord in ("CEG", "FAC", "GBD", "CEG"):
+        for _ in range(int(2.0 * rate)):
+            t = len(out) / rate
+            out.append(3000 * sum(math.sin(2 * math.pi * notes[c] * t) for c in chord))
+    return out
+
+
+def _render_machine_sample(sample: MachineSample, root: Path) -> MachineSample:
+    out = root / sample.file
+    with tempfile.TemporaryDirectory(prefix="anbu-machine-") as tmpdir:
+        tmp = Path(tmpdir)
+        clean = tmp / "clean.wav"
+        beep_s = None
+        if sample.kind == "music":
+            _write_wav(clean, _music(sample.text))
+        else:
+            raw = tmp / "raw.wav"
+            espeak(sample.text, raw, voice=sample.voice, rate=160)
+            spoken = tmp / "spoken.wav"
+            run_sox(
+                raw,
+                "-r",
+                "8000",
+                "-c",
+                "1",
+                "-b",
+                "16",
+                "-e",
+                "signed-integer",
+                spoken,
+                "gain",
+                "-n",
+                "-3",
+                "pad",
+                "0.3",
+                "0.4",
+            )
+            if sample.beep:
+                beep_s = wav_duration(spoken)
+                beep = tmp / "beep.wav"
+                run_sox(
+                    "-n",
+                    "-r",
+                    "8000",
+                    "-c",
+                    "1",
+                    "-b",
+                    "16",
+                    beep,
+                    "synth",
+                    "0.5",
+                    "sine",
+                    "1000",
+                    "vol",
+                    "0.5",
+                    "pad",
+                    "0",
+                    "2.0",
+                )
+                run_sox(spoken, beep, clean)
+            else:
+                os.replace(spoken, clean)
+        part = root / f".part-{sample.file}"
+        apply_condition(clean, part, sample.condition, tmp)
+        os.replace(part, out)
+    return MachineSample(**{**asdict(sample), "beep_s": beep_s})
+
+
+def build_machines(out_dir: Path | None = None) -> tuple[Path, list[MachineSample]]:
+    """Generate the machine clips (idempotent) and return them with their beep times."""
+    ensure_tools()
+    specs = _machine_specs()
+    material = json.dumps(
+        [MACHINE_SET_VERSION, NOISE_VOL, [asdict(s) for s in specs]], ensure_ascii=False
+    )
+    root = (
+        (out_dir or DEFAULT_CACHE)
+        / "machineset"
+        / (f"v{MACHINE_SET_VERSION}-{hashlib.sha256(material.encode()).hexdigest()[:12]}")
+    )
+    labels = root / "labels.json"
+    if labels.is_file():
+        rows = json.loads(labels.read_text(encoding="utf-8"))
+        return root, [MachineSample(**row) for row in rows]
+    root.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        made = list(pool.map(lambda s: _render_machine_sample(s, root), specs))
+    labels.write_text(
+        json.dumps([asdict(s) for s in made], ensure_ascii=False, indent=1), encoding="utf-8"
+    )
+    return root, made

@@ -25,33 +25,47 @@ POLICY = RetryPolicy(
 M = dt.timedelta(minutes=1)
 
 
+def said(
+    *words: str, speech_s: float = 4.0, tone_s: float = 0.0, longest_sound_s: float = 0.0
+) -> Evidence:
+    """Words from a far end that has spoken ``speech_s`` seconds."""
+    return Evidence(words, tone_s, longest_sound_s, speech_s)
+
+
 @pytest.mark.parametrize(
     ("evidence", "expected"),
     [
         # SKT/KT 소리샘: one strong word is enough, with or without the beep.
-        (Evidence(words=("소리샘",)), Answerer.VOICEMAIL),
-        (Evidence(words=("거신", "전원", "꺼져", "소리샘", "통화료", "부과")), Answerer.VOICEMAIL),
-        (Evidence(words=("음성사서함",)), Answerer.VOICEMAIL),
-        (Evidence(words=("통화료",), tone_s=0.5), Answerer.VOICEMAIL),
+        (said("소리샘"), Answerer.VOICEMAIL),
+        (said("거신", "전원", "꺼져", "소리샘", "통화료", "부과"), Answerer.VOICEMAIL),
+        (said("음성사서함"), Answerer.VOICEMAIL),
+        (said("통화료", tone_s=0.5), Answerer.VOICEMAIL),
         # LG U+: "고객님의 전화기가 꺼져 있어 연결되지 않습니다": weak words, two of them.
-        (Evidence(words=("고객님", "전화기", "꺼져", "연결되")), Answerer.VOICEMAIL),
-        (Evidence(words=("꺼져", "<UNK>", "않아")), Answerer.VOICEMAIL),
+        (said("고객님", "전화기", "꺼져", "연결되"), Answerer.VOICEMAIL),
+        (said("꺼져", "<UNK>", "않아"), Answerer.VOICEMAIL),
         # One weak word alone is not a carrier: a resident may say "삐" or be heard so.
-        (Evidence(words=("꺼져",)), None),
+        (said("꺼져"), None),
         # A person's answering machine: two greeting words, or its beep.
-        (Evidence(words=("받을", "없습니다", "메시지")), Answerer.MACHINE),
-        (Evidence(words=("삐", "메시지를", "남겨")), Answerer.MACHINE),
-        (Evidence(words=("메시지",)), None),
-        (Evidence(tone_s=0.3), Answerer.MACHINE),
-        (Evidence(tone_s=0.1), None),  # a click, a short pure vowel: not a beep
+        (said("받을", "없습니다", "메시지"), Answerer.MACHINE),
+        (said("삐", "메시지를", "남겨"), Answerer.MACHINE),
+        (said("메시지"), None),
+        (Evidence(tone_s=0.5), Answerer.MACHINE),
+        (Evidence(tone_s=0.3), None),  # a click, a held vowel of a high voice: not a beep
         # Music or a long recorded greeting: longer than any "여보세요".
         (Evidence(longest_sound_s=8.0), Answerer.MACHINE),
+        # Long or tonal, with one carrier word: the carrier's announcement, not a greeting.
+        (said("전화기", "여보", speech_s=4.0, longest_sound_s=4.1), Answerer.VOICEMAIL),
+        (said("삐", speech_s=1.0, tone_s=0.5), Answerer.MACHINE),
         (Evidence(longest_sound_s=1.2), None),
         # A person.
-        (Evidence(words=("네",), longest_sound_s=0.6), None),
-        (Evidence(words=("여보", "세요"), longest_sound_s=0.9), None),
-        (Evidence(words=("도와주", "주세요")), None),
+        (said("네", longest_sound_s=0.6, speech_s=0.6), None),
+        (said("여보", "세요", longest_sound_s=0.9, speech_s=0.9), None),
+        (said("도와주", "주세요"), None),
         (Evidence(), None),
+        # A short reply in which the spotter found carrier words: not enough speech to count.
+        (said("사서함", speech_s=1.2), None),
+        (said("녹음", "부과", speech_s=1.8), None),
+        (said("사서함", speech_s=2.5), Answerer.VOICEMAIL),
     ],
 )
 def test_given_evidence_when_judged_then_table_holds(
@@ -61,9 +75,9 @@ def test_given_evidence_when_judged_then_table_holds(
 
 
 def test_given_tuned_rules_when_judged_then_thresholds_move() -> None:
-    strict = MachineRules(min_weak_words=3, min_tone_s=0.5, max_greeting_s=10.0)
-    assert judge(Evidence(words=("꺼져", "않아")), strict) is None
-    assert judge(Evidence(tone_s=0.3), strict) is None
+    strict = MachineRules(min_weak_words=3, min_tone_s=0.8, max_greeting_s=10.0)
+    assert judge(said("꺼져", "않아"), strict) is None
+    assert judge(Evidence(tone_s=0.5), strict) is None
     assert judge(Evidence(longest_sound_s=8.0), strict) is None
 
 
