@@ -74,8 +74,7 @@ from anbu.domain.calling_hours import (
 from anbu.domain.phone import mask_phone, normalize_phone
 from anbu.domain.retry import RetryPolicy
 from anbu.errors import ConflictError, NotFoundError, ValidationError
-from scheduler.routine import latest_slot
-from scheduler.rules import (
+from anbu.services.rules import (
     format_weekdays,
     load_rules,
     parse_weekdays,
@@ -86,6 +85,7 @@ from scheduler.rules import (
     schedules_of,
     time_to_minutes,
 )
+from scheduler.routine import latest_slot
 
 router = APIRouter(prefix="/v1", tags=["scheduling"])
 

@@ -32,7 +32,7 @@ from anbu.services.checkins import (
     close_undialable,
     lose_attempt,
 )
-from scheduler.rules import ResidentRules, load_rules
+from anbu.services.rules import ResidentRules, load_rules
 from scheduler.workers import serialise_claims
 
 log = logging.getLogger(__name__)

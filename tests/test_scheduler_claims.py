@@ -29,10 +29,10 @@ from anbu.domain.retry import RetryPolicy
 from anbu.domain.risk import HoldReason
 from anbu.ports import CallRecord
 from anbu.services.checkins import lose_attempt, open_checkin, record_attempt
+from anbu.services.rules import load_rules
 from scheduler.claims import ClaimPass, claim_due, orphaned_attempts
 from scheduler.dispatcher import SEVERE_PRIORITY
 from scheduler.routine import latest_slot, open_due_routine_checkins
-from scheduler.rules import load_rules
 
 KST = dt.timezone(dt.timedelta(hours=9))
 WED_10 = dt.datetime(2026, 11, 25, 10, tzinfo=KST).astimezone(dt.UTC)

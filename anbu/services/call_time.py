@@ -16,6 +16,7 @@ from anbu.db.models import CallAttempt, Checkin
 from anbu.domain.call_time import best_time, learned_hour
 from anbu.domain.calling_hours import CallingWindow, zone
 from anbu.domain.retry import RetryPolicy
+from anbu.services.rules import load_rules
 
 HISTORY = 30  # the person's last answered calls that count
 
@@ -35,8 +36,6 @@ async def routine_retry_at(
     session: AsyncSession, resident_id: str, phone: str, at: dt.datetime, now: dt.datetime
 ) -> dt.datetime:
     """When to place a routine check-in's retry the retry policy wants at ``at``."""
-    from scheduler.rules import load_rules  # the scheduler builds on these services
-
     answered = await answered_times(session, resident_id)
     if not answered:
         return at
