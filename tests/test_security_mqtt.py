@@ -18,11 +18,10 @@ from pathlib import Path
 import aiomqtt
 import pytest
 from pydantic import SecretStr
-from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.risk.mqtt import MqttSignalSubscriber, subscriber_options
-from anbu.settings import ROOT, EscalationSettings, MqttSettings, Settings
+from anbu.settings import ROOT, EscalationSettings, MqttSettings, Settings, SettingsError
 from tests.fixtures_asterisk import free_ports
 from tests.test_risk_mqtt import T0, FixedClock, _count, _resident_with_plug
 
@@ -142,13 +141,19 @@ def test_given_no_client_id_when_two_subscribers_start_then_ids_differ() -> None
 def test_given_production_without_mqtt_credentials_then_refused() -> None:
     base = {
         "environment": "production",
-        "engine": {"sip_port": 1, "ami_port": 2, "rtp_start": 3, "rtp_end": 4,
-                   "ami_secret": "a-real-ami-secret"},
-        "sms": {"kannel_password": "a-real-kannel-password"},
+        "engine": {"ami_secret": "a-real-ami-secret"},
+        "sms": {"kannel_password": "a-real-kannel-password",
+                "kannel_admin_password": "a-real-kannel-admin"},
+        "public_url": "https://anbu.example.go.kr",
+        "trunk": {"caller_id": "0212345678"},
         "bootstrap_api_key": None,
         "escalation": EscalationSettings(callback_token=SecretStr("x" * 32)),
     }  # fmt: skip
-    with pytest.raises(PydanticValidationError, match="ANBU_MQTT__USERNAME/PASSWORD"):
+    with pytest.raises(SettingsError) as refused:
         Settings(**base)  # type: ignore[arg-type]
+    assert [p.split(":", 1)[0] for p in refused.value.problems] == [
+        "ANBU_MQTT__USERNAME",
+        "ANBU_MQTT__PASSWORD",
+    ]
     Settings(**base, mqtt=MqttSettings(username="anbu", password=SecretStr("pw")))  # type: ignore[arg-type]
     Settings(**base, mqtt=MqttSettings(enabled=False))  # type: ignore[arg-type]
