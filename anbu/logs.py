@@ -107,6 +107,10 @@ def configure_logging(
         for old in list(logger.handlers):
             logger.removeHandler(old)
         logger.propagate = True
+        # A uvicorn started earlier in this process with its own log_level leaves its level
+        # behind (the access log at WARNING would vanish): follow the root's.
+        logger.setLevel(logging.NOTSET)
+        logger.disabled = False
     # APScheduler logs every run of every job (the dispatcher ticks each second) at INFO.
     quiet = logging.DEBUG if level in (logging.DEBUG, "DEBUG") else logging.WARNING
     logging.getLogger("apscheduler").setLevel(quiet)
