@@ -96,7 +96,7 @@ import sys
 from anbu.cli import main
 sys.exit(main())
 EOF
-for tool in pytest ruff mypy; do
+for tool in pytest ruff mypy schemathesis; do  # schemathesis: tests/test_openapi_contract.py
   [ -e "$SHARED/bin/$tool" ] || continue
   if [ "$tool" = ruff ]; then  # a native binary, no interpreter to choose
     ln -sf "$SHARED/bin/ruff" "$HERE/bin/ruff"
