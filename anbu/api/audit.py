@@ -11,7 +11,6 @@ refused request (another district's record, a read key writing) is logged as ref
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Annotated
@@ -21,7 +20,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.api.deps import MAX_ROW_ID, ContainerDep, Principal, PrincipalDep, SessionDep
-from anbu.api.strict import IsoDatetime
+from anbu.api.strict import IsoDatetime, Timestamp
 from anbu.container import Container
 from anbu.db.models import Checkin, District, Resident
 from anbu.db.models_escalation import Incident
@@ -170,7 +169,7 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 class AuditOut(BaseModel):
     id: int
-    at: dt.datetime
+    at: Timestamp
     actor_kind: ActorKind
     actor_id: str
     actor_name: str

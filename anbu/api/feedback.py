@@ -3,12 +3,11 @@ and reversible (the console's view), and findings about 관심 records that call
 
 from __future__ import annotations
 
-import datetime as dt
-
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from anbu.api.deps import ContainerDep, PrincipalDep, SessionDep, resident_in_scope
+from anbu.api.strict import Timestamp
 from anbu.db.models_feedback import FeedbackStep
 from anbu.db.models_signals import RiskAssessment
 from anbu.domain.escalation import Finding
@@ -26,8 +25,8 @@ class StepOut(BaseModel):
     finding: str
     incident_id: str | None
     assessment_id: str | None
-    created_at: dt.datetime
-    reverted_at: dt.datetime | None
+    created_at: Timestamp
+    reverted_at: Timestamp | None
     reverted_why: str | None
 
 

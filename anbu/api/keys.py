@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from anbu.api.deps import MAX_ROW_ID, ContainerDep, PrincipalDep, SessionDep
-from anbu.api.strict import IsoDatetime
+from anbu.api.strict import IsoDatetime, Timestamp
 from anbu.db.models import ApiKey
 from anbu.domain.access import KeyState, Scope, decode_scopes, key_state
 from anbu.errors import ConflictError
@@ -46,10 +46,10 @@ class ApiKeyOut(BaseModel):
     scopes: list[Scope]
     district_codes: list[str]
     state: KeyState
-    created_at: dt.datetime
-    expires_at: dt.datetime | None
-    revoked_at: dt.datetime | None
-    last_used_at: dt.datetime | None = Field(description="to the minute")
+    created_at: Timestamp
+    expires_at: Timestamp | None
+    revoked_at: Timestamp | None
+    last_used_at: Timestamp | None = Field(description="to the minute")
 
     @classmethod
     def of(cls, row: ApiKey, now: dt.datetime) -> ApiKeyOut:

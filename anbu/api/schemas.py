@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from anbu.api.strict import StrictBool, StrictInt
+from anbu.api.strict import StrictBool, StrictInt, Timestamp
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus, Outcome
 from anbu.domain.phone import mask_phone, normalize_phone
@@ -70,7 +68,7 @@ class ResidentOut(BaseModel):
     dong: str
     external_ref: str | None
     active: bool
-    created_at: dt.datetime
+    created_at: Timestamp
 
     @classmethod
     def of(cls, r: object) -> ResidentOut:
@@ -114,10 +112,10 @@ class AttemptOut(BaseModel):
     keys: str
     transcript: str | None
     confidence: float | None
-    scheduled_for: dt.datetime
-    originated_at: dt.datetime | None
-    answered_at: dt.datetime | None
-    ended_at: dt.datetime | None
+    scheduled_for: Timestamp
+    originated_at: Timestamp | None
+    answered_at: Timestamp | None
+    ended_at: Timestamp | None
 
 
 class CheckinOut(BaseModel):
@@ -129,9 +127,9 @@ class CheckinOut(BaseModel):
     status: CheckinStatus
     outcome: Outcome | None
     priority: int
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    closed_at: dt.datetime | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    closed_at: Timestamp | None
     attempts: list[AttemptOut]
 
 

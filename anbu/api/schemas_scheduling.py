@@ -8,7 +8,6 @@ weekdays as numbers 0 (Monday) .. 6 (Sunday) or names (``"mon"``, ``"monday"``, 
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any
 
 from pydantic import (
@@ -21,7 +20,7 @@ from pydantic import (
 )
 
 from anbu.api.deps import MAX_ROW_ID
-from anbu.api.strict import IsoDatetime, StrictBool, StrictInt
+from anbu.api.strict import IsoDatetime, StrictBool, StrictInt, Timestamp
 from anbu.domain.calling_hours import SEOUL_TZ_NAME
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -213,8 +212,8 @@ class ProgramOut(BaseModel):
     is_default: bool
     retry: RetryOut
     calling_hours: CallingHoursOut
-    created_at: dt.datetime
-    updated_at: dt.datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 # -- a resident's schedule ----------------------------------------------------------------------
@@ -243,7 +242,7 @@ class EffectiveScheduleOut(BaseModel):
     do_not_call: bool
     on_hold: bool = Field(description="a call hold covers this moment")
     blocked: str | None = Field(description="why no call can ever ring (an official is told)")
-    next_allowed_at: dt.datetime | None = Field(
+    next_allowed_at: Timestamp | None = Field(
         description="first moment an ordinary call may ring, holds and hours applied"
     )
 
@@ -256,7 +255,7 @@ class ScheduleOut(BaseModel):
     weekdays: list[int] | None
     call_on_holidays: bool | None
     tz: str | None
-    updated_at: dt.datetime | None
+    updated_at: Timestamp | None
     effective: EffectiveScheduleOut
 
 
@@ -276,11 +275,11 @@ class CallHoldIn(BaseModel):
 class CallHoldOut(BaseModel):
     id: int
     resident_id: str
-    starts_at: dt.datetime
-    ends_at: dt.datetime | None
+    starts_at: Timestamp
+    ends_at: Timestamp | None
     reason: str
     active: bool = Field(description="the hold covers this moment")
-    created_at: dt.datetime
+    created_at: Timestamp
 
 
 # -- do-not-call --------------------------------------------------------------------------------
@@ -295,7 +294,7 @@ class DoNotCallOut(BaseModel):
     phone: str
     phone_masked: str
     reason: str
-    created_at: dt.datetime
+    created_at: Timestamp
 
 
 class DoNotCallPage(BaseModel):
@@ -322,6 +321,6 @@ class RoutineOut(BaseModel):
     time: str
     tz: str
     active: bool
-    last_slot_at: dt.datetime | None
-    next_slot_at: dt.datetime | None
-    created_at: dt.datetime
+    last_slot_at: Timestamp | None
+    next_slot_at: Timestamp | None
+    created_at: Timestamp

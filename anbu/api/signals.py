@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response, status
@@ -17,7 +16,7 @@ from anbu.api.deps import (
     SessionDep,
     resident_in_scope,
 )
-from anbu.api.strict import IsoDatetime, StrictBool, StrictFloat, StrictInt
+from anbu.api.strict import IsoDatetime, StrictBool, StrictFloat, StrictInt, Timestamp
 from anbu.db.models import District, Resident
 from anbu.db.models_signals import (
     Device,
@@ -159,7 +158,7 @@ class ProfileOut(BaseModel):
     enabled: bool
     level: Level
     level_label: str
-    level_since: dt.datetime | None
+    level_since: Timestamp | None
 
 
 def _not_configured(resident_id: str) -> ProfileOut:
@@ -252,8 +251,8 @@ class DeviceOut(BaseModel):
     expected_interval_s: int
     active: bool
     online: bool
-    last_seen_at: dt.datetime | None
-    created_at: dt.datetime
+    last_seen_at: Timestamp | None
+    created_at: Timestamp
 
 
 @router.post("/devices", status_code=status.HTTP_201_CREATED, response_model=DeviceOut)
@@ -323,8 +322,8 @@ class HoldOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: str
     resident_id: str
-    starts_at: dt.datetime
-    ends_at: dt.datetime
+    starts_at: Timestamp
+    ends_at: Timestamp
     reason: HoldReason
     note: str
 
@@ -389,14 +388,14 @@ class AssessmentOut(BaseModel):
     explanation: str
     evidence: dict[str, Any]
     checkin_id: str | None
-    assessed_at: dt.datetime
+    assessed_at: Timestamp
 
 
 class RiskOut(BaseModel):
     resident_id: str
     level: Level
     level_label: str
-    level_since: dt.datetime | None
+    level_since: Timestamp | None
     history: list[AssessmentOut] = Field(description="level changes, newest first")
 
 
@@ -460,8 +459,8 @@ class DeviceTaskOut(BaseModel):
     kind: DeviceIssueKind
     status: TaskStatus
     detail: str
-    opened_at: dt.datetime
-    resolved_at: dt.datetime | None
+    opened_at: Timestamp
+    resolved_at: Timestamp | None
     resolution: str | None
 
 

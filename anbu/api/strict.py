@@ -4,6 +4,10 @@ Pydantic's lax mode reads ``0``/``1`` as booleans, ``true`` as the integer 1, ``
 number and ``0.5`` as a time (Unix seconds). An integrator whose ``false`` becomes a setting it
 did not mean finds out too late, so request bodies use these (FastAPI validates them in Python
 mode, where Pydantic's ``strict`` would also refuse ISO strings for times and enum values).
+
+Responses use :data:`Timestamp`: one shape for every time, always with milliseconds and ``Z``.
+Pydantic drops the fraction when it is zero, so one call in a thousand (times are kept to the
+millisecond) came out as ``...:45Z`` beside ``...:45.123Z``; a client reading one shape broke.
 """
 
 from __future__ import annotations
@@ -11,7 +15,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BeforeValidator, StrictBool, StrictFloat, StrictInt
+from pydantic import (
+    AwareDatetime,
+    BeforeValidator,
+    PlainSerializer,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+)
 
 
 def _iso_time(value: Any) -> Any:
@@ -24,4 +35,13 @@ def _iso_time(value: Any) -> Any:
 
 IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_time)]
 
-__all__ = ["IsoDatetime", "StrictBool", "StrictFloat", "StrictInt"]
+
+def _wire_time(value: dt.datetime) -> str:
+    if value.tzinfo is None:  # SQLite hands back naive UTC
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+Timestamp = Annotated[dt.datetime, PlainSerializer(_wire_time, return_type=str, when_used="json")]
+
+__all__ = ["IsoDatetime", "StrictBool", "StrictFloat", "StrictInt", "Timestamp"]

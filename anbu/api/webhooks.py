@@ -6,7 +6,6 @@ OpenAPI document carries them as callbacks of ``PUT /v1/webhook``.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -14,6 +13,7 @@ from fastapi import APIRouter, Header, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 from anbu.api.deps import ContainerDep, PrincipalDep, SessionDep
+from anbu.api.strict import Timestamp
 from anbu.db.models import ApiKey
 from anbu.errors import ValidationError
 from anbu.services import webhooks as service
@@ -69,7 +69,7 @@ class WebhookEvent(BaseModel):
 
     id: str = Field(description="the idempotency id: the same on every retry of this event")
     type: EventType
-    occurred_at: dt.datetime
+    occurred_at: Timestamp
     district_code: str
     data: dict[str, Any] = Field(
         description="ids (checkin_id, resident_id, incident_id), the integrator's external_ref,"
