@@ -34,13 +34,14 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from anbu.settings import AsteriskSettings, Settings, TrunkSettings
+from anbu.settings import AsteriskSettings, IvrSettings, NodeSettings, Settings, TrunkSettings
 from devstack.asterisk import (
     AsteriskInstall,
     AsteriskInstance,
     install_asterisk,
     provision_carrier,
     provision_engine,
+    provision_engines,
     render_korean_wav,
 )
 from ivr.ami import AmiClient
@@ -311,6 +312,61 @@ def build_pair(
     try:
         pair.carrier.start()
         pair.engine.start()
+    except BaseException:
+        pair.stop()
+        raise
+    return pair
+
+
+def build_nodes(
+    install: AsteriskInstall,
+    var_dir: Path,
+    *,
+    agi_port: int,
+    bench_prompt: Path,
+    count: int = 2,
+    max_calls: int = 20,
+) -> AsteriskPair:
+    """Provision and start ``count`` engine nodes (``engine-a``, ``engine-b``, ...) and one
+    carrier stand-in on free ports. ``settings.nodes`` lists the nodes (each capped at
+    ``max_calls``, the global cap their sum); ``pair.engine`` is the first, ``pair.extra`` the
+    others. The dialers send ``X-Anbu-Call`` so the carrier reports each call's id."""
+    ports = [instance_settings() for _ in range(count)]
+    carrier = instance_settings()
+    nodes = [
+        NodeSettings(
+            name=f"engine-{chr(ord('a') + i)}",
+            ami_port=own.ami_port,
+            ami_secret=own.ami_secret,
+            max_calls=max_calls,
+        )
+        for i, own in enumerate(ports)
+    ]
+    settings = Settings(
+        var_dir=var_dir,
+        engine=ports[0],
+        carrier=carrier,
+        trunk=TrunkSettings(host="127.0.0.1", port=carrier.sip_port),
+        agi_host="127.0.0.1",
+        agi_port=agi_port,
+        nodes=nodes,
+        max_concurrent_calls=max_calls * count,
+        ivr=IvrSettings(call_id_header="X-Anbu-Call"),
+    )
+    engines = provision_engines(settings, install=install, bench_prompt=bench_prompt, ports=ports)
+    pair = AsteriskPair(
+        settings=settings,
+        engine=engines[0],
+        carrier=provision_carrier(settings, install=install),
+        agi_port=agi_port,
+        bench_prompt=bench_prompt,
+        var_dir=var_dir,
+        extra=engines[1:],
+    )
+    try:
+        pair.carrier.start()
+        for engine in engines:
+            engine.start()
     except BaseException:
         pair.stop()
         raise
