@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import tempfile
@@ -160,6 +161,15 @@ async def campaign(
         "right": right,
         "closed_more_than_once": sum(1 for n in closed.values() if n > 1),
         "attempts_per_node": dict(Counter(a.node or "" for a in attempts)),
+        "attempts_by_node_and_result": {
+            f"{node}/{status}/{result}": n
+            for (node, status, result), n in sorted(
+                Counter(
+                    (a.node, a.status.value, a.result.value if a.result else None) for a in attempts
+                ).items(),
+                key=str,
+            )
+        },
         "carrier_dials": sum(dials.values()),
         "doubled": sum(1 for n in dials.values() if n > 1),
         "lost_with_node": dict(dispatcher.lost_calls),
@@ -173,6 +183,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     from tests.fixtures_asterisk import build_nodes, free_ports
 
     work = Path(tempfile.mkdtemp(prefix="anbu-bench-nodes-"))
+    # Warnings and errors of the run (node down, lost calls) for a look afterwards.
+    logging.basicConfig(
+        filename=work / "bench.log",
+        level=logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    print(f"work dir (log, databases): {work}", flush=True)
     install = await asyncio.to_thread(install_asterisk)
     question = Path(PromptLibrary(ROOT / "audio").path(Prompt.QUESTION)).with_suffix(".wav")
     (agi_port,) = free_ports(1)
