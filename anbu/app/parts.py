@@ -37,6 +37,10 @@ from scheduler.service import SchedulerService, build_scheduler
 
 log = logging.getLogger(__name__)
 
+# After the first engine node is up at start, how long the others may take to join before
+# they are reported down (they still join whenever their AMI comes up).
+NODE_JOIN_GRACE_S = 2.0
+
 __all__ = [
     "Container",
     "Escalation",
@@ -163,18 +167,25 @@ class Telephony:
             link.dialer.start()
         # One node up is enough to start: the others join when their AMI connects (each
         # client reconnects by itself), and the dispatcher sends them calls from then on.
+        # Once one is up the others get a short grace, so nodes that boot a moment later
+        # are not reported down.
         waits = [asyncio.create_task(link.ami.wait_booted(boot_timeout_s)) for link in self.links]
         errors: list[BaseException] = []
-        for next_done in asyncio.as_completed(waits):
-            try:
-                await next_done
-            except (AnbuError, TimeoutError) as exc:
-                errors.append(exc)
-                continue
+        try:
+            for next_done in asyncio.as_completed(waits):
+                try:
+                    await next_done
+                except (AnbuError, TimeoutError) as exc:
+                    errors.append(exc)
+                    continue
+                pending = [w for w in waits if not w.done()]
+                if pending:
+                    await asyncio.wait(pending, timeout=NODE_JOIN_GRACE_S)
+                break
+        finally:
             for wait in waits:
                 wait.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
-            break
         if len(errors) == len(self.links):
             raise errors[0]
         for link in self.links:
