@@ -20,16 +20,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from anbu.app.parts import Telephony
+from anbu.app.parts import Telephony, build_container, build_dispatcher, build_escalation
 from anbu.db.migrate import upgrade
 from anbu.db.models import CallAttempt, Checkin, District, Resident
 from anbu.db.models_scheduling import Program
-from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus, Outcome
-from anbu.ports import SystemClock
 from anbu.services.checkins import CheckinClosed, open_checkin
 from devstack.asterisk import AsteriskInstall
-from scheduler.dispatcher import Dispatcher
 from tests.fixtures_asterisk import AmiProbe, AsteriskPair, build_nodes, free_ports
 from tests.test_agi_correlation import short_prompts  # noqa: F401 (fixture)
 
@@ -79,10 +76,11 @@ async def test_given_two_nodes_when_one_is_killed_mid_campaign_then_no_case_lost
             "database_url": f"sqlite+aiosqlite:///{tmp_path / 'anbu.db'}",
         }
     )
-    db = make_engine(settings.database_url)
-    await upgrade(db)
-    sessions = make_sessionmaker(db)
-    clock = SystemClock()
+    # Built by the composition root, as `anbu serve` and the dispatch workers are.
+    container = build_container(settings)
+    await upgrade(container.engine)
+    sessions, clock = container.sessions, container.clock
+    escalation = build_escalation(container, send=False)
     async with sessions() as s:
         s.add(
             Program.any_hour(
@@ -118,9 +116,7 @@ async def test_given_two_nodes_when_one_is_killed_mid_campaign_then_no_case_lost
     )
     tel = Telephony.build(settings, clock)
     await tel.start()
-    dispatcher = Dispatcher.from_settings(
-        settings, db, sessions, tel.dialer, clock, nodes=tel.engine_nodes()
-    )
+    dispatcher = build_dispatcher(container, tel, escalation.service)
     dispatcher.add_listener(on_closed)
     pages: list[str] = []
 
@@ -150,12 +146,13 @@ async def test_given_two_nodes_when_one_is_killed_mid_campaign_then_no_case_lost
         await dispatcher.drain()
         await dispatcher.close()
         await tel.stop()
+        await escalation.aclose()
         await carrier.close()
 
     async with sessions() as s:
         cases = (await s.execute(select(Checkin))).scalars().all()
         attempts = (await s.execute(select(CallAttempt))).scalars().all()
-    await db.dispose()
+    await container.aclose()
 
     # Every case: one final outcome, the right one, closed once.
     assert len(cases) == CASES

@@ -302,6 +302,9 @@ def build_dispatcher(
         nodes=telephony.engine_nodes(),
     )
     dispatcher.add_listener(escalation.on_checkin_closed)
+    for link in telephony.links:
+        # A node going down or coming back is acted on by a pass at once, not at the next poll.
+        link.ami.on_state(lambda _state: dispatcher.wake())
     container.dispatcher = dispatcher
     container.readiness["asterisk"] = lambda: telephony.booted
     return dispatcher
