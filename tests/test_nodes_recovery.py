@@ -104,7 +104,7 @@ async def test_given_attempts_on_three_nodes_when_reconciled_then_each_asks_its_
     # "d" is not a node of this process: its attempt waits too.
     assert await dispatcher.reconcile() == 1
 
-    async def status() -> dict[str, AttemptStatus]:
+    async def status() -> dict[str | None, AttemptStatus]:
         async with sessions() as s:
             rows = (await s.execute(select(CallAttempt.node, CallAttempt.status))).all()
         return {node: st for node, st in rows if st is not AttemptStatus.SCHEDULED}

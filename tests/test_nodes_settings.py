@@ -13,6 +13,7 @@ from anbu.app.parts import Telephony, build_container, build_dispatcher, build_e
 from anbu.domain.pacing import Pacer
 from anbu.ports import SystemClock
 from anbu.settings import Environment, NodeSettings, Settings, SettingsError, production_problems
+from devstack.asterisk import AsteriskInstall, provision_engines
 from tests.test_settings_production import environ, example_env, use  # noqa: F401 (fixture)
 
 # --- the choice (pure) --------------------------------------------------------------------------
@@ -181,3 +182,32 @@ async def test_given_two_nodes_when_root_builds_the_dispatcher_then_one_dialer_p
     finally:
         await escalation.aclose()
         await container.aclose()
+
+
+# --- the local stack (devstack) ------------------------------------------------------------------
+
+
+def test_given_two_nodes_when_devstack_provisions_then_two_engines_on_distinct_ports(
+    tmp_path: Path, asterisk_install: AsteriskInstall
+) -> None:
+    settings = Settings(
+        var_dir=tmp_path,
+        nodes=[
+            NodeSettings(name="a", ami_port=15038),
+            NodeSettings(name="b", ami_port=15138, agi_address="127.0.0.2:14600"),
+        ],
+    )
+    a, b = provision_engines(settings, install=asterisk_install, bench_prompt=tmp_path / "q.wav")
+    assert (a.name, b.name) == ("engine-a", "engine-b")
+    assert (a.sip_port, a.ami_port, b.sip_port, b.ami_port) == (15060, 15038, 15160, 15138)
+    assert (a.settings.rtp_start, a.settings.rtp_end) == (20000, 20499)
+    assert (b.settings.rtp_start, b.settings.rtp_end) == (20500, 20999)
+    carrier = settings.carrier
+    assert carrier.sip_port not in (a.sip_port, b.sip_port)
+    assert carrier.rtp_start > b.settings.rtp_end
+    # Each engine hands its answered calls to the AGI address its node names.
+    assert "AGI_PORT = 14573" in (a.etc_dir / "extensions.conf").read_text()
+    b_dialplan = (b.etc_dir / "extensions.conf").read_text()
+    assert "AGI_HOST = 127.0.0.2" in b_dialplan
+    assert "AGI_PORT = 14600" in b_dialplan
+    assert a.config_path != b.config_path
