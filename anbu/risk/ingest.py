@@ -49,6 +49,7 @@ from anbu.risk.bulk import (
     bulk_store,
 )
 from anbu.risk.evaluate import Context, Evaluation, Subject, act, assess_unless_none, subjects_of
+from anbu.risk.feedback import strict_low_by_district
 from anbu.risk.schemas import SignalEventIn
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,7 @@ async def _store(
     # not interleave, so the residents are locked before their baselines are read.
     await store.lock_residents(owners)
     stored = await store.load_states(owners)
-    context = Context(*await store.load_context(owners, now))
+    context = Context(*await store.load_context(owners, now), await strict_low_by_district(session))
     inserting = asyncio.create_task(store.insert_events(rows, now, fast=fast))
     await asyncio.sleep(0)  # let the insert reach the database before the CPU-bound work
     try:
