@@ -10,7 +10,7 @@
   (source, event_id) deduplicates within a district only; the stored rows are rewritten so.
 
 Revision ID: 0012_evidence_findings_id_scope
-Revises: 0011_console_accounts
+Revises: 0012_nodes_attempt_node
 Create Date: 2026-12-04 21:50:00.000000
 """
 
@@ -22,7 +22,7 @@ from alembic import op
 import anbu.db.base
 
 revision = "0012_evidence_findings_id_scope"
-down_revision = "0011_console_accounts"
+down_revision = "0012_nodes_attempt_node"
 branch_labels = None
 depends_on = None
 
