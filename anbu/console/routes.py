@@ -9,6 +9,7 @@ public URL is https. Every person a page shows is written to the access log, as
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import secrets
@@ -17,16 +18,20 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
-from anbu.console import accounts, pages
+from anbu.console import accounts, enrolment, pages
 from anbu.container import Container
 from anbu.db.models_console import ConsoleAccount, ConsoleSession
 from anbu.domain.audit import ActorKind, AuditAction, AuditResource
 from anbu.domain.console import ROLE_LABELS, may_act
+from anbu.domain.enrolment import SheetError
 from anbu.domain.escalation import FINDING_LABELS, Finding
 from anbu.domain.risk import Level
 from anbu.errors import AnbuError
@@ -52,6 +57,22 @@ templates = Environment(
 _CSS = (HERE / "static" / "console.css").read_bytes()
 
 router = APIRouter(prefix="/console", include_in_schema=False)
+
+
+class ConsoleRefusedError(Exception):
+    """A request the console refuses (bad CSRF token, a read-only account): a Korean page
+    with this status, never the API's English JSON (see :func:`refused_page`)."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+async def refused_page(request: Request, exc: Exception) -> Response:
+    """Exception handler (mounted by the composition root with the router)."""
+    assert isinstance(exc, ConsoleRefusedError)
+    return _html("message.html", exc.status, title="요청 거절", text=exc.text)
 
 
 def _container(request: Request) -> Container:
@@ -94,7 +115,8 @@ async def _form(request: Request) -> dict[str, str]:
     try:
         return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
     except UnicodeDecodeError as exc:
-        raise HTTPException(400, "the form is not UTF-8") from exc
+        msg = "양식의 글자를 읽을 수 없습니다 (UTF-8이 아닙니다)."
+        raise ConsoleRefusedError(400, msg) from exc
 
 
 @dataclass
@@ -125,7 +147,7 @@ class Ctx:
 
     def check_csrf(self, form: dict[str, str]) -> None:
         if not hmac.compare_digest(form.get("csrf", ""), self.row.csrf):
-            raise HTTPException(403, "the form's security token is wrong; reload the page")
+            raise ConsoleRefusedError(403, "보안 토큰이 맞지 않습니다. 페이지를 다시 불러오세요.")
 
     async def audit(
         self, accesses: list[Access], outcome: str = "", *, commit: bool = True
@@ -356,7 +378,7 @@ async def acknowledge(incident_id: str, request: Request) -> Response:
             return _to_login()
         ctx.check_csrf(form)
         if not may_act(ctx.account.role):
-            raise HTTPException(403, "this account is read-only")
+            raise ConsoleRefusedError(403, "읽기 전용 계정입니다.")
         page = await pages.incident_page(db, ctx.scope, incident_id, ctx.now)
         if page is None:
             return await _incident(request, ctx, incident_id)
@@ -407,6 +429,97 @@ async def residents(request: Request, q: str = "", level: str = "", page: int = 
         )
 
 
+# --- 일괄 등록 (bulk enrolment) --------------------------------------------------------------
+
+
+def _may_enrol(account: ConsoleAccount) -> bool:
+    return may_act(account.role) and account.district_id is not None
+
+
+@router.get("/residents/import")
+async def import_page(request: Request) -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        await db.commit()
+        if not _may_enrol(ctx.account):
+            return _html(
+                "message.html", 403, title="일괄 등록", text="등록 권한이 없습니다.", **ctx.base()
+            )
+        return _html("import.html", **ctx.base(result=None, error="", nav="residents"))
+
+
+@router.post("/residents/import")
+async def import_sheet(request: Request) -> Response:
+    try:
+        parsed = await request.form(max_files=1, max_fields=10)
+    except (StarletteHTTPException, MultiPartException):
+        parsed = None  # a broken multipart body: the page says so
+    try:
+        return await _import(request, parsed)
+    finally:
+        if parsed is not None:
+            await parsed.close()  # the upload's spooled temporary file
+
+
+async def _import(request: Request, parsed: FormData | None) -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        if parsed is None:
+            await db.commit()
+            return _html(
+                "import.html",
+                400,
+                **ctx.base(result=None, error="올린 양식을 읽을 수 없습니다.", nav="residents"),
+            )
+        form = {k: v for k, v in parsed.items() if isinstance(v, str)}
+        ctx.check_csrf(form)
+        if not _may_enrol(ctx.account):
+            await db.commit()
+            return _html(
+                "message.html", 403, title="일괄 등록", text="등록 권한이 없습니다.", **ctx.base()
+            )
+        upload = parsed.get("file")
+        dry_run = form.get("mode", "dry") != "apply"
+        error, filename = "", ""
+        if upload is None or isinstance(upload, str) or not upload.filename:
+            error = "파일을 고르세요."
+        else:
+            filename = upload.filename
+            data = await upload.read(enrolment.MAX_FILE_BYTES + 1)
+            try:
+                sheet = await asyncio.to_thread(
+                    enrolment.read_sheet, filename, data, dong_scope=ctx.account.dong
+                )
+            except SheetError as exc:
+                error = str(exc)
+        if error:
+            await db.commit()
+            return _html("import.html", 422, **ctx.base(result=None, error=error, nav="residents"))
+        district_id = ctx.account.district_id
+        assert district_id is not None  # _may_enrol
+        result = await enrolment.enrol(db, district_id, sheet, dry_run=dry_run)
+        if dry_run:
+            await db.commit()
+        else:
+            await ctx.audit(
+                [
+                    Access(AuditResource.RESIDENT, rid, AuditAction.CREATE, district_id)
+                    for rid in result.ids
+                ],
+                "bulk enrolment",
+            )
+        return _html(
+            "import.html",
+            **ctx.base(result=result, error="", filename=filename, nav="residents"),
+        )
+
+
 async def _resident(request: Request, resident_id: str, *, reveal: bool) -> Response:
     form = await _form(request) if reveal else {}
     async with _container(request).sessions() as db:
@@ -417,7 +530,7 @@ async def _resident(request: Request, resident_id: str, *, reveal: bool) -> Resp
         if reveal:
             ctx.check_csrf(form)
             if not may_act(ctx.account.role):
-                raise HTTPException(403, "this account is read-only")
+                raise ConsoleRefusedError(403, "읽기 전용 계정입니다.")
         page = await pages.resident_page(db, ctx.scope, resident_id, reveal=reveal)
         if page is None:
             await ctx.audit(
