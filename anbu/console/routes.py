@@ -13,13 +13,14 @@ import asyncio
 import datetime as dt
 import hmac
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
@@ -42,10 +43,13 @@ HERE = Path(__file__).parent
 COOKIE = "anbu_console"
 LOGIN_CSRF = "anbu_console_login"
 REFRESH_S = 30  # the today page reloads itself (meta refresh: no script needed)
-# Pages load only our own stylesheet; no script at all; forms post only to us; no framing.
+LIVE_POLL_S = 2.0  # how often the live 오늘 stream looks at the queue's version
+LIVE_STREAM_S = 600.0  # a stream ends then; the browser's EventSource reconnects by itself
+# Pages load only our own stylesheet and script (the live 오늘 page's); no inline script;
+# forms post and scripts connect only to us; no framing.
 CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
 templates = Environment(
@@ -55,6 +59,7 @@ templates = Environment(
     lstrip_blocks=True,
 )
 _CSS = (HERE / "static" / "console.css").read_bytes()
+_JS = (HERE / "static" / "live.js").read_bytes()
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -202,6 +207,11 @@ async def css() -> Response:
     return Response(_CSS, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
 
+@router.get("/static/live.js")
+async def live_js() -> Response:
+    return Response(_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
+
+
 @router.get("/login")
 async def login_page(request: Request) -> HTMLResponse:
     token = secrets.token_urlsafe(24)
@@ -320,13 +330,57 @@ async def today(request: Request) -> Response:
         people = {(i.resident_id, i.district_id) for i in page.incidents}
         people |= {(c.resident_id, c.district_id) for c in page.checkins}
         await ctx.audit(_reads(AuditResource.RESIDENT, sorted(people)))
-        return _html("today.html", **ctx.base(page=page, refresh=REFRESH_S, nav="today"))
+        return _html("today.html", **ctx.base(page=page, refresh=REFRESH_S, live=True, nav="today"))
+
+
+@router.get("/events")
+async def events(request: Request) -> Response:
+    """The live 오늘 page's server-sent events: ``queue`` when the official's queue moved
+    (the page then fetches itself), ``logout`` when the session ended. Looking does not
+    touch the session: an open page alone does not keep an idle session alive."""
+    container = _container(request)
+    token = request.cookies.get(COOKIE, "")
+    async with container.sessions() as db:
+        row = await accounts.current(db, token, container.clock.now()) if token else None
+        if row is None:
+            await db.rollback()
+            return Response("로그인이 필요합니다.", 401, media_type="text/plain")
+        scope = pages.Scope.of(row.account)
+        await db.rollback()
+
+    async def stream() -> AsyncIterator[str]:
+        yield "retry: 3000\n\n"
+        last: tuple[int, int] | None = None
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + LIVE_STREAM_S
+        while loop.time() < ends:
+            async with container.sessions() as db:
+                alive = await accounts.current(db, token, container.clock.now())
+                version = await pages.queue_version(db, scope) if alive else None
+                await db.rollback()  # neither the touch nor an expiry's delete: only a look
+            if version is None:
+                yield "event: logout\ndata: \n\n"
+                return
+            if last is not None and version != last:
+                yield f"event: queue\ndata: {version[0]}-{version[1]}\n\n"
+            else:
+                yield ": -\n\n"  # a comment: keeps proxies from closing an idle stream
+            last = version
+            await asyncio.sleep(LIVE_POLL_S)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 # --- 사건 -----------------------------------------------------------------------------------
 
 
-async def _incident(request: Request, ctx: Ctx, incident_id: str, message: str = "") -> Response:
+async def _incident(
+    request: Request, ctx: Ctx, incident_id: str, message: str = "", status: int = 200
+) -> Response:
     page = await pages.incident_page(ctx.db, ctx.scope, incident_id, ctx.now)
     if page is None:
         await ctx.audit(
@@ -352,9 +406,13 @@ async def _incident(request: Request, ctx: Ctx, incident_id: str, message: str =
             ),
         ]
     )
+    colleagues = await pages.colleagues(ctx.db, ctx.account)
     return _html(
         "incident.html",
-        **ctx.base(p=page, findings=FINDING_LABELS, message=message, nav="today"),
+        status,
+        **ctx.base(
+            p=page, findings=FINDING_LABELS, message=message, colleagues=colleagues, nav="today"
+        ),
     )
 
 
@@ -405,6 +463,36 @@ async def acknowledge(incident_id: str, request: Request) -> Response:
                 Access(AuditResource.INCIDENT, incident_id, AuditAction.UPDATE, district),
                 Access(AuditResource.FINDING, incident_id, AuditAction.CREATE, district),
             ]
+        )
+    return RedirectResponse(f"/console/incidents/{incident_id}", status_code=303)
+
+
+@router.post("/incidents/{incident_id}/handover")
+async def hand_over(incident_id: str, request: Request) -> Response:
+    form = await _form(request)
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        ctx.check_csrf(form)
+        if not may_act(ctx.account.role):
+            raise ConsoleRefusedError(403, "읽기 전용 계정입니다.")
+        try:
+            incident = await pages.hand_over(
+                db,
+                ctx.scope,
+                ctx.account,
+                incident_id,
+                form.get("to", ""),
+                form.get("note", ""),
+                ctx.now,
+            )
+        except pages.HandOverError as exc:  # raised before anything was added
+            return await _incident(request, ctx, incident_id, str(exc), 422)
+        await ctx.audit(
+            [Access(AuditResource.INCIDENT, incident.id, AuditAction.UPDATE, incident.district_id)],
+            "handed over",
         )
     return RedirectResponse(f"/console/incidents/{incident_id}", status_code=303)
 
