@@ -17,11 +17,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,13 +30,16 @@ from starlette.formparsers import MultiPartException
 
 from anbu.console import accounts, enrolment, pages
 from anbu.container import Container
+from anbu.db.models import District
 from anbu.db.models_console import ConsoleAccount, ConsoleSession
 from anbu.domain.audit import ActorKind, AuditAction, AuditResource
-from anbu.domain.console import ROLE_LABELS, may_act
+from anbu.domain.console import ROLE_LABELS, ConsoleRole, may_act
 from anbu.domain.enrolment import SheetError
-from anbu.domain.escalation import FINDING_LABELS, Finding
+from anbu.domain.escalation import FINDING_LABELS, SEOUL, Finding
 from anbu.domain.risk import Level
 from anbu.errors import AnbuError
+from anbu.report import Period, ReportArgumentError, build_report
+from anbu.report.render import html_body, render
 from anbu.services import audit as audit_service
 from anbu.services.audit import Access, Actor, Origin
 
@@ -495,6 +499,111 @@ async def hand_over(incident_id: str, request: Request) -> Response:
             "handed over",
         )
     return RedirectResponse(f"/console/incidents/{incident_id}", status_code=303)
+
+
+# --- 보고서 (the effectiveness report, anbu.report) ---------------------------------------
+
+
+def _may_report(account: ConsoleAccount) -> bool:
+    """The foundation's analysts (every district) and a district's admins (theirs)."""
+    return account.role in (ConsoleRole.ANALYST, ConsoleRole.DISTRICT_ADMIN)
+
+
+async def _report_args(
+    db: AsyncSession, account: ConsoleAccount, params: dict[str, str], today: dt.date
+) -> tuple[list[tuple[str, str]], dict[str, str], Period | None, str]:
+    """The districts this account may report on, the form's values, and the period (None with
+    a Korean reason when the form is wrong)."""
+    query = select(District.code, District.name).order_by(District.code)
+    if account.district_id is not None:
+        query = query.where(District.id == account.district_id)
+    districts = [(str(c), str(n)) for c, n in await db.execute(query)]
+    values = {
+        "district": params.get("district", "") or (districts[0][0] if districts else ""),
+        "dong": params.get("dong", "").strip()[:50],
+        "from": params.get("from", "") or today.replace(day=1).isoformat(),
+        "to": params.get("to", "") or today.isoformat(),
+    }
+    if values["district"] not in {c for c, _ in districts}:
+        return districts, values, None, "볼 수 없는 구입니다."
+    try:
+        first = dt.date.fromisoformat(values["from"])
+        last = dt.date.fromisoformat(values["to"])
+    except ValueError:
+        return districts, values, None, "날짜는 YYYY-MM-DD 형식으로 쓰세요."
+    if last < first:
+        return districts, values, None, "종료일이 시작일보다 앞섭니다."
+    if (last - first).days > 3 * 366:
+        return districts, values, None, "보고서는 3년까지 볼 수 있습니다."
+    return districts, values, Period(first, last), ""
+
+
+async def _report(request: Request, export: str = "") -> Response:
+    container = _container(request)
+    async with container.sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        await db.commit()
+        if not _may_report(ctx.account):
+            return _html(
+                "message.html",
+                403,
+                title="보고서",
+                text="보고서는 구 관리자와 재단 분석가만 볼 수 있습니다.",
+                **ctx.base(),
+            )
+        params = dict(request.query_params)
+        today = ctx.now.astimezone(SEOUL).date()
+        districts, values, period, error = await _report_args(db, ctx.account, params, today)
+        base = ctx.base(
+            districts=districts,
+            district=values["district"],
+            dong=values["dong"],
+            first=values["from"],
+            last=values["to"],
+            nav="report",
+        )
+    fig = None
+    if period is not None:
+        try:
+            fig = await build_report(
+                container.sessions, values["district"], period, values["dong"] or None
+            )
+        except ReportArgumentError:
+            error = f"{values['dong']}에 등록된 대상자가 없습니다."
+    if fig is None:
+        if export:
+            return _html("report.html", 422, error=error, body="", **base)
+        return _html("report.html", 200 if not params else 422, error=error, body="", **base)
+    name = f"anbu-report-{values['district']}-{values['from']}-{values['to']}"
+    if export == "csv":
+        return Response(
+            await render(fig, "csv"),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
+    if export == "xlsx":
+        return Response(
+            await render(fig, "xlsx"),
+            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
+        )
+    query = urlencode({k: values[k] for k in ("district", "dong", "from", "to")})
+    return _html("report.html", error="", body=html_body(fig), query=query, **base)
+
+
+@router.get("/report")
+async def report(request: Request) -> Response:
+    return await _report(request)
+
+
+@router.get("/report/export")
+async def report_export(request: Request, format: str = "csv") -> Response:
+    if format not in ("csv", "xlsx"):
+        format = "csv"
+    return await _report(request, format)
 
 
 # --- 대상자 ---------------------------------------------------------------------------------
