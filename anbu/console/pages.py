@@ -23,7 +23,8 @@ from anbu.db.models_escalation import (
     OutboxMessage,
     ResidentFinding,
 )
-from anbu.db.models_signals import MonitoringProfile
+from anbu.db.models_scheduling import SelfTestRun
+from anbu.db.models_signals import DeviceTask, MonitoringProfile
 from anbu.domain.console import (
     ConsoleRole,
     handover_detail,
@@ -41,7 +42,7 @@ from anbu.domain.escalation import (
 )
 from anbu.domain.incidents import IncidentEventKind, IncidentStatus
 from anbu.domain.phone import mask_phone
-from anbu.domain.risk import Level
+from anbu.domain.risk import DeviceIssueKind, Level, TaskStatus
 
 PAGE_SIZE = 50
 S = TypeVar("S", bound=Select[*tuple[Any, ...]])
@@ -152,10 +153,82 @@ class CheckinRow:
 
 
 @dataclass
+class TaskRow:
+    resident_id: str
+    district_id: int
+    who: str
+    dong: str
+    what: str
+    detail: str
+    opened: str
+
+
+@dataclass
+class SelfTest:
+    when: str
+    ok: bool
+    text: str
+
+
+@dataclass
 class Today:
     incidents: list[IncidentRow]
     checkins: list[CheckinRow]
     now: str
+    tasks: list[TaskRow] = field(default_factory=list)
+    self_test: SelfTest | None = None
+
+
+TASK_WORDS = {
+    DeviceIssueKind.STALE: "보고 없음",
+    DeviceIssueKind.OFFLINE: "꺼짐",
+}
+
+
+async def device_tasks(session: AsyncSession, scope: Scope) -> list[TaskRow]:
+    """Open device tasks (a plug or app that stopped reporting: a visit, not a call)."""
+    query = (
+        select(
+            DeviceTask.kind,
+            DeviceTask.detail,
+            DeviceTask.opened_at,
+            Resident.id,
+            Resident.district_id,
+            Resident.name,
+            Resident.dong,
+        )
+        .join(Resident, Resident.id == DeviceTask.resident_id)
+        .where(DeviceTask.status == TaskStatus.OPEN)
+        .order_by(DeviceTask.opened_at)
+        .limit(TODAY_LIMIT)
+    )
+    return [
+        TaskRow(
+            rid,
+            district_id,
+            scope.name(name),
+            dong,
+            TASK_WORDS.get(kind, str(kind)),
+            detail,
+            local(opened),
+        )
+        for kind, detail, opened, rid, district_id, name, dong in (
+            await session.execute(scope.residents(query))
+        ).all()
+    ]
+
+
+async def last_self_test(session: AsyncSession) -> SelfTest | None:
+    """The daily self-test call's latest run (the whole telephony path, one test line)."""
+    run = await session.scalar(select(SelfTestRun).order_by(SelfTestRun.started_at.desc()).limit(1))
+    if run is None:
+        return None
+    if run.ended_at is None:
+        return SelfTest(local(run.started_at), False, "진행 중")
+    text = "정상" if run.ok else f"실패: {run.result or '원인 모름'}"
+    if run.detail and not run.ok:
+        text += f" ({run.detail[:200]})"
+    return SelfTest(local(run.started_at), run.ok, text)
 
 
 async def _messaged(session: AsyncSession, ids: list[str]) -> dict[str, list[str]]:
@@ -265,7 +338,13 @@ async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
             await session.execute(scope.residents(cq))
         ).all()
     ]
-    return Today(incidents, checkins, local(now))
+    return Today(
+        incidents,
+        checkins,
+        local(now),
+        await device_tasks(session, scope),
+        await last_self_test(session),
+    )
 
 
 async def holders(session: AsyncSession, ids: list[str]) -> dict[str, str]:

@@ -22,13 +22,13 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
-from anbu.console import accounts, enrolment, pages
+from anbu.console import accounts, enrolment, pages, settings_page
 from anbu.container import Container
 from anbu.db.models import District
 from anbu.db.models_console import ConsoleAccount, ConsoleSession
@@ -333,6 +333,7 @@ async def today(request: Request) -> Response:
         page = await pages.today(db, ctx.scope, ctx.now)
         people = {(i.resident_id, i.district_id) for i in page.incidents}
         people |= {(c.resident_id, c.district_id) for c in page.checkins}
+        people |= {(t.resident_id, t.district_id) for t in page.tasks}
         await ctx.audit(_reads(AuditResource.RESIDENT, sorted(people)))
         return _html("today.html", **ctx.base(page=page, refresh=REFRESH_S, live=True, nav="today"))
 
@@ -499,6 +500,76 @@ async def hand_over(incident_id: str, request: Request) -> Response:
             "handed over",
         )
     return RedirectResponse(f"/console/incidents/{incident_id}", status_code=303)
+
+
+# --- 설정 -----------------------------------------------------------------------------------
+
+
+async def _settings(ctx: Ctx, status: int = 200, error: str = "", notice: str = "") -> Response:
+    admin = ctx.account.role is ConsoleRole.DISTRICT_ADMIN
+    programs = await settings_page.programs(ctx.db) if admin else None
+    phone = await settings_page.my_phone(ctx.db, ctx.account)
+    await ctx.db.commit()
+    return _html(
+        "settings.html",
+        status,
+        **ctx.base(
+            programs=programs,
+            phone=phone,
+            error=error,
+            notice=notice,
+            min_password=accounts.MIN_PASSWORD,
+            nav="settings",
+        ),
+    )
+
+
+@router.get("/settings")
+async def settings(request: Request) -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        return await _settings(ctx)
+
+
+@router.post("/settings/{what}")
+@router.post("/settings/programs/{program_id}")
+async def change_settings(request: Request, what: str = "", program_id: str = "") -> Response:
+    form = await _form(request)
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        ctx.check_csrf(form)
+        account = ctx.account
+        try:
+            if program_id:
+                if account.role is not ConsoleRole.DISTRICT_ADMIN:
+                    raise ConsoleRefusedError(403, "전화 규칙은 구 관리자만 바꿀 수 있습니다.")
+                program = await settings_page.update_program(db, program_id, form)
+                notice = f"{program.name}의 전화 규칙을 저장했습니다."
+            elif what == "password":
+                await settings_page.change_password(db, account, form)
+                # Every other session of this account ends (a stolen one among them).
+                await db.execute(
+                    delete(ConsoleSession).where(
+                        ConsoleSession.account_id == account.id, ConsoleSession.id != ctx.row.id
+                    )
+                )
+                notice = "비밀번호를 바꿨습니다."
+            elif what == "phone":
+                await settings_page.change_phone(db, account, form.get("phone", ""))
+                notice = "알림 번호를 바꿨습니다."
+            else:
+                return _html(
+                    "message.html", 404, title="설정", text="없는 설정입니다.", **ctx.base()
+                )
+        except settings_page.SettingsRefusedError as exc:  # raised before any change
+            return await _settings(ctx, 422, error=str(exc))
+        return await _settings(ctx, notice=notice)
 
 
 # --- 보고서 (the effectiveness report, anbu.report) ---------------------------------------
