@@ -285,6 +285,7 @@ def build_api(container: Container, escalation: EscalationService | None = None)
     # The officials' console (anbu.console): acknowledges through this same service.
     app.state.console_escalation = service
     app.include_router(console_routes.router)
+    app.add_exception_handler(console_routes.ConsoleRefusedError, console_routes.refused_page)
     return app
 
 

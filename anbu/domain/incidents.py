@@ -41,6 +41,7 @@ class IncidentEventKind(enum.StrEnum):
     EXHAUSTED = "exhausted"  # nobody left to tell
     NO_CHAIN = "no_chain"  # no chain (or no active official) for the resident's district/dong
     REPLY = "reply"  # a reply that acknowledged nothing new (already acknowledged)
+    HANDED_OVER = "handed_over"  # an official passed the incident to a colleague (console)
 
 
 class OutboxStatus(enum.StrEnum):
