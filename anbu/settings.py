@@ -315,6 +315,22 @@ class EscalationSettings(BaseModel):
     # An ack link works this long after its SMS was queued.
     ack_link_ttl_h: float = Field(default=72.0, gt=0)
     digest_time: str = "08:30"  # local time of the daily device digest
+    # Administrators paged by SMS when an engine node dies, the network answers nobody or the
+    # daily self-test fails (escalation/pager.py); empty: the ERROR log line is the only page.
+    admin_phones: list[str] = Field(default_factory=list)
+    # The same page (event and subject) at most once per this many seconds per process.
+    admin_page_interval_s: float = Field(default=900.0, gt=0)
+
+    @field_validator("admin_phones")
+    @classmethod
+    def _admin_phones_are_korean_numbers(cls, value: list[str]) -> list[str]:
+        from anbu.domain.phone import normalize_phone
+        from anbu.errors import InvalidPhoneNumberError
+
+        try:
+            return [normalize_phone(v) for v in value]
+        except InvalidPhoneNumberError as exc:
+            raise ValueError(f"ANBU_ESCALATION__ADMIN_PHONES: {exc}") from exc
 
 
 class RetentionSettings(BaseModel):

@@ -250,6 +250,10 @@ class EscalationService:
             )
         )
 
+    def wake_outbox(self) -> None:
+        """Tell this process's outbox worker (if it runs here) that a message was stored."""
+        self._wake()
+
     # --- opening ------------------------------------------------------------------------------
 
     async def on_checkin_closed(self, event: CheckinClosed) -> None:

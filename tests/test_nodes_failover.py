@@ -23,6 +23,7 @@ from sqlalchemy import select
 from anbu.app.parts import Telephony, build_container, build_dispatcher, build_escalation
 from anbu.db.migrate import upgrade
 from anbu.db.models import CallAttempt, Checkin, District, Resident
+from anbu.db.models_escalation import OutboxMessage
 from anbu.db.models_scheduling import Program
 from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus, Outcome
 from anbu.services.checkins import CheckinClosed, open_checkin
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.asterisk
 
 OK = "01099990040"  # answers, reports the call id, presses 1
 HELP = "01099990041"  # same, presses 2
+ADMIN = "01055550001"  # the administrator paged when a node dies
 CASES = 100
 CAP = 10  # per node
 
@@ -68,8 +70,12 @@ async def test_given_two_nodes_when_one_is_killed_mid_campaign_then_no_case_lost
         # that its lost calls are reconciled on its return, not by the bound.
         update={"ami_reconnect_initial_s": 0.2, "ami_reconnect_max_s": 0.5, "ami_lost_grace_s": 60}
     )
+    escalation_settings = nodes.settings.escalation.model_copy(
+        update={"admin_phones": [ADMIN]}  # the root's pager: an SMS in the outbox
+    )
     settings = nodes.settings.model_copy(
         update={
+            "escalation": escalation_settings,
             "audio_dir": short_prompts,
             "reply_timeout_s": 1.0,
             "ivr": ivr,
@@ -118,12 +124,6 @@ async def test_given_two_nodes_when_one_is_killed_mid_campaign_then_no_case_lost
     await tel.start()
     dispatcher = build_dispatcher(container, tel, escalation.service)
     dispatcher.add_listener(on_closed)
-    pages: list[str] = []
-
-    async def page(node: str) -> None:
-        pages.append(node)
-
-    dispatcher.on_node_down = page
     runner = asyncio.create_task(dispatcher.run(0.2))
     try:
         await until_closed(10, 120)
@@ -152,6 +152,11 @@ async def test_given_two_nodes_when_one_is_killed_mid_campaign_then_no_case_lost
     async with sessions() as s:
         cases = (await s.execute(select(Checkin))).scalars().all()
         attempts = (await s.execute(select(CallAttempt))).scalars().all()
+        pages = (
+            (await s.execute(select(OutboxMessage).where(OutboxMessage.to == ADMIN)))
+            .scalars()
+            .all()
+        )
     await container.aclose()
 
     # Every case: one final outcome, the right one, closed once.
@@ -188,7 +193,11 @@ async def test_given_two_nodes_when_one_is_killed_mid_campaign_then_no_case_lost
         assert later
         assert later[-1].status is AttemptStatus.FINISHED
     assert "ENGINE NODE DOWN: engine-a" in caplog.text
-    assert pages == [killed_name(nodes)]
+    # The administrator is paged by SMS once (the outbox sends it), naming the node.
+    assert [p.text.splitlines()[0] for p in pages] == [
+        f"[안부 운영] 통화 서버 {killed_name(nodes)} 중단"
+    ]
+    assert pages[0].incident_id is None
 
     # While it was down, calls went to the other node; once back, it took calls again.
     def dialled(a: CallAttempt) -> dt.datetime:

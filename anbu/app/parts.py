@@ -15,6 +15,7 @@ from anbu.api.app import create_app
 from anbu.console import routes as console_routes
 from anbu.container import Container
 from anbu.db.session import make_engine, make_sessionmaker
+from anbu.domain.calling_hours import zone
 from anbu.errors import AnbuError
 from anbu.ports import Clock, SmsSender, SystemClock
 from anbu.risk.mqtt import MqttSignalSubscriber, subscriber_options
@@ -25,6 +26,7 @@ from anbu.services.webhooks import WebhookConfig, WebhookWorker
 from anbu.settings import NodeSettings, Settings
 from escalation import api as escalation_api
 from escalation.outbox import OutboxConfig, OutboxWorker
+from escalation.pager import AdminPager
 from escalation.providers import sender_from_settings
 from escalation.service import EscalationConfig, EscalationRuntime, EscalationService
 from ivr.agi import AgiServer
@@ -46,6 +48,7 @@ __all__ = [
     "Escalation",
     "NodeLink",
     "Telephony",
+    "admin_pager",
     "build_api",
     "build_container",
     "build_dispatcher",
@@ -289,6 +292,27 @@ def build_api(container: Container, escalation: EscalationService | None = None)
     return app
 
 
+def admin_pager(container: Container, escalation: EscalationService) -> AdminPager | None:
+    """Administrators' SMS pages (node down, network failure, failed self-test), or None when
+    ``escalation.admin_phones`` is empty: then the ERROR log lines are the only page."""
+    settings = container.settings
+    if not settings.escalation.admin_phones:
+        log.warning(
+            "no ANBU_ESCALATION__ADMIN_PHONES: a dead engine node, a network failure or a failed"
+            " self-test is only logged"
+        )
+        return None
+    return AdminPager(
+        container.sessions,
+        settings.escalation.admin_phones,
+        settings.sms.sender,
+        container.clock,
+        tz=zone(settings.scheduling.timezone),
+        interval=dt.timedelta(seconds=settings.escalation.admin_page_interval_s),
+        wake=escalation.wake_outbox,
+    )
+
+
 def build_dispatcher(
     container: Container, telephony: Telephony, escalation: EscalationService
 ) -> Dispatcher:
@@ -303,6 +327,10 @@ def build_dispatcher(
         nodes=telephony.engine_nodes(),
     )
     dispatcher.add_listener(escalation.on_checkin_closed)
+    pager = admin_pager(container, escalation)
+    if pager is not None:
+        dispatcher.on_node_down = pager.node_down
+        dispatcher.on_network_failure = pager.network_failure
     for link in telephony.links:
         # A node going down or coming back is acted on by a pass at once, not at the next poll.
         link.ami.on_state(lambda _state: dispatcher.wake())
@@ -334,6 +362,7 @@ def build_scheduler_service(
         retention = prune
 
     records = RetentionPolicy.from_settings(settings)
+    pager = admin_pager(container, escalation.service)
 
     async def record_retention() -> object:
         return await apply_retention(container.sessions, container.clock.now(), records)
@@ -345,6 +374,7 @@ def build_scheduler_service(
         risk_retention=retention,
         record_retention=record_retention,
         escalation_tick=escalation.runtime.tick if escalation.runtime is not None else None,
+        on_self_test_failed=pager.self_test_failed if pager is not None else None,
     )
 
 
