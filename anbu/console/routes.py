@@ -28,7 +28,7 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
-from anbu.console import accounts, enrolment, pages, settings_page
+from anbu.console import accounts, enrolment, oidc, pages, settings_page
 from anbu.container import Container
 from anbu.db.models import District
 from anbu.db.models_console import ConsoleAccount, ConsoleSession
@@ -42,6 +42,7 @@ from anbu.report import Period, ReportArgumentError, build_report
 from anbu.report.render import html_body, render
 from anbu.services import audit as audit_service
 from anbu.services.audit import Access, Actor, Origin
+from anbu.settings import ConsoleSettings
 
 HERE = Path(__file__).parent
 COOKIE = "anbu_console"
@@ -216,10 +217,16 @@ async def live_js() -> Response:
     return Response(_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
 
 
-@router.get("/login")
-async def login_page(request: Request) -> HTMLResponse:
+def _login_page(request: Request, status: int = 200, error: str = "") -> HTMLResponse:
     token = secrets.token_urlsafe(24)
-    resp = _html("login.html", csrf=token, error="")
+    cfg = _oidc(request)
+    resp = _html(
+        "login.html",
+        status,
+        csrf=token,
+        error=error,
+        sso=cfg.oidc_label if cfg.oidc_enabled else "",
+    )
     resp.set_cookie(
         LOGIN_CSRF,
         token,
@@ -229,6 +236,11 @@ async def login_page(request: Request) -> HTMLResponse:
         path="/console",
     )
     return resp
+
+
+@router.get("/login")
+async def login_page(request: Request) -> HTMLResponse:
+    return _login_page(request)
 
 
 @router.post("/login")
@@ -264,6 +276,81 @@ async def login(request: Request) -> Response:
         path="/console",
     )
     resp.delete_cookie(LOGIN_CSRF, path="/console")
+    return resp
+
+
+# --- single sign-on (OIDC) -----------------------------------------------------------------
+
+OIDC_COOKIE = "anbu_console_oidc"
+
+
+def _oidc(request: Request) -> ConsoleSettings:
+    return _container(request).settings.console
+
+
+@router.get("/oidc/start")
+async def oidc_start(request: Request) -> Response:
+    cfg = _oidc(request)
+    if not cfg.oidc_enabled:
+        return _html(
+            "message.html",
+            404,
+            title="로그인",
+            text="통합 로그인이 설정되지 않았습니다.",
+            login=True,
+        )
+    state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    redirect_uri = str(request.url_for("oidc_callback"))
+    resp = RedirectResponse(oidc.authorize_url(cfg, redirect_uri, state, nonce), status_code=303)
+    # Lax, not Strict: the provider sends the browser back here from another site.
+    resp.set_cookie(
+        OIDC_COOKIE,
+        f"{state}.{nonce}",
+        max_age=600,
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request),
+        path="/console/oidc",
+    )
+    return resp
+
+
+@router.get("/oidc/callback", name="oidc_callback")
+async def oidc_callback(request: Request, code: str = "", state: str = "") -> Response:
+    cfg = _oidc(request)
+    container = _container(request)
+    expected_state, _, nonce = request.cookies.get(OIDC_COOKIE, "").partition(".")
+    try:
+        if not cfg.oidc_enabled:
+            raise oidc.OidcError("통합 로그인이 설정되지 않았습니다.")
+        if not code or not state or not hmac.compare_digest(state, expected_state):
+            raise oidc.OidcError("로그인 요청과 응답이 맞지 않습니다. 다시 시도하세요.")
+        redirect_uri = str(request.url_for("oidc_callback"))
+        claims = await oidc.exchange(cfg, code, redirect_uri)
+        login_name = oidc.check_claims(claims, cfg, nonce, container.clock.now())
+    except oidc.OidcError as exc:
+        return _login_page(request, 401, str(exc))
+    client = request.client.host if request.client else ""
+    async with container.sessions() as db:
+        account = await db.scalar(select(ConsoleAccount).where(ConsoleAccount.login == login_name))
+        if account is None or not account.active or account.locked_at is not None:
+            return _login_page(
+                request, 403, "이 통합 로그인 계정으로 들어올 수 있는 관제 계정이 없습니다."
+            )
+        new = await accounts.open_session(db, account, container.clock.now(), client)
+        await db.commit()
+    # A page of our own that moves on to /console: a redirect here would still belong to the
+    # provider's cross-site navigation, and the browser would hold back the Strict cookie.
+    resp = _html("message.html", title="로그인", text="로그인되었습니다.", next_url="/console")
+    resp.set_cookie(
+        COOKIE,
+        new.token,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+        path="/console",
+    )
+    resp.delete_cookie(OIDC_COOKIE, path="/console/oidc")
     return resp
 
 
