@@ -151,7 +151,9 @@ async def seed(url: str, residents: int, incidents: int) -> list[str]:
     return incident_ids
 
 
-async def measure(url: str, incident_ids: list[str], samples: int) -> dict[str, Any]:
+async def measure(
+    url: str, incident_ids: list[str], samples: int, profile: str = ""
+) -> dict[str, Any]:
     container = build_container(Settings(database_url=url), clock=FixedClock())
     app = build_api(container)
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
@@ -169,6 +171,13 @@ async def measure(url: str, incident_ids: list[str], samples: int) -> dict[str, 
 
         async def timed(name: str, paths: list[str]) -> None:
             await client.get(paths[0])  # warm the caches once
+            if profile == name:  # --profile NAME: where one page's time goes (pyinstrument)
+                from pyinstrument import Profiler
+
+                with Profiler(async_mode="enabled") as profiler:
+                    for path in paths[:20]:
+                        await client.get(path)
+                print(profiler.output_text(unicode=True, color=False, show_all=False))
             ms = []
             for path in paths:
                 t = time.perf_counter()
@@ -194,14 +203,14 @@ async def measure(url: str, incident_ids: list[str], samples: int) -> dict[str, 
     return figures
 
 
-async def run(residents: int, incidents: int, samples: int) -> int:
+async def run(residents: int, incidents: int, samples: int, profile: str = "") -> int:
     name = await create_pg_database()
     url = pg_url(name)
     try:
         t = time.perf_counter()
         ids = await seed(url, residents, incidents)
         seed_s = time.perf_counter() - t
-        figures = await measure(url, ids, samples)
+        figures = await measure(url, ids, samples, profile)
     finally:
         await drop_pg_database(name)
     ok = all(figures[f"{p}_p95_ms"] < 200 for p in ("today", "incident", "residents"))
@@ -226,8 +235,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--residents", type=int, default=100_000)
     p.add_argument("--incidents", type=int, default=1_000)
     p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--profile", default="", help="print a profile of one page: today, ...")
     a = p.parse_args(argv)
-    return asyncio.run(run(a.residents, a.incidents, a.samples))
+    return asyncio.run(run(a.residents, a.incidents, a.samples, a.profile))
 
 
 if __name__ == "__main__":
