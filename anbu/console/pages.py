@@ -25,6 +25,7 @@ from anbu.db.models_escalation import (
 )
 from anbu.db.models_scheduling import SelfTestRun
 from anbu.db.models_signals import DeviceTask, MonitoringProfile
+from anbu.domain.calls import CallResult
 from anbu.domain.console import (
     ConsoleRole,
     handover_detail,
@@ -225,10 +226,15 @@ async def last_self_test(session: AsyncSession) -> SelfTest | None:
         return None
     if run.ended_at is None:
         return SelfTest(local(run.started_at), False, "진행 중")
-    text = "정상" if run.ok else f"실패: {run.result or '원인 모름'}"
-    if run.detail and not run.ok:
-        text += f" ({run.detail[:200]})"
-    return SelfTest(local(run.started_at), run.ok, text)
+    if run.ok:
+        return SelfTest(local(run.started_at), True, "정상")
+    try:
+        why = RESULT_WORDS.get(CallResult(run.result), run.result)
+    except ValueError:  # "error": the dialer itself failed (the log has the exception)
+        why = "전화 장비 오류" if run.result == "error" else (run.result or "원인 모름")
+    if run.result == CallResult.ANSWERED:
+        why = "받았으나 1번을 누르지 않음"
+    return SelfTest(local(run.started_at), False, f"실패: {why} (구 관리자에게 알리세요)")
 
 
 async def _messaged(session: AsyncSession, ids: list[str]) -> dict[str, list[str]]:
