@@ -19,7 +19,7 @@ from anbu.app.parts import build_api
 from anbu.console.oidc import OidcError, check_claims, read_id_token
 from anbu.settings import ConsoleSettings, Settings
 from tests.api_support import api_over
-from tests.console_support import make_account
+from tests.console_support import log_in, make_account
 from tests.fakes.oidc_provider import FakeOidcProvider, hs256_token
 from tests.test_console_browser import SHOTS, chromium, serving
 
@@ -127,6 +127,10 @@ async def test_given_oidc_configured_when_official_signs_in_at_provider_then_tod
         r = await api.client.get("/console/oidc/callback", params={"code": "x", "state": "y"})
         assert r.status_code == 401
         assert "로그인 요청과 응답이 맞지 않습니다" in html.unescape(r.text)
+        # A wrong password keeps the sign-on button on the page.
+        wrong = await log_in(api.client, "kim", "wrong-password-1")
+        assert wrong.status_code == 401
+        assert 'href="/console/oidc/start"' in wrong.text
 
 
 async def test_given_provider_signs_with_wrong_secret_when_callback_then_refused(

@@ -217,15 +217,20 @@ async def live_js() -> Response:
     return Response(_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
 
 
+def _sso(request: Request) -> str:
+    """The single sign-on button's text, or "" when SSO is off."""
+    cfg = _oidc(request)
+    return cfg.oidc_label if cfg.oidc_enabled else ""
+
+
 def _login_page(request: Request, status: int = 200, error: str = "") -> HTMLResponse:
     token = secrets.token_urlsafe(24)
-    cfg = _oidc(request)
     resp = _html(
         "login.html",
         status,
         csrf=token,
         error=error,
-        sso=cfg.oidc_label if cfg.oidc_enabled else "",
+        sso=_sso(request),
     )
     resp.set_cookie(
         LOGIN_CSRF,
@@ -249,7 +254,11 @@ async def login(request: Request) -> Response:
     cookie = request.cookies.get(LOGIN_CSRF, "")
     if not cookie or not hmac.compare_digest(form.get("csrf", ""), cookie):
         return _html(
-            "login.html", 403, csrf=cookie, error="보안 토큰이 맞지 않습니다. 다시 시도하세요."
+            "login.html",
+            403,
+            csrf=cookie,
+            error="보안 토큰이 맞지 않습니다. 다시 시도하세요.",
+            sso=_sso(request),
         )
     container = _container(request)
     client = request.client.host if request.client else ""
@@ -261,10 +270,11 @@ async def login(request: Request) -> Response:
         except accounts.AccountLockedError:
             await db.commit()  # the count and the lock stick
             msg = "비밀번호를 5번 틀려 계정이 잠겼습니다. 구 관리자에게 잠금 해제를 요청하세요."
-            return _html("login.html", 403, csrf=cookie, error=msg)
+            return _html("login.html", 403, csrf=cookie, error=msg, sso=_sso(request))
         except accounts.LoginRefusedError:
             await db.commit()
-            return _html("login.html", 401, csrf=cookie, error="아이디 또는 비밀번호가 틀립니다.")
+            msg = "아이디 또는 비밀번호가 틀립니다."
+            return _html("login.html", 401, csrf=cookie, error=msg, sso=_sso(request))
         await db.commit()
     resp = RedirectResponse("/console", status_code=303)
     resp.set_cookie(
