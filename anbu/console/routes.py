@@ -778,14 +778,17 @@ async def report_export(request: Request, format: str = "csv") -> Response:
 
 
 @router.get("/residents")
-async def residents(request: Request, q: str = "", level: str = "", page: int = 1) -> Response:
-    q, page = q.strip()[:50], max(1, min(page, 10_000))
+async def residents(request: Request, q: str = "", level: str = "", page: str = "1") -> Response:
+    # A page number that is not one shows the first page (FastAPI's int would answer 422
+    # in English JSON).
+    number = int(page) if page.isdecimal() and len(page) < 6 else 1
+    q, page_no = q.strip()[:50], max(1, min(number, 10_000))
     async with _container(request).sessions() as db:
         try:
             ctx = await _ctx(request, db)
         except _Login:
             return _to_login()
-        found = await pages.residents(db, ctx.scope, q, level, page)
+        found = await pages.residents(db, ctx.scope, q, level, page_no)
         await ctx.audit(_reads(AuditResource.RESIDENT, [(r.id, r.district_id) for r in found.rows]))
         levels = [(lv.value, lv.label) for lv in Level]
         return _html(
