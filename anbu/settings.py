@@ -426,6 +426,25 @@ class RiskSettings(BaseModel):
     rules: Rules = Field(default_factory=Rules)
 
 
+class ConsoleSettings(BaseModel):
+    """The console's optional single sign-on (OpenID Connect, authorization code flow with a
+    confidential client). On when ``oidc_issuer`` is set; the ``oidc_claim`` of the ID token
+    names the console account (its login), which must exist: SSO proves who someone is, the
+    district still decides what they may see."""
+
+    oidc_issuer: str = ""
+    oidc_authorize_url: str = ""
+    oidc_token_url: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr = SecretStr("")
+    oidc_claim: str = "preferred_username"
+    oidc_label: str = "통합 로그인 (SSO)"
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_authorize_url and self.oidc_token_url)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ANBU_", env_nested_delimiter="__")
 
@@ -466,6 +485,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     retention: RetentionSettings = RetentionSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @property
     def docs_enabled(self) -> bool:

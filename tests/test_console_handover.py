@@ -124,3 +124,24 @@ async def test_given_no_session_when_events_then_401(db_url: str) -> None:
         r = await api.client.get("/console/events")
         assert r.status_code == 401
         assert "로그인이 필요합니다" in r.text
+
+
+async def test_given_odd_inputs_when_pages_asked_then_korean_pages_never_500(db_url: str) -> None:
+    async with api_over(db_url) as api:
+        sessions = api.container.sessions
+        await seed_incident(sessions, api.clock.now() - dt.timedelta(minutes=3))
+        await make_account(sessions, api.clock.now(), "boss", role=ConsoleRole.DISTRICT_ADMIN)
+        await log_in(api.client, "boss")
+        for path in [
+            "/console/residents?page=abc",
+            "/console/residents?page=-5&level=nonsense&q=" + "가" * 300,
+            "/console/residents?page=99999999999999999999",
+            "/console/incidents/" + "x" * 300,
+            "/console/residents/%EA%B0%80",
+            "/console/report?from=어제&to=",
+            "/console/report/export?format=pdf&from=2026-01-01&to=2025-01-01",
+        ]:
+            r = await api.client.get(path)
+            assert r.status_code < 500, path
+            assert r.headers["content-type"].startswith("text/html"), (path, r.text[:200])
+            assert 'lang="ko"' in r.text, path

@@ -183,7 +183,7 @@ async def test_given_device_tasks_and_self_test_when_today_then_shown_in_scope(
         assert "기기 점검 (1)" in today
         assert "plug-1 26시간 보고 없음" in today
         assert "남강남" not in today
-        assert "실패: no_answer (시험 번호가 받지 않음)" in today
+        assert "실패: 받지 않음 (구 관리자에게 알리세요)" in today
 
         app = build_api(api.container)
         async with serving(app) as base, chromium() as browser:

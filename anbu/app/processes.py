@@ -159,6 +159,10 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
             # anbu.logs' root handler (masking) writes uvicorn's lines, the access log too.
             log_config=None,
             lifespan="on",
+            # An open console page holds a live stream (/console/events, up to 10 min): on
+            # shutdown, wait this long for requests to finish, then close what is left (the
+            # browser reconnects to the next process by itself).
+            timeout_graceful_shutdown=5,
         )
         server = uvicorn.Server(config)
         log.info("API on http://%s:%s (docs at /docs)", settings.api_host, settings.api_port)

@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.db.models import CallAttempt, Checkin, District, Resident
@@ -25,6 +25,7 @@ from anbu.db.models_escalation import (
 )
 from anbu.db.models_scheduling import SelfTestRun
 from anbu.db.models_signals import DeviceTask, MonitoringProfile
+from anbu.domain.calls import CallResult
 from anbu.domain.console import (
     ConsoleRole,
     handover_detail,
@@ -225,10 +226,15 @@ async def last_self_test(session: AsyncSession) -> SelfTest | None:
         return None
     if run.ended_at is None:
         return SelfTest(local(run.started_at), False, "진행 중")
-    text = "정상" if run.ok else f"실패: {run.result or '원인 모름'}"
-    if run.detail and not run.ok:
-        text += f" ({run.detail[:200]})"
-    return SelfTest(local(run.started_at), run.ok, text)
+    if run.ok:
+        return SelfTest(local(run.started_at), True, "정상")
+    try:
+        why = RESULT_WORDS.get(CallResult(run.result), run.result)
+    except ValueError:  # "error": the dialer itself failed (the log has the exception)
+        why = "전화 장비 오류" if run.result == "error" else (run.result or "원인 모름")
+    if run.result == CallResult.ANSWERED:
+        why = "받았으나 1번을 누르지 않음"
+    return SelfTest(local(run.started_at), False, f"실패: {why} (구 관리자에게 알리세요)")
 
 
 async def _messaged(session: AsyncSession, ids: list[str]) -> dict[str, list[str]]:
@@ -250,10 +256,44 @@ async def _messaged(session: AsyncSession, ids: list[str]) -> dict[str, list[str
     return out
 
 
+async def _whole_table(session: AsyncSession, scope: Scope) -> bool:
+    """True when the scope holds every resident (an analyst, or the deployment's only
+    district): a page's list can then be sorted and cut on its own table first and joined to
+    the 100 residents it shows, instead of joining all 100,000 before the sort."""
+    if scope.dong:
+        return False
+    district = scope.district_id
+    if district is None:
+        return True
+    other = await session.scalar(
+        select(Resident.id)
+        .where(
+            or_(Resident.district_id < scope.district_id, Resident.district_id > scope.district_id)
+        )
+        .limit(1)
+    )
+    return other is None
+
+
 async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
+    whole = await _whole_table(session, scope)
+    # Urgent first, then the clock that runs out first; no clock yet (SMS not sent) last.
+    order = (
+        (Incident.urgency == Urgency.URGENT).desc(),
+        Incident.ack_due_at.is_(None),
+        Incident.ack_due_at,
+        Incident.opened_at,
+    )
+    open_ = Incident.status.in_((IncidentStatus.OPEN, IncidentStatus.EXHAUSTED))
     # Plain columns, not entities: no eager loads of districts and attempts per row.
-    query = (
-        select(
+    if not scope.dong:
+        # incidents.district_id says the district: sort and cut the open incidents alone,
+        # then fetch their 100 residents by primary key.
+        cut = select(Incident.id).where(open_)
+        if scope.district_id is not None:
+            cut = cut.where(Incident.district_id == scope.district_id)
+        ids = list((await session.execute(cut.order_by(*order).limit(TODAY_LIMIT))).scalars())
+        query = select(
             Incident.id,
             Incident.urgency,
             Incident.outcome,
@@ -264,19 +304,29 @@ async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
             Resident.district_id,
             Resident.name,
             Resident.dong,
+        ).join(Resident, Resident.id == Incident.resident_id)
+        rows = {r[0]: r for r in (await session.execute(query.where(Incident.id.in_(ids))))}
+        found = [rows[i] for i in ids if i in rows]
+    else:
+        query = (
+            select(
+                Incident.id,
+                Incident.urgency,
+                Incident.outcome,
+                Incident.status,
+                Incident.ack_due_at,
+                Incident.opened_at,
+                Resident.id,
+                Resident.district_id,
+                Resident.name,
+                Resident.dong,
+            )
+            .join(Resident, Resident.id == Incident.resident_id)
+            .where(open_)
+            .order_by(*order)
+            .limit(TODAY_LIMIT)
         )
-        .join(Resident, Resident.id == Incident.resident_id)
-        .where(Incident.status.in_((IncidentStatus.OPEN, IncidentStatus.EXHAUSTED)))
-        # Urgent first, then the clock that runs out first; no clock yet (SMS not sent) last.
-        .order_by(
-            (Incident.urgency == Urgency.URGENT).desc(),
-            Incident.ack_due_at.is_(None),
-            Incident.ack_due_at,
-            Incident.opened_at,
-        )
-        .limit(TODAY_LIMIT)
-    )
-    found = (await session.execute(scope.residents(query))).all()
+        found = list((await session.execute(scope.residents(query))).all())
     messaged = await _messaged(session, [row[0] for row in found])
     held = await holders(session, [row[0] for row in found])
     incidents = [
@@ -304,6 +354,19 @@ async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
         .correlate(Checkin)
         .scalar_subquery()
     )
+    since = midnight.astimezone(dt.UTC)
+    if whole:
+        # Every resident is in scope: cut today's check-ins first, join their residents after.
+        latest = (
+            select(Checkin.id)
+            .where(Checkin.created_at >= since)
+            .order_by(Checkin.created_at.desc())
+            .limit(TODAY_LIMIT)
+            .scalar_subquery()
+        )
+        today_only: ColumnElement[bool] = Checkin.id.in_(latest)
+    else:
+        today_only = Checkin.created_at >= since
     cq = (
         select(
             Checkin.reason,
@@ -317,7 +380,7 @@ async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
             Resident.dong,
         )
         .join(Resident, Resident.id == Checkin.resident_id)
-        .where(Checkin.created_at >= midnight.astimezone(dt.UTC))
+        .where(today_only)
         .order_by(Checkin.created_at.desc())
         .limit(TODAY_LIMIT)
     )
@@ -335,7 +398,7 @@ async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
             opened=local(created),
         )
         for reason, status, outcome, created, n, rid, district_id, name, dong in (
-            await session.execute(scope.residents(cq))
+            await session.execute(cq if whole else scope.residents(cq))
         ).all()
     ]
     return Today(
@@ -556,32 +619,49 @@ LEVELS = {level.value: level for level in Level}
 async def residents(
     session: AsyncSession, scope: Scope, q: str, level: str, page: int
 ) -> ResidentList:
-    query = (
-        select(
-            Resident.id,
-            Resident.district_id,
-            Resident.name,
-            Resident.dong,
-            Resident.phone,
-            Resident.active,
-            MonitoringProfile.level,
-        )
-        .outerjoin(MonitoringProfile, MonitoringProfile.resident_id == Resident.id)
-        # ix_residents_district_name serves this order within a district.
-        .order_by(Resident.district_id, Resident.name, Resident.id)
-        .offset((page - 1) * PAGE_SIZE)
-        .limit(PAGE_SIZE + 1)
+    columns = (
+        Resident.id,
+        Resident.district_id,
+        Resident.name,
+        Resident.dong,
+        Resident.phone,
+        Resident.active,
+        MonitoringProfile.level,
     )
-    query = scope.residents(query)
+    # ix_residents_district_name serves this order within a district.
+    order = (Resident.district_id, Resident.name, Resident.id)
+    matches = []
     if q:
         like = f"%{q}%"
         # Analysts search by dong only: a name search would tell them who is enrolled.
-        query = query.where(
+        matches.append(
             or_(Resident.name.like(like), Resident.dong.like(like))
             if scope.names
             else Resident.dong.like(like)
         )
-    if level in LEVELS:
+    if level not in LEVELS:
+        # No level filter: page through the residents' index alone (deep pages skip
+        # thousands of rows), then join the 51 shown to their profiles.
+        cut = scope.residents(select(Resident.id).where(*matches)).order_by(*order)
+        cut = cut.offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)
+        ids = list((await session.execute(cut)).scalars())
+        fetched = await session.execute(
+            select(*columns)
+            .outerjoin(MonitoringProfile, MonitoringProfile.resident_id == Resident.id)
+            .where(Resident.id.in_(ids))
+        )
+        by_id = {row[0]: row for row in fetched}
+        found = [by_id[i] for i in ids if i in by_id]
+    else:
+        query = (
+            select(*columns)
+            .outerjoin(MonitoringProfile, MonitoringProfile.resident_id == Resident.id)
+            .where(*matches)
+            .order_by(*order)
+            .offset((page - 1) * PAGE_SIZE)
+            .limit(PAGE_SIZE + 1)
+        )
+        query = scope.residents(query)
         chosen = LEVELS[level]
         if chosen is Level.NONE:
             query = query.where(
@@ -589,7 +669,7 @@ async def residents(
             )
         else:
             query = query.where(MonitoringProfile.level == chosen)
-    found = (await session.execute(query)).all()
+        found = list((await session.execute(query)).all())
     rows = [
         ResidentRow(
             id=rid,

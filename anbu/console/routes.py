@@ -28,7 +28,7 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
-from anbu.console import accounts, enrolment, pages, settings_page
+from anbu.console import accounts, enrolment, oidc, pages, settings_page
 from anbu.container import Container
 from anbu.db.models import District
 from anbu.db.models_console import ConsoleAccount, ConsoleSession
@@ -42,6 +42,7 @@ from anbu.report import Period, ReportArgumentError, build_report
 from anbu.report.render import html_body, render
 from anbu.services import audit as audit_service
 from anbu.services.audit import Access, Actor, Origin
+from anbu.settings import ConsoleSettings
 
 HERE = Path(__file__).parent
 COOKIE = "anbu_console"
@@ -216,10 +217,21 @@ async def live_js() -> Response:
     return Response(_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
 
 
-@router.get("/login")
-async def login_page(request: Request) -> HTMLResponse:
+def _sso(request: Request) -> str:
+    """The single sign-on button's text, or "" when SSO is off."""
+    cfg = _oidc(request)
+    return cfg.oidc_label if cfg.oidc_enabled else ""
+
+
+def _login_page(request: Request, status: int = 200, error: str = "") -> HTMLResponse:
     token = secrets.token_urlsafe(24)
-    resp = _html("login.html", csrf=token, error="")
+    resp = _html(
+        "login.html",
+        status,
+        csrf=token,
+        error=error,
+        sso=_sso(request),
+    )
     resp.set_cookie(
         LOGIN_CSRF,
         token,
@@ -231,13 +243,22 @@ async def login_page(request: Request) -> HTMLResponse:
     return resp
 
 
+@router.get("/login")
+async def login_page(request: Request) -> HTMLResponse:
+    return _login_page(request)
+
+
 @router.post("/login")
 async def login(request: Request) -> Response:
     form = await _form(request)
     cookie = request.cookies.get(LOGIN_CSRF, "")
     if not cookie or not hmac.compare_digest(form.get("csrf", ""), cookie):
         return _html(
-            "login.html", 403, csrf=cookie, error="보안 토큰이 맞지 않습니다. 다시 시도하세요."
+            "login.html",
+            403,
+            csrf=cookie,
+            error="보안 토큰이 맞지 않습니다. 다시 시도하세요.",
+            sso=_sso(request),
         )
     container = _container(request)
     client = request.client.host if request.client else ""
@@ -249,10 +270,11 @@ async def login(request: Request) -> Response:
         except accounts.AccountLockedError:
             await db.commit()  # the count and the lock stick
             msg = "비밀번호를 5번 틀려 계정이 잠겼습니다. 구 관리자에게 잠금 해제를 요청하세요."
-            return _html("login.html", 403, csrf=cookie, error=msg)
+            return _html("login.html", 403, csrf=cookie, error=msg, sso=_sso(request))
         except accounts.LoginRefusedError:
             await db.commit()
-            return _html("login.html", 401, csrf=cookie, error="아이디 또는 비밀번호가 틀립니다.")
+            msg = "아이디 또는 비밀번호가 틀립니다."
+            return _html("login.html", 401, csrf=cookie, error=msg, sso=_sso(request))
         await db.commit()
     resp = RedirectResponse("/console", status_code=303)
     resp.set_cookie(
@@ -264,6 +286,81 @@ async def login(request: Request) -> Response:
         path="/console",
     )
     resp.delete_cookie(LOGIN_CSRF, path="/console")
+    return resp
+
+
+# --- single sign-on (OIDC) -----------------------------------------------------------------
+
+OIDC_COOKIE = "anbu_console_oidc"
+
+
+def _oidc(request: Request) -> ConsoleSettings:
+    return _container(request).settings.console
+
+
+@router.get("/oidc/start")
+async def oidc_start(request: Request) -> Response:
+    cfg = _oidc(request)
+    if not cfg.oidc_enabled:
+        return _html(
+            "message.html",
+            404,
+            title="로그인",
+            text="통합 로그인이 설정되지 않았습니다.",
+            login=True,
+        )
+    state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    redirect_uri = str(request.url_for("oidc_callback"))
+    resp = RedirectResponse(oidc.authorize_url(cfg, redirect_uri, state, nonce), status_code=303)
+    # Lax, not Strict: the provider sends the browser back here from another site.
+    resp.set_cookie(
+        OIDC_COOKIE,
+        f"{state}.{nonce}",
+        max_age=600,
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request),
+        path="/console/oidc",
+    )
+    return resp
+
+
+@router.get("/oidc/callback", name="oidc_callback")
+async def oidc_callback(request: Request, code: str = "", state: str = "") -> Response:
+    cfg = _oidc(request)
+    container = _container(request)
+    expected_state, _, nonce = request.cookies.get(OIDC_COOKIE, "").partition(".")
+    try:
+        if not cfg.oidc_enabled:
+            raise oidc.OidcError("통합 로그인이 설정되지 않았습니다.")
+        if not code or not state or not hmac.compare_digest(state, expected_state):
+            raise oidc.OidcError("로그인 요청과 응답이 맞지 않습니다. 다시 시도하세요.")
+        redirect_uri = str(request.url_for("oidc_callback"))
+        claims = await oidc.exchange(cfg, code, redirect_uri)
+        login_name = oidc.check_claims(claims, cfg, nonce, container.clock.now())
+    except oidc.OidcError as exc:
+        return _login_page(request, 401, str(exc))
+    client = request.client.host if request.client else ""
+    async with container.sessions() as db:
+        account = await db.scalar(select(ConsoleAccount).where(ConsoleAccount.login == login_name))
+        if account is None or not account.active or account.locked_at is not None:
+            return _login_page(
+                request, 403, "이 통합 로그인 계정으로 들어올 수 있는 관제 계정이 없습니다."
+            )
+        new = await accounts.open_session(db, account, container.clock.now(), client)
+        await db.commit()
+    # A page of our own that moves on to /console: a redirect here would still belong to the
+    # provider's cross-site navigation, and the browser would hold back the Strict cookie.
+    resp = _html("message.html", title="로그인", text="로그인되었습니다.", next_url="/console")
+    resp.set_cookie(
+        COOKIE,
+        new.token,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+        path="/console",
+    )
+    resp.delete_cookie(OIDC_COOKIE, path="/console/oidc")
     return resp
 
 
@@ -681,14 +778,17 @@ async def report_export(request: Request, format: str = "csv") -> Response:
 
 
 @router.get("/residents")
-async def residents(request: Request, q: str = "", level: str = "", page: int = 1) -> Response:
-    q, page = q.strip()[:50], max(1, min(page, 10_000))
+async def residents(request: Request, q: str = "", level: str = "", page: str = "1") -> Response:
+    # A page number that is not one shows the first page (FastAPI's int would answer 422
+    # in English JSON).
+    number = int(page) if page.isdecimal() and len(page) < 6 else 1
+    q, page_no = q.strip()[:50], max(1, min(number, 10_000))
     async with _container(request).sessions() as db:
         try:
             ctx = await _ctx(request, db)
         except _Login:
             return _to_login()
-        found = await pages.residents(db, ctx.scope, q, level, page)
+        found = await pages.residents(db, ctx.scope, q, level, page_no)
         await ctx.audit(_reads(AuditResource.RESIDENT, [(r.id, r.district_id) for r in found.rows]))
         levels = [(lv.value, lv.label) for lv in Level]
         return _html(
