@@ -14,32 +14,25 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from anbu.db.models import Resident
 from anbu.db.models_escalation import Incident, OutboxMessage
-from anbu.db.models_scheduling import Program
-from anbu.domain.checkin import CheckinSource, Outcome
+from anbu.domain.checkin import Outcome
 from anbu.domain.escalation import Finding
 from anbu.domain.incidents import AckChannel, IncidentStatus
 from anbu.ports import SystemClock
-from anbu.services.checkins import CheckinClosed, open_checkin
 from devstack.kannel import KannelInstance
 from ivr.ami import AmiClient
-from ivr.dialer import AmiDialer, CallRegistry
-from scheduler.dispatcher import AmiChannelProbe, Dispatcher
 from tests.console_support import make_account
 from tests.test_console_browser import chromium, log_in
+from tests.test_escalation_asterisk import ring_out_until_sms
 from tests.test_escalation_e2e import (  # noqa: F401  (fixtures used by name)
     StackFactory,
     api_port,
     esc_kannel,
     stack_factory,
 )
-from tests.test_escalation_service import incident_of, make_world
+from tests.test_escalation_service import incident_of
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.kannel]
-
-NEVER_ANSWERS = "01099990004"
-RING_S = 1.0
 
 
 async def test_given_real_unanswered_call_when_official_acknowledges_in_browser_then_chain_stops(
@@ -50,60 +43,9 @@ async def test_given_real_unanswered_call_when_official_acknowledges_in_browser_
 ) -> None:
     stack = await stack_factory(kannel=esc_kannel)
     sessions = stack.sessions
-    world = await make_world(sessions, resident_phone=NEVER_ANSWERS)
+    run = await ring_out_until_sms(engine_ami, db_engine, stack, esc_kannel)
+    world, checkin_id, event, sms = run.world, run.checkin_id, run.event, run.sms
     clock = SystemClock()
-    async with sessions() as s:
-        s.add(
-            Program.any_hour(
-                "one attempt",
-                max_attempts=1,
-                interval_s=60,
-                busy_interval_s=60,
-                failure_interval_s=60,
-                max_callbacks=0,
-            )
-        )
-        resident = await s.get(Resident, world.resident_id)
-        assert resident is not None
-        checkin, _ = await open_checkin(
-            s,
-            resident,
-            source=CheckinSource.SIGNAL,
-            reason="전화 기록 52시간 없음",
-            now=clock.now(),
-        )
-        await s.commit()
-        checkin_id = checkin.id
-
-    closed: list[CheckinClosed] = []
-
-    async def record(event: CheckinClosed) -> None:
-        closed.append(event)
-
-    dialer = AmiDialer(engine_ami, CallRegistry(), max_concurrent_calls=5)
-    dispatcher = Dispatcher(
-        sessions,
-        dialer,
-        clock,
-        max_concurrent=5,
-        ring_timeout_s=RING_S,
-        channel_probe=AmiChannelProbe(engine_ami),
-        listeners=[record, stack.service.on_checkin_closed],
-        engine=db_engine,
-    )
-    runner = asyncio.create_task(dispatcher.run(poll_interval_s=0.2))
-    try:
-        sms = await esc_kannel.wait_received(
-            lambda m: m.receiver == world.officials["primary"].phone, timeout_s=40
-        )
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-        await dispatcher.drain()
-        await dispatcher.close()
-        await dialer.close()
-
-    [event] = closed
     assert event.outcome is Outcome.UNREACHABLE
     incident = await incident_of(sessions, checkin_id)
     assert f"회신 {incident.code}" in sms.text  # the primary official's SMS, through Kannel
