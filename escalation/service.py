@@ -250,8 +250,8 @@ class EscalationService:
             )
         )
 
-    def wake_outbox(self) -> None:
-        """Tell this process's outbox worker (if it runs here) that a message was stored."""
+    def wake(self) -> None:
+        """Wake the outbox worker (an SMS was just queued, or is due now)."""
         self._wake()
 
     # --- opening ------------------------------------------------------------------------------

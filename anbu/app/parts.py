@@ -309,7 +309,7 @@ def admin_pager(container: Container, escalation: EscalationService) -> AdminPag
         container.clock,
         tz=zone(settings.scheduling.timezone),
         interval=dt.timedelta(seconds=settings.escalation.admin_page_interval_s),
-        wake=escalation.wake_outbox,
+        wake=escalation.wake,
     )
 
 
