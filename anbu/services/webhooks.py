@@ -110,12 +110,19 @@ async def _subscribers(session: AsyncSession, district_id: int) -> list[int]:
 
 
 async def _any_subscriber(session: AsyncSession) -> bool:
+    # Asked for every incident event; kept for the transaction's session (a batch of incident
+    # openings shares one: escalation.service.open_incident), so a burst asks once.
+    known = session.info.get("webhooks.any_subscriber")
+    if known is not None:
+        return bool(known)
     found = await session.execute(
         select(ApiKey.id)
         .where(ApiKey.webhook_url.is_not(None), ApiKey.revoked_at.is_(None))
         .limit(1)
     )
-    return found.first() is not None
+    any_found = found.first() is not None
+    session.info["webhooks.any_subscriber"] = any_found
+    return any_found
 
 
 async def _enqueue(
