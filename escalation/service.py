@@ -39,6 +39,7 @@ from anbu.db.models_escalation import (
     OutboxMessage,
     ResidentFinding,
 )
+from anbu.db.session import transaction_cache
 from anbu.domain.calling_hours import zone
 from anbu.domain.checkin import Outcome
 from anbu.domain.escalation import (
@@ -164,10 +165,9 @@ class IncidentView:
 
 async def _chain_for(session: AsyncSession, district_id: int, dong: str) -> EscalationChain | None:
     """The dong's own chain, else the district's default chain (dong ""). Kept for the
-    session: a batch of openings (:meth:`EscalationService.open_incident`) asks once per dong."""
-    cache: dict[tuple[int, str], EscalationChain | None] = session.info.setdefault(
-        "escalation.chains", {}
-    )
+    transaction: a batch of openings (:meth:`EscalationService.open_incident`) asks once per
+    dong."""
+    cache: dict[tuple[int, str], EscalationChain | None] = transaction_cache(session, "chains")
     if (district_id, dong) in cache:
         return cache[district_id, dong]
     rows = (
