@@ -284,7 +284,7 @@ def build_api(container: Container, escalation: EscalationService | None = None)
     plain one, whose SMS a worker sends, when not given)."""
     app = create_app(container, routers=[scheduling_api.router, escalation_api.router])
     service = escalation or build_escalation(container, send=False).service
-    app.dependency_overrides[escalation_api.get_escalation] = lambda: service
+    app.state.escalation = service
     # The officials' console (anbu.console): acknowledges through this same service.
     app.state.console_escalation = service
     app.include_router(console_routes.router)
