@@ -23,6 +23,7 @@ from anbu.db.models_escalation import (
     OutboxMessage,
     ResidentFinding,
 )
+from anbu.db.models_feedback import FeedbackStep
 from anbu.db.models_scheduling import SelfTestRun
 from anbu.db.models_signals import DeviceTask, MonitoringProfile
 from anbu.domain.calls import CallResult
@@ -38,12 +39,14 @@ from anbu.domain.escalation import (
     OUTCOME_WORDS,
     RESULT_WORDS,
     SEOUL,
+    Finding,
     Urgency,
     mask_name,
 )
 from anbu.domain.incidents import IncidentEventKind, IncidentStatus
 from anbu.domain.phone import mask_phone
 from anbu.domain.risk import DeviceIssueKind, Level, TaskStatus
+from anbu.risk import feedback
 
 PAGE_SIZE = 50
 S = TypeVar("S", bound=Select[*tuple[Any, ...]])
@@ -696,6 +699,25 @@ class ResidentPage:
     checkins: list[CheckinRow]
     incidents: list[tuple[str, str, str, str]]  # id, opened, what, status
     findings: list[tuple[str, str, str]]  # when, finding, note
+    # Outcome feedback: how officials' findings widened this person's thresholds, and undo.
+    widenings: list[WideningRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class WideningRow:
+    id: str
+    when: str
+    channel: str  # 통화, 걸음 수, ...
+    hours: float
+    finding: str
+    reverted: str  # "" while in force, else when it was undone
+
+
+def _finding_label(value: str) -> str:
+    try:
+        return FINDING_LABELS.get(Finding(value), value)
+    except ValueError:
+        return value
 
 
 async def resident_page(
@@ -781,4 +803,35 @@ async def resident_page(
             )
             for f in findings
         ],
+        widenings=[
+            WideningRow(
+                id=w.id,
+                when=local(w.created_at),
+                channel=w.channel.label,
+                hours=w.hours,
+                finding=_finding_label(w.finding),
+                reverted=local(w.reverted_at) if w.reverted_at is not None else "",
+            )
+            for w in await feedback.list_steps(session, resident.id)
+        ],
     )
+
+
+class FeedbackRevertError(Exception):
+    """The step is not this resident's (or not in the official's scope): nothing changed."""
+
+
+async def revert_widening(
+    session: AsyncSession, scope: Scope, resident_id: str, step_id: str, now: dt.datetime, by: str
+) -> Resident:
+    """Undo one widening step from the console (as ``POST /v1/feedback/{id}/revert``): the
+    person's thresholds tighten again at the next grading."""
+    resident = await session.get(Resident, resident_id)
+    step = await session.get(FeedbackStep, step_id[:64])
+    if resident is None or not scope.allows(resident) or step is None:
+        raise FeedbackRevertError("되돌릴 기록을 찾을 수 없습니다.")
+    if step.resident_id != resident.id:
+        raise FeedbackRevertError("되돌릴 기록을 찾을 수 없습니다.")
+    await feedback.revert(session, step, now, f"console: {by}"[:200])
+    await session.commit()
+    return resident

@@ -924,3 +924,30 @@ async def resident(resident_id: str, request: Request) -> Response:
 @router.post("/residents/{resident_id}/reveal")
 async def reveal(resident_id: str, request: Request) -> Response:
     return await _resident(request, resident_id, reveal=True)
+
+
+@router.post("/residents/{resident_id}/feedback/{step_id}/revert")
+async def revert_widening(resident_id: str, step_id: str, request: Request) -> Response:
+    """Undo how a finding widened this person's thresholds (outcome feedback is reversible)."""
+    form = await _form(request)
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        ctx.check_csrf(form)
+        if not may_act(ctx.account.role):
+            raise ConsoleRefusedError(403, "읽기 전용 계정입니다.")
+        try:
+            resident = await pages.revert_widening(
+                db, ctx.scope, resident_id, step_id, ctx.now, ctx.account.login
+            )
+        except pages.FeedbackRevertError as exc:  # raised before anything changed
+            page = _html("message.html", 404, title="대상자", text=str(exc), **ctx.base())
+            await db.commit()
+            return page
+        await ctx.audit(
+            [Access(AuditResource.RESIDENT, resident.id, AuditAction.UPDATE, resident.district_id)],
+            "feedback widening reverted",
+        )
+    return RedirectResponse(f"/console/residents/{resident_id}", status_code=303)
