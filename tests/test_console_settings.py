@@ -155,7 +155,12 @@ async def test_given_device_tasks_and_self_test_when_today_then_shown_in_scope(
                 )
                 s.add(resident)
                 await s.flush()
-                dev = Device(device_id=device, resident_id=resident.id, kind=DeviceKind.PLUG)
+                dev = Device(
+                    device_id=device,
+                    district_id=district.id,
+                    resident_id=resident.id,
+                    kind=DeviceKind.PLUG,
+                )
                 s.add(dev)
                 await s.flush()
                 s.add(
