@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from anbu.domain.calls import CallResult
+from anbu.domain.handoff import LegResult, Whisper
 from anbu.domain.machine import Answerer
 from anbu.domain.replies import Reply
 from anbu.domain.sms_text import OutgoingSms, SendReceipt
@@ -106,6 +107,50 @@ class IvrOutcome:
     error: str | None = None
     # Not a person: the carrier's voicemail or an answering machine (reply is None then).
     machine: Answerer | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffTarget:
+    """One official to call when a resident asks for help."""
+
+    official_id: str
+    name: str
+    phone: str  # national digits
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffPlan:
+    """Whom to call, in order, and what they hear first; the incident that records it."""
+
+    incident_id: str
+    whisper: Whisper
+    targets: tuple[HandoffTarget, ...]
+
+
+class HelpDesk(Protocol):
+    """Where a transfer's decisions and records live (``escalation.handoff``): the IVR only
+    dials and bridges."""
+
+    async def begin(self, channel_id: str) -> HandoffPlan | None:
+        """Open the help incident of this call's check-in and say whom to call; None when the
+        resident must not be connected (do-not-call) or nobody can be called (the incident,
+        if any, is then paged by SMS)."""
+        ...
+
+    async def calling(self, incident_id: str, target: HandoffTarget) -> None: ...
+
+    async def leg_ended(
+        self, incident_id: str, target: HandoffTarget, result: LegResult, rang: bool
+    ) -> None:
+        """A leg that was not taken (or the accepted one: then the incident is acknowledged)."""
+        ...
+
+    async def talked(self, incident_id: str, target: HandoffTarget, seconds: float) -> None: ...
+
+    async def page(self, incident_id: str) -> None:
+        """Nobody accepted: the chain's SMS page of today."""
+        ...
 
 
 class OutcomeSink(Protocol):

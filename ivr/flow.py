@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from anbu.domain.machine import Answerer
-from anbu.domain.replies import Ask, Dialogue, Finish, Reply, Step, reply_for_key
+from anbu.domain.replies import Ask, Dialogue, Finish, Prompt, Reply, Step, reply_for_key
 from anbu.ports import Clock, IvrOutcome, OutcomeSink, SystemClock
 from anbu.settings import Settings
 from ivr.agi import AgiError, AgiHangupError, AgiSession
@@ -49,6 +49,14 @@ class Heard:
     machine: Answerer | None = None
 
 
+class Transfer(Protocol):
+    """A person on the line (``ivr.handoff.AgiTransfer``)."""
+
+    async def connect(self, session: AgiSession) -> bool:
+        """Connect the resident to an official; True when one accepted and they talked."""
+        ...
+
+
 class ReplyListener(Protocol):
     async def listen(self, session: AgiSession, prompts: Sequence[str], timeout_s: float) -> Heard:
         """Play ``prompts`` (absolute paths without extension), keys pressed during them count,
@@ -57,14 +65,14 @@ class ReplyListener(Protocol):
 
 
 class KeypadListener:
-    """Keypad only: 1 = OK, 2 = HELP, any other key = nothing usable.
+    """Keypad only: 1 = OK, 2 or 0 = HELP, any other key = nothing usable.
 
     Every prompt but the last is a STREAM FILE that only ``escape_digits`` interrupt; the last
     is a GET DATA, so playing it and waiting for the key is one command with no gap in which a
     digit could be lost.
     """
 
-    def __init__(self, escape_digits: str = "12") -> None:
+    def __init__(self, escape_digits: str = "120") -> None:
         self.escape_digits = escape_digits
 
     async def listen(self, session: AgiSession, prompts: Sequence[str], timeout_s: float) -> Heard:
@@ -108,8 +116,10 @@ class CheckinFlow:
         listener: ReplyListener | None = None,
         clock: Clock | None = None,
         max_asks: int = 2,
+        transfer: Transfer | None = None,
     ) -> None:
         self._prompts = prompts
+        self.transfer = transfer
         self._sink = sink
         self._reply_timeout_s = reply_timeout_s
         self._listener: ReplyListener = listener or KeypadListener()
@@ -184,7 +194,13 @@ class CheckinFlow:
             "".join(state.keys),
             state.dialogue.asked,
         )
-        for prompt in step.prompts:
+        prompts = step.prompts
+        # A person on the line at once; the closing "an official will call you" only when
+        # nobody could be connected (the chain was paged by SMS instead).
+        transfer = self.transfer if step.reply is Reply.HELP else None
+        if transfer is not None and await transfer.connect(session):
+            prompts = (Prompt.GOODBYE,)
+        for prompt in prompts:
             await session.stream_file(self._prompts.path(prompt))
         # Report before hanging up, so the outcome is there when the dialer sees the Hangup.
         self._report(channel_id, state, None)
@@ -247,5 +263,6 @@ __all__ = [
     "Heard",
     "KeypadListener",
     "ReplyListener",
+    "Transfer",
     "utc_ms",
 ]

@@ -79,7 +79,7 @@ class SpeechListener:
         recognizer: SpeechRecognizer,
         recordings_dir: Path,
         *,
-        escape_digits: str = "12",
+        escape_digits: str = "120",
         silence_s: int = 2,
         keep_recordings: bool = False,
     ) -> None:

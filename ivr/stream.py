@@ -347,7 +347,7 @@ class StreamListener:
         server: AudioSocketServer,
         *,
         fallback: ReplyListener,
-        escape_digits: str = "12",
+        escape_digits: str = "120",
         detect_machines: bool = True,
         rules: MachineRules | None = None,
         connect_timeout_s: float = 5.0,

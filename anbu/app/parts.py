@@ -13,7 +13,7 @@ from anbu.api.app import create_app
 from anbu.console import routes as console_routes
 from anbu.container import Container
 from anbu.db.session import make_engine, make_sessionmaker
-from anbu.ports import Clock, SmsSender, SystemClock
+from anbu.ports import Clock, HelpDesk, SmsSender, SystemClock
 from anbu.risk.mqtt import MqttSignalSubscriber, subscriber_options
 from anbu.risk.retention import prune_events
 from anbu.risk.sweep import sweep
@@ -21,13 +21,15 @@ from anbu.services.retention import RetentionPolicy, apply_retention
 from anbu.services.webhooks import WebhookConfig, WebhookWorker
 from anbu.settings import Settings
 from escalation import api as escalation_api
+from escalation.handoff import HandoffDesk
 from escalation.outbox import OutboxConfig, OutboxWorker
 from escalation.providers import sender_from_settings
 from escalation.service import EscalationConfig, EscalationRuntime, EscalationService
-from ivr.agi import AgiServer
+from ivr.agi import AgiHandler, AgiServer
 from ivr.ami import AmiClient, ami_client_from_settings
 from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow, ReplyListener
+from ivr.handoff import AgiTransfer, SpokenText, TransferConfig, WhisperFlow
 from scheduler import api as scheduling_api
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
 from scheduler.service import SchedulerService, build_scheduler
@@ -43,6 +45,7 @@ __all__ = [
     "build_dispatcher",
     "build_escalation",
     "build_scheduler_service",
+    "handoff_desk",
     "mqtt_subscriber",
     "speech_listener",
     "webhook_worker",
@@ -83,17 +86,31 @@ class Telephony:
         agi_address: str | None = None,
         serve_agi: bool = True,
         registry: CallRegistry | None = None,
+        help_desk: HelpDesk | None = None,
     ) -> Telephony:
         """``agi_port=0`` takes a free port (a one-off call beside a running ``anbu run``);
         ``agi_address`` names this process's AGI server in every Originate (a dispatch worker
-        whose calls' IVR must run here)."""
+        whose calls' IVR must run here). With ``help_desk`` (and ``handoff.enabled``) a
+        resident who asks for help is connected to an official (``ivr.handoff``)."""
         ami = ami_client_from_settings(settings)
         registry = registry if registry is not None else CallRegistry()
         dialer = AmiDialer.from_settings(settings, ami, registry, clock, agi_address=agi_address)
         flow = CheckinFlow.from_settings(settings, registry, listener=listener, clock=clock)
+        # The official's leg hears the whisper through the same listener: an official's
+        # voicemail is detected like a resident's.
+        whispers = WhisperFlow(listener)
+        if help_desk is not None and settings.handoff.enabled:
+            flow.transfer = AgiTransfer(
+                help_desk,
+                dialer,
+                whispers,
+                SpokenText(settings.var_dir / "handoff"),
+                TransferConfig.from_settings(settings),
+            )
         if agi_port is not None:
             settings = settings.model_copy(update={"agi_port": agi_port})
-        agi = AgiServer.from_settings(settings, {"checkin": flow}) if serve_agi else None
+        routes: dict[str, AgiHandler] = {"checkin": flow, "whisper": whispers}
+        agi = AgiServer.from_settings(settings, routes) if serve_agi else None
         return cls(ami, registry, dialer, agi, listener)
 
     async def start(self, boot_timeout_s: float = 30.0) -> None:
@@ -191,6 +208,15 @@ def build_escalation(container: Container, *, send: bool) -> Escalation:
         service, worker, container.clock, dt.time(int(hour), int(minute or 0))
     )
     return Escalation(service, runtime)
+
+
+def handoff_desk(container: Container, escalation: EscalationService) -> HelpDesk:
+    """The escalation side of a person on the line (``escalation.handoff``)."""
+    h = container.settings.handoff
+    # The acknowledgement clock while a transfer runs: a crashed process's transfer is paged
+    # by the tick after this (several officials' rings and accept windows).
+    budget = dt.timedelta(seconds=max(120.0, 4 * (h.ring_timeout_s + h.accept_timeout_s) + 30))
+    return HandoffDesk(container.sessions, escalation, budget=budget, clock=container.clock)
 
 
 def build_api(container: Container, escalation: EscalationService | None = None) -> FastAPI:

@@ -29,6 +29,7 @@ from anbu.app.parts import (
     build_dispatcher,
     build_escalation,
     build_scheduler_service,
+    handoff_desk,
     mqtt_subscriber,
     speech_listener,
     webhook_worker,
@@ -118,7 +119,12 @@ async def running_services(
             hooks = webhook_worker(container)
             hooks_task = asyncio.create_task(hooks.run(), name="webhooks")
         if telephony:
-            tel = Telephony.build(settings, container.clock, await speech_listener(settings))
+            tel = Telephony.build(
+                settings,
+                container.clock,
+                await speech_listener(settings),
+                help_desk=handoff_desk(container, escalation.service),
+            )
             services.telephony = tel
             await tel.start()
             services.dispatcher = build_dispatcher(container, tel, escalation.service)
@@ -207,6 +213,7 @@ async def dispatch_worker(
             await speech_listener(settings) if agi_address else None,
             agi_address=agi_address,
             serve_agi=agi_address is not None,
+            help_desk=handoff_desk(container, escalation.service),
         )
         await tel.start()
         if agi_address:

@@ -21,7 +21,8 @@ class Reply(enum.StrEnum):
     HUNG_UP = "hung_up"  # answered and hung up before replying
 
 
-KEY_REPLIES: dict[str, Reply] = {"1": Reply.OK, "2": Reply.HELP}
+# 0 at any time: "a person, please" (the operator key of every IVR), the same as help.
+KEY_REPLIES: dict[str, Reply] = {"1": Reply.OK, "2": Reply.HELP, "0": Reply.HELP}
 
 
 def reply_for_key(key: str) -> Reply | None:
