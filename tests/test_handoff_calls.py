@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from anbu.app.parts import Telephony, build_container, handoff_desk
+from anbu.app.parts import Telephony, build_container, handoff_desk, speech_listener
 from anbu.db.models import CallAttempt, Checkin, District, Resident
 from anbu.db.models_escalation import (
     EscalationChain,
@@ -147,7 +147,7 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def open_rig(pair: AsteriskPair, db_url: str) -> AsyncIterator[Rig]:
+async def open_rig(pair: AsteriskPair, db_url: str, *, speech: bool = False) -> AsyncIterator[Rig]:
     settings = pair.settings.model_copy(
         update={
             "database_url": db_url,
@@ -158,7 +158,12 @@ async def open_rig(pair: AsteriskPair, db_url: str) -> AsyncIterator[Rig]:
     escalation = EscalationService(
         container.sessions, EscalationConfig(public_url="http://anbu.test", sender="0212345678")
     )
-    tel = Telephony.build(settings, container.clock, help_desk=handoff_desk(container, escalation))
+    # With speech, the listener of `anbu serve` (spoken replies, barge-in, machine detection).
+    listener = await speech_listener(settings) if speech else None
+    assert listener is not None or not speech
+    tel = Telephony.build(
+        settings, container.clock, listener, help_desk=handoff_desk(container, escalation)
+    )
     await tel.start()
     try:
         async with pair.ami(pair.carrier) as carrier:
@@ -275,3 +280,38 @@ async def test_given_resident_on_do_not_call_when_help_then_never_connected_and_
     ]
     assert not rig.carrier_events("CarrierWhisper", ACCEPTS)
     assert [m.to for m in await rig.sms()] == [ACCEPTS]
+
+
+@pytest.fixture
+async def speech_rig(
+    asterisk_pair: AsteriskPair, db_url: str, db_engine: object
+) -> AsyncIterator[Rig]:
+    async with open_rig(asterisk_pair, db_url, speech=True) as made:
+        yield made
+
+
+async def test_given_official_on_voicemail_when_help_then_detected_hung_up_and_next_accepts(
+    speech_rig: Rig,
+) -> None:
+    rig = speech_rig
+    world = await make_world(rig.sessions, RESIDENT_PRESSES_2, [VOICEMAIL, ACCEPTS])
+    attempt = await new_attempt(rig.sessions, world.resident_id, RESIDENT_PRESSES_2)
+
+    record = await rig.call(attempt)
+
+    assert record.reply is Reply.HELP
+    incident = await rig.incident(attempt.checkin_id)
+    ids = world.officials
+    timeline = await rig.timeline(incident.id)
+    assert kinds(timeline)[:5] == [
+        (IncidentEventKind.OPENED, None),
+        (IncidentEventKind.CALLING, ids[VOICEMAIL]),
+        (IncidentEventKind.CALL_ENDED, ids[VOICEMAIL]),
+        (IncidentEventKind.CALLING, ids[ACCEPTS]),
+        (IncidentEventKind.CONNECTED, ids[ACCEPTS]),
+    ]
+    assert timeline[2].detail.startswith("voicemail")
+    # Hung up on the 소리샘 before its beep: nothing recorded on the official's voicemail.
+    assert not rig.carrier_events("CarrierRecording", VOICEMAIL)
+    assert incident.ack_channel is AckChannel.CALL
+    assert await rig.sms() == []
