@@ -15,6 +15,7 @@ from anbu.domain.machine import Answerer
 from anbu.domain.replies import Reply
 from anbu.domain.sms_text import OutgoingSms, SendReceipt
 from anbu.domain.speech_intent import SpeechResult
+from anbu.domain.voice import VoiceProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,12 @@ class HelpDesk(Protocol):
 
     async def page(self, incident_id: str) -> None:
         """Nobody accepted: the chain's SMS page of today."""
+        ...
+
+
+class VoiceProfiles(Protocol):
+    async def for_call(self, channel_id: str) -> VoiceProfile:
+        """How the resident of this call wants to hear it (the defaults when unknown)."""
         ...
 
 

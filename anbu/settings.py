@@ -399,7 +399,7 @@ class HandoffSettings(BaseModel):
     # The longest bridged conversation; the AGI command that runs Dial() waits this long.
     max_talk_s: float = Field(default=3600.0, gt=0)
     # Rendered once per text into <var_dir>/handoff (espeak-ng, 8 kHz).
-    hold_text: str = "담당 공무원에게 연결해 드리겠습니다. 잠시만 기다려 주세요."
+    hold_text: str = "담당 공무원에게 연결합니다. 잠시만요."
 
 
 class Settings(BaseSettings):

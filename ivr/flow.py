@@ -16,14 +16,26 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from anbu.domain.machine import Answerer
-from anbu.domain.replies import Ask, Dialogue, Finish, Prompt, Reply, Step, reply_for_key
-from anbu.ports import Clock, IvrOutcome, OutcomeSink, SystemClock
+from anbu.domain.replies import (
+    REPEAT_KEY,
+    Ask,
+    Dialogue,
+    Finish,
+    Prompt,
+    Reply,
+    Step,
+    reply_for_key,
+)
+from anbu.domain.voice import DEFAULT_VOICE, VoiceProfile
+from anbu.ports import Clock, IvrOutcome, OutcomeSink, SystemClock, VoiceProfiles
 from anbu.settings import Settings
 from ivr.agi import AgiError, AgiHangupError, AgiSession
 from ivr.prompts import PromptLibrary
+from ivr.voice import VoicedPrompts
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +59,12 @@ class Heard:
     transcript: str | None = None
     confidence: float | None = None
     machine: Answerer | None = None
+    # The resident asked to hear the question again ("다시"); key 9 says it by itself.
+    again: bool = False
+
+    @property
+    def asks_again(self) -> bool:
+        return self.again or self.key == REPEAT_KEY
 
 
 class Transfer(Protocol):
@@ -65,14 +83,14 @@ class ReplyListener(Protocol):
 
 
 class KeypadListener:
-    """Keypad only: 1 = OK, 2 or 0 = HELP, any other key = nothing usable.
+    """Keypad only: 1 = OK, 2 or 0 = HELP, 9 = say it again, any other key = nothing usable.
 
     Every prompt but the last is a STREAM FILE that only ``escape_digits`` interrupt; the last
     is a GET DATA, so playing it and waiting for the key is one command with no gap in which a
     digit could be lost.
     """
 
-    def __init__(self, escape_digits: str = "120") -> None:
+    def __init__(self, escape_digits: str = "1209") -> None:
         self.escape_digits = escape_digits
 
     async def listen(self, session: AgiSession, prompts: Sequence[str], timeout_s: float) -> Heard:
@@ -102,6 +120,7 @@ class _CallState:
     confidence: float | None = None
     machine: Answerer | None = None
     reported: bool = False
+    voice: VoiceProfile = DEFAULT_VOICE
 
 
 class CheckinFlow:
@@ -117,8 +136,14 @@ class CheckinFlow:
         clock: Clock | None = None,
         max_asks: int = 2,
         transfer: Transfer | None = None,
+        profiles: VoiceProfiles | None = None,
+        variants_dir: Path | None = None,
     ) -> None:
+        """``profiles``: each resident's voice profile (louder, slower, one more ask), whose
+        prompt variants are rendered into ``variants_dir`` on first use."""
         self._prompts = prompts
+        self._voiced = VoicedPrompts(prompts, variants_dir or prompts.rendered_dir / "variants")
+        self.profiles = profiles
         self.transfer = transfer
         self._sink = sink
         self._reply_timeout_s = reply_timeout_s
@@ -141,6 +166,7 @@ class CheckinFlow:
             reply_timeout_s=settings.reply_timeout_s,
             listener=listener,
             clock=clock,
+            variants_dir=settings.var_dir / "voice",
         )
 
     async def __call__(self, session: AgiSession) -> None:
@@ -177,6 +203,12 @@ class CheckinFlow:
     async def _converse(self, session: AgiSession, state: _CallState) -> None:
         channel_id = session.uniqueid
         await session.answer()
+        if self.profiles is not None:
+            try:
+                state.voice = await self.profiles.for_call(channel_id)
+            except Exception:  # the call goes on in the default voice
+                log.exception("agi %s: voice profile unreadable; default voice", channel_id)
+            state.dialogue = Dialogue(self._max_asks + state.voice.extra_repeats)
         state.dialogue, step = state.dialogue.start()
         while isinstance(step, Ask):
             step = await self._ask(session, state, step)
@@ -201,7 +233,7 @@ class CheckinFlow:
         if transfer is not None and await transfer.connect(session):
             prompts = (Prompt.GOODBYE,)
         for prompt in prompts:
-            await session.stream_file(self._prompts.path(prompt))
+            await session.stream_file(await self._voiced.path(prompt, state.voice))
         # Report before hanging up, so the outcome is there when the dialer sees the Hangup.
         self._report(channel_id, state, None)
         await session.hangup(NORMAL_CLEARING)
@@ -215,7 +247,7 @@ class CheckinFlow:
         return int(value) if value and value.isdigit() else None
 
     async def _ask(self, session: AgiSession, state: _CallState, step: Ask) -> Step:
-        paths = [self._prompts.path(p) for p in step.prompts]
+        paths = [await self._voiced.path(p, state.voice) for p in step.prompts]
         heard = await self._listener.listen(session, paths, self._reply_timeout_s)
         if heard.key is not None:
             state.keys.append(heard.key)
@@ -224,6 +256,10 @@ class CheckinFlow:
         if heard.machine is not None:
             state.machine = heard.machine
             return step
+        if heard.reply is None and heard.asks_again:
+            log.info("agi %s: asked to hear the question again", session.uniqueid)
+            state.dialogue, next_step = state.dialogue.asked_again()
+            return next_step
         if heard.reply is None:
             log.info(
                 "agi %s: nothing usable heard (key %r) after ask %d",

@@ -65,7 +65,7 @@ class SpokenText:
     WAV, the same pipeline as the catalogue's). Returns paths without extension, as AGI
     plays them."""
 
-    def __init__(self, cache_dir: Path, *, voice: str = "ko", rate: int = 130) -> None:
+    def __init__(self, cache_dir: Path, *, voice: str = "ko", rate: int = 160) -> None:
         self.cache_dir = cache_dir
         self._voice = voice
         self._rate = rate
@@ -158,7 +158,7 @@ class TransferConfig:
     accept_timeout_s: float = 10.0
     channel_wait_s: float = 5.0
     max_talk_s: float = 3600.0
-    hold_text: str = "담당 공무원에게 연결해 드리겠습니다. 잠시만 기다려 주세요."
+    hold_text: str = "담당 공무원에게 연결합니다. 잠시만요."
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TransferConfig:

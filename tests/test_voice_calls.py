@@ -454,7 +454,7 @@ def test_given_settings_when_built_then_listener_uses_speech_settings(
     assert (listener.silence_s, listener.keep_recordings, listener.escape_digits) == (
         3,
         True,
-        "120",
+        "1209",
     )
     assert not listener.recordings_dir.exists()  # made on first use, not at build time
 

@@ -13,11 +13,12 @@ from anbu.api.app import create_app
 from anbu.console import routes as console_routes
 from anbu.container import Container
 from anbu.db.session import make_engine, make_sessionmaker
-from anbu.ports import Clock, HelpDesk, SmsSender, SystemClock
+from anbu.ports import Clock, HelpDesk, SmsSender, SystemClock, VoiceProfiles
 from anbu.risk.mqtt import MqttSignalSubscriber, subscriber_options
 from anbu.risk.retention import prune_events
 from anbu.risk.sweep import sweep
 from anbu.services.retention import RetentionPolicy, apply_retention
+from anbu.services.voice import DbVoiceProfiles
 from anbu.services.webhooks import WebhookConfig, WebhookWorker
 from anbu.settings import Settings
 from escalation import api as escalation_api
@@ -48,6 +49,7 @@ __all__ = [
     "handoff_desk",
     "mqtt_subscriber",
     "speech_listener",
+    "voice_profiles",
     "webhook_worker",
 ]
 
@@ -87,15 +89,19 @@ class Telephony:
         serve_agi: bool = True,
         registry: CallRegistry | None = None,
         help_desk: HelpDesk | None = None,
+        voice_profiles: VoiceProfiles | None = None,
     ) -> Telephony:
         """``agi_port=0`` takes a free port (a one-off call beside a running ``anbu run``);
         ``agi_address`` names this process's AGI server in every Originate (a dispatch worker
         whose calls' IVR must run here). With ``help_desk`` (and ``handoff.enabled``) a
-        resident who asks for help is connected to an official (``ivr.handoff``)."""
+        resident who asks for help is connected to an official (``ivr.handoff``); with
+        ``voice_profiles`` each resident's calls sound as their profile says."""
         ami = ami_client_from_settings(settings)
         registry = registry if registry is not None else CallRegistry()
         dialer = AmiDialer.from_settings(settings, ami, registry, clock, agi_address=agi_address)
         flow = CheckinFlow.from_settings(settings, registry, listener=listener, clock=clock)
+        if voice_profiles is not None:
+            flow.profiles = voice_profiles
         # The official's leg hears the whisper through the same listener: an official's
         # voicemail is detected like a resident's.
         whispers = WhisperFlow(listener)
@@ -217,6 +223,11 @@ def handoff_desk(container: Container, escalation: EscalationService) -> HelpDes
     # by the tick after this (several officials' rings and accept windows).
     budget = dt.timedelta(seconds=max(120.0, 4 * (h.ring_timeout_s + h.accept_timeout_s) + 30))
     return HandoffDesk(container.sessions, escalation, budget=budget, clock=container.clock)
+
+
+def voice_profiles(container: Container) -> VoiceProfiles:
+    """Each resident's voice profile, read by the IVR at call time."""
+    return DbVoiceProfiles(container.sessions)
 
 
 def build_api(container: Container, escalation: EscalationService | None = None) -> FastAPI:

@@ -32,6 +32,7 @@ from anbu.app.parts import (
     handoff_desk,
     mqtt_subscriber,
     speech_listener,
+    voice_profiles,
     webhook_worker,
 )
 from anbu.app.parts import (
@@ -124,6 +125,7 @@ async def running_services(
                 container.clock,
                 await speech_listener(settings),
                 help_desk=handoff_desk(container, escalation.service),
+                voice_profiles=voice_profiles(container),
             )
             services.telephony = tel
             await tel.start()
@@ -214,6 +216,7 @@ async def dispatch_worker(
             agi_address=agi_address,
             serve_agi=agi_address is not None,
             help_desk=handoff_desk(container, escalation.service),
+            voice_profiles=voice_profiles(container),
         )
         await tel.start()
         if agi_address:

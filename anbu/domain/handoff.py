@@ -103,7 +103,9 @@ def whisper_for(resident_name: str, dong: str) -> Whisper:
     family = masked.rstrip("○")
     place = f", {dong}" if dong else ""
     text = f"안부확인 긴급 연결, {masked} 어르신{place}"
-    spoken = f"안부확인 긴급 연결입니다. {family} 어르신{place}. 연결하시려면 일번을 눌러 주세요."
+    # Short and with few commas: espeak-ng pauses long at each one, and every second of the
+    # whisper is a second the resident waits (bench/transfer.py).
+    spoken = f"안부확인 긴급연결, {family} 어르신 {dong}, 받으시려면 일번"
     return Whisper(text, spoken)
 
 
