@@ -96,8 +96,6 @@ CARRIER_SPEECH = {
     "ne": "네",
     "yeoboseyo": "여보세요",
     "dowajuseyo": "도와주세요",
-    # "say it again" (number 063): the question is repeated.
-    "dasi": "다시",
     # The network's announcement for a switched-off phone, played as early media before 480.
     "phone_off": "고객님의 전화기가 꺼져 있어 연결할 수 없습니다",
 }
