@@ -15,7 +15,7 @@ from anbu.domain.machine import Answerer
 from anbu.domain.replies import Reply
 from anbu.domain.sms_text import OutgoingSms, SendReceipt
 from anbu.domain.speech_intent import SpeechResult
-from anbu.domain.voice import VoiceProfile
+from anbu.domain.voice import DEFAULT_VOICE, VoiceProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +154,18 @@ class HelpDesk(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class CallVoice:
+    """How one call sounds: the resident's profile, and the district whose recorded prompts
+    (if any) play instead of the TTS voice."""
+
+    profile: VoiceProfile = DEFAULT_VOICE
+    district_code: str | None = None
+
+
 class VoiceProfiles(Protocol):
-    async def for_call(self, channel_id: str) -> VoiceProfile:
-        """How the resident of this call wants to hear it (the defaults when unknown)."""
+    async def for_call(self, channel_id: str) -> CallVoice:
+        """How the resident of this call hears it (the defaults when unknown)."""
         ...
 
 

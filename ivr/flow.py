@@ -30,11 +30,11 @@ from anbu.domain.replies import (
     Step,
     reply_for_key,
 )
-from anbu.domain.voice import DEFAULT_VOICE, VoiceProfile
-from anbu.ports import Clock, IvrOutcome, OutcomeSink, SystemClock, VoiceProfiles
+from anbu.ports import CallVoice, Clock, IvrOutcome, OutcomeSink, SystemClock, VoiceProfiles
 from anbu.settings import Settings
 from ivr.agi import AgiError, AgiHangupError, AgiSession
 from ivr.prompts import PromptLibrary
+from ivr.recording import RecordingStore
 from ivr.voice import VoicedPrompts
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class _CallState:
     confidence: float | None = None
     machine: Answerer | None = None
     reported: bool = False
-    voice: VoiceProfile = DEFAULT_VOICE
+    voice: CallVoice = field(default_factory=CallVoice)
 
 
 class CheckinFlow:
@@ -138,11 +138,15 @@ class CheckinFlow:
         transfer: Transfer | None = None,
         profiles: VoiceProfiles | None = None,
         variants_dir: Path | None = None,
+        recordings: RecordingStore | None = None,
     ) -> None:
         """``profiles``: each resident's voice profile (louder, slower, one more ask), whose
-        prompt variants are rendered into ``variants_dir`` on first use."""
+        prompt variants are rendered into ``variants_dir`` on first use; ``recordings``: the
+        recorded prompts that play instead of the TTS voice (``ivr.recording``)."""
         self._prompts = prompts
-        self._voiced = VoicedPrompts(prompts, variants_dir or prompts.rendered_dir / "variants")
+        self._voiced = VoicedPrompts(
+            prompts, variants_dir or prompts.rendered_dir / "variants", recordings
+        )
         self.profiles = profiles
         self.transfer = transfer
         self._sink = sink
@@ -167,6 +171,7 @@ class CheckinFlow:
             listener=listener,
             clock=clock,
             variants_dir=settings.var_dir / "voice",
+            recordings=RecordingStore(settings.var_dir / "recordings"),
         )
 
     async def __call__(self, session: AgiSession) -> None:
@@ -208,7 +213,7 @@ class CheckinFlow:
                 state.voice = await self.profiles.for_call(channel_id)
             except Exception:  # the call goes on in the default voice
                 log.exception("agi %s: voice profile unreadable; default voice", channel_id)
-            state.dialogue = Dialogue(self._max_asks + state.voice.extra_repeats)
+            state.dialogue = Dialogue(self._max_asks + state.voice.profile.extra_repeats)
         state.dialogue, step = state.dialogue.start()
         while isinstance(step, Ask):
             step = await self._ask(session, state, step)
@@ -233,10 +238,15 @@ class CheckinFlow:
         if transfer is not None and await transfer.connect(session):
             prompts = (Prompt.GOODBYE,)
         for prompt in prompts:
-            await session.stream_file(await self._voiced.path(prompt, state.voice))
+            await session.stream_file(
+                await self._voiced.path(prompt, state.voice.profile, state.voice.district_code)
+            )
         # Report before hanging up, so the outcome is there when the dialer sees the Hangup.
         self._report(channel_id, state, None)
         await session.hangup(NORMAL_CLEARING)
+
+    async def _path(self, prompt: Prompt, state: _CallState) -> str:
+        return await self._voiced.path(prompt, state.voice.profile, state.voice.district_code)
 
     @staticmethod
     async def _hangup_cause(session: AgiSession) -> int | None:
@@ -247,7 +257,7 @@ class CheckinFlow:
         return int(value) if value and value.isdigit() else None
 
     async def _ask(self, session: AgiSession, state: _CallState, step: Ask) -> Step:
-        paths = [await self._voiced.path(p, state.voice) for p in step.prompts]
+        paths = [await self._path(p, state) for p in step.prompts]
         heard = await self._listener.listen(session, paths, self._reply_timeout_s)
         if heard.key is not None:
             state.keys.append(heard.key)

@@ -22,6 +22,7 @@ from pathlib import Path
 from anbu.domain.replies import Prompt
 from anbu.domain.voice import VoiceProfile
 from ivr.prompts import PromptLibrary
+from ivr.recording import RecordingStore
 from ivr.tts import PEAK_CEILING_DBFS, run_sox
 
 log = logging.getLogger(__name__)
@@ -44,23 +45,47 @@ def render_variant(src: Path, dst: Path, profile: VoiceProfile) -> None:
 
 
 class VoicedPrompts:
-    """Paths (without extension) of the prompts for one profile, rendering variants on first
-    use (in a thread)."""
+    """Paths (without extension) of the prompts a call plays: the district's (or the default)
+    recording when there is one (``ivr.recording``), else the TTS render; then the resident's
+    profile variant of that, rendered on first use (in a thread)."""
 
-    def __init__(self, library: PromptLibrary, variants_dir: Path) -> None:
+    def __init__(
+        self,
+        library: PromptLibrary,
+        variants_dir: Path,
+        recordings: RecordingStore | None = None,
+    ) -> None:
         self.library = library
         self.variants_dir = variants_dir
+        self.recordings = recordings
         self._locks: dict[Path, asyncio.Lock] = {}
 
-    async def path(self, prompt: Prompt, profile: VoiceProfile) -> str:
-        base = self.library.path(prompt)
+    async def path(
+        self, prompt: Prompt, profile: VoiceProfile, district_code: str | None = None
+    ) -> str:
+        recorded = (
+            await asyncio.to_thread(self.recordings.path, prompt, district_code)
+            if self.recordings is not None
+            else None
+        )
+        base = str(recorded.with_suffix("")) if recorded is not None else self.library.path(prompt)
         if not profile.changes_audio:
             return base
-        dst = self.variants_dir / profile.key / f"{prompt.value}.wav"
+        source = recorded.parent.name if recorded is not None else "tts"
+        dst = self.variants_dir / profile.key / source / f"{prompt.value}.wav"
         async with self._locks.setdefault(dst, asyncio.Lock()):
-            if not await asyncio.to_thread(dst.is_file):
+            # A recording replaced since the variant was made: render it again.
+            stale = await asyncio.to_thread(_stale, dst, Path(base + ".wav"))
+            if stale:
                 await asyncio.to_thread(render_variant, Path(base + ".wav"), dst, profile)
         return str(dst.with_suffix(""))
+
+
+def _stale(variant: Path, base: Path) -> bool:
+    try:
+        return variant.stat().st_mtime_ns < base.stat().st_mtime_ns
+    except FileNotFoundError:
+        return True
 
 
 __all__ = ["VoicedPrompts", "render_variant"]

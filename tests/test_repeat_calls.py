@@ -121,6 +121,6 @@ async def test_given_profile_with_one_more_ask_when_silent_then_asked_three_time
 
     assert outcome.reply is Reply.NO_RESPONSE
     assert outcome.asks == 3  # the default is 2
-    variants = keypad.var_dir / "voice" / profile.key
+    variants = keypad.var_dir / "voice" / profile.key / "tts"
     for prompt in (Prompt.GREETING, Prompt.QUESTION, Prompt.REPEAT, Prompt.GOODBYE):
         assert (variants / f"{prompt.value}.wav").is_file()

@@ -124,7 +124,7 @@ async def test_given_profile_when_prompt_path_then_variant_rendered_once_default
 
     profile = VoiceProfile(gain_db=6, tempo=0.8)
     path = Path(await voiced.path(Prompt.QUESTION, profile) + ".wav")
-    assert path.parent == tmp_path / profile.key
+    assert path.parent == tmp_path / profile.key / "tts"
     first = os.stat(path).st_mtime_ns
     again = Path(await voiced.path(Prompt.QUESTION, profile) + ".wav")
     assert os.stat(again).st_mtime_ns == first

@@ -26,11 +26,13 @@ from escalation.handoff import HandoffDesk
 from escalation.outbox import OutboxConfig, OutboxWorker
 from escalation.providers import sender_from_settings
 from escalation.service import EscalationConfig, EscalationRuntime, EscalationService
+from ivr import recording_api
 from ivr.agi import AgiHandler, AgiServer
 from ivr.ami import AmiClient, ami_client_from_settings
 from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow, ReplyListener
 from ivr.handoff import AgiTransfer, SpokenText, TransferConfig, WhisperFlow
+from ivr.recording import RecordingStore
 from scheduler import api as scheduling_api
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
 from scheduler.service import SchedulerService, build_scheduler
@@ -48,6 +50,7 @@ __all__ = [
     "build_scheduler_service",
     "handoff_desk",
     "mqtt_subscriber",
+    "recording_store",
     "speech_listener",
     "voice_profiles",
     "webhook_worker",
@@ -230,10 +233,20 @@ def voice_profiles(container: Container) -> VoiceProfiles:
     return DbVoiceProfiles(container.sessions)
 
 
+def recording_store(settings: Settings) -> RecordingStore:
+    """Recorded prompts (``<var_dir>/recordings``): the API uploads, the IVR plays them."""
+    return RecordingStore(settings.var_dir / "recordings")
+
+
 def build_api(container: Container, escalation: EscalationService | None = None) -> FastAPI:
     """The HTTP API with every router mounted; ``escalation`` is this process's service (a
     plain one, whose SMS a worker sends, when not given)."""
-    app = create_app(container, routers=[scheduling_api.router, escalation_api.router])
+    app = create_app(
+        container,
+        routers=[scheduling_api.router, escalation_api.router, recording_api.router],
+    )
+    store = recording_store(container.settings)
+    app.dependency_overrides[recording_api.get_store] = lambda: store
     service = escalation or build_escalation(container, send=False).service
     app.dependency_overrides[escalation_api.get_escalation] = lambda: service
     # The officials' console (anbu.console): acknowledges through this same service.

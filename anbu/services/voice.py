@@ -8,9 +8,10 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from anbu.db.models import CallAttempt, Checkin
+from anbu.db.models import CallAttempt, Checkin, District, Resident
 from anbu.db.models_voice import ResidentVoice
 from anbu.domain.voice import DEFAULT_VOICE, VoiceProfile
+from anbu.ports import CallVoice
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +48,23 @@ class DbVoiceProfiles:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def for_call(self, channel_id: str) -> VoiceProfile:
+    async def for_call(self, channel_id: str) -> CallVoice:
         async with self._sessions() as session:
-            row = await session.scalar(
-                select(ResidentVoice)
-                .join(Checkin, Checkin.resident_id == ResidentVoice.resident_id)
-                .join(CallAttempt, CallAttempt.checkin_id == Checkin.id)
-                .where(CallAttempt.channel_id == channel_id)
-            )
-        return _profile(row)
+            found = (
+                await session.execute(
+                    select(District.code, ResidentVoice)
+                    .select_from(CallAttempt)
+                    .join(Checkin, CallAttempt.checkin_id == Checkin.id)
+                    .join(Resident, Resident.id == Checkin.resident_id)
+                    .join(District, District.id == Resident.district_id)
+                    .outerjoin(ResidentVoice, ResidentVoice.resident_id == Resident.id)
+                    .where(CallAttempt.channel_id == channel_id)
+                )
+            ).first()
+        if found is None:
+            return CallVoice()
+        code, row = found
+        return CallVoice(_profile(row), code)
 
 
 __all__ = ["DbVoiceProfiles", "get_voice", "put_voice"]
