@@ -172,3 +172,15 @@ async def test_given_other_district_key_when_voice_read_then_404(db_url: str) ->
         rid = await new_resident(api)
         r = await api.client.get(f"/v1/residents/{rid}/voice", headers=h(api.keys["gangnam"]))
         assert r.status_code == 404
+
+
+@pytest.mark.parametrize("body", [{"extra_repeats": False}, {"gain_db": True}, {"tempo": "0.8"}])
+async def test_given_other_types_when_voice_put_then_refused_not_coerced(
+    db_url: str, body: dict[str, object]
+) -> None:
+    async with api_over(db_url) as api:
+        rid = await new_resident(api)
+        r = await api.client.put(
+            f"/v1/residents/{rid}/voice", headers=h(api.keys["gwanak"]), json=body
+        )
+        assert r.status_code == 422

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from anbu.api.deps import ContainerDep, PrincipalDep, SessionDep, resident_in_scope
+from anbu.api.strict import StrictFloat, StrictInt
 from anbu.domain.voice import MAX_EXTRA_REPEATS, MAX_GAIN_DB, MIN_TEMPO, VoiceProfile
 from anbu.services.voice import get_voice, put_voice
 
@@ -14,13 +15,13 @@ router = APIRouter(prefix="/v1", tags=["residents"])
 
 class VoiceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    gain_db: float = Field(
+    gain_db: StrictFloat = Field(
         0.0, ge=0, le=MAX_GAIN_DB, description="louder by this much; capped below clipping"
     )
-    tempo: float = Field(
+    tempo: StrictFloat = Field(
         1.0, ge=MIN_TEMPO, le=1.0, description="speed of the prompts (0.8 = 20% slower)"
     )
-    extra_repeats: int = Field(
+    extra_repeats: StrictInt = Field(
         0, ge=0, le=MAX_EXTRA_REPEATS, description="more asks before no response"
     )
 
