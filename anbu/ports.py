@@ -44,6 +44,10 @@ class CallRecord:
     transcript: str | None = None
     confidence: float | None = None
     sip_status: int | None = None  # the far end's last SIP status (anbu.domain.calls)
+    # The outcome is not known: the engine node's AMI was lost (the node died) and the channel
+    # vanished or did not come back within the bound. Stored as an ``unknown`` attempt,
+    # counted and retried, like a call a crashed worker left behind.
+    lost: bool = False
 
 
 class Dialer(Protocol):

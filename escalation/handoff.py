@@ -166,7 +166,7 @@ class HandoffDesk:
                 )
                 # An accepted connection is the acknowledgement: nobody is paged after it.
                 await self._escalation.acknowledge_in(
-                    session, incident, AckChannel.CALL, target.official_id, now, "transfer accepted"
+                    session, incident, AckChannel.CALL, target.official_id, now, ""
                 )
             else:
                 await log_event(

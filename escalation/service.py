@@ -42,9 +42,14 @@ from anbu.db.models_escalation import (
 from anbu.domain.calling_hours import zone
 from anbu.domain.checkin import Outcome
 from anbu.domain.escalation import (
+    ACK_CHANNEL_WORDS,
     CODE_DIGITS,
+    FINDING_LABELS,
+    OUTCOME_WORDS,
     REPLY_MAX_FAILURES,
+    ROLE_WORDS,
     SEOUL,
+    URGENCY_WORDS,
     AlertFacts,
     AttemptFacts,
     DutyHours,
@@ -142,6 +147,16 @@ class ReplyOutcome(enum.StrEnum):
     LOCKED = "locked"  # too many wrong tries (this number, or every incident it could ack)
 
 
+REPLY_WORDS: dict[ReplyOutcome, str] = {
+    ReplyOutcome.ACKNOWLEDGED: "확인",
+    ReplyOutcome.ALREADY: "이미 확인됨",
+    ReplyOutcome.DUPLICATE: "같은 문자 다시 받음",
+    ReplyOutcome.NO_CODE: "확인 코드 없음",
+    ReplyOutcome.NO_MATCH: "기다리는 건 없음",
+    ReplyOutcome.WRONG_CODE: "틀린 코드",
+    ReplyOutcome.LOCKED: "잠김 (틀린 코드가 너무 많음)",
+}
+
 # Outcomes that spend a try of the number's budget.
 FAILED_TRIES = (ReplyOutcome.NO_CODE, ReplyOutcome.WRONG_CODE, ReplyOutcome.LOCKED)
 
@@ -235,8 +250,8 @@ class EscalationService:
             )
         )
 
-    def wake(self) -> None:
-        """Wake the outbox worker (an SMS was just queued, or is due now)."""
+    def wake_outbox(self) -> None:
+        """Tell this process's outbox worker (if it runs here) that a message was stored."""
         self._wake()
 
     # --- opening ------------------------------------------------------------------------------
@@ -280,7 +295,8 @@ class EscalationService:
                     incident.id,
                     IncidentEventKind.OPENED,
                     now,
-                    detail=f"{checkin.outcome} ({urgency}); case closed "
+                    detail=f"{OUTCOME_WORDS.get(checkin.outcome, str(checkin.outcome))} "
+                    f"({URGENCY_WORDS[urgency]}) · 안부 확인 종료 "
                     f"{(checkin.closed_at or now).astimezone(self.config.tz):%Y-%m-%d %H:%M:%S}",
                 )
                 await self._tell_next(session, incident, checkin, now)
@@ -334,7 +350,7 @@ class EscalationService:
                         incident.id,
                         IncidentEventKind.NO_CHAIN,
                         now,
-                        detail=f"district {incident.district_id} dong {resident.dong!r}",
+                        detail=f"'{resident.dong or '행정동 미기재'}'에 연락 체계가 없습니다",
                     )
                 incident.ack_due_at = now + self.config.no_chain_retry
                 return
@@ -405,7 +421,8 @@ class EscalationService:
             now,
             message_id=message.id,
             official_id=official.id,
-            detail=f"step {step.position} ({official.role}) {mask_phone(official.phone)}",
+            detail=f"{step.position}단계 ({ROLE_WORDS.get(official.role, str(official.role))}) "
+            f"{mask_phone(official.phone)}",
         )
 
     # --- the clock ------------------------------------------------------------------------------
@@ -478,8 +495,8 @@ class EscalationService:
                     incident.id,
                     IncidentEventKind.ESCALATED,
                     now,
-                    detail=f"no acknowledgement from step {incident.step_position} "
-                    f"by {due_at.astimezone(self.config.tz):%H:%M:%S}",
+                    detail=f"{incident.step_position}단계가 "
+                    f"{due_at.astimezone(self.config.tz):%H:%M:%S}까지 확인하지 않음",
                 )
             await self._tell_next(session, incident, checkin, now)
             await session.commit()
@@ -555,7 +572,15 @@ class EscalationService:
             IncidentEventKind.ACKNOWLEDGED,
             now,
             official_id=official_id,
-            detail=f"{channel}; {detail}" + (f"; {cancelled} SMS not sent" if cancelled else ""),
+            detail=" · ".join(
+                x
+                for x in (
+                    ACK_CHANNEL_WORDS[channel],
+                    detail,
+                    f"대기 중이던 문자 {cancelled}건 발송 취소" if cancelled else "",
+                )
+                if x
+            ),
         )
         await session.refresh(incident)
         log.info("incident %s acknowledged by %s", incident.id, channel)
@@ -626,7 +651,7 @@ class EscalationService:
                             incident.id,
                             IncidentEventKind.REPLY,
                             now,
-                            detail=f"reply from {who} (already acknowledged)",
+                            detail=f"{who} 회신 (이미 확인된 건)",
                         )
                         return ReplyResult(ReplyOutcome.ALREADY, (incident.id,))
             return ReplyResult(ReplyOutcome.NO_MATCH)
@@ -651,7 +676,7 @@ class EscalationService:
                     match = (incident, official_id)
         if match is not None and match[0].sms_failures < limit:
             incident, official_id = match
-            detail = f"reply from {who}"
+            detail = f"{who} 회신"
             await self._acknowledge(session, incident, AckChannel.SMS, official_id, now, detail)
             if parsed is not None and parsed.finding is not None:
                 await self._record_finding(session, incident, parsed.finding, "", official_id, now)
@@ -667,7 +692,7 @@ class EscalationService:
         for incident, official_id in waiting.values():
             incident.sms_failures += 1
             note = (
-                f"; SMS codes no longer accepted for this incident (after {limit} wrong tries)"
+                f" · {limit}회 틀려 이 건은 더 이상 문자 코드로 확인할 수 없습니다"
                 if incident.sms_failures == limit
                 else ""
             )
@@ -677,7 +702,7 @@ class EscalationService:
                 IncidentEventKind.REPLY,
                 now,
                 official_id=official_id,
-                detail=f"reply from {who}: {outcome} (try {incident.sms_failures}){note}",
+                detail=f"{who} 회신: {REPLY_WORDS[outcome]} ({incident.sms_failures}번째){note}",
             )
         if number_locked:
             log.warning("reply from %s ignored: too many wrong codes", who)
@@ -712,7 +737,7 @@ class EscalationService:
             IncidentEventKind.FINDING,
             now,
             official_id=official_id,
-            detail=f"{finding}" + (f": {note[:200]}" if note else ""),
+            detail=FINDING_LABELS[finding] + (f": {note[:200]}" if note else ""),
         )
         # Outcome feedback (every way a finding arrives: link, reply, amendment): a false
         # alarm widens the person's thresholds for the sources that raised this alert; a true
@@ -769,7 +794,7 @@ class EscalationService:
             link, incident = await self._by_token(session, token, now)
             if incident.finding is None and link.used_at is None:
                 await self._acknowledge(
-                    session, incident, AckChannel.LINK, link.official_id, now, "link"
+                    session, incident, AckChannel.LINK, link.official_id, now, ""
                 )
                 await self._record_finding(session, incident, finding, note, link.official_id, now)
             elif not amend:
@@ -801,7 +826,8 @@ class EscalationService:
                     IncidentEventKind.AMENDED,
                     now,
                     official_id=link.official_id,
-                    detail=f"{before} -> {finding}",
+                    detail=f"{FINDING_LABELS[before] if before else '없음'} → "
+                    f"{FINDING_LABELS[finding]}",
                 )
             link.used_at = link.used_at or now
             await session.commit()
@@ -829,7 +855,7 @@ class EscalationService:
             if incident.finding is not None:
                 raise ConflictError(f"the finding is already recorded ({incident.finding})")
             await self._acknowledge(
-                session, incident, AckChannel.CONSOLE, official_id, now, f"console {by}".strip()
+                session, incident, AckChannel.CONSOLE, official_id, now, by.strip()
             )
             await self._record_finding(session, incident, finding, note, official_id, now)
             await session.commit()

@@ -31,7 +31,7 @@ import contextlib
 import hashlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -41,6 +41,7 @@ from anbu.domain.phone import mask_phone
 from anbu.ports import HandoffPlan, HandoffTarget, HelpDesk
 from anbu.settings import Settings
 from ivr.agi import AgiHangupError, AgiSession
+from ivr.dialer import AmiDialer
 from ivr.flow import KeypadListener, ReplyListener
 from ivr.tts import espeak, to_telephone
 
@@ -54,10 +55,25 @@ WHISPER_CONTEXT = "anbu-whisper"
 
 class ChannelSlots(Protocol):
     def channel_slot(
-        self, wait_s: float | None = None
+        self, channel_id: str, wait_s: float | None = None
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        """The cap check (``AmiDialer.channel_slot``)."""
+        """The cap check for a second channel of the call ``channel_id``."""
         ...
+
+
+class NodeSlots:
+    """:class:`ChannelSlots` over the engine nodes: the leg takes a slot of the node the
+    resident's call is on (its dialer's ``channel_slot``, the one cap check of a node). A call
+    this process did not place (its IVR came here from a dialer elsewhere) uses the first."""
+
+    def __init__(self, dialers: Sequence[AmiDialer]) -> None:
+        self._dialers = list(dialers)
+
+    def channel_slot(
+        self, channel_id: str, wait_s: float | None = None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        dialer = next((d for d in self._dialers if d.places(channel_id)), self._dialers[0])
+        return dialer.channel_slot(wait_s)
 
 
 class SpokenText:
@@ -234,7 +250,7 @@ class AgiTransfer:
         resident_gone = False
         watch: asyncio.Task[float | None] | None = None
         try:
-            async with self._slot() as free:
+            async with self._slot(session.uniqueid) as free:
                 if not free:
                     await self._desk.leg_ended(
                         plan.incident_id, target, LegResult.NO_CHANNEL, False
@@ -302,9 +318,9 @@ class AgiTransfer:
         return at
 
     @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[bool]:
+    async def _slot(self, channel_id: str) -> AsyncIterator[bool]:
         try:
-            slot = self._slots.channel_slot(self.config.channel_wait_s)
+            slot = self._slots.channel_slot(channel_id, self.config.channel_wait_s)
             await slot.__aenter__()
         except TimeoutError:
             yield False
@@ -318,6 +334,7 @@ class AgiTransfer:
 __all__ = [
     "AgiTransfer",
     "ChannelSlots",
+    "NodeSlots",
     "SpokenText",
     "TransferConfig",
     "WhisperFlow",

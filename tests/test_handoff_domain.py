@@ -80,3 +80,10 @@ def test_given_key_0_then_help_like_key_2() -> None:
     assert reply_for_key("0") is Reply.HELP
     assert reply_for_key("2") is Reply.HELP
     assert reply_for_key("9") is None
+
+
+def test_every_ack_channel_has_korean_words() -> None:
+    from anbu.domain.escalation import ACK_CHANNEL_WORDS
+    from anbu.domain.incidents import AckChannel
+
+    assert set(ACK_CHANNEL_WORDS) == set(AckChannel)

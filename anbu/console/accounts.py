@@ -64,6 +64,11 @@ async def _verify(stored: str, password: str) -> bool:
     return await asyncio.to_thread(run)
 
 
+async def verify_password(stored: str, password: str) -> bool:
+    """True when ``password`` matches the stored argon2 hash (run in a thread)."""
+    return await _verify(stored, password)
+
+
 _DUMMY = _hasher.hash("not a password anyone has")
 
 

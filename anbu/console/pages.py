@@ -23,8 +23,15 @@ from anbu.db.models_escalation import (
     OutboxMessage,
     ResidentFinding,
 )
-from anbu.db.models_signals import MonitoringProfile
-from anbu.domain.console import sees_names, time_left
+from anbu.db.models_scheduling import SelfTestRun
+from anbu.db.models_signals import DeviceTask, MonitoringProfile
+from anbu.domain.console import (
+    ConsoleRole,
+    handover_detail,
+    handover_taker,
+    sees_names,
+    time_left,
+)
 from anbu.domain.escalation import (
     FINDING_LABELS,
     OUTCOME_WORDS,
@@ -35,7 +42,7 @@ from anbu.domain.escalation import (
 )
 from anbu.domain.incidents import IncidentEventKind, IncidentStatus
 from anbu.domain.phone import mask_phone
-from anbu.domain.risk import Level
+from anbu.domain.risk import DeviceIssueKind, Level, TaskStatus
 
 PAGE_SIZE = 50
 S = TypeVar("S", bound=Select[*tuple[Any, ...]])
@@ -78,6 +85,7 @@ EVENT_WORDS = {
     IncidentEventKind.EXHAUSTED: "모든 담당자에게 알림",
     IncidentEventKind.NO_CHAIN: "알릴 담당자 없음",
     IncidentEventKind.REPLY: "답장",
+    IncidentEventKind.HANDED_OVER: "담당 넘김",
     IncidentEventKind.CALLING: "담당자 연결 시도",
     IncidentEventKind.CALL_ENDED: "연결 안 됨",
     IncidentEventKind.CONNECTED: "담당자와 통화 연결",
@@ -133,6 +141,7 @@ class IncidentRow:
     overdue: bool
     messaged: list[str]
     opened: str
+    holder: str = ""  # who it was handed over to, last
 
 
 @dataclass
@@ -149,10 +158,82 @@ class CheckinRow:
 
 
 @dataclass
+class TaskRow:
+    resident_id: str
+    district_id: int
+    who: str
+    dong: str
+    what: str
+    detail: str
+    opened: str
+
+
+@dataclass
+class SelfTest:
+    when: str
+    ok: bool
+    text: str
+
+
+@dataclass
 class Today:
     incidents: list[IncidentRow]
     checkins: list[CheckinRow]
     now: str
+    tasks: list[TaskRow] = field(default_factory=list)
+    self_test: SelfTest | None = None
+
+
+TASK_WORDS = {
+    DeviceIssueKind.STALE: "보고 없음",
+    DeviceIssueKind.OFFLINE: "꺼짐",
+}
+
+
+async def device_tasks(session: AsyncSession, scope: Scope) -> list[TaskRow]:
+    """Open device tasks (a plug or app that stopped reporting: a visit, not a call)."""
+    query = (
+        select(
+            DeviceTask.kind,
+            DeviceTask.detail,
+            DeviceTask.opened_at,
+            Resident.id,
+            Resident.district_id,
+            Resident.name,
+            Resident.dong,
+        )
+        .join(Resident, Resident.id == DeviceTask.resident_id)
+        .where(DeviceTask.status == TaskStatus.OPEN)
+        .order_by(DeviceTask.opened_at)
+        .limit(TODAY_LIMIT)
+    )
+    return [
+        TaskRow(
+            rid,
+            district_id,
+            scope.name(name),
+            dong,
+            TASK_WORDS.get(kind, str(kind)),
+            detail,
+            local(opened),
+        )
+        for kind, detail, opened, rid, district_id, name, dong in (
+            await session.execute(scope.residents(query))
+        ).all()
+    ]
+
+
+async def last_self_test(session: AsyncSession) -> SelfTest | None:
+    """The daily self-test call's latest run (the whole telephony path, one test line)."""
+    run = await session.scalar(select(SelfTestRun).order_by(SelfTestRun.started_at.desc()).limit(1))
+    if run is None:
+        return None
+    if run.ended_at is None:
+        return SelfTest(local(run.started_at), False, "진행 중")
+    text = "정상" if run.ok else f"실패: {run.result or '원인 모름'}"
+    if run.detail and not run.ok:
+        text += f" ({run.detail[:200]})"
+    return SelfTest(local(run.started_at), run.ok, text)
 
 
 async def _messaged(session: AsyncSession, ids: list[str]) -> dict[str, list[str]]:
@@ -202,6 +283,7 @@ async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
     )
     found = (await session.execute(scope.residents(query))).all()
     messaged = await _messaged(session, [row[0] for row in found])
+    held = await holders(session, [row[0] for row in found])
     incidents = [
         IncidentRow(
             id=iid,
@@ -216,6 +298,7 @@ async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
             overdue=due is not None and due < now,
             messaged=messaged[iid],
             opened=local(opened),
+            holder=held.get(iid, ""),
         )
         for iid, urgency, outcome, status, due, opened, rid, district_id, name, dong in found
     ]
@@ -260,7 +343,100 @@ async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
             await session.execute(scope.residents(cq))
         ).all()
     ]
-    return Today(incidents, checkins, local(now))
+    return Today(
+        incidents,
+        checkins,
+        local(now),
+        await device_tasks(session, scope),
+        await last_self_test(session),
+    )
+
+
+async def holders(session: AsyncSession, ids: list[str]) -> dict[str, str]:
+    """Per incident: the colleague it was last handed over to (none when never handed over)."""
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(IncidentEvent.incident_id, IncidentEvent.detail)
+        .where(
+            IncidentEvent.incident_id.in_(ids),
+            IncidentEvent.kind == IncidentEventKind.HANDED_OVER,
+        )
+        .order_by(IncidentEvent.at, IncidentEvent.id)
+    )
+    return {str(iid): handover_taker(detail) for iid, detail in rows}
+
+
+async def queue_version(session: AsyncSession, scope: Scope) -> tuple[int, int]:
+    """Changes whenever the scope's queue does: an incident opens (its OPENED event), is
+    told, escalated, acknowledged or handed over (each writes an event). The live 오늘 page
+    polls this, cheaply, and reloads its queue only when it moved."""
+    query = select(func.count(IncidentEvent.id), func.coalesce(func.max(IncidentEvent.id), 0)).join(
+        Incident, Incident.id == IncidentEvent.incident_id
+    )
+    if scope.dong:
+        query = scope.residents(query.join(Resident, Resident.id == Incident.resident_id))
+    elif scope.district_id is not None:
+        query = query.where(Incident.district_id == scope.district_id)
+    count, top = (await session.execute(query)).one()
+    return int(count), int(top)
+
+
+class HandOverError(ValueError):
+    """A hand-over the console refuses; the message is the Korean text the page shows."""
+
+
+async def colleagues(session: AsyncSession, account: ConsoleAccount) -> list[tuple[str, str]]:
+    """Accounts of the same district that may take an incident over: (id, name)."""
+    if account.district_id is None:
+        return []
+    rows = await session.execute(
+        select(ConsoleAccount.id, ConsoleAccount.name)
+        .where(
+            ConsoleAccount.district_id == account.district_id,
+            ConsoleAccount.active.is_(True),
+            ConsoleAccount.role != ConsoleRole.ANALYST,
+            ConsoleAccount.id != account.id,
+        )
+        .order_by(ConsoleAccount.name)
+    )
+    return [(str(i), str(n)) for i, n in rows]
+
+
+async def hand_over(
+    session: AsyncSession,
+    scope: Scope,
+    account: ConsoleAccount,
+    incident_id: str,
+    taker_id: str,
+    note: str,
+    now: dt.datetime,
+) -> Incident:
+    """Pass an open incident to a colleague of the same district: a timeline event (the
+    caller commits). The acknowledgement clock and the SMS chain are unchanged: the chain
+    stops only on an acknowledgement."""
+    incident = await session.get(Incident, incident_id)
+    resident = await session.get(Resident, incident.resident_id) if incident else None
+    if incident is None or resident is None or not scope.allows(resident):
+        raise HandOverError("사건을 찾을 수 없습니다.")
+    if incident.status is IncidentStatus.ACKNOWLEDGED:
+        raise HandOverError("이미 확인된 사건은 넘길 수 없습니다.")
+    taker = await session.get(ConsoleAccount, taker_id) if taker_id else None
+    if taker is None or (taker.id, taker.name) not in await colleagues(session, account):
+        raise HandOverError("넘겨받을 동료를 고르세요.")
+    if len(note) > 500:
+        raise HandOverError("메모는 500자까지 쓸 수 있습니다.")
+    session.add(
+        IncidentEvent(
+            incident_id=incident.id,
+            at=now,
+            kind=IncidentEventKind.HANDED_OVER,
+            official_id=taker.official_id,
+            detail=handover_detail(account.name, taker.name, note.strip()),
+        )
+    )
+    await session.flush()
+    return incident
 
 
 @dataclass
@@ -281,6 +457,7 @@ class IncidentPage:
     clock: str
     timeline: list[TimelineItem] = field(default_factory=list)
     finding: str = ""
+    holder: str = ""
 
 
 async def incident_page(
@@ -335,6 +512,8 @@ async def incident_page(
     for e, name in events:
         if e.kind in (IncidentEventKind.QUEUED, IncidentEventKind.SENT):
             continue  # the SMS rows above say it, with their delivery
+        if e.kind is IncidentEventKind.HANDED_OVER:
+            name = ""  # the detail names giver and taker
         text = " · ".join(x for x in (name or "", e.detail) if x)
         items.append(TimelineItem(e.at, EVENT_WORDS.get(e.kind, str(e.kind)), text))
     items.sort(key=lambda i: i.at)
@@ -354,6 +533,7 @@ async def incident_page(
         clock=time_left(incident.ack_due_at, now),
         timeline=items,
         finding=finding,
+        holder=(await holders(session, [incident.id])).get(incident.id, ""),
     )
 
 

@@ -42,6 +42,7 @@ class IncidentEventKind(enum.StrEnum):
     EXHAUSTED = "exhausted"  # nobody left to tell
     NO_CHAIN = "no_chain"  # no chain (or no active official) for the resident's district/dong
     REPLY = "reply"  # a reply that acknowledged nothing new (already acknowledged)
+    HANDED_OVER = "handed_over"  # an official passed the incident to a colleague (console)
     # A person on the line (anbu.domain.handoff): each official's leg of the transfer.
     CALLING = "calling"  # the official's phone is being dialled
     CALL_ENDED = "call_ended"  # a leg that was not taken: why (no answer, voicemail, ...)

@@ -1,7 +1,7 @@
 """voice_accessibility: a resident's voice profile (louder, slower, one more ask)
 
 Revision ID: 0012_voice_accessibility
-Revises: 0011_console_accounts
+Revises: 0012_evidence_findings_id_scope
 Create Date: 2026-12-04 21:40:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import anbu.db.base
 
 revision = "0012_voice_accessibility"
-down_revision = "0011_console_accounts"
+down_revision = "0012_evidence_findings_id_scope"
 branch_labels = None
 depends_on = None
 
