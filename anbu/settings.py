@@ -445,6 +445,22 @@ class ConsoleSettings(BaseModel):
         return bool(self.oidc_issuer and self.oidc_authorize_url and self.oidc_token_url)
 
 
+class HandoffSettings(BaseModel):
+    """A person on the line (``ivr/handoff.py``): on help or key 0 the resident is connected to
+    the on-duty official of their chain, who hears a whisper and presses 1 to accept."""
+
+    enabled: bool = True
+    # How long each official's phone rings, and how long they have to press 1 once answered.
+    ring_timeout_s: float = Field(default=20.0, gt=0)
+    accept_timeout_s: float = Field(default=10.0, gt=0)
+    # How long a transfer waits for a free channel under the caps before paging by SMS.
+    channel_wait_s: float = Field(default=5.0, ge=0)
+    # The longest bridged conversation; the AGI command that runs Dial() waits this long.
+    max_talk_s: float = Field(default=3600.0, gt=0)
+    # Rendered once per text into <var_dir>/handoff (espeak-ng, 8 kHz).
+    hold_text: str = "담당 공무원에게 연결합니다. 잠시만요."
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ANBU_", env_nested_delimiter="__")
 
@@ -486,6 +502,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     webhooks: WebhookSettings = WebhookSettings()
     console: ConsoleSettings = ConsoleSettings()
+    handoff: HandoffSettings = HandoffSettings()
 
     @property
     def docs_enabled(self) -> bool:

@@ -518,7 +518,41 @@ class EscalationService:
         log.info("incident %s escalated", incident_id)
         return True
 
+    async def page_now(self, incident_id: str, now: dt.datetime | None = None) -> bool:
+        """Tell the chain's first step by SMS now (a transfer nobody accepted). The same
+        compare-and-set as the tick, so the two never both page; False when the incident was
+        acknowledged or paged meanwhile."""
+        now = now or self._clock.now()
+        async with self._sessions() as session:
+            due_at = await session.scalar(
+                select(Incident.ack_due_at).where(
+                    Incident.id == incident_id,
+                    Incident.status == IncidentStatus.OPEN,
+                    # Paged already (the tick ran out the transfer's budget): its own clock
+                    # runs; paging now would skip a step's acknowledgement time.
+                    Incident.step_count == 0,
+                )
+            )
+        if due_at is None:
+            return False
+        moved = await self._escalate(incident_id, due_at, now)
+        if moved:
+            self._wake()
+        return moved
+
     # --- acknowledgements ---------------------------------------------------------------------
+
+    async def acknowledge_in(
+        self,
+        session: AsyncSession,
+        incident: Incident,
+        channel: AckChannel,
+        official_id: str | None,
+        now: dt.datetime,
+        detail: str,
+    ) -> bool:
+        """Acknowledge in the caller's transaction (the transfer's accepted leg)."""
+        return await self._acknowledge(session, incident, channel, official_id, now, detail)
 
     async def _acknowledge(
         self,

@@ -55,7 +55,7 @@ import contextlib
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -297,8 +297,26 @@ class AmiDialer:
     async def call(self, request: CallRequest) -> CallRecord:
         self._validate(request)
         self.start()
-        async with self._slots:
+        async with self.channel_slot():
             return await self._place(request)
+
+    def places(self, channel_id: str) -> bool:
+        """Whether this dialer has the call ``channel_id`` in progress."""
+        return channel_id in self._by_uid
+
+    @contextlib.asynccontextmanager
+    async def channel_slot(self, wait_s: float | None = None) -> AsyncIterator[None]:
+        """The one cap check for every channel this dialer (its node) opens: a placed call, and a
+        transfer's second channel (``ivr.handoff``). Waits for a free slot (at most
+        ``wait_s``; TimeoutError then) and frees it on exit."""
+        if wait_s is None:
+            await self._slots.acquire()
+        else:
+            await asyncio.wait_for(self._slots.acquire(), wait_s)
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     @staticmethod
     def _validate(request: CallRequest) -> None:

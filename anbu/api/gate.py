@@ -96,6 +96,8 @@ def check_body(content_type: str, body: bytes) -> None:
             return  # the route's own parser answers a malformed document
         _walk("body", parsed)
         return
+    if ctype.startswith("audio/"):
+        return  # a recorded prompt (ivr.recording_api): binary, never stored as text
     if b"\x00" in body:
         raise InputRefusedError("body", "NUL characters are not allowed")
 

@@ -17,22 +17,27 @@ from anbu.container import Container
 from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.calling_hours import zone
 from anbu.errors import AnbuError
-from anbu.ports import Clock, SmsSender, SystemClock
+from anbu.ports import Clock, HelpDesk, SmsSender, SystemClock, VoiceProfiles
 from anbu.risk.mqtt import MqttSignalSubscriber, subscriber_options
 from anbu.risk.retention import prune_events
 from anbu.risk.sweep import sweep
 from anbu.services.retention import RetentionPolicy, apply_retention
+from anbu.services.voice import DbVoiceProfiles
 from anbu.services.webhooks import WebhookConfig, WebhookWorker
 from anbu.settings import NodeSettings, Settings
 from escalation import api as escalation_api
+from escalation.handoff import HandoffDesk
 from escalation.outbox import OutboxConfig, OutboxWorker
 from escalation.pager import AdminPager
 from escalation.providers import sender_from_settings
 from escalation.service import EscalationConfig, EscalationRuntime, EscalationService
-from ivr.agi import AgiServer
+from ivr import recording_api
+from ivr.agi import AgiHandler, AgiServer
 from ivr.ami import AmiClient, ami_client_from_settings
 from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow, ReplyListener
+from ivr.handoff import AgiTransfer, NodeSlots, SpokenText, TransferConfig, WhisperFlow
+from ivr.recording import RecordingStore
 from scheduler import api as scheduling_api
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher, EngineNode
 from scheduler.service import SchedulerService, build_scheduler
@@ -54,8 +59,11 @@ __all__ = [
     "build_dispatcher",
     "build_escalation",
     "build_scheduler_service",
+    "handoff_desk",
     "mqtt_subscriber",
+    "recording_store",
     "speech_listener",
+    "voice_profiles",
     "webhook_worker",
 ]
 
@@ -134,10 +142,14 @@ class Telephony:
         agi_address: str | None = None,
         serve_agi: bool = True,
         registry: CallRegistry | None = None,
+        help_desk: HelpDesk | None = None,
+        voice_profiles: VoiceProfiles | None = None,
     ) -> Telephony:
         """``agi_port=0`` takes a free port (a one-off call beside a running ``anbu run``);
         ``agi_address`` names this process's AGI server in every Originate (a dispatch worker
-        whose calls' IVR must run here)."""
+        whose calls' IVR must run here). With ``help_desk`` (and ``handoff.enabled``) a
+        resident who asks for help is connected to an official (``ivr.handoff``); with
+        ``voice_profiles`` each resident's calls sound as their profile says."""
         registry = registry if registry is not None else CallRegistry()
         links = []
         for node in settings.engine_nodes():
@@ -147,9 +159,24 @@ class Telephony:
             )
             links.append(NodeLink(node, ami, dialer))
         flow = CheckinFlow.from_settings(settings, registry, listener=listener, clock=clock)
+        if voice_profiles is not None:
+            flow.profiles = voice_profiles
+        # The official's leg hears the whisper through the same listener: an official's
+        # voicemail is detected like a resident's.
+        whispers = WhisperFlow(listener)
+        if help_desk is not None and settings.handoff.enabled:
+            flow.transfer = AgiTransfer(
+                help_desk,
+                # The transfer's leg counts against the cap of the node the call is on.
+                NodeSlots([link.dialer for link in links]),
+                whispers,
+                SpokenText(settings.var_dir / "handoff"),
+                TransferConfig.from_settings(settings),
+            )
         if agi_port is not None:
             settings = settings.model_copy(update={"agi_port": agi_port})
-        agi = AgiServer.from_settings(settings, {"checkin": flow}) if serve_agi else None
+        routes: dict[str, AgiHandler] = {"checkin": flow, "whisper": whispers}
+        agi = AgiServer.from_settings(settings, routes) if serve_agi else None
         return cls(links, registry, agi, listener)
 
     async def start(self, boot_timeout_s: float = 30.0) -> None:
@@ -279,10 +306,34 @@ def build_escalation(container: Container, *, send: bool) -> Escalation:
     return Escalation(service, runtime)
 
 
+def handoff_desk(container: Container, escalation: EscalationService) -> HelpDesk:
+    """The escalation side of a person on the line (``escalation.handoff``)."""
+    h = container.settings.handoff
+    # The acknowledgement clock while a transfer runs: a crashed process's transfer is paged
+    # by the tick after this (several officials' rings and accept windows).
+    budget = dt.timedelta(seconds=max(120.0, 4 * (h.ring_timeout_s + h.accept_timeout_s) + 30))
+    return HandoffDesk(container.sessions, escalation, budget=budget, clock=container.clock)
+
+
+def voice_profiles(container: Container) -> VoiceProfiles:
+    """Each resident's voice profile, read by the IVR at call time."""
+    return DbVoiceProfiles(container.sessions)
+
+
+def recording_store(settings: Settings) -> RecordingStore:
+    """Recorded prompts (``<var_dir>/recordings``): the API uploads, the IVR plays them."""
+    return RecordingStore(settings.var_dir / "recordings")
+
+
 def build_api(container: Container, escalation: EscalationService | None = None) -> FastAPI:
     """The HTTP API with every router mounted; ``escalation`` is this process's service (a
     plain one, whose SMS a worker sends, when not given)."""
-    app = create_app(container, routers=[scheduling_api.router, escalation_api.router])
+    app = create_app(
+        container,
+        routers=[scheduling_api.router, escalation_api.router, recording_api.router],
+    )
+    store = recording_store(container.settings)
+    app.dependency_overrides[recording_api.get_store] = lambda: store
     service = escalation or build_escalation(container, send=False).service
     app.state.escalation = service
     # The officials' console (anbu.console): acknowledges through this same service.

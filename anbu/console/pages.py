@@ -90,6 +90,11 @@ EVENT_WORDS = {
     IncidentEventKind.NO_CHAIN: "알릴 담당자 없음",
     IncidentEventKind.REPLY: "답장",
     IncidentEventKind.HANDED_OVER: "담당 넘김",
+    IncidentEventKind.CALLING: "담당자 연결 시도",
+    IncidentEventKind.CALL_ENDED: "연결 안 됨",
+    IncidentEventKind.CONNECTED: "담당자와 통화 연결",
+    IncidentEventKind.TALKED: "통화 종료",
+    IncidentEventKind.NO_TRANSFER: "통화 연결 안 함",
 }
 
 

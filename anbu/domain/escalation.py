@@ -92,6 +92,7 @@ ACK_CHANNEL_WORDS: dict[AckChannel, str] = {
     AckChannel.SMS: "문자 회신",
     AckChannel.LINK: "확인 링크",
     AckChannel.CONSOLE: "콘솔",
+    AckChannel.CALL: "전화 연결 수락",
 }
 
 
