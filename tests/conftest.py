@@ -17,6 +17,7 @@ from tests.fixtures_kannel import (
     kannel_sender,
     solapi_server,
 )
+from tests.fixtures_speech import recognizer
 
 __all__ = [
     "agi_port",
@@ -31,6 +32,7 @@ __all__ = [
     "kannel_factory",
     "kannel_sender",
     "make_asterisk_pair",
+    "recognizer",
     "sessions",
     "solapi_server",
 ]
