@@ -6,6 +6,10 @@ VENV := $(shell scripts/bootstrap.sh --venv)
 BIN := $(VENV)/bin
 NAME ?=
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist). Most of the suite waits (on calls, prompts, processes), so
+# more workers than cores pays; each has its own Asterisk pair, Kannel and ports. A test file
+# stays on one worker (--dist loadfile), so its module fixtures are made once.
+TEST_WORKERS ?= 4
 
 .PHONY: setup run test lint typecheck bench stop clean-var docker-test
 
@@ -29,7 +33,7 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # make bench          -> every benchmark;  make bench NAME=calls -> bench/calls.py only
 bench: setup

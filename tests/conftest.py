@@ -1,7 +1,7 @@
 """Shared fixtures. Real components only: each fixture module fails loudly when its component
 is missing (no silent skips)."""
 
-from tests.db_fixtures import db_engine, db_url, sessions
+from tests.db_fixtures import db_engine, db_url, migrated_templates, sessions
 from tests.fixtures_asterisk import (
     agi_port,
     asterisk_install,
@@ -32,6 +32,7 @@ __all__ = [
     "kannel_factory",
     "kannel_sender",
     "make_asterisk_pair",
+    "migrated_templates",
     "recognizer",
     "sessions",
     "solapi_server",

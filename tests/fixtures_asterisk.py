@@ -55,12 +55,33 @@ _RTP_BLOCK_SIZE = 200
 # --------------------------------------------------------------------------- ports
 
 
+def worker_slot() -> tuple[int, int]:
+    """(this pytest-xdist worker's index, the number of workers); (0, 1) without xdist.
+
+    Workers share the machine's ports: each takes only the ports (and RTP blocks) of its own
+    residue class, so two workers never pick the same one (``_slot_of``)."""
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name.removeprefix("gw")), count
+
+
+_SLOT, _SLOTS = worker_slot()
+
+
+def _slot_of(port: int) -> int:
+    # Halved first: Linux's bind() to port 0 hands out even ports (odd ones go to connect()).
+    return (port // 2) % _SLOTS
+
+
 def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 right now (SIP may use either)."""
-    for _ in range(50):
+    """A port free for both TCP and UDP on 127.0.0.1 right now (SIP may use either), one of
+    this worker's (see ``worker_slot``)."""
+    for _ in range(50 * _SLOTS):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
             tcp.bind(("127.0.0.1", 0))
             port: int = tcp.getsockname()[1]
+            if _slot_of(port) != _SLOT:
+                continue
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                 try:
                     udp.bind(("127.0.0.1", port))
@@ -84,12 +105,14 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-_rtp_blocks = random.sample(list(_RTP_BLOCKS), len(_RTP_BLOCKS))
+_own_blocks = [start for n, start in enumerate(_RTP_BLOCKS) if n % _SLOTS == _SLOT]
+_rtp_blocks = random.sample(_own_blocks, len(_own_blocks))
 _rtp_iter = itertools.cycle(_rtp_blocks)
 
 
 def rtp_range() -> tuple[int, int]:
-    """A random RTP block of 200 ports, distinct from the others of this session."""
+    """A random RTP block of 200 ports, one of this worker's, distinct from the others of this
+    session (until they are all handed out: then the first comes again)."""
     start = next(_rtp_iter)
     return start, start + _RTP_BLOCK_SIZE - 1
 
