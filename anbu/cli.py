@@ -240,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     prompts.add_parser("render", help="render the prompt catalogue").set_defaults(
         fn=_runtime("prompts_render")
     )
+    up = prompts.add_parser("upload", help="a recorded prompt (voice talent, an official)")
+    up.add_argument("prompt", help="the catalogue prompt id, e.g. greeting")
+    up.add_argument("file", help="the recording (WAV, FLAC, ...), normalised on the way in")
+    up.add_argument("--district", help="this district's own (code); default: every district")
+    up.set_defaults(fn=_runtime("prompts_upload"))
+    src = prompts.add_parser("sources", help="which source (recording or TTS) each prompt plays")
+    src.add_argument("--district", help="as a call in this district hears them")
+    src.set_defaults(fn=_runtime("prompts_sources"))
 
     signals = sub.add_parser("signals", help="raw signal events").add_subparsers(
         dest="action", required=True

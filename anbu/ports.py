@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Protocol
 
 from anbu.domain.calls import CallResult
+from anbu.domain.handoff import LegResult, Whisper
 from anbu.domain.machine import Answerer
 from anbu.domain.replies import Reply
 from anbu.domain.sms_text import OutgoingSms, SendReceipt
 from anbu.domain.speech_intent import SpeechResult
+from anbu.domain.voice import DEFAULT_VOICE, VoiceProfile
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,10 @@ class CallRecord:
     transcript: str | None = None
     confidence: float | None = None
     sip_status: int | None = None  # the far end's last SIP status (anbu.domain.calls)
+    # The outcome is not known: the engine node's AMI was lost (the node died) and the channel
+    # vanished or did not come back within the bound. Stored as an ``unknown`` attempt,
+    # counted and retried, like a call a crashed worker left behind.
+    lost: bool = False
 
 
 class Dialer(Protocol):
@@ -106,6 +112,65 @@ class IvrOutcome:
     error: str | None = None
     # Not a person: the carrier's voicemail or an answering machine (reply is None then).
     machine: Answerer | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffTarget:
+    """One official to call when a resident asks for help."""
+
+    official_id: str
+    name: str
+    phone: str  # national digits
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffPlan:
+    """Whom to call, in order, and what they hear first; the incident that records it."""
+
+    incident_id: str
+    whisper: Whisper
+    targets: tuple[HandoffTarget, ...]
+
+
+class HelpDesk(Protocol):
+    """Where a transfer's decisions and records live (``escalation.handoff``): the IVR only
+    dials and bridges."""
+
+    async def begin(self, channel_id: str) -> HandoffPlan | None:
+        """Open the help incident of this call's check-in and say whom to call; None when the
+        resident must not be connected (do-not-call) or nobody can be called (the incident,
+        if any, is then paged by SMS)."""
+        ...
+
+    async def calling(self, incident_id: str, target: HandoffTarget) -> None: ...
+
+    async def leg_ended(
+        self, incident_id: str, target: HandoffTarget, result: LegResult, rang: bool
+    ) -> None:
+        """A leg that was not taken (or the accepted one: then the incident is acknowledged)."""
+        ...
+
+    async def talked(self, incident_id: str, target: HandoffTarget, seconds: float) -> None: ...
+
+    async def page(self, incident_id: str) -> None:
+        """Nobody accepted: the chain's SMS page of today."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallVoice:
+    """How one call sounds: the resident's profile, and the district whose recorded prompts
+    (if any) play instead of the TTS voice."""
+
+    profile: VoiceProfile = DEFAULT_VOICE
+    district_code: str | None = None
+
+
+class VoiceProfiles(Protocol):
+    async def for_call(self, channel_id: str) -> CallVoice:
+        """How the resident of this call hears it (the defaults when unknown)."""
+        ...
 
 
 class OutcomeSink(Protocol):

@@ -112,6 +112,27 @@ class CarrierSettings(AsteriskSettings):
     rtp_end: int = 21999
 
 
+class NodeSettings(BaseModel):
+    """One engine Asterisk node that places calls (``ANBU_NODES``, a JSON list).
+
+    Unset, the one node is ``ANBU_ENGINE__*`` with ``ANBU_AGI_HOST``/``ANBU_AGI_PORT``,
+    ``ANBU_MAX_CONCURRENT_CALLS`` and ``ANBU_IVR__TRUNK_ENDPOINT`` (see
+    :meth:`Settings.engine_nodes`)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+    ami_host: str = "127.0.0.1"
+    ami_port: int = Field(ge=1, le=65535)
+    ami_user: str = "anbu"
+    ami_secret: SecretStr = SecretStr("anbu-dev-secret")
+    # host:port of the FastAGI server (anbu's IVR) as this node reaches it; None: the
+    # process's own AGI server (ANBU_AGI_HOST:ANBU_AGI_PORT), or the node's dialplan globals.
+    agi_address: str | None = None
+    # Simultaneous calls on this node (its channels, its share of the trunk).
+    max_calls: int = Field(default=50, ge=1)
+    # The node's PJSIP endpoint to the carrier.
+    trunk: str = "trunk"
+
+
 class SmsSettings(BaseModel):
     provider: str = "kannel"  # kannel | solapi | webhook
     fallback_provider: str | None = None
@@ -165,6 +186,9 @@ class IvrSettings(BaseModel):
     context: str = "anbu-checkin"
     exten: str = "s"
     caller_id: str | None = None
+    # A SIP header carrying our channel id on every INVITE (e.g. "X-Anbu-Call"), so the far
+    # end's records name the call (the carrier stand-in counts dials by it); None: not sent.
+    call_id_header: str | None = Field(default=None, pattern=r"^X-[A-Za-z0-9-]{1,40}$")
     ami_connect_timeout_s: float = Field(default=5.0, gt=0)
     ami_action_timeout_s: float = Field(default=10.0, gt=0)
     ami_ping_interval_s: float = Field(default=20.0, gt=0)
@@ -291,6 +315,22 @@ class EscalationSettings(BaseModel):
     # An ack link works this long after its SMS was queued.
     ack_link_ttl_h: float = Field(default=72.0, gt=0)
     digest_time: str = "08:30"  # local time of the daily device digest
+    # Administrators paged by SMS when an engine node dies, the network answers nobody or the
+    # daily self-test fails (escalation/pager.py); empty: the ERROR log line is the only page.
+    admin_phones: list[str] = Field(default_factory=list)
+    # The same page (event and subject) at most once per this many seconds per process.
+    admin_page_interval_s: float = Field(default=900.0, gt=0)
+
+    @field_validator("admin_phones")
+    @classmethod
+    def _admin_phones_are_korean_numbers(cls, value: list[str]) -> list[str]:
+        from anbu.domain.phone import normalize_phone
+        from anbu.errors import InvalidPhoneNumberError
+
+        try:
+            return [normalize_phone(v) for v in value]
+        except InvalidPhoneNumberError as exc:
+            raise ValueError(f"ANBU_ESCALATION__ADMIN_PHONES: {exc}") from exc
 
 
 class RetentionSettings(BaseModel):
@@ -386,6 +426,41 @@ class RiskSettings(BaseModel):
     rules: Rules = Field(default_factory=Rules)
 
 
+class ConsoleSettings(BaseModel):
+    """The console's optional single sign-on (OpenID Connect, authorization code flow with a
+    confidential client). On when ``oidc_issuer`` is set; the ``oidc_claim`` of the ID token
+    names the console account (its login), which must exist: SSO proves who someone is, the
+    district still decides what they may see."""
+
+    oidc_issuer: str = ""
+    oidc_authorize_url: str = ""
+    oidc_token_url: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr = SecretStr("")
+    oidc_claim: str = "preferred_username"
+    oidc_label: str = "통합 로그인 (SSO)"
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_authorize_url and self.oidc_token_url)
+
+
+class HandoffSettings(BaseModel):
+    """A person on the line (``ivr/handoff.py``): on help or key 0 the resident is connected to
+    the on-duty official of their chain, who hears a whisper and presses 1 to accept."""
+
+    enabled: bool = True
+    # How long each official's phone rings, and how long they have to press 1 once answered.
+    ring_timeout_s: float = Field(default=20.0, gt=0)
+    accept_timeout_s: float = Field(default=10.0, gt=0)
+    # How long a transfer waits for a free channel under the caps before paging by SMS.
+    channel_wait_s: float = Field(default=5.0, ge=0)
+    # The longest bridged conversation; the AGI command that runs Dial() waits this long.
+    max_talk_s: float = Field(default=3600.0, gt=0)
+    # Rendered once per text into <var_dir>/handoff (espeak-ng, 8 kHz).
+    hold_text: str = "담당 공무원에게 연결합니다. 잠시만요."
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ANBU_", env_nested_delimiter="__")
 
@@ -411,7 +486,10 @@ class Settings(BaseSettings):
     sms: SmsSettings = SmsSettings()
     mqtt: MqttSettings = MqttSettings()
     risk: RiskSettings = RiskSettings()
+    # The global cap: simultaneous calls over every node and every dispatcher.
     max_concurrent_calls: int = Field(default=50, ge=1)
+    # Several engine nodes; empty: the one engine above (engine_nodes()).
+    nodes: list[NodeSettings] = Field(default_factory=list)
     # Seconds to wait for a key after the question before repeating it.
     reply_timeout_s: float = Field(default=5.0, gt=0)
     ivr: IvrSettings = IvrSettings()
@@ -423,12 +501,39 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     retention: RetentionSettings = RetentionSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    console: ConsoleSettings = ConsoleSettings()
+    handoff: HandoffSettings = HandoffSettings()
 
     @property
     def docs_enabled(self) -> bool:
         if self.api_docs is not None:
             return self.api_docs
         return self.environment is not Environment.PRODUCTION
+
+    def engine_nodes(self) -> list[NodeSettings]:
+        """The engine nodes calls go out through: ``nodes``, or the single engine as one."""
+        if self.nodes:
+            return list(self.nodes)
+        e = self.engine
+        return [
+            NodeSettings(
+                name="engine",
+                ami_host=e.ami_host,
+                ami_port=e.ami_port,
+                ami_user=e.ami_user,
+                ami_secret=e.ami_secret,
+                max_calls=self.max_concurrent_calls,
+                trunk=self.ivr.trunk_endpoint,
+            )
+        ]
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_names_unique(cls, value: list[NodeSettings]) -> list[NodeSettings]:
+        names = [n.name for n in value]
+        if len(set(names)) != len(names):
+            raise ValueError("node names must be unique")
+        return value
 
     @field_validator("engine", "carrier", mode="before")
     @classmethod
@@ -484,15 +589,23 @@ def production_problems(s: Settings) -> list[str]:
 
     problems: list[str] = []
     values = {
-        "ANBU_ENGINE__AMI_SECRET": s.engine.ami_secret,
         "ANBU_SMS__KANNEL_PASSWORD": s.sms.kannel_password,
         "ANBU_SMS__KANNEL_ADMIN_PASSWORD": s.sms.kannel_admin_password,
     }
+    dev_secrets = dict(_DEV_SECRETS)
+    if s.nodes:
+        # Every node's AMI can originate calls: each secret is held to the same rule.
+        for node in s.nodes:
+            name = f"ANBU_NODES[{node.name}].ami_secret"
+            values[name] = node.ami_secret
+            dev_secrets[name] = _DEV_SECRETS["ANBU_ENGINE__AMI_SECRET"]
+    else:
+        values = {"ANBU_ENGINE__AMI_SECRET": s.engine.ami_secret, **values}
     uses_kannel = "kannel" in (s.sms.provider, s.sms.fallback_provider)
     for name, value in values.items():
         if name.startswith("ANBU_SMS__KANNEL") and not uses_kannel:
             continue  # Kannel is not used: its passwords protect nothing
-        if secret(value) == secret(_DEV_SECRETS[name]):
+        if secret(value) == secret(dev_secrets[name]):
             problems.append(f"{name}: the development default is refused in production")
         elif len(secret(value)) < 8:
             problems.append(f"{name}: at least 8 characters in production")

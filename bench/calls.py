@@ -7,13 +7,18 @@
   into ``bench-bare-flow``, a plain dialplan that plays the same prompts and reads the same key;
   the loop waits for the Hangup. No database, no AGI.
 
+With detection on (the default, as in production: ``speech.barge_in``), anbu's flow listens
+through the StreamListener: every question is played over AudioSocket while the far end is
+heard (barge-in, voicemail and answering-machine detection, the Vosk model loaded).
+``--no-detection`` measures the keypad-only flow of earlier rounds.
+
 Both run against the same engine + carrier stand-in pair; numbers alternate between the
 carrier's "presses 1" and "presses 2" lines. Figures (bench/results/calls.json):
 ``anbu_calls_per_s``, ``bare_calls_per_s``, ``ratio`` (aim >= 0.9), ``anbu_cpu_ms_per_call``
 (this process), ``engine_cpu_ms_per_call_anbu`` / ``_bare`` (the Asterisk engine),
 ``anbu_peak_rss_mb``, ``all_outcomes_right``.
 
-Run: ``make bench NAME=calls`` or ``python -m bench.calls [--calls 200 --cap 50]``.
+Run: ``make bench NAME=calls`` or ``python -m bench.calls [--calls 200 --cap 50] [--no-detection]``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pathlib import Path
 import psutil
 from sqlalchemy import select
 
+from anbu.app.parts import speech_listener
 from anbu.db.migrate import upgrade
 from anbu.db.models import Checkin, District, Resident
 from anbu.db.session import make_engine, make_sessionmaker
@@ -136,6 +142,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         build_pair, install, work / "var", agi_port=agi_port, bench_prompt=question
     )
     settings = pair.settings.model_copy(update={"audio_dir": ROOT / "audio"})
+    speech = settings.speech.model_copy(
+        update={"enabled": args.detection, "barge_in": args.detection}
+    )
+    settings = settings.model_copy(update={"speech": speech})
+    # The composition root's own choice of listener: the StreamListener when barge-in is on.
+    listener = await speech_listener(settings)
+    if args.detection and listener is None:
+        raise SystemExit("detection asked for but the Vosk model is not installed")
     numbers = list(NUMBERS)
     try:
         engine_pid = pair.engine.pid
@@ -175,9 +189,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         registry = CallRegistry()
         dialer = AmiDialer.from_settings(settings, ami, registry, clock)
         dialer.start()
-        flow = CheckinFlow.from_settings(settings, registry, clock=clock)
+        flow = CheckinFlow.from_settings(settings, registry, listener=listener, clock=clock)
         agi = AgiServer({"checkin": flow}, host="127.0.0.1", port=agi_port)
         await agi.start()
+        listener_start = getattr(listener, "start", None)  # the AudioSocket server
+        if listener_start is not None:
+            await listener_start()
         dispatcher = Dispatcher(
             sessions,
             dialer,
@@ -224,6 +241,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 if c.status is CheckinStatus.COMPLETED and c.outcome is expected[c.resident_id]
             )
         await agi.stop()
+        listener_stop = getattr(listener, "stop", None)
+        if listener_stop is not None:
+            await listener_stop()
         await dialer.close()
         await ami.close()
         await db.dispose()
@@ -233,6 +253,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     anbu_cps = args.calls / anbu_wall
     bare_cps = args.calls / bare_wall
     return {
+        "detection": args.detection,
         "calls": args.calls,
         "max_concurrent": args.cap,
         "anbu_wall_s": round(anbu_wall, 2),
@@ -256,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.calls")
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--cap", type=int, default=50)
+    p.add_argument(
+        "--detection",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="listen through the StreamListener (barge-in, machine detection), as production",
+    )
     args = p.parse_args(argv if argv is not None else [])
     figures = asyncio.run(run(args))
     write_results("calls", figures)

@@ -22,7 +22,12 @@ def write_results(name: str, figures: dict[str, Any]) -> Path:
     doc = {
         "benchmark": name,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        # The load average when the run ended: figures taken on a busy machine say so.
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        },
         **figures,
     }
     out.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -86,7 +86,7 @@ async def _setup(url: str, people: list[SimResident]) -> None:
             ):
                 if did is None:
                     continue
-                s.add(Device(device_id=did, resident_id=p.resident_id, kind=kind,
+                s.add(Device(device_id=did, district_id=1, resident_id=p.resident_id, kind=kind,
                              expected_interval_s=interval, created_at=START,
                              stale_due_at=START + dt.timedelta(hours=2)))  # fmt: skip
         await s.commit()

@@ -91,15 +91,15 @@ async def seed(dsn: str, n: int, seed_: int = 11) -> dict[str, int]:
         plugs: list[tuple[str, str]] = []
         for r, t in zip(residents, tiers, strict=True):
             if t != "calls":
-                devices.append((_id(), f"app-{r}", r, "app", 3600, True, True, T0))
+                devices.append((_id(), f"app-{r}", did, r, "app", 3600, True, True, T0))
             if t == "iot":
                 pk = _id()
-                devices.append((pk, f"plug-{r}", r, "plug", 600, True, True, T0))
+                devices.append((pk, f"plug-{r}", did, r, "plug", 600, True, True, T0))
                 plugs.append((pk, r))
         await copy(
             "devices",
-            ["id", "device_id", "resident_id", "kind", "expected_interval_s", "active", "online",
-             "created_at"],
+            ["id", "device_id", "district_id", "resident_id", "kind", "expected_interval_s",
+             "active", "online", "created_at"],
             devices,
         )  # fmt: skip
         kept_from = YEAR.end - dt.timedelta(days=90)

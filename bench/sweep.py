@@ -158,7 +158,7 @@ async def load(name: str, n: int) -> None:
                          now_h - 30 * 24, last, last, None, due(ch, ring_stop, last), NOW)
                     )  # fmt: skip
                 devices.append(
-                    (uuid.uuid4().hex, f"plug-{rid}", rid, "plug", 600, True, True, last_seen,
+                    (uuid.uuid4().hex, f"plug-{rid}", 1, rid, "plug", 600, True, True, last_seen,
                      last_seen + dt.timedelta(hours=2), NOW)
                 )  # fmt: skip
             await conn.copy_records_to_table(
@@ -180,8 +180,9 @@ async def load(name: str, n: int) -> None:
             )  # fmt: skip
             await conn.copy_records_to_table(
                 "devices", records=devices,
-                columns=["id", "device_id", "resident_id", "kind", "expected_interval_s",
-                         "active", "online", "last_seen_at", "stale_due_at", "created_at"],
+                columns=["id", "device_id", "district_id", "resident_id", "kind",
+                         "expected_interval_s", "active", "online", "last_seen_at", "stale_due_at",
+                         "created_at"],
             )  # fmt: skip
         await conn.execute("ANALYZE")
     finally:

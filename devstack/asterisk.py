@@ -1135,6 +1135,20 @@ class AsteriskInstance:
             "asterisk %s: stopped pid %d in %.2f s", self.name, pid, time.monotonic() - started
         )
 
+    def kill(self) -> None:
+        """SIGKILL, no shutdown at all (a node dying, for failure tests and benchmarks); the
+        process is reaped and its PID file removed, so ``start()`` starts it afresh."""
+        with _file_lock(self.dir / ".lock"):
+            pid = self.pid
+            if pid is None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            if not self._wait_gone(pid, 5.0):
+                raise AsteriskStopError(f"asterisk {self.name}: pid {pid} survived SIGKILL")
+            self._forget()
+            logger.info("asterisk %s: killed pid %d", self.name, pid)
+
     def _wait_gone(self, pid: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
@@ -1223,6 +1237,70 @@ def provision_engine(
     return instance
 
 
+def node_instance_settings(settings: Settings) -> list[AsteriskSettings]:
+    """Each engine node's ports in the local stack: the node's AMI port; SIP and RTP derived
+    from ``settings.engine`` (node i: SIP port + 100 i, its own slice of the RTP range), so
+    every node has distinct ports and the carrier stand-in takes calls from all of them."""
+    nodes = settings.nodes
+    if not nodes:
+        return [settings.engine]
+    e = settings.engine
+    block = (e.rtp_end - e.rtp_start + 1) // len(nodes)
+    if block < 20:
+        raise AsteriskConfigError(f"RTP range {e.rtp_start}-{e.rtp_end} too small for the nodes")
+    return [
+        e.model_copy(
+            update={
+                "sip_port": e.sip_port + 100 * i,
+                "ami_port": node.ami_port,
+                "ami_user": node.ami_user,
+                "ami_secret": node.ami_secret,
+                "ami_host": node.ami_host,
+                "rtp_start": e.rtp_start + block * i,
+                "rtp_end": e.rtp_start + block * (i + 1) - 1,
+            }
+        )
+        for i, node in enumerate(nodes)
+    ]
+
+
+def provision_engines(
+    settings: Settings,
+    *,
+    install: AsteriskInstall | None = None,
+    bench_prompt: Path | None = None,
+    ports: Sequence[AsteriskSettings] | None = None,
+) -> list[AsteriskInstance]:
+    """One engine instance per configured node (``settings.nodes``; none: the one engine), all
+    trunked to the one carrier stand-in. ``ports`` overrides each node's instance ports (tests
+    take free ports). A node's ``agi_address`` becomes that instance's AGI globals."""
+    if not settings.nodes:
+        return [provision_engine(settings, install=install, bench_prompt=bench_prompt)]
+    install = install if install is not None else install_asterisk(settings.cache_dir)
+    ports = list(ports) if ports is not None else node_instance_settings(settings)
+    prompt = bench_prompt if bench_prompt is not None else default_bench_prompt(settings)
+    out: list[AsteriskInstance] = []
+    for node, own in zip(settings.nodes, ports, strict=True):
+        agi_host, agi_port = settings.agi_host, settings.agi_port
+        if node.agi_address:
+            host, _, port = node.agi_address.rpartition(":")
+            agi_host, agi_port = host.strip("[]"), int(port)
+        instance = AsteriskInstance(
+            node.name if node.name.startswith("engine") else f"engine-{node.name}",
+            AsteriskRole.ENGINE,
+            settings.var_dir / "asterisk",
+            own,
+            install=install,
+            trunk=settings.trunk,
+            agi_host=agi_host,
+            agi_port=agi_port,
+            bench_prompt=prompt,
+        )
+        instance.render()
+        out.append(instance)
+    return out
+
+
 def provision_carrier(
     settings: Settings, *, install: AsteriskInstall | None = None, name: str = "carrier"
 ) -> AsteriskInstance:
@@ -1265,7 +1343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.which in ("carrier", "both"):
             instances.append(provision_carrier(settings, install=install))
         if args.which in ("engine", "both"):
-            instances.append(provision_engine(settings, install=install))
+            instances += provision_engines(settings, install=install)
         if args.action in ("stop", "restart"):
             for instance in reversed(instances):
                 instance.stop()

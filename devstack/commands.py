@@ -12,7 +12,7 @@ import logging
 from anbu.app.processes import prompts_render, serve
 from anbu.install_secrets import with_local_callback_token
 from anbu.settings import Settings
-from devstack.asterisk import AsteriskInstance, provision_carrier, provision_engine
+from devstack.asterisk import AsteriskInstance, provision_carrier, provision_engines
 from devstack.kannel import KannelConfig, KannelInstance
 from ivr.prompts import PromptLibrary
 
@@ -24,7 +24,7 @@ def _instances(settings: Settings, only: str | None = None) -> list[AsteriskInst
     if only in (None, "carrier"):
         out.append(provision_carrier(settings))
     if only in (None, "engine"):
-        out.append(provision_engine(settings))
+        out += provision_engines(settings)  # one per engine node
     return out
 
 

@@ -352,6 +352,12 @@ class AgiSession:
             raise await self._media_failed("WAIT FOR DIGIT")
         return _digit(code)
 
+    async def exec(self, app: str, args: str, *, timeout_s: float) -> int | None:
+        """EXEC an application (``Dial``) on the channel; its result code (-2: no such app).
+        ``timeout_s`` must cover the whole application: a Dial lasts the conversation."""
+        response = await self.command(f"EXEC {app} {quote_arg(args)}", timeout_s=timeout_s)
+        return response.result_int
+
     async def get_variable(self, name: str) -> str | None:
         response = await self.command(f"GET VARIABLE {quote_arg(name)}", dead_ok=True)
         return response.data if response.result == "1" else None

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from anbu.errors import AmiError
-from anbu.settings import AsteriskSettings, Settings
+from anbu.settings import AsteriskSettings, NodeSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -657,9 +657,9 @@ class AmiClient:
 
 
 def ami_client_from_settings(
-    settings: Settings, instance: AsteriskSettings | None = None
+    settings: Settings, instance: AsteriskSettings | NodeSettings | None = None
 ) -> AmiClient:
-    """The engine's AMI client, tuned by ``settings.ivr``."""
+    """The engine's (or an engine node's) AMI client, tuned by ``settings.ivr``."""
     target = instance or settings.engine
     ivr = settings.ivr
     return AmiClient(

@@ -43,6 +43,9 @@ AMI lost mid-call (Asterisk restart, network): the AGI socket is separate and ke
 (the events missed meanwhile are lost, e.g. "rang"), a channel gone ends the call: ANSWERED
 with the IVR outcome if there was one, else FAILED ("channel vanished while AMI was down");
 (3) if AMI does not come back within ``ami_lost_grace_s`` the call ends FAILED.
+A call that ends FAILED for want of AMI (cases 2 and 3, or never sent because AMI was down) is
+marked ``lost`` in its record: the node died under it, so the dispatcher stores it as unknown
+and retries it as a new attempt rather than counting a failure of the resident's line.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ import contextlib
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +64,7 @@ from anbu.domain.phone import mask_phone
 from anbu.domain.replies import Reply
 from anbu.errors import AmiError, TelephonyError, ValidationError
 from anbu.ports import CallRecord, CallRequest, Clock, IvrOutcome, SystemClock
-from anbu.settings import Settings
+from anbu.settings import NodeSettings, Settings
 from ivr.ami import (
     AmiActionError,
     AmiClient,
@@ -199,6 +202,7 @@ class AmiDialer:
         max_call_s: float = 300.0,
         clock: Clock | None = None,
         agi_address: str | None = None,
+        call_id_header: str | None = None,
     ) -> None:
         """``agi_address`` (``host:port``): the FastAGI server of *this* process, sent with every
         Originate as ``ANBU_AGI`` so the call's IVR outcome comes back here, not to whichever
@@ -218,6 +222,7 @@ class AmiDialer:
         self._max_call_s = max_call_s
         self._clock: Clock = clock or SystemClock()
         self.agi_address = agi_address
+        self._call_id_header = call_id_header
         self._by_uid: dict[str, _Call] = {}
         self._by_action: dict[str, _Call] = {}
         self._subs: list[Subscription] = []
@@ -232,23 +237,28 @@ class AmiDialer:
         clock: Clock | None = None,
         *,
         agi_address: str | None = None,
+        node: NodeSettings | None = None,
     ) -> AmiDialer:
+        """``node``: the engine node this dialer calls through (its trunk endpoint, its cap)."""
         ivr = settings.ivr
         return cls(
             ami,
             registry,
-            trunk_endpoint=ivr.trunk_endpoint,
+            trunk_endpoint=node.trunk if node is not None else ivr.trunk_endpoint,
             context=ivr.context,
             exten=ivr.exten,
             # The registered 발신번호: Korean carriers drop anonymous or unregistered numbers.
             caller_id=ivr.caller_id or settings.trunk.caller_id,
-            max_concurrent_calls=settings.max_concurrent_calls,
+            max_concurrent_calls=(
+                node.max_calls if node is not None else settings.max_concurrent_calls
+            ),
             event_grace_s=ivr.call_event_grace_s,
             agi_result_grace_s=ivr.agi_result_grace_s,
             ami_lost_grace_s=ivr.ami_lost_grace_s,
             max_call_s=ivr.max_call_s,
             clock=clock,
-            agi_address=agi_address,
+            agi_address=(node.agi_address if node is not None else None) or agi_address,
+            call_id_header=ivr.call_id_header,
         )
 
     @property
@@ -287,8 +297,26 @@ class AmiDialer:
     async def call(self, request: CallRequest) -> CallRecord:
         self._validate(request)
         self.start()
-        async with self._slots:
+        async with self.channel_slot():
             return await self._place(request)
+
+    def places(self, channel_id: str) -> bool:
+        """Whether this dialer has the call ``channel_id`` in progress."""
+        return channel_id in self._by_uid
+
+    @contextlib.asynccontextmanager
+    async def channel_slot(self, wait_s: float | None = None) -> AsyncIterator[None]:
+        """The one cap check for every channel this dialer (its node) opens: a placed call, and a
+        transfer's second channel (``ivr.handoff``). Waits for a free slot (at most
+        ``wait_s``; TimeoutError then) and frees it on exit."""
+        if wait_s is None:
+            await self._slots.acquire()
+        else:
+            await asyncio.wait_for(self._slots.acquire(), wait_s)
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     @staticmethod
     def _validate(request: CallRequest) -> None:
@@ -338,6 +366,7 @@ class AmiDialer:
             except AmiNotConnectedError as exc:
                 log.warning("call %s: not originated, AMI unavailable: %s", cid, exc)
                 call.failure = "AMI unavailable"
+                call.vanished = True  # never reached the node: lost, not failed
                 return self._record(call, CallResult.FAILED, None)
             except AmiConnectionError as exc:
                 # Sent, then the connection dropped: Asterisk may have queued it. The state
@@ -376,6 +405,9 @@ class AmiDialer:
         variables = dict(request.variables)
         if self.agi_address is not None:
             variables.setdefault(AGI_ADDRESS_VARIABLE, self.agi_address)
+        if self._call_id_header is not None:
+            # chan_pjsip adds it to the INVITE (set on the channel before it dials).
+            variables[f"PJSIP_HEADER(add,{self._call_id_header})"] = request.channel_id
         fields["Variable"] = [HANGUP_HANDLER_VARIABLE, *(f"{k}={v}" for k, v in variables.items())]
         return fields
 
@@ -519,6 +551,7 @@ class AmiDialer:
             transcript=transcript,
             confidence=confidence,
             sip_status=call.sip_status,
+            lost=result is CallResult.FAILED and (call.vanished or call.ami_lost_at is not None),
         )
         log.info(
             "call %s: %s%s (cause %s, sip %s, rang %s, early media %s)%s",

@@ -16,14 +16,26 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from anbu.domain.machine import Answerer
-from anbu.domain.replies import Ask, Dialogue, Finish, Reply, Step, reply_for_key
-from anbu.ports import Clock, IvrOutcome, OutcomeSink, SystemClock
+from anbu.domain.replies import (
+    REPEAT_KEY,
+    Ask,
+    Dialogue,
+    Finish,
+    Prompt,
+    Reply,
+    Step,
+    reply_for_key,
+)
+from anbu.ports import CallVoice, Clock, IvrOutcome, OutcomeSink, SystemClock, VoiceProfiles
 from anbu.settings import Settings
 from ivr.agi import AgiError, AgiHangupError, AgiSession
 from ivr.prompts import PromptLibrary
+from ivr.recording import RecordingStore
+from ivr.voice import VoicedPrompts
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +59,20 @@ class Heard:
     transcript: str | None = None
     confidence: float | None = None
     machine: Answerer | None = None
+    # The resident asked to hear the question again ("다시"); key 9 says it by itself.
+    again: bool = False
+
+    @property
+    def asks_again(self) -> bool:
+        return self.again or self.key == REPEAT_KEY
+
+
+class Transfer(Protocol):
+    """A person on the line (``ivr.handoff.AgiTransfer``)."""
+
+    async def connect(self, session: AgiSession) -> bool:
+        """Connect the resident to an official; True when one accepted and they talked."""
+        ...
 
 
 class ReplyListener(Protocol):
@@ -57,14 +83,14 @@ class ReplyListener(Protocol):
 
 
 class KeypadListener:
-    """Keypad only: 1 = OK, 2 = HELP, any other key = nothing usable.
+    """Keypad only: 1 = OK, 2 or 0 = HELP, 9 = say it again, any other key = nothing usable.
 
     Every prompt but the last is a STREAM FILE that only ``escape_digits`` interrupt; the last
     is a GET DATA, so playing it and waiting for the key is one command with no gap in which a
     digit could be lost.
     """
 
-    def __init__(self, escape_digits: str = "12") -> None:
+    def __init__(self, escape_digits: str = "1209") -> None:
         self.escape_digits = escape_digits
 
     async def listen(self, session: AgiSession, prompts: Sequence[str], timeout_s: float) -> Heard:
@@ -94,6 +120,7 @@ class _CallState:
     confidence: float | None = None
     machine: Answerer | None = None
     reported: bool = False
+    voice: CallVoice = field(default_factory=CallVoice)
 
 
 class CheckinFlow:
@@ -108,8 +135,20 @@ class CheckinFlow:
         listener: ReplyListener | None = None,
         clock: Clock | None = None,
         max_asks: int = 2,
+        transfer: Transfer | None = None,
+        profiles: VoiceProfiles | None = None,
+        variants_dir: Path | None = None,
+        recordings: RecordingStore | None = None,
     ) -> None:
+        """``profiles``: each resident's voice profile (louder, slower, one more ask), whose
+        prompt variants are rendered into ``variants_dir`` on first use; ``recordings``: the
+        recorded prompts that play instead of the TTS voice (``ivr.recording``)."""
         self._prompts = prompts
+        self._voiced = VoicedPrompts(
+            prompts, variants_dir or prompts.rendered_dir / "variants", recordings
+        )
+        self.profiles = profiles
+        self.transfer = transfer
         self._sink = sink
         self._reply_timeout_s = reply_timeout_s
         self._listener: ReplyListener = listener or KeypadListener()
@@ -131,6 +170,8 @@ class CheckinFlow:
             reply_timeout_s=settings.reply_timeout_s,
             listener=listener,
             clock=clock,
+            variants_dir=settings.var_dir / "voice",
+            recordings=RecordingStore(settings.var_dir / "recordings"),
         )
 
     async def __call__(self, session: AgiSession) -> None:
@@ -167,6 +208,12 @@ class CheckinFlow:
     async def _converse(self, session: AgiSession, state: _CallState) -> None:
         channel_id = session.uniqueid
         await session.answer()
+        if self.profiles is not None:
+            try:
+                state.voice = await self.profiles.for_call(channel_id)
+            except Exception:  # the call goes on in the default voice
+                log.exception("agi %s: voice profile unreadable; default voice", channel_id)
+            state.dialogue = Dialogue(self._max_asks + state.voice.profile.extra_repeats)
         state.dialogue, step = state.dialogue.start()
         while isinstance(step, Ask):
             step = await self._ask(session, state, step)
@@ -184,11 +231,22 @@ class CheckinFlow:
             "".join(state.keys),
             state.dialogue.asked,
         )
-        for prompt in step.prompts:
-            await session.stream_file(self._prompts.path(prompt))
+        prompts = step.prompts
+        # A person on the line at once; the closing "an official will call you" only when
+        # nobody could be connected (the chain was paged by SMS instead).
+        transfer = self.transfer if step.reply is Reply.HELP else None
+        if transfer is not None and await transfer.connect(session):
+            prompts = (Prompt.GOODBYE,)
+        for prompt in prompts:
+            await session.stream_file(
+                await self._voiced.path(prompt, state.voice.profile, state.voice.district_code)
+            )
         # Report before hanging up, so the outcome is there when the dialer sees the Hangup.
         self._report(channel_id, state, None)
         await session.hangup(NORMAL_CLEARING)
+
+    async def _path(self, prompt: Prompt, state: _CallState) -> str:
+        return await self._voiced.path(prompt, state.voice.profile, state.voice.district_code)
 
     @staticmethod
     async def _hangup_cause(session: AgiSession) -> int | None:
@@ -199,7 +257,7 @@ class CheckinFlow:
         return int(value) if value and value.isdigit() else None
 
     async def _ask(self, session: AgiSession, state: _CallState, step: Ask) -> Step:
-        paths = [self._prompts.path(p) for p in step.prompts]
+        paths = [await self._path(p, state) for p in step.prompts]
         heard = await self._listener.listen(session, paths, self._reply_timeout_s)
         if heard.key is not None:
             state.keys.append(heard.key)
@@ -208,6 +266,10 @@ class CheckinFlow:
         if heard.machine is not None:
             state.machine = heard.machine
             return step
+        if heard.reply is None and heard.asks_again:
+            log.info("agi %s: asked to hear the question again", session.uniqueid)
+            state.dialogue, next_step = state.dialogue.asked_again()
+            return next_step
         if heard.reply is None:
             log.info(
                 "agi %s: nothing usable heard (key %r) after ask %d",
@@ -247,5 +309,6 @@ __all__ = [
     "Heard",
     "KeypadListener",
     "ReplyListener",
+    "Transfer",
     "utc_ms",
 ]

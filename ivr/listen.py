@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from anbu.domain.replies import reply_for_key
-from anbu.domain.speech_intent import SpeechResult
+from anbu.domain.speech_intent import Intent, SpeechResult
 from anbu.errors import AnbuError, ValidationError
 from anbu.ports import SpeechRecognizer
 from anbu.settings import Settings
@@ -79,7 +79,7 @@ class SpeechListener:
         recognizer: SpeechRecognizer,
         recordings_dir: Path,
         *,
-        escape_digits: str = "12",
+        escape_digits: str = "1209",
         silence_s: int = 2,
         keep_recordings: bool = False,
     ) -> None:
@@ -207,7 +207,12 @@ class SpeechListener:
         )
         # transcript "" = speech energy but no word recognised; None (a gated recording, or a
         # key) leaves the flow's earlier transcript in place.
-        return Heard(reply=speech.reply, transcript=speech.transcript, confidence=speech.confidence)
+        return Heard(
+            reply=speech.reply,
+            transcript=speech.transcript,
+            confidence=speech.confidence,
+            again=speech.intent is Intent.REPEAT,
+        )
 
     async def _keypad(self, session: AgiSession, deadline: float) -> Heard:
         remaining = deadline - time.monotonic()

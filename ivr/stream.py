@@ -347,7 +347,7 @@ class StreamListener:
         server: AudioSocketServer,
         *,
         fallback: ReplyListener,
-        escape_digits: str = "12",
+        escape_digits: str = "1209",
         detect_machines: bool = True,
         rules: MachineRules | None = None,
         connect_timeout_s: float = 5.0,
@@ -526,7 +526,12 @@ class StreamListener:
 
 def _heard(event: Spoken) -> Heard:
     result = event.result
-    return Heard(reply=result.reply, transcript=result.transcript, confidence=result.confidence)
+    return Heard(
+        reply=result.reply,
+        transcript=result.transcript,
+        confidence=result.confidence,
+        again=result.intent is Intent.REPEAT,
+    )
 
 
 async def _play(stream: AudioStream, pcm: bytes, over: asyncio.Event) -> None:

@@ -7,7 +7,9 @@ A claim pass, in one transaction:
    LOCKED`` so no two workers can hold the same row; on SQLite a compare-and-set update;
 4. per attempt apply the resident's calling hours: out of hours -> ``scheduled_for`` moves to
    the next allowed time; never callable (do-not-call, open hold) -> the case closes for an
-   official; otherwise -> ``dialing`` with the claim recorded under this worker's life.
+   official; otherwise -> ``dialing`` with the claim recorded under this worker's life and
+   the engine node the call goes out through (``call_attempts.node``: crash recovery asks
+   that node about the channel).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Claimed:
     trunk: str
     policy: RetryPolicy
     created_at: dt.datetime  # when the case was opened (latency measurements)
+    node: str | None = None  # the engine node that dials it
 
 
 @dataclass(slots=True)
@@ -67,7 +70,7 @@ async def claim_due(
     worker_id: int,
     now: dt.datetime,
     global_cap: int,
-    can_start: Callable[[str], bool],
+    can_start: Callable[[str], str | None],
     limit: int,
     trunk_of: Callable[[str], str],
     severe_priority: int,
@@ -75,7 +78,8 @@ async def claim_due(
     default_window: CallingWindow,
 ) -> ClaimPass:
     """One claim pass (see the module doc). ``limit`` is what this process may start now
-    (its own cap and rate); ``can_start(trunk)`` is asked before each claim. Commits."""
+    (its own cap and rate); ``can_start(trunk)`` is asked before each claim and names the engine
+    node that will dial it (None: no room now). Commits."""
     out = ClaimPass()
     postgres = session.get_bind().dialect.name == "postgresql"
     await serialise_claims(session)
@@ -147,7 +151,8 @@ async def claim_due(
             if len(candidates) >= free:
                 continue  # keep reading: later rows may still need deferring
             trunk = trunk_of(number)
-            if not can_start(trunk):
+            node = can_start(trunk)
+            if node is None:
                 continue
             candidates[attempt_id] = Claimed(
                 attempt_id=attempt_id,
@@ -159,12 +164,22 @@ async def claim_due(
                 trunk=trunk,
                 policy=rule.policy,
                 created_at=created,
+                node=node,
             )
         if candidates:
             # One compare-and-set for all: on PostgreSQL the rows are locked already; on SQLite
             # the status condition makes a row claimed elsewhere drop out of RETURNING.
             won = await claim_attempts(session, list(candidates), now)
             out.claimed = [c for aid, c in candidates.items() if aid in won]
+            by_node: dict[str, list[str]] = {}
+            for c in out.claimed:
+                by_node.setdefault(c.node or "", []).append(c.attempt_id)
+            for node_name, ids in by_node.items():
+                await session.execute(
+                    update(CallAttempt)
+                    .where(CallAttempt.id.in_(ids))
+                    .values(node=node_name or None)
+                )
             if out.claimed:
                 await session.execute(
                     insert(AttemptClaim),
@@ -198,6 +213,7 @@ class Lost:
     resident_id: str
     number: str
     originated_at: dt.datetime | None
+    node: str | None = None  # the engine node that dialed it (None: before nodes existed)
 
 
 async def orphaned_attempts(
@@ -214,6 +230,7 @@ async def orphaned_attempts(
                 CallAttempt.number,
                 CallAttempt.originated_at,
                 AttemptClaim.worker_id,
+                CallAttempt.node,
             )
             .join(Checkin, Checkin.id == CallAttempt.checkin_id)
             .outerjoin(AttemptClaim, AttemptClaim.attempt_id == CallAttempt.id)
@@ -221,8 +238,8 @@ async def orphaned_attempts(
         )
     ).all()
     return [
-        Lost(aid, cid, rid, number, orig)
-        for aid, cid, rid, number, orig, worker in rows
+        Lost(aid, cid, rid, number, orig, node)
+        for aid, cid, rid, number, orig, worker, node in rows
         if aid not in own_inflight and (worker is None or worker not in live_workers)
     ]
 

@@ -10,6 +10,13 @@ full interval later. So a crash can cost an attempt, never add a dial the policy
 Pacing: a global cap on simultaneous calls (counted in the database over every worker), a cap
 per trunk and a calls-per-second limit (per process), severe cases first, calling hours per
 resident when claiming (out-of-hours attempts move to the next allowed time).
+
+Engine nodes: calls go out through several Asterisk instances (:class:`EngineNode`). The
+process's :class:`~anbu.domain.pacing.Pacer` picks the healthy node with the most free channels
+within its cap, and the attempt records it. A node whose AMI is lost gets no new calls from the
+next pass on (an administrator is paged); its calls in flight end when the node's AMI returns
+and shows their channels gone, or after ``ivr.ami_lost_grace_s``, and are stored as
+``unknown`` (counted, retried as a new attempt). Crash recovery asks each attempt's own node.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import select
@@ -35,7 +44,13 @@ from anbu.domain.retry import RetryPolicy
 from anbu.domain.risk import Level
 from anbu.errors import AnbuError
 from anbu.ports import CallRecord, CallRequest, ChannelProbe, Clock, Dialer
-from anbu.services.checkins import CheckinClosed, CheckinListener, notify, record_attempt
+from anbu.services.checkins import (
+    CheckinClosed,
+    CheckinListener,
+    lose_attempt,
+    notify,
+    record_attempt,
+)
 from anbu.settings import Settings
 from scheduler.claims import Claimed, ClaimPass, claim_due, close_lost, orphaned_attempts
 from scheduler.workers import WorkerLife
@@ -47,6 +62,23 @@ log = logging.getLogger(__name__)
 # API callers choose 0-100.
 SEVERE_PRIORITY = Level.SERIOUS.priority
 RECORD_BATCH = 100  # finished calls stored in one transaction at most
+DEFAULT_NODE = "engine"  # the single engine's name when no nodes are configured
+
+
+def _always_up() -> bool:
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class EngineNode:
+    """One engine Asterisk as the dispatcher uses it: its dialer, its channel cap, how to ask
+    it which channels exist (crash recovery) and whether it is up (its AMI is connected)."""
+
+    name: str
+    dialer: Dialer
+    cap: int
+    probe: ChannelProbe | None = None
+    healthy: Callable[[], bool] = _always_up
 
 
 class AmiChannelProbe:
@@ -90,29 +122,34 @@ class Dispatcher:
         reconcile_interval_s: float = 10.0,
         listeners: Sequence[CheckinListener] = (),
         engine: AsyncEngine | None = None,
+        nodes: Sequence[EngineNode] | None = None,
     ) -> None:
         """``policy``/``window`` apply to residents without a program (no program rows).
 
         ``max_concurrent`` is the global cap (all workers, counted in the database) and this
         process's cap. ``stale_call_s``: an orphaned attempt whose channel still shows after
-        this long (or that cannot be checked) is closed anyway.
+        this long (or that cannot be checked) is closed anyway. ``nodes``: the engine nodes
+        calls go out through; None: one node, ``dialer`` and ``channel_probe`` (capped at
+        ``max_concurrent``).
         """
         self._sessions = sessions
-        self._dialer = dialer
         self._clock = clock
         self.policy = policy or RetryPolicy()
         self.window = window or CallingWindow()
         self._max = max_concurrent
+        if not nodes:
+            nodes = [EngineNode(DEFAULT_NODE, dialer, max_concurrent, channel_probe)]
+        self.nodes: dict[str, EngineNode] = {n.name: n for n in nodes}
         self.pacer = Pacer(
             max_concurrent,
             trunk_caps or {},
             calls_per_second,
             cps_burst if cps_burst is not None else max(1, int(calls_per_second or 1)),
+            node_caps={n.name: n.cap for n in nodes},
         )
         self._trunk_of = trunk_of or (lambda _number: DEFAULT_TRUNK)
         self._ring_timeout_s = ring_timeout_s
         self._severe_priority = severe_priority
-        self._probe = channel_probe
         self._stale = dt.timedelta(seconds=stale_call_s)
         self._reconcile_interval_s = reconcile_interval_s
         self._listeners = list(listeners)
@@ -136,6 +173,11 @@ class Dispatcher:
         # as a failed self-test is, and ``on_network_failure`` if set).
         self.network_watch = NetworkFailureWatch()
         self.on_network_failure: Callable[[int], Awaitable[None]] | None = None
+        # A node going down pages the administrator (ERROR line, and this hook if set).
+        self.on_node_down: Callable[[str], Awaitable[None]] | None = None
+        # Calls whose outcome a dying node took with it, per node (stored unknown, retried).
+        self.lost_calls: Counter[str] = Counter()
+        self._pages: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_settings(
@@ -147,6 +189,7 @@ class Dispatcher:
         clock: Clock,
         *,
         channel_probe: ChannelProbe | None = None,
+        nodes: Sequence[EngineNode] | None = None,
     ) -> Dispatcher:
         """The dispatcher every process runs (``anbu serve`` and the dispatch workers)."""
         sc = settings.scheduling
@@ -163,6 +206,7 @@ class Dispatcher:
             stale_call_s=sc.stale_call_s,
             reconcile_interval_s=sc.reconcile_interval_s,
             engine=engine,
+            nodes=nodes,
         )
 
     @property
@@ -194,17 +238,19 @@ class Dispatcher:
         await self.start()
         assert self.life.id is not None
         loop = asyncio.get_running_loop()
+        self.check_nodes()
         async with self._pass_lock:
             mono = loop.time()
             limit = self.pacer.available(mono)
-            reserved: list[str] = []
+            reserved: list[tuple[str, str]] = []
 
-            def reserve(trunk: str) -> bool:
-                if not self.pacer.trunk_free(trunk):
-                    return False
-                self.pacer.started(trunk, mono)
-                reserved.append(trunk)
-                return True
+            def reserve(trunk: str) -> str | None:
+                node = self.pacer.choose_node()
+                if node is None or not self.pacer.trunk_free(trunk):
+                    return None
+                self.pacer.started(trunk, mono, node)
+                reserved.append((trunk, node))
+                return node
 
             now = self._clock.now()
             try:
@@ -222,15 +268,15 @@ class Dispatcher:
                         default_window=self.window,
                     )
             except BaseException:
-                for trunk in reserved:
-                    self.pacer.finished(trunk)
+                for trunk, node in reserved:
+                    self.pacer.finished(trunk, node)
                 raise
             # A reservation whose claim lost the race is given back.
             unused = list(reserved)
             for c in result.claimed:
-                unused.remove(c.trunk)
-            for trunk in unused:
-                self.pacer.finished(trunk)
+                unused.remove((c.trunk, c.node or ""))
+            for trunk, node in unused:
+                self.pacer.finished(trunk, node)
             for claimed in result.claimed:
                 self._start_call(claimed, now)
             log.debug(
@@ -285,12 +331,13 @@ class Dispatcher:
         if claimed.attempt_id not in self._slots:
             return
         self._slots.discard(claimed.attempt_id)
-        self.pacer.finished(claimed.trunk)
+        self.pacer.finished(claimed.trunk, claimed.node)
         self._wake.set()  # a channel is free again
 
     async def _run(self, claimed: Claimed, request: CallRequest) -> None:
+        node = self.nodes[claimed.node or DEFAULT_NODE]
         try:
-            record = await self._dialer.call(request)
+            record = await node.dialer.call(request)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -378,6 +425,16 @@ class Dispatcher:
                 select(Checkin).where(Checkin.id.in_({c.checkin_id for c, _r, _f in batch}))
             )
             for claimed, record, _fut in batch:
+                if record.lost:
+                    # The node died under the call: outcome unknown, counted and retried.
+                    self.lost_calls[claimed.node or DEFAULT_NODE] += 1
+                    log.warning(
+                        "call %s on node %s: outcome lost with the node; closing as unknown",
+                        claimed.channel_id,
+                        claimed.node,
+                    )
+                    out.append(await lose_attempt(session, claimed.attempt_id, claimed.policy, now))
+                    continue
                 out.append(
                     await record_attempt(session, claimed.attempt_id, record, claimed.policy, now)
                 )
@@ -401,15 +458,54 @@ class Dispatcher:
     async def dial_direct(self, request: CallRequest, *, trunk: str = DEFAULT_TRUNK) -> CallRecord:
         """Dial outside the queue (the daily self-test) while still keeping to the pacing."""
         loop = asyncio.get_running_loop()
-        while not (self.pacer.available(loop.time()) > 0 and self.pacer.trunk_free(trunk)):
+        while True:
+            self.check_nodes()
+            node = self.pacer.choose_node()
+            if (
+                node is not None
+                and self.pacer.available(loop.time()) > 0
+                and self.pacer.trunk_free(trunk)
+            ):
+                break
             self._wake.clear()
             await _sleep_until_woken(self._wake, 0.5)
-        self.pacer.started(trunk, loop.time())
+        self.pacer.started(trunk, loop.time(), node)
         try:
-            return await self._dialer.call(request)
+            return await self.nodes[node].dialer.call(request)
         finally:
-            self.pacer.finished(trunk)
+            self.pacer.finished(trunk, node)
             self._wake.set()
+
+    # ---- engine nodes --------------------------------------------------------------------------
+
+    def check_nodes(self) -> None:
+        """Follow each node's health: a node that went down gets no new calls and pages the
+        administrator; one that is back takes calls again (it rejoins by itself)."""
+        for node in self.nodes.values():
+            if node.healthy():
+                if self.pacer.node_up(node.name):
+                    log.warning("engine node %s is back: taking calls again", node.name)
+                    self._wake.set()
+            elif self.pacer.node_down(node.name):
+                others = [n for n in self.nodes if self.pacer.is_up(n)]
+                log.error(
+                    "ENGINE NODE DOWN: %s (AMI lost); %d calls in flight there wait for it to"
+                    " return; new calls go to %s",
+                    node.name,
+                    self.pacer.node_active(node.name),
+                    ", ".join(others) or "no node (none is up)",
+                )
+                if self.on_node_down is not None:
+                    task = asyncio.create_task(self._page_node_down(node.name))
+                    self._pages.add(task)
+                    task.add_done_callback(self._pages.discard)
+
+    async def _page_node_down(self, name: str) -> None:
+        assert self.on_node_down is not None
+        try:
+            await self.on_node_down(name)
+        except Exception:
+            log.exception("node-down page failed")
 
     # ---- crash safety --------------------------------------------------------------------------
 
@@ -424,19 +520,29 @@ class Dispatcher:
             )
         if not lost:
             return 0
-        channels: set[str] | None = None
-        if self._probe is not None:
+        # Each attempt's own node is asked (an attempt from before nodes: the first node). A
+        # node this process does not know, or one that is down, cannot tell: its attempts wait
+        # until stale_call_s.
+        channels: dict[str, set[str] | None] = {}
+        first = next(iter(self.nodes))
+        for name in {item.node or first for item in lost}:
+            node = self.nodes.get(name)
+            channels[name] = None
+            if node is None or node.probe is None:
+                continue
             try:
-                channels = await self._probe.live_channel_ids()
+                channels[name] = await node.probe.live_channel_ids()
             except (AnbuError, OSError, TimeoutError) as exc:
-                log.warning("cannot list Asterisk channels (%s); orphaned calls wait", exc)
+                log.warning("cannot list node %s's channels (%s); its lost calls wait", name, exc)
         closed_n = 0
         for item in lost:
             age = now - (item.originated_at or now)
-            if self._probe is not None and age < self._stale:
-                if channels is None:
+            node = self.nodes.get(item.node or first)
+            if (node is None or node.probe is not None) and age < self._stale:
+                up = channels[item.node or first]
+                if up is None:
                     continue  # cannot tell yet: look again later
-                if item.channel_id in channels:
+                if item.channel_id in up:
                     log.info("attempt %s: channel still up after a crash; waiting", item.channel_id)
                     continue
             log.warning(
@@ -489,6 +595,8 @@ class Dispatcher:
             await asyncio.gather(*list(self._inflight.values()), return_exceptions=True)
 
     async def close(self) -> None:
+        for page in list(self._pages):
+            page.cancel()
         for task in list(self._inflight.values()):
             task.cancel()
         await asyncio.gather(*list(self._inflight.values()), return_exceptions=True)

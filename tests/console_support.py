@@ -93,3 +93,54 @@ async def log_in(client: httpx.AsyncClient, login: str, password: str = PASSWORD
         "/console/login",
         data={"csrf": csrf_of(page.text), "login": login, "password": password},
     )
+
+
+# A district's spreadsheet: 500 rows, 3 of them bad (row numbers count the header as row 1).
+BAD_ROWS = {
+    42: ["", "010-2000-0040", "신림동", "G-0041"],  # no name
+    217: ["박이백", "010-12", "신림동", "G-0216"],  # not a phone number
+    388: ["최삼백", "010-3000-0386", "신림동", "G-0001"],  # the reference of row 2 again
+}
+BAD_REASONS = {
+    42: "이름이 비어 있습니다",
+    217: "전화번호 '010-12'가 올바른 국내 번호가 아닙니다",
+    388: "관리번호 G-0001가 2행과 겹칩니다",
+}
+SHEET_HEADER = ["이름", "전화번호", "행정동", "관리번호"]
+
+
+def district_rows(n: int = 500) -> list[list[str]]:
+    rows = []
+    for i in range(1, n + 1):
+        number = i + 1
+        rows.append(
+            BAD_ROWS.get(number, [f"주민{i:03d}", f"010-2{i:03d}-{i:04d}", "신림동", f"G-{i:04d}"])
+        )
+    return rows
+
+
+def district_xlsx(rows: list[list[str]] | None = None) -> bytes:
+    import io
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(SHEET_HEADER)
+    for row in rows if rows is not None else district_rows():
+        sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def district_csv(rows: list[list[str]] | None = None, encoding: str = "utf-8-sig") -> bytes:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(SHEET_HEADER)
+    writer.writerows(rows if rows is not None else district_rows())
+    return out.getvalue().encode(encoding)

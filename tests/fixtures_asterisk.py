@@ -34,13 +34,14 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from anbu.settings import AsteriskSettings, Settings, TrunkSettings
+from anbu.settings import AsteriskSettings, IvrSettings, NodeSettings, Settings, TrunkSettings
 from devstack.asterisk import (
     AsteriskInstall,
     AsteriskInstance,
     install_asterisk,
     provision_carrier,
     provision_engine,
+    provision_engines,
     render_korean_wav,
 )
 from ivr.ami import AmiClient
@@ -105,16 +106,43 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-_own_blocks = [start for n, start in enumerate(_RTP_BLOCKS) if n % _SLOTS == _SLOT]
-_rtp_blocks = random.sample(_own_blocks, len(_own_blocks))
+# This worker's share of the blocks: one contiguous run, so adjacent blocks stay possible.
+_OWN_BLOCKS = _RTP_BLOCKS[
+    len(_RTP_BLOCKS) * _SLOT // _SLOTS : len(_RTP_BLOCKS) * (_SLOT + 1) // _SLOTS
+]
+_rtp_blocks = random.sample(list(_OWN_BLOCKS), len(_OWN_BLOCKS))
 _rtp_iter = itertools.cycle(_rtp_blocks)
+_rtp_taken: set[int] = set()
 
 
-def rtp_range() -> tuple[int, int]:
-    """A random RTP block of 200 ports, one of this worker's, distinct from the others of this
-    session (until they are all handed out: then the first comes again)."""
-    start = next(_rtp_iter)
-    return start, start + _RTP_BLOCK_SIZE - 1
+def rtp_range(blocks: int = 1) -> tuple[int, int]:
+    """A random RTP block of 200 ports, one of this worker's (``worker_slot``), distinct from
+    the others of this session; with ``blocks`` > 1 that many adjacent blocks, none handed out
+    before."""
+    if blocks == 1:
+        for _ in range(len(_rtp_blocks)):
+            start = next(_rtp_iter)
+            if start not in _rtp_taken:
+                break
+        else:
+            _rtp_taken.clear()  # every block was handed out once: the cycle starts over
+        _rtp_taken.add(start)
+        return start, start + _RTP_BLOCK_SIZE - 1
+    size = _RTP_BLOCK_SIZE * blocks
+    starts = [b for b in _OWN_BLOCKS if b + size <= _OWN_BLOCKS.stop]
+    for start in random.sample(starts, len(starts)):
+        span = set(range(start, start + size, _RTP_BLOCK_SIZE))
+        if not span & _rtp_taken:
+            _rtp_taken.update(span)
+            return start, start + size - 1
+    if not starts:
+        raise RuntimeError(f"no {blocks} adjacent RTP blocks in this worker's share")
+    # A worker's share is a quarter of the range: once single blocks are spread over it, the
+    # cycle starts over for spans too, as it does for single blocks.
+    _rtp_taken.clear()
+    start = random.choice(starts)
+    _rtp_taken.update(range(start, start + size, _RTP_BLOCK_SIZE))
+    return start, start + size - 1
 
 
 def instance_settings(secret: str = "test-ami-secret") -> AsteriskSettings:
@@ -334,6 +362,64 @@ def build_pair(
     try:
         pair.carrier.start()
         pair.engine.start()
+    except BaseException:
+        pair.stop()
+        raise
+    return pair
+
+
+def build_nodes(
+    install: AsteriskInstall,
+    var_dir: Path,
+    *,
+    agi_port: int,
+    bench_prompt: Path,
+    count: int = 2,
+    max_calls: int = 20,
+) -> AsteriskPair:
+    """Provision and start ``count`` engine nodes (``engine-a``, ``engine-b``, ...) and one
+    carrier stand-in on free ports. ``settings.nodes`` lists the nodes (each capped at
+    ``max_calls``, the global cap their sum); ``pair.engine`` is the first, ``pair.extra`` the
+    others. The dialers send ``X-Anbu-Call`` so the carrier reports each call's id."""
+    ports = [instance_settings() for _ in range(count)]
+    # The carrier takes every node's calls, and keeps a killed node's calls up until its
+    # script ends (nothing tells it the far end died): two RTP blocks per node.
+    rtp_start, rtp_end = rtp_range(2 * count)
+    carrier = instance_settings().model_copy(update={"rtp_start": rtp_start, "rtp_end": rtp_end})
+    nodes = [
+        NodeSettings(
+            name=f"engine-{chr(ord('a') + i)}",
+            ami_port=own.ami_port,
+            ami_secret=own.ami_secret,
+            max_calls=max_calls,
+        )
+        for i, own in enumerate(ports)
+    ]
+    settings = Settings(
+        var_dir=var_dir,
+        engine=ports[0],
+        carrier=carrier,
+        trunk=TrunkSettings(host="127.0.0.1", port=carrier.sip_port),
+        agi_host="127.0.0.1",
+        agi_port=agi_port,
+        nodes=nodes,
+        max_concurrent_calls=max_calls * count,
+        ivr=IvrSettings(call_id_header="X-Anbu-Call"),
+    )
+    engines = provision_engines(settings, install=install, bench_prompt=bench_prompt, ports=ports)
+    pair = AsteriskPair(
+        settings=settings,
+        engine=engines[0],
+        carrier=provision_carrier(settings, install=install),
+        agi_port=agi_port,
+        bench_prompt=bench_prompt,
+        var_dir=var_dir,
+        extra=engines[1:],
+    )
+    try:
+        pair.carrier.start()
+        for engine in engines:
+            engine.start()
     except BaseException:
         pair.stop()
         raise

@@ -81,7 +81,7 @@ async def test_given_1_pressed_during_question_when_flow_runs_then_ok_and_thanks
     assert outcome.channel_id == "chan-1"
     assert channel.played == ["greeting", "question", "thanks", "goodbye"]
     assert commands[0] == "ANSWER"
-    assert commands[1] == f'STREAM FILE "{AUDIO}/rendered/greeting" "12"'
+    assert commands[1] == f'STREAM FILE "{AUDIO}/rendered/greeting" "1209"'
     assert commands[2] == f'GET DATA "{AUDIO}/rendered/question" 500 1'
     assert commands[-1] == "EXEC Hangup 16"
     assert outcome.replied_at is not None

@@ -236,6 +236,15 @@ async def test_given_ack_link_when_opened_and_submitted_then_finding_reaches_res
         "finding",
         "amended",
     ]
+    # The timeline's lines are Korean (officials read them in the console).
+    assert [e["detail"] for e in detail["events"]][2:] == [
+        "확인 링크 · 대기 중이던 문자 1건 발송 취소",
+        "방문 확인: 방문함, 건강함",
+        "오경보: 여행 중",
+        "방문 확인 → 오경보",
+    ]
+    assert detail["events"][0]["detail"].startswith("전화 안받음 (일반) · 안부 확인 종료 ")
+    assert detail["events"][1]["detail"].startswith("1단계 (동 주민센터) ")
     assert detail["messages"][0]["to_masked"] == "*******0001"
     assert (await api.client.get("/v1/incidents", headers=api.h("gangnam"))).json() == []
 

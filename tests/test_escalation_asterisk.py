@@ -7,6 +7,7 @@ exact Korean text."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import select
@@ -18,18 +19,19 @@ from anbu.domain.calls import CallResult
 from anbu.domain.checkin import CheckinSource, Outcome
 from anbu.ports import SystemClock
 from anbu.services.checkins import CheckinClosed, open_checkin
-from devstack.kannel import KannelInstance
+from devstack.kannel import KannelInstance, ReceivedSms
 from ivr.ami import AmiClient
 from ivr.dialer import AmiDialer, CallRegistry
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
 from tests.test_escalation_e2e import (  # noqa: F401  (fixtures used by name)
+    Stack,
     StackFactory,
     api_port,
     esc_kannel,
     local,
     stack_factory,
 )
-from tests.test_escalation_service import OUR_NUMBER, incident_of, make_world, token_in
+from tests.test_escalation_service import OUR_NUMBER, World, incident_of, make_world, token_in
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.kannel]
 
@@ -37,13 +39,21 @@ NEVER_ANSWERS = "01099990004"
 RING_S = 1.0
 
 
-async def test_given_resident_never_answers_when_attempt_rings_out_then_official_gets_sms(
-    engine_ami: AmiClient,
-    db_engine: AsyncEngine,
-    stack_factory: StackFactory,  # noqa: F811
-    esc_kannel: KannelInstance,  # noqa: F811
-) -> None:
-    stack = await stack_factory(kannel=esc_kannel)
+@dataclass
+class RingOut:
+    """A case whose one call rang out through the real engine, closed, and whose primary
+    official's SMS arrived at Kannel's fake SMSC."""
+
+    world: World
+    checkin_id: str
+    event: CheckinClosed
+    sms: ReceivedSms
+
+
+async def ring_out_until_sms(
+    engine_ami: AmiClient, db_engine: AsyncEngine, stack: Stack, kannel: KannelInstance
+) -> RingOut:
+    """One attempt to the never-answering number, dispatched for real, until the SMS is out."""
     sessions = stack.sessions
     world = await make_world(sessions, resident_phone=NEVER_ANSWERS)
     clock = SystemClock()
@@ -88,7 +98,7 @@ async def test_given_resident_never_answers_when_attempt_rings_out_then_official
     )
     runner = asyncio.create_task(dispatcher.run(poll_interval_s=0.2))
     try:
-        sms = await esc_kannel.wait_received(
+        sms = await kannel.wait_received(
             lambda m: m.receiver == world.officials["primary"].phone, timeout_s=40
         )
     finally:
@@ -99,6 +109,19 @@ async def test_given_resident_never_answers_when_attempt_rings_out_then_official
         await dialer.close()
 
     [event] = closed
+    return RingOut(world, checkin_id, event, sms)
+
+
+async def test_given_resident_never_answers_when_attempt_rings_out_then_official_gets_sms(
+    engine_ami: AmiClient,
+    db_engine: AsyncEngine,
+    stack_factory: StackFactory,  # noqa: F811
+    esc_kannel: KannelInstance,  # noqa: F811
+) -> None:
+    stack = await stack_factory(kannel=esc_kannel)
+    sessions = stack.sessions
+    run = await ring_out_until_sms(engine_ami, db_engine, stack, esc_kannel)
+    checkin_id, event, sms = run.checkin_id, run.event, run.sms
     assert event.outcome is Outcome.UNREACHABLE
     async with sessions() as s:
         case = (await s.execute(select(Checkin).where(Checkin.id == checkin_id))).scalar_one()

@@ -730,8 +730,11 @@ async def test_given_dead_devices_when_digest_runs_then_one_sms_per_district_per
                 (DeviceKind.APP, DeviceIssueKind.OFFLINE, 50),
             ]
         ):
+            owner = await s.get(Resident, world.resident_id)
+            assert owner is not None
             device = Device(
                 device_id=f"dev-{n}",
+                district_id=owner.district_id,
                 resident_id=world.resident_id,
                 kind=kind,
                 last_seen_at=T0 - dt.timedelta(hours=hours),

@@ -11,19 +11,21 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.models import District, Resident
-from anbu.db.models_feedback import FeedbackStep
+from anbu.db.models_feedback import FeedbackStep, RuleFinding
 from anbu.db.models_signals import MonitoringProfile, RiskAssessment
 from anbu.domain.calls import CallResult
 from anbu.domain.escalation import Finding
 from anbu.domain.feedback import (
     Decision,
     FindingEffect,
+    RuleRecord,
     decide,
     decode,
     effect_of,
     effective,
     encode,
     raised_by,
+    strict_low_channels,
 )
 from anbu.domain.risk import (
     Baseline,
@@ -171,8 +173,6 @@ def test_given_a_widened_channel_when_graded_then_quiet_later_and_the_reason_say
         widen_h=((C, 500.0),),
     )  # fmt: skip
     assert huge.window_for(C) == 120.0
-    # The LOW rule is never loosened by findings (it cost slow declines in the benchmark).
-    assert huge.low_scale(C) == 1.0
     assert assess(huge, {C: b}, [], [], last + dt.timedelta(hours=121)).level is Level.CAUTION
     assert epoch_hour(after_100h) > epoch_hour(last)
 
@@ -320,26 +320,186 @@ async def test_given_the_api_when_listing_reverting_and_reporting_a_concern_then
     assert missing.status_code == 404
 
 
-@pytest.mark.parametrize(
-    ("low_scale", "observed", "status"),
-    [
-        (1.0, 2.0, ChannelStatus.LOW),  # 2 calls where 9 are usual: below min(4.5, 9 - 2*3)
-        (0.75, 2.0, ChannelStatus.ACTIVE),  # widened a day: below min(3.4, 9 - 2.67*3) = 1 only
-        (0.75, 0.0, ChannelStatus.LOW),  # but no call at all is still LOW
-        (0.6, 0.0, ChannelStatus.LOW),  # even at the 5-day bound
-    ],
-)
-def test_a_widened_channel_is_low_only_for_a_larger_shortfall(
-    low_scale: float, observed: float, status: ChannelStatus
-) -> None:
-    now = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+def _low_calls(observed: float, now: dt.datetime) -> Baseline:
+    """9 calls usual over the 50-hour LOW window, ``observed`` of them seen (3 hours ago)."""
     now_h = epoch_hour(now)
     b = Baseline(C, hourly=[9 / 50] * 24, days=20, ring_end=now_h, first_hour=now_h - 500)
     if observed:
         b.ring[(now_h - 3) % len(b.ring)] = observed
     b.last_activity_at = now - dt.timedelta(hours=3 if observed else 40)
-    from anbu.domain.risk import assess_channel
+    return b
 
-    e = assess_channel(b, C, now, 72.0, None, [], low_scale=low_scale)
-    assert e.expected == pytest.approx(9.0)
-    assert e.status is status
+
+CALLS_ONLY = ProfileRules(
+    Tier.CALLS, RiskCategory.MEDIUM, None, frozenset({ConsentScope.CALL_RECORDS})
+)
+NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("observed", "strict", "widen", "level"),
+    [
+        (2.0, frozenset(), (), Level.CONCERN),  # plain: 2 calls where 9 are usual is LOW
+        (2.0, frozenset({C}), (), Level.NONE),  # the district found calls LOW noise
+        (2.0, frozenset({P}), (), Level.CONCERN),  # ... another channel's findings: no effect
+        (2.0, frozenset(), ((C, 24.0),), Level.NONE),  # the person was found quiet by habit
+        (0.0, frozenset({C}), ((C, 48.0),), Level.CONCERN),  # nothing at all: still LOW
+        (1.0, frozenset({C}), (), Level.NONE),  # 1 in 9: limit max(min(4.5, 9 - 3*3), 1) = 1
+    ],
+)
+def test_given_findings_when_a_lone_low_is_graded_then_it_needs_the_stricter_guard(
+    observed: float,
+    strict: frozenset[Channel],
+    widen: tuple[tuple[Channel, float], ...],
+    level: Level,
+) -> None:
+    profile = ProfileRules(
+        Tier.CALLS, RiskCategory.MEDIUM, None, frozenset({ConsentScope.CALL_RECORDS}),
+        widen_h=widen,
+    )  # fmt: skip
+    a = assess(profile, {C: _low_calls(observed, NOW)}, [], [], NOW, strict_low=strict)
+    assert a.channels[0].status is ChannelStatus.LOW  # the evidence still says what it saw
+    assert a.channels[0].expected == pytest.approx(9.0)
+    assert a.level is level
+    if level is Level.NONE:
+        assert "단독 저활동 기준 강화" in a.explanation
+
+
+def test_strict_low_limit_is_never_above_the_plain_one() -> None:
+    from anbu.domain.risk import low_limit, strict_low_limit
+
+    for tenths in range(500):
+        e = tenths / 10
+        assert strict_low_limit(e) <= low_limit(e)
+    assert strict_low_limit(9.0) == 1.0  # only "nothing at all" (min(4.5, 9 - 3*3) = 0)
+    assert low_limit(9.0) == 3.0
+
+
+def test_given_strict_channels_when_a_low_adds_up_to_a_call_then_the_plain_limit_stands() -> None:
+    """Two LOW channels make 주의 (a call): feedback's stricter guard never touches it."""
+    iot = ProfileRules(
+        Tier.IOT, RiskCategory.MEDIUM, None,
+        frozenset({ConsentScope.CALL_RECORDS, ConsentScope.IOT}), widen_h=((C, 48.0), (L, 48.0)),
+    )  # fmt: skip
+    light = _low_calls(2.0, NOW)
+    light = Baseline(L, hourly=light.hourly, days=light.days, ring_end=light.ring_end,
+                     first_hour=light.first_hour, ring=light.ring,
+                     last_activity_at=light.last_activity_at)  # fmt: skip
+    from anbu.domain.risk import DeviceKind, DeviceView
+
+    plug = DeviceView("plug-1", DeviceKind.PLUG, 3600, True, NOW, NOW - dt.timedelta(days=30))
+    a = assess(
+        iot, {C: _low_calls(2.0, NOW), L: light}, [plug], [], NOW, strict_low=frozenset({C, L})
+    )
+    assert [e.status for e in a.channels if e.channel in (C, L)] == [ChannelStatus.LOW] * 2
+    assert a.level is Level.CAUTION
+
+
+def test_given_a_widened_person_quiet_past_the_plain_severe_span_then_serious_stands() -> None:
+    """Widening delays 주의, never 심각: quiet 150 h is 심각 under the plain 3-day window (2 x
+    72 h), whatever the findings widened (the old rule graded it 주의 at a 5-day window)."""
+    last = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.UTC)
+    b = _quiet_calls_baseline(last)
+    widened = ProfileRules(
+        Tier.CALLS, RiskCategory.MEDIUM, None, frozenset({ConsentScope.CALL_RECORDS}),
+        widen_h=((C, 48.0),),
+    )  # fmt: skip
+    at = last + dt.timedelta(hours=150)
+    assert assess(CALLS_ONLY, {C: b}, [], [], at).level is Level.SERIOUS
+    a = assess(widened, {C: b}, [], [], at)
+    assert a.level is Level.SERIOUS
+    assert a.channels[0].severe
+    # Below the plain severe span the widening holds: 100 h is quiet in 3 days, not in 5 (no
+    # call at all in the LOW window stays LOW, a 관심 record, however strict).
+    assert assess(widened, {C: b}, [], [], last + dt.timedelta(hours=100)).level is Level.CONCERN
+    assert assess(CALLS_ONLY, {C: b}, [], [], last + dt.timedelta(hours=100)).level is (
+        Level.CAUTION
+    )
+
+
+@pytest.mark.parametrize(
+    ("false_alarms", "true_alarms", "noise"),
+    [
+        (19, 0, False),  # too few looks to tell
+        (20, 0, True),
+        (19, 1, True),  # 1 in 20 true: the bound
+        (18, 2, False),  # 2 in 20 true: the plain limit stays
+        (190, 10, True),
+        (189, 11, False),  # true alarms relax it again
+    ],
+)
+def test_a_district_tightens_a_channel_only_when_its_low_alarms_were_nearly_all_false(
+    false_alarms: int, true_alarms: int, noise: bool
+) -> None:
+    r = RuleRecord(false_alarms, true_alarms)
+    assert r.noise is noise
+    records = {("calls", "low"): r, ("power", "quiet"): RuleRecord(500, 0)}
+    assert strict_low_channels(records) == (frozenset({C}) if noise else frozenset())
+
+
+def test_a_rule_record_counts_by_the_findings_effect() -> None:
+    r = RuleRecord()
+    for f in ("false_alarm", "quiet_habit", "safe", "visited", "died", "hospitalised"):
+        r = r.add(effect_of(f))
+    assert r == RuleRecord(false_alarms=2, true_alarms=2)
+
+
+async def test_given_findings_about_low_alerts_then_the_district_tightens_that_channel(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Stored path (both backends): 20 lone-LOW 관심 records found quiet by habit in one district
+    tighten calls there, and only there; a later death counts against it."""
+    async with sessions() as s:
+        d1, d2 = District(code="91001", name="일구"), District(code="91002", name="이구")
+        s.add_all([d1, d2])
+        await s.flush()
+        people = [Resident(district_id=d1.id, name=f"가{i}", phone=f"0109000{i:04d}")
+                  for i in range(21)]  # fmt: skip
+        other = Resident(district_id=d2.id, name="나", phone="01090009999")
+        s.add_all([*people, other])
+        await s.flush()
+        for r in [*people, other]:
+            spec = registry.ProfileSpec(Tier.CALLS, RiskCategory.MEDIUM, None, True, False, False)
+            await registry.set_profile(s, r, spec, T0)
+        await s.commit()
+        ids = [r.id for r in people]
+        d1_id, d2_id, other_id = d1.id, d2.id, other.id
+
+    async def concern(rid: str, finding: str) -> None:
+        async with sessions() as s:
+            a = RiskAssessment(
+                resident_id=rid, level=Level.CONCERN, previous_level=Level.NONE,
+                evidence={"channels": [{"channel": "calls", "status": "low", "severe": False}]},
+                explanation="", assessed_at=T0,
+            )  # fmt: skip
+            s.add(a)
+            await s.flush()
+            await feedback.on_finding(
+                s, resident_id=rid, finding=finding, now=T0 + HOUR, assessment_id=a.id
+            )
+            await s.commit()
+
+    for rid in ids[:19]:
+        await concern(rid, "quiet_habit")
+    await concern(other_id, "false_alarm")
+    await concern(ids[0], "visited")  # changes nothing
+    async with sessions() as s:
+        assert await feedback.strict_low_by_district(s) == {}
+    await concern(ids[19], "false_alarm")
+    async with sessions() as s:
+        assert await feedback.strict_low_by_district(s) == {d1_id: frozenset({C})}
+        found = await gather(s, [ids[20], other_id], T0)
+    assert found.context.strict_low == {d1_id: frozenset({C})}
+    assert {x.resident_id: x.district_id for x in found.subjects} == {
+        ids[20]: d1_id,
+        other_id: d2_id,
+    }
+    await concern(ids[20], "died")
+    await concern(ids[20], "hospitalised")
+    async with sessions() as s:
+        assert await feedback.strict_low_by_district(s) == {}  # 2 true in 22: relaxed
+        rows = (await s.execute(select(RuleFinding).order_by(RuleFinding.district_id))).scalars()
+        assert [(r.district_id, r.rule, r.false_alarms, r.true_alarms) for r in rows] == [
+            (d1_id, "low", 20, 2),
+            (d2_id, "low", 1, 0),
+        ]

@@ -52,3 +52,27 @@ async def test_given_items_one_after_another_when_submitted_then_no_task_lingers
     await asyncio.sleep(0)
     assert group._task is None or group._task.done()
     assert await group.submit(2) == 3
+
+
+async def test_given_a_batch_waiting_when_more_items_come_then_a_second_batch_runs_meanwhile(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # One batch at a time made every statement of a burst wait for the one before it (on a
+    # loaded PostgreSQL that pipeline bounded the alert burst): a second batch must start
+    # while the first is still inside its transaction.
+    first_inside = asyncio.Event()
+    second_done = asyncio.Event()
+
+    async def work(_session: AsyncSession, n: int) -> int:
+        if n == 1:
+            first_inside.set()
+            await second_done.wait()  # held open until the second batch has committed
+        return n
+
+    group: GroupCommit[int, int] = GroupCommit(sessions, work, "test-group", order=str)
+    first = asyncio.create_task(group.submit(1))
+    await first_inside.wait()
+    assert await asyncio.wait_for(group.submit(2), 30) == 2
+    second_done.set()
+    assert await first == 1
+    await group.aclose()

@@ -91,7 +91,8 @@ class Seed:
         )  # fmt: skip
         for kind in devices:
             self.s.add(Device(id=self._id("d"), device_id=self._id("dev-"), resident_id=r.id,
-                              kind=kind, created_at=at(9, 1)))  # fmt: skip
+                              district_id=r.district_id, kind=kind,
+                              created_at=at(9, 1)))  # fmt: skip
         return r
 
     def signal(self, r: Resident, source: str, when: dt.datetime) -> None:
@@ -170,7 +171,8 @@ class Seed:
 
     def task(self, r: Resident, opened: dt.datetime, resolved: dt.datetime | None) -> None:
         dev = Device(id=self._id("d"), device_id=self._id("dev-"), resident_id=r.id,
-                     kind=DeviceKind.PLUG, active=False, created_at=at(9, 1))  # fmt: skip
+                     district_id=r.district_id, kind=DeviceKind.PLUG, active=False,
+                     created_at=at(9, 1))  # fmt: skip
         self.s.add(dev)
         self.s.add(
             DeviceTask(id=self._id("t"), device_pk=dev.id, resident_id=r.id,

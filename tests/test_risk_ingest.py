@@ -16,14 +16,15 @@ from anbu.db.models_signals import Device, SignalEvent, SignalState
 from anbu.domain.risk import DeviceKind, RiskCategory, SignalKind, Tier
 from anbu.risk import registry
 from anbu.risk.bulk import SQLITE_INSERT_ROWS
-from anbu.risk.ingest import ingest
+from anbu.risk.ingest import ingest, stored_event_id
 from anbu.risk.schemas import SignalEventIn
 
 T0 = dt.datetime(2026, 11, 2, 0, 0, tzinfo=dt.UTC)
 KST_OFFSET = dt.timezone(dt.timedelta(hours=9))
 
 
-async def _residents(sessions: async_sessionmaker[AsyncSession], *ids: str) -> None:
+async def _residents(sessions: async_sessionmaker[AsyncSession], *ids: str) -> int:
+    """Residents of one new district (returned), each with a plug ``plug-<id>``."""
     async with sessions() as s:
         district = District(code="11620", name="관악구")
         s.add(district)
@@ -39,6 +40,7 @@ async def _residents(sessions: async_sessionmaker[AsyncSession], *ids: str) -> N
                 now=T0,
             )  # fmt: skip
         await s.commit()
+        return district.id
 
 
 def _ev(**kw: object) -> SignalEventIn:
@@ -57,7 +59,7 @@ def _calls(rid: str, prefix: str, hours: range) -> list[SignalEventIn]:
 async def test_given_events_of_every_shape_when_ingested_then_stored_exactly_as_the_orm_stores(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    await _residents(sessions, "r1")
+    did = await _residents(sessions, "r1")
     at_kst = dt.datetime(2026, 11, 2, 9, 30, 0, 123456, tzinfo=KST_OFFSET)  # an offset, micros
     events = [
         _ev(source="skt-cdr", event_id="c1", kind="call", resident_id="r1",
@@ -81,7 +83,8 @@ async def test_given_events_of_every_shape_when_ingested_then_stored_exactly_as_
         for e in events:
             s.add(
                 SignalEvent(
-                    source=f"orm-{e.source}", event_id=e.event_id, resident_id="r1",
+                    source=f"orm-{e.source}", event_id=stored_event_id(did, e.event_id),
+                    resident_id="r1",
                     device_id=e.device_id, kind=e.kind, at=e.at, value=e.value,
                     attrs=e.attrs(), received_at=now,
                 )
@@ -112,8 +115,10 @@ async def test_given_events_of_every_shape_when_ingested_then_stored_exactly_as_
             )
         }
         assert ours == orm
-        assert ours["l1"][5] == "null"
-        stored = await s.execute(select(t).where(t.event_id == "c1", t.source == "skt-cdr"))
+        assert ours[f"{did}/l1"][5] == "null"  # stored qualified by the district
+        stored = await s.execute(
+            select(t).where(t.event_id == stored_event_id(did, "c1"), t.source == "skt-cdr")
+        )
         call = stored.scalar_one()
         assert call.at == at_kst
         assert call.at.tzinfo is dt.UTC
@@ -165,7 +170,7 @@ async def test_given_a_partly_resent_batch_when_ingested_then_only_new_events_mo
 async def test_given_a_batch_beyond_one_statement_when_ingested_then_every_event_is_stored_once(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    await _residents(sessions, "r1")
+    did = await _residents(sessions, "r1")
     n = SQLITE_INSERT_ROWS + 500  # more rows than one SQLite INSERT carries
     events = [
         _ev(source="plug", event_id=f"p{i}", kind="power", device_id="plug-r1",
@@ -182,4 +187,4 @@ async def test_given_a_batch_beyond_one_statement_when_ingested_then_every_event
     assert (again.accepted, again.duplicates) == (0, n)
     async with sessions() as s:
         ids = (await s.execute(select(SignalEvent.event_id))).scalars().all()
-    assert sorted(ids) == sorted(e.event_id for e in events)
+    assert sorted(ids) == sorted(stored_event_id(did, e.event_id) for e in events)

@@ -110,10 +110,11 @@ async def test_given_plug_publishing_when_subscribed_then_readings_are_stored_on
             states = {x.channel for x in (await s.execute(select(SignalState))).scalars()}
             assert states == {Channel.POWER, Channel.LIGHT}
             kinds = sorted(e.event_id for e in (await s.execute(select(SignalEvent))).scalars())
+            did = device.district_id  # event ids are stored qualified by the district
             assert kinds == [
-                "plug-7:hb-2026-11-25T01:00:00+00:00",  # keyed by arrival: a will has no id
-                "plug-7:r-1:light",
-                "plug-7:r-1:power",
+                f"{did}/plug-7:hb-2026-11-25T01:00:00+00:00",  # keyed by arrival: a will has no id
+                f"{did}/plug-7:r-1:light",
+                f"{did}/plug-7:r-1:power",
             ]
 
 

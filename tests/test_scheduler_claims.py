@@ -76,7 +76,7 @@ async def _claim(
         worker_id=worker,
         now=now,
         global_cap=cap,
-        can_start=lambda _t: True,
+        can_start=lambda _t: "engine",
         limit=limit,
         trunk_of=lambda _n: "trunk",
         severe_priority=SEVERE_PRIORITY,

@@ -6,6 +6,7 @@ the escalation. These tests run over the real API and a real database (both back
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -118,7 +119,9 @@ async def test_given_wrong_codes_when_limit_reached_then_right_code_is_locked_ou
     # Every try is on the incident's own record (number masked), and every SMS is stored.
     assert len(details) == 6
     assert all("*******0001" in d and PRIMARY not in d for d in details)
-    assert "no longer accepted" in details[4]
+    assert "더 이상 문자 코드로 확인할 수 없습니다" in details[4]
+    # Officials read these lines in the Korean console: no English log phrases.
+    assert not any(re.search(r"[A-Za-z]{3,}", d) for d in details), details
     assert outcomes == ["wrong_code"] * 5 + ["locked"]
     # The link still acknowledges.
     assert (await _reload(api, incident.id)).sms_failures == 6

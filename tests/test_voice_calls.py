@@ -421,7 +421,11 @@ def test_given_settings_when_built_then_listener_uses_speech_settings(
     listener = SpeechListener.from_settings(settings, recognizer)
 
     assert listener.recordings_dir == tmp_path / "recordings"
-    assert (listener.silence_s, listener.keep_recordings, listener.escape_digits) == (3, True, "12")
+    assert (listener.silence_s, listener.keep_recordings, listener.escape_digits) == (
+        3,
+        True,
+        "1209",
+    )
     assert not listener.recordings_dir.exists()  # made on first use, not at build time
 
 

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from anbu import __version__
-from anbu.api import audit, feedback, keys, openapi, routes, signals, webhooks
+from anbu.api import audit, feedback, keys, openapi, routes, signals, voice, webhooks
 from anbu.api.deps import UnauthenticatedError
 from anbu.api.gate import InputGate
 from anbu.api.headers import SecurityHeaders
@@ -137,6 +137,7 @@ def create_app(
     app.include_router(audit.router)
     app.include_router(webhooks.router)
     app.include_router(feedback.router)
+    app.include_router(voice.router)
     for router in routers:  # the outer packages' routers, mounted by anbu.app
         app.include_router(router)
 

@@ -26,6 +26,9 @@ RAW_BYTE_PREFIXES = ("/v1/sms/kannel/",)
 # Batch ingestion refuses a bad event per item (its patterns refuse NUL and surrogates) and
 # keeps the good ones: refusing the whole batch of 10,000 for one bad id would lose data.
 PER_ITEM_BODIES = frozenset({"/v1/signals"})
+# File uploads are binary (an XLSX is a zip, full of NUL bytes): the route checks every cell
+# it reads from the file instead (anbu.console.enrolment).
+UPLOAD_BODIES = frozenset({"/console/residents/import"})
 
 # Fast path: only a body with one of these can hold a NUL or a surrogate once parsed.
 _JSON_SUSPECT = re.compile(rb"\x00|\\u(?:0000|[dD][89a-fA-F])")
@@ -93,6 +96,8 @@ def check_body(content_type: str, body: bytes) -> None:
             return  # the route's own parser answers a malformed document
         _walk("body", parsed)
         return
+    if ctype.startswith("audio/"):
+        return  # a recorded prompt (ivr.recording_api): binary, never stored as text
     if b"\x00" in body:
         raise InputRefusedError("body", "NUL characters are not allowed")
 
@@ -184,7 +189,7 @@ class InputGate:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         try:
-            if path not in PER_ITEM_BODIES and not raw_bytes:
+            if path not in PER_ITEM_BODIES and path not in UPLOAD_BODIES and not raw_bytes:
                 check_body(content_type, body)
         except InputRefusedError as exc:
             await send_json(send, 422, problem_422(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response, status
@@ -273,8 +274,30 @@ async def register_device(
     return device
 
 
-async def _device(session: SessionDep, principal: PrincipalDep, device_id: str) -> Device:
-    device = await registry.get_device(session, device_id)
+DistrictQuery = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[0-9]{5}$",
+        description="district code; needed only when the device id is used in more than one"
+        " of the key's districts (device ids are unique per district)",
+    ),
+]
+
+
+async def _device(
+    session: SessionDep, principal: PrincipalDep, device_id: str, district: str | None = None
+) -> Device:
+    # Looked up among the caller's districts only: device ids are namespaced per district, so
+    # another district's device of the same id is "not found", exactly as if it did not exist.
+    visible: Collection[int] | None = None if principal.is_admin else principal.district_ids
+    if district is not None:
+        found = (
+            await session.execute(select(District.id).where(District.code == district))
+        ).scalar_one_or_none()
+        if found is None or not principal.can_see(found):
+            raise NotFoundError("device", device_id)
+        visible = [found]
+    device = await registry.get_device(session, device_id, visible)
     resident = await session.get(Resident, device.resident_id)
     assert resident is not None
     principal.require_district(resident.district_id, "device", device_id)
@@ -282,8 +305,10 @@ async def _device(session: SessionDep, principal: PrincipalDep, device_id: str) 
 
 
 @router.get("/devices/{device_id}", response_model=DeviceOut)
-async def get_device(device_id: str, principal: PrincipalDep, session: SessionDep) -> Device:
-    return await _device(session, principal, device_id)
+async def get_device(
+    device_id: str, principal: PrincipalDep, session: SessionDep, district: DistrictQuery = None
+) -> Device:
+    return await _device(session, principal, device_id, district)
 
 
 @router.get("/residents/{resident_id}/devices", response_model=list[DeviceOut])
@@ -299,9 +324,13 @@ async def list_devices(
 
 @router.delete("/devices/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def deregister_device(
-    device_id: str, principal: PrincipalDep, session: SessionDep, container: ContainerDep
+    device_id: str,
+    principal: PrincipalDep,
+    session: SessionDep,
+    container: ContainerDep,
+    district: DistrictQuery = None,
 ) -> Response:
-    device = await _device(session, principal, device_id)
+    device = await _device(session, principal, device_id, district)
     await registry.deregister_device(session, device, container.clock.now())
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,38 +15,55 @@ from anbu.api.app import create_app
 from anbu.console import routes as console_routes
 from anbu.container import Container
 from anbu.db.session import make_engine, make_sessionmaker
-from anbu.ports import Clock, SmsSender, SystemClock
+from anbu.domain.calling_hours import zone
+from anbu.errors import AnbuError
+from anbu.ports import Clock, HelpDesk, SmsSender, SystemClock, VoiceProfiles
 from anbu.risk.mqtt import MqttSignalSubscriber, subscriber_options
 from anbu.risk.retention import prune_events
 from anbu.risk.sweep import sweep
 from anbu.services.retention import RetentionPolicy, apply_retention
+from anbu.services.voice import DbVoiceProfiles
 from anbu.services.webhooks import WebhookConfig, WebhookWorker
-from anbu.settings import Settings
+from anbu.settings import NodeSettings, Settings
 from escalation import api as escalation_api
+from escalation.handoff import HandoffDesk
 from escalation.outbox import OutboxConfig, OutboxWorker
+from escalation.pager import AdminPager
 from escalation.providers import sender_from_settings
 from escalation.service import EscalationConfig, EscalationRuntime, EscalationService
-from ivr.agi import AgiServer
+from ivr import recording_api
+from ivr.agi import AgiHandler, AgiServer
 from ivr.ami import AmiClient, ami_client_from_settings
 from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow, ReplyListener
+from ivr.handoff import AgiTransfer, NodeSlots, SpokenText, TransferConfig, WhisperFlow
+from ivr.recording import RecordingStore
 from scheduler import api as scheduling_api
-from scheduler.dispatcher import AmiChannelProbe, Dispatcher
+from scheduler.dispatcher import AmiChannelProbe, Dispatcher, EngineNode
 from scheduler.service import SchedulerService, build_scheduler
 
 log = logging.getLogger(__name__)
 
+# After the first engine node is up at start, how long the others may take to join before
+# they are reported down (they still join whenever their AMI comes up).
+NODE_JOIN_GRACE_S = 2.0
+
 __all__ = [
     "Container",
     "Escalation",
+    "NodeLink",
     "Telephony",
+    "admin_pager",
     "build_api",
     "build_container",
     "build_dispatcher",
     "build_escalation",
     "build_scheduler_service",
+    "handoff_desk",
     "mqtt_subscriber",
+    "recording_store",
     "speech_listener",
+    "voice_profiles",
     "webhook_worker",
 ]
 
@@ -61,16 +80,56 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
 
 
 @dataclass
-class Telephony:
-    """The engine side of a call: AMI (dialing, events), FastAGI (the IVR), the dialer."""
+class NodeLink:
+    """One engine node as this process reaches it: its AMI client and the dialer over it."""
 
+    settings: NodeSettings
     ami: AmiClient
-    registry: CallRegistry
     dialer: AmiDialer
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+
+@dataclass
+class Telephony:
+    """The engine side of a call: per engine node AMI (dialing, events) and a dialer; one
+    FastAGI server (the IVR) and one call registry for every node."""
+
+    links: list[NodeLink]
+    registry: CallRegistry
     # None in a dispatch worker without its own AGI server: the engine's dialplan sends the
     # answered calls to ``anbu serve``'s.
     agi: AgiServer | None
     listener: ReplyListener | None = None
+
+    @property
+    def ami(self) -> AmiClient:
+        """The first node's AMI (the one engine when no nodes are configured)."""
+        return self.links[0].ami
+
+    @property
+    def dialer(self) -> AmiDialer:
+        return self.links[0].dialer
+
+    @property
+    def booted(self) -> bool:
+        """At least one node can take calls."""
+        return any(link.ami.booted for link in self.links)
+
+    def engine_nodes(self) -> list[EngineNode]:
+        """The nodes as the dispatcher uses them (health = the node's AMI is booted)."""
+        return [
+            EngineNode(
+                link.name,
+                link.dialer,
+                link.settings.max_calls,
+                AmiChannelProbe(link.ami),
+                healthy=functools.partial(getattr, link.ami, "booted"),
+            )
+            for link in self.links
+        ]
 
     @classmethod
     def build(
@@ -83,18 +142,42 @@ class Telephony:
         agi_address: str | None = None,
         serve_agi: bool = True,
         registry: CallRegistry | None = None,
+        help_desk: HelpDesk | None = None,
+        voice_profiles: VoiceProfiles | None = None,
     ) -> Telephony:
         """``agi_port=0`` takes a free port (a one-off call beside a running ``anbu run``);
         ``agi_address`` names this process's AGI server in every Originate (a dispatch worker
-        whose calls' IVR must run here)."""
-        ami = ami_client_from_settings(settings)
+        whose calls' IVR must run here). With ``help_desk`` (and ``handoff.enabled``) a
+        resident who asks for help is connected to an official (``ivr.handoff``); with
+        ``voice_profiles`` each resident's calls sound as their profile says."""
         registry = registry if registry is not None else CallRegistry()
-        dialer = AmiDialer.from_settings(settings, ami, registry, clock, agi_address=agi_address)
+        links = []
+        for node in settings.engine_nodes():
+            ami = ami_client_from_settings(settings, node)
+            dialer = AmiDialer.from_settings(
+                settings, ami, registry, clock, agi_address=agi_address, node=node
+            )
+            links.append(NodeLink(node, ami, dialer))
         flow = CheckinFlow.from_settings(settings, registry, listener=listener, clock=clock)
+        if voice_profiles is not None:
+            flow.profiles = voice_profiles
+        # The official's leg hears the whisper through the same listener: an official's
+        # voicemail is detected like a resident's.
+        whispers = WhisperFlow(listener)
+        if help_desk is not None and settings.handoff.enabled:
+            flow.transfer = AgiTransfer(
+                help_desk,
+                # The transfer's leg counts against the cap of the node the call is on.
+                NodeSlots([link.dialer for link in links]),
+                whispers,
+                SpokenText(settings.var_dir / "handoff"),
+                TransferConfig.from_settings(settings),
+            )
         if agi_port is not None:
             settings = settings.model_copy(update={"agi_port": agi_port})
-        agi = AgiServer.from_settings(settings, {"checkin": flow}) if serve_agi else None
-        return cls(ami, registry, dialer, agi, listener)
+        routes: dict[str, AgiHandler] = {"checkin": flow, "whisper": whispers}
+        agi = AgiServer.from_settings(settings, routes) if serve_agi else None
+        return cls(links, registry, agi, listener)
 
     async def start(self, boot_timeout_s: float = 30.0) -> None:
         # AGI first: Asterisk may run the dialplan's AGI() as soon as a call is answered.
@@ -104,18 +187,48 @@ class Telephony:
             # so no process re-points the engine's globals and takes another's IVR results
             # (`anbu call` beside `anbu run` took the stack's calls). A bind-all address names
             # no host the engine could reach: those calls keep the engine's globals.
-            if self.dialer.agi_address is None and self.agi.host not in ("", "0.0.0.0", "::"):
+            if self.agi.host not in ("", "0.0.0.0", "::"):
                 host = f"[{self.agi.host}]" if ":" in self.agi.host else self.agi.host
-                self.dialer.agi_address = f"{host}:{self.agi.port}"
-        self.ami.start()
-        await self.ami.wait_booted(boot_timeout_s)
-        self.dialer.start()
+                for link in self.links:
+                    if link.dialer.agi_address is None:
+                        link.dialer.agi_address = f"{host}:{self.agi.port}"
+        for link in self.links:
+            link.ami.start()
+            link.dialer.start()
+        # One node up is enough to start: the others join when their AMI connects (each
+        # client reconnects by itself), and the dispatcher sends them calls from then on.
+        # Once one is up the others get a short grace, so nodes that boot a moment later
+        # are not reported down.
+        waits = [asyncio.create_task(link.ami.wait_booted(boot_timeout_s)) for link in self.links]
+        errors: list[BaseException] = []
+        try:
+            for next_done in asyncio.as_completed(waits):
+                try:
+                    await next_done
+                except (AnbuError, TimeoutError) as exc:
+                    errors.append(exc)
+                    continue
+                pending = [w for w in waits if not w.done()]
+                if pending:
+                    await asyncio.wait(pending, timeout=NODE_JOIN_GRACE_S)
+                break
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        if len(errors) == len(self.links):
+            raise errors[0]
+        for link in self.links:
+            if not link.ami.booted:
+                log.error("ENGINE NODE DOWN at start: %s (it joins when its AMI is up)", link.name)
 
     async def stop(self) -> None:
-        await self.dialer.close()
+        for link in self.links:
+            await link.dialer.close()
         if self.agi is not None:
             await self.agi.stop()
-        await self.ami.close()
+        for link in self.links:
+            await link.ami.close()
         stop = getattr(self.listener, "stop", None)  # the AudioSocket server of barge-in
         if stop is not None:
             await stop()
@@ -193,16 +306,62 @@ def build_escalation(container: Container, *, send: bool) -> Escalation:
     return Escalation(service, runtime)
 
 
+def handoff_desk(container: Container, escalation: EscalationService) -> HelpDesk:
+    """The escalation side of a person on the line (``escalation.handoff``)."""
+    h = container.settings.handoff
+    # The acknowledgement clock while a transfer runs: a crashed process's transfer is paged
+    # by the tick after this (several officials' rings and accept windows).
+    budget = dt.timedelta(seconds=max(120.0, 4 * (h.ring_timeout_s + h.accept_timeout_s) + 30))
+    return HandoffDesk(container.sessions, escalation, budget=budget, clock=container.clock)
+
+
+def voice_profiles(container: Container) -> VoiceProfiles:
+    """Each resident's voice profile, read by the IVR at call time."""
+    return DbVoiceProfiles(container.sessions)
+
+
+def recording_store(settings: Settings) -> RecordingStore:
+    """Recorded prompts (``<var_dir>/recordings``): the API uploads, the IVR plays them."""
+    return RecordingStore(settings.var_dir / "recordings")
+
+
 def build_api(container: Container, escalation: EscalationService | None = None) -> FastAPI:
     """The HTTP API with every router mounted; ``escalation`` is this process's service (a
     plain one, whose SMS a worker sends, when not given)."""
-    app = create_app(container, routers=[scheduling_api.router, escalation_api.router])
+    app = create_app(
+        container,
+        routers=[scheduling_api.router, escalation_api.router, recording_api.router],
+    )
+    store = recording_store(container.settings)
+    app.dependency_overrides[recording_api.get_store] = lambda: store
     service = escalation or build_escalation(container, send=False).service
-    app.dependency_overrides[escalation_api.get_escalation] = lambda: service
+    app.state.escalation = service
     # The officials' console (anbu.console): acknowledges through this same service.
     app.state.console_escalation = service
     app.include_router(console_routes.router)
+    app.add_exception_handler(console_routes.ConsoleRefusedError, console_routes.refused_page)
     return app
+
+
+def admin_pager(container: Container, escalation: EscalationService) -> AdminPager | None:
+    """Administrators' SMS pages (node down, network failure, failed self-test), or None when
+    ``escalation.admin_phones`` is empty: then the ERROR log lines are the only page."""
+    settings = container.settings
+    if not settings.escalation.admin_phones:
+        log.warning(
+            "no ANBU_ESCALATION__ADMIN_PHONES: a dead engine node, a network failure or a failed"
+            " self-test is only logged"
+        )
+        return None
+    return AdminPager(
+        container.sessions,
+        settings.escalation.admin_phones,
+        settings.sms.sender,
+        container.clock,
+        tz=zone(settings.scheduling.timezone),
+        interval=dt.timedelta(seconds=settings.escalation.admin_page_interval_s),
+        wake=escalation.wake,
+    )
 
 
 def build_dispatcher(
@@ -216,11 +375,18 @@ def build_dispatcher(
         container.sessions,
         telephony.dialer,
         container.clock,
-        channel_probe=AmiChannelProbe(telephony.ami),
+        nodes=telephony.engine_nodes(),
     )
     dispatcher.add_listener(escalation.on_checkin_closed)
+    pager = admin_pager(container, escalation)
+    if pager is not None:
+        dispatcher.on_node_down = pager.node_down
+        dispatcher.on_network_failure = pager.network_failure
+    for link in telephony.links:
+        # A node going down or coming back is acted on by a pass at once, not at the next poll.
+        link.ami.on_state(lambda _state: dispatcher.wake())
     container.dispatcher = dispatcher
-    container.readiness["asterisk"] = lambda: telephony.ami.booted
+    container.readiness["asterisk"] = lambda: telephony.booted
     return dispatcher
 
 
@@ -247,6 +413,7 @@ def build_scheduler_service(
         retention = prune
 
     records = RetentionPolicy.from_settings(settings)
+    pager = admin_pager(container, escalation.service)
 
     async def record_retention() -> object:
         return await apply_retention(container.sessions, container.clock.now(), records)
@@ -258,6 +425,7 @@ def build_scheduler_service(
         risk_retention=retention,
         record_retention=record_retention,
         escalation_tick=escalation.runtime.tick if escalation.runtime is not None else None,
+        on_self_test_failed=pager.self_test_failed if pager is not None else None,
     )
 
 

@@ -20,6 +20,7 @@ import signal
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from anbu.app.parts import (
     Escalation,
@@ -29,8 +30,11 @@ from anbu.app.parts import (
     build_dispatcher,
     build_escalation,
     build_scheduler_service,
+    handoff_desk,
     mqtt_subscriber,
+    recording_store,
     speech_listener,
+    voice_profiles,
     webhook_worker,
 )
 from anbu.app.parts import (
@@ -118,7 +122,13 @@ async def running_services(
             hooks = webhook_worker(container)
             hooks_task = asyncio.create_task(hooks.run(), name="webhooks")
         if telephony:
-            tel = Telephony.build(settings, container.clock, await speech_listener(settings))
+            tel = Telephony.build(
+                settings,
+                container.clock,
+                await speech_listener(settings),
+                help_desk=handoff_desk(container, escalation.service),
+                voice_profiles=voice_profiles(container),
+            )
             services.telephony = tel
             await tel.start()
             services.dispatcher = build_dispatcher(container, tel, escalation.service)
@@ -159,6 +169,10 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
             # anbu.logs' root handler (masking) writes uvicorn's lines, the access log too.
             log_config=None,
             lifespan="on",
+            # An open console page holds a live stream (/console/events, up to 10 min): on
+            # shutdown, wait this long for requests to finish, then close what is left (the
+            # browser reconnects to the next process by itself).
+            timeout_graceful_shutdown=5,
         )
         server = uvicorn.Server(config)
         log.info("API on http://%s:%s (docs at /docs)", settings.api_host, settings.api_port)
@@ -207,6 +221,8 @@ async def dispatch_worker(
             await speech_listener(settings) if agi_address else None,
             agi_address=agi_address,
             serve_agi=agi_address is not None,
+            help_desk=handoff_desk(container, escalation.service),
+            voice_profiles=voice_profiles(container),
         )
         await tel.start()
         if agi_address:
@@ -251,6 +267,39 @@ async def prompts_render(settings: Settings, _a: argparse.Namespace) -> int:
 
     report = await asyncio.to_thread(render_prompts_command, settings)
     print(report.summary())
+    return 0
+
+
+async def prompts_upload(settings: Settings, a: argparse.Namespace) -> int:
+    """``anbu prompts upload PROMPT FILE [--district CODE]``: a recorded prompt, normalised;
+    a refused file prints its reason (exit 1)."""
+    from anbu.domain.replies import Prompt
+    from ivr.recording import RecordingRefusedError
+
+    try:
+        prompt = Prompt(a.prompt)
+    except ValueError:
+        print(f"anbu: no prompt {a.prompt!r} (have: {', '.join(p.value for p in Prompt)})")
+        return 2
+    store = recording_store(settings)
+    try:
+        result = await asyncio.to_thread(store.upload, prompt, Path(a.file), a.district)
+    except RecordingRefusedError as exc:
+        print(f"anbu: refused: {exc}")
+        return 1
+    print(
+        f"{prompt.value} ({'district ' + a.district if a.district else 'default'}): "
+        f"{result.duration_s:.1f} s, {result.source_loudness_lufs:.1f} -> "
+        f"{result.loudness_lufs:.1f} LUFS, peak {result.peak_dbfs:.1f} dBFS"
+    )
+    return 0
+
+
+async def prompts_sources(settings: Settings, a: argparse.Namespace) -> int:
+    """``anbu prompts sources [--district CODE]``: which source each prompt plays."""
+    sources = await asyncio.to_thread(recording_store(settings).sources, a.district)
+    for prompt, source in sources.items():
+        print(f"{prompt}\t{source}")
     return 0
 
 

@@ -64,6 +64,11 @@ async def _verify(stored: str, password: str) -> bool:
     return await asyncio.to_thread(run)
 
 
+async def verify_password(stored: str, password: str) -> bool:
+    """True when ``password`` matches the stored argon2 hash (run in a thread)."""
+    return await _verify(stored, password)
+
+
 _DUMMY = _hasher.hash("not a password anyone has")
 
 
@@ -207,6 +212,14 @@ async def login(
             account.locked_at = now
             raise AccountLockedError("this account is locked after too many wrong passwords")
         raise LoginRefusedError("wrong login name or password")
+    return await open_session(session, account, now, client)
+
+
+async def open_session(
+    session: AsyncSession, account: ConsoleAccount, now: dt.datetime, client: str = ""
+) -> NewSession:
+    """A new server-side session for an account that proved who it is (password or single
+    sign-on). The caller commits."""
     account.failed_logins = 0
     account.last_login_at = now
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)

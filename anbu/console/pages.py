@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.db.models import CallAttempt, Checkin, District, Resident
@@ -23,19 +23,30 @@ from anbu.db.models_escalation import (
     OutboxMessage,
     ResidentFinding,
 )
-from anbu.db.models_signals import MonitoringProfile
-from anbu.domain.console import sees_names, time_left
+from anbu.db.models_feedback import FeedbackStep
+from anbu.db.models_scheduling import SelfTestRun
+from anbu.db.models_signals import DeviceTask, MonitoringProfile
+from anbu.domain.calls import CallResult
+from anbu.domain.console import (
+    ConsoleRole,
+    handover_detail,
+    handover_taker,
+    sees_names,
+    time_left,
+)
 from anbu.domain.escalation import (
     FINDING_LABELS,
     OUTCOME_WORDS,
     RESULT_WORDS,
     SEOUL,
+    Finding,
     Urgency,
     mask_name,
 )
 from anbu.domain.incidents import IncidentEventKind, IncidentStatus
 from anbu.domain.phone import mask_phone
-from anbu.domain.risk import Level
+from anbu.domain.risk import DeviceIssueKind, Level, TaskStatus
+from anbu.risk import feedback
 
 PAGE_SIZE = 50
 S = TypeVar("S", bound=Select[*tuple[Any, ...]])
@@ -78,6 +89,12 @@ EVENT_WORDS = {
     IncidentEventKind.EXHAUSTED: "모든 담당자에게 알림",
     IncidentEventKind.NO_CHAIN: "알릴 담당자 없음",
     IncidentEventKind.REPLY: "답장",
+    IncidentEventKind.HANDED_OVER: "담당 넘김",
+    IncidentEventKind.CALLING: "담당자 연결 시도",
+    IncidentEventKind.CALL_ENDED: "연결 안 됨",
+    IncidentEventKind.CONNECTED: "담당자와 통화 연결",
+    IncidentEventKind.TALKED: "통화 종료",
+    IncidentEventKind.NO_TRANSFER: "통화 연결 안 함",
 }
 
 
@@ -128,6 +145,7 @@ class IncidentRow:
     overdue: bool
     messaged: list[str]
     opened: str
+    holder: str = ""  # who it was handed over to, last
 
 
 @dataclass
@@ -144,10 +162,87 @@ class CheckinRow:
 
 
 @dataclass
+class TaskRow:
+    resident_id: str
+    district_id: int
+    who: str
+    dong: str
+    what: str
+    detail: str
+    opened: str
+
+
+@dataclass
+class SelfTest:
+    when: str
+    ok: bool
+    text: str
+
+
+@dataclass
 class Today:
     incidents: list[IncidentRow]
     checkins: list[CheckinRow]
     now: str
+    tasks: list[TaskRow] = field(default_factory=list)
+    self_test: SelfTest | None = None
+
+
+TASK_WORDS = {
+    DeviceIssueKind.STALE: "보고 없음",
+    DeviceIssueKind.OFFLINE: "꺼짐",
+}
+
+
+async def device_tasks(session: AsyncSession, scope: Scope) -> list[TaskRow]:
+    """Open device tasks (a plug or app that stopped reporting: a visit, not a call)."""
+    query = (
+        select(
+            DeviceTask.kind,
+            DeviceTask.detail,
+            DeviceTask.opened_at,
+            Resident.id,
+            Resident.district_id,
+            Resident.name,
+            Resident.dong,
+        )
+        .join(Resident, Resident.id == DeviceTask.resident_id)
+        .where(DeviceTask.status == TaskStatus.OPEN)
+        .order_by(DeviceTask.opened_at)
+        .limit(TODAY_LIMIT)
+    )
+    return [
+        TaskRow(
+            rid,
+            district_id,
+            scope.name(name),
+            dong,
+            TASK_WORDS.get(kind, str(kind)),
+            detail,
+            local(opened),
+        )
+        for kind, detail, opened, rid, district_id, name, dong in (
+            await session.execute(scope.residents(query))
+        ).all()
+    ]
+
+
+async def last_self_test(session: AsyncSession) -> SelfTest | None:
+    """The daily self-test call's latest run (the whole telephony path, one test line)."""
+    run = await session.scalar(select(SelfTestRun).order_by(SelfTestRun.started_at.desc()).limit(1))
+    if run is None:
+        return None
+    if run.ended_at is None:
+        return SelfTest(local(run.started_at), False, "진행 중")
+    if run.ok:
+        return SelfTest(local(run.started_at), True, "정상")
+    try:
+        why = RESULT_WORDS.get(CallResult(run.result), run.result)
+    except ValueError:  # "error": the dialer itself failed (the log has the exception)
+        why = "전화 장비 오류" if run.result == "error" else (run.result or "원인 모름")
+    if run.result == CallResult.ANSWERED:
+        why = "받았으나 1번을 누르지 않음"
+    return SelfTest(local(run.started_at), False, f"실패: {why} (구 관리자에게 알리세요)")
 
 
 async def _messaged(session: AsyncSession, ids: list[str]) -> dict[str, list[str]]:
@@ -169,10 +264,44 @@ async def _messaged(session: AsyncSession, ids: list[str]) -> dict[str, list[str
     return out
 
 
+async def _whole_table(session: AsyncSession, scope: Scope) -> bool:
+    """True when the scope holds every resident (an analyst, or the deployment's only
+    district): a page's list can then be sorted and cut on its own table first and joined to
+    the 100 residents it shows, instead of joining all 100,000 before the sort."""
+    if scope.dong:
+        return False
+    district = scope.district_id
+    if district is None:
+        return True
+    other = await session.scalar(
+        select(Resident.id)
+        .where(
+            or_(Resident.district_id < scope.district_id, Resident.district_id > scope.district_id)
+        )
+        .limit(1)
+    )
+    return other is None
+
+
 async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
+    whole = await _whole_table(session, scope)
+    # Urgent first, then the clock that runs out first; no clock yet (SMS not sent) last.
+    order = (
+        (Incident.urgency == Urgency.URGENT).desc(),
+        Incident.ack_due_at.is_(None),
+        Incident.ack_due_at,
+        Incident.opened_at,
+    )
+    open_ = Incident.status.in_((IncidentStatus.OPEN, IncidentStatus.EXHAUSTED))
     # Plain columns, not entities: no eager loads of districts and attempts per row.
-    query = (
-        select(
+    if not scope.dong:
+        # incidents.district_id says the district: sort and cut the open incidents alone,
+        # then fetch their 100 residents by primary key.
+        cut = select(Incident.id).where(open_)
+        if scope.district_id is not None:
+            cut = cut.where(Incident.district_id == scope.district_id)
+        ids = list((await session.execute(cut.order_by(*order).limit(TODAY_LIMIT))).scalars())
+        query = select(
             Incident.id,
             Incident.urgency,
             Incident.outcome,
@@ -183,20 +312,31 @@ async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
             Resident.district_id,
             Resident.name,
             Resident.dong,
+        ).join(Resident, Resident.id == Incident.resident_id)
+        rows = {r[0]: r for r in (await session.execute(query.where(Incident.id.in_(ids))))}
+        found = [rows[i] for i in ids if i in rows]
+    else:
+        query = (
+            select(
+                Incident.id,
+                Incident.urgency,
+                Incident.outcome,
+                Incident.status,
+                Incident.ack_due_at,
+                Incident.opened_at,
+                Resident.id,
+                Resident.district_id,
+                Resident.name,
+                Resident.dong,
+            )
+            .join(Resident, Resident.id == Incident.resident_id)
+            .where(open_)
+            .order_by(*order)
+            .limit(TODAY_LIMIT)
         )
-        .join(Resident, Resident.id == Incident.resident_id)
-        .where(Incident.status.in_((IncidentStatus.OPEN, IncidentStatus.EXHAUSTED)))
-        # Urgent first, then the clock that runs out first; no clock yet (SMS not sent) last.
-        .order_by(
-            (Incident.urgency == Urgency.URGENT).desc(),
-            Incident.ack_due_at.is_(None),
-            Incident.ack_due_at,
-            Incident.opened_at,
-        )
-        .limit(TODAY_LIMIT)
-    )
-    found = (await session.execute(scope.residents(query))).all()
+        found = list((await session.execute(scope.residents(query))).all())
     messaged = await _messaged(session, [row[0] for row in found])
+    held = await holders(session, [row[0] for row in found])
     incidents = [
         IncidentRow(
             id=iid,
@@ -211,6 +351,7 @@ async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
             overdue=due is not None and due < now,
             messaged=messaged[iid],
             opened=local(opened),
+            holder=held.get(iid, ""),
         )
         for iid, urgency, outcome, status, due, opened, rid, district_id, name, dong in found
     ]
@@ -221,6 +362,19 @@ async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
         .correlate(Checkin)
         .scalar_subquery()
     )
+    since = midnight.astimezone(dt.UTC)
+    if whole:
+        # Every resident is in scope: cut today's check-ins first, join their residents after.
+        latest = (
+            select(Checkin.id)
+            .where(Checkin.created_at >= since)
+            .order_by(Checkin.created_at.desc())
+            .limit(TODAY_LIMIT)
+            .scalar_subquery()
+        )
+        today_only: ColumnElement[bool] = Checkin.id.in_(latest)
+    else:
+        today_only = Checkin.created_at >= since
     cq = (
         select(
             Checkin.reason,
@@ -234,7 +388,7 @@ async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
             Resident.dong,
         )
         .join(Resident, Resident.id == Checkin.resident_id)
-        .where(Checkin.created_at >= midnight.astimezone(dt.UTC))
+        .where(today_only)
         .order_by(Checkin.created_at.desc())
         .limit(TODAY_LIMIT)
     )
@@ -252,10 +406,103 @@ async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
             opened=local(created),
         )
         for reason, status, outcome, created, n, rid, district_id, name, dong in (
-            await session.execute(scope.residents(cq))
+            await session.execute(cq if whole else scope.residents(cq))
         ).all()
     ]
-    return Today(incidents, checkins, local(now))
+    return Today(
+        incidents,
+        checkins,
+        local(now),
+        await device_tasks(session, scope),
+        await last_self_test(session),
+    )
+
+
+async def holders(session: AsyncSession, ids: list[str]) -> dict[str, str]:
+    """Per incident: the colleague it was last handed over to (none when never handed over)."""
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(IncidentEvent.incident_id, IncidentEvent.detail)
+        .where(
+            IncidentEvent.incident_id.in_(ids),
+            IncidentEvent.kind == IncidentEventKind.HANDED_OVER,
+        )
+        .order_by(IncidentEvent.at, IncidentEvent.id)
+    )
+    return {str(iid): handover_taker(detail) for iid, detail in rows}
+
+
+async def queue_version(session: AsyncSession, scope: Scope) -> tuple[int, int]:
+    """Changes whenever the scope's queue does: an incident opens (its OPENED event), is
+    told, escalated, acknowledged or handed over (each writes an event). The live 오늘 page
+    polls this, cheaply, and reloads its queue only when it moved."""
+    query = select(func.count(IncidentEvent.id), func.coalesce(func.max(IncidentEvent.id), 0)).join(
+        Incident, Incident.id == IncidentEvent.incident_id
+    )
+    if scope.dong:
+        query = scope.residents(query.join(Resident, Resident.id == Incident.resident_id))
+    elif scope.district_id is not None:
+        query = query.where(Incident.district_id == scope.district_id)
+    count, top = (await session.execute(query)).one()
+    return int(count), int(top)
+
+
+class HandOverError(ValueError):
+    """A hand-over the console refuses; the message is the Korean text the page shows."""
+
+
+async def colleagues(session: AsyncSession, account: ConsoleAccount) -> list[tuple[str, str]]:
+    """Accounts of the same district that may take an incident over: (id, name)."""
+    if account.district_id is None:
+        return []
+    rows = await session.execute(
+        select(ConsoleAccount.id, ConsoleAccount.name)
+        .where(
+            ConsoleAccount.district_id == account.district_id,
+            ConsoleAccount.active.is_(True),
+            ConsoleAccount.role != ConsoleRole.ANALYST,
+            ConsoleAccount.id != account.id,
+        )
+        .order_by(ConsoleAccount.name)
+    )
+    return [(str(i), str(n)) for i, n in rows]
+
+
+async def hand_over(
+    session: AsyncSession,
+    scope: Scope,
+    account: ConsoleAccount,
+    incident_id: str,
+    taker_id: str,
+    note: str,
+    now: dt.datetime,
+) -> Incident:
+    """Pass an open incident to a colleague of the same district: a timeline event (the
+    caller commits). The acknowledgement clock and the SMS chain are unchanged: the chain
+    stops only on an acknowledgement."""
+    incident = await session.get(Incident, incident_id)
+    resident = await session.get(Resident, incident.resident_id) if incident else None
+    if incident is None or resident is None or not scope.allows(resident):
+        raise HandOverError("사건을 찾을 수 없습니다.")
+    if incident.status is IncidentStatus.ACKNOWLEDGED:
+        raise HandOverError("이미 확인된 사건은 넘길 수 없습니다.")
+    taker = await session.get(ConsoleAccount, taker_id) if taker_id else None
+    if taker is None or (taker.id, taker.name) not in await colleagues(session, account):
+        raise HandOverError("넘겨받을 동료를 고르세요.")
+    if len(note) > 500:
+        raise HandOverError("메모는 500자까지 쓸 수 있습니다.")
+    session.add(
+        IncidentEvent(
+            incident_id=incident.id,
+            at=now,
+            kind=IncidentEventKind.HANDED_OVER,
+            official_id=taker.official_id,
+            detail=handover_detail(account.name, taker.name, note.strip()),
+        )
+    )
+    await session.flush()
+    return incident
 
 
 @dataclass
@@ -276,6 +523,7 @@ class IncidentPage:
     clock: str
     timeline: list[TimelineItem] = field(default_factory=list)
     finding: str = ""
+    holder: str = ""
 
 
 async def incident_page(
@@ -330,6 +578,8 @@ async def incident_page(
     for e, name in events:
         if e.kind in (IncidentEventKind.QUEUED, IncidentEventKind.SENT):
             continue  # the SMS rows above say it, with their delivery
+        if e.kind is IncidentEventKind.HANDED_OVER:
+            name = ""  # the detail names giver and taker
         text = " · ".join(x for x in (name or "", e.detail) if x)
         items.append(TimelineItem(e.at, EVENT_WORDS.get(e.kind, str(e.kind)), text))
     items.sort(key=lambda i: i.at)
@@ -349,6 +599,7 @@ async def incident_page(
         clock=time_left(incident.ack_due_at, now),
         timeline=items,
         finding=finding,
+        holder=(await holders(session, [incident.id])).get(incident.id, ""),
     )
 
 
@@ -376,32 +627,49 @@ LEVELS = {level.value: level for level in Level}
 async def residents(
     session: AsyncSession, scope: Scope, q: str, level: str, page: int
 ) -> ResidentList:
-    query = (
-        select(
-            Resident.id,
-            Resident.district_id,
-            Resident.name,
-            Resident.dong,
-            Resident.phone,
-            Resident.active,
-            MonitoringProfile.level,
-        )
-        .outerjoin(MonitoringProfile, MonitoringProfile.resident_id == Resident.id)
-        # ix_residents_district_name serves this order within a district.
-        .order_by(Resident.district_id, Resident.name, Resident.id)
-        .offset((page - 1) * PAGE_SIZE)
-        .limit(PAGE_SIZE + 1)
+    columns = (
+        Resident.id,
+        Resident.district_id,
+        Resident.name,
+        Resident.dong,
+        Resident.phone,
+        Resident.active,
+        MonitoringProfile.level,
     )
-    query = scope.residents(query)
+    # ix_residents_district_name serves this order within a district.
+    order = (Resident.district_id, Resident.name, Resident.id)
+    matches = []
     if q:
         like = f"%{q}%"
         # Analysts search by dong only: a name search would tell them who is enrolled.
-        query = query.where(
+        matches.append(
             or_(Resident.name.like(like), Resident.dong.like(like))
             if scope.names
             else Resident.dong.like(like)
         )
-    if level in LEVELS:
+    if level not in LEVELS:
+        # No level filter: page through the residents' index alone (deep pages skip
+        # thousands of rows), then join the 51 shown to their profiles.
+        cut = scope.residents(select(Resident.id).where(*matches)).order_by(*order)
+        cut = cut.offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)
+        ids = list((await session.execute(cut)).scalars())
+        fetched = await session.execute(
+            select(*columns)
+            .outerjoin(MonitoringProfile, MonitoringProfile.resident_id == Resident.id)
+            .where(Resident.id.in_(ids))
+        )
+        by_id = {row[0]: row for row in fetched}
+        found = [by_id[i] for i in ids if i in by_id]
+    else:
+        query = (
+            select(*columns)
+            .outerjoin(MonitoringProfile, MonitoringProfile.resident_id == Resident.id)
+            .where(*matches)
+            .order_by(*order)
+            .offset((page - 1) * PAGE_SIZE)
+            .limit(PAGE_SIZE + 1)
+        )
+        query = scope.residents(query)
         chosen = LEVELS[level]
         if chosen is Level.NONE:
             query = query.where(
@@ -409,7 +677,7 @@ async def residents(
             )
         else:
             query = query.where(MonitoringProfile.level == chosen)
-    found = (await session.execute(query)).all()
+        found = list((await session.execute(query)).all())
     rows = [
         ResidentRow(
             id=rid,
@@ -436,6 +704,25 @@ class ResidentPage:
     checkins: list[CheckinRow]
     incidents: list[tuple[str, str, str, str]]  # id, opened, what, status
     findings: list[tuple[str, str, str]]  # when, finding, note
+    # Outcome feedback: how officials' findings widened this person's thresholds, and undo.
+    widenings: list[WideningRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class WideningRow:
+    id: str
+    when: str
+    channel: str  # 통화, 걸음 수, ...
+    hours: float
+    finding: str
+    reverted: str  # "" while in force, else when it was undone
+
+
+def _finding_label(value: str) -> str:
+    try:
+        return FINDING_LABELS.get(Finding(value), value)
+    except ValueError:
+        return value
 
 
 async def resident_page(
@@ -521,4 +808,35 @@ async def resident_page(
             )
             for f in findings
         ],
+        widenings=[
+            WideningRow(
+                id=w.id,
+                when=local(w.created_at),
+                channel=w.channel.label,
+                hours=w.hours,
+                finding=_finding_label(w.finding),
+                reverted=local(w.reverted_at) if w.reverted_at is not None else "",
+            )
+            for w in await feedback.list_steps(session, resident.id)
+        ],
     )
+
+
+class FeedbackRevertError(Exception):
+    """The step is not this resident's (or not in the official's scope): nothing changed."""
+
+
+async def revert_widening(
+    session: AsyncSession, scope: Scope, resident_id: str, step_id: str, now: dt.datetime, by: str
+) -> Resident:
+    """Undo one widening step from the console (as ``POST /v1/feedback/{id}/revert``): the
+    person's thresholds tighten again at the next grading."""
+    resident = await session.get(Resident, resident_id)
+    step = await session.get(FeedbackStep, step_id[:64])
+    if resident is None or not scope.allows(resident) or step is None:
+        raise FeedbackRevertError("되돌릴 기록을 찾을 수 없습니다.")
+    if step.resident_id != resident.id:
+        raise FeedbackRevertError("되돌릴 기록을 찾을 수 없습니다.")
+    await feedback.revert(session, step, now, f"console: {by}"[:200])
+    await session.commit()
+    return resident

@@ -9,38 +9,52 @@ public URL is https. Every person a page shows is written to the access log, as
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
-from anbu.console import accounts, pages
+from anbu.console import accounts, enrolment, oidc, pages, settings_page
 from anbu.container import Container
+from anbu.db.models import District
 from anbu.db.models_console import ConsoleAccount, ConsoleSession
 from anbu.domain.audit import ActorKind, AuditAction, AuditResource
-from anbu.domain.console import ROLE_LABELS, may_act
-from anbu.domain.escalation import FINDING_LABELS, Finding
+from anbu.domain.console import ROLE_LABELS, ConsoleRole, may_act
+from anbu.domain.enrolment import SheetError
+from anbu.domain.escalation import FINDING_LABELS, SEOUL, Finding
 from anbu.domain.risk import Level
 from anbu.errors import AnbuError
+from anbu.report import Period, ReportArgumentError, build_report
+from anbu.report.render import html_body, render
 from anbu.services import audit as audit_service
 from anbu.services.audit import Access, Actor, Origin
+from anbu.settings import ConsoleSettings
 
 HERE = Path(__file__).parent
 COOKIE = "anbu_console"
 LOGIN_CSRF = "anbu_console_login"
 REFRESH_S = 30  # the today page reloads itself (meta refresh: no script needed)
-# Pages load only our own stylesheet; no script at all; forms post only to us; no framing.
+LIVE_POLL_S = 2.0  # how often the live 오늘 stream looks at the queue's version
+LIVE_STREAM_S = 600.0  # a stream ends then; the browser's EventSource reconnects by itself
+# Pages load only our own stylesheet and script (the live 오늘 page's); no inline script;
+# forms post and scripts connect only to us; no framing.
 CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
 templates = Environment(
@@ -50,8 +64,25 @@ templates = Environment(
     lstrip_blocks=True,
 )
 _CSS = (HERE / "static" / "console.css").read_bytes()
+_JS = (HERE / "static" / "live.js").read_bytes()
 
 router = APIRouter(prefix="/console", include_in_schema=False)
+
+
+class ConsoleRefusedError(Exception):
+    """A request the console refuses (bad CSRF token, a read-only account): a Korean page
+    with this status, never the API's English JSON (see :func:`refused_page`)."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+async def refused_page(request: Request, exc: Exception) -> Response:
+    """Exception handler (mounted by the composition root with the router)."""
+    assert isinstance(exc, ConsoleRefusedError)
+    return _html("message.html", exc.status, title="요청 거절", text=exc.text)
 
 
 def _container(request: Request) -> Container:
@@ -94,7 +125,8 @@ async def _form(request: Request) -> dict[str, str]:
     try:
         return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
     except UnicodeDecodeError as exc:
-        raise HTTPException(400, "the form is not UTF-8") from exc
+        msg = "양식의 글자를 읽을 수 없습니다 (UTF-8이 아닙니다)."
+        raise ConsoleRefusedError(400, msg) from exc
 
 
 @dataclass
@@ -125,7 +157,7 @@ class Ctx:
 
     def check_csrf(self, form: dict[str, str]) -> None:
         if not hmac.compare_digest(form.get("csrf", ""), self.row.csrf):
-            raise HTTPException(403, "the form's security token is wrong; reload the page")
+            raise ConsoleRefusedError(403, "보안 토큰이 맞지 않습니다. 페이지를 다시 불러오세요.")
 
     async def audit(
         self, accesses: list[Access], outcome: str = "", *, commit: bool = True
@@ -180,10 +212,26 @@ async def css() -> Response:
     return Response(_CSS, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
 
-@router.get("/login")
-async def login_page(request: Request) -> HTMLResponse:
+@router.get("/static/live.js")
+async def live_js() -> Response:
+    return Response(_JS, media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
+
+
+def _sso(request: Request) -> str:
+    """The single sign-on button's text, or "" when SSO is off."""
+    cfg = _oidc(request)
+    return cfg.oidc_label if cfg.oidc_enabled else ""
+
+
+def _login_page(request: Request, status: int = 200, error: str = "") -> HTMLResponse:
     token = secrets.token_urlsafe(24)
-    resp = _html("login.html", csrf=token, error="")
+    resp = _html(
+        "login.html",
+        status,
+        csrf=token,
+        error=error,
+        sso=_sso(request),
+    )
     resp.set_cookie(
         LOGIN_CSRF,
         token,
@@ -195,13 +243,22 @@ async def login_page(request: Request) -> HTMLResponse:
     return resp
 
 
+@router.get("/login")
+async def login_page(request: Request) -> HTMLResponse:
+    return _login_page(request)
+
+
 @router.post("/login")
 async def login(request: Request) -> Response:
     form = await _form(request)
     cookie = request.cookies.get(LOGIN_CSRF, "")
     if not cookie or not hmac.compare_digest(form.get("csrf", ""), cookie):
         return _html(
-            "login.html", 403, csrf=cookie, error="보안 토큰이 맞지 않습니다. 다시 시도하세요."
+            "login.html",
+            403,
+            csrf=cookie,
+            error="보안 토큰이 맞지 않습니다. 다시 시도하세요.",
+            sso=_sso(request),
         )
     container = _container(request)
     client = request.client.host if request.client else ""
@@ -213,10 +270,11 @@ async def login(request: Request) -> Response:
         except accounts.AccountLockedError:
             await db.commit()  # the count and the lock stick
             msg = "비밀번호를 5번 틀려 계정이 잠겼습니다. 구 관리자에게 잠금 해제를 요청하세요."
-            return _html("login.html", 403, csrf=cookie, error=msg)
+            return _html("login.html", 403, csrf=cookie, error=msg, sso=_sso(request))
         except accounts.LoginRefusedError:
             await db.commit()
-            return _html("login.html", 401, csrf=cookie, error="아이디 또는 비밀번호가 틀립니다.")
+            msg = "아이디 또는 비밀번호가 틀립니다."
+            return _html("login.html", 401, csrf=cookie, error=msg, sso=_sso(request))
         await db.commit()
     resp = RedirectResponse("/console", status_code=303)
     resp.set_cookie(
@@ -228,6 +286,81 @@ async def login(request: Request) -> Response:
         path="/console",
     )
     resp.delete_cookie(LOGIN_CSRF, path="/console")
+    return resp
+
+
+# --- single sign-on (OIDC) -----------------------------------------------------------------
+
+OIDC_COOKIE = "anbu_console_oidc"
+
+
+def _oidc(request: Request) -> ConsoleSettings:
+    return _container(request).settings.console
+
+
+@router.get("/oidc/start")
+async def oidc_start(request: Request) -> Response:
+    cfg = _oidc(request)
+    if not cfg.oidc_enabled:
+        return _html(
+            "message.html",
+            404,
+            title="로그인",
+            text="통합 로그인이 설정되지 않았습니다.",
+            login=True,
+        )
+    state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    redirect_uri = str(request.url_for("oidc_callback"))
+    resp = RedirectResponse(oidc.authorize_url(cfg, redirect_uri, state, nonce), status_code=303)
+    # Lax, not Strict: the provider sends the browser back here from another site.
+    resp.set_cookie(
+        OIDC_COOKIE,
+        f"{state}.{nonce}",
+        max_age=600,
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request),
+        path="/console/oidc",
+    )
+    return resp
+
+
+@router.get("/oidc/callback", name="oidc_callback")
+async def oidc_callback(request: Request, code: str = "", state: str = "") -> Response:
+    cfg = _oidc(request)
+    container = _container(request)
+    expected_state, _, nonce = request.cookies.get(OIDC_COOKIE, "").partition(".")
+    try:
+        if not cfg.oidc_enabled:
+            raise oidc.OidcError("통합 로그인이 설정되지 않았습니다.")
+        if not code or not state or not hmac.compare_digest(state, expected_state):
+            raise oidc.OidcError("로그인 요청과 응답이 맞지 않습니다. 다시 시도하세요.")
+        redirect_uri = str(request.url_for("oidc_callback"))
+        claims = await oidc.exchange(cfg, code, redirect_uri)
+        login_name = oidc.check_claims(claims, cfg, nonce, container.clock.now())
+    except oidc.OidcError as exc:
+        return _login_page(request, 401, str(exc))
+    client = request.client.host if request.client else ""
+    async with container.sessions() as db:
+        account = await db.scalar(select(ConsoleAccount).where(ConsoleAccount.login == login_name))
+        if account is None or not account.active or account.locked_at is not None:
+            return _login_page(
+                request, 403, "이 통합 로그인 계정으로 들어올 수 있는 관제 계정이 없습니다."
+            )
+        new = await accounts.open_session(db, account, container.clock.now(), client)
+        await db.commit()
+    # A page of our own that moves on to /console: a redirect here would still belong to the
+    # provider's cross-site navigation, and the browser would hold back the Strict cookie.
+    resp = _html("message.html", title="로그인", text="로그인되었습니다.", next_url="/console")
+    resp.set_cookie(
+        COOKIE,
+        new.token,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+        path="/console",
+    )
+    resp.delete_cookie(OIDC_COOKIE, path="/console/oidc")
     return resp
 
 
@@ -297,14 +430,59 @@ async def today(request: Request) -> Response:
         page = await pages.today(db, ctx.scope, ctx.now)
         people = {(i.resident_id, i.district_id) for i in page.incidents}
         people |= {(c.resident_id, c.district_id) for c in page.checkins}
+        people |= {(t.resident_id, t.district_id) for t in page.tasks}
         await ctx.audit(_reads(AuditResource.RESIDENT, sorted(people)))
-        return _html("today.html", **ctx.base(page=page, refresh=REFRESH_S, nav="today"))
+        return _html("today.html", **ctx.base(page=page, refresh=REFRESH_S, live=True, nav="today"))
+
+
+@router.get("/events")
+async def events(request: Request) -> Response:
+    """The live 오늘 page's server-sent events: ``queue`` when the official's queue moved
+    (the page then fetches itself), ``logout`` when the session ended. Looking does not
+    touch the session: an open page alone does not keep an idle session alive."""
+    container = _container(request)
+    token = request.cookies.get(COOKIE, "")
+    async with container.sessions() as db:
+        row = await accounts.current(db, token, container.clock.now()) if token else None
+        if row is None:
+            await db.rollback()
+            return Response("로그인이 필요합니다.", 401, media_type="text/plain")
+        scope = pages.Scope.of(row.account)
+        await db.rollback()
+
+    async def stream() -> AsyncIterator[str]:
+        yield "retry: 3000\n\n"
+        last: tuple[int, int] | None = None
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + LIVE_STREAM_S
+        while loop.time() < ends:
+            async with container.sessions() as db:
+                alive = await accounts.current(db, token, container.clock.now())
+                version = await pages.queue_version(db, scope) if alive else None
+                await db.rollback()  # neither the touch nor an expiry's delete: only a look
+            if version is None:
+                yield "event: logout\ndata: \n\n"
+                return
+            if last is not None and version != last:
+                yield f"event: queue\ndata: {version[0]}-{version[1]}\n\n"
+            else:
+                yield ": -\n\n"  # a comment: keeps proxies from closing an idle stream
+            last = version
+            await asyncio.sleep(LIVE_POLL_S)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 # --- 사건 -----------------------------------------------------------------------------------
 
 
-async def _incident(request: Request, ctx: Ctx, incident_id: str, message: str = "") -> Response:
+async def _incident(
+    request: Request, ctx: Ctx, incident_id: str, message: str = "", status: int = 200
+) -> Response:
     page = await pages.incident_page(ctx.db, ctx.scope, incident_id, ctx.now)
     if page is None:
         await ctx.audit(
@@ -330,9 +508,13 @@ async def _incident(request: Request, ctx: Ctx, incident_id: str, message: str =
             ),
         ]
     )
+    colleagues = await pages.colleagues(ctx.db, ctx.account)
     return _html(
         "incident.html",
-        **ctx.base(p=page, findings=FINDING_LABELS, message=message, nav="today"),
+        status,
+        **ctx.base(
+            p=page, findings=FINDING_LABELS, message=message, colleagues=colleagues, nav="today"
+        ),
     )
 
 
@@ -356,7 +538,7 @@ async def acknowledge(incident_id: str, request: Request) -> Response:
             return _to_login()
         ctx.check_csrf(form)
         if not may_act(ctx.account.role):
-            raise HTTPException(403, "this account is read-only")
+            raise ConsoleRefusedError(403, "읽기 전용 계정입니다.")
         page = await pages.incident_page(db, ctx.scope, incident_id, ctx.now)
         if page is None:
             return await _incident(request, ctx, incident_id)
@@ -387,23 +569,322 @@ async def acknowledge(incident_id: str, request: Request) -> Response:
     return RedirectResponse(f"/console/incidents/{incident_id}", status_code=303)
 
 
-# --- 대상자 ---------------------------------------------------------------------------------
-
-
-@router.get("/residents")
-async def residents(request: Request, q: str = "", level: str = "", page: int = 1) -> Response:
-    q, page = q.strip()[:50], max(1, min(page, 10_000))
+@router.post("/incidents/{incident_id}/handover")
+async def hand_over(incident_id: str, request: Request) -> Response:
+    form = await _form(request)
     async with _container(request).sessions() as db:
         try:
             ctx = await _ctx(request, db)
         except _Login:
             return _to_login()
-        found = await pages.residents(db, ctx.scope, q, level, page)
+        ctx.check_csrf(form)
+        if not may_act(ctx.account.role):
+            raise ConsoleRefusedError(403, "읽기 전용 계정입니다.")
+        try:
+            incident = await pages.hand_over(
+                db,
+                ctx.scope,
+                ctx.account,
+                incident_id,
+                form.get("to", ""),
+                form.get("note", ""),
+                ctx.now,
+            )
+        except pages.HandOverError as exc:  # raised before anything was added
+            return await _incident(request, ctx, incident_id, str(exc), 422)
+        await ctx.audit(
+            [Access(AuditResource.INCIDENT, incident.id, AuditAction.UPDATE, incident.district_id)],
+            "handed over",
+        )
+    return RedirectResponse(f"/console/incidents/{incident_id}", status_code=303)
+
+
+# --- 설정 -----------------------------------------------------------------------------------
+
+
+async def _settings(ctx: Ctx, status: int = 200, error: str = "", notice: str = "") -> Response:
+    admin = ctx.account.role is ConsoleRole.DISTRICT_ADMIN
+    programs = await settings_page.programs(ctx.db) if admin else None
+    phone = await settings_page.my_phone(ctx.db, ctx.account)
+    await ctx.db.commit()
+    return _html(
+        "settings.html",
+        status,
+        **ctx.base(
+            programs=programs,
+            phone=phone,
+            error=error,
+            notice=notice,
+            min_password=accounts.MIN_PASSWORD,
+            nav="settings",
+        ),
+    )
+
+
+@router.get("/settings")
+async def settings(request: Request) -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        return await _settings(ctx)
+
+
+@router.post("/settings/{what}")
+@router.post("/settings/programs/{program_id}")
+async def change_settings(request: Request, what: str = "", program_id: str = "") -> Response:
+    form = await _form(request)
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        ctx.check_csrf(form)
+        account = ctx.account
+        try:
+            if program_id:
+                if account.role is not ConsoleRole.DISTRICT_ADMIN:
+                    raise ConsoleRefusedError(403, "전화 규칙은 구 관리자만 바꿀 수 있습니다.")
+                program = await settings_page.update_program(db, program_id, form)
+                notice = f"{program.name}의 전화 규칙을 저장했습니다."
+            elif what == "password":
+                await settings_page.change_password(db, account, form)
+                # Every other session of this account ends (a stolen one among them).
+                await db.execute(
+                    delete(ConsoleSession).where(
+                        ConsoleSession.account_id == account.id, ConsoleSession.id != ctx.row.id
+                    )
+                )
+                notice = "비밀번호를 바꿨습니다."
+            elif what == "phone":
+                await settings_page.change_phone(db, account, form.get("phone", ""))
+                notice = "알림 번호를 바꿨습니다."
+            else:
+                return _html(
+                    "message.html", 404, title="설정", text="없는 설정입니다.", **ctx.base()
+                )
+        except settings_page.SettingsRefusedError as exc:  # raised before any change
+            return await _settings(ctx, 422, error=str(exc))
+        return await _settings(ctx, notice=notice)
+
+
+# --- 보고서 (the effectiveness report, anbu.report) ---------------------------------------
+
+
+def _may_report(account: ConsoleAccount) -> bool:
+    """The foundation's analysts (every district) and a district's admins (theirs)."""
+    return account.role in (ConsoleRole.ANALYST, ConsoleRole.DISTRICT_ADMIN)
+
+
+async def _report_args(
+    db: AsyncSession, account: ConsoleAccount, params: dict[str, str], today: dt.date
+) -> tuple[list[tuple[str, str]], dict[str, str], Period | None, str]:
+    """The districts this account may report on, the form's values, and the period (None with
+    a Korean reason when the form is wrong)."""
+    query = select(District.code, District.name).order_by(District.code)
+    if account.district_id is not None:
+        query = query.where(District.id == account.district_id)
+    districts = [(str(c), str(n)) for c, n in await db.execute(query)]
+    values = {
+        "district": params.get("district", "") or (districts[0][0] if districts else ""),
+        "dong": params.get("dong", "").strip()[:50],
+        "from": params.get("from", "") or today.replace(day=1).isoformat(),
+        "to": params.get("to", "") or today.isoformat(),
+    }
+    if values["district"] not in {c for c, _ in districts}:
+        return districts, values, None, "볼 수 없는 구입니다."
+    try:
+        first = dt.date.fromisoformat(values["from"])
+        last = dt.date.fromisoformat(values["to"])
+    except ValueError:
+        return districts, values, None, "날짜는 YYYY-MM-DD 형식으로 쓰세요."
+    if last < first:
+        return districts, values, None, "종료일이 시작일보다 앞섭니다."
+    if (last - first).days > 3 * 366:
+        return districts, values, None, "보고서는 3년까지 볼 수 있습니다."
+    return districts, values, Period(first, last), ""
+
+
+async def _report(request: Request, export: str = "") -> Response:
+    container = _container(request)
+    async with container.sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        await db.commit()
+        if not _may_report(ctx.account):
+            return _html(
+                "message.html",
+                403,
+                title="보고서",
+                text="보고서는 구 관리자와 재단 분석가만 볼 수 있습니다.",
+                **ctx.base(),
+            )
+        params = dict(request.query_params)
+        today = ctx.now.astimezone(SEOUL).date()
+        districts, values, period, error = await _report_args(db, ctx.account, params, today)
+        base = ctx.base(
+            districts=districts,
+            district=values["district"],
+            dong=values["dong"],
+            first=values["from"],
+            last=values["to"],
+            nav="report",
+        )
+    fig = None
+    if period is not None:
+        try:
+            fig = await build_report(
+                container.sessions, values["district"], period, values["dong"] or None
+            )
+        except ReportArgumentError:
+            error = f"{values['dong']}에 등록된 대상자가 없습니다."
+    if fig is None:
+        if export:
+            return _html("report.html", 422, error=error, body="", **base)
+        return _html("report.html", 200 if not params else 422, error=error, body="", **base)
+    name = f"anbu-report-{values['district']}-{values['from']}-{values['to']}"
+    if export == "csv":
+        return Response(
+            await render(fig, "csv"),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
+    if export == "xlsx":
+        return Response(
+            await render(fig, "xlsx"),
+            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
+        )
+    query = urlencode({k: values[k] for k in ("district", "dong", "from", "to")})
+    return _html("report.html", error="", body=html_body(fig), query=query, **base)
+
+
+@router.get("/report")
+async def report(request: Request) -> Response:
+    return await _report(request)
+
+
+@router.get("/report/export")
+async def report_export(request: Request, format: str = "csv") -> Response:
+    if format not in ("csv", "xlsx"):
+        format = "csv"
+    return await _report(request, format)
+
+
+# --- 대상자 ---------------------------------------------------------------------------------
+
+
+@router.get("/residents")
+async def residents(request: Request, q: str = "", level: str = "", page: str = "1") -> Response:
+    # A page number that is not one shows the first page (FastAPI's int would answer 422
+    # in English JSON).
+    number = int(page) if page.isdecimal() and len(page) < 6 else 1
+    q, page_no = q.strip()[:50], max(1, min(number, 10_000))
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        found = await pages.residents(db, ctx.scope, q, level, page_no)
         await ctx.audit(_reads(AuditResource.RESIDENT, [(r.id, r.district_id) for r in found.rows]))
         levels = [(lv.value, lv.label) for lv in Level]
         return _html(
             "residents.html",
             **ctx.base(found=found, q=q, level=level, levels=levels, nav="residents"),
+        )
+
+
+# --- 일괄 등록 (bulk enrolment) --------------------------------------------------------------
+
+
+def _may_enrol(account: ConsoleAccount) -> bool:
+    return may_act(account.role) and account.district_id is not None
+
+
+@router.get("/residents/import")
+async def import_page(request: Request) -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        await db.commit()
+        if not _may_enrol(ctx.account):
+            return _html(
+                "message.html", 403, title="일괄 등록", text="등록 권한이 없습니다.", **ctx.base()
+            )
+        return _html("import.html", **ctx.base(result=None, error="", nav="residents"))
+
+
+@router.post("/residents/import")
+async def import_sheet(request: Request) -> Response:
+    try:
+        parsed = await request.form(max_files=1, max_fields=10)
+    except (StarletteHTTPException, MultiPartException):
+        parsed = None  # a broken multipart body: the page says so
+    try:
+        return await _import(request, parsed)
+    finally:
+        if parsed is not None:
+            await parsed.close()  # the upload's spooled temporary file
+
+
+async def _import(request: Request, parsed: FormData | None) -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        if parsed is None:
+            await db.commit()
+            return _html(
+                "import.html",
+                400,
+                **ctx.base(result=None, error="올린 양식을 읽을 수 없습니다.", nav="residents"),
+            )
+        form = {k: v for k, v in parsed.items() if isinstance(v, str)}
+        ctx.check_csrf(form)
+        if not _may_enrol(ctx.account):
+            await db.commit()
+            return _html(
+                "message.html", 403, title="일괄 등록", text="등록 권한이 없습니다.", **ctx.base()
+            )
+        upload = parsed.get("file")
+        dry_run = form.get("mode", "dry") != "apply"
+        error, filename = "", ""
+        if upload is None or isinstance(upload, str) or not upload.filename:
+            error = "파일을 고르세요."
+        else:
+            filename = upload.filename
+            data = await upload.read(enrolment.MAX_FILE_BYTES + 1)
+            try:
+                sheet = await asyncio.to_thread(
+                    enrolment.read_sheet, filename, data, dong_scope=ctx.account.dong
+                )
+            except SheetError as exc:
+                error = str(exc)
+        if error:
+            await db.commit()
+            return _html("import.html", 422, **ctx.base(result=None, error=error, nav="residents"))
+        district_id = ctx.account.district_id
+        assert district_id is not None  # _may_enrol
+        result = await enrolment.enrol(db, district_id, sheet, dry_run=dry_run)
+        if dry_run:
+            await db.commit()
+        else:
+            await ctx.audit(
+                [
+                    Access(AuditResource.RESIDENT, rid, AuditAction.CREATE, district_id)
+                    for rid in result.ids
+                ],
+                "bulk enrolment",
+            )
+        return _html(
+            "import.html",
+            **ctx.base(result=result, error="", filename=filename, nav="residents"),
         )
 
 
@@ -417,7 +898,7 @@ async def _resident(request: Request, resident_id: str, *, reveal: bool) -> Resp
         if reveal:
             ctx.check_csrf(form)
             if not may_act(ctx.account.role):
-                raise HTTPException(403, "this account is read-only")
+                raise ConsoleRefusedError(403, "읽기 전용 계정입니다.")
         page = await pages.resident_page(db, ctx.scope, resident_id, reveal=reveal)
         if page is None:
             await ctx.audit(
@@ -443,3 +924,30 @@ async def resident(resident_id: str, request: Request) -> Response:
 @router.post("/residents/{resident_id}/reveal")
 async def reveal(resident_id: str, request: Request) -> Response:
     return await _resident(request, resident_id, reveal=True)
+
+
+@router.post("/residents/{resident_id}/feedback/{step_id}/revert")
+async def revert_widening(resident_id: str, step_id: str, request: Request) -> Response:
+    """Undo how a finding widened this person's thresholds (outcome feedback is reversible)."""
+    form = await _form(request)
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        ctx.check_csrf(form)
+        if not may_act(ctx.account.role):
+            raise ConsoleRefusedError(403, "읽기 전용 계정입니다.")
+        try:
+            resident = await pages.revert_widening(
+                db, ctx.scope, resident_id, step_id, ctx.now, ctx.account.login
+            )
+        except pages.FeedbackRevertError as exc:  # raised before anything changed
+            page = _html("message.html", 404, title="대상자", text=str(exc), **ctx.base())
+            await db.commit()
+            return page
+        await ctx.audit(
+            [Access(AuditResource.RESIDENT, resident.id, AuditAction.UPDATE, resident.district_id)],
+            "feedback widening reverted",
+        )
+    return RedirectResponse(f"/console/residents/{resident_id}", status_code=303)

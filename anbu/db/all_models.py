@@ -8,5 +8,6 @@ from anbu.db import (
     models_feedback,  # noqa: F401
     models_scheduling,  # noqa: F401
     models_signals,  # noqa: F401
+    models_voice,  # noqa: F401
     models_webhooks,  # noqa: F401
 )

@@ -140,6 +140,8 @@ class CallAttempt(Base):
     # for this call carry it, which is how they are tied back to this row.
     channel_id: Mapped[str] = mapped_column(String(64), unique=True, default=new_id)
     number: Mapped[str] = mapped_column(String(16))
+    # The engine node (settings' node name) that dialed it: crash recovery asks that node.
+    node: Mapped[str | None] = mapped_column(String(32), nullable=True)
     status: Mapped[AttemptStatus] = enum_column(AttemptStatus, default=AttemptStatus.SCHEDULED)
     result: Mapped[CallResult | None] = enum_column(CallResult, nullable=True)
     reply: Mapped[Reply | None] = enum_column(Reply, nullable=True)

@@ -85,10 +85,16 @@ class MonitoringHold(Base):
 
 class Device(Base):
     __tablename__ = "devices"
+    # Device ids are the vendor's, chosen by each district's integrator: unique per district
+    # only, so two districts may use the same id, and one district can never reach (or learn
+    # of) another's device by naming it.
+    __table_args__ = (UniqueConstraint("district_id", "device_id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     # The vendor's id for the device (MQTT topic segment, event ``device_id``).
-    device_id: Mapped[str] = mapped_column(String(64), unique=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    # The owner's district (a resident does not move districts): the id's namespace.
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
     resident_id: Mapped[str] = mapped_column(ForeignKey("residents.id"), index=True)
     kind: Mapped[DeviceKind] = enum_column(DeviceKind)
     expected_interval_s: Mapped[int] = mapped_column(Integer, default=600)
@@ -109,7 +115,10 @@ class SignalEvent(Base):
 
     id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(String(64))
-    event_id: Mapped[str] = mapped_column(String(128))
+    # Stored qualified by the district (anbu.risk.ingest.stored_event_id: "<district id>/<id
+    # as sent>"), so (source, event_id) is unique per district: another district's id is
+    # neither a duplicate of ours nor a way to probe which ids we sent.
+    event_id: Mapped[str] = mapped_column(String(160))
     # No foreign keys on the hot insert path: the ingestion service resolved both already.
     resident_id: Mapped[str] = mapped_column(String(32))
     device_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -39,3 +39,21 @@ def make_engine(url: str, **kw: Any) -> AsyncEngine:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def transaction_cache(session: AsyncSession, name: str) -> dict[Any, Any]:
+    """A dict that lives as long as the session's current transaction: look-ups that many rows
+    of one transaction repeat (a batch of incident openings asks for the same chain and the
+    same webhook subscribers) are asked once, and a later transaction sees fresh data."""
+    key = f"transaction_cache.{name}"
+    cache: dict[Any, Any] | None = session.info.get(key)
+    if cache is None:
+        cache = session.info[key] = {}
+
+        def forget(_session: Any) -> None:
+            session.info.pop(key, None)
+
+        sync = session.sync_session
+        event.listen(sync, "after_commit", forget, once=True)
+        event.listen(sync, "after_rollback", forget, once=True)
+    return cache

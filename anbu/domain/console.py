@@ -58,3 +58,19 @@ def time_left(due: dt.datetime | None, now: dt.datetime) -> str:
     seconds = int((due - now).total_seconds())
     words = f"{abs(seconds) // 60}분 {abs(seconds) % 60}초"
     return f"{words} 남음" if seconds >= 0 else f"{words} 초과"
+
+
+HANDOVER_ARROW = " → "
+HANDOVER_NOTE = " · "
+
+
+def handover_detail(giver: str, taker: str, note: str = "") -> str:
+    """The timeline's line for a hand-over: who passed the incident to whom, and why."""
+    text = f"{giver}{HANDOVER_ARROW}{taker}"
+    return f"{text}{HANDOVER_NOTE}{note}" if note else text
+
+
+def handover_taker(detail: str) -> str:
+    """Who holds the incident after the hand-over ``detail`` (written by handover_detail)."""
+    taker = detail.split(HANDOVER_ARROW, 1)[-1]
+    return taker.split(HANDOVER_NOTE, 1)[0]

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from anbu.domain.calling_hours import SEOUL_TZ_NAME, holiday_name, zone
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import AttemptStatus, Outcome
+from anbu.domain.incidents import AckChannel, OfficialRole
 from anbu.domain.replies import Reply
 from anbu.domain.sms_text import ComposedSms, compose, truncate_cp949
 
@@ -77,6 +78,23 @@ OUTCOME_WORDS: dict[Outcome, str] = {
     Outcome.DECLINED: "통화거절",
     Outcome.INVALID_NUMBER: "결번",
 }
+
+# The timeline's words. An incident's events are read by officials in the Korean console and
+# by the district's integrator; both read Korean (the SMS are Korean too), so the stored detail
+# of an event is a Korean line, never an English log phrase.
+URGENCY_WORDS: dict[Urgency, str] = {Urgency.URGENT: "긴급", Urgency.NORMAL: "일반"}
+ROLE_WORDS: dict[OfficialRole, str] = {
+    OfficialRole.DONG: "동 주민센터",
+    OfficialRole.GU: "구청",
+    OfficialRole.CENTRE: "야간·휴일 센터",
+}
+ACK_CHANNEL_WORDS: dict[AckChannel, str] = {
+    AckChannel.SMS: "문자 회신",
+    AckChannel.LINK: "확인 링크",
+    AckChannel.CONSOLE: "콘솔",
+    AckChannel.CALL: "전화 연결 수락",
+}
+
 
 _ALERT_OUTCOMES = {
     Outcome.UNREACHABLE: Urgency.NORMAL,

@@ -2,12 +2,32 @@
 
 A finding of "false alarm" or "safe, quiet by habit" about an alert raised by signals widens
 that person's thresholds for the sources (channels) that raised it, one step per finding: the
-quiet window of that channel grows by :data:`STEP_H` hours (and its LOW limit in proportion,
-see :meth:`anbu.domain.risk.MonitoringProfile.low_scale`), never past the loosest risk
-category's window (:data:`anbu.domain.risk.MAX_WINDOW_H`, 5 days). Each step is stored on its
-own and can be reverted. "Hospitalised" and "died" are true alarms: they widen nothing and undo
-the person's widenings, so a tuned person in a new crisis is judged by the plain rules again.
-"Safe" and "visited" change nothing (the official saw the person, but not why they were quiet).
+quiet window of that channel grows by :data:`STEP_H` hours, never past the loosest risk
+category's window (:data:`anbu.domain.risk.MAX_WINDOW_H`, 5 days), and a LOW standing alone on
+it needs the stricter chance guard (:func:`anbu.domain.risk.strict_low_limit`). Each step is
+stored on its own and can be reverted. "Hospitalised" and "died" are true alarms: they widen
+nothing and undo the person's widenings, so a tuned person in a new crisis is judged by the
+plain rules again. "Safe" and "visited" change nothing (the official saw the person, but not
+why they were quiet).
+
+Per person is not enough (measured, ``bench/detection.py``): most 관심 records about people who
+are fine are chance, a LOW on a channel with few events (a 50-hour window of Poisson counts
+tested every hour), and chance does not pick the same person twice: of the people who are fine,
+those widened in weeks 1-3 were flagged in weeks 4-6 at 0.088, but those never flagged before
+(two thirds of them) at 0.334, as often as with no feedback at all (0.35). So findings also
+count per district and channel (:func:`strict_low_channels`): once officials have looked at
+enough alerts raised by a LOW on a channel and nearly none was a real crisis, a lone LOW on
+that channel needs the stricter guard everywhere in the district.
+
+Why this is safe (a real crisis must not be suppressed):
+- the stricter guard applies only to a LOW that stands alone: 1 point, a 관심 record, which
+  calls nobody; a LOW that adds up to 주의 or 심각 with anything else is judged by the plain
+  limit (:func:`anbu.domain.risk.assess`), so no call depends on feedback through LOW;
+- widening moves the quiet window by at most 24 h a finding and never past 5 days, and never
+  loosens 심각: what the plain rules grade 심각 stays 심각 (a delay, bounded, never a miss);
+- a true alarm undoes the person's widening, and true alarms raised by a LOW on a channel count
+  against the district's evidence (the guard relaxes again when they pass ``MAX_TRUE_SHARE``);
+- "nothing at all" over the LOW window stays LOW however strict.
 """
 
 from __future__ import annotations
@@ -100,6 +120,43 @@ def decode(text: str | None) -> tuple[tuple[Channel, float], ...]:
         name, _, hours = part.partition("=")
         out.append((Channel(name), float(hours)))
     return tuple(sorted(out))
+
+
+# A district's lone LOW on a channel is tightened after this many findings about alerts that a
+# LOW on that channel raised (enough that "nearly none was true" is not luck of a few) ...
+MIN_LOW_FINDINGS = 20
+# ... while at most this share of them were true alarms (hospitalised, died). Seoul's plugs:
+# 154 crises in 46,974 signals (0.33%); a rule true one time in 20 keeps its plain limit.
+MAX_TRUE_SHARE = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRecord:
+    """Findings about alerts one rule on one channel raised in one district."""
+
+    false_alarms: int = 0  # findings that widen: false alarm, quiet by habit
+    true_alarms: int = 0  # hospitalised, died
+
+    def add(self, effect: FindingEffect) -> RuleRecord:
+        if effect is FindingEffect.WIDEN:
+            return RuleRecord(self.false_alarms + 1, self.true_alarms)
+        if effect is FindingEffect.TRUE_ALARM:
+            return RuleRecord(self.false_alarms, self.true_alarms + 1)
+        return self
+
+    @property
+    def noise(self) -> bool:
+        """Officials found enough of these alerts, and nearly none was true."""
+        n = self.false_alarms + self.true_alarms
+        return n >= MIN_LOW_FINDINGS and self.true_alarms <= MAX_TRUE_SHARE * n
+
+
+def strict_low_channels(records: Mapping[tuple[str, str], RuleRecord]) -> frozenset[Channel]:
+    """The channels of one district whose lone LOW needs the stricter guard, from its findings
+    by (channel, rule) (rules as :func:`raised_by` names them; only ``low`` counts here)."""
+    return frozenset(
+        Channel(channel) for (channel, rule), r in records.items() if rule == "low" and r.noise
+    )
 
 
 def raised_by(evidence: Mapping[str, Any]) -> set[tuple[str, str]]:

@@ -26,6 +26,7 @@ class AckChannel(enum.StrEnum):
     SMS = "sms"  # a reply with the code
     LINK = "link"  # the /ack/{token} page
     CONSOLE = "console"  # an official logged in to the console
+    CALL = "call"  # the official took the resident's transfer (pressed 1 after the whisper)
 
 
 class IncidentEventKind(enum.StrEnum):
@@ -41,6 +42,13 @@ class IncidentEventKind(enum.StrEnum):
     EXHAUSTED = "exhausted"  # nobody left to tell
     NO_CHAIN = "no_chain"  # no chain (or no active official) for the resident's district/dong
     REPLY = "reply"  # a reply that acknowledged nothing new (already acknowledged)
+    HANDED_OVER = "handed_over"  # an official passed the incident to a colleague (console)
+    # A person on the line (anbu.domain.handoff): each official's leg of the transfer.
+    CALLING = "calling"  # the official's phone is being dialled
+    CALL_ENDED = "call_ended"  # a leg that was not taken: why (no answer, voicemail, ...)
+    CONNECTED = "connected"  # the official pressed 1: bridged to the resident
+    TALKED = "talked"  # the bridged call ended: for how long
+    NO_TRANSFER = "no_transfer"  # help without a transfer (do-not-call, nobody to call)
 
 
 class OutboxStatus(enum.StrEnum):

@@ -1,9 +1,14 @@
-"""Pacing: how many calls may start now (global cap, per-trunk caps, calls per second).
+"""Pacing: how many calls may start now, and on which engine node (the process's cap, caps
+per trunk and per node, calls per second).
 
 Pure bookkeeping with the (monotonic) time passed in; the dispatcher owns one per process. The
 global cap across processes is enforced in the database when claiming (see
 :mod:`scheduler.claims`); this one keeps a single process inside its own share and paces
 originates so the carrier never sees a burst above ``calls_per_second``.
+
+Engine nodes (several Asterisk instances): each has a channel cap; a call goes to the healthy
+node with the most free channels (ties: the first configured), so load spreads evenly and a
+node that is down gets nothing. This class is the one place that counts channels in a process.
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ class Pacer:
     # None: no rate limit. Tokens refill continuously; ``burst`` is the bucket's size.
     calls_per_second: float | None = None
     burst: int = 1
+    # Channel cap per engine node, in configuration order; empty: nodes are not counted.
+    node_caps: Mapping[str, int] = field(default_factory=dict)
     _active: dict[str, int] = field(default_factory=dict)
+    _node_active: dict[str, int] = field(default_factory=dict)
+    _down: set[str] = field(default_factory=set)
     _tokens: float = 0.0
     _last: float | None = None
 
@@ -31,6 +40,8 @@ class Pacer:
             raise ValueError("max_concurrent must be at least 1")
         if self.calls_per_second is not None and self.calls_per_second <= 0:
             raise ValueError("calls_per_second must be positive")
+        if any(cap < 1 for cap in self.node_caps.values()):
+            raise ValueError("every node's cap must be at least 1")
         self.burst = max(1, self.burst)
         self._tokens = float(self.burst)
 
@@ -46,9 +57,51 @@ class Pacer:
             self._tokens = min(float(self.burst), self._tokens + elapsed * self.calls_per_second)
         self._last = now
 
+    # ---- engine nodes
+
+    def node_down(self, node: str) -> bool:
+        """Take ``node`` out of the choice (AMI lost). True when it was up."""
+        if node in self._down:
+            return False
+        self._down.add(node)
+        return True
+
+    def node_up(self, node: str) -> bool:
+        """``node`` may get calls again. True when it was down."""
+        if node not in self._down:
+            return False
+        self._down.discard(node)
+        return True
+
+    def is_up(self, node: str) -> bool:
+        return node not in self._down
+
+    def node_active(self, node: str) -> int:
+        return self._node_active.get(node, 0)
+
+    def _node_free(self, node: str) -> int:
+        if node in self._down:
+            return 0
+        return max(0, self.node_caps[node] - self._node_active.get(node, 0))
+
+    def choose_node(self) -> str | None:
+        """The healthy node with the most free channels (ties: configuration order); None when
+        no node is configured or none has a free channel."""
+        best: str | None = None
+        best_free = 0
+        for node in self.node_caps:
+            free = self._node_free(node)
+            if free > best_free:
+                best, best_free = node, free
+        return best
+
+    # ---- starting and ending calls
+
     def available(self, now: float) -> int:
-        """How many calls may start at ``now`` on any trunk (cap and rate both)."""
+        """How many calls may start at ``now`` (process cap, free node channels and rate)."""
         free = self.max_concurrent - self.active
+        if self.node_caps:
+            free = min(free, sum(self._node_free(node) for node in self.node_caps))
         if self.calls_per_second is None:
             return max(0, free)
         self._refill(now)
@@ -58,18 +111,18 @@ class Pacer:
         cap = self.trunk_caps.get(trunk)
         return cap is None or self._active.get(trunk, 0) < cap
 
-    def started(self, trunk: str, now: float) -> None:
+    def started(self, trunk: str, now: float, node: str | None = None) -> None:
         self._refill(now)
         if self.calls_per_second is not None:
             self._tokens -= 1.0
         self._active[trunk] = self._active.get(trunk, 0) + 1
+        if node is not None:
+            self._node_active[node] = self._node_active.get(node, 0) + 1
 
-    def finished(self, trunk: str) -> None:
-        left = self._active.get(trunk, 0) - 1
-        if left > 0:
-            self._active[trunk] = left
-        else:
-            self._active.pop(trunk, None)
+    def finished(self, trunk: str, node: str | None = None) -> None:
+        _decrement(self._active, trunk)
+        if node is not None:
+            _decrement(self._node_active, node)
 
     def next_token_in(self, now: float) -> float:
         """Seconds until one more call may start by rate (0 when one may start now)."""
@@ -78,3 +131,11 @@ class Pacer:
         self._refill(now)
         missing = 1.0 - self._tokens
         return 0.0 if missing <= 0 else missing / self.calls_per_second
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)

@@ -21,7 +21,14 @@ class Reply(enum.StrEnum):
     HUNG_UP = "hung_up"  # answered and hung up before replying
 
 
-KEY_REPLIES: dict[str, Reply] = {"1": Reply.OK, "2": Reply.HELP}
+# 0 at any time: "a person, please" (the operator key of every IVR), the same as help.
+KEY_REPLIES: dict[str, Reply] = {"1": Reply.OK, "2": Reply.HELP, "0": Reply.HELP}
+
+
+# 9 at any time: "say that again" (also the spoken "다시"): the question is repeated without
+# counting as a missed answer.
+REPEAT_KEY = "9"
+MAX_REPEATS_ASKED = 3  # then a 9 counts as nothing heard (a stuck key must not loop forever)
 
 
 def reply_for_key(key: str) -> Reply | None:
@@ -67,9 +74,17 @@ class Dialogue:
 
     max_asks: int = 2
     asked: int = 0
+    repeats: int = 0  # repeats the resident asked for (key 9, "다시")
 
     def start(self) -> tuple[Dialogue, Step]:
         return Dialogue(self.max_asks, 1), Ask((Prompt.GREETING, Prompt.QUESTION))
+
+    def asked_again(self) -> tuple[Dialogue, Step]:
+        """The resident asked to hear the question again: play it, the misses stay as they
+        were. Past ``MAX_REPEATS_ASKED`` it counts as nothing heard."""
+        if self.repeats >= MAX_REPEATS_ASKED:
+            return self.heard_nothing()
+        return Dialogue(self.max_asks, self.asked, self.repeats + 1), Ask((Prompt.QUESTION,))
 
     def replied(self, reply: Reply) -> tuple[Dialogue, Step]:
         """A key or a recognised word arrived."""
@@ -83,7 +98,9 @@ class Dialogue:
     def heard_nothing(self) -> tuple[Dialogue, Step]:
         """Silence, an unknown key or an unrecognised utterance: repeat once, then give up."""
         if self.asked < self.max_asks:
-            return Dialogue(self.max_asks, self.asked + 1), Ask((Prompt.REPEAT, Prompt.QUESTION))
+            return Dialogue(self.max_asks, self.asked + 1, self.repeats), Ask(
+                (Prompt.REPEAT, Prompt.QUESTION)
+            )
         return self, Finish(Reply.NO_RESPONSE, (Prompt.GOODBYE,))
 
     def hung_up(self) -> tuple[Dialogue, Step]:

@@ -266,6 +266,11 @@ class Rules:
     # ... and short of the usual by more than this many standard deviations of chance (Poisson
     # counts): a quiet spell that is only bad luck is not LOW (0 = the plain ratio rule).
     low_z: float = 2.0
+    # A LOW that stands alone (one channel, nothing else: a 관심 record, no call) on a channel
+    # officials' findings showed to be noise must be short by this many standard deviations
+    # (anbu.domain.feedback): only ever stricter than ``low_z``, never for a LOW that adds up
+    # to a call.
+    strict_low_z: float = 3.0
     # A channel quiet for this many windows counts double (a long silence is worse).
     severe_factor: float = 2.0
     quiet_points: int = 2
@@ -299,6 +304,7 @@ class Rules:
                 ),
                 ("low_ratio must be between 0 and 1", 0 < self.low_ratio < 1),
                 ("low_z must be >= 0", self.low_z >= 0),
+                ("strict_low_z must be >= low_z", self.strict_low_z >= self.low_z),
                 ("vouch_ratio must be between 0 and 1", 0 < self.vouch_ratio <= 1),
                 ("severe_factor must be >= 1", self.severe_factor >= 1),
                 (
@@ -369,18 +375,8 @@ class MonitoringProfile:
                 return max(base, min(base + hours, MAX_WINDOW_H))
         return base
 
-    def low_scale(self, channel: Channel) -> float:
-        """How much looser the LOW rule is for a widened channel. Always 1.0 (never looser):
-        findings widen the quiet window only.
-
-        Why: loosening LOW in proportion to the window (3 -> 4 days gave 3/4) was measured in
-        ``bench/detection.py`` against the same six weeks without findings: it let 3 of 41
-        slow declines go uncalled (people found "quiet by habit" before their decline). A
-        tuning that misses a crisis is worse than a false alarm; the proportional rule
-        (``_widened_low_limit`` with ``window_h / window_for(channel)``) stays available to
-        re-measure, not in force."""
-        del channel
-        return 1.0
+    def widened(self, channel: Channel) -> bool:
+        return any(c is channel for c, _ in self.widen_h)
 
     @property
     def channels(self) -> frozenset[Channel]:
@@ -750,22 +746,22 @@ def low_limit(expected: float, rules: Rules = DEFAULT_RULES) -> float:
     return min(rules.low_ratio * expected, expected - rules.low_z * math.sqrt(max(expected, 0.0)))
 
 
-def _widened_low_limit(expected: float, rules: Rules, scale: float) -> float:
-    """:func:`low_limit` for a channel widened by findings (``scale`` < 1): a lower ratio and
-    a stricter chance guard, both in proportion. Lowering the ratio alone would change nothing
-    for the small counts most people have (fewer than 2.25 calls is fewer than 3 calls)."""
-    if scale >= 1.0:
-        return low_limit(expected, rules)
+def strict_low_limit(expected: float, rules: Rules = DEFAULT_RULES) -> float:
+    """:func:`low_limit` with the stricter chance guard ``strict_low_z``, for a LOW that stands
+    alone on a channel officials' findings showed to be noise for this person or district.
+
+    Never above the plain limit (it only ever asks for more evidence). Nothing at all over the
+    window, where chance gives a zero less than once in 100, stays LOW however strict: a habit
+    of few calls is not a habit of none.
+    """
+    plain = low_limit(expected, rules)
     limit = min(
-        rules.low_ratio * scale * expected,
-        expected - rules.low_z / scale * math.sqrt(max(expected, 0.0)),
+        rules.low_ratio * expected,
+        expected - rules.strict_low_z * math.sqrt(max(expected, 0.0)),
     )
-    # Nothing at all over the window, where chance gives a zero less than once in 100, stays LOW
-    # however far the channel was widened: a habit of few calls is not a habit of none. Never
-    # above the plain limit, so widening only ever loosens (the sweep's due times stay early).
     if expected >= _NOTHING_AT_ALL:
-        return max(limit, min(1.0, low_limit(expected, rules)))
-    return limit
+        limit = max(limit, min(1.0, plain))
+    return min(limit, plain)
 
 
 _NOTHING_AT_ALL = math.log(100)  # a Poisson count with this mean is 0 one time in 100
@@ -779,10 +775,8 @@ def assess_channel(
     quiet_floor: dt.datetime | None,
     devices_down: Sequence[str],
     rules: Rules = DEFAULT_RULES,
-    low_scale: float = 1.0,
 ) -> ChannelEvidence:
-    """Judge one channel. ``quiet_floor`` (end of the last hold) caps how far back quiet counts;
-    ``low_scale`` (< 1 for a channel widened by findings) lowers the LOW limit."""
+    """Judge one channel. ``quiet_floor`` (end of the last hold) caps how far back quiet counts."""
     if devices_down:
         last = b.last_activity_at if b else None
         return ChannelEvidence(
@@ -818,7 +812,7 @@ def assess_channel(
     if (
         now_h - start + 1 >= rules.low_window_h
         and expected_recent >= need
-        and observed_recent < _widened_low_limit(expected_recent, rules, low_scale)
+        and observed_recent < low_limit(expected_recent, rules)
     ):
         status = ChannelStatus.LOW
     else:
@@ -855,6 +849,7 @@ def assess(
     holds: Sequence[Hold],
     now: dt.datetime,
     rules: Rules = DEFAULT_RULES,
+    strict_low: frozenset[Channel] = frozenset(),
 ) -> Assessment:
     """Grade one resident's risk at ``now`` from their channel baselines, devices and holds.
 
@@ -865,6 +860,12 @@ def assess(
     관심, not a crisis, while several quiet sources still call even if one shows life. Channels
     whose devices are down and channels still learning carry no points and vouch for nothing;
     a down device becomes a :class:`DeviceIssue` (a task for staff) instead.
+
+    Officials' findings tune this in two bounded ways (:mod:`anbu.domain.feedback`): the
+    person's widened channels (``profile.widen_h``) get a longer quiet window, but whatever the
+    plain rules grade 심각 stays 심각; and a 관심 that rests on one LOW channel alone, on a
+    channel in ``strict_low`` (the district's findings) or widened for this person, must pass
+    :func:`strict_low_limit` or is not recorded.
     """
     if not profile.enabled:
         return Assessment(Level.NONE, now, (), (), None, "[정상] 모니터링 꺼짐")
@@ -887,23 +888,46 @@ def assess(
         for c in d.kind.channels:
             down_by_channel.setdefault(c, []).append(d.device_id)
 
-    evidence: list[ChannelEvidence] = []
-    widened = bool(profile.widen_h)
-    for channel in monitored_channels(profile, devices):
-        down = [] if channel in up_channels else down_by_channel.get(channel, [])
-        evidence.append(
+    channels = monitored_channels(profile, devices)
+
+    def judge(widened: bool) -> list[ChannelEvidence]:
+        return [
             assess_channel(
                 baselines.get(channel),
                 channel,
                 now,
                 profile.window_for(channel) if widened else profile.window_h,
                 quiet_floor,
-                down,
+                [] if channel in up_channels else down_by_channel.get(channel, []),
                 rules,
-                profile.low_scale(channel) if widened else 1.0,
             )
-        )
+            for channel in channels
+        ]
 
+    widened = bool(profile.widen_h)
+    evidence = judge(widened)
+    level = _level(evidence, rules)
+    if widened and level is not Level.SERIOUS:
+        # Feedback never loosens the crisis level: what the plain rules grade 심각 stays 심각,
+        # so a widened window can delay a call by at most the plain severe span, never stop it.
+        plain = judge(False)
+        if _level(plain, rules) is Level.SERIOUS:
+            evidence, level, widened = plain, Level.SERIOUS, False
+    strict = strict_low | {c for c, _ in profile.widen_h}
+    demoted = (
+        level is Level.CONCERN and bool(strict) and _lone_low_is_noise(evidence, strict, rules)
+    )
+    if demoted:
+        level = Level.NONE
+    text = explain(level, evidence, issues)
+    if demoted:
+        text += " (현장 확인 결과로 단독 저활동 기준 강화: 기록 안 함)"
+    if widened and level is not Level.NONE:
+        text += widening_note(profile, [e.channel for e in evidence])
+    return Assessment(level, now, tuple(evidence), tuple(issues), None, text, profile.widen_h)
+
+
+def _level(evidence: Sequence[ChannelEvidence], rules: Rules) -> Level:
     points = 0
     for e in evidence:
         if e.status is ChannelStatus.QUIET:
@@ -920,10 +944,28 @@ def assess(
         level = Level.CONCERN
     if level.rank > Level.CONCERN.rank and any(_vouches(e, rules) for e in evidence):
         level = _STEP_DOWN[level]  # another source shows a normal day: one step less
-    text = explain(level, evidence, issues)
-    if widened and level is not Level.NONE:
-        text += widening_note(profile, [e.channel for e in evidence])
-    return Assessment(level, now, tuple(evidence), tuple(issues), None, text, profile.widen_h)
+    return level
+
+
+def _lone_low_is_noise(
+    evidence: Sequence[ChannelEvidence], strict: frozenset[Channel] | set[Channel], rules: Rules
+) -> bool:
+    """Whether a 관심 grade rests on one LOW channel alone, on a channel whose LOW officials
+    found to be noise (``strict``), and that LOW does not pass :func:`strict_low_limit`.
+
+    Why this is the only place feedback may silence a grade: a lone LOW is 1 point, a record
+    nobody is called about. Any LOW that adds up to 주의 or 심각 (with another LOW or a quiet
+    channel) is judged by the plain limit, so no call, and no crisis, depends on it.
+    """
+    scored = [e for e in evidence if e.status in (ChannelStatus.QUIET, ChannelStatus.LOW)]
+    if len(scored) != 1:
+        return False
+    e = scored[0]
+    return (
+        e.status is ChannelStatus.LOW
+        and e.channel in strict
+        and e.observed >= strict_low_limit(e.expected, rules)
+    )
 
 
 def widening_note(profile: MonitoringProfile, channels: Iterable[Channel]) -> str:

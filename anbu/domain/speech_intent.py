@@ -39,6 +39,7 @@ class Intent(enum.StrEnum):
     OK = "ok"
     HELP = "help"
     CALLBACK = "callback"
+    REPEAT = "repeat"  # "다시", "다시 해 주세요": say the question again
     UNKNOWN = "unknown"
 
 
@@ -137,6 +138,12 @@ VOCABULARY = Vocabulary(
 )
 
 
+# "다시" (again) with only polite fillers: a request to hear the question again. Anything more
+# ("다시 전화 해 주세요": call again) is not; both tokens are already in the grammar.
+REPEAT_WORD = "다시"
+REPEAT_WORDS = frozenset({REPEAT_WORD, "요", "좀", "해", "주세요", "세요"})
+
+
 def decide(
     words: Iterable[HeardWord | str],
     *,
@@ -158,6 +165,8 @@ def decide(
         return Intent.UNKNOWN
     if vocabulary.is_ok(texts) and all(w.confidence >= min_ok_confidence for w in heard):
         return Intent.OK
+    if REPEAT_WORD in distinct and distinct <= REPEAT_WORDS:
+        return Intent.REPEAT
     return Intent.UNKNOWN
 
 

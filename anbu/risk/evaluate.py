@@ -11,7 +11,7 @@ import datetime as dt
 import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,6 +34,7 @@ from anbu.domain.risk import (
 )
 from anbu.domain.risk import MonitoringProfile as ProfileRules
 from anbu.risk.bulk import DeviceRow, DeviceUpdate, ResidentRow, StoredStates, bulk_store
+from anbu.risk.feedback import strict_low_by_district
 from anbu.services.checkins import open_checkin
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class Subject(NamedTuple):
     level: Level  # as last recorded
     baselines: Mapping[Channel, Baseline]
     devices: Sequence[tuple[str, DeviceView]]  # active devices: (primary key, view)
+    district_id: int = 0
 
 
 async def evaluate_residents(
@@ -105,7 +107,7 @@ async def gather(session: AsyncSession, resident_ids: Sequence[str], now: dt.dat
         return Gathered([], Context({}, set()), await store.load_states(()), {})
     device_rows, residents = await store.load_senders((), ids)
     stored = await store.load_states(ids)
-    context = Context(*await store.load_context(ids, now))
+    context = Context(*await store.load_context(ids, now), await strict_low_by_district(session))
     by_id = {r.resident_id: r for r in residents}
     subjects = subjects_of(ids, by_id, device_rows, stored.baselines())
     return Gathered(subjects, context, stored, by_id)
@@ -121,7 +123,10 @@ async def grade(
     if not subjects:
         return []
     store = await bulk_store(session)
-    context = Context(*await store.load_context([s.resident_id for s in subjects], now))
+    context = Context(
+        *await store.load_context([s.resident_id for s in subjects], now),
+        await strict_low_by_district(session),
+    )
     return await grade_in(session, subjects, context, now, rules)
 
 
@@ -138,10 +143,12 @@ async def grade_in(
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What grading reads besides the subjects: holds, and the devices with an open task."""
+    """What grading reads besides the subjects: holds, the devices with an open task, and per
+    district the channels whose lone LOW officials' findings tightened."""
 
     holds: Mapping[str, Sequence[Hold]]
     open_tasks: set[str]
+    strict_low: Mapping[int, frozenset[Channel]] = field(default_factory=dict)
 
 
 def subjects_of(
@@ -175,6 +182,7 @@ def subjects_of(
                 r.level,
                 baselines.get(rid, {}),
                 devices.get(rid, []),
+                r.district_id,
             )
         )
     return out
@@ -226,7 +234,11 @@ def _assess(s: Subject, context: Context, now: dt.datetime, rules: Rules) -> Ass
         context.holds.get(s.resident_id, ()),
         now,
         rules,
+        context.strict_low.get(s.district_id, _NO_CHANNELS),
     )
+
+
+_NO_CHANNELS: frozenset[Channel] = frozenset()
 
 
 def _explain_later(s: Subject, context: Context, now: dt.datetime, rules: Rules) -> str:

@@ -11,11 +11,23 @@ import datetime as dt
 import logging
 
 from sqlalchemy import false, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from anbu.db.models_feedback import FeedbackStep
+from anbu.db.models import Resident
+from anbu.db.models_feedback import FeedbackStep, RuleFinding
 from anbu.db.models_signals import MonitoringProfile, RiskAssessment
-from anbu.domain.feedback import decide, decode, effective, encode, raised_by
+from anbu.domain.feedback import (
+    FindingEffect,
+    RuleRecord,
+    decide,
+    decode,
+    effect_of,
+    effective,
+    encode,
+    raised_by,
+    strict_low_channels,
+)
 from anbu.domain.risk import Channel
 from anbu.errors import NotFoundError
 from anbu.risk.store import profile_rules
@@ -45,10 +57,13 @@ async def on_finding(
         query = query.where(RiskAssessment.id == assessment_id)
     else:
         query = query.where(false())
-    raised = {
-        Channel(c) for evidence in (await session.execute(query)).scalars()
-        for c, _rule in raised_by(evidence)
-    }  # fmt: skip
+    pairs = {
+        pair
+        for evidence in (await session.execute(query)).scalars()
+        for pair in raised_by(evidence)
+    }
+    raised = {Channel(c) for c, _rule in pairs}
+    await _count(session, resident_id, pairs, effect_of(finding), now)
     active = await _active(session, resident_id)
     current: dict[Channel, float] = {}
     for s in active:
@@ -77,6 +92,57 @@ async def on_finding(
         await _refresh(session, profile, now)
         log.info("resident %s: %s widened %s", resident_id, finding, profile.widen_h or "nothing")
     return steps
+
+
+async def _count(
+    session: AsyncSession,
+    resident_id: str,
+    pairs: set[tuple[str, str]],
+    effect: FindingEffect,
+    now: dt.datetime,
+) -> None:
+    """Add one finding to its district's record of each (channel, rule) that raised the alert."""
+    if effect is FindingEffect.NONE or not pairs:
+        return
+    district_id = (
+        await session.execute(select(Resident.district_id).where(Resident.id == resident_id))
+    ).scalar_one()
+    for channel, rule in sorted(pairs):
+        key = (district_id, Channel(channel), rule)
+        row = await session.get(RuleFinding, key)
+        if row is None:
+            row = RuleFinding(
+                district_id=district_id,
+                channel=Channel(channel),
+                rule=rule,
+                false_alarms=0,
+                true_alarms=0,
+                updated_at=now,
+            )
+            try:
+                async with session.begin_nested():
+                    session.add(row)
+            except IntegrityError:  # another finding in the district created it meanwhile
+                row = await session.get(RuleFinding, key, populate_existing=True)
+                assert row is not None
+        record = RuleRecord(row.false_alarms, row.true_alarms).add(effect)
+        row.false_alarms, row.true_alarms, row.updated_at = (
+            record.false_alarms,
+            record.true_alarms,
+            now,
+        )
+
+
+async def strict_low_by_district(session: AsyncSession) -> dict[int, frozenset[Channel]]:
+    """Per district, the channels whose lone LOW needs the stricter guard (one small read per
+    grading pass: a handful of rows per district)."""
+    records: dict[int, dict[tuple[str, str], RuleRecord]] = {}
+    for r in (await session.execute(select(RuleFinding))).scalars():
+        records.setdefault(r.district_id, {})[(r.channel.value, r.rule)] = RuleRecord(
+            r.false_alarms, r.true_alarms
+        )
+    out = {d: strict_low_channels(rec) for d, rec in records.items()}
+    return {d: chans for d, chans in out.items() if chans}
 
 
 async def _active(session: AsyncSession, resident_id: str) -> list[FeedbackStep]:

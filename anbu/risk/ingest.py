@@ -4,6 +4,8 @@ One call handles one batch (thousands of events). Per-item problems come back as
 ``ItemError(index, reason)``; every accepted event is committed even when others in the batch
 were refused. Storing is ``INSERT ... ON CONFLICT (source, event_id) DO NOTHING RETURNING`` on
 both backends, and only the rows that insert move baselines, so a resent batch changes nothing.
+Event ids and device ids are namespaced per district (:func:`stored_event_id`,
+:func:`visible_devices`): two districts may send the same ids without meeting.
 
 The per-event work (storing, baselines, device liveness) goes through :mod:`anbu.risk.bulk`:
 a few statements per batch straight to the driver, whatever the batch size.
@@ -49,6 +51,7 @@ from anbu.risk.bulk import (
     bulk_store,
 )
 from anbu.risk.evaluate import Context, Evaluation, Subject, act, assess_unless_none, subjects_of
+from anbu.risk.feedback import strict_low_by_district
 from anbu.risk.schemas import SignalEventIn
 
 log = logging.getLogger(__name__)
@@ -65,7 +68,7 @@ class ItemError:
 @dataclass(slots=True)
 class IngestReport:
     accepted: int = 0  # stored now
-    duplicates: int = 0  # already stored (same source and event_id): nothing changed
+    duplicates: int = 0  # already stored (same district, source and event_id): nothing changed
     errors: list[ItemError] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)
 
@@ -95,8 +98,8 @@ async def ingest(
         sorted({e.device_id for _, e in items if e.device_id}),
         sorted({e.resident_id for _, e in items if e.resident_id}),
     )
-    devices = {d.device_id: d for d in device_rows}
     residents = {r.resident_id: r for r in resident_rows}
+    devices, ambiguous = visible_devices(device_rows, residents, can_see)
 
     rows: list[SignalRow] = []
     seen: set[tuple[str, str]] = set()
@@ -113,13 +116,18 @@ async def ingest(
         who = (e.device_id, e.resident_id, e.kind)
         verdict = verdicts.get(who)
         if verdict is None:
-            verdict = verdicts[who] = _check(e, devices, residents, can_see)
+            verdict = verdicts[who] = (
+                _check(e, devices, residents, can_see)
+                if e.device_id not in ambiguous
+                else (f"device id {e.device_id!r} is registered in more than one of your"
+                      " districts: send its events with a key of its district", None)
+            )  # fmt: skip
         reason, resident_id = verdict
         if reason is not None:
             report.errors.append(ItemError(index, reason))
             continue
         assert resident_id is not None
-        key = (e.source, e.event_id)
+        key = (e.source, stored_event_id(residents[resident_id].district_id, e.event_id))
         if key in seen:
             report.duplicates += 1
             continue
@@ -131,7 +139,7 @@ async def ingest(
             # As SQLAlchemy's JSON type stores it: Python None is the JSON text 'null'.
             attrs = attrs_by_key[shape] = (made, json.dumps(made))
         rows.append(
-            SignalRow(e.source, e.event_id, resident_id, e.device_id, e.kind, e.at, e.value, *attrs)
+            SignalRow(e.source, key[1], resident_id, e.device_id, e.kind, e.at, e.value, *attrs)
         )
 
     try:
@@ -215,7 +223,7 @@ async def _store(
     # not interleave, so the residents are locked before their baselines are read.
     await store.lock_residents(owners)
     stored = await store.load_states(owners)
-    context = Context(*await store.load_context(owners, now))
+    context = Context(*await store.load_context(owners, now), await strict_low_by_district(session))
     inserting = asyncio.create_task(store.insert_events(rows, now, fast=fast))
     await asyncio.sleep(0)  # let the insert reach the database before the CPU-bound work
     try:
@@ -278,6 +286,37 @@ def _compute(
         assess_unless_none(subjects, context, dues, now, rules),
         context,
     )
+
+
+# --- ids are namespaced per district (two districts may send the same event or device id) ---
+
+
+def stored_event_id(district_id: int, event_id: str) -> str:
+    """How an event id is stored: qualified by its resident's district, so ``(source, event_id)``
+    deduplicates within a district only. Another district that happens to send the same id is
+    neither dropped as a duplicate nor told that we sent it. (Kept out of the bulk store's
+    statements, which stay as they are: the id they see is already qualified.)"""
+    return f"{district_id}/{event_id}"
+
+
+def visible_devices(
+    device_rows: Sequence[DeviceRow],
+    residents: dict[str, ResidentRow],
+    can_see: Callable[[int], bool],
+) -> tuple[dict[str, DeviceRow], set[str]]:
+    """The devices the caller may address, by device id, and the ids used in more than one of
+    the caller's districts (which one is meant cannot be told from the id alone). Another
+    district's device of the same id is left out, so it answers "unknown device"."""
+    out: dict[str, DeviceRow] = {}
+    ambiguous: set[str] = set()
+    for d in device_rows:
+        owner = residents.get(d.resident_id)
+        if owner is None or not can_see(owner.district_id):
+            continue
+        if d.device_id in out:
+            ambiguous.add(d.device_id)
+        out[d.device_id] = d
+    return out, ambiguous
 
 
 def _check(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -94,12 +95,17 @@ async def register_device(
     now: dt.datetime,
     rules: Rules = DEFAULT_RULES,
 ) -> Device:
+    # Device ids are unique per district (another district's id is none of our business).
     existing = (
-        await session.execute(select(Device).where(Device.device_id == device_id))
+        await session.execute(
+            select(Device).where(
+                Device.district_id == resident.district_id, Device.device_id == device_id
+            )
+        )
     ).scalar_one_or_none()
     if existing is not None:
         if existing.resident_id != resident.id or existing.active:
-            raise ConflictError(f"device {device_id!r} is already registered")
+            raise ConflictError(f"device {device_id!r} is already registered in this district")
         # Re-registering a deregistered device for the same resident re-activates it.
         existing.active = True
         existing.kind = kind
@@ -109,6 +115,7 @@ async def register_device(
         return existing
     device = Device(
         device_id=device_id,
+        district_id=resident.district_id,
         resident_id=resident.id,
         kind=kind,
         expected_interval_s=expected_interval_s,
@@ -122,17 +129,30 @@ async def register_device(
     try:
         await session.flush()
     except IntegrityError as exc:
-        raise ConflictError(f"device {device_id!r} is already registered") from exc
+        raise ConflictError(f"device {device_id!r} is already registered in this district") from exc
     return device
 
 
-async def get_device(session: AsyncSession, device_id: str) -> Device:
-    d = (
-        await session.execute(select(Device).where(Device.device_id == device_id))
-    ).scalar_one_or_none()
-    if d is None:
+async def get_device(
+    session: AsyncSession, device_id: str, district_ids: Collection[int] | None
+) -> Device:
+    """The device ``device_id`` of one of ``district_ids`` (None: any district, for an admin).
+
+    Device ids are namespaced per district: another district's device of the same id is not
+    found (404, as if it did not exist), and an id two of the caller's districts both use is
+    refused naming them (the caller says which district), never a guess."""
+    query = select(Device).where(Device.device_id == device_id)
+    if district_ids is not None:
+        query = query.where(Device.district_id.in_(sorted(district_ids)))
+    found = list((await session.execute(query.order_by(Device.district_id).limit(2))).scalars())
+    if not found:
         raise NotFoundError("device", device_id)
-    return d
+    if len(found) > 1:
+        raise ValidationError(
+            f"device id {device_id!r} is registered in more than one of your districts:"
+            " say which with ?district=<code>"
+        )
+    return found[0]
 
 
 async def deregister_device(session: AsyncSession, device: Device, now: dt.datetime) -> None:

@@ -43,6 +43,7 @@ from anbu.db.models import ApiKey, Checkin, District, Resident, api_key_district
 from anbu.db.models_escalation import Incident
 from anbu.db.models_webhooks import DeliveryState, WebhookDelivery
 from anbu.db.outage import report_failure
+from anbu.db.session import transaction_cache
 from anbu.domain.access import KeyState, key_state
 from anbu.domain.incidents import IncidentEventKind
 from anbu.ports import Clock, SystemClock
@@ -110,12 +111,19 @@ async def _subscribers(session: AsyncSession, district_id: int) -> list[int]:
 
 
 async def _any_subscriber(session: AsyncSession) -> bool:
+    # Asked for every incident event; kept for the transaction (a batch of incident openings
+    # shares one: escalation.service.open_incident), so a burst asks once.
+    cache = transaction_cache(session, "webhooks")
+    if "any_subscriber" in cache:
+        return bool(cache["any_subscriber"])
     found = await session.execute(
         select(ApiKey.id)
         .where(ApiKey.webhook_url.is_not(None), ApiKey.revoked_at.is_(None))
         .limit(1)
     )
-    return found.first() is not None
+    any_found = found.first() is not None
+    cache["any_subscriber"] = any_found
+    return any_found
 
 
 async def _enqueue(

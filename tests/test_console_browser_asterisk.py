@@ -1,0 +1,85 @@
+"""The console with a real call (issue 13): the dispatcher dials the carrier stand-in's
+number that rings and never answers (real engine + carrier Asterisk, real AMI dialer), the
+case closes, the escalation service raises the incident and a real Kannel sends the primary
+official's SMS; the official logs in to the console in a real browser (Playwright driving
+Debian's chromium), finds the incident in the queue with the real call in its timeline,
+acknowledges it with a finding, and the chain stops (nothing for the backup)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from anbu.db.models_escalation import Incident, OutboxMessage
+from anbu.domain.checkin import Outcome
+from anbu.domain.escalation import Finding
+from anbu.domain.incidents import AckChannel, IncidentStatus
+from anbu.ports import SystemClock
+from devstack.kannel import KannelInstance
+from ivr.ami import AmiClient
+from tests.console_support import make_account
+from tests.test_console_browser import chromium, log_in
+from tests.test_escalation_asterisk import ring_out_until_sms
+from tests.test_escalation_e2e import (  # noqa: F401  (fixtures used by name)
+    StackFactory,
+    api_port,
+    esc_kannel,
+    stack_factory,
+)
+from tests.test_escalation_service import incident_of
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.kannel]
+
+
+async def test_given_real_unanswered_call_when_official_acknowledges_in_browser_then_chain_stops(
+    engine_ami: AmiClient,
+    db_engine: AsyncEngine,
+    stack_factory: StackFactory,  # noqa: F811
+    esc_kannel: KannelInstance,  # noqa: F811
+) -> None:
+    stack = await stack_factory(kannel=esc_kannel)
+    sessions = stack.sessions
+    run = await ring_out_until_sms(engine_ami, db_engine, stack, esc_kannel)
+    world, checkin_id, event, sms = run.world, run.checkin_id, run.event, run.sms
+    clock = SystemClock()
+    assert event.outcome is Outcome.UNREACHABLE
+    incident = await incident_of(sessions, checkin_id)
+    assert f"회신 {incident.code}" in sms.text  # the primary official's SMS, through Kannel
+    primary = world.officials["primary"]
+    await make_account(sessions, clock.now(), "kim", name="김주무관", official_id=primary.id)
+
+    async with chromium() as browser:
+        page = await (await browser.new_context(viewport={"width": 1100, "height": 800})).new_page()
+        await log_in(page, stack.api_url, "kim")
+        row = page.locator(f'a[href="/console/incidents/{incident.id}"]')
+        assert await row.inner_text() == "김안부"
+        await row.click()
+        await page.wait_for_load_state()
+        timeline = await page.locator("ol.timeline").inner_text()
+        assert "1차 전화: 받지 않음" in timeline  # the real call, as the dialer recorded it
+        assert "전화 기록 52시간 없음" in timeline
+        await page.get_by_label("방문 확인").check()
+        await page.get_by_label("메모").fill("방문, 건강함")
+        await page.get_by_role("button", name="확인하고 기록").click()
+        await page.wait_for_load_state()
+        assert await page.locator("#status").inner_text() == "확인됨"
+        assert await page.locator("#finding").inner_text() == "방문 확인 · 방문, 건강함"
+
+    async with sessions() as s:
+        stored = await s.get(Incident, incident.id)
+        assert stored is not None
+        assert stored.status is IncidentStatus.ACKNOWLEDGED
+        assert stored.ack_channel is AckChannel.CONSOLE
+        assert stored.finding is Finding.VISITED
+    # Long past the primary's clock: the chain has stopped, the backup is never told.
+    assert await stack.service.escalate_due(clock.now() + dt.timedelta(hours=2)) == 0
+    async with sessions() as s:
+        backup = world.officials["backup"].id
+        rows = await s.execute(select(OutboxMessage).where(OutboxMessage.official_id == backup))
+        assert rows.all() == []
+    received = await asyncio.to_thread(esc_kannel.received)
+    assert [m for m in received if m.receiver == world.officials["backup"].phone] == []
