@@ -49,11 +49,9 @@ import datetime as dt
 import json
 import random
 import time
-import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
-import asyncpg
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -70,7 +68,7 @@ from anbu.risk.sweep import sweep
 from anbu.services.checkins import OPEN_STATUSES
 from bench.common import RESULTS, percentile, write_results
 from devstack.sim import SimResident, Story, population, simulate
-from tests.db_fixtures import PG_ADMIN_DSN as PG_ADMIN
+from tests.db_fixtures import create_pg_database, drop_pg_database, pg_url
 from tests.risk_support import START, feed, register
 
 HISTORY = dt.timedelta(days=14)
@@ -107,12 +105,8 @@ def _people(n: int, seed: int) -> tuple[list[SimResident], dict[str, dt.datetime
 
 async def run(n: int, seed: int, rules: Rules = DEFAULT_RULES) -> dict[str, Any]:
     people, turns = _people(n, seed)
-    name = f"anbu_detect_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    engine = make_engine(f"{base}/{name}")
+    name = await create_pg_database()
+    engine = make_engine(pg_url(name))
     try:
         await upgrade(engine)
         sessions = make_sessionmaker(engine)
@@ -154,9 +148,7 @@ async def run(n: int, seed: int, rules: Rules = DEFAULT_RULES) -> dict[str, Any]
             tasks = set((await s.execute(select(DeviceTask.resident_id))).scalars())
     finally:
         await engine.dispose()
-        admin = await asyncpg.connect(PG_ADMIN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_pg_database(name)
 
     by_story: dict[str, Counter[str]] = defaultdict(Counter)
     true_calls = 0
@@ -396,30 +388,6 @@ def _figures(
     }
 
 
-async def _create_db(template: str | None = None) -> str:
-    name = f"anbu_detect_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        extra = f' TEMPLATE "{template}"' if template else ""
-        await admin.execute(f'CREATE DATABASE "{name}"{extra}')
-    finally:
-        await admin.close()
-    return name
-
-
-async def _drop_db(name: str) -> None:
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-def _url(name: str) -> str:
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    return f"{base}/{name}"
-
-
 async def run_feedback(n: int, seed: int, *, with_feedback: bool = True) -> dict[str, Any]:
     """Three weeks of findings, then the three weeks of :func:`run` (see the module doc)."""
     people, base_turns = _people(n, seed)
@@ -430,10 +398,10 @@ async def run_feedback(n: int, seed: int, *, with_feedback: bool = True) -> dict
         e for p in people
         for e in simulate(p, start=START, end=end, turn=turns[p.resident_id], seed=seed)
     ]  # fmt: skip
-    name = await _create_db()
+    name = await create_pg_database()
     reviewed: list[dict[str, int]] = []
     try:
-        engine = make_engine(_url(name))
+        engine = make_engine(pg_url(name))
         try:
             await upgrade(engine)
             sessions = make_sessionmaker(engine)
@@ -466,7 +434,7 @@ async def run_feedback(n: int, seed: int, *, with_feedback: bool = True) -> dict
         finally:
             await engine.dispose()
     finally:
-        await _drop_db(name)
+        await drop_pg_database(name)
     figures = _figures(people, turns, calls, concern, tasks)
     # Per person: are those widened before week 4 flagged again, and how often the others?
     widened = {rid for _, rid in steps}

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import time
-import uuid
 from typing import Any
 
 import asyncpg
@@ -30,6 +29,7 @@ from anbu.report import Period, build_report
 from anbu.report.render import render
 from bench.common import peak_rss_mb, write_results
 from tests.db_fixtures import PG_ADMIN_DSN as PG_ADMIN
+from tests.db_fixtures import create_pg_database, drop_pg_database, pg_url
 
 YEAR = Period(dt.date(2026, 1, 1), dt.date(2026, 12, 31))
 _DONG_NAMES = "보라 청룡 은천 성현 중앙 인헌 남현 서원 신원 서림 신사 난향 조원 대학 삼성 미성 난곡"
@@ -254,16 +254,12 @@ async def seed(dsn: str, n: int, seed_: int = 11) -> dict[str, int]:
 
 
 async def run(n: int) -> dict[str, Any]:
-    name = f"anbu_report_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    base = PG_ADMIN.rsplit("/", 1)[0]
-    engine = make_engine(f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}")
+    name = await create_pg_database()
+    engine = make_engine(pg_url(name))
     try:
         await upgrade(engine)
         t0 = time.perf_counter()
-        counts = await seed(f"{base}/{name}", n)
+        counts = await seed(f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}", n)  # asyncpg DSN
         seed_s = time.perf_counter() - t0
         sessions = make_sessionmaker(engine)
         runs = []
@@ -282,9 +278,7 @@ async def run(n: int) -> dict[str, Any]:
             renders[fmt] = {"s": round(time.perf_counter() - t0, 3), "bytes": len(data)}
     finally:
         await engine.dispose()
-        admin = await asyncpg.connect(PG_ADMIN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_pg_database(name)
     return {
         f"report_s_{n}": round(runs[0], 2),
         "report_s_second_run": round(runs[1], 2),

@@ -124,6 +124,11 @@ def _fingerprint(samples: Sequence[Sample]) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:12]
 
 
+def _synth(out: Path, *effect: str) -> None:
+    """A generated 8 kHz 16-bit mono clip (``effect``: sox's synth/trim/pad arguments)."""
+    run_sox("-n", "-r", "8000", "-c", "1", "-b", "16", out, *effect)
+
+
 def apply_condition(clean: Path, out: Path, condition: str, tmp: Path) -> None:
     """Turn an 8 kHz clean clip into ``condition`` (see the module docstring)."""
     if condition == "clean":
@@ -132,21 +137,7 @@ def apply_condition(clean: Path, out: Path, condition: str, tmp: Path) -> None:
     src = clean
     if condition == "ulaw_noise":
         noise = tmp / "noise.wav"
-        run_sox(
-            "-n",
-            "-r",
-            "8000",
-            "-c",
-            "1",
-            "-b",
-            "16",
-            noise,
-            "synth",
-            f"{wav_duration(clean):.3f}",
-            "pinknoise",
-            "vol",
-            str(NOISE_VOL),
-        )
+        _synth(noise, "synth", f"{wav_duration(clean):.3f}", "pinknoise", "vol", str(NOISE_VOL))
         src = tmp / "mixed.wav"
         run_sox("-m", "-v", "1", clean, "-v", "1", noise, src)
     elif condition != "ulaw":
@@ -156,33 +147,61 @@ def apply_condition(clean: Path, out: Path, condition: str, tmp: Path) -> None:
     run_sox(ulaw, "-e", "signed-integer", "-b", "16", out)
 
 
+def _speak(
+    text: str, out: Path, tmp: Path, *, voice: str, rate: int, lead_s: float, tail_s: float
+) -> None:
+    """espeak-ng as a recorded reply: 8 kHz 16-bit mono, peak -3 dBFS, padded before and after."""
+    raw = tmp / "raw.wav"
+    espeak(text, raw, voice=voice, rate=rate)
+    pad = ("pad", str(lead_s), str(tail_s))
+    run_sox(
+        raw,
+        "-r",
+        "8000",
+        "-c",
+        "1",
+        "-b",
+        "16",
+        "-e",
+        "signed-integer",
+        out,
+        "gain",
+        "-n",
+        "-3",
+        *pad,
+    )
+
+
+def _speak_then_beep(
+    text: str,
+    out: Path,
+    tmp: Path,
+    *,
+    voice: str,
+    rate: int,
+    lead_s: float,
+    gap_s: float,
+    tail_s: float,
+) -> float:
+    """Words, ``gap_s`` of silence, a voicemail beep (1 kHz, 0.5 s), ``tail_s`` of silence;
+    returns where the beep starts."""
+    spoken = tmp / "spoken.wav"
+    _speak(text, spoken, tmp, voice=voice, rate=rate, lead_s=lead_s, tail_s=gap_s)
+    beep_s = wav_duration(spoken)
+    beep = tmp / "beep.wav"
+    _synth(beep, "synth", "0.5", "sine", "1000", "vol", "0.5", "pad", "0", str(tail_s))
+    run_sox(spoken, beep, out)
+    return beep_s
+
+
 def render_utterance(
     text: str, out: Path, *, voice: str = "ko", rate: int = 150, condition: str = "clean"
 ) -> Path:
     """One spoken clip as a recorded reply: 8 kHz 16-bit mono, peak -3 dBFS, padded."""
     with tempfile.TemporaryDirectory(prefix="anbu-speech-") as tmpdir:
         tmp = Path(tmpdir)
-        raw = tmp / "raw.wav"
-        espeak(text, raw, voice=voice, rate=rate)
         clean = tmp / "clean.wav"
-        run_sox(
-            raw,
-            "-r",
-            "8000",
-            "-c",
-            "1",
-            "-b",
-            "16",
-            "-e",
-            "signed-integer",
-            clean,
-            "gain",
-            "-n",
-            "-3",
-            "pad",
-            str(LEAD_S),
-            str(TAIL_S),
-        )
+        _speak(text, clean, tmp, voice=voice, rate=rate, lead_s=LEAD_S, tail_s=TAIL_S)
         apply_condition(clean, out, condition, tmp)
     return out
 
@@ -190,49 +209,17 @@ def render_utterance(
 def _render_machine(sample: Sample, out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="anbu-speech-") as tmpdir:
         tmp = Path(tmpdir)
-        raw = tmp / "raw.wav"
-        espeak(sample.text, raw, voice=sample.voice, rate=sample.rate)
-        spoken = tmp / "spoken.wav"
-        run_sox(
-            raw,
-            "-r",
-            "8000",
-            "-c",
-            "1",
-            "-b",
-            "16",
-            "-e",
-            "signed-integer",
-            spoken,
-            "gain",
-            "-n",
-            "-3",
-            "pad",
-            str(LEAD_S),
-            "0.3",
-        )
-        beep = tmp / "beep.wav"
-        run_sox(
-            "-n",
-            "-r",
-            "8000",
-            "-c",
-            "1",
-            "-b",
-            "16",
-            beep,
-            "synth",
-            "0.5",
-            "sine",
-            "1000",
-            "vol",
-            "0.5",
-            "pad",
-            "0",
-            str(TAIL_S),
-        )
         clean = tmp / "clean.wav"
-        run_sox(spoken, beep, clean)
+        _speak_then_beep(
+            sample.text,
+            clean,
+            tmp,
+            voice=sample.voice,
+            rate=sample.rate,
+            lead_s=LEAD_S,
+            gap_s=0.3,
+            tail_s=TAIL_S,
+        )
         apply_condition(clean, out, sample.condition, tmp)
 
 
@@ -242,24 +229,9 @@ def _render_noise(sample: Sample, out: Path) -> None:
         clean = tmp / "clean.wav"
         args = NON_SPEECH[sample.text]
         if sample.text == "silence":
-            run_sox(
-                "-n",
-                "-r",
-                "8000",
-                "-c",
-                "1",
-                "-b",
-                "16",
-                clean,
-                "synth",
-                "3",
-                "sine",
-                "0",
-                "vol",
-                "0",
-            )
+            _synth(clean, "synth", "3", "sine", "0", "vol", "0")
         else:
-            run_sox("-n", "-r", "8000", "-c", "1", "-b", "16", clean, *args)
+            _synth(clean, *args)
         apply_condition(clean, out, sample.condition, tmp)
 
 
@@ -428,53 +400,19 @@ def _render_machine_sample(sample: MachineSample, root: Path) -> MachineSample:
         beep_s = None
         if sample.kind == "music":
             _write_wav(clean, _music(sample.text))
-        else:
-            raw = tmp / "raw.wav"
-            espeak(sample.text, raw, voice=sample.voice, rate=160)
-            spoken = tmp / "spoken.wav"
-            run_sox(
-                raw,
-                "-r",
-                "8000",
-                "-c",
-                "1",
-                "-b",
-                "16",
-                "-e",
-                "signed-integer",
-                spoken,
-                "gain",
-                "-n",
-                "-3",
-                "pad",
-                "0.3",
-                "0.4",
+        elif sample.beep:
+            beep_s = _speak_then_beep(
+                sample.text,
+                clean,
+                tmp,
+                voice=sample.voice,
+                rate=160,
+                lead_s=0.3,
+                gap_s=0.4,
+                tail_s=2.0,
             )
-            if sample.beep:
-                beep_s = wav_duration(spoken)
-                beep = tmp / "beep.wav"
-                run_sox(
-                    "-n",
-                    "-r",
-                    "8000",
-                    "-c",
-                    "1",
-                    "-b",
-                    "16",
-                    beep,
-                    "synth",
-                    "0.5",
-                    "sine",
-                    "1000",
-                    "vol",
-                    "0.5",
-                    "pad",
-                    "0",
-                    "2.0",
-                )
-                run_sox(spoken, beep, clean)
-            else:
-                os.replace(spoken, clean)
+        else:
+            _speak(sample.text, clean, tmp, voice=sample.voice, rate=160, lead_s=0.3, tail_s=0.4)
         part = root / f".part-{sample.file}"
         apply_condition(clean, part, sample.condition, tmp)
         os.replace(part, out)

@@ -22,6 +22,7 @@ import contextlib
 import enum
 import fcntl
 import fnmatch
+import functools
 import json
 import logging
 import math
@@ -37,7 +38,7 @@ import sys
 import tempfile
 import time
 import wave
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -491,65 +492,49 @@ def render_korean_wav(text: str, dest: Path, *, voice: str = "ko") -> Path:
     return dest
 
 
-def render_noise_wav(dest: Path, *, seconds: float = 2.0, volume: float = 0.3) -> Path:
-    """Pink noise at a moderate level, 8 kHz mono 16-bit WAV."""
+def _render_synth_wav(dest: Path, what: str, *synth: str) -> Path:
+    """sox's ``synth`` effect into ``dest``: 8 kHz mono 16-bit WAV, written whole or not at all."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_suffix(".partial.wav")
-    synth = ["synth", f"{seconds}", "pinknoise", "vol", f"{volume}"]
     _run(
-        ["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(partial), *synth],
-        "sox (noise)",
+        ["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(partial), "synth", *synth],
+        f"sox ({what})",
         timeout=60,
         env=os.environ,
     )
     partial.replace(dest)
     return dest
+
+
+def render_noise_wav(dest: Path, *, seconds: float = 2.0, volume: float = 0.3) -> Path:
+    """Pink noise at a moderate level, 8 kHz mono 16-bit WAV."""
+    return _render_synth_wav(dest, "noise", f"{seconds}", "pinknoise", "vol", f"{volume}")
 
 
 def render_tone_wav(
     dest: Path, *, hz: float = 1000.0, seconds: float = 0.5, volume: float = 0.5
 ) -> Path:
     """A voicemail beep: a sine tone, 8 kHz mono 16-bit WAV."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_suffix(".partial.wav")
-    synth = ["synth", f"{seconds}", "sine", f"{hz}", "vol", f"{volume}"]
-    _run(
-        ["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(partial), *synth],
-        "sox (tone)",
-        timeout=60,
-        env=os.environ,
-    )
-    partial.replace(dest)
-    return dest
+    return _render_synth_wav(dest, "tone", f"{seconds}", "sine", f"{hz}", "vol", f"{volume}")
 
 
 def carrier_sounds(cache_dir: Path) -> dict[str, Path]:
     """The carrier's sound files (name -> wav), generated once into the cache."""
     folder = cache_dir / "asterisk" / "carrier-sounds" / f"v{_CARRIER_SOUNDS_VERSION}"
     sounds: dict[str, Path] = {}
+
+    def cached(name: str, render: Callable[[Path], object]) -> None:
+        wav = folder / f"{name}.wav"
+        if not wav.is_file():
+            render(wav)
+        sounds[name] = wav
+
     with _file_lock(folder.parent / ".lock"):
-        for name, text in CARRIER_SPEECH.items():
-            wav = folder / f"{name}.wav"
-            if not wav.is_file():
-                render_korean_wav(text, wav)
-            sounds[name] = wav
-        noise = folder / f"{CARRIER_NOISE}.wav"
-        if not noise.is_file():
-            render_noise_wav(noise)
-        sounds[CARRIER_NOISE] = noise
-        for name, text in CARRIER_MACHINE_SPEECH.items():
-            wav = folder / f"{name}.wav"
-            if not wav.is_file():
-                render_korean_wav(text, wav)
-            sounds[name] = wav
-        beep = folder / f"{CARRIER_BEEP}.wav"
-        if not beep.is_file():
-            render_tone_wav(beep)
-        sounds[CARRIER_BEEP] = beep
-        melody = folder / f"{CARRIER_MELODY}.wav"
-        if not melody.is_file():
-            render_melody_wav(melody)
-        sounds[CARRIER_MELODY] = melody
+        for name, text in {**CARRIER_SPEECH, **CARRIER_MACHINE_SPEECH}.items():
+            cached(name, functools.partial(render_korean_wav, text))
+        cached(CARRIER_NOISE, render_noise_wav)
+        cached(CARRIER_BEEP, render_tone_wav)
+        cached(CARRIER_MELODY, render_melody_wav)
     return sounds
 
 

@@ -1,7 +1,12 @@
 """Shared fixtures. Real components only: each fixture module fails loudly when its component
 is missing (no silent skips)."""
 
-from tests.db_fixtures import db_engine, db_url, sessions
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from tests.db_fixtures import db_engine, db_url, migrated_templates, sessions
 from tests.fixtures_asterisk import (
     agi_port,
     asterisk_install,
@@ -17,6 +22,7 @@ from tests.fixtures_kannel import (
     kannel_sender,
     solapi_server,
 )
+from tests.fixtures_speech import recognizer
 
 __all__ = [
     "agi_port",
@@ -31,6 +37,24 @@ __all__ = [
     "kannel_factory",
     "kannel_sender",
     "make_asterisk_pair",
+    "migrated_templates",
+    "recognizer",
     "sessions",
     "solapi_server",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_log_handler() -> Iterator[None]:
+    """A test that runs a CLI in-process (``anbu.cli.main``) installs anbu's root handler on
+    that test's captured stderr, closed once the test ends: a later test in the same process
+    would log into it ("--- Logging error ---"). Which test comes later depends on how the
+    files are spread over the xdist workers, so every test removes the one it left."""
+    root = logging.getLogger()
+    before = set(root.handlers)
+    level = root.level
+    yield
+    for handler in list(root.handlers):
+        if handler.get_name() == "anbu" and handler not in before:
+            root.removeHandler(handler)
+            root.setLevel(level)

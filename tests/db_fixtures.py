@@ -1,14 +1,21 @@
 """One storage contract over every backend: SQLite (file) and the PostgreSQL at 127.0.0.1:5432.
 
 Each test gets a fresh database migrated to head by Alembic (not create_all), so the migrations
-themselves are under test on both backends. PostgreSQL being down fails the tests loudly.
+themselves are under test on both backends. Migrating costs one to two seconds a database, so
+it runs once a test session (per backend, per pytest-xdist worker) into a template, and each
+test gets its own copy of it: PostgreSQL's ``CREATE DATABASE ... TEMPLATE``, a file copy for
+SQLite. PostgreSQL being down fails the tests loudly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -22,11 +29,13 @@ PG_ADMIN_DSN = os.environ.get("ANBU_TEST_PG_DSN", "postgresql://postgres@127.0.0
 BACKENDS = ["sqlite", "postgresql"]
 
 
-async def create_pg_database() -> str:
+async def create_pg_database(template: str | None = None) -> str:
+    """A new database: empty, or a copy of ``template`` (which nobody may be connected to)."""
     name = f"anbu_t_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(PG_ADMIN_DSN)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        copy = f' TEMPLATE "{template}"' if template is not None else ""
+        await conn.execute(f'CREATE DATABASE "{name}"{copy}')
     finally:
         await conn.close()
     return name
@@ -45,27 +54,69 @@ def pg_url(name: str) -> str:
     return f"{base}/{name}"
 
 
-@pytest.fixture(params=BACKENDS)
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, migrated database URL on each backend."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'anbu.db'}"
-        engine = make_engine(url)
-        await upgrade(engine)
-        await engine.dispose()
-        yield url
-        return
-    name = await create_pg_database()
-    url = pg_url(name)
+@dataclass(frozen=True)
+class MigratedTemplates:
+    """Databases migrated to head once, that the tests copy: a SQLite file, a PG database.
+    ``dropper`` drops the tests' copies off the tests' path (a DROP waits on the disk)."""
+
+    sqlite_file: Path
+    pg_name: str
+    dropper: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))
+    drops: list[Future[None]] = field(default_factory=list)
+
+    def drop_later(self, name: str) -> None:
+        self.drops.append(self.dropper.submit(asyncio.run, drop_pg_database(name)))
+
+    def close(self) -> None:
+        self.dropper.shutdown(wait=True)
+        asyncio.run(drop_pg_database(self.pg_name))
+        for drop in self.drops:
+            drop.result()  # a failed drop fails the session's last test, loudly
+
+
+async def _migrate(url: str) -> None:
     engine = make_engine(url)
     try:
         await upgrade(engine)
     finally:
         await engine.dispose()
+
+
+async def _make_templates(folder: Path) -> MigratedTemplates:
+    sqlite_file = folder / "template.db"
+    await _migrate(f"sqlite+aiosqlite:///{sqlite_file}")
+    pg_name = await create_pg_database()
     try:
-        yield url
+        await _migrate(pg_url(pg_name))
+    except BaseException:
+        await drop_pg_database(pg_name)
+        raise
+    return MigratedTemplates(sqlite_file, pg_name)
+
+
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigratedTemplates]:
+    # Sync, with its own event loop: the tests' loops are per test, this lives for the session.
+    templates = asyncio.run(_make_templates(tmp_path_factory.mktemp("db-template")))
+    yield templates
+    templates.close()
+
+
+@pytest.fixture(params=BACKENDS)
+async def db_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_templates: MigratedTemplates
+) -> AsyncIterator[str]:
+    """A fresh database migrated to head on each backend (a copy of the session's template)."""
+    if request.param == "sqlite":
+        target = tmp_path / "anbu.db"
+        shutil.copyfile(migrated_templates.sqlite_file, target)
+        yield f"sqlite+aiosqlite:///{target}"
+        return
+    name = await create_pg_database(template=migrated_templates.pg_name)
+    try:
+        yield pg_url(name)
     finally:
-        await drop_pg_database(name)
+        migrated_templates.drop_later(name)
 
 
 @pytest.fixture

@@ -56,12 +56,33 @@ _RTP_BLOCK_SIZE = 200
 # --------------------------------------------------------------------------- ports
 
 
+def worker_slot() -> tuple[int, int]:
+    """(this pytest-xdist worker's index, the number of workers); (0, 1) without xdist.
+
+    Workers share the machine's ports: each takes only the ports (and RTP blocks) of its own
+    residue class, so two workers never pick the same one (``_slot_of``)."""
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name.removeprefix("gw")), count
+
+
+_SLOT, _SLOTS = worker_slot()
+
+
+def _slot_of(port: int) -> int:
+    # Halved first: Linux's bind() to port 0 hands out even ports (odd ones go to connect()).
+    return (port // 2) % _SLOTS
+
+
 def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 right now (SIP may use either)."""
-    for _ in range(50):
+    """A port free for both TCP and UDP on 127.0.0.1 right now (SIP may use either), one of
+    this worker's (see ``worker_slot``)."""
+    for _ in range(50 * _SLOTS):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
             tcp.bind(("127.0.0.1", 0))
             port: int = tcp.getsockname()[1]
+            if _slot_of(port) != _SLOT:
+                continue
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                 try:
                     udp.bind(("127.0.0.1", port))
@@ -85,14 +106,19 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-_rtp_blocks = random.sample(list(_RTP_BLOCKS), len(_RTP_BLOCKS))
+# This worker's share of the blocks: one contiguous run, so adjacent blocks stay possible.
+_OWN_BLOCKS = _RTP_BLOCKS[
+    len(_RTP_BLOCKS) * _SLOT // _SLOTS : len(_RTP_BLOCKS) * (_SLOT + 1) // _SLOTS
+]
+_rtp_blocks = random.sample(list(_OWN_BLOCKS), len(_OWN_BLOCKS))
 _rtp_iter = itertools.cycle(_rtp_blocks)
 _rtp_taken: set[int] = set()
 
 
 def rtp_range(blocks: int = 1) -> tuple[int, int]:
-    """A random RTP block of 200 ports, distinct from the others of this session; with
-    ``blocks`` > 1 that many adjacent blocks, none handed out before."""
+    """A random RTP block of 200 ports, one of this worker's (``worker_slot``), distinct from
+    the others of this session; with ``blocks`` > 1 that many adjacent blocks, none handed out
+    before."""
     if blocks == 1:
         for _ in range(len(_rtp_blocks)):
             start = next(_rtp_iter)
@@ -103,13 +129,20 @@ def rtp_range(blocks: int = 1) -> tuple[int, int]:
         _rtp_taken.add(start)
         return start, start + _RTP_BLOCK_SIZE - 1
     size = _RTP_BLOCK_SIZE * blocks
-    starts = [b for b in _RTP_BLOCKS if b + size <= _RTP_BLOCKS.stop]
+    starts = [b for b in _OWN_BLOCKS if b + size <= _OWN_BLOCKS.stop]
     for start in random.sample(starts, len(starts)):
         span = set(range(start, start + size, _RTP_BLOCK_SIZE))
         if not span & _rtp_taken:
             _rtp_taken.update(span)
             return start, start + size - 1
-    raise RuntimeError(f"no {blocks} adjacent RTP blocks left")
+    if not starts:
+        raise RuntimeError(f"no {blocks} adjacent RTP blocks in this worker's share")
+    # A worker's share is a quarter of the range: once single blocks are spread over it, the
+    # cycle starts over for spans too, as it does for single blocks.
+    _rtp_taken.clear()
+    start = random.choice(starts)
+    _rtp_taken.update(range(start, start + size, _RTP_BLOCK_SIZE))
+    return start, start + size - 1
 
 
 def instance_settings(secret: str = "test-ami-secret") -> AsteriskSettings:

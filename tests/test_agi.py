@@ -264,17 +264,25 @@ async def test_given_usage_error_when_command_then_multiline_520_consumed(
 # ---- the variable block: never blocks the loop ----------------------------------------------
 
 
-async def test_given_half_sent_block_then_close_when_other_session_runs_then_it_proceeds(
-    stopper: list[AgiServer],
-) -> None:
+async def answering_server(
+    stopper: list[AgiServer], *, env_timeout_s: float
+) -> tuple[AgiServer, list[str]]:
+    """A server whose handler answers and notes the session's uniqueid (stopped afterwards)."""
     served: list[str] = []
 
     async def handler(session: AgiSession) -> None:
         await session.answer()
         served.append(session.uniqueid)
 
-    server = await serve({"/checkin": handler}, env_timeout_s=5.0)
+    server = await serve({"/checkin": handler}, env_timeout_s=env_timeout_s)
     stopper.append(server)
+    return server, served
+
+
+async def test_given_half_sent_block_then_close_when_other_session_runs_then_it_proceeds(
+    stopper: list[AgiServer],
+) -> None:
+    server, served = await answering_server(stopper, env_timeout_s=5.0)
     # A peer that sends half its block and closes.
     _, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(b"agi_network: yes\nagi_request: agi://127.0.0.1/checkin\nagi_chan")
@@ -292,14 +300,7 @@ async def test_given_half_sent_block_then_close_when_other_session_runs_then_it_
 async def test_given_stalled_block_when_env_timeout_passes_then_dropped_and_others_served(
     stopper: list[AgiServer],
 ) -> None:
-    served: list[str] = []
-
-    async def handler(session: AgiSession) -> None:
-        await session.answer()
-        served.append(session.uniqueid)
-
-    server = await serve({"/checkin": handler}, env_timeout_s=0.3)
-    stopper.append(server)
+    server, served = await answering_server(stopper, env_timeout_s=0.3)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(b"agi_network: yes\nagi_uniqueid: slow\n")  # ...and nothing more
     await writer.drain()

@@ -16,11 +16,11 @@ import pytest
 
 from anbu.app.parts import Telephony
 from anbu.domain.calls import CallResult
-from anbu.domain.replies import Prompt, Reply
+from anbu.domain.replies import Reply
 from anbu.ports import CallRequest, IvrOutcome, SystemClock
 from ivr.dialer import CallRegistry
+from tests.call_rig import tone_prompts
 from tests.fixtures_asterisk import AsteriskPair
-from tests.test_calls_integration import write_tone
 
 pytestmark = pytest.mark.asterisk
 
@@ -30,11 +30,7 @@ HELP = "01099990002"
 
 @pytest.fixture
 def short_prompts(tmp_path: Path) -> Path:
-    (tmp_path / "rendered").mkdir()
-    for prompt in Prompt:
-        seconds = 2.0 if prompt is Prompt.QUESTION else 0.3
-        write_tone(tmp_path / "rendered" / f"{prompt.value}.wav", seconds)
-    return tmp_path
+    return tone_prompts(tmp_path, question_s=2.0)
 
 
 async def test_given_stack_and_one_off_call_on_one_engine_when_both_dial_then_each_gets_its_own(

@@ -9,25 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import struct
 import time
-import uuid
-import wave
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from anbu.domain.calls import CallResult
-from anbu.domain.replies import Prompt, Reply
-from anbu.ports import CallRecord, CallRequest, IvrOutcome
-from ivr.agi import AgiServer
-from ivr.ami import AmiClient, AmiState
-from ivr.dialer import AmiDialer, CallRegistry
-from ivr.flow import CheckinFlow
-from ivr.prompts import PromptLibrary
+from anbu.domain.replies import Reply
+from ivr.ami import AmiState
+from tests.call_rig import Rig, assert_answered, tone_prompts
+from tests.call_rig import open_rig as open_call_rig
 from tests.fixtures_asterisk import (
     AsteriskPair,
     free_ports,
@@ -40,7 +32,6 @@ pytestmark = pytest.mark.asterisk
 # playing then, so that the test proves keys pressed during a prompt count.
 GREETING_S = 0.3
 QUESTION_S = 2.0
-OTHER_PROMPT_S = 0.3
 REPLY_TIMEOUT_S = 1.0
 RING_TIMEOUT_S = 3.0
 
@@ -55,98 +46,20 @@ HANGS_UP = "01099990008"
 UNALLOCATED = "01099990099"
 
 
-def write_tone(path: Path, seconds: float) -> None:
-    """8 kHz mono 16-bit, a quiet 440 Hz tone: the length is what matters here."""
-    frames = b"".join(
-        struct.pack("<h", int(2000 * math.sin(2 * math.pi * 440 * i / 8000)))
-        for i in range(int(8000 * seconds))
-    )
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(frames)
-
-
 @pytest.fixture(scope="session")
 def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("audio")
-    (root / "rendered").mkdir()
-    lengths = {Prompt.GREETING: GREETING_S, Prompt.QUESTION: QUESTION_S}
-    for prompt in Prompt:
-        write_tone(root / "rendered" / f"{prompt.value}.wav", lengths.get(prompt, OTHER_PROMPT_S))
-    assert PromptLibrary(root).missing() == []
-    return root
+    return tone_prompts(root, greeting_s=GREETING_S, question_s=QUESTION_S)
 
 
-class TeeSink:
-    """Forwards outcomes to the registry and keeps them for assertions."""
-
-    def __init__(self, registry: CallRegistry) -> None:
-        self.registry = registry
-        self.outcomes: dict[str, IvrOutcome] = {}
-
-    def report(self, outcome: IvrOutcome) -> None:
-        self.outcomes[outcome.channel_id] = outcome
-        self.registry.report(outcome)
-
-
-@dataclass
-class Rig:
-    pair: AsteriskPair
-    ami: AmiClient
-    agi: AgiServer
-    dialer: AmiDialer
-    sink: TeeSink
-    states: list[AmiState] = field(default_factory=list)
-
-    async def call(self, number: str, ring_timeout_s: float = 10.0) -> CallRecord:
-        request = CallRequest(
-            channel_id=f"it-{uuid.uuid4().hex[:12]}", number=number, ring_timeout_s=ring_timeout_s
-        )
-        return await asyncio.wait_for(self.dialer.call(request), 40.0)
-
-
-@contextlib.asynccontextmanager
-async def open_rig(pair: AsteriskPair, audio_dir: Path) -> AsyncIterator[Rig]:
-    """AMI client + FastAGI server + flow + dialer wired as the app does, on ``pair``."""
-    ami = AmiClient(
-        "127.0.0.1",
-        pair.ami_port,
-        pair.ami_user,
-        pair.ami_secret,
-        reconnect_initial_s=0.1,
-        reconnect_max_s=0.5,
-        action_timeout_s=15.0,
-    )
-    states: list[AmiState] = []
-    ami.on_state(states.append)
-    await ami.connect(timeout_s=10.0)
-    registry = CallRegistry()
-    sink = TeeSink(registry)
-    flow = CheckinFlow(PromptLibrary(audio_dir), sink, reply_timeout_s=REPLY_TIMEOUT_S)
-    agi = AgiServer({"/checkin": flow}, host="127.0.0.1", port=pair.agi_port)
-    dialer = AmiDialer.from_settings(pair.settings, ami, registry)
-    try:
-        await agi.start()
-        dialer.start()
-        yield Rig(pair, ami, agi, dialer, sink, states)
-    finally:
-        await dialer.close()
-        await agi.stop(grace_s=2.0)
-        await ami.close()
+def open_rig(pair: AsteriskPair, audio_dir: Path) -> contextlib.AbstractAsyncContextManager[Rig]:
+    return open_call_rig(pair, audio_dir, reply_timeout_s=REPLY_TIMEOUT_S)
 
 
 @pytest.fixture
 async def rig(asterisk_pair: AsteriskPair, audio_dir: Path) -> AsyncIterator[Rig]:
     async with open_rig(asterisk_pair, audio_dir) as made:
         yield made
-
-
-def assert_answered(record: CallRecord, reply: Reply, keys: str) -> None:
-    assert (record.result, record.reply, record.keys) == (CallResult.ANSWERED, reply, keys)
-    assert record.answered_at is not None
-    assert record.originated_at <= record.answered_at <= record.ended_at
 
 
 # ---- one test per carrier behaviour ------------------------------------------------------------

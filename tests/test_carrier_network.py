@@ -24,7 +24,8 @@ from anbu.domain.replies import Reply
 from anbu.domain.retry import RetryPolicy
 from anbu.ports import CallRecord
 from anbu.services.checkins import open_checkin, phone_unreachable_attempts, record_attempt
-from tests.test_calls_integration import Rig, audio_dir, rig  # noqa: F401 (fixtures)
+from tests.call_rig import Rig
+from tests.test_calls_integration import audio_dir, rig  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.asterisk
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.test_settings_production import KEEP, ROOT, TOKEN, example_env
 
 RENDER = ROOT / "docker" / "render.py"
@@ -35,7 +37,9 @@ def _env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def test_engine_is_rendered_for_debians_asterisk(tmp_path: Path) -> None:
+def test_engine_is_rendered_for_debians_asterisk(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # A short root: Asterisk's control socket path (under the var dir) must fit in 107 bytes.
+    tmp_path = tmp_path_factory.mktemp("render")
     env = _env(tmp_path)
     done = _render(env, "asterisk", "engine", "engine")
     assert done.returncode == 0, done.stderr

@@ -335,6 +335,27 @@ async def test_given_help_reply_when_case_closes_then_urgent_page_at_once(
     assert sms.text.splitlines()[4].endswith("받음, 도움 요청")
 
 
+async def _enqueue_sms(stack: Stack, count: int, prefix: str, text: str) -> dict[str, str]:
+    """``count`` SMS to new numbers straight into the outbox: reference -> number."""
+    refs: dict[str, str] = {}
+    async with stack.sessions() as s:
+        for i in range(count):
+            ref = f"{prefix}{os.getpid()}-{i}"
+            refs[ref] = new_phone()
+            enqueue(
+                s,
+                reference=ref,
+                to=refs[ref],
+                sender=OUR_NUMBER,
+                text=f"{text} {i}",
+                kind=SmsKind.SMS,
+                subject=None,
+                now=stack.container.clock.now(),
+            )
+        await s.commit()
+    return refs
+
+
 async def test_given_kannel_stopped_when_alerts_close_then_they_wait_and_go_out_once(
     stack_factory: StackFactory, tmp_path: Path, api_port: int
 ) -> None:
@@ -343,23 +364,7 @@ async def test_given_kannel_stopped_when_alerts_close_then_they_wait_and_go_out_
     try:
         stack = await stack_factory(kannel=kannel)
         await kannel.stop(grace_s=1.0)
-        refs: dict[str, str] = {}
-        async with stack.sessions() as s:
-            for i in range(20):
-                to = new_phone()
-                ref = f"outage{os.getpid()}-{i}"
-                refs[ref] = to
-                enqueue(
-                    s,
-                    reference=ref,
-                    to=to,
-                    sender=OUR_NUMBER,
-                    text=f"[안부] 시험 {i}",
-                    kind=SmsKind.SMS,
-                    subject=None,
-                    now=stack.container.clock.now(),
-                )
-            await s.commit()
+        refs = await _enqueue_sms(stack, 20, "outage", "[안부] 시험")
         assert stack.worker is not None
         stack.worker.wake()
 
@@ -398,23 +403,7 @@ async def test_given_worker_sigkilled_repeatedly_when_restarted_then_each_sms_se
 ) -> None:
     stack = await stack_factory(kannel=esc_kannel, worker=False)  # the API only: reports
     n = 60
-    refs: dict[str, str] = {}
-    async with stack.sessions() as s:
-        for i in range(n):
-            to = new_phone()
-            ref = f"kill{os.getpid()}-{i}"
-            refs[ref] = to
-            enqueue(
-                s,
-                reference=ref,
-                to=to,
-                sender=OUR_NUMBER,
-                text=f"[안부] 재시작 시험 {i}",
-                kind=SmsKind.SMS,
-                subject=None,
-                now=stack.container.clock.now(),
-            )
-        await s.commit()
+    refs = await _enqueue_sms(stack, n, "kill", "[안부] 재시작 시험")
     env = {
         **os.environ,
         "ANBU_DATABASE_URL": db_url,

@@ -254,6 +254,36 @@ def worker_for(
     )
 
 
+@dataclass
+class Alerted:
+    """A resident's case closed unanswered and its incident opened (the alert stored)."""
+
+    world: World
+    event: CheckinClosed
+    clock: FakeClock
+    kannel: ScriptedSender
+    worker: OutboxWorker
+    service: EscalationService
+
+
+async def alerted(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    timeouts: Sequence[int] = (600, 600, 900),
+    wake: bool = False,
+) -> Alerted:
+    """make_world + one unanswered attempt + the listener: the first alert is in the outbox
+    (``wake``: the service wakes the worker, as the app wires it)."""
+    world = await make_world(sessions, timeouts=timeouts)
+    event = await close_case(sessions, world.resident_id, [CallResult.NO_ANSWER], T0)
+    clock = FakeClock(event.at)
+    kannel = ScriptedSender("kannel", clock)
+    worker = worker_for(sessions, clock, kannel)
+    service = EscalationService(sessions, config(), clock=clock, wake=worker.wake if wake else None)
+    await service.on_checkin_closed(event)
+    return Alerted(world, event, clock, kannel, worker, service)
+
+
 # --- opening ------------------------------------------------------------------------------
 
 
@@ -350,38 +380,32 @@ async def test_given_listener_lost_in_crash_when_tick_runs_then_sweep_opens_inci
 async def test_given_no_ack_when_clocks_run_out_then_backup_then_centre_then_exhausted(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    world = await make_world(sessions, timeouts=(600, 300, 900))
-    event = await close_case(sessions, world.resident_id, [CallResult.NO_ANSWER], T0)
-    clock = FakeClock(event.at)
-    kannel = ScriptedSender("kannel", clock)
-    worker = worker_for(sessions, clock, kannel)
-    service = EscalationService(sessions, config(), clock=clock, wake=worker.wake)
-    await service.on_checkin_closed(event)
-    clock.advance(1)
-    await worker.drain()
-    incident = await incident_of(sessions, event.checkin_id)
-    sent_at = clock.now()
+    a = await alerted(sessions, timeouts=(600, 300, 900), wake=True)
+    a.clock.advance(1)
+    await a.worker.drain()
+    incident = await incident_of(sessions, a.event.checkin_id)
+    sent_at = a.clock.now()
     assert incident.ack_due_at == sent_at + dt.timedelta(seconds=600)
 
-    assert await service.escalate_due(sent_at + dt.timedelta(seconds=599)) == 0
-    clock.t = sent_at + dt.timedelta(seconds=600)
-    assert await service.escalate_due(clock.t) == 1
-    await worker.drain()
-    assert [m.to for m in kannel.sent] == [
-        world.officials["primary"].phone,
-        world.officials["backup"].phone,
+    assert await a.service.escalate_due(sent_at + dt.timedelta(seconds=599)) == 0
+    a.clock.t = sent_at + dt.timedelta(seconds=600)
+    assert await a.service.escalate_due(a.clock.t) == 1
+    await a.worker.drain()
+    assert [m.to for m in a.kannel.sent] == [
+        a.world.officials["primary"].phone,
+        a.world.officials["backup"].phone,
     ]
-    assert "2차 알림: 앞 담당자가 확인하지 않음" in kannel.sent[1].text
-    incident = await incident_of(sessions, event.checkin_id)
-    assert incident.ack_due_at == clock.t + dt.timedelta(seconds=300)
+    assert "2차 알림: 앞 담당자가 확인하지 않음" in a.kannel.sent[1].text
+    incident = await incident_of(sessions, a.event.checkin_id)
+    assert incident.ack_due_at == a.clock.t + dt.timedelta(seconds=300)
 
-    clock.advance(300)
-    assert await service.escalate_due(clock.t) == 1
-    await worker.drain()
-    assert kannel.sent[-1].to == world.officials["centre"].phone
-    clock.advance(900)
-    assert await service.escalate_due(clock.t) == 1
-    incident = await incident_of(sessions, event.checkin_id)
+    a.clock.advance(300)
+    assert await a.service.escalate_due(a.clock.t) == 1
+    await a.worker.drain()
+    assert a.kannel.sent[-1].to == a.world.officials["centre"].phone
+    a.clock.advance(900)
+    assert await a.service.escalate_due(a.clock.t) == 1
+    incident = await incident_of(sessions, a.event.checkin_id)
     assert incident.status is IncidentStatus.EXHAUSTED
     assert await events(sessions, incident.id) == [
         "opened",
@@ -398,8 +422,8 @@ async def test_given_no_ack_when_clocks_run_out_then_backup_then_centre_then_exh
     ]
     # Still acknowledgeable by link after the chain is used up.
     token = await link_token(sessions, incident.id)
-    await service.acknowledge_link(token, Finding.VISITED, "방문, 이상 없음")
-    assert (await incident_of(sessions, event.checkin_id)).status is IncidentStatus.ACKNOWLEDGED
+    await a.service.acknowledge_link(token, Finding.VISITED, "방문, 이상 없음")
+    assert (await incident_of(sessions, a.event.checkin_id)).status is IncidentStatus.ACKNOWLEDGED
 
 
 async def test_given_no_chain_when_case_closes_then_incident_waits_and_routes_once_added(
@@ -438,59 +462,47 @@ async def test_given_no_chain_when_case_closes_then_incident_waits_and_routes_on
 async def test_given_reply_with_code_from_primary_when_received_then_ack_and_chain_stops(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    world = await make_world(sessions, timeouts=(60, 60, 60))
-    event = await close_case(sessions, world.resident_id, [CallResult.NO_ANSWER], T0)
-    clock = FakeClock(event.at)
-    kannel = ScriptedSender("kannel", clock)
-    worker = worker_for(sessions, clock, kannel)
-    service = EscalationService(sessions, config(), clock=clock)
-    await service.on_checkin_closed(event)
-    await worker.drain()
-    incident = await incident_of(sessions, event.checkin_id)
-    primary = world.officials["primary"].phone
+    a = await alerted(sessions, timeouts=(60, 60, 60))
+    await a.worker.drain()
+    incident = await incident_of(sessions, a.event.checkin_id)
+    primary = a.world.officials["primary"].phone
 
     stranger = InboundSms(new_phone(), OUR_NUMBER, incident.code, None, "m1", "inject")
-    assert (await service.handle_reply(stranger)).outcome is ReplyOutcome.NO_MATCH
+    assert (await a.service.handle_reply(stranger)).outcome is ReplyOutcome.NO_MATCH
     no_code = InboundSms(primary, OUR_NUMBER, "확인했습니다", None, "m2", "inject")
-    assert (await service.handle_reply(no_code)).outcome is ReplyOutcome.NO_CODE
+    assert (await a.service.handle_reply(no_code)).outcome is ReplyOutcome.NO_CODE
 
-    clock.advance(42)
+    a.clock.advance(42)
     reply = InboundSms(primary, OUR_NUMBER, f"{incident.code} 확인", None, "m3", "inject")
-    result = await service.handle_reply(reply)
+    result = await a.service.handle_reply(reply)
     assert result.outcome is ReplyOutcome.ACKNOWLEDGED
     assert result.incident_ids == (incident.id,)
-    assert (await service.handle_reply(reply)).outcome is ReplyOutcome.DUPLICATE
+    assert (await a.service.handle_reply(reply)).outcome is ReplyOutcome.DUPLICATE
     again = InboundSms(primary, OUR_NUMBER, incident.code, None, "m4", "inject")
-    assert (await service.handle_reply(again)).outcome is ReplyOutcome.ALREADY
+    assert (await a.service.handle_reply(again)).outcome is ReplyOutcome.ALREADY
 
-    incident = await incident_of(sessions, event.checkin_id)
+    incident = await incident_of(sessions, a.event.checkin_id)
     assert incident.status is IncidentStatus.ACKNOWLEDGED
-    assert incident.acknowledged_by == world.officials["primary"].id
-    assert incident.acknowledged_at == clock.now()
-    clock.advance(3600)
-    assert await service.escalate_due(clock.t) == 0
-    await worker.drain()
-    assert len(kannel.sent) == 1
+    assert incident.acknowledged_by == a.world.officials["primary"].id
+    assert incident.acknowledged_at == a.clock.now()
+    a.clock.advance(3600)
+    assert await a.service.escalate_due(a.clock.t) == 0
+    await a.worker.drain()
+    assert len(a.kannel.sent) == 1
 
 
 async def test_given_backup_queued_when_primary_acks_first_then_backup_sms_is_cancelled(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    world = await make_world(sessions, timeouts=(60, 60, 60))
-    event = await close_case(sessions, world.resident_id, [CallResult.NO_ANSWER], T0)
-    clock = FakeClock(event.at)
-    kannel = ScriptedSender("kannel", clock)
-    worker = worker_for(sessions, clock, kannel)
-    service = EscalationService(sessions, config(), clock=clock)
-    await service.on_checkin_closed(event)
-    await worker.drain()
-    clock.advance(60)
-    assert await service.escalate_due(clock.t) == 1  # the backup's SMS is stored, not yet sent
-    incident = await incident_of(sessions, event.checkin_id)
-    primary = world.officials["primary"].phone
-    await service.handle_reply(InboundSms(primary, OUR_NUMBER, incident.code, None, "a", None))
-    await worker.drain()
-    assert [m.to for m in kannel.sent] == [primary]
+    a = await alerted(sessions, timeouts=(60, 60, 60))
+    await a.worker.drain()
+    a.clock.advance(60)
+    assert await a.service.escalate_due(a.clock.t) == 1  # the backup's SMS is stored, not yet sent
+    incident = await incident_of(sessions, a.event.checkin_id)
+    primary = a.world.officials["primary"].phone
+    await a.service.handle_reply(InboundSms(primary, OUR_NUMBER, incident.code, None, "a", None))
+    await a.worker.drain()
+    assert [m.to for m in a.kannel.sent] == [primary]
     statuses = [m.status for m in await messages(sessions)]
     assert statuses == [OutboxStatus.SENT, OutboxStatus.CANCELLED]
 
@@ -566,22 +578,16 @@ async def test_given_final_report_when_late_accepted_arrives_then_status_stays_f
 async def test_given_undeliverable_report_when_received_then_next_step_is_told_at_once(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    world = await make_world(sessions)
-    event = await close_case(sessions, world.resident_id, [CallResult.NO_ANSWER], T0)
-    clock = FakeClock(event.at)
-    kannel = ScriptedSender("kannel", clock)
-    worker = worker_for(sessions, clock, kannel)
-    service = EscalationService(sessions, config(), clock=clock)
-    await service.on_checkin_closed(event)
-    await worker.drain()
+    a = await alerted(sessions)
+    await a.worker.drain()
     [msg] = await messages(sessions)
-    clock.advance(5)
-    await service.record_delivery(
+    a.clock.advance(5)
+    await a.service.record_delivery(
         DeliveryReport(msg.reference, DeliveryStatus.UNDELIVERABLE, None, "fake", None, "err:1")
     )
-    assert await service.escalate_due(clock.t) == 1
-    await worker.drain()
-    assert kannel.sent[-1].to == world.officials["backup"].phone
+    assert await a.service.escalate_due(a.clock.t) == 1
+    await a.worker.drain()
+    assert a.kannel.sent[-1].to == a.world.officials["backup"].phone
 
 
 # --- the outbox -----------------------------------------------------------------------------

@@ -32,27 +32,21 @@ from anbu.db.models_scheduling import Program
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import CheckinSource, CheckinStatus, Outcome
 from anbu.domain.escalation import AttemptFacts, machine_counts
-from anbu.domain.replies import Prompt, Reply
+from anbu.domain.replies import Reply
 from anbu.ports import CallRecord, IvrOutcome, SystemClock
 from anbu.services.checkins import CheckinClosed, open_checkin
-from ivr.agi import AgiServer
-from ivr.ami import AmiClient
 from ivr.audiosocket import AudioSocketServer
-from ivr.dialer import AmiDialer, CallRegistry
-from ivr.flow import CheckinFlow
 from ivr.listen import SpeechListener
-from ivr.prompts import PromptLibrary
 from ivr.speech import VoskRecognizer
 from ivr.stream import StreamListener
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
+from tests.call_rig import Rig, open_rig, tone_prompts
 from tests.fixtures_asterisk import AmiProbe, AsteriskPair
-from tests.test_calls_integration import Rig, TeeSink, write_tone
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.voice]
 
 GREETING_S = 0.3
 QUESTION_S = 6.0  # the barge-in numbers speak 1.5 s after answering: well inside it
-OTHER_PROMPT_S = 0.3
 REPLY_TIMEOUT_S = 3.0
 
 OK_KEY = "01099990001"
@@ -67,18 +61,9 @@ SAYS_HELP_DURING = "01099990034"
 
 
 @pytest.fixture(scope="module")
-def recognizer() -> VoskRecognizer:
-    return VoskRecognizer.load()
-
-
-@pytest.fixture(scope="module")
 def stream_audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("stream-audio")
-    (root / "rendered").mkdir()
-    lengths = {Prompt.GREETING: GREETING_S, Prompt.QUESTION: QUESTION_S}
-    for prompt in Prompt:
-        write_tone(root / "rendered" / f"{prompt.value}.wav", lengths.get(prompt, OTHER_PROMPT_S))
-    return root
+    return tone_prompts(root, greeting_s=GREETING_S, question_s=QUESTION_S)
 
 
 @dataclass
@@ -87,8 +72,7 @@ class StreamRig:
     carrier: AmiProbe
 
     async def call(self, number: str) -> tuple[CallRecord, IvrOutcome]:
-        record = await self.rig.call(number)
-        return record, self.rig.sink.outcomes[record.channel_id]
+        return await self.rig.call_outcome(number)
 
     def carrier_events(self, name: str, number: str) -> list[dict[str, str]]:
         return [
@@ -102,33 +86,20 @@ class StreamRig:
 async def open_stream_rig(
     pair: AsteriskPair, audio_dir: Path, recognizer: VoskRecognizer, tmp: Path
 ) -> AsyncIterator[StreamRig]:
-    ami = AmiClient(
-        "127.0.0.1", pair.ami_port, pair.ami_user, pair.ami_secret, action_timeout_s=15.0
-    )
-    await ami.connect(timeout_s=10.0)
-    registry = CallRegistry()
-    sink = TeeSink(registry)
     listener = StreamListener(
         recognizer,
         AudioSocketServer("127.0.0.1", 0),
         fallback=SpeechListener(recognizer, tmp / "rec"),
     )
-    flow = CheckinFlow(
-        PromptLibrary(audio_dir), sink, reply_timeout_s=REPLY_TIMEOUT_S, listener=listener
-    )
-    agi = AgiServer({"/checkin": flow}, host="127.0.0.1", port=pair.agi_port)
-    dialer = AmiDialer.from_settings(pair.settings, ami, registry)
+    await listener.start()
     try:
-        await agi.start()
-        await listener.start()
-        dialer.start()
-        async with pair.ami(pair.carrier) as carrier:
-            yield StreamRig(Rig(pair, ami, agi, dialer, sink), carrier)
+        async with (
+            open_rig(pair, audio_dir, reply_timeout_s=REPLY_TIMEOUT_S, listener=listener) as rig,
+            pair.ami(pair.carrier) as carrier,
+        ):
+            yield StreamRig(rig, carrier)
     finally:
-        await dialer.close()
-        await agi.stop(grace_s=2.0)
         await listener.stop()
-        await ami.close()
 
 
 @pytest.fixture

@@ -123,23 +123,33 @@ def test_given_machine_result_when_settling_then_never_ok_never_help(
     assert attempt_outcome(result, reply) is None
 
 
-def test_given_two_voicemail_calls_when_alert_rendered_then_it_says_so() -> None:
-    t0 = dt.datetime(2026, 12, 2, 5, 3, 5, tzinfo=dt.UTC)
-    facts = AlertFacts(
+T0 = dt.datetime(2026, 12, 2, 5, 3, 5, tzinfo=dt.UTC)
+
+
+def unreachable_alert(*results: CallResult, dong: str = "", reason: str = "-") -> AlertFacts:
+    """The alert for a case closed unreachable after one attempt per result, 10 min apart."""
+    attempts = tuple(
+        AttemptFacts(n, AttemptStatus.FINISHED, result, None, T0 + 10 * (n - 1) * M)
+        for n, result in enumerate(results, start=1)
+    )
+    return AlertFacts(
         resident_name="김안부",
-        dong="신림동",
+        dong=dong,
         district_name="관악구",
         outcome=Outcome.UNREACHABLE,
         urgency=Urgency.NORMAL,
-        reason="전화 기록 52시간 없음",
-        attempts=(
-            AttemptFacts(1, AttemptStatus.FINISHED, CallResult.VOICEMAIL, None, t0),
-            AttemptFacts(2, AttemptStatus.FINISHED, CallResult.NO_ANSWER, None, t0 + 10 * M),
-            AttemptFacts(3, AttemptStatus.FINISHED, CallResult.VOICEMAIL, None, t0 + 20 * M),
-        ),
-        closed_at=t0 + 21 * M,
+        reason=reason,
+        attempts=attempts,
+        closed_at=T0 + (10 * (len(results) - 1) + 1) * M,
         code="1234",
         link="http://127.0.0.1:8080/ack/x",
+    )
+
+
+def test_given_two_voicemail_calls_when_alert_rendered_then_it_says_so() -> None:
+    voicemail, no_answer = CallResult.VOICEMAIL, CallResult.NO_ANSWER
+    facts = unreachable_alert(
+        voicemail, no_answer, voicemail, dong="신림동", reason="전화 기록 52시간 없음"
     )
     lines = render_alert(facts).text.splitlines()
     assert "음성사서함 연결 2회" in lines
@@ -148,22 +158,7 @@ def test_given_two_voicemail_calls_when_alert_rendered_then_it_says_so() -> None
 
 
 def test_given_no_machine_calls_when_alert_rendered_then_no_machine_line() -> None:
-    t0 = dt.datetime(2026, 12, 2, 5, 3, 5, tzinfo=dt.UTC)
-    facts = AlertFacts(
-        resident_name="김안부",
-        dong="",
-        district_name="관악구",
-        outcome=Outcome.UNREACHABLE,
-        urgency=Urgency.NORMAL,
-        reason="-",
-        attempts=(
-            AttemptFacts(1, AttemptStatus.FINISHED, CallResult.NO_ANSWER, None, t0),
-            AttemptFacts(2, AttemptStatus.FINISHED, CallResult.MACHINE, None, t0 + 10 * M),
-        ),
-        closed_at=t0 + 11 * M,
-        code="1234",
-        link="http://127.0.0.1:8080/ack/x",
-    )
+    facts = unreachable_alert(CallResult.NO_ANSWER, CallResult.MACHINE)
     text = render_alert(facts).text
     assert "음성사서함" not in text
     assert "자동응답기 연결 1회" in text.splitlines()

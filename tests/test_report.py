@@ -460,8 +460,9 @@ async def test_given_bad_arguments_when_reporting_then_one_line_messages(
         (["--district", "11620", "--from", "2026-10-01", "--to", "2026-11-30", "--format", "xlsx"],
          "anbu report: --format xlsx needs --out FILE"),
     ]  # fmt: skip
-    for args, message in cases:
-        done = await asyncio.to_thread(_cli, db_url, *args)
+    # One process each, all at once: each run is mostly the interpreter starting.
+    runs = await asyncio.gather(*(asyncio.to_thread(_cli, db_url, *args) for args, _ in cases))
+    for (_, message), done in zip(cases, runs, strict=True):
         assert done.returncode == 2, done.stderr
         assert done.stderr.strip() == message
         assert done.stdout == ""

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import re
-import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -46,6 +43,7 @@ from scheduler.dispatcher import AmiChannelProbe, Dispatcher
 from scheduler.service import build_scheduler
 from scheduler.worker import agi_address_for
 from tests.db_fixtures import create_pg_database, drop_pg_database, pg_url
+from tests.dispatch_worker import DispatchWorker
 from tests.fixtures_asterisk import AsteriskPair, free_ports
 
 pytestmark = pytest.mark.asterisk
@@ -73,55 +71,26 @@ async def pg_database() -> AsyncIterator[str]:
         await drop_pg_database(name)
 
 
-class Worker:
-    """One ``python -m scheduler.worker`` with its own FastAGI port."""
+class Worker(DispatchWorker):
+    """A worker with its own FastAGI port, on the real prompts."""
 
     def __init__(self, pair: AsteriskPair, url: str, port: int, log_path: Path) -> None:
-        self.agi_port = port
-        self.log_path = log_path
-        self._args = [
-            sys.executable,
-            "-m",
-            "scheduler.worker",
-            "--database-url",
+        # A few calls per second each, so that both workers take a share of the run.
+        options = ("--agi-port", str(port), "--max-concurrent", str(CASES), "--cps", "4")
+        super().__init__(
+            pair,
             url,
-            "--ami-port",
-            str(pair.ami_port),
-            "--ami-secret",
-            pair.ami_secret,
-            "--agi-port",
-            str(port),
-            "--max-concurrent",
-            str(CASES),
-            # A few calls per second each, so that both workers take a share of the run.
-            "--cps",
-            "4",
-            "--ring-timeout",
-            "10",
-            "--poll",
-            "0.2",
-        ]
-        self.proc: asyncio.subprocess.Process | None = None
+            log_path,
+            *options,
+            *("--ring-timeout", "10"),
+            env={"ANBU_AUDIO_DIR": str(AUDIO_DIR)},
+        )
+        self.agi_port = port
 
-    async def start(self) -> None:
-        env = {**os.environ, "ANBU_AUDIO_DIR": str(AUDIO_DIR)}
-        with self.log_path.open("ab") as log_file:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self._args, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=log_file
-            )
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
-        assert b"ready" in line, (line, self.log_path.read_text()[-3000:])
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-            assert self.proc.returncode == 0, self.log_path.read_text()[-3000:]
+    async def stop(self) -> int | None:
+        code = await super().stop()
+        assert code in (0, None), self.log_tail()
+        return code
 
     def ivr_replies(self) -> dict[str, str]:
         """Channel id -> reply, for every call this worker's FastAGI server ran."""

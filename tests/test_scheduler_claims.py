@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Callable
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -159,38 +161,33 @@ async def test_given_do_not_call_number_when_claiming_then_case_closes_for_an_of
         assert "do_not_call" in stored.reason
 
 
-async def test_given_hold_until_tomorrow_when_claiming_then_attempt_moves_to_hold_end(
-    sessions: async_sessionmaker[AsyncSession],
-) -> None:
+def _call_hold(resident_id: str) -> tuple[CallHold, dt.datetime]:
     until = WED_10 + dt.timedelta(days=1)
-    async with sessions() as s:
-        (person,) = await _residents(s, 1)
-        s.add(
-            CallHold(resident_id=person.id, starts_at=WED_10 - dt.timedelta(hours=1), ends_at=until)
-        )
-        await open_checkin(s, person, source=CheckinSource.API, reason="a", now=WED_10)
-        worker = await _worker(s)
-        await s.commit()
-    async with sessions() as s:
-        out = await _claim(s, worker, WED_10)
-    assert (out.claimed, out.deferred) == ([], 1)
-    assert out.next_due == until
+    starts = WED_10 - dt.timedelta(hours=1)
+    return CallHold(resident_id=resident_id, starts_at=starts, ends_at=until), until
 
 
-async def test_given_monitoring_hold_for_hospital_stay_when_claiming_then_no_call_until_it_ends(
-    sessions: async_sessionmaker[AsyncSession],
-) -> None:
+def _hospital_stay(resident_id: str) -> tuple[MonitoringHold, dt.datetime]:
     until = WED_10 + dt.timedelta(days=3)
+    hold = MonitoringHold(
+        resident_id=resident_id,
+        starts_at=WED_10 - dt.timedelta(days=1),
+        ends_at=until,
+        reason=HoldReason.HOSPITAL,
+    )
+    return hold, until
+
+
+# A call hold until tomorrow, and a monitoring hold for a hospital stay: no call until it ends.
+@pytest.mark.parametrize("make_hold", [_call_hold, _hospital_stay], ids=["call", "hospital"])
+async def test_given_hold_when_claiming_then_attempt_moves_to_hold_end(
+    sessions: async_sessionmaker[AsyncSession],
+    make_hold: Callable[[str], tuple[CallHold | MonitoringHold, dt.datetime]],
+) -> None:
     async with sessions() as s:
         (person,) = await _residents(s, 1)
-        s.add(
-            MonitoringHold(
-                resident_id=person.id,
-                starts_at=WED_10 - dt.timedelta(days=1),
-                ends_at=until,
-                reason=HoldReason.HOSPITAL,
-            )
-        )
+        hold, until = make_hold(person.id)
+        s.add(hold)
         await open_checkin(s, person, source=CheckinSource.API, reason="a", now=WED_10)
         worker = await _worker(s)
         await s.commit()

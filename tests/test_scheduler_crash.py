@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import random
-import signal
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +32,11 @@ from anbu.services.checkins import open_checkin
 from ivr.ami import AmiClient, AmiMessage
 from scheduler.dispatcher import AmiChannelProbe
 from tests.db_fixtures import create_pg_database, drop_pg_database, pg_url
+from tests.dispatch_worker import DispatchWorker
 from tests.fixtures_asterisk import (
     AsteriskPair,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 # never answers | busy | rejects | answers and hangs up at once
 NUMBERS = ("01099990004", "01099990005", "01099990007", "01099990008")
 MAX_ATTEMPTS = 3
@@ -109,61 +106,15 @@ async def _seed(sessions: async_sessionmaker[AsyncSession], count: int) -> list[
     return ids
 
 
-class Worker:
-    """One ``python -m scheduler.worker`` process."""
-
-    def __init__(self, pair: AsteriskPair, url: str, log_path: Path, *, cap: int) -> None:
-        self._args = [
-            sys.executable,
-            "-m",
-            "scheduler.worker",
-            "--database-url",
-            url,
-            "--ami-port",
-            str(pair.ami_port),
-            "--ami-secret",
-            pair.ami_secret,
-            "--max-concurrent",
-            str(cap),
-            "--cps",
-            "0",
-            "--ring-timeout",
-            str(RING_S),
-            "--poll",
-            "0.2",
-            "--reconcile-interval",
-            "0.5",
-        ]
-        self._log_path = log_path
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        env = {**os.environ, "ANBU_IVR__AGI_RESULT_GRACE_S": "0.5"}
-        with self._log_path.open("ab") as log_file:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self._args,
-                cwd=ROOT,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log_file,
-            )
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
-        assert b"ready" in line, (line, self._log_path.read_text()[-3000:])
-
-    async def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+def _worker(pair: AsteriskPair, url: str, log_path: Path) -> DispatchWorker:
+    return DispatchWorker(
+        pair,
+        url,
+        log_path,
+        *("--max-concurrent", "10", "--cps", "0", "--ring-timeout", str(RING_S)),
+        *("--reconcile-interval", "0.5"),
+        env={"ANBU_IVR__AGI_RESULT_GRACE_S": "0.5"},
+    )
 
 
 async def _open_cases(sessions: async_sessionmaker[AsyncSession]) -> int:
@@ -244,7 +195,7 @@ async def test_given_worker_killed_at_random_moments_when_restarted_then_no_case
     sessions = make_sessionmaker(engine)
     try:
         ids = await _seed(sessions, 100)
-        worker = Worker(asterisk_pair, url, tmp_path / "worker.log", cap=10)
+        worker = _worker(asterisk_pair, url, tmp_path / "worker.log")
         rng = random.Random(20261125)
         kills_mid_run = 0
         kills = 0
@@ -287,9 +238,7 @@ async def test_given_two_workers_on_postgres_when_sharing_a_run_then_no_attempt_
 ) -> None:
     engine = await _migrated(pg_database)
     sessions = make_sessionmaker(engine)
-    workers = [
-        Worker(asterisk_pair, pg_database, tmp_path / f"worker{i}.log", cap=10) for i in range(2)
-    ]
+    workers = [_worker(asterisk_pair, pg_database, tmp_path / f"worker{i}.log") for i in range(2)]
     try:
         ids = await _seed(sessions, 100)
         await asyncio.gather(*(w.start() for w in workers))

@@ -26,7 +26,7 @@ from anbu.db.models import CallAttempt, District, Resident
 from anbu.db.models_scheduling import Program
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import CheckinSource, Outcome, attempt_outcome
-from anbu.domain.replies import Prompt, Reply
+from anbu.domain.replies import Reply
 from anbu.domain.retry import GiveUp, RetryAt, RetryPolicy, decide_retry
 from anbu.ports import CallRecord, CallRequest, SystemClock
 from anbu.services.checkins import open_checkin
@@ -38,9 +38,9 @@ from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow
 from ivr.prompts import PromptLibrary
 from scheduler.dispatcher import Dispatcher
+from tests.call_rig import tone_prompts
 from tests.fixtures_asterisk import asterisk_processes, free_ports, instance_settings
 from tests.sipp import Phone, Sipp, dtmf_pcap, running, uas_scenario
-from tests.test_calls_integration import write_tone
 
 pytestmark = pytest.mark.asterisk
 
@@ -89,12 +89,7 @@ def sipp_engine(
 
 @pytest.fixture(scope="module")
 def sipp_audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("sippaudio")
-    (root / "rendered").mkdir()
-    lengths = {Prompt.GREETING: 0.3, Prompt.QUESTION: QUESTION_S}
-    for prompt in Prompt:
-        write_tone(root / "rendered" / f"{prompt.value}.wav", lengths.get(prompt, 0.3))
-    return root
+    return tone_prompts(tmp_path_factory.mktemp("sippaudio"), question_s=QUESTION_S)
 
 
 @dataclass

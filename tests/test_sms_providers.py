@@ -16,6 +16,7 @@ import pytest
 
 from anbu.domain.sms_text import OutgoingSms, SendStatus, SmsKind
 from anbu.errors import InvalidPhoneNumberError, SmsError, ValidationError
+from anbu.ports import SmsSender
 from anbu.settings import Settings
 from escalation.providers import (
     KannelSmsSender,
@@ -41,6 +42,16 @@ def closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+async def refused(sender: SmsSender, reference: str, match: str | None = None) -> SmsError:
+    """Send a short SMS that must fail with SmsError (matching ``match``); closes the sender."""
+    try:
+        with pytest.raises(SmsError, match=match) as caught:
+            await sender.send(OutgoingSms(reference, "01012345678", OUR_NUMBER, "x"))
+    finally:
+        await sender.aclose()
+    return caught.value
 
 
 @pytest.fixture
@@ -188,12 +199,7 @@ async def test_given_clock_off_by_an_hour_when_sending_then_too_skewed_and_not_r
         base_url=solapi_server.url,
         clock=late,
     )
-    try:
-        with pytest.raises(SmsError, match="RequestTimeTooSkewed") as caught:
-            await sender.send(OutgoingSms("esc-5", "01012345678", OUR_NUMBER, "x"))
-        assert caught.value.retryable is False
-    finally:
-        await sender.aclose()
+    assert (await refused(sender, "esc-5", "RequestTimeTooSkewed")).retryable is False
 
 
 async def test_given_replayed_signature_when_posted_then_fake_refuses_it(
@@ -241,24 +247,14 @@ async def test_given_slow_solapi_when_sending_then_timeout_is_retryable(
         base_url=solapi_server.url,
         timeout_s=0.2,
     )
-    try:
-        with pytest.raises(SmsError, match=r"no answer within 0\.2 s") as caught:
-            await sender.send(OutgoingSms("esc-8", "01012345678", OUR_NUMBER, "x"))
-        assert caught.value.retryable is True
-    finally:
-        await sender.aclose()
+    assert (await refused(sender, "esc-8", r"no answer within 0\.2 s")).retryable is True
 
 
 async def test_given_solapi_unreachable_when_sending_then_retryable() -> None:
     sender = SolapiSmsSender(
         api_key="k", api_secret="s", base_url=f"http://127.0.0.1:{closed_port()}"
     )
-    try:
-        with pytest.raises(SmsError, match="cannot reach") as caught:
-            await sender.send(OutgoingSms("esc-9", "01012345678", OUR_NUMBER, "x"))
-        assert caught.value.retryable is True
-    finally:
-        await sender.aclose()
+    assert (await refused(sender, "esc-9", "cannot reach")).retryable is True
 
 
 # --- webhook --------------------------------------------------------------------------------
@@ -297,12 +293,7 @@ async def test_given_webhook_error_status_when_sending_then_retryable_follows_st
 ) -> None:
     webhook_server.answer("/sms", status, b"nope")
     sender = WebhookSmsSender(url=webhook_server.url + "/sms")
-    try:
-        with pytest.raises(SmsError, match=f"HTTP {status}") as caught:
-            await sender.send(OutgoingSms("esc-11", "01012345678", OUR_NUMBER, "x"))
-        assert caught.value.retryable is retryable
-    finally:
-        await sender.aclose()
+    assert (await refused(sender, "esc-11", f"HTTP {status}")).retryable is retryable
 
 
 async def test_given_slow_webhook_when_sending_then_timeout_is_retryable(
@@ -310,12 +301,7 @@ async def test_given_slow_webhook_when_sending_then_timeout_is_retryable(
 ) -> None:
     webhook_server.answer("/sms", 200, delay_s=1.0)
     sender = WebhookSmsSender(url=webhook_server.url + "/sms", timeout_s=0.2)
-    try:
-        with pytest.raises(SmsError) as caught:
-            await sender.send(OutgoingSms("esc-12", "01012345678", OUR_NUMBER, "x"))
-        assert caught.value.retryable is True
-    finally:
-        await sender.aclose()
+    assert (await refused(sender, "esc-12")).retryable is True
 
 
 # --- wiring ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 
 from anbu.domain.speech_intent import VOCABULARY, Intent, Vocabulary
 from anbu.settings import SpeechSettings
+from bench.speechset import render_utterance
 from ivr.speech import (
     EnergyGate,
     SpeechAudioError,
@@ -20,45 +21,16 @@ from ivr.speech import (
     VoskRecognizer,
     load_model,
 )
-from ivr.tts import ensure_tools, espeak, run_sox
+from ivr.tts import run_sox
 
 pytestmark = pytest.mark.voice
 
 
-@pytest.fixture(scope="module")
-def recognizer() -> VoskRecognizer:
-    ensure_tools()
-    return VoskRecognizer.load()
-
-
 def say(tmp: Path, text: str, *, voice: str = "ko", rate: int = 150, ulaw: bool = False) -> Path:
-    """A recorded reply as Asterisk's Record() leaves it: 8 kHz 16-bit mono, silence around."""
-    raw = tmp / "raw.wav"
-    espeak(text, raw, voice=voice, rate=rate)
-    out = tmp / "reply.wav"
-    run_sox(
-        raw,
-        "-r",
-        "8000",
-        "-c",
-        "1",
-        "-b",
-        "16",
-        "-e",
-        "signed-integer",
-        out,
-        "gain",
-        "-n",
-        "-3",
-        "pad",
-        "0.5",
-        "1.0",
-    )
-    if ulaw:  # through G.711 and back, as on a phone line
-        law = tmp / "ulaw.wav"
-        run_sox(out, "-e", "u-law", law)
-        run_sox(law, "-e", "signed-integer", "-b", "16", out)
-    return out
+    """A recorded reply as Asterisk's Record() leaves it: 8 kHz 16-bit mono, silence around
+    (``ulaw``: through G.711 and back, as on a phone line). The speech set's own renderer."""
+    condition = "ulaw" if ulaw else "clean"
+    return render_utterance(text, tmp / "reply.wav", voice=voice, rate=rate, condition=condition)
 
 
 def synth(tmp: Path, *effect: str) -> Path:

@@ -12,7 +12,6 @@ from anbu.domain.machine import Answerer
 from anbu.domain.speech_intent import Intent
 from ivr.speech import VoskRecognizer
 from ivr.stream import CallAudio, Machine, Spoken
-from tests.test_voice_calls import recognizer  # noqa: F401  (the session's one model)
 
 pytestmark = pytest.mark.voice
 RATE = 8000
@@ -36,7 +35,7 @@ def feed(audio: CallAudio, pcm: bytes) -> list[Machine | Spoken]:
     return events
 
 
-def test_given_a_beep_after_answer_when_detecting_then_machine(recognizer: VoskRecognizer) -> None:  # noqa: F811
+def test_given_a_beep_after_answer_when_detecting_then_machine(recognizer: VoskRecognizer) -> None:
     audio = CallAudio(recognizer, spotter_model=recognizer.model)
     events = feed(audio, silence(1.0) + tone(1000, 0.6) + silence(0.5))
     machines = [e for e in events if isinstance(e, Machine)]
@@ -44,20 +43,20 @@ def test_given_a_beep_after_answer_when_detecting_then_machine(recognizer: VoskR
     assert machines[0].evidence.tone_s >= 0.4
 
 
-def test_given_a_short_click_when_detecting_then_no_verdict(recognizer: VoskRecognizer) -> None:  # noqa: F811
+def test_given_a_short_click_when_detecting_then_no_verdict(recognizer: VoskRecognizer) -> None:
     audio = CallAudio(recognizer, spotter_model=recognizer.model)
     events = feed(audio, silence(1.0) + tone(1000, 0.2) + silence(1.0))
     assert not [e for e in events if isinstance(e, Machine)]
 
 
-def test_given_detection_off_when_a_beep_comes_then_no_verdict(recognizer: VoskRecognizer) -> None:  # noqa: F811
+def test_given_detection_off_when_a_beep_comes_then_no_verdict(recognizer: VoskRecognizer) -> None:
     audio = CallAudio(recognizer)
     events = feed(audio, silence(0.5) + tone(1000, 0.8) + silence(1.0))
     assert not [e for e in events if isinstance(e, Machine)]
 
 
 def test_given_the_machine_window_passed_when_a_beep_comes_then_no_verdict(
-    recognizer: VoskRecognizer,  # noqa: F811
+    recognizer: VoskRecognizer,
 ) -> None:
     audio = CallAudio(recognizer, spotter_model=recognizer.model, machine_window_s=2.0)
     events = feed(audio, silence(2.5) + tone(1000, 0.8) + silence(1.0))
@@ -66,7 +65,7 @@ def test_given_the_machine_window_passed_when_a_beep_comes_then_no_verdict(
 
 
 def test_given_a_tone_burst_as_speech_when_not_detecting_then_an_utterance_never_ok(
-    recognizer: VoskRecognizer,  # noqa: F811
+    recognizer: VoskRecognizer,
 ) -> None:
     audio = CallAudio(recognizer)
     events = feed(audio, silence(1.0) + tone(300, 0.6) + silence(1.5))

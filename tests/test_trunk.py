@@ -137,11 +137,18 @@ def carrier_trunk(proxy_port: int, password: str = SECRET) -> TrunkSettings:
     )
 
 
+@pytest.fixture
+def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A var dir with a short path: Asterisk's control socket (under it) must fit in 107 bytes,
+    and a test's own tmp_path carries its name (and, under xdist, the worker's)."""
+    return tmp_path_factory.mktemp("var")
+
+
 def engine_for(
-    tmp_path: Path, install: AsteriskInstall, bench_prompt: Path, trunk: TrunkSettings
+    var_dir: Path, install: AsteriskInstall, bench_prompt: Path, trunk: TrunkSettings
 ) -> tuple[Settings, AsteriskInstance]:
     settings = Settings(
-        var_dir=tmp_path / "var",
+        var_dir=var_dir,
         engine=instance_settings(),
         carrier=instance_settings(),
         trunk=trunk,
@@ -164,12 +171,12 @@ def registration_status(engine: AsteriskInstance, timeout_s: float = 15.0) -> st
 
 
 async def test_given_carrier_trunk_when_engine_starts_then_registers_and_calls_as_registered_number(
-    tmp_path: Path, asterisk_install: AsteriskInstall, bench_prompt: Path
+    tmp_path: Path, var_dir: Path, asterisk_install: AsteriskInstall, bench_prompt: Path
 ) -> None:
     port, media = free_ports(2)
     scenario = tmp_path / "carrier.xml"
     scenario.write_text(REGISTRAR_AND_CARRIER, encoding="iso-8859-1")
-    settings, engine = engine_for(tmp_path, asterisk_install, bench_prompt, carrier_trunk(port))
+    settings, engine = engine_for(var_dir, asterisk_install, bench_prompt, carrier_trunk(port))
     with running(Sipp(scenario, port, media, tmp_path / "sipp", calls=2)) as sipp:
         await engine.start_async()
         try:
@@ -194,17 +201,17 @@ async def test_given_carrier_trunk_when_engine_starts_then_registers_and_calls_a
             assert code == 0, sipp.output()
         finally:
             await engine.stop_async()
-    assert not asterisk_processes(tmp_path / "var")
+    assert not asterisk_processes(var_dir)
 
 
 async def test_given_wrong_password_when_engine_starts_then_registration_rejected(
-    tmp_path: Path, asterisk_install: AsteriskInstall, bench_prompt: Path
+    tmp_path: Path, var_dir: Path, asterisk_install: AsteriskInstall, bench_prompt: Path
 ) -> None:
     port, media = free_ports(2)
     scenario = tmp_path / "carrier.xml"
     scenario.write_text(REGISTRAR_AND_CARRIER, encoding="iso-8859-1")
     trunk = carrier_trunk(port, password="wrong")
-    _settings, engine = engine_for(tmp_path, asterisk_install, bench_prompt, trunk)
+    _settings, engine = engine_for(var_dir, asterisk_install, bench_prompt, trunk)
     with running(Sipp(scenario, port, media, tmp_path / "sipp", calls=1)):
         await engine.start_async()
         try:
@@ -216,7 +223,7 @@ async def test_given_wrong_password_when_engine_starts_then_registration_rejecte
 
 
 def test_given_real_trunk_settings_when_rendered_then_every_line_is_in_pjsip_conf(
-    tmp_path: Path, asterisk_install: AsteriskInstall, bench_prompt: Path
+    tmp_path: Path, var_dir: Path, asterisk_install: AsteriskInstall, bench_prompt: Path
 ) -> None:
     trunk = carrier_trunk(5061).model_copy(
         update={
@@ -227,7 +234,7 @@ def test_given_real_trunk_settings_when_rendered_then_every_line_is_in_pjsip_con
             "caller_name": "관악구청",
         }
     )
-    _settings, engine = engine_for(tmp_path, asterisk_install, bench_prompt, trunk)
+    _settings, engine = engine_for(var_dir, asterisk_install, bench_prompt, trunk)
     conf = (engine.etc_dir / "pjsip.conf").read_text() + (
         engine.etc_dir / "pjsip_endpoints.conf"
     ).read_text()

@@ -29,29 +29,26 @@ from pathlib import Path
 import pytest
 
 from anbu.domain.calls import CallResult
-from anbu.domain.replies import Prompt, Reply
+from anbu.domain.replies import Reply
 from anbu.domain.speech_intent import Intent, SpeechResult
 from anbu.ports import CallRecord, IvrOutcome
 from anbu.settings import Settings, SpeechSettings
 from devstack.asterisk import carrier_sounds
 from ivr.agi import AgiServer
-from ivr.ami import AmiClient
-from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow
 from ivr.listen import SpeechListener
 from ivr.prompts import PromptLibrary
 from ivr.speech import VoskRecognizer
+from tests.call_rig import Rig, assert_answered, open_rig, tone_prompts
 from tests.fixtures_asterisk import (
     AsteriskPair,
 )
 from tests.ivr_fakes import FakeAgiPeer, FakeChannel, _split, agi_env
-from tests.test_calls_integration import Rig, TeeSink, assert_answered, write_tone
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.voice]
 
 GREETING_S = 0.3
 QUESTION_S = 2.0  # key numbers press at 1.5 s: during the question
-OTHER_PROMPT_S = 0.3
 REPLY_TIMEOUT_S = 3.0
 
 HELP_KEY = "01099990002"
@@ -84,12 +81,6 @@ class HeardLog:
         return [r for r in self.results if not r.gated]
 
 
-@pytest.fixture(scope="session")
-def recognizer() -> VoskRecognizer:
-    """The Korean model, loaded once for the whole session (1-3 s, ~540 MB)."""
-    return VoskRecognizer.load()
-
-
 @pytest.fixture
 def heard(recognizer: VoskRecognizer) -> HeardLog:
     return HeardLog(recognizer)
@@ -98,11 +89,7 @@ def heard(recognizer: VoskRecognizer) -> HeardLog:
 @pytest.fixture(scope="session")
 def voice_audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("voice-audio")
-    (root / "rendered").mkdir()
-    lengths = {Prompt.GREETING: GREETING_S, Prompt.QUESTION: QUESTION_S}
-    for prompt in Prompt:
-        write_tone(root / "rendered" / f"{prompt.value}.wav", lengths.get(prompt, OTHER_PROMPT_S))
-    return root
+    return tone_prompts(root, greeting_s=GREETING_S, question_s=QUESTION_S)
 
 
 @dataclass
@@ -125,27 +112,10 @@ class VoiceRig:
 async def open_voice_rig(
     pair: AsteriskPair, audio_dir: Path, heard: HeardLog, recordings: Path
 ) -> AsyncIterator[VoiceRig]:
-    """As tests/test_calls_integration.open_rig, with the SpeechListener in the flow."""
-    ami = AmiClient(
-        "127.0.0.1", pair.ami_port, pair.ami_user, pair.ami_secret, action_timeout_s=15.0
-    )
-    await ami.connect(timeout_s=10.0)
-    registry = CallRegistry()
-    sink = TeeSink(registry)
+    """The call rig with the SpeechListener in the flow."""
     listener = SpeechListener(heard, recordings)
-    flow = CheckinFlow(
-        PromptLibrary(audio_dir), sink, reply_timeout_s=REPLY_TIMEOUT_S, listener=listener
-    )
-    agi = AgiServer({"/checkin": flow}, host="127.0.0.1", port=pair.agi_port)
-    dialer = AmiDialer.from_settings(pair.settings, ami, registry)
-    try:
-        await agi.start()
-        dialer.start()
-        yield VoiceRig(Rig(pair, ami, agi, dialer, sink), heard, recordings)
-    finally:
-        await dialer.close()
-        await agi.stop(grace_s=2.0)
-        await ami.close()
+    async with open_rig(pair, audio_dir, reply_timeout_s=REPLY_TIMEOUT_S, listener=listener) as rig:
+        yield VoiceRig(rig, heard, recordings)
 
 
 @pytest.fixture

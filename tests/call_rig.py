@@ -1,0 +1,130 @@
+"""The call test rig shared by the real-call test modules: tone prompts of chosen lengths, and
+AmiDialer + AgiServer + CheckinFlow wired as the app does against an ``AsteriskPair``.
+
+One rig for every module (keys, speech, streamed speech, carrier network), so that a change to
+how the app wires a call is made here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import struct
+import uuid
+import wave
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from anbu.domain.calls import CallResult
+from anbu.domain.replies import Prompt, Reply
+from anbu.ports import CallRecord, CallRequest, IvrOutcome
+from ivr.agi import AgiServer
+from ivr.ami import AmiClient, AmiState
+from ivr.dialer import AmiDialer, CallRegistry
+from ivr.flow import CheckinFlow, ReplyListener
+from ivr.prompts import PromptLibrary
+from tests.fixtures_asterisk import AsteriskPair
+
+
+def write_tone(path: Path, seconds: float) -> None:
+    """8 kHz mono 16-bit, a quiet 440 Hz tone: the length is what matters here."""
+    frames = b"".join(
+        struct.pack("<h", int(2000 * math.sin(2 * math.pi * 440 * i / 8000)))
+        for i in range(int(8000 * seconds))
+    )
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(frames)
+
+
+def tone_prompts(root: Path, *, question_s: float, greeting_s: float = 0.3) -> Path:
+    """An audio dir whose prompts are tones: the greeting and question as long as asked, every
+    other prompt 0.3 s (a test about a prompt's words uses the rendered ones instead)."""
+    (root / "rendered").mkdir()
+    lengths = {Prompt.GREETING: greeting_s, Prompt.QUESTION: question_s}
+    for prompt in Prompt:
+        write_tone(root / "rendered" / f"{prompt.value}.wav", lengths.get(prompt, 0.3))
+    assert PromptLibrary(root).missing() == []
+    return root
+
+
+class TeeSink:
+    """Forwards outcomes to the registry and keeps them for assertions."""
+
+    def __init__(self, registry: CallRegistry) -> None:
+        self.registry = registry
+        self.outcomes: dict[str, IvrOutcome] = {}
+
+    def report(self, outcome: IvrOutcome) -> None:
+        self.outcomes[outcome.channel_id] = outcome
+        self.registry.report(outcome)
+
+
+@dataclass
+class Rig:
+    pair: AsteriskPair
+    ami: AmiClient
+    agi: AgiServer
+    dialer: AmiDialer
+    sink: TeeSink
+    states: list[AmiState] = field(default_factory=list)
+
+    async def call(self, number: str, ring_timeout_s: float = 10.0) -> CallRecord:
+        request = CallRequest(
+            channel_id=f"it-{uuid.uuid4().hex[:12]}", number=number, ring_timeout_s=ring_timeout_s
+        )
+        return await asyncio.wait_for(self.dialer.call(request), 40.0)
+
+    async def call_outcome(self, number: str) -> tuple[CallRecord, IvrOutcome]:
+        """The call's record and the flow's outcome for it."""
+        record = await self.call(number)
+        return record, self.sink.outcomes[record.channel_id]
+
+
+@contextlib.asynccontextmanager
+async def open_rig(
+    pair: AsteriskPair,
+    audio_dir: Path,
+    *,
+    reply_timeout_s: float,
+    listener: ReplyListener | None = None,
+) -> AsyncIterator[Rig]:
+    """AMI client + FastAGI server + flow (with ``listener`` for spoken replies) + dialer,
+    wired as the app does, on ``pair``."""
+    ami = AmiClient(
+        "127.0.0.1",
+        pair.ami_port,
+        pair.ami_user,
+        pair.ami_secret,
+        reconnect_initial_s=0.1,
+        reconnect_max_s=0.5,
+        action_timeout_s=15.0,
+    )
+    states: list[AmiState] = []
+    ami.on_state(states.append)
+    await ami.connect(timeout_s=10.0)
+    registry = CallRegistry()
+    sink = TeeSink(registry)
+    flow = CheckinFlow(
+        PromptLibrary(audio_dir), sink, reply_timeout_s=reply_timeout_s, listener=listener
+    )
+    agi = AgiServer({"/checkin": flow}, host="127.0.0.1", port=pair.agi_port)
+    dialer = AmiDialer.from_settings(pair.settings, ami, registry)
+    try:
+        await agi.start()
+        dialer.start()
+        yield Rig(pair, ami, agi, dialer, sink, states)
+    finally:
+        await dialer.close()
+        await agi.stop(grace_s=2.0)
+        await ami.close()
+
+
+def assert_answered(record: CallRecord, reply: Reply, keys: str) -> None:
+    assert (record.result, record.reply, record.keys) == (CallResult.ANSWERED, reply, keys)
+    assert record.answered_at is not None
+    assert record.originated_at <= record.answered_at <= record.ended_at
