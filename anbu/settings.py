@@ -400,6 +400,10 @@ class LimitSettings(BaseModel):
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     per_key_rate: float = Field(default=50.0, gt=0)
     per_key_burst: int = Field(default=500, ge=1)
+    # Seconds a verified API key is trusted without reading it again (0: read every request).
+    # A key revoked by another process (the CLI, a second API process) stops working within
+    # this; revoked through this process's API, at once.
+    key_cache_s: float = Field(default=5.0, ge=0, le=60)
     # Unauthenticated routes, per client address: the ack link pages and Kannel's callbacks
     # (smsbox sends delivery reports in bursts of hundreds).
     ack_rate: float = Field(default=2.0, gt=0)
