@@ -460,6 +460,15 @@ class Settings(BaseSettings):
     audio_dir: Path = ROOT / "audio"
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    # Processes answering the API on api_port (anbu serve). 1: the API shares the process that
+    # dials and schedules. More: that process plus api_workers - 1 API-only processes on the
+    # same listening socket (the kernel hands each connection to one of them). Python runs one
+    # core per process: on a loaded machine one process gets a share of one core, several get
+    # a share of each. Set it to the number of cores. What an API-only process cannot do
+    # itself waits for the next poll of the process that does it: a check-in's dialing
+    # (scheduling.poll_interval_s) and its SMS (the outbox worker's poll). Request limits
+    # (limits.*) and the verified-key cache are per process.
+    api_workers: int = Field(default=1, ge=1, le=64)
     public_url: str = "http://127.0.0.1:8080"
     # /docs, /redoc and /openapi.json; None = on, except in production.
     api_docs: bool | None = None
