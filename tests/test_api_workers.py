@@ -7,8 +7,12 @@ spawned worker, over its own container, into the same database.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +20,7 @@ import pytest
 from anbu.app.processes import start_api_workers, stop_api_workers
 from anbu.settings import Settings
 from tests.api_support import Api, api_over, h, new_resident
+from tests.fixtures_asterisk import free_port
 
 
 @pytest.fixture
@@ -63,3 +68,85 @@ async def test_given_an_api_worker_process_then_it_answers_on_the_shared_socket(
         await stop_api_workers(workers)
         sock.close()
     assert not any(w.is_alive() for w in workers)
+
+
+def _spawned_children(pid: int) -> set[int]:
+    """This process's children that multiprocessing spawned as workers (not its tracker)."""
+    out: set[int] = set()
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+        children = [int(c) for c in f.read().split()]
+    for child in children:
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if b"spawn_main" in f.read():
+                    out.add(child)
+        except FileNotFoundError:
+            continue
+    return out
+
+
+async def test_given_api_workers_2_when_serve_runs_then_one_more_process_answers_and_ends_with_it(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "ANBU_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'anbu.db'}",
+        "ANBU_CACHE": str(tmp_path),
+        "ANBU_VAR_DIR": str(tmp_path / "var"),
+        "ANBU_API_PORT": str(port),
+        "ANBU_API_WORKERS": "2",
+        "ANBU_BOOTSTRAP_API_KEY": "workers-key",
+        "ANBU_MQTT__ENABLED": "false",
+    }
+    log_path = tmp_path / "serve.log"
+    proc = _serve(env, log_path)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            for _ in range(600):
+                try:
+                    if (await c.get("/health/live")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
+                await asyncio.sleep(0.1)
+            workers = _spawned_children(proc.pid)
+            assert len(workers) == 1, log_path.read_text(errors="replace")[-3000:]
+            r = await c.get("/v1/districts", headers={"X-API-Key": "workers-key"})
+            assert r.status_code == 200, r.text
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    # The API-only process ended with anbu serve: none is left behind.
+    for _ in range(100):
+        if all(_gone(pid) for pid in workers):
+            break
+        await asyncio.sleep(0.1)
+    assert all(_gone(pid) for pid in workers), workers
+
+
+def _serve(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "anbu.cli", "serve", "--no-telephony"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _gone(pid: int) -> bool:
+    return not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

@@ -14,11 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import multiprocessing
+import os
 import signal
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -191,13 +194,31 @@ def start_api_workers(settings: Settings, sock: socket.socket, n: int) -> list[B
     workers: list[BaseProcess] = []
     for i in range(n):
         worker = context.Process(
-            target=api_worker, args=(settings, sock), name=f"anbu-api-{i + 1}", daemon=True
+            target=api_worker,
+            args=(settings, sock, os.getpid()),
+            name=f"anbu-api-{i + 1}",
+            daemon=True,
         )
         worker.start()
         workers.append(worker)
     if workers:
         log.info("%d more API process(es) on the same socket", len(workers))
     return workers
+
+
+def _end_with(parent: int) -> None:
+    """SIGTERM this process when ``parent`` ends, however it ends. uvicorn re-raises the
+    SIGTERM it handled once it has shut down, which ends ``anbu serve`` at once (no ``finally``
+    runs, so :func:`stop_api_workers` does not), and a kill -9 leaves no chance at all: an API
+    process left behind would keep answering on the port with nobody dialing."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it ended before the line above
+        raise SystemExit(0)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 async def stop_api_workers(workers: list[BaseProcess], timeout_s: float = 10.0) -> None:
@@ -211,13 +232,14 @@ async def stop_api_workers(workers: list[BaseProcess], timeout_s: float = 10.0) 
             await asyncio.to_thread(worker.join)
 
 
-def api_worker(settings: Settings, sock: socket.socket) -> None:
+def api_worker(settings: Settings, sock: socket.socket, parent: int) -> None:
     """One API-only process (see :func:`start_api_workers`): the API over its own container,
     no dialing, no scheduler, no outbox (its SMS wait for the outbox worker's poll)."""
     import uvicorn
 
     from anbu.logs import configure_logging
 
+    _end_with(parent)
     configure_logging(settings.log.level.upper(), settings.log.format)
 
     async def main() -> None:
