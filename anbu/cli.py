@@ -223,7 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("--expires-days", type=int, help="expires this many days from now")
     kc.set_defaults(fn=_key_create)
     key.add_parser("list", help="list keys (never the keys themselves)").set_defaults(fn=_key_list)
-    kr = key.add_parser("revoke", help="revoke a key at once")
+    kr = key.add_parser(
+        "revoke",
+        help="revoke a key (a running anbu refuses it within ANBU_LIMITS__KEY_CACHE_S, 5 s)",
+    )
     kr.add_argument("id", type=int, help="the key's id (anbu key list)")
     kr.set_defaults(fn=_key_revoke)
 

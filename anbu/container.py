@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from anbu.domain.access import VerifiedKeys
 from anbu.ports import Clock, Wakeable
 from anbu.settings import Settings
 
@@ -24,6 +26,12 @@ class Container:
     dispatcher: Wakeable | None = None
     # Readiness probes beside the database's (``/health/ready``): name -> is it ready now.
     readiness: dict[str, Callable[[], bool]] = field(default_factory=dict)
+    # API keys this process verified lately (anbu.api.deps.get_principal): a key's row and
+    # districts are not read again on every request.
+    verified_keys: VerifiedKeys[Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.verified_keys = VerifiedKeys(self.settings.limits.key_cache_s)
 
     def wake_dispatcher(self) -> None:
         if self.dispatcher is not None:

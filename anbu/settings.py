@@ -400,6 +400,10 @@ class LimitSettings(BaseModel):
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     per_key_rate: float = Field(default=50.0, gt=0)
     per_key_burst: int = Field(default=500, ge=1)
+    # Seconds a verified API key is trusted without reading it again (0: read every request).
+    # A key revoked by another process (the CLI, a second API process) stops working within
+    # this; revoked through this process's API, at once.
+    key_cache_s: float = Field(default=5.0, ge=0, le=60)
     # Unauthenticated routes, per client address: the ack link pages and Kannel's callbacks
     # (smsbox sends delivery reports in bursts of hundreds).
     ack_rate: float = Field(default=2.0, gt=0)
@@ -472,6 +476,15 @@ class Settings(BaseSettings):
     audio_dir: Path = ROOT / "audio"
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    # Processes answering the API on api_port (anbu serve). 1: the API shares the process that
+    # dials and schedules. More: that process plus api_workers - 1 API-only processes on the
+    # same listening socket (the kernel hands each connection to one of them). Python runs one
+    # core per process: on a loaded machine one process gets a share of one core, several get
+    # a share of each. Set it to the number of cores. What an API-only process cannot do
+    # itself waits for the next poll of the process that does it: a check-in's dialing
+    # (scheduling.poll_interval_s) and its SMS (the outbox worker's poll). Request limits
+    # (limits.*) and the verified-key cache are per process.
+    api_workers: int = Field(default=1, ge=1, le=64)
     public_url: str = "http://127.0.0.1:8080"
     # /docs, /redoc and /openapi.json; None = on, except in production.
     api_docs: bool | None = None

@@ -1,9 +1,10 @@
 """The API under load: ``POST /v1/signals`` (batches) and ``POST /v1/checkins`` at 100 and 500
 requests/s, on loopback, PostgreSQL.
 
-The API runs as ``anbu serve`` runs it: one uvicorn process (its own, started here as a child
-process so the load generator does not share its event loop or its CPU accounting), the app
-built by the composition root (``anbu.app.build_api``), the request limits lifted for the
+The API runs as ``anbu serve`` runs it with ``api_workers`` = ``--workers`` (default: one per
+core): uvicorn processes on one listening socket (started here as a child process so the load
+generator does not share its event loop or its CPU accounting, which sums the API processes),
+the app built by the composition root (``anbu.app.build_api``), the request limits lifted for the
 bench key (the default 50 req/s per key would answer most of 500 req/s with 429, which is the
 limit working, not the API's speed).
 
@@ -20,6 +21,7 @@ over both kinds, ``errors_<rate>rps`` (any non-2xx, timeout or dropped), and per
 ``api_p99_ms_500rps`` < 100 with 0 errors.
 
     python -m bench.api [--rates 100,500] [--seconds 20] [--batch 20] [--residents 30000]
+                        [--workers N]
 """
 
 from __future__ import annotations
@@ -54,25 +56,41 @@ _JSON = {"content-type": "application/json"}
 
 
 def _settings(url: str) -> Any:
-    from anbu.settings import LimitSettings, Settings
+    from anbu.settings import LimitSettings, LogSettings, Settings
 
     return Settings(
         database_url=url,
         limits=LimitSettings(per_key_rate=100_000.0, per_key_burst=100_000),
+        # No access log line per request (uvicorn writes it at INFO).
+        log=LogSettings(level="WARNING"),
     )
 
 
-def serve(url: str, port: int) -> None:
-    """The child process: the API alone, as one uvicorn process."""
+def serve(url: str, port: int, workers: int) -> None:
+    """The child process: the API alone, as ``anbu serve`` runs it with ``api_workers``: this
+    process and ``workers - 1`` API-only processes on one listening socket."""
     import uvicorn
 
     from anbu.app.parts import build_api, build_container
+    from anbu.app.processes import start_api_workers, stop_api_workers
 
-    container = build_container(_settings(url))
-    app = build_api(container)
-    uvicorn.run(
-        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off"
-    )
+    settings = _settings(url)
+
+    async def main() -> None:
+        container = build_container(settings)
+        app = build_api(container)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+        sock = config.bind_socket()
+        others = start_api_workers(settings, sock, workers - 1)
+        try:
+            await uvicorn.Server(config).serve(sockets=[sock])
+        finally:
+            await stop_api_workers(others)
+            await container.aclose()
+
+    asyncio.run(main())
 
 
 async def _seed(url: str, residents: int) -> list[str]:
@@ -216,10 +234,21 @@ class Load:
 
 
 def _cpu_of(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far (from /proc)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) a process and its live children (the other API processes)
+    have used so far (from /proc)."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{p}/task/{p}/children", encoding="ascii") as f:
+                todo += [int(c) for c in f.read().split()]
+        except FileNotFoundError:
+            continue  # ended meanwhile
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -230,7 +259,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         residents = await _seed(url, args.residents)
         (port,) = free_ports(1)
         server = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.api", "--serve", url, "--port", str(port)
+            sys.executable,
+            "-m",
+            "bench.api",
+            "--serve",
+            url,
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
         )
         base = f"http://127.0.0.1:{port}"
         limits = httpx.Limits(max_connections=args.max_inflight, max_keepalive_connections=256)
@@ -257,6 +294,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "signal_batch": args.batch,
                 "seconds_per_rate": args.seconds,
                 "max_inflight": args.max_inflight,
+                "api_workers": args.workers,
                 "mix": "half POST /v1/signals batches, half POST /v1/checkins",
             }
             for rate in args.rates:
@@ -311,11 +349,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=20, help="events per signal batch")
     ap.add_argument("--residents", type=int, default=30_000)
     ap.add_argument("--max-inflight", type=int, default=500)
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="API processes (anbu's api_workers setting); default: one per core",
+    )
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, args.workers)
         return 0
     args.rates = [float(r) for r in args.rates.split(",")]
     needed = int(sum(args.rates) * args.seconds / 2) + 100

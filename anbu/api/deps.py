@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -16,6 +17,7 @@ from anbu.db.models import ApiKey, District, Resident
 from anbu.domain.access import (
     KeyState,
     Scope,
+    VerifiedKey,
     decode_scopes,
     key_state,
     last_used_is_stale,
@@ -35,7 +37,9 @@ class UnauthenticatedError(Exception):
     """No key, a key we do not know, or one that was revoked or has expired."""
 
 
-def get_container(request: Request) -> Container:
+# ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per
+# request for a attribute read.
+async def get_container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 
@@ -77,36 +81,25 @@ class Principal:
             raise ForbiddenError("this action needs a key with the admin scope")
 
 
-async def get_principal(
-    request: Request,
-    session: SessionDep,
-    container: ContainerDep,
-    key: Annotated[str | None, Security(API_KEY_HEADER)],
-) -> Principal:
-    if not key:
-        raise UnauthenticatedError("missing X-API-Key header")
+async def _verify(session: AsyncSession, key_hash: str, now: dt.datetime) -> VerifiedKey[Principal]:
     row = (
-        await session.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+        await session.execute(select(ApiKey).where(ApiKey.key_hash == key_hash))
     ).scalar_one_or_none()
     if row is None:
         raise UnauthenticatedError("unknown API key")
-    now = container.clock.now()
-    state = key_state(row.revoked_at, row.expires_at, now)
-    if state is KeyState.REVOKED:
-        raise UnauthenticatedError("this API key was revoked")
-    if state is KeyState.EXPIRED:
-        raise UnauthenticatedError("this API key has expired")
-    principal = Principal(
+    entry = VerifiedKey(
+        Principal(
+            row.id,
+            row.name,
+            decode_scopes(row.scopes, is_admin=row.is_admin),
+            frozenset(d.id for d in row.districts),
+        ),
         row.id,
-        row.name,
-        decode_scopes(row.scopes, is_admin=row.is_admin),
-        frozenset(d.id for d in row.districts),
+        row.revoked_at,
+        row.expires_at,
     )
-    request.state.principal = principal
-    lacking = missing_scope(principal.scopes, request.method)
-    if lacking is not None:
-        raise ForbiddenError(f"this API key lacks the {lacking} scope ({request.method})")
-    if last_used_is_stale(row.last_used_at, now):
+    active = key_state(row.revoked_at, row.expires_at, now) is KeyState.ACTIVE
+    if active and last_used_is_stale(row.last_used_at, now):
         # Compare-and-set on the old value: concurrent requests write it once, not each.
         await session.execute(
             update(ApiKey)
@@ -115,6 +108,34 @@ async def get_principal(
             .execution_options(synchronize_session=False)
         )
         await session.commit()
+    return entry
+
+
+async def get_principal(
+    request: Request,
+    session: SessionDep,
+    container: ContainerDep,
+    key: Annotated[str | None, Security(API_KEY_HEADER)],
+) -> Principal:
+    if not key:
+        raise UnauthenticatedError("missing X-API-Key header")
+    cache = container.verified_keys
+    key_hash = hash_key(key)
+    now = container.clock.now()
+    entry = cache.get(key_hash)
+    if entry is None:
+        entry = await _verify(session, key_hash, now)
+        cache.put(key_hash, entry)
+    state = key_state(entry.revoked_at, entry.expires_at, now)
+    if state is KeyState.REVOKED:
+        raise UnauthenticatedError("this API key was revoked")
+    if state is KeyState.EXPIRED:
+        raise UnauthenticatedError("this API key has expired")
+    principal = entry.principal
+    request.state.principal = principal
+    lacking = missing_scope(principal.scopes, request.method)
+    if lacking is not None:
+        raise ForbiddenError(f"this API key lacks the {lacking} scope ({request.method})")
     return principal
 
 

@@ -108,7 +108,10 @@ async def get_key(
 
 @router.post("/{key_id}/revoke", response_model=ApiKeyOut)
 async def revoke_key(
-    key_id: KeyId, principal: PrincipalDep, session: SessionDep, container: ContainerDep
+    key_id: KeyId,
+    principal: PrincipalDep,
+    session: SessionDep,
+    container: ContainerDep,
 ) -> ApiKeyOut:
     """Revoke at once (idempotent: revoking again keeps the first time). A key cannot revoke
     itself: the last administrator key would lock everyone out; use another admin key."""
@@ -118,4 +121,5 @@ async def revoke_key(
     now = container.clock.now()
     row = await admin.revoke_api_key(session, key_id, now)
     await session.commit()
+    container.verified_keys.forget(key_id)  # 401 at once here; other processes within its TTL
     return ApiKeyOut.of(row, now)

@@ -14,12 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
+import multiprocessing
+import os
 import signal
+import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from anbu.app.parts import (
@@ -176,13 +182,94 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
         )
         server = uvicorn.Server(config)
         log.info("API on http://%s:%s (docs at /docs)", settings.api_host, settings.api_port)
+        sock = config.bind_socket()
+        workers = start_api_workers(settings, sock, settings.api_workers - 1)
         # What start-up built (modules, the app, settings, pools) lives as long as the process:
         # frozen out of the cyclic collector's way, it is not rescanned by every full
         # collection that a big signal batch's allocations trigger (~10% of a batch's time).
         gc.collect()
         gc.freeze()
-        await server.serve()
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            await stop_api_workers(workers)
     return 0
+
+
+def start_api_workers(settings: Settings, sock: socket.socket, n: int) -> list[BaseProcess]:
+    """``n`` API-only processes answering on ``sock`` (already bound and listening) beside
+    this one (``settings.api_workers``). Spawned, not forked: a fork would copy this process's
+    event loop, database pool and Asterisk connections."""
+    context = multiprocessing.get_context("spawn")
+    workers: list[BaseProcess] = []
+    for i in range(n):
+        worker = context.Process(
+            target=api_worker,
+            args=(settings, sock, os.getpid()),
+            name=f"anbu-api-{i + 1}",
+            daemon=True,
+        )
+        worker.start()
+        workers.append(worker)
+    if workers:
+        log.info("%d more API process(es) on the same socket", len(workers))
+    return workers
+
+
+def _end_with(parent: int) -> None:
+    """SIGTERM this process when ``parent`` ends, however it ends. uvicorn re-raises the
+    SIGTERM it handled once it has shut down, which ends ``anbu serve`` at once (no ``finally``
+    runs, so :func:`stop_api_workers` does not), and a kill -9 leaves no chance at all: an API
+    process left behind would keep answering on the port with nobody dialing."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it ended before the line above
+        raise SystemExit(0)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+async def stop_api_workers(workers: list[BaseProcess], timeout_s: float = 10.0) -> None:
+    """SIGTERM (uvicorn finishes what it is answering), then wait; kill what is left."""
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        await asyncio.to_thread(worker.join, timeout_s)
+        if worker.is_alive():
+            worker.kill()
+            await asyncio.to_thread(worker.join)
+
+
+def api_worker(settings: Settings, sock: socket.socket, parent: int) -> None:
+    """One API-only process (see :func:`start_api_workers`): the API over its own container,
+    no dialing, no scheduler, no outbox (its SMS wait for the outbox worker's poll)."""
+    import uvicorn
+
+    from anbu.logs import configure_logging
+
+    _end_with(parent)
+    configure_logging(settings.log.level.upper(), settings.log.format)
+
+    async def main() -> None:
+        container = build_container(settings)
+        try:
+            app = build_api(container)
+            config = uvicorn.Config(
+                app,
+                log_level=settings.log.level.lower(),
+                log_config=None,
+                lifespan="on",
+                timeout_graceful_shutdown=5,
+            )
+            gc.collect()
+            gc.freeze()
+            await uvicorn.Server(config).serve(sockets=[sock])
+        finally:
+            await container.aclose()
+
+    asyncio.run(main())
 
 
 async def _until_signalled(work: asyncio.Task[None]) -> None:

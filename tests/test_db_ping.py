@@ -1,0 +1,66 @@
+"""Pooled PostgreSQL connections are pinged before use only after sitting idle
+(``anbu.db.session.PING_IDLE_S``), not on every checkout."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from anbu.db.session import make_engine
+from tests.db_fixtures import PG_ADMIN_DSN, create_pg_database, drop_pg_database, pg_url
+
+
+@pytest.fixture
+async def pg() -> AsyncIterator[str]:
+    name = await create_pg_database()
+    try:
+        yield pg_url(name)
+    finally:
+        await drop_pg_database(name)
+
+
+async def _kill_pooled(url: str) -> None:
+    """Terminate the server side of every connection of this database but ours."""
+    db = url.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            db,
+        )
+    finally:
+        await conn.close()
+
+
+async def _use(engine: AsyncEngine) -> int:
+    async with engine.connect() as c:
+        return int((await c.execute(text("SELECT 1"))).scalar_one())
+
+
+async def test_given_an_idle_pooled_connection_killed_then_the_ping_replaces_it(pg: str) -> None:
+    engine = make_engine(pg, ping_idle_s=0.0)  # every checkout counts as idle: always pinged
+    try:
+        assert await _use(engine) == 1
+        await _kill_pooled(pg)
+        assert await _use(engine) == 1  # the dead one was discarded, a new one opened
+    finally:
+        await engine.dispose()
+
+
+async def test_given_a_recently_used_connection_then_it_is_not_pinged(pg: str) -> None:
+    # What the ping-when-idle trades: within PING_IDLE_S a dead connection is found by the
+    # statement itself (a disconnect, which the API answers 503 and the pool recovers from).
+    engine = make_engine(pg, ping_idle_s=3600.0)
+    try:
+        assert await _use(engine) == 1
+        await _kill_pooled(pg)
+        with pytest.raises(Exception, match=r"(?i)connection|terminat|closed"):
+            await _use(engine)
+        assert await _use(engine) == 1  # the pool dropped it after the failure
+    finally:
+        await engine.dispose()
