@@ -6,6 +6,7 @@ through the engine and the carrier stand-in show which file the call streamed.""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import subprocess
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.app.parts import Telephony, build_container, recording_store, voice_profiles
+from anbu.app.processes import prompts_upload
 from anbu.db.models import CallAttempt, Checkin, District, Resident
 from anbu.db.models_escalation import EscalationChain, EscalationStep, Official
 from anbu.domain.checkin import CheckinStatus
@@ -113,6 +115,32 @@ async def test_given_api_when_official_greeting_uploaded_then_only_their_distric
         # The district's own view is unchanged: an official's greeting is theirs only.
         r = await api.client.get("/v1/prompts", params={"district_code": "11620"}, headers=gwanak)
         assert r.json()["sources"]["greeting"] == "tts"
+
+
+async def test_given_cli_when_official_greeting_uploaded_then_stored_and_unknown_refused(
+    voice: Path, tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(database_url=db_url, var_dir=tmp_path)
+    container = build_container(settings)
+    try:
+        async with container.sessions() as s:
+            s.add(District(code="11620", name="관악구"))
+            await s.commit()
+        kim = await _official(container.sessions, "11620")
+    finally:
+        await container.aclose()
+
+    def args(official: str) -> argparse.Namespace:
+        return argparse.Namespace(
+            prompt="greeting", file=str(voice), district=None, official=official
+        )
+
+    assert await prompts_upload(settings, args(kim)) == 0
+    assert f"official {kim}" in capsys.readouterr().out
+    assert recording_store(settings).file(Prompt.GREETING, official_id=kim).is_file()
+    # A recording nobody would ever hear is refused.
+    assert await prompts_upload(settings, args("nobody")) == 2
+    assert "no official" in capsys.readouterr().out
 
 
 # ---- real calls ------------------------------------------------------------------------------
