@@ -247,9 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("prompt", help="the catalogue prompt id, e.g. greeting")
     up.add_argument("file", help="the recording (WAV, FLAC, ...), normalised on the way in")
     up.add_argument("--district", help="this district's own (code); default: every district")
+    up.add_argument("--official", help="this official's own (id): the residents they visit hear it")
     up.set_defaults(fn=_runtime("prompts_upload"))
     src = prompts.add_parser("sources", help="which source (recording or TTS) each prompt plays")
     src.add_argument("--district", help="as a call in this district hears them")
+    src.add_argument("--official", help="as the residents this official visits hear them")
     src.set_defaults(fn=_runtime("prompts_sources"))
 
     signals = sub.add_parser("signals", help="raw signal events").add_subparsers(

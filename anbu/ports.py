@@ -112,6 +112,9 @@ class IvrOutcome:
     error: str | None = None
     # Not a person: the carrier's voicemail or an answering machine (reply is None then).
     machine: Answerer | None = None
+    # The prompt files played, in order (paths without extension, as Asterisk was given
+    # them): whose voice the resident heard (an official's, the district's, the TTS).
+    played: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,11 +163,22 @@ class HelpDesk(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class CallVoice:
-    """How one call sounds: the resident's profile, and the district whose recorded prompts
-    (if any) play instead of the TTS voice."""
+    """How one call sounds: the resident's profile, and whose recorded prompts (if any) play
+    instead of the TTS voice: the official who visits the resident (their own greeting), else
+    the district's."""
 
     profile: VoiceProfile = DEFAULT_VOICE
     district_code: str | None = None
+    official_id: str | None = None
+
+
+class VisitingOfficials(Protocol):
+    """Who visits a resident (``escalation``): the first official of the escalation chain for
+    their dong (else the district's chain), whose recorded greeting the resident hears."""
+
+    async def visitor(self, district_id: int, dong: str) -> str | None:
+        """The official's id; None when the chain has nobody (or there is no chain)."""
+        ...
 
 
 class VoiceProfiles(Protocol):

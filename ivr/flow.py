@@ -121,6 +121,7 @@ class _CallState:
     machine: Answerer | None = None
     reported: bool = False
     voice: CallVoice = field(default_factory=CallVoice)
+    played: list[str] = field(default_factory=list)
 
 
 class CheckinFlow:
@@ -238,15 +239,19 @@ class CheckinFlow:
         if transfer is not None and await transfer.connect(session):
             prompts = (Prompt.GOODBYE,)
         for prompt in prompts:
-            await session.stream_file(
-                await self._voiced.path(prompt, state.voice.profile, state.voice.district_code)
-            )
+            await session.stream_file(await self._path(prompt, state))
         # Report before hanging up, so the outcome is there when the dialer sees the Hangup.
         self._report(channel_id, state, None)
         await session.hangup(NORMAL_CLEARING)
 
     async def _path(self, prompt: Prompt, state: _CallState) -> str:
-        return await self._voiced.path(prompt, state.voice.profile, state.voice.district_code)
+        voice = state.voice
+        path = await self._voiced.path(
+            prompt, voice.profile, voice.district_code, voice.official_id
+        )
+        # Every path resolved here is played next: the outcome says what the resident heard.
+        state.played.append(path)
+        return path
 
     @staticmethod
     async def _hangup_cause(session: AgiSession) -> int | None:
@@ -297,6 +302,7 @@ class CheckinFlow:
             confidence=state.confidence,
             error=error,
             machine=state.machine,
+            played=tuple(state.played),
         )
         try:
             self._sink.report(outcome)

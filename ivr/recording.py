@@ -15,9 +15,10 @@ reason (:class:`RecordingRefusedError`, ``reason`` one of :class:`Refusal`):
    so every source ends within ``LOUDNESS_TOLERANCE_LU`` of the target, whatever its level;
 5. the lead-in and tail of the TTS prompts are added (RTP starts, the ear settles).
 
-The store (:class:`RecordingStore`) keeps them under ``<var_dir>/recordings/<scope>/<prompt>.wav``
-(scope ``default`` or ``district-<code>``) with a manifest that says, per prompt and scope,
-which source plays: the recording or the TTS fallback.
+The store (:class:`RecordingStore`) keeps them under
+``<var_dir>/recordings/<scope>/<prompt>.wav`` (scope ``default``, ``district-<code>`` or
+``official-<id>``: an official's own greeting) with a manifest that says, per prompt and
+scope, which source plays: the recording or the TTS fallback.
 """
 
 from __future__ import annotations
@@ -256,12 +257,28 @@ def ingest(src: Path, dst: Path, *, max_s: float = DEFAULT_MAX_S) -> Ingested:
 # ---- the store and its manifest ----------------------------------------------------------------
 
 
-def scope_of(district_code: str | None) -> str:
+def scope_of(district_code: str | None, official_id: str | None = None) -> str:
+    """The store's folder for an official's own recording, a district's, or the default."""
+    if official_id is not None:
+        # Official ids are uuid hex; anything else must not become a path.
+        if not official_id.isalnum() or not official_id.isascii() or len(official_id) > 32:
+            raise RecordingRefusedError(Refusal.NOT_AUDIO, "official id must be letters/digits")
+        return f"official-{official_id}"
     if district_code is None:
         return "default"
     if not district_code.isdigit() or len(district_code) > 10:
         raise RecordingRefusedError(Refusal.NOT_AUDIO, "district code must be digits")
     return f"district-{district_code}"
+
+
+def scopes_for(district_code: str | None, official_id: str | None = None) -> list[str]:
+    """What a call plays, first found wins: the visiting official's own recording, the
+    district's, the default."""
+    return (
+        ([scope_of(None, official_id)] if official_id else [])
+        + ([scope_of(district_code)] if district_code else [])
+        + ["default"]
+    )
 
 
 class RecordingStore:
@@ -275,16 +292,25 @@ class RecordingStore:
     def manifest_path(self) -> Path:
         return self.root / "manifest.json"
 
-    def file(self, prompt: Prompt, district_code: str | None = None) -> Path:
-        return self.root / scope_of(district_code) / f"{prompt.value}.wav"
+    def file(
+        self, prompt: Prompt, district_code: str | None = None, official_id: str | None = None
+    ) -> Path:
+        return self.root / scope_of(district_code, official_id) / f"{prompt.value}.wav"
 
-    def upload(self, prompt: Prompt, src: Path, district_code: str | None = None) -> Ingested:
-        """Blocking (sox, file writes): run in a thread."""
-        dst = self.file(prompt, district_code)
+    def upload(
+        self,
+        prompt: Prompt,
+        src: Path,
+        district_code: str | None = None,
+        official_id: str | None = None,
+    ) -> Ingested:
+        """Blocking (sox, file writes): run in a thread. With ``official_id`` the recording
+        is that official's own (played to the residents they visit), whatever the district."""
+        dst = self.file(prompt, district_code, official_id)
         result = ingest(src, dst, max_s=self.max_s)
         manifest = self.manifest()
         entries = manifest.setdefault("recordings", {})
-        entries.setdefault(scope_of(district_code), {})[prompt.value] = {
+        entries.setdefault(scope_of(district_code, official_id), {})[prompt.value] = {
             "file": str(dst.relative_to(self.root)),
             "uploaded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             **asdict(result),
@@ -302,21 +328,27 @@ class RecordingStore:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def sources(self, district_code: str | None = None) -> dict[str, str]:
-        """Per prompt: ``recording:<scope>`` or ``tts`` (what a call in this district plays)."""
+    def sources(
+        self, district_code: str | None = None, official_id: str | None = None
+    ) -> dict[str, str]:
+        """Per prompt: ``recording:<scope>`` or ``tts`` (what a call in this district, to a
+        resident this official visits, plays)."""
+        scopes = scopes_for(district_code, official_id)
         out: dict[str, str] = {}
         for prompt in Prompt:
-            scopes = ([scope_of(district_code)] if district_code else []) + ["default"]
             found = next(
                 (s for s in scopes if (self.root / s / f"{prompt.value}.wav").is_file()), None
             )
             out[prompt.value] = f"recording:{found}" if found else "tts"
         return out
 
-    def path(self, prompt: Prompt, district_code: str | None) -> Path | None:
-        """The recording a call in this district plays for ``prompt``, if any."""
-        for code in ([district_code] if district_code else []) + [None]:
-            f = self.file(prompt, code)
+    def path(
+        self, prompt: Prompt, district_code: str | None, official_id: str | None = None
+    ) -> Path | None:
+        """The recording a call plays for ``prompt``, if any: the visiting official's, else
+        the district's, else the default."""
+        for scope in scopes_for(district_code, official_id):
+            f = self.root / scope / f"{prompt.value}.wav"
             if f.is_file():
                 return f
         return None
@@ -332,4 +364,6 @@ __all__ = [
     "ingest",
     "integrated_loudness",
     "loudness_of",
+    "scope_of",
+    "scopes_for",
 ]

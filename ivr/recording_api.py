@@ -1,5 +1,6 @@
-"""Recorded prompts over HTTP: upload a recording for a catalogue prompt (the district's, or
-the default for every district), and read which source each prompt plays."""
+"""Recorded prompts over HTTP: upload a recording for a catalogue prompt (an official's own,
+the district's, or the default for every district), and read which source each prompt
+plays."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from anbu.api.deps import PrincipalDep, SessionDep, district_by_code
+from anbu.api.deps import Principal, PrincipalDep, SessionDep, district_by_code
+from anbu.db.models_escalation import Official
 from anbu.domain.replies import Prompt
 from anbu.errors import NotFoundError, ValidationError
-from ivr.recording import RecordingRefusedError, RecordingStore
+from ivr.recording import RecordingRefusedError, RecordingStore, scope_of
 
 router = APIRouter(prefix="/v1", tags=["prompts"])
 
@@ -40,6 +42,7 @@ class RecordingOut(BaseModel):
 
 class SourcesOut(BaseModel):
     district_code: str | None
+    official: str | None = None
     sources: dict[str, str]
 
 
@@ -50,6 +53,34 @@ def _prompt(name: str) -> Prompt:
         raise NotFoundError("prompt", name) from None
 
 
+async def _official(session: SessionDep, principal: Principal, official_id: str) -> Official:
+    """The official, if the key may see their district (404 otherwise: another district's
+    officials are not revealed)."""
+    official = await session.get(Official, official_id)
+    if official is None:
+        raise NotFoundError("official", official_id)
+    principal.require_district(official.district_id, "official", official_id)
+    return official
+
+
+async def _scope(
+    session: SessionDep,
+    principal: Principal,
+    district_code: str | None,
+    official_id: str | None,
+) -> tuple[str | None, str | None]:
+    """(district code, official id) of a request: an official's scope brings their district
+    (the fallback of what they have not recorded)."""
+    if official_id is not None:
+        if district_code is not None:
+            raise ValidationError("give district_code or official, not both")
+        official = await _official(session, principal, official_id)
+        return official.district.code, official.id
+    if district_code is not None:
+        await district_by_code(session, principal, district_code)
+    return district_code, None
+
+
 @router.put("/prompts/{prompt}/recording", response_model=RecordingOut)
 async def put_recording(
     prompt: str,
@@ -58,14 +89,16 @@ async def put_recording(
     session: SessionDep,
     store: StoreDep,
     district_code: Annotated[str | None, Query(max_length=10)] = None,
+    official: Annotated[str | None, Query(max_length=32)] = None,
 ) -> RecordingOut | JSONResponse:
     """The request body is the audio file (WAV, FLAC, ...). Normalised to the prompts' loudness;
-    refused with a reason (422: not_audio, clipped, silent, too_long)."""
+    refused with a reason (422: not_audio, clipped, silent, too_long). With ``official`` it is
+    that official's own (the residents they visit hear it): their district's keys only."""
     which = _prompt(prompt)
-    if district_code is None:
+    if district_code is None and official is None:
         principal.require_admin()  # the default voice of every district
     else:
-        await district_by_code(session, principal, district_code)
+        district_code, official = await _scope(session, principal, district_code, official)
     body = await request.body()
     if len(body) > MAX_UPLOAD_BYTES:
         raise ValidationError(f"a recording is at most {MAX_UPLOAD_BYTES // 1024 // 1024} MB")
@@ -74,10 +107,13 @@ async def put_recording(
         with tempfile.TemporaryDirectory(prefix="anbu-upload-") as tmp:
             src = Path(tmp) / "upload"
             src.write_bytes(body)
-            result = store.upload(which, src, district_code)
+            if official is not None:
+                result = store.upload(which, src, official_id=official)
+            else:
+                result = store.upload(which, src, district_code)
         return RecordingOut(
             prompt=which.value,
-            scope=f"district-{district_code}" if district_code else "default",
+            scope=scope_of(None if official else district_code, official),
             duration_s=result.duration_s,
             loudness_lufs=result.loudness_lufs,
             source_loudness_lufs=result.source_loudness_lufs,
@@ -99,9 +135,11 @@ async def get_sources(
     session: SessionDep,
     store: StoreDep,
     district_code: Annotated[str | None, Query(max_length=10)] = None,
+    official: Annotated[str | None, Query(max_length=32)] = None,
 ) -> SourcesOut:
-    """Per prompt, what a call plays: ``recording:<scope>`` or ``tts``."""
-    if district_code is not None:
-        await district_by_code(session, principal, district_code)
-    sources = await asyncio.to_thread(store.sources, district_code)
-    return SourcesOut(district_code=district_code, sources=sources)
+    """Per prompt, what a call plays: ``recording:<scope>`` or ``tts``; with ``official``,
+    for the residents that official visits (their own, else their district's, else the
+    default)."""
+    district_code, official = await _scope(session, principal, district_code, official)
+    sources = await asyncio.to_thread(store.sources, district_code, official)
+    return SourcesOut(district_code=district_code, official=official, sources=sources)

@@ -45,9 +45,10 @@ def render_variant(src: Path, dst: Path, profile: VoiceProfile) -> None:
 
 
 class VoicedPrompts:
-    """Paths (without extension) of the prompts a call plays: the district's (or the default)
-    recording when there is one (``ivr.recording``), else the TTS render; then the resident's
-    profile variant of that, rendered on first use (in a thread)."""
+    """Paths (without extension) of the prompts a call plays: the visiting official's, the
+    district's or the default recording when there is one (``ivr.recording``), else the TTS
+    render; then the resident's profile variant of that, rendered on first use (in a
+    thread)."""
 
     def __init__(
         self,
@@ -61,10 +62,14 @@ class VoicedPrompts:
         self._locks: dict[Path, asyncio.Lock] = {}
 
     async def path(
-        self, prompt: Prompt, profile: VoiceProfile, district_code: str | None = None
+        self,
+        prompt: Prompt,
+        profile: VoiceProfile,
+        district_code: str | None = None,
+        official_id: str | None = None,
     ) -> str:
         recorded = (
-            await asyncio.to_thread(self.recordings.path, prompt, district_code)
+            await asyncio.to_thread(self.recordings.path, prompt, district_code, official_id)
             if self.recordings is not None
             else None
         )

@@ -31,6 +31,7 @@ from escalation.outbox import OutboxConfig, OutboxWorker
 from escalation.pager import AdminPager
 from escalation.providers import sender_from_settings
 from escalation.service import EscalationConfig, EscalationRuntime, EscalationService
+from escalation.visitor import ChainVisitors
 from ivr import recording_api
 from ivr.agi import AgiHandler, AgiServer
 from ivr.ami import AmiClient, ami_client_from_settings
@@ -316,8 +317,9 @@ def handoff_desk(container: Container, escalation: EscalationService) -> HelpDes
 
 
 def voice_profiles(container: Container) -> VoiceProfiles:
-    """Each resident's voice profile, read by the IVR at call time."""
-    return DbVoiceProfiles(container.sessions)
+    """Each resident's voice profile, read by the IVR at call time, and the official who
+    visits them (whose recorded greeting plays)."""
+    return DbVoiceProfiles(container.sessions, ChainVisitors(container.sessions))
 
 
 def recording_store(settings: Settings) -> RecordingStore:

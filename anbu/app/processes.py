@@ -358,8 +358,11 @@ async def prompts_render(settings: Settings, _a: argparse.Namespace) -> int:
 
 
 async def prompts_upload(settings: Settings, a: argparse.Namespace) -> int:
-    """``anbu prompts upload PROMPT FILE [--district CODE]``: a recorded prompt, normalised;
-    a refused file prints its reason (exit 1)."""
+    """``anbu prompts upload PROMPT FILE [--district CODE | --official ID]``: a recorded
+    prompt, normalised; a refused file prints its reason (exit 1). ``--official``: that
+    official's own (their greeting, heard by the residents they visit); the official must
+    exist (exit 2 otherwise: a recording nobody would ever hear)."""
+    from anbu.db.models_escalation import Official
     from anbu.domain.replies import Prompt
     from ivr.recording import RecordingRefusedError
 
@@ -368,14 +371,33 @@ async def prompts_upload(settings: Settings, a: argparse.Namespace) -> int:
     except ValueError:
         print(f"anbu: no prompt {a.prompt!r} (have: {', '.join(p.value for p in Prompt)})")
         return 2
+    official = getattr(a, "official", None)
+    if official is not None and a.district is not None:
+        print("anbu: give --district or --official, not both")
+        return 2
+    if official is not None:
+        container = build_container(settings)
+        try:
+            async with container.sessions() as s:
+                found = await s.get(Official, official)
+        finally:
+            await container.aclose()
+        if found is None:
+            print(f"anbu: no official {official!r}")
+            return 2
     store = recording_store(settings)
     try:
-        result = await asyncio.to_thread(store.upload, prompt, Path(a.file), a.district)
+        result = await asyncio.to_thread(store.upload, prompt, Path(a.file), a.district, official)
     except RecordingRefusedError as exc:
         print(f"anbu: refused: {exc}")
         return 1
+    scope = (
+        f"official {official}"
+        if official
+        else ("district " + a.district if a.district else "default")
+    )
     print(
-        f"{prompt.value} ({'district ' + a.district if a.district else 'default'}): "
+        f"{prompt.value} ({scope}): "
         f"{result.duration_s:.1f} s, {result.source_loudness_lufs:.1f} -> "
         f"{result.loudness_lufs:.1f} LUFS, peak {result.peak_dbfs:.1f} dBFS"
     )
@@ -383,8 +405,11 @@ async def prompts_upload(settings: Settings, a: argparse.Namespace) -> int:
 
 
 async def prompts_sources(settings: Settings, a: argparse.Namespace) -> int:
-    """``anbu prompts sources [--district CODE]``: which source each prompt plays."""
-    sources = await asyncio.to_thread(recording_store(settings).sources, a.district)
+    """``anbu prompts sources [--district CODE] [--official ID]``: which source each prompt
+    plays (for the residents this official visits)."""
+    sources = await asyncio.to_thread(
+        recording_store(settings).sources, a.district, getattr(a, "official", None)
+    )
     for prompt, source in sources.items():
         print(f"{prompt}\t{source}")
     return 0

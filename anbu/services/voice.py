@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from anbu.db.models import CallAttempt, Checkin, District, Resident
 from anbu.db.models_voice import ResidentVoice
 from anbu.domain.voice import DEFAULT_VOICE, VoiceProfile
-from anbu.ports import CallVoice
+from anbu.ports import CallVoice, VisitingOfficials
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,23 @@ async def put_voice(
 
 
 class DbVoiceProfiles:
-    """The :class:`anbu.ports.VoiceProfiles` on the database: by the call's channel id."""
+    """The :class:`anbu.ports.VoiceProfiles` on the database: by the call's channel id.
+    With ``visitors`` the call also names the official who visits the resident, whose own
+    recorded greeting then plays."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        visitors: VisitingOfficials | None = None,
+    ) -> None:
         self._sessions = sessions
+        self._visitors = visitors
 
     async def for_call(self, channel_id: str) -> CallVoice:
         async with self._sessions() as session:
             found = (
                 await session.execute(
-                    select(District.code, ResidentVoice)
+                    select(District.code, Resident.district_id, Resident.dong, ResidentVoice)
                     .select_from(CallAttempt)
                     .join(Checkin, CallAttempt.checkin_id == Checkin.id)
                     .join(Resident, Resident.id == Checkin.resident_id)
@@ -63,8 +70,14 @@ class DbVoiceProfiles:
             ).first()
         if found is None:
             return CallVoice()
-        code, row = found
-        return CallVoice(_profile(row), code)
+        code, district_id, dong, row = found
+        official_id = None
+        if self._visitors is not None:
+            try:
+                official_id = await self._visitors.visitor(district_id, dong or "")
+            except Exception:  # the district's voice is still a fine greeting
+                log.exception("voice %s: the visiting official is unreadable", channel_id)
+        return CallVoice(_profile(row), code, official_id)
 
 
 __all__ = ["DbVoiceProfiles", "get_voice", "put_voice"]
