@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import hmac
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,7 +28,7 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
-from anbu.console import accounts, enrolment, oidc, pages, settings_page
+from anbu.console import accounts, directory_page, enrolment, oidc, pages, settings_page
 from anbu.container import Container
 from anbu.db.models import District
 from anbu.db.models_console import ConsoleAccount, ConsoleSession
@@ -200,7 +200,7 @@ def _to_login() -> RedirectResponse:
     return resp
 
 
-def _reads(resource: AuditResource, rows: list[tuple[str, int | None]]) -> list[Access]:
+def _reads(resource: AuditResource, rows: Sequence[tuple[str, int | None]]) -> list[Access]:
     return [Access(resource, ident, AuditAction.READ, district) for ident, district in rows]
 
 
@@ -606,6 +606,17 @@ async def _settings(ctx: Ctx, status: int = 200, error: str = "", notice: str = 
     admin = ctx.account.role is ConsoleRole.DISTRICT_ADMIN
     programs = await settings_page.programs(ctx.db) if admin else None
     phone = await settings_page.my_phone(ctx.db, ctx.account)
+    district = _admin_district(ctx)
+    officials: list[directory_page.OfficialRow] | None = None
+    chains: list[directory_page.ChainRow] | None = None
+    if district is not None:
+        officials = await directory_page.officials(ctx.db, district.id)
+        chains = await directory_page.chains(ctx.db, district.id)
+        # The directory names people (masked numbers): every view of it is logged.
+        await ctx.audit(
+            _reads(AuditResource.OFFICIAL, [(o.id, district.id) for o in officials]),
+            commit=False,
+        )
     await ctx.db.commit()
     return _html(
         "settings.html",
@@ -613,6 +624,9 @@ async def _settings(ctx: Ctx, status: int = 200, error: str = "", notice: str = 
         **ctx.base(
             programs=programs,
             phone=phone,
+            officials=officials,
+            chains=chains,
+            role_labels=directory_page.OFFICIAL_ROLE_LABELS,
             error=error,
             notice=notice,
             min_password=accounts.MIN_PASSWORD,
@@ -629,6 +643,181 @@ async def settings(request: Request) -> Response:
         except _Login:
             return _to_login()
         return await _settings(ctx)
+
+
+def _admin_district(ctx: Ctx) -> District | None:
+    """The district a 구 관리자 manages; None for every other account."""
+    account = ctx.account
+    if account.role is not ConsoleRole.DISTRICT_ADMIN or account.district is None:
+        return None
+    return account.district
+
+
+def _directory(request: Request) -> directory_page.Directory:
+    port: directory_page.Directory = request.app.state.console_directory
+    return port
+
+
+async def _admin_form(request: Request, db: AsyncSession) -> tuple[Ctx, District, dict[str, str]]:
+    """The logged-in district admin, their district and the posted form (CSRF checked)."""
+    form = await _form(request)
+    ctx = await _ctx(request, db)
+    ctx.check_csrf(form)
+    district = _admin_district(ctx)
+    if district is None:
+        raise ConsoleRefusedError(403, "담당자와 알림 순서는 구 관리자만 바꿀 수 있습니다.")
+    return ctx, district, form
+
+
+def _refused_by_directory(exc: Exception) -> str:
+    """The directory's own checks (the API's) after ours passed: still a Korean answer."""
+    return f"저장하지 못했습니다: {exc}"
+
+
+@router.post("/settings/officials")
+@router.post("/settings/officials/{official_id}")
+async def save_official(request: Request, official_id: str = "") -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx, district, form = await _admin_form(request, db)
+        except _Login:
+            return _to_login()
+        port = _directory(request)
+        try:
+            # Another district's official is "not found" whatever the form says.
+            found = (
+                await directory_page.official_in(db, district.id, official_id)
+                if official_id
+                else None
+            )
+            checked = directory_page.official_form(form)
+            if found is not None:
+                official = found
+                await port.edit_official(
+                    official,
+                    name=checked.name,
+                    phone=checked.phone,
+                    role=checked.role,
+                    dong=checked.dong,
+                    active=checked.active,
+                )
+                action, notice = AuditAction.UPDATE, f"{official.name}님의 정보를 저장했습니다."
+            else:
+                official = await port.add_official(
+                    db,
+                    district,
+                    name=checked.name,
+                    phone=checked.phone,
+                    role=checked.role,
+                    dong=checked.dong,
+                    now=ctx.now,
+                )
+                action, notice = AuditAction.CREATE, f"{official.name}님을 추가했습니다."
+            await db.flush()
+        # Raised before any change (the form, then the API's own bodies, are checked first).
+        except settings_page.SettingsRefusedError as exc:
+            return await _settings(ctx, 422, error=str(exc))
+        except (AnbuError, ValueError) as exc:
+            return await _settings(ctx, 422, error=_refused_by_directory(exc))
+        await ctx.audit([Access(AuditResource.OFFICIAL, official.id, action, district.id)])
+        return await _settings(ctx, notice=notice)
+
+
+def _chain_html(
+    ctx: Ctx,
+    dong: str,
+    rows: list[directory_page.StepRow],
+    officials: list[directory_page.OfficialRow],
+    status: int = 200,
+    error: str = "",
+    notice: str = "",
+) -> Response:
+    return _html(
+        "chain.html",
+        status,
+        **ctx.base(
+            dong=dong,
+            rows=rows,
+            officials=[o for o in officials if o.active],
+            weekdays=directory_page.WEEKDAYS,
+            error=error,
+            notice=notice,
+            nav="settings",
+        ),
+    )
+
+
+@router.get("/settings/chain")
+async def chain_page(request: Request, dong: str = "") -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        district = _admin_district(ctx)
+        if district is None:
+            raise ConsoleRefusedError(403, "알림 순서는 구 관리자만 볼 수 있습니다.")
+        dong = dong.strip()[:50]
+        chain = await directory_page.chain_of(db, district.id, dong)
+        officials = await directory_page.officials(db, district.id)
+        reads = [(chain.id, district.id)] if chain else []
+        await ctx.audit(_reads(AuditResource.ESCALATION_CHAIN, reads))
+        return _chain_html(ctx, dong, directory_page.form_rows(chain), officials)
+
+
+@router.post("/settings/chain")
+async def save_chain(request: Request) -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx, district, form = await _admin_form(request, db)
+        except _Login:
+            return _to_login()
+        dong = form.get("dong", "").strip()[:50]
+        officials = await directory_page.officials(db, district.id)
+        try:
+            dong = directory_page.chain_dong(form)
+            steps = await directory_page.step_forms(db, district.id, form)
+            chain = await _directory(request).put_chain(db, district, dong, steps, ctx.now)
+            await db.flush()
+        except settings_page.SettingsRefusedError as exc:
+            error = str(exc)
+        except (AnbuError, ValueError) as exc:
+            error = _refused_by_directory(exc)
+        else:
+            await ctx.audit(
+                [Access(AuditResource.ESCALATION_CHAIN, chain.id, AuditAction.UPDATE, district.id)]
+            )
+            saved = await directory_page.chain_of(db, district.id, dong)
+            where = dong or "구 기본"
+            return _chain_html(
+                ctx,
+                dong,
+                directory_page.form_rows(saved),
+                officials,
+                notice=f"{where} 알림 순서를 저장했습니다.",
+            )
+        await db.commit()  # nothing was changed (the checks come first): the session touch only
+        # The form comes back as it was posted, so nothing typed is lost.
+        posted = await _posted_rows(form)
+        return _chain_html(ctx, dong, posted, officials, 422, error=error)
+
+
+async def _posted_rows(form: dict[str, str]) -> list[directory_page.StepRow]:
+    rows = []
+    for n in range(1, directory_page.MAX_STEPS + 1):
+        if f"start-{n}" not in form and f"official-{n}" not in form:
+            continue
+        rows.append(
+            directory_page.StepRow(
+                official_id=form.get(f"official-{n}", ""),
+                timeout_min=form.get(f"timeout-{n}", ""),
+                days=[d for d in range(7) if form.get(f"day-{n}-{d}") == "1"],
+                start=form.get(f"start-{n}", ""),
+                end=form.get(f"end-{n}", ""),
+                on_holidays=form.get(f"holidays-{n}", "") == "1",
+            )
+        )
+    return rows
 
 
 @router.post("/settings/{what}")
