@@ -967,7 +967,15 @@ async def report_export(request: Request, format: str = "csv") -> Response:
 
 
 @router.get("/residents")
-async def residents(request: Request, q: str = "", level: str = "", page: str = "1") -> Response:
+async def residents(
+    request: Request,
+    q: str = "",
+    level: str = "",
+    page: str = "1",
+    dong: str = "",
+    case: str = "",
+    device: str = "",
+) -> Response:
     # A page number that is not one shows the first page (FastAPI's int would answer 422
     # in English JSON).
     number = int(page) if page.isdecimal() and len(page) < 6 else 1
@@ -977,12 +985,27 @@ async def residents(request: Request, q: str = "", level: str = "", page: str = 
             ctx = await _ctx(request, db)
         except _Login:
             return _to_login()
-        found = await pages.residents(db, ctx.scope, q, level, page_no)
+        dong = dong.strip()[:50]
+        found = await pages.residents(
+            db, ctx.scope, q, level, page_no, dong=dong, case=case, device=device, now=ctx.now
+        )
         await ctx.audit(_reads(AuditResource.RESIDENT, [(r.id, r.district_id) for r in found.rows]))
         levels = [(lv.value, lv.label) for lv in Level]
+        # Every filter again in the previous/next page links.
+        query = urlencode({"q": q, "level": level, "dong": dong, "case": case, "device": device})
         return _html(
             "residents.html",
-            **ctx.base(found=found, q=q, level=level, levels=levels, nav="residents"),
+            **ctx.base(
+                found=found,
+                q=q,
+                level=level,
+                levels=levels,
+                dong=dong,
+                case=case,
+                device=device,
+                query=query,
+                nav="residents",
+            ),
         )
 
 
@@ -1088,7 +1111,7 @@ async def _resident(request: Request, resident_id: str, *, reveal: bool) -> Resp
             ctx.check_csrf(form)
             if not may_act(ctx.account.role):
                 raise ConsoleRefusedError(403, "읽기 전용 계정입니다.")
-        page = await pages.resident_page(db, ctx.scope, resident_id, reveal=reveal)
+        page = await pages.resident_page(db, ctx.scope, resident_id, reveal=reveal, now=ctx.now)
         if page is None:
             await ctx.audit(
                 [Access(AuditResource.RESIDENT, resident_id[:64], AuditAction.READ)],
