@@ -1100,7 +1100,67 @@ async def _import(request: Request, parsed: FormData | None) -> Response:
         )
 
 
-async def _resident(request: Request, resident_id: str, *, reveal: bool) -> Response:
+# --- 한 명 등록 (enrol one) ---------------------------------------------------------------
+
+
+def _enrol_page(ctx: Ctx, status: int = 200, error: str = "", **values: str) -> Response:
+    return _html("enrol.html", status, **ctx.base(error=error, v=values, nav="residents"))
+
+
+@router.get("/residents/new")
+async def enrol_one_page(request: Request) -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        await db.commit()
+        if not _may_enrol(ctx.account):
+            return _html(
+                "message.html", 403, title="대상자 등록", text="등록 권한이 없습니다.", **ctx.base()
+            )
+        return _enrol_page(ctx, dong=ctx.account.dong)
+
+
+@router.post("/residents/new")
+async def enrol_one(request: Request) -> Response:
+    form = await _form(request)
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        ctx.check_csrf(form)
+        if not _may_enrol(ctx.account):
+            await db.commit()
+            return _html(
+                "message.html", 403, title="대상자 등록", text="등록 권한이 없습니다.", **ctx.base()
+            )
+        district_id = ctx.account.district_id
+        assert district_id is not None  # _may_enrol
+        values = {k: form.get(k, "")[:200] for k in enrolment.ONE_COLUMNS}
+        # The bulk enrolment's own row checks; a one-person form never updates silently.
+        sheet = enrolment.one_row(form, dong_scope=ctx.account.dong)
+        error = "; ".join(p.reason for p in sheet.problems)
+        if not error:
+            ref = sheet.rows[0].external_ref
+            if await enrolment.existing_ref(db, district_id, ref) is not None:
+                error = f"관리번호 {ref}는 이미 등록된 대상자입니다"
+        if error:
+            await db.commit()
+            return _enrol_page(ctx, 422, error=error + ".", **values)
+        result = await enrolment.enrol(db, district_id, sheet, dry_run=False)
+        [resident_id] = result.ids
+        await ctx.audit(
+            [Access(AuditResource.RESIDENT, resident_id, AuditAction.CREATE, district_id)],
+            "enrolled one",
+        )
+        return RedirectResponse(f"/console/residents/{resident_id}?enrolled=1", status_code=303)
+
+
+async def _resident(
+    request: Request, resident_id: str, *, reveal: bool, notice: str = ""
+) -> Response:
     form = await _form(request) if reveal else {}
     async with _container(request).sessions() as db:
         try:
@@ -1125,12 +1185,15 @@ async def _resident(request: Request, resident_id: str, *, reveal: bool) -> Resp
             [Access(AuditResource.RESIDENT, r.id, AuditAction.READ, r.district_id)],
             "phone revealed" if reveal else "",
         )
-        return _html("resident.html", **ctx.base(p=page, revealed=reveal, nav="residents"))
+        return _html(
+            "resident.html", **ctx.base(p=page, revealed=reveal, notice=notice, nav="residents")
+        )
 
 
 @router.get("/residents/{resident_id}")
-async def resident(resident_id: str, request: Request) -> Response:
-    return await _resident(request, resident_id, reveal=False)
+async def resident(resident_id: str, request: Request, enrolled: str = "") -> Response:
+    notice = "대상자를 등록했습니다." if enrolled == "1" else ""
+    return await _resident(request, resident_id, reveal=False, notice=notice)
 
 
 @router.post("/residents/{resident_id}/reveal")
