@@ -5,6 +5,7 @@ the analyst refused, the new resident audited and in the official's district onl
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,13 +13,19 @@ from contextlib import asynccontextmanager
 import httpx
 from sqlalchemy import func, select
 
+from anbu.app.parts import build_api
 from anbu.db.models import Resident
 from anbu.db.models_audit import AuditEntry
 from anbu.db.models_console import ConsoleAccount
+from anbu.db.models_scheduling import RoutineSchedule
+from anbu.db.models_signals import Device, MonitoringHold
 from anbu.domain.audit import AuditAction, AuditResource
 from anbu.domain.console import ConsoleRole
+from anbu.domain.risk import DeviceKind, HoldReason
 from tests.api_support import api_over
 from tests.console_support import csrf_of, log_in, make_account
+from tests.test_console_browser import SHOTS, chromium, serving
+from tests.test_console_browser import log_in as browser_log_in
 
 
 async def enrol(client: httpx.AsyncClient, **data: str) -> httpx.Response:
@@ -125,3 +132,70 @@ async def test_given_official_when_enrolling_one_then_checked_stored_and_audited
         async with sessions() as s:
             rows = (await s.execute(select(Resident.external_ref, Resident.dong))).all()
             assert sorted(rows) == [("G-7", "신림동"), ("G-7", "신림동"), ("G-8", "신림동")]
+
+
+async def test_given_official_in_browser_when_enrolling_one_then_resident_page_shows_details(
+    db_url: str,
+) -> None:
+    async with api_over(db_url) as api:
+        sessions = api.container.sessions
+        now = api.clock.now()
+        await make_account(sessions, now, "kim")
+        app = build_api(api.container)
+        async with serving(app) as base, chromium() as browser:
+            page = await (
+                await browser.new_context(viewport={"width": 1100, "height": 800})
+            ).new_page()
+            await browser_log_in(page, base, "kim")
+            await page.get_by_role("link", name="대상자").click()
+            await page.wait_for_load_state()
+            await page.get_by_role("link", name="한 명 등록").click()
+            await page.wait_for_load_state()
+            await page.get_by_label("이름").fill("정하나")
+            await page.get_by_label("전화번호").fill("010-12")
+            await page.get_by_label("행정동").fill("신림동")
+            await page.get_by_label("관리번호 (구의 대상자 번호)").fill("G-7")
+            await page.get_by_role("button", name="등록").click()
+            await page.wait_for_load_state()
+            assert "올바른 국내 번호가 아닙니다" in await page.get_by_role("alert").inner_text()
+            if db_url.startswith("sqlite"):
+                SHOTS.mkdir(parents=True, exist_ok=True)
+                await page.screenshot(path=str(SHOTS / "enrol-one.png"), full_page=True)
+            await page.get_by_label("전화번호").fill("010-2345-6789")
+            await page.get_by_role("button", name="등록").click()
+            await page.wait_for_load_state()
+            assert await page.get_by_role("status").inner_text() == "대상자를 등록했습니다."
+
+            # A device that went quiet and a hospital stay, as the API and the risk engine
+            # would have stored them: the page shows both.
+            resident_id = page.url.split("/")[-1].split("?")[0]
+            async with sessions() as s:
+                resident = await s.get(Resident, resident_id)
+                assert resident is not None
+                s.add_all(
+                    [
+                        Device(
+                            device_id="plug-7",
+                            district_id=resident.district_id,
+                            resident_id=resident_id,
+                            kind=DeviceKind.PLUG,
+                            last_seen_at=now - dt.timedelta(hours=30),
+                            stale_due_at=now - dt.timedelta(hours=6),
+                        ),
+                        MonitoringHold(
+                            resident_id=resident_id,
+                            starts_at=now - dt.timedelta(days=1),
+                            ends_at=now + dt.timedelta(days=3),
+                            reason=HoldReason.HOSPITAL,
+                            note="보라매병원",
+                        ),
+                        RoutineSchedule(resident_id=resident_id, weekday=0, time_min=10 * 60),
+                    ]
+                )
+                await s.commit()
+            await page.reload()
+            assert await page.locator("tr.device-stale td").nth(3).inner_text() == "보고 없음"
+            assert "보라매병원" in await page.locator("#holds + ul").inner_text()
+            assert await page.locator("#routines").inner_text() == "월 10:00"
+            if db_url.startswith("sqlite"):
+                await page.screenshot(path=str(SHOTS / "resident-details.png"), full_page=True)
