@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.console.settings_page import SettingsRefusedError, hhmm, parse_hhmm
 from anbu.db.models import District
-from anbu.db.models_escalation import EscalationChain, Official
+from anbu.db.models_escalation import EscalationChain, EscalationStep, Official
 from anbu.domain.incidents import OfficialRole
 from anbu.domain.phone import mask_phone, normalize_mobile
 from anbu.errors import InvalidPhoneNumberError
@@ -131,10 +131,7 @@ async def officials(session: AsyncSession, district_id: int) -> list[OfficialRow
     return [_official_row(o) for o in rows.scalars()]
 
 
-def _step_row(s: object) -> StepRow:
-    from anbu.db.models_escalation import EscalationStep
-
-    assert isinstance(s, EscalationStep)
+def _step_row(s: EscalationStep) -> StepRow:
     return StepRow(
         official_id=s.official_id,
         official_name=s.official.name,

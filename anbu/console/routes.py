@@ -23,6 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -765,6 +766,9 @@ async def chain_page(request: Request, dong: str = "") -> Response:
         return _chain_html(ctx, dong, directory_page.form_rows(chain), officials)
 
 
+_RACED = "다른 관리자가 같은 알림 순서를 동시에 바꿨습니다. 다시 불러와서 저장하세요."
+
+
 @router.post("/settings/chain")
 async def save_chain(request: Request) -> Response:
     async with _container(request).sessions() as db:
@@ -783,10 +787,25 @@ async def save_chain(request: Request) -> Response:
             error = str(exc)
         except (AnbuError, ValueError) as exc:
             error = _refused_by_directory(exc)
+        except IntegrityError as exc:
+            # Two admins saving the same dong's first chain at once (the API answers 409).
+            await db.rollback()
+            raise ConsoleRefusedError(409, _RACED) from exc
         else:
-            await ctx.audit(
-                [Access(AuditResource.ESCALATION_CHAIN, chain.id, AuditAction.UPDATE, district.id)]
-            )
+            try:
+                await ctx.audit(
+                    [
+                        Access(
+                            AuditResource.ESCALATION_CHAIN,
+                            chain.id,
+                            AuditAction.UPDATE,
+                            district.id,
+                        )
+                    ]
+                )
+            except IntegrityError as exc:
+                await db.rollback()
+                raise ConsoleRefusedError(409, _RACED) from exc
             saved = await directory_page.chain_of(db, district.id, dong)
             where = dong or "구 기본"
             return _chain_html(
@@ -798,11 +817,11 @@ async def save_chain(request: Request) -> Response:
             )
         await db.commit()  # nothing was changed (the checks come first): the session touch only
         # The form comes back as it was posted, so nothing typed is lost.
-        posted = await _posted_rows(form)
+        posted = _posted_rows(form)
         return _chain_html(ctx, dong, posted, officials, 422, error=error)
 
 
-async def _posted_rows(form: dict[str, str]) -> list[directory_page.StepRow]:
+def _posted_rows(form: dict[str, str]) -> list[directory_page.StepRow]:
     rows = []
     for n in range(1, directory_page.MAX_STEPS + 1):
         if f"start-{n}" not in form and f"official-{n}" not in form:
