@@ -6,7 +6,8 @@ three unanswered calls, an incident and its SMS for 1,000 of them); then each pa
 for ``--samples`` times through the whole app in-process (httpx's ASGI transport: routing,
 middleware, session check, queries, the access log's rows, rendering), logged in as the
 district's official. Figures (bench/results/console.json): ``today_p95_ms``,
-``incident_p95_ms``, ``residents_p95_ms`` (plus medians and the residents list searched).
+``incident_p95_ms``, ``residents_p95_ms`` (plus medians, the residents list searched and
+filtered by dong, open case and device status: ``residents_filtered_p95_ms``).
 
     python -m bench.console [--residents 100000] [--incidents 1000] [--samples 100]
 """
@@ -202,6 +203,14 @@ async def measure(
             "residents_search",
             [f"/console/residents?q={rng.choice(DONGS)}&level=serious" for _ in range(samples)],
         )
+        # The list's other filters: a dong's open cases, and a device status no one has (a
+        # walk through the whole district that finds nobody: the slow case).
+        filtered = [
+            f"/console/residents?dong={rng.choice(DONGS)}&case=open",
+            "/console/residents?device=stale",
+            f"/console/residents?case=none&page={rng.randrange(1, 50)}",
+        ]
+        await timed("residents_filtered", [filtered[i % 3] for i in range(samples)])
     await container.aclose()
     return figures
 

@@ -8,6 +8,7 @@ from collections.abc import Collection
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from anbu.console.directory_page import StepForm
 from anbu.db.models import District
 from anbu.db.models_escalation import (
     EscalationChain,
@@ -18,7 +19,7 @@ from anbu.db.models_escalation import (
     OutboxMessage,
     ResidentFinding,
 )
-from anbu.domain.incidents import IncidentStatus
+from anbu.domain.incidents import IncidentStatus, OfficialRole
 from anbu.domain.phone import mask_phone
 from anbu.errors import NotFoundError, ValidationError
 from escalation.schemas import (
@@ -33,6 +34,7 @@ from escalation.schemas import (
     OfficialIn,
     OfficialPatch,
     ResidentFindings,
+    StepIn,
     StepOut,
     hhmm_to_min,
     min_to_hhmm,
@@ -235,3 +237,61 @@ async def get_official(session: AsyncSession, official_id: str) -> Official:
     if official is None:
         raise NotFoundError("official", official_id)
     return official
+
+
+class ConsoleDirectory:
+    """The console's :class:`anbu.console.directory_page.Directory` port: the console's
+    checked forms go through the API's own bodies (their validators) and the functions
+    above, so a chain is stored one way whichever door it came in by."""
+
+    def __init__(self, default_timeout_s: int) -> None:
+        self.default_timeout_s = default_timeout_s
+
+    async def add_official(
+        self,
+        session: AsyncSession,
+        district: District,
+        *,
+        name: str,
+        phone: str,
+        role: OfficialRole,
+        dong: str,
+        now: dt.datetime,
+    ) -> Official:
+        body = OfficialIn(district_code=district.code, dong=dong, name=name, phone=phone, role=role)
+        return await create_official(session, district, body, now)
+
+    async def edit_official(
+        self,
+        official: Official,
+        *,
+        name: str,
+        phone: str,
+        role: OfficialRole,
+        dong: str,
+        active: bool,
+    ) -> None:
+        patch = OfficialPatch(dong=dong, name=name, phone=phone, role=role, active=active)
+        update_official(official, patch)
+
+    async def put_chain(
+        self,
+        session: AsyncSession,
+        district: District,
+        dong: str,
+        steps: list[StepForm],
+        now: dt.datetime,
+    ) -> EscalationChain:
+        body = ChainIn(
+            district_code=district.code,
+            dong=dong,
+            steps=[
+                StepIn(
+                    official_id=s.official_id,
+                    ack_timeout_s=s.ack_timeout_s,
+                    duty=DutyIn(days=s.days, start=s.start, end=s.end, on_holidays=s.on_holidays),
+                )
+                for s in steps
+            ],
+        )
+        return await put_chain(session, district, body, self.default_timeout_s, now)

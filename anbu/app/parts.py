@@ -26,6 +26,7 @@ from anbu.services.voice import DbVoiceProfiles
 from anbu.services.webhooks import WebhookConfig, WebhookWorker
 from anbu.settings import NodeSettings, Settings
 from escalation import api as escalation_api
+from escalation import directory
 from escalation.handoff import HandoffDesk
 from escalation.outbox import OutboxConfig, OutboxWorker
 from escalation.pager import AdminPager
@@ -340,6 +341,10 @@ def build_api(container: Container, escalation: EscalationService | None = None)
     app.state.escalation = service
     # The officials' console (anbu.console): acknowledges through this same service.
     app.state.console_escalation = service
+    # 설정's officials and chains: written by the same directory functions as the API's.
+    app.state.console_directory = directory.ConsoleDirectory(
+        container.settings.escalation.default_ack_timeout_s
+    )
     app.include_router(console_routes.router)
     app.add_exception_handler(console_routes.ConsoleRefusedError, console_routes.refused_page)
     return app

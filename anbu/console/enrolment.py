@@ -163,3 +163,28 @@ async def enrol(session: AsyncSession, district_id: int, sheet: Sheet, *, dry_ru
         await session.flush()  # assigns the new ids
         outcome.ids.extend(r.id for r in added)
     return outcome
+
+
+ONE_COLUMNS = {"name": 0, "phone": 1, "dong": 2, "external_ref": 3}
+
+
+def one_row(form: dict[str, str], *, dong_scope: str = "") -> Sheet:
+    """The console's 'enrol one' form as a one-row sheet: the same checks, the same Korean
+    reasons as a spreadsheet row (its row number is meaningless here and not shown)."""
+    values = [form.get(f, "") for f in ONE_COLUMNS]
+    try:
+        for v in values:
+            check_text("field", v)
+    except InputRefusedError:
+        return Sheet([], [RowProblem(1, "저장할 수 없는 글자(NUL 등)가 들어 있습니다")])
+    if not any(v.strip() for v in values):
+        return Sheet([], [RowProblem(1, "이름, 전화번호, 관리번호를 쓰세요")])
+    rows, problems = check_rows([(1, values)], ONE_COLUMNS, dong_scope=dong_scope)
+    return Sheet(rows, problems)
+
+
+async def existing_ref(session: AsyncSession, district_id: int, ref: str) -> Resident | None:
+    found = await session.execute(
+        select(Resident).where(Resident.district_id == district_id, Resident.external_ref == ref)
+    )
+    return found.scalars().first()

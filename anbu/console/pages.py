@@ -8,6 +8,7 @@ log for every person a page shows.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,8 +25,15 @@ from anbu.db.models_escalation import (
     ResidentFinding,
 )
 from anbu.db.models_feedback import FeedbackStep
-from anbu.db.models_scheduling import SelfTestRun
-from anbu.db.models_signals import DeviceTask, MonitoringProfile
+from anbu.db.models_scheduling import (
+    CallHold,
+    DoNotCall,
+    Program,
+    ResidentSchedule,
+    RoutineSchedule,
+    SelfTestRun,
+)
+from anbu.db.models_signals import Device, DeviceTask, MonitoringHold, MonitoringProfile
 from anbu.domain.calls import CallResult
 from anbu.domain.console import (
     ConsoleRole,
@@ -45,7 +53,7 @@ from anbu.domain.escalation import (
 )
 from anbu.domain.incidents import IncidentEventKind, IncidentStatus
 from anbu.domain.phone import mask_phone
-from anbu.domain.risk import DeviceIssueKind, Level, TaskStatus
+from anbu.domain.risk import DeviceIssueKind, DeviceKind, HoldReason, Level, TaskStatus
 from anbu.risk import feedback
 
 PAGE_SIZE = 50
@@ -624,8 +632,61 @@ class ResidentList:
 LEVELS = {level.value: level for level in Level}
 
 
+class CaseFilter(enum.StrEnum):
+    OPEN = "open"  # an incident waiting for an acknowledgement
+    NONE = "none"
+
+
+class DeviceFilter(enum.StrEnum):
+    ONLINE = "online"  # has active devices, every one reporting
+    STALE = "stale"  # at least one active device silent or offline
+    NONE = "none"  # no active device
+
+
+def _filters(dong: str, case: str, device: str, now: dt.datetime) -> list[ColumnElement[bool]]:
+    """The list's filters beyond level, as conditions on Resident (unknown values: none)."""
+    conds: list[ColumnElement[bool]] = []
+    if dong:
+        conds.append(Resident.dong == dong)
+    open_case = (
+        select(Incident.id)
+        .where(
+            Incident.resident_id == Resident.id,
+            Incident.status.in_((IncidentStatus.OPEN, IncidentStatus.EXHAUSTED)),
+        )
+        .exists()
+    )
+    if case == CaseFilter.OPEN:
+        conds.append(open_case)
+    elif case == CaseFilter.NONE:
+        conds.append(~open_case)
+    active = select(Device.id).where(Device.resident_id == Resident.id, Device.active.is_(True))
+    stale = active.where(
+        or_(
+            Device.online.is_(False),
+            (Device.stale_due_at.is_not(None)) & (Device.stale_due_at <= now),
+        )
+    ).exists()
+    if device == DeviceFilter.STALE:
+        conds.append(stale)
+    elif device == DeviceFilter.ONLINE:
+        conds.extend([active.exists(), ~stale])
+    elif device == DeviceFilter.NONE:
+        conds.append(~active.exists())
+    return conds
+
+
 async def residents(
-    session: AsyncSession, scope: Scope, q: str, level: str, page: int
+    session: AsyncSession,
+    scope: Scope,
+    q: str,
+    level: str,
+    page: int,
+    *,
+    dong: str = "",
+    case: str = "",
+    device: str = "",
+    now: dt.datetime | None = None,
 ) -> ResidentList:
     columns = (
         Resident.id,
@@ -647,6 +708,7 @@ async def residents(
             if scope.names
             else Resident.dong.like(like)
         )
+    matches.extend(_filters(dong, case, device, now or dt.datetime.now(dt.UTC)))
     if level not in LEVELS:
         # No level filter: page through the residents' index alone (deep pages skip
         # thousands of rows), then join the 51 shown to their profiles.
@@ -706,6 +768,92 @@ class ResidentPage:
     findings: list[tuple[str, str, str]]  # when, finding, note
     # Outcome feedback: how officials' findings widened this person's thresholds, and undo.
     widenings: list[WideningRow] = field(default_factory=list)
+    devices: list[DeviceRow] = field(default_factory=list)
+    holds: list[HoldRow] = field(default_factory=list)
+    do_not_call: str | None = None  # the reason, when the number is on the do-not-call list
+    calling_hours: str = ""
+    routines: list[str] = field(default_factory=list)  # "월 10:00"
+
+
+DEVICE_KIND_WORDS: dict[DeviceKind, str] = {
+    DeviceKind.PLUG: "스마트 플러그",
+    DeviceKind.APP: "걸음 수 앱",
+    DeviceKind.MOTION_SENSOR: "동작 감지기",
+    DeviceKind.DOOR_SENSOR: "문 열림 감지기",
+}
+HOLD_WORDS: dict[HoldReason, str] = {
+    HoldReason.HOSPITAL: "입원",
+    HoldReason.TRAVEL: "여행·외출",
+    HoldReason.OTHER: "기타",
+}
+WEEKDAY_WORDS = "월화수목금토일"
+
+
+class DeviceStatus(enum.StrEnum):
+    """A device as the resident list filters it and the resident page shows it."""
+
+    ONLINE = "online"  # reporting on time
+    STALE = "stale"  # past its expected report, or reporting offline
+    INACTIVE = "inactive"  # switched off by the district
+
+    @property
+    def label(self) -> str:
+        return {"online": "정상", "stale": "보고 없음", "inactive": "사용 안 함"}[self.value]
+
+
+def device_status(device: Device, now: dt.datetime) -> DeviceStatus:
+    if not device.active:
+        return DeviceStatus.INACTIVE
+    overdue = device.stale_due_at is not None and device.stale_due_at <= now
+    return DeviceStatus.STALE if overdue or not device.online else DeviceStatus.ONLINE
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    device_id: str
+    kind: str
+    last_seen: str
+    status: DeviceStatus
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRow:
+    what: str  # 입원, 여행·외출, 통화 보류
+    starts: str
+    ends: str  # "" = until lifted
+    note: str
+    current: bool
+
+
+def _hhmm(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _days(weekdays: str) -> str:
+    return "".join(WEEKDAY_WORDS[int(d)] for d in weekdays if d.isdigit() and int(d) < 7)
+
+
+async def _calling_hours(session: AsyncSession, resident_id: str) -> str:
+    """The resident's own hours over their programme's over the default programme's, as the
+    scheduler resolves them; "" when nothing is set anywhere (the scheduler's defaults)."""
+    own = await session.get(ResidentSchedule, resident_id)
+    program = own.program if own is not None and own.program is not None else None
+    if program is None:
+        program = await session.scalar(select(Program).where(Program.is_default.is_(True)))
+    start = own.start_min if own is not None and own.start_min is not None else None
+    end = own.end_min if own is not None and own.end_min is not None else None
+    weekdays = own.weekdays if own is not None and own.weekdays is not None else None
+    holidays = own.call_on_holidays if own is not None else None
+    if program is not None:
+        start = program.start_min if start is None else start
+        end = program.end_min if end is None else end
+        weekdays = program.weekdays if weekdays is None else weekdays
+        holidays = program.call_on_holidays if holidays is None else holidays
+    if start is None or end is None:
+        return ""
+    where = f" ({program.name})" if program is not None else " (개인 설정)"
+    days = _days(weekdays or "01234")
+    return f"{days} {_hhmm(start)}-{_hhmm(end)}{'' if holidays else ' · 공휴일 제외'}{where}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -726,7 +874,12 @@ def _finding_label(value: str) -> str:
 
 
 async def resident_page(
-    session: AsyncSession, scope: Scope, resident_id: str, *, reveal: bool
+    session: AsyncSession,
+    scope: Scope,
+    resident_id: str,
+    *,
+    reveal: bool,
+    now: dt.datetime | None = None,
 ) -> ResidentPage | None:
     resident = await session.get(Resident, resident_id)
     if resident is None or not scope.allows(resident):
@@ -769,7 +922,64 @@ async def resident_page(
         .scalars()
         .all()
     )
+    at = now or dt.datetime.now(dt.UTC)
+    devices = (
+        await session.scalars(
+            select(Device).where(Device.resident_id == resident.id).order_by(Device.device_id)
+        )
+    ).all()
+    holds = [
+        HoldRow(
+            HOLD_WORDS.get(h.reason, str(h.reason)),
+            local(h.starts_at),
+            local(h.ends_at),
+            h.note if scope.names else "",
+            h.starts_at <= at < h.ends_at,
+        )
+        for h in await session.scalars(
+            select(MonitoringHold)
+            .where(MonitoringHold.resident_id == resident.id, MonitoringHold.ends_at > at)
+            .order_by(MonitoringHold.starts_at)
+        )
+    ] + [
+        HoldRow(
+            "통화 보류",
+            local(h.starts_at),
+            local(h.ends_at) if h.ends_at else "",
+            h.reason if scope.names else "",
+            h.starts_at <= at and (h.ends_at is None or at < h.ends_at),
+        )
+        for h in await session.scalars(
+            select(CallHold)
+            .where(
+                CallHold.resident_id == resident.id,
+                or_(CallHold.ends_at.is_(None), CallHold.ends_at > at),
+            )
+            .order_by(CallHold.starts_at)
+        )
+    ]
+    dnc = await session.get(DoNotCall, resident.phone)
+    routines = (
+        await session.scalars(
+            select(RoutineSchedule)
+            .where(RoutineSchedule.resident_id == resident.id, RoutineSchedule.active.is_(True))
+            .order_by(RoutineSchedule.weekday, RoutineSchedule.time_min)
+        )
+    ).all()
     return ResidentPage(
+        devices=[
+            DeviceRow(
+                d.device_id,
+                DEVICE_KIND_WORDS.get(d.kind, str(d.kind)),
+                local(d.last_seen_at) if d.last_seen_at else "보고 없음",
+                device_status(d, at),
+            )
+            for d in devices
+        ],
+        holds=holds,
+        do_not_call=(dnc.reason or "사유 없음") if dnc is not None else None,
+        calling_hours=await _calling_hours(session, resident.id),
+        routines=[f"{WEEKDAY_WORDS[r.weekday % 7]} {_hhmm(r.time_min)}" for r in routines],
         resident=resident,
         who=scope.name(resident.name),
         district=district.name if district else "",

@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import hmac
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,12 +23,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
-from anbu.console import accounts, enrolment, oidc, pages, settings_page
+from anbu.console import accounts, directory_page, enrolment, oidc, pages, settings_page
 from anbu.container import Container
 from anbu.db.models import District
 from anbu.db.models_console import ConsoleAccount, ConsoleSession
@@ -200,7 +201,7 @@ def _to_login() -> RedirectResponse:
     return resp
 
 
-def _reads(resource: AuditResource, rows: list[tuple[str, int | None]]) -> list[Access]:
+def _reads(resource: AuditResource, rows: Sequence[tuple[str, int | None]]) -> list[Access]:
     return [Access(resource, ident, AuditAction.READ, district) for ident, district in rows]
 
 
@@ -606,6 +607,17 @@ async def _settings(ctx: Ctx, status: int = 200, error: str = "", notice: str = 
     admin = ctx.account.role is ConsoleRole.DISTRICT_ADMIN
     programs = await settings_page.programs(ctx.db) if admin else None
     phone = await settings_page.my_phone(ctx.db, ctx.account)
+    district = _admin_district(ctx)
+    officials: list[directory_page.OfficialRow] | None = None
+    chains: list[directory_page.ChainRow] | None = None
+    if district is not None:
+        officials = await directory_page.officials(ctx.db, district.id)
+        chains = await directory_page.chains(ctx.db, district.id)
+        # The directory names people (masked numbers): every view of it is logged.
+        await ctx.audit(
+            _reads(AuditResource.OFFICIAL, [(o.id, district.id) for o in officials]),
+            commit=False,
+        )
     await ctx.db.commit()
     return _html(
         "settings.html",
@@ -613,6 +625,9 @@ async def _settings(ctx: Ctx, status: int = 200, error: str = "", notice: str = 
         **ctx.base(
             programs=programs,
             phone=phone,
+            officials=officials,
+            chains=chains,
+            role_labels=directory_page.OFFICIAL_ROLE_LABELS,
             error=error,
             notice=notice,
             min_password=accounts.MIN_PASSWORD,
@@ -629,6 +644,199 @@ async def settings(request: Request) -> Response:
         except _Login:
             return _to_login()
         return await _settings(ctx)
+
+
+def _admin_district(ctx: Ctx) -> District | None:
+    """The district a 구 관리자 manages; None for every other account."""
+    account = ctx.account
+    if account.role is not ConsoleRole.DISTRICT_ADMIN or account.district is None:
+        return None
+    return account.district
+
+
+def _directory(request: Request) -> directory_page.Directory:
+    port: directory_page.Directory = request.app.state.console_directory
+    return port
+
+
+async def _admin_form(request: Request, db: AsyncSession) -> tuple[Ctx, District, dict[str, str]]:
+    """The logged-in district admin, their district and the posted form (CSRF checked)."""
+    form = await _form(request)
+    ctx = await _ctx(request, db)
+    ctx.check_csrf(form)
+    district = _admin_district(ctx)
+    if district is None:
+        raise ConsoleRefusedError(403, "담당자와 알림 순서는 구 관리자만 바꿀 수 있습니다.")
+    return ctx, district, form
+
+
+def _refused_by_directory(exc: Exception) -> str:
+    """The directory's own checks (the API's) after ours passed: still a Korean answer."""
+    return f"저장하지 못했습니다: {exc}"
+
+
+@router.post("/settings/officials")
+@router.post("/settings/officials/{official_id}")
+async def save_official(request: Request, official_id: str = "") -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx, district, form = await _admin_form(request, db)
+        except _Login:
+            return _to_login()
+        port = _directory(request)
+        try:
+            # Another district's official is "not found" whatever the form says.
+            found = (
+                await directory_page.official_in(db, district.id, official_id)
+                if official_id
+                else None
+            )
+            checked = directory_page.official_form(form)
+            if found is not None:
+                official = found
+                await port.edit_official(
+                    official,
+                    name=checked.name,
+                    phone=checked.phone,
+                    role=checked.role,
+                    dong=checked.dong,
+                    active=checked.active,
+                )
+                action, notice = AuditAction.UPDATE, f"{official.name}님의 정보를 저장했습니다."
+            else:
+                official = await port.add_official(
+                    db,
+                    district,
+                    name=checked.name,
+                    phone=checked.phone,
+                    role=checked.role,
+                    dong=checked.dong,
+                    now=ctx.now,
+                )
+                action, notice = AuditAction.CREATE, f"{official.name}님을 추가했습니다."
+            await db.flush()
+        # Raised before any change (the form, then the API's own bodies, are checked first).
+        except settings_page.SettingsRefusedError as exc:
+            return await _settings(ctx, 422, error=str(exc))
+        except (AnbuError, ValueError) as exc:
+            return await _settings(ctx, 422, error=_refused_by_directory(exc))
+        await ctx.audit([Access(AuditResource.OFFICIAL, official.id, action, district.id)])
+        return await _settings(ctx, notice=notice)
+
+
+def _chain_html(
+    ctx: Ctx,
+    dong: str,
+    rows: list[directory_page.StepRow],
+    officials: list[directory_page.OfficialRow],
+    status: int = 200,
+    error: str = "",
+    notice: str = "",
+) -> Response:
+    return _html(
+        "chain.html",
+        status,
+        **ctx.base(
+            dong=dong,
+            rows=rows,
+            officials=[o for o in officials if o.active],
+            weekdays=directory_page.WEEKDAYS,
+            error=error,
+            notice=notice,
+            nav="settings",
+        ),
+    )
+
+
+@router.get("/settings/chain")
+async def chain_page(request: Request, dong: str = "") -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        district = _admin_district(ctx)
+        if district is None:
+            raise ConsoleRefusedError(403, "알림 순서는 구 관리자만 볼 수 있습니다.")
+        dong = dong.strip()[:50]
+        chain = await directory_page.chain_of(db, district.id, dong)
+        officials = await directory_page.officials(db, district.id)
+        reads = [(chain.id, district.id)] if chain else []
+        await ctx.audit(_reads(AuditResource.ESCALATION_CHAIN, reads))
+        return _chain_html(ctx, dong, directory_page.form_rows(chain), officials)
+
+
+_RACED = "다른 관리자가 같은 알림 순서를 동시에 바꿨습니다. 다시 불러와서 저장하세요."
+
+
+@router.post("/settings/chain")
+async def save_chain(request: Request) -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx, district, form = await _admin_form(request, db)
+        except _Login:
+            return _to_login()
+        dong = form.get("dong", "").strip()[:50]
+        officials = await directory_page.officials(db, district.id)
+        try:
+            dong = directory_page.chain_dong(form)
+            steps = await directory_page.step_forms(db, district.id, form)
+            chain = await _directory(request).put_chain(db, district, dong, steps, ctx.now)
+            await db.flush()
+        except settings_page.SettingsRefusedError as exc:
+            error = str(exc)
+        except (AnbuError, ValueError) as exc:
+            error = _refused_by_directory(exc)
+        except IntegrityError as exc:
+            # Two admins saving the same dong's first chain at once (the API answers 409).
+            await db.rollback()
+            raise ConsoleRefusedError(409, _RACED) from exc
+        else:
+            try:
+                await ctx.audit(
+                    [
+                        Access(
+                            AuditResource.ESCALATION_CHAIN,
+                            chain.id,
+                            AuditAction.UPDATE,
+                            district.id,
+                        )
+                    ]
+                )
+            except IntegrityError as exc:
+                await db.rollback()
+                raise ConsoleRefusedError(409, _RACED) from exc
+            saved = await directory_page.chain_of(db, district.id, dong)
+            where = dong or "구 기본"
+            return _chain_html(
+                ctx,
+                dong,
+                directory_page.form_rows(saved),
+                officials,
+                notice=f"{where} 알림 순서를 저장했습니다.",
+            )
+        await db.commit()  # nothing was changed (the checks come first): the session touch only
+        # The form comes back as it was posted, so nothing typed is lost.
+        posted = _posted_rows(form)
+        return _chain_html(ctx, dong, posted, officials, 422, error=error)
+
+
+def _posted_rows(form: dict[str, str]) -> list[directory_page.StepRow]:
+    rows = []
+    for n in range(1, directory_page.MAX_STEPS + 1):
+        if f"start-{n}" not in form and f"official-{n}" not in form:
+            continue
+        rows.append(
+            directory_page.StepRow(
+                official_id=form.get(f"official-{n}", ""),
+                timeout_min=form.get(f"timeout-{n}", ""),
+                days=[d for d in range(7) if form.get(f"day-{n}-{d}") == "1"],
+                start=form.get(f"start-{n}", ""),
+                end=form.get(f"end-{n}", ""),
+                on_holidays=form.get(f"holidays-{n}", "") == "1",
+            )
+        )
+    return rows
 
 
 @router.post("/settings/{what}")
@@ -778,7 +986,15 @@ async def report_export(request: Request, format: str = "csv") -> Response:
 
 
 @router.get("/residents")
-async def residents(request: Request, q: str = "", level: str = "", page: str = "1") -> Response:
+async def residents(
+    request: Request,
+    q: str = "",
+    level: str = "",
+    page: str = "1",
+    dong: str = "",
+    case: str = "",
+    device: str = "",
+) -> Response:
     # A page number that is not one shows the first page (FastAPI's int would answer 422
     # in English JSON).
     number = int(page) if page.isdecimal() and len(page) < 6 else 1
@@ -788,12 +1004,27 @@ async def residents(request: Request, q: str = "", level: str = "", page: str = 
             ctx = await _ctx(request, db)
         except _Login:
             return _to_login()
-        found = await pages.residents(db, ctx.scope, q, level, page_no)
+        dong = dong.strip()[:50]
+        found = await pages.residents(
+            db, ctx.scope, q, level, page_no, dong=dong, case=case, device=device, now=ctx.now
+        )
         await ctx.audit(_reads(AuditResource.RESIDENT, [(r.id, r.district_id) for r in found.rows]))
         levels = [(lv.value, lv.label) for lv in Level]
+        # Every filter again in the previous/next page links.
+        query = urlencode({"q": q, "level": level, "dong": dong, "case": case, "device": device})
         return _html(
             "residents.html",
-            **ctx.base(found=found, q=q, level=level, levels=levels, nav="residents"),
+            **ctx.base(
+                found=found,
+                q=q,
+                level=level,
+                levels=levels,
+                dong=dong,
+                case=case,
+                device=device,
+                query=query,
+                nav="residents",
+            ),
         )
 
 
@@ -888,7 +1119,67 @@ async def _import(request: Request, parsed: FormData | None) -> Response:
         )
 
 
-async def _resident(request: Request, resident_id: str, *, reveal: bool) -> Response:
+# --- 한 명 등록 (enrol one) ---------------------------------------------------------------
+
+
+def _enrol_page(ctx: Ctx, status: int = 200, error: str = "", **values: str) -> Response:
+    return _html("enrol.html", status, **ctx.base(error=error, v=values, nav="residents"))
+
+
+@router.get("/residents/new")
+async def enrol_one_page(request: Request) -> Response:
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        await db.commit()
+        if not _may_enrol(ctx.account):
+            return _html(
+                "message.html", 403, title="대상자 등록", text="등록 권한이 없습니다.", **ctx.base()
+            )
+        return _enrol_page(ctx, dong=ctx.account.dong)
+
+
+@router.post("/residents/new")
+async def enrol_one(request: Request) -> Response:
+    form = await _form(request)
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _ctx(request, db)
+        except _Login:
+            return _to_login()
+        ctx.check_csrf(form)
+        if not _may_enrol(ctx.account):
+            await db.commit()
+            return _html(
+                "message.html", 403, title="대상자 등록", text="등록 권한이 없습니다.", **ctx.base()
+            )
+        district_id = ctx.account.district_id
+        assert district_id is not None  # _may_enrol
+        values = {k: form.get(k, "")[:200] for k in enrolment.ONE_COLUMNS}
+        # The bulk enrolment's own row checks; a one-person form never updates silently.
+        sheet = enrolment.one_row(form, dong_scope=ctx.account.dong)
+        error = "; ".join(p.reason for p in sheet.problems)
+        if not error:
+            ref = sheet.rows[0].external_ref
+            if await enrolment.existing_ref(db, district_id, ref) is not None:
+                error = f"관리번호 {ref}는 이미 등록된 대상자입니다"
+        if error:
+            await db.commit()
+            return _enrol_page(ctx, 422, error=error + ".", **values)
+        result = await enrolment.enrol(db, district_id, sheet, dry_run=False)
+        [resident_id] = result.ids
+        await ctx.audit(
+            [Access(AuditResource.RESIDENT, resident_id, AuditAction.CREATE, district_id)],
+            "enrolled one",
+        )
+        return RedirectResponse(f"/console/residents/{resident_id}?enrolled=1", status_code=303)
+
+
+async def _resident(
+    request: Request, resident_id: str, *, reveal: bool, notice: str = ""
+) -> Response:
     form = await _form(request) if reveal else {}
     async with _container(request).sessions() as db:
         try:
@@ -899,7 +1190,7 @@ async def _resident(request: Request, resident_id: str, *, reveal: bool) -> Resp
             ctx.check_csrf(form)
             if not may_act(ctx.account.role):
                 raise ConsoleRefusedError(403, "읽기 전용 계정입니다.")
-        page = await pages.resident_page(db, ctx.scope, resident_id, reveal=reveal)
+        page = await pages.resident_page(db, ctx.scope, resident_id, reveal=reveal, now=ctx.now)
         if page is None:
             await ctx.audit(
                 [Access(AuditResource.RESIDENT, resident_id[:64], AuditAction.READ)],
@@ -913,12 +1204,15 @@ async def _resident(request: Request, resident_id: str, *, reveal: bool) -> Resp
             [Access(AuditResource.RESIDENT, r.id, AuditAction.READ, r.district_id)],
             "phone revealed" if reveal else "",
         )
-        return _html("resident.html", **ctx.base(p=page, revealed=reveal, nav="residents"))
+        return _html(
+            "resident.html", **ctx.base(p=page, revealed=reveal, notice=notice, nav="residents")
+        )
 
 
 @router.get("/residents/{resident_id}")
-async def resident(resident_id: str, request: Request) -> Response:
-    return await _resident(request, resident_id, reveal=False)
+async def resident(resident_id: str, request: Request, enrolled: str = "") -> Response:
+    notice = "대상자를 등록했습니다." if enrolled == "1" else ""
+    return await _resident(request, resident_id, reveal=False, notice=notice)
 
 
 @router.post("/residents/{resident_id}/reveal")

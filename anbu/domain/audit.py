@@ -18,6 +18,8 @@ class AuditResource(enum.StrEnum):
     TRANSCRIPT = "transcript"  # what a resident said on a call (a call attempt's transcript)
     INCIDENT = "incident"
     FINDING = "finding"  # what an official found on a visit
+    OFFICIAL = "official"  # an official of the escalation directory (their mobile number)
+    ESCALATION_CHAIN = "escalation_chain"  # who is told, in what order, when on duty
 
 
 class AuditAction(enum.StrEnum):
