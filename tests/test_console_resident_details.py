@@ -20,9 +20,11 @@ from anbu.db.models_scheduling import (
     RoutineSchedule,
 )
 from anbu.db.models_signals import Device, MonitoringHold
+from anbu.domain.replies import Reply
 from anbu.domain.risk import DeviceKind, HoldReason
 from tests.api_support import api_over
 from tests.console_support import log_in, make_account, seed_incident
+from tests.test_escalation_service import close_case
 
 
 def names(page: str) -> set[str]:
@@ -152,8 +154,16 @@ async def test_given_resident_details_when_viewing_and_filtering_then_shown_in_s
         assert await listed(device="none") == {"김안부", "박무기기"}
         assert await listed(dong="신림동", device="online", case="none") == {"최정상"}
         assert await listed(dong="신림동", level="none", case="open") == {"김안부"}
+        # Last contact: the last call a person answered (김안부's three rang out).
+        assert await listed(contact="never") == everyone
+        await close_case(sessions, people["최정상"], [Reply.OK], now - dt.timedelta(days=2))
+        await close_case(sessions, people["박무기기"], [Reply.OK], now - dt.timedelta(days=40))
+        assert await listed(contact="never") == {"김안부", "이플러그"}
+        assert await listed(contact="30") == {"김안부", "이플러그", "박무기기"}
+        assert await listed(contact="7") == {"김안부", "이플러그", "박무기기"}
+        assert await listed(contact="7", dong="신림동") == {"김안부"}
         # Unknown filter values filter nothing; never a 500.
-        assert await listed(case="maybe", device="broken", page="x") == everyone
+        assert await listed(case="maybe", device="broken", contact="soon", page="x") == everyone
         page = html.unescape(
             (await api.client.get("/console/residents", params={"dong": "서원동"})).text
         )

@@ -643,9 +643,32 @@ class DeviceFilter(enum.StrEnum):
     NONE = "none"  # no active device
 
 
-def _filters(dong: str, case: str, device: str, now: dt.datetime) -> list[ColumnElement[bool]]:
+class ContactFilter(enum.StrEnum):
+    """Last contact: the last call the resident answered (a person, not a machine)."""
+
+    WEEK = "7"  # no answered call in the last 7 days
+    MONTH = "30"  # none in 30 days
+    NEVER = "never"  # never answered one
+
+
+def _filters(
+    dong: str, case: str, device: str, now: dt.datetime, contact: str = ""
+) -> list[ColumnElement[bool]]:
     """The list's filters beyond level, as conditions on Resident (unknown values: none)."""
     conds: list[ColumnElement[bool]] = []
+    answered = (
+        select(CallAttempt.id)
+        .join(Checkin, Checkin.id == CallAttempt.checkin_id)
+        .where(
+            Checkin.resident_id == Resident.id,
+            CallAttempt.result == CallResult.ANSWERED,
+        )
+    )
+    if contact == ContactFilter.NEVER:
+        conds.append(~answered.exists())
+    elif contact in (ContactFilter.WEEK, ContactFilter.MONTH):
+        since = now - dt.timedelta(days=int(contact))
+        conds.append(~answered.where(CallAttempt.answered_at >= since).exists())
     if dong:
         conds.append(Resident.dong == dong)
     open_case = (
@@ -686,6 +709,7 @@ async def residents(
     dong: str = "",
     case: str = "",
     device: str = "",
+    contact: str = "",
     now: dt.datetime | None = None,
 ) -> ResidentList:
     columns = (
@@ -708,7 +732,7 @@ async def residents(
             if scope.names
             else Resident.dong.like(like)
         )
-    matches.extend(_filters(dong, case, device, now or dt.datetime.now(dt.UTC)))
+    matches.extend(_filters(dong, case, device, now or dt.datetime.now(dt.UTC), contact))
     if level not in LEVELS:
         # No level filter: page through the residents' index alone (deep pages skip
         # thousands of rows), then join the 51 shown to their profiles.

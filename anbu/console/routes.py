@@ -994,6 +994,7 @@ async def residents(
     dong: str = "",
     case: str = "",
     device: str = "",
+    contact: str = "",
 ) -> Response:
     # A page number that is not one shows the first page (FastAPI's int would answer 422
     # in English JSON).
@@ -1006,12 +1007,30 @@ async def residents(
             return _to_login()
         dong = dong.strip()[:50]
         found = await pages.residents(
-            db, ctx.scope, q, level, page_no, dong=dong, case=case, device=device, now=ctx.now
+            db,
+            ctx.scope,
+            q,
+            level,
+            page_no,
+            dong=dong,
+            case=case,
+            device=device,
+            contact=contact,
+            now=ctx.now,
         )
         await ctx.audit(_reads(AuditResource.RESIDENT, [(r.id, r.district_id) for r in found.rows]))
         levels = [(lv.value, lv.label) for lv in Level]
         # Every filter again in the previous/next page links.
-        query = urlencode({"q": q, "level": level, "dong": dong, "case": case, "device": device})
+        query = urlencode(
+            {
+                "q": q,
+                "level": level,
+                "dong": dong,
+                "case": case,
+                "device": device,
+                "contact": contact,
+            }
+        )
         return _html(
             "residents.html",
             **ctx.base(
@@ -1022,6 +1041,7 @@ async def residents(
                 dong=dong,
                 case=case,
                 device=device,
+                contact=contact,
                 query=query,
                 nav="residents",
             ),
