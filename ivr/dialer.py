@@ -304,6 +304,18 @@ class AmiDialer:
         """Whether this dialer has the call ``channel_id`` in progress."""
         return channel_id in self._by_uid
 
+    def extend_call(self, channel_id: str, seconds: float) -> bool:
+        """Let the answered call ``channel_id`` run at least ``seconds`` more than now, past
+        ``max_call_s``: a resident put through to an official (``ivr.handoff``) must not be cut
+        off by the check-in call's length cap. False when this dialer does not place it."""
+        call = self._by_uid.get(channel_id)
+        if call is None:
+            return False
+        until = asyncio.get_running_loop().time() + seconds
+        if until > call.deadline:
+            call.deadline = until
+        return True
+
     @contextlib.asynccontextmanager
     async def channel_slot(self, wait_s: float | None = None) -> AsyncIterator[None]:
         """The one cap check for every channel this dialer (its node) opens: a placed call, and a

@@ -60,6 +60,10 @@ class ChannelSlots(Protocol):
         """The cap check for a second channel of the call ``channel_id``."""
         ...
 
+    def extend_call(self, channel_id: str, seconds: float) -> bool:
+        """Lift the call-length cap of ``channel_id`` for a bridged conversation."""
+        ...
+
 
 class NodeSlots:
     """:class:`ChannelSlots` over the engine nodes: the leg takes a slot of the node the
@@ -74,6 +78,9 @@ class NodeSlots:
     ) -> contextlib.AbstractAsyncContextManager[None]:
         dialer = next((d for d in self._dialers if d.places(channel_id)), self._dialers[0])
         return dialer.channel_slot(wait_s)
+
+    def extend_call(self, channel_id: str, seconds: float) -> bool:
+        return any(d.extend_call(channel_id, seconds) for d in self._dialers)
 
 
 class SpokenText:
@@ -214,6 +221,11 @@ class AgiTransfer:
         plan = await self._desk.begin(session.uniqueid)
         if plan is None:
             return False
+        # The check-in call's length cap (ANBU_IVR__MAX_CALL_S, 300 s) must not cut a resident
+        # who asked for help off from the official: the dialer's deadline covers every leg.
+        cfg = self.config
+        per_leg = cfg.ring_timeout_s + cfg.accept_timeout_s + 30  # 30: hold text, whisper
+        self._slots.extend_call(session.uniqueid, len(plan.targets) * per_leg + cfg.max_talk_s)
         accepted = False
         try:
             hold, whisper = await asyncio.gather(

@@ -147,11 +147,17 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def open_rig(pair: AsteriskPair, db_url: str, *, speech: bool = False) -> AsyncIterator[Rig]:
+async def open_rig(
+    pair: AsteriskPair, db_url: str, *, speech: bool = False, max_call_s: float | None = None
+) -> AsyncIterator[Rig]:
+    ivr = pair.settings.ivr
+    if max_call_s is not None:
+        ivr = ivr.model_copy(update={"max_call_s": max_call_s})
     settings = pair.settings.model_copy(
         update={
             "database_url": db_url,
             "handoff": HandoffSettings(ring_timeout_s=4, accept_timeout_s=4, channel_wait_s=2),
+            "ivr": ivr,
         }
     )
     container = build_container(settings)
@@ -315,3 +321,27 @@ async def test_given_official_on_voicemail_when_help_then_detected_hung_up_and_n
     assert not rig.carrier_events("CarrierRecording", VOICEMAIL)
     assert incident.ack_channel is AckChannel.CALL
     assert await rig.sms() == []
+
+
+async def test_given_call_cap_shorter_than_the_conversation_when_connected_then_not_cut_off(
+    asterisk_pair: AsteriskPair,
+    db_url: str,
+    db_engine: object,
+) -> None:
+    # The check-in call's own cap (ANBU_IVR__MAX_CALL_S) is shorter than greeting + transfer +
+    # the official's 3 s of talk: the dialer must not hang up on a resident who asked for help.
+    async with open_rig(asterisk_pair, db_url, max_call_s=4) as rig:
+        world = await make_world(rig.sessions, RESIDENT_PRESSES_0, [ACCEPTS])
+        attempt = await new_attempt(rig.sessions, world.resident_id, RESIDENT_PRESSES_0)
+
+        record = await rig.call(attempt)
+
+        assert record.reply is Reply.HELP
+        assert record.answered_at is not None
+        assert record.ended_at is not None
+        assert (record.ended_at - record.answered_at).total_seconds() > 4
+        incident = await rig.incident(attempt.checkin_id)
+        timeline = await rig.timeline(incident.id)
+        assert timeline[-1].kind is IncidentEventKind.TALKED
+        assert float(timeline[-1].detail.split()[0]) >= 2.5  # the official's whole 3 s
+        assert rig.carrier_events("CarrierTalked", ACCEPTS)
