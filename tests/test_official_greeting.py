@@ -218,8 +218,12 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def open_rig(pair: AsteriskPair, db_url: str) -> AsyncIterator[Rig]:
-    settings = pair.settings.model_copy(update={"database_url": db_url, "reply_timeout_s": 4.0})
+async def open_rig(pair: AsteriskPair, db_url: str, var_dir: Path) -> AsyncIterator[Rig]:
+    # Its own var dir: the engine pair is shared by the session, and recordings left in its
+    # store would be played in other tests' calls.
+    settings = pair.settings.model_copy(
+        update={"database_url": db_url, "reply_timeout_s": 4.0, "var_dir": var_dir}
+    )
     container = build_container(settings)
     registry = KeepingRegistry()
     tel = Telephony.build(
@@ -235,9 +239,9 @@ async def open_rig(pair: AsteriskPair, db_url: str) -> AsyncIterator[Rig]:
 
 @pytest.mark.asterisk
 async def test_given_official_greeting_when_resident_called_then_visitor_heard_then_fallbacks(
-    asterisk_pair: AsteriskPair, db_url: str, db_engine: object, voice: Path
+    asterisk_pair: AsteriskPair, db_url: str, db_engine: object, voice: Path, tmp_path: Path
 ) -> None:
-    async with open_rig(asterisk_pair, db_url) as rig:
+    async with open_rig(asterisk_pair, db_url, tmp_path / "var") as rig:
         ids = await rig.world()
         rig.store.upload(Prompt.GREETING, voice, official_id=ids["김복지"])
         rig.store.upload(Prompt.GREETING, voice, "11620")
