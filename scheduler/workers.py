@@ -89,10 +89,14 @@ class WorkerLife:
         """Ids of worker lives that are alive now (always including this one)."""
         live = {self.id} if self.id is not None else set()
         if self.is_postgres:
+            # pg_locks is cluster-wide: another database's workers (a second district's
+            # anbu, staging beside production, the tests' parallel databases) hold locks with
+            # the same small ids, and must not make this database's dead workers look alive.
             rows = await session.execute(
                 text(
                     "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                    " AND classid = :ns AND objsubid = 2"
+                    " AND classid = :ns AND objsubid = 2 AND database ="
+                    " (SELECT oid FROM pg_database WHERE datname = current_database())"
                 ),
                 {"ns": LOCK_NAMESPACE},
             )

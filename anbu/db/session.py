@@ -42,13 +42,14 @@ def make_engine(url: str, **kw: Any) -> AsyncEngine:
     return engine
 
 
-# A pooled connection is pinged before use only if it sat idle this long. SQLAlchemy's
-# pool_pre_ping pinged on every checkout: a round trip and ~0.7 ms of this process's CPU, a
-# tenth of an API request (a check-in checks out twice: its work and its audit line). A
-# connection used a moment ago is alive but for a restart in that moment, and then the statement
-# fails as a disconnect: SQLAlchemy drops the whole pool and the request answers 503 with
-# Retry-After (anbu.db.outage), as it would had the restart come during the statement.
-PING_IDLE_S = 1.0
+# A pooled connection is pinged before use only if it sat idle this long (0: every checkout,
+# as SQLAlchemy's pool_pre_ping). Pinging costs a round trip and ~0.7 ms of this process's CPU
+# per checkout, a tenth of an API request, so a 1 s window was tried (bench api). It is off by
+# default: a connection the server terminated within the window does not always fail as a
+# disconnect. asyncpg may answer "cannot switch to state 15; another operation is in
+# progress", which anbu.db.outage cannot tell from a real bug, so the request could get a 500
+# instead of a 503 (tests/test_db_ping.py saw it under load). Never a 500 comes first.
+PING_IDLE_S = 0.0
 
 
 def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
