@@ -64,6 +64,8 @@ async def test_given_district_admin_when_editing_officials_and_chain_then_stored
         await log_in(api.client, "boss")
 
         page = html.unescape((await api.client.get("/console/settings")).text)
+        assert "<title>설정 · 안부 관제</title>" in page  # the sections are in the page, once
+        assert page.count('id="officials"') == 1
         assert "등록된 담당자가 없습니다." in page
         assert "남강남" not in page
 
