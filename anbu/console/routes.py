@@ -184,6 +184,16 @@ class _Login(Exception):
     """Not logged in (or the session ended): go to the login page."""
 
 
+async def _acting_ctx(request: Request, db: AsyncSession, form: dict[str, str]) -> Ctx:
+    """The context of a form that changes something: logged in (else _Login), the form's CSRF
+    token checked, and an account that may act (a read-only one gets a Korean 403)."""
+    ctx = await _ctx(request, db)
+    ctx.check_csrf(form)
+    if not may_act(ctx.account.role):
+        raise ConsoleRefusedError(403, "읽기 전용 계정입니다.")
+    return ctx
+
+
 async def _ctx(request: Request, db: AsyncSession) -> Ctx:
     token = request.cookies.get(COOKIE)
     now = _container(request).clock.now()
@@ -534,12 +544,9 @@ async def acknowledge(incident_id: str, request: Request) -> Response:
     form = await _form(request)
     async with _container(request).sessions() as db:
         try:
-            ctx = await _ctx(request, db)
+            ctx = await _acting_ctx(request, db, form)
         except _Login:
             return _to_login()
-        ctx.check_csrf(form)
-        if not may_act(ctx.account.role):
-            raise ConsoleRefusedError(403, "읽기 전용 계정입니다.")
         page = await pages.incident_page(db, ctx.scope, incident_id, ctx.now)
         if page is None:
             return await _incident(request, ctx, incident_id)
@@ -575,12 +582,9 @@ async def hand_over(incident_id: str, request: Request) -> Response:
     form = await _form(request)
     async with _container(request).sessions() as db:
         try:
-            ctx = await _ctx(request, db)
+            ctx = await _acting_ctx(request, db, form)
         except _Login:
             return _to_login()
-        ctx.check_csrf(form)
-        if not may_act(ctx.account.role):
-            raise ConsoleRefusedError(403, "읽기 전용 계정입니다.")
         try:
             incident = await pages.hand_over(
                 db,
@@ -1246,12 +1250,9 @@ async def revert_widening(resident_id: str, step_id: str, request: Request) -> R
     form = await _form(request)
     async with _container(request).sessions() as db:
         try:
-            ctx = await _ctx(request, db)
+            ctx = await _acting_ctx(request, db, form)
         except _Login:
             return _to_login()
-        ctx.check_csrf(form)
-        if not may_act(ctx.account.role):
-            raise ConsoleRefusedError(403, "읽기 전용 계정입니다.")
         try:
             resident = await pages.revert_widening(
                 db, ctx.scope, resident_id, step_id, ctx.now, ctx.account.login
