@@ -26,10 +26,10 @@ from anbu.domain.incidents import OfficialRole
 from anbu.domain.replies import Prompt, Reply
 from anbu.ports import CallRequest, IvrOutcome
 from anbu.settings import Settings
-from ivr.dialer import CallRegistry
 from ivr.recording import RecordingStore
 from tests.api_support import api_over, h
 from tests.fixtures_asterisk import AsteriskPair
+from tests.test_repeat_calls import KeepingRegistry
 
 GREETING = "안녕하세요, 신림동 주민센터 김복지입니다."
 PRESSES_1 = "01099990001"
@@ -144,16 +144,6 @@ async def test_given_cli_when_official_greeting_uploaded_then_stored_and_unknown
 
 
 # ---- real calls ------------------------------------------------------------------------------
-
-
-class KeepingRegistry(CallRegistry):
-    def __init__(self) -> None:
-        super().__init__()
-        self.outcomes: dict[str, IvrOutcome] = {}
-
-    def report(self, outcome: IvrOutcome) -> None:
-        self.outcomes[outcome.channel_id] = outcome
-        super().report(outcome)
 
 
 @dataclass
