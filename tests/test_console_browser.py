@@ -21,6 +21,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from sqlalchemy import select
 
 from anbu.app.parts import build_api
+from anbu.container import Container
 from anbu.db.models_escalation import Incident, OutboxMessage
 from anbu.domain.escalation import Finding
 from anbu.domain.incidents import AckChannel, IncidentStatus
@@ -75,16 +76,35 @@ async def log_in(page: Page, base: str, login: str, password: str = PASSWORD) ->
     await page.wait_for_load_state()
 
 
+async def desk_page(browser: Browser) -> Page:
+    """A page the size of an official's desk screen, so the screenshots show the whole layout."""
+    return await (await browser.new_context(viewport={"width": 1100, "height": 800})).new_page()
+
+
+@asynccontextmanager
+async def console_in_browser(
+    container: Container, login: str | None = None
+) -> AsyncIterator[tuple[str, Browser, Page]]:
+    """``container``'s API served on a loopback port, chromium and a desk-sized page (signed in
+    as ``login`` when given): the base URL, the browser (for a colleague's page) and the page."""
+    async with serving(build_api(container)) as base, chromium() as browser:
+        page = await desk_page(browser)
+        if login is not None:
+            await log_in(page, base, login)
+        yield base, browser, page
+
+
+async def save_shot(page: Page, db_url: str, name: str, *, full_page: bool = True) -> None:
+    """The SQLite run keeps a screenshot for docs/console/; the PostgreSQL run would only
+    overwrite the same picture."""
+    if db_url.startswith("sqlite"):
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
+
+
 async def test_given_unanswered_resident_when_official_acts_in_browser_then_chain_stops(
     db_url: str,
 ) -> None:
-    shots = db_url.startswith("sqlite")
-
-    async def shot(page: Page, name: str) -> None:
-        if shots:
-            SHOTS.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
     async with api_over(db_url) as api:
         sessions = api.container.sessions
         seeded = await seed_incident(sessions, api.clock.now() - dt.timedelta(minutes=3))
@@ -93,33 +113,29 @@ async def test_given_unanswered_resident_when_official_acts_in_browser_then_chai
         await make_account(sessions, now, "kim", name="김주무관", official_id=primary.id)
         await make_account(sessions, now, "gangnam", district="11680", name="강남 주무관")
         await make_account(sessions, now, "lee", name="이주무관")
-        app = build_api(api.container)
 
-        async with serving(app) as base, chromium() as browser:
-            page = await (
-                await browser.new_context(viewport={"width": 1100, "height": 800})
-            ).new_page()
+        async with console_in_browser(api.container) as (base, browser, page):
             await page.goto(f"{base}/console/login")
-            await shot(page, "login")
+            await save_shot(page, db_url, "login")
             await log_in(page, base, "kim")
             assert page.url == f"{base}/console"
             row = page.locator(f'a[href="/console/incidents/{seeded.incident_id}"]')
             assert await row.inner_text() == "김안부"
             assert await page.get_by_text("남음").count() >= 1
-            await shot(page, "today")
+            await save_shot(page, db_url, "today")
 
             await row.click()
             await page.wait_for_load_state()
             assert page.url.endswith(f"/console/incidents/{seeded.incident_id}")
             assert await page.get_by_text("받지 않음").count() == 3
-            await shot(page, "incident")
+            await save_shot(page, db_url, "incident")
             await page.get_by_label("방문 확인").check()
             await page.get_by_label("메모").fill("방문, 건강함")
             await page.get_by_role("button", name="확인하고 기록").click()
             await page.wait_for_load_state()
             assert await page.locator("#finding").inner_text() == "방문 확인 · 방문, 건강함"
             assert await page.locator("#status").inner_text() == "확인됨"
-            await shot(page, "incident-acknowledged")
+            await save_shot(page, db_url, "incident-acknowledged")
 
             await page.get_by_role("link", name="김안부").click()
             await page.wait_for_load_state()
@@ -127,10 +143,10 @@ async def test_given_unanswered_resident_when_official_acts_in_browser_then_chai
             await page.get_by_role("button", name="번호 보기 (기록됨)").click()
             await page.wait_for_load_state()
             assert await page.locator("#phone").inner_text() == "01012345678"
-            await shot(page, "resident")
+            await save_shot(page, db_url, "resident")
             await page.get_by_role("link", name="대상자").click()
             await page.wait_for_load_state()
-            await shot(page, "residents")
+            await save_shot(page, db_url, "residents")
 
             other = await (await browser.new_context()).new_page()
             await log_in(other, base, "gangnam")
@@ -140,7 +156,7 @@ async def test_given_unanswered_resident_when_official_acts_in_browser_then_chai
             assert "김안부" not in await other.content()
             await other.goto(f"{base}/console/residents?q=김")
             assert "김안부" not in await other.content()
-            await shot(other, "other-district")
+            await save_shot(other, db_url, "other-district")
 
             locked = await (await browser.new_context()).new_page()
             for _ in range(5):
@@ -150,7 +166,7 @@ async def test_given_unanswered_resident_when_official_acts_in_browser_then_chai
             )
             await log_in(locked, base, "lee")
             assert locked.url.endswith("/console/login")
-            await shot(locked, "locked")
+            await save_shot(locked, db_url, "locked")
 
         async with sessions() as s:
             incident = await s.get(Incident, seeded.incident_id)

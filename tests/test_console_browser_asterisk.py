@@ -22,7 +22,7 @@ from anbu.ports import SystemClock
 from devstack.kannel import KannelInstance
 from ivr.ami import AmiClient
 from tests.console_support import make_account
-from tests.test_console_browser import chromium, log_in
+from tests.test_console_browser import chromium, desk_page, log_in
 from tests.test_escalation_asterisk import ring_out_until_sms
 from tests.test_escalation_e2e import (  # noqa: F401  (fixtures used by name)
     StackFactory,
@@ -53,7 +53,7 @@ async def test_given_real_unanswered_call_when_official_acknowledges_in_browser_
     await make_account(sessions, clock.now(), "kim", name="김주무관", official_id=primary.id)
 
     async with chromium() as browser:
-        page = await (await browser.new_context(viewport={"width": 1100, "height": 800})).new_page()
+        page = await desk_page(browser)
         await log_in(page, stack.api_url, "kim")
         row = page.locator(f'a[href="/console/incidents/{incident.id}"]')
         assert await row.inner_text() == "김안부"

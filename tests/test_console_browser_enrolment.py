@@ -9,11 +9,10 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from anbu.app.parts import build_api
 from anbu.db.models import Resident
 from tests.api_support import api_over
 from tests.console_support import BAD_REASONS, district_xlsx, make_account
-from tests.test_console_browser import SHOTS, chromium, log_in, serving
+from tests.test_console_browser import console_in_browser, save_shot
 
 
 async def count(sessions: async_sessionmaker[AsyncSession]) -> int:
@@ -29,12 +28,7 @@ async def test_given_xlsx_with_3_bad_rows_when_official_uploads_in_browser_then_
     async with api_over(db_url) as api:
         sessions = api.container.sessions
         await make_account(sessions, api.clock.now(), "kim")
-        app = build_api(api.container)
-        async with serving(app) as base, chromium() as browser:
-            page = await (
-                await browser.new_context(viewport={"width": 1100, "height": 800})
-            ).new_page()
-            await log_in(page, base, "kim")
+        async with console_in_browser(api.container, "kim") as (_base, _browser, page):
             await page.get_by_role("link", name="대상자").click()
             await page.get_by_role("link", name="명단 파일로 일괄 등록").click()
             await page.wait_for_load_state()
@@ -49,8 +43,7 @@ async def test_given_xlsx_with_3_bad_rows_when_official_uploads_in_browser_then_
                 [str(n), reason] for n, reason in BAD_REASONS.items()
             ]
             assert await count(sessions) == 0
-            if db_url.startswith("sqlite"):
-                await page.screenshot(path=str(SHOTS / "import-dry-run.png"), full_page=True)
+            await save_shot(page, db_url, "import-dry-run")
 
             await page.get_by_label("명단 파일 (CSV, XLSX, 4MB까지)").set_input_files(str(sheet))
             await page.get_by_role("button", name="등록", exact=True).click()

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from anbu.app.parts import build_api
 from tests.api_support import api_over
 from tests.console_support import make_account, seed_incident
-from tests.test_console_browser import SHOTS, chromium, log_in, serving
+from tests.test_console_browser import console_in_browser, log_in, save_shot
 
 
 async def test_given_today_open_when_incidents_open_and_are_acknowledged_then_live_no_reload(
@@ -24,12 +23,7 @@ async def test_given_today_open_when_incidents_open_and_are_acknowledged_then_li
         primary = first.world.officials["primary"]
         await make_account(sessions, now, "kim", name="김주무관", official_id=primary.id)
         await make_account(sessions, now, "lee", name="이주무관")
-        app = build_api(api.container)
-        async with serving(app) as base, chromium() as browser:
-            page = await (
-                await browser.new_context(viewport={"width": 1100, "height": 800})
-            ).new_page()
-            await log_in(page, base, "kim")
+        async with console_in_browser(api.container, "kim") as (base, browser, page):
             assert page.url == f"{base}/console"
             await page.wait_for_selector(f'a[href="/console/incidents/{first.incident_id}"]')
             # A mark that a reload would wipe out.
@@ -56,8 +50,7 @@ async def test_given_today_open_when_incidents_open_and_are_acknowledged_then_li
                 state="detached"
             )
             assert await page.evaluate("window.__notReloaded") is True
-            if db_url.startswith("sqlite"):
-                await page.screenshot(path=str(SHOTS / "today-live.png"), full_page=True)
+            await save_shot(page, db_url, "today-live")
 
             # Hand-over: kim passes the second incident to lee.
             await row.click()
@@ -69,8 +62,7 @@ async def test_given_today_open_when_incidents_open_and_are_acknowledged_then_li
             assert await page.locator("#holder").inner_text() == "이주무관"
             timeline = await page.locator("ol.timeline").inner_text()
             assert "담당 넘김 김주무관 → 이주무관 · 오후 방문 인계" in timeline
-            if db_url.startswith("sqlite"):
-                await page.screenshot(path=str(SHOTS / "incident-handover.png"), full_page=True)
+            await save_shot(page, db_url, "incident-handover")
             await page.get_by_role("link", name="오늘").click()
             await page.wait_for_load_state()
             assert "담당: 이주무관" in await page.locator("#live").inner_text()

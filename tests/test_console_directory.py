@@ -14,7 +14,6 @@ import html
 import httpx
 from sqlalchemy import select
 
-from anbu.app.parts import build_api
 from anbu.db.models_audit import AuditEntry
 from anbu.db.models_escalation import Official
 from anbu.domain.audit import AuditAction, AuditResource
@@ -22,8 +21,7 @@ from anbu.domain.console import ConsoleRole
 from anbu.domain.incidents import OfficialRole
 from tests.api_support import api_over, h
 from tests.console_support import csrf_of, log_in, make_account
-from tests.test_console_browser import SHOTS, chromium, serving
-from tests.test_console_browser import log_in as browser_log_in
+from tests.test_console_browser import console_in_browser, save_shot
 
 
 async def post(client: httpx.AsyncClient, path: str, **data: str) -> tuple[int, str]:
@@ -281,12 +279,7 @@ async def test_given_admin_in_browser_when_adding_official_as_step_one_then_page
     async with api_over(db_url) as api:
         sessions = api.container.sessions
         await make_account(sessions, api.clock.now(), "boss", role=ConsoleRole.DISTRICT_ADMIN)
-        app = build_api(api.container)
-        async with serving(app) as base, chromium() as browser:
-            page = await (
-                await browser.new_context(viewport={"width": 1100, "height": 800})
-            ).new_page()
-            await browser_log_in(page, base, "boss")
+        async with console_in_browser(api.container, "boss") as (_base, _browser, page):
             await page.get_by_role("link", name="설정").click()
             await page.wait_for_load_state()
             await page.get_by_label("이름", exact=True).fill("박동주")
@@ -309,13 +302,10 @@ async def test_given_admin_in_browser_when_adding_official_as_step_one_then_page
             assert await page.get_by_role("status").inner_text() == (
                 "신림동 알림 순서를 저장했습니다."
             )
-            if db_url.startswith("sqlite"):
-                SHOTS.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(SHOTS / "settings-chain.png"), full_page=True)
+            await save_shot(page, db_url, "settings-chain")
             await page.get_by_role("link", name="설정으로 돌아가기").click()
             await page.wait_for_load_state()
             chain = page.locator('section.chain[data-dong="신림동"] li')
             assert await chain.count() == 1
             assert (await chain.first.inner_text()).startswith("박동주 · 확인 대기 15분")
-            if db_url.startswith("sqlite"):
-                await page.screenshot(path=str(SHOTS / "settings-officials.png"), full_page=True)
+            await save_shot(page, db_url, "settings-officials")

@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 import httpx
 from sqlalchemy import func, select
 
-from anbu.app.parts import build_api
 from anbu.db.models import Resident
 from anbu.db.models_audit import AuditEntry
 from anbu.db.models_console import ConsoleAccount
@@ -24,8 +23,7 @@ from anbu.domain.console import ConsoleRole
 from anbu.domain.risk import DeviceKind, HoldReason
 from tests.api_support import api_over
 from tests.console_support import csrf_of, log_in, make_account
-from tests.test_console_browser import SHOTS, chromium, serving
-from tests.test_console_browser import log_in as browser_log_in
+from tests.test_console_browser import console_in_browser, save_shot
 
 
 async def enrol(client: httpx.AsyncClient, **data: str) -> httpx.Response:
@@ -141,12 +139,7 @@ async def test_given_official_in_browser_when_enrolling_one_then_resident_page_s
         sessions = api.container.sessions
         now = api.clock.now()
         await make_account(sessions, now, "kim")
-        app = build_api(api.container)
-        async with serving(app) as base, chromium() as browser:
-            page = await (
-                await browser.new_context(viewport={"width": 1100, "height": 800})
-            ).new_page()
-            await browser_log_in(page, base, "kim")
+        async with console_in_browser(api.container, "kim") as (_base, _browser, page):
             await page.get_by_role("link", name="대상자").click()
             await page.wait_for_load_state()
             await page.get_by_role("link", name="한 명 등록").click()
@@ -158,9 +151,7 @@ async def test_given_official_in_browser_when_enrolling_one_then_resident_page_s
             await page.get_by_role("button", name="등록").click()
             await page.wait_for_load_state()
             assert "올바른 국내 번호가 아닙니다" in await page.get_by_role("alert").inner_text()
-            if db_url.startswith("sqlite"):
-                SHOTS.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(SHOTS / "enrol-one.png"), full_page=True)
+            await save_shot(page, db_url, "enrol-one")
             await page.get_by_label("전화번호").fill("010-2345-6789")
             await page.get_by_role("button", name="등록").click()
             await page.wait_for_load_state()
@@ -197,5 +188,4 @@ async def test_given_official_in_browser_when_enrolling_one_then_resident_page_s
             assert await page.locator("tr.device-stale td").nth(3).inner_text() == "보고 없음"
             assert "보라매병원" in await page.locator("#holds + ul").inner_text()
             assert await page.locator("#routines").inner_text() == "월 10:00"
-            if db_url.startswith("sqlite"):
-                await page.screenshot(path=str(SHOTS / "resident-details.png"), full_page=True)
+            await save_shot(page, db_url, "resident-details")

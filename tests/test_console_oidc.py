@@ -21,7 +21,7 @@ from anbu.settings import ConsoleSettings, Settings
 from tests.api_support import api_over
 from tests.console_support import log_in, make_account
 from tests.fakes.oidc_provider import FakeOidcProvider, hs256_token
-from tests.test_console_browser import SHOTS, chromium, serving
+from tests.test_console_browser import chromium, save_shot, serving
 
 CLIENT, SECRET = "anbu-console", "provider-shared-secret-1"
 NOW = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
@@ -120,8 +120,7 @@ async def test_given_oidc_configured_when_official_signs_in_at_provider_then_tod
             assert await stranger.get_by_role("alert").inner_text() == (
                 "이 통합 로그인 계정으로 들어올 수 있는 관제 계정이 없습니다."
             )
-            if db_url.startswith("sqlite"):
-                await stranger.screenshot(path=str(SHOTS / "login-sso-refused.png"))
+            await save_shot(stranger, db_url, "login-sso-refused", full_page=False)
 
         # A callback nobody started (no state cookie), and a replayed code.
         r = await api.client.get("/console/oidc/callback", params={"code": "x", "state": "y"})

@@ -10,12 +10,10 @@ import io
 
 from openpyxl import load_workbook
 
-from anbu.app.parts import build_api
 from anbu.domain.console import ConsoleRole
 from tests.api_support import api_over
 from tests.console_support import log_in, make_account, seed_incident
-from tests.test_console_browser import SHOTS, chromium, serving
-from tests.test_console_browser import log_in as browser_log_in
+from tests.test_console_browser import console_in_browser, save_shot
 
 
 async def test_given_roles_when_opening_report_then_analyst_and_admin_only(db_url: str) -> None:
@@ -79,12 +77,7 @@ async def test_given_analyst_in_browser_when_opening_report_then_korean_report(
         sessions = api.container.sessions
         await seed_incident(sessions, api.clock.now() - dt.timedelta(minutes=3))
         await make_account(sessions, api.clock.now(), "ana", role=ConsoleRole.ANALYST)
-        app = build_api(api.container)
-        async with serving(app) as base, chromium() as browser:
-            page = await (
-                await browser.new_context(viewport={"width": 1100, "height": 800})
-            ).new_page()
-            await browser_log_in(page, base, "ana")
+        async with console_in_browser(api.container, "ana") as (_base, _browser, page):
             await page.get_by_role("link", name="보고서").click()
             await page.wait_for_load_state()
             await page.get_by_label("구", exact=True).select_option(value="11620")
@@ -93,8 +86,7 @@ async def test_given_analyst_in_browser_when_opening_report_then_korean_report(
             assert await page.get_by_role("heading", name="안부 효과 보고서").count() == 1
             assert "관악구" in await page.locator(".report .sub").inner_text()
             assert await page.locator(".report svg").count() >= 1
-            if db_url.startswith("sqlite"):
-                await page.screenshot(path=str(SHOTS / "report.png"), full_page=True)
+            await save_shot(page, db_url, "report")
             await page.get_by_label("시작일").fill("2026-12-31")
             await page.get_by_label("종료일 (포함)").fill("2026-01-01")
             await page.get_by_role("button", name="보고서 보기").click()

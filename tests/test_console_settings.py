@@ -12,7 +12,6 @@ import html
 import httpx
 from sqlalchemy import select
 
-from anbu.app.parts import build_api
 from anbu.db.models import District, Resident
 from anbu.db.models_escalation import Official
 from anbu.db.models_scheduling import Program, SelfTestRun
@@ -21,8 +20,7 @@ from anbu.domain.console import ConsoleRole
 from anbu.domain.risk import DeviceIssueKind, DeviceKind
 from tests.api_support import api_over
 from tests.console_support import PASSWORD, csrf_of, log_in, make_account, seed_incident
-from tests.test_console_browser import SHOTS, chromium, serving
-from tests.test_console_browser import log_in as browser_log_in
+from tests.test_console_browser import console_in_browser, save_shot
 
 NEW_PASSWORD = "새-비밀번호-2026-12"
 
@@ -190,16 +188,10 @@ async def test_given_device_tasks_and_self_test_when_today_then_shown_in_scope(
         assert "남강남" not in today
         assert "실패: 받지 않음 (구 관리자에게 알리세요)" in today
 
-        app = build_api(api.container)
-        async with serving(app) as base, chromium() as browser:
-            page = await (
-                await browser.new_context(viewport={"width": 1100, "height": 800})
-            ).new_page()
-            await browser_log_in(page, base, "kim")
+        async with console_in_browser(api.container, "kim") as (_base, _browser, page):
             assert "실패" in await page.locator("#self-test").inner_text()
             assert await page.locator("#tasks + table tbody tr").count() == 1
-            if db_url.startswith("sqlite"):
-                await page.screenshot(path=str(SHOTS / "today-tasks.png"), full_page=True)
+            await save_shot(page, db_url, "today-tasks")
             await page.get_by_role("link", name="설정").click()
             await page.wait_for_load_state()
             await page.get_by_label("지금 비밀번호").fill("wrong-password")
@@ -214,5 +206,4 @@ async def test_given_device_tasks_and_self_test_when_today_then_shown_in_scope(
             await page.get_by_role("button", name="비밀번호 바꾸기").click()
             await page.wait_for_load_state()
             assert await page.get_by_role("status").inner_text() == "비밀번호를 바꿨습니다."
-            if db_url.startswith("sqlite"):
-                await page.screenshot(path=str(SHOTS / "settings.png"), full_page=True)
+            await save_shot(page, db_url, "settings")
