@@ -15,6 +15,7 @@ from anbu.console import accounts
 from anbu.domain.calls import CallResult
 from anbu.domain.console import ConsoleRole
 from escalation.service import EscalationService
+from tests.api_support import Api
 from tests.test_escalation_service import (
     FakeClock,
     ScriptedSender,
@@ -56,6 +57,13 @@ async def seed_incident(
     return Seeded(world, incident.id, service)
 
 
+async def recent_incident(api: Api, **resident: str) -> Seeded:
+    """An incident raised three minutes before ``api``'s clock: its first SMS has gone out and
+    the acknowledgement clock runs, as an official finds it on a desk mid-shift."""
+    now = api.clock.now() - dt.timedelta(minutes=3)
+    return await seed_incident(api.container.sessions, now, **resident)
+
+
 async def make_account(
     sessions: async_sessionmaker[AsyncSession],
     now: dt.datetime,
@@ -78,6 +86,28 @@ async def make_account(
         )
         account.official_id = official_id
         await s.commit()
+
+
+async def sign_in(
+    api: Api,
+    login: str,
+    *,
+    role: ConsoleRole = ConsoleRole.OFFICIAL,
+    district: str | None = "11620",
+    name: str = "김주무관",
+    official_id: str | None = None,
+) -> httpx.Response:
+    """A console account made at ``api``'s clock, and ``api.client`` signed in with it."""
+    await make_account(
+        api.container.sessions,
+        api.clock.now(),
+        login,
+        role=role,
+        district=district,
+        name=name,
+        official_id=official_id,
+    )
+    return await log_in(api.client, login)
 
 
 def csrf_of(html: str) -> str:

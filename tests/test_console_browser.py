@@ -26,7 +26,7 @@ from anbu.db.models_escalation import Incident, OutboxMessage
 from anbu.domain.escalation import Finding
 from anbu.domain.incidents import AckChannel, IncidentStatus
 from tests.api_support import api_over
-from tests.console_support import PASSWORD, make_account, seed_incident
+from tests.console_support import PASSWORD, make_account, recent_incident
 from tests.fixtures_asterisk import free_port
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's (scripts/bootstrap.sh); never `playwright install`
@@ -107,7 +107,7 @@ async def test_given_unanswered_resident_when_official_acts_in_browser_then_chai
 ) -> None:
     async with api_over(db_url) as api:
         sessions = api.container.sessions
-        seeded = await seed_incident(sessions, api.clock.now() - dt.timedelta(minutes=3))
+        seeded = await recent_incident(api)
         primary = seeded.world.officials["primary"]
         now = api.clock.now()
         await make_account(sessions, now, "kim", name="김주무관", official_id=primary.id)

@@ -6,10 +6,8 @@ incident over to a colleague (the timeline and the queue say who holds it)."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 from tests.api_support import api_over
-from tests.console_support import make_account, seed_incident
+from tests.console_support import make_account, recent_incident, seed_incident
 from tests.test_console_browser import console_in_browser, log_in, save_shot
 
 
@@ -18,7 +16,7 @@ async def test_given_today_open_when_incidents_open_and_are_acknowledged_then_li
 ) -> None:
     async with api_over(db_url) as api:
         sessions = api.container.sessions
-        first = await seed_incident(sessions, api.clock.now() - dt.timedelta(minutes=3))
+        first = await recent_incident(api)
         now = api.clock.now()
         primary = first.world.officials["primary"]
         await make_account(sessions, now, "kim", name="김주무관", official_id=primary.id)

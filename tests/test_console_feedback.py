@@ -16,7 +16,7 @@ from anbu.domain.console import ConsoleRole
 from anbu.domain.risk import Channel
 from anbu.risk import feedback
 from tests.api_support import api_over
-from tests.console_support import csrf_of, log_in, make_account, seed_incident
+from tests.console_support import csrf_of, log_in, make_account, recent_incident
 
 
 async def test_given_widening_from_false_alarm_when_official_reverts_in_console_then_undone(
@@ -25,10 +25,8 @@ async def test_given_widening_from_false_alarm_when_official_reverts_in_console_
     async with api_over(db_url) as api:
         sessions = api.container.sessions
         now = api.clock.now()
-        seeded = await seed_incident(sessions, now - dt.timedelta(minutes=3))
-        other = await seed_incident(
-            sessions, now - dt.timedelta(minutes=3), code="11680", name="이강남", dong="역삼동"
-        )
+        seeded = await recent_incident(api)
+        other = await recent_incident(api, code="11680", name="이강남", dong="역삼동")
         resident_id = seeded.world.resident_id
         async with sessions() as s:
             s.add(MonitoringProfile(resident_id=resident_id, widen_h="calls=24"))

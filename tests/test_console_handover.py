@@ -5,7 +5,6 @@ when an incident opens, is handed over or acknowledged, and not otherwise."""
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 
 from sqlalchemy import select
@@ -16,7 +15,14 @@ from anbu.db.models_escalation import IncidentEvent
 from anbu.domain.console import ConsoleRole, handover_detail, handover_taker
 from anbu.domain.incidents import IncidentEventKind
 from tests.api_support import api_over
-from tests.console_support import csrf_of, log_in, make_account, seed_incident
+from tests.console_support import (
+    csrf_of,
+    log_in,
+    make_account,
+    recent_incident,
+    seed_incident,
+    sign_in,
+)
 
 
 def test_given_handover_detail_when_read_back_then_taker_named() -> None:
@@ -31,7 +37,7 @@ async def test_given_open_incident_when_handed_over_then_timeline_today_and_audi
 ) -> None:
     async with api_over(db_url) as api:
         sessions = api.container.sessions
-        seeded = await seed_incident(sessions, api.clock.now() - dt.timedelta(minutes=3))
+        seeded = await recent_incident(api)
         now = api.clock.now()
         await make_account(sessions, now, "kim", name="김주무관")
         await make_account(sessions, now, "lee", name="이주무관")
@@ -128,10 +134,8 @@ async def test_given_no_session_when_events_then_401(db_url: str) -> None:
 
 async def test_given_odd_inputs_when_pages_asked_then_korean_pages_never_500(db_url: str) -> None:
     async with api_over(db_url) as api:
-        sessions = api.container.sessions
-        await seed_incident(sessions, api.clock.now() - dt.timedelta(minutes=3))
-        await make_account(sessions, api.clock.now(), "boss", role=ConsoleRole.DISTRICT_ADMIN)
-        await log_in(api.client, "boss")
+        await recent_incident(api)
+        await sign_in(api, "boss", role=ConsoleRole.DISTRICT_ADMIN)
         for path in [
             "/console/residents?page=abc",
             "/console/residents?page=-5&level=nonsense&q=" + "가" * 300,

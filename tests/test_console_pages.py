@@ -20,7 +20,7 @@ from anbu.domain.escalation import Finding
 from anbu.domain.incidents import AckChannel, IncidentStatus, OutboxStatus
 from anbu.domain.risk import Level
 from tests.api_support import Api, api_over
-from tests.console_support import csrf_of, log_in, make_account, seed_incident
+from tests.console_support import csrf_of, log_in, make_account, recent_incident, sign_in
 
 
 async def official_entries(api: Api) -> list[AuditEntry]:
@@ -38,10 +38,9 @@ async def test_given_unanswered_case_when_official_acknowledges_in_console_then_
 ) -> None:
     async with api_over(db_url) as api:
         sessions = api.container.sessions
-        seeded = await seed_incident(sessions, api.clock.now() - dt.timedelta(minutes=3))
+        seeded = await recent_incident(api)
         primary = seeded.world.officials["primary"]
-        await make_account(sessions, api.clock.now(), "kim", official_id=primary.id)
-        assert (await log_in(api.client, "kim")).status_code == 303
+        assert (await sign_in(api, "kim", official_id=primary.id)).status_code == 303
 
         today = await api.client.get("/console")
         assert today.status_code == 200
@@ -105,9 +104,8 @@ async def test_given_unanswered_case_when_official_acknowledges_in_console_then_
 async def test_given_another_districts_official_then_none_of_it_shows(db_url: str) -> None:
     async with api_over(db_url) as api:
         sessions = api.container.sessions
-        seeded = await seed_incident(sessions, api.clock.now() - dt.timedelta(minutes=3))
-        await make_account(sessions, api.clock.now(), "gangnam", district="11680", name="강남")
-        assert (await log_in(api.client, "gangnam")).status_code == 303
+        seeded = await recent_incident(api)
+        assert (await sign_in(api, "gangnam", district="11680", name="강남")).status_code == 303
 
         today = await api.client.get("/console")
         assert "김안부" not in today.text
@@ -154,8 +152,7 @@ async def test_given_residents_when_searching_filtering_paging_and_revealing_the
                 )
             s.add(MonitoringProfile(resident_id="r007", level=Level.SERIOUS))
             await s.commit()
-        await make_account(sessions, api.clock.now(), "kim")
-        await log_in(api.client, "kim")
+        await sign_in(api, "kim")
 
         first = await api.client.get("/console/residents")
         assert first.text.count('href="/console/residents/r') == 50
@@ -190,10 +187,8 @@ async def test_given_residents_when_searching_filtering_paging_and_revealing_the
 
 async def test_given_an_analyst_then_no_names_and_no_actions(db_url: str) -> None:
     async with api_over(db_url) as api:
-        sessions = api.container.sessions
-        seeded = await seed_incident(sessions, api.clock.now() - dt.timedelta(minutes=3))
-        await make_account(sessions, api.clock.now(), "ana", role=ConsoleRole.ANALYST)
-        await log_in(api.client, "ana")
+        seeded = await recent_incident(api)
+        await sign_in(api, "ana", role=ConsoleRole.ANALYST)
         today = await api.client.get("/console")
         assert "김○○" in today.text
         assert "김안부" not in today.text
@@ -211,7 +206,7 @@ async def test_given_an_analyst_then_no_names_and_no_actions(db_url: str) -> Non
 async def test_given_an_official_of_one_dong_then_other_dongs_do_not_show(db_url: str) -> None:
     async with api_over(db_url) as api:
         sessions = api.container.sessions
-        seeded = await seed_incident(sessions, api.clock.now() - dt.timedelta(minutes=3))
+        seeded = await recent_incident(api)
         await make_account(sessions, api.clock.now(), "bong")
         async with sessions() as s:
             account = (

@@ -4,7 +4,6 @@ CSV and XLSX exports), an official does not; a bad period is a Korean message (4
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import io
 
@@ -12,14 +11,14 @@ from openpyxl import load_workbook
 
 from anbu.domain.console import ConsoleRole
 from tests.api_support import api_over
-from tests.console_support import log_in, make_account, seed_incident
+from tests.console_support import log_in, make_account, recent_incident
 from tests.test_console_browser import console_in_browser, save_shot
 
 
 async def test_given_roles_when_opening_report_then_analyst_and_admin_only(db_url: str) -> None:
     async with api_over(db_url) as api:
         sessions = api.container.sessions
-        await seed_incident(sessions, api.clock.now() - dt.timedelta(minutes=3))
+        await recent_incident(api)
         now = api.clock.now()
         await make_account(sessions, now, "ana", role=ConsoleRole.ANALYST, name="재단")
         await make_account(sessions, now, "boss", role=ConsoleRole.DISTRICT_ADMIN, name="관리")
@@ -75,7 +74,7 @@ async def test_given_analyst_in_browser_when_opening_report_then_korean_report(
 ) -> None:
     async with api_over(db_url) as api:
         sessions = api.container.sessions
-        await seed_incident(sessions, api.clock.now() - dt.timedelta(minutes=3))
+        await recent_incident(api)
         await make_account(sessions, api.clock.now(), "ana", role=ConsoleRole.ANALYST)
         async with console_in_browser(api.container, "ana") as (_base, _browser, page):
             await page.get_by_role("link", name="보고서").click()

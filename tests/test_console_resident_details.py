@@ -23,7 +23,7 @@ from anbu.db.models_signals import Device, MonitoringHold
 from anbu.domain.replies import Reply
 from anbu.domain.risk import DeviceKind, HoldReason
 from tests.api_support import api_over
-from tests.console_support import log_in, make_account, seed_incident
+from tests.console_support import log_in, make_account, recent_incident
 from tests.test_escalation_service import close_case
 
 
@@ -39,7 +39,7 @@ async def test_given_resident_details_when_viewing_and_filtering_then_shown_in_s
         sessions = api.container.sessions
         now = api.clock.now()
         # 김안부 (신림동) has an open incident; the others none.
-        seeded = await seed_incident(sessions, now - dt.timedelta(minutes=3))
+        seeded = await recent_incident(api)
         async with sessions() as s:
             gwanak = await s.scalar(select(District).where(District.code == "11620"))
             gangnam = await s.scalar(select(District).where(District.code == "11680"))

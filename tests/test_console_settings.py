@@ -19,7 +19,7 @@ from anbu.db.models_signals import Device, DeviceTask
 from anbu.domain.console import ConsoleRole
 from anbu.domain.risk import DeviceIssueKind, DeviceKind
 from tests.api_support import api_over
-from tests.console_support import PASSWORD, csrf_of, log_in, make_account, seed_incident
+from tests.console_support import PASSWORD, csrf_of, log_in, make_account, recent_incident, sign_in
 from tests.test_console_browser import console_in_browser, save_shot
 
 NEW_PASSWORD = "새-비밀번호-2026-12"
@@ -37,10 +37,9 @@ async def test_given_official_when_changing_password_and_phone_then_stored_or_ko
 ) -> None:
     async with api_over(db_url) as api:
         sessions = api.container.sessions
-        seeded = await seed_incident(sessions, api.clock.now() - dt.timedelta(minutes=3))
+        seeded = await recent_incident(api)
         primary = seeded.world.officials["primary"]
-        await make_account(sessions, api.clock.now(), "kim", official_id=primary.id)
-        await log_in(api.client, "kim")
+        await sign_in(api, "kim", official_id=primary.id)
         other = httpx.AsyncClient(transport=api.client._transport, base_url="http://anbu")
         async with other:
             await log_in(other, "kim")
@@ -104,8 +103,7 @@ async def test_given_admin_when_changing_calling_hours_then_stored_or_korean_err
             program = await s.scalar(select(Program))
             assert program is not None
             pid = program.id
-        await make_account(sessions, api.clock.now(), "boss", role=ConsoleRole.DISTRICT_ADMIN)
-        await log_in(api.client, "boss")
+        await sign_in(api, "boss", role=ConsoleRole.DISTRICT_ADMIN)
         page = html.unescape((await api.client.get("/console/settings")).text)
         assert "기본 안부 (기본)" in page
         assert 'value="09:00"' in page
