@@ -362,21 +362,28 @@ async def test_given_program_and_resident_override_when_loading_rules_then_they_
     assert rules[b.id].window.weekdays == ALL_DAYS
 
 
-async def test_given_weekly_routine_when_job_runs_twice_then_one_checkin_per_slot(
+async def _weekly_routine(
     sessions: async_sessionmaker[AsyncSession],
+    weekday: int,
+    time_min: int,
+    created_at: dt.datetime,
 ) -> None:
-    # Wednesday 09:30 KST weekly; created the week before.
+    """One resident called every week on ``weekday`` at ``time_min`` minutes past midnight KST."""
     async with sessions() as s:
         (person,) = await _residents(s, 1)
         s.add(
             RoutineSchedule(
-                resident_id=person.id,
-                weekday=2,
-                time_min=9 * 60 + 30,
-                created_at=WED_10 - dt.timedelta(days=8),
+                resident_id=person.id, weekday=weekday, time_min=time_min, created_at=created_at
             )
         )
         await s.commit()
+
+
+async def test_given_weekly_routine_when_job_runs_twice_then_one_checkin_per_slot(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Wednesday 09:30 KST weekly; created the week before.
+    await _weekly_routine(sessions, 2, 9 * 60 + 30, WED_10 - dt.timedelta(days=8))
     async with sessions() as s:
         first = await open_due_routine_checkins(s, WED_10)
     async with sessions() as s:
@@ -394,17 +401,7 @@ async def test_given_weekly_routine_when_job_runs_twice_then_one_checkin_per_slo
 async def test_given_slot_missed_for_a_day_when_job_runs_then_it_is_skipped_not_rung_late(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    async with sessions() as s:
-        (person,) = await _residents(s, 1)
-        s.add(
-            RoutineSchedule(
-                resident_id=person.id,
-                weekday=1,
-                time_min=600,
-                created_at=WED_10 - dt.timedelta(days=30),
-            )
-        )
-        await s.commit()
+    await _weekly_routine(sessions, 1, 600, WED_10 - dt.timedelta(days=30))
     async with sessions() as s:
         assert await open_due_routine_checkins(s, WED_10) == []
 
