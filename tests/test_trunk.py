@@ -332,20 +332,26 @@ def tls_certificate(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def tls_trunk(certificate: tuple[Path, Path], *, ca_file: Path, **more: str) -> TrunkSettings:
+    """A TLS trunk presenting ``certificate`` that verifies the carrier against ``ca_file``."""
+    cert, key = certificate
+    return TrunkSettings(
+        transport="tls",
+        tls_cert_file=cert,
+        tls_key_file=key,
+        tls_ca_file=ca_file,
+        tls_verify_server=True,
+        **more,
+    )
+
+
 async def test_given_tls_trunk_with_verified_certificate_when_called_then_answered_over_tls(
     make_asterisk_pair: Callable[..., AsteriskPair],
     tls_certificate: tuple[Path, Path],
     audio_dir: Path,  # noqa: F811
 ) -> None:
-    cert, key = tls_certificate
-    trunk = TrunkSettings(
-        transport="tls",
-        tls_cert_file=cert,
-        tls_key_file=key,
-        tls_ca_file=cert,
-        tls_verify_server=True,
-        caller_id=ACCOUNT,
-    )
+    cert, _ = tls_certificate
+    trunk = tls_trunk(tls_certificate, ca_file=cert, caller_id=ACCOUNT)
     pair = make_asterisk_pair(trunk=trunk)
     assert "protocol = tls" in (pair.engine.etc_dir / "pjsip.conf").read_text()
     async with open_rig(pair, audio_dir) as rig:
@@ -360,15 +366,8 @@ async def test_given_tls_trunk_with_untrusted_certificate_when_called_then_never
     tls_certificate: tuple[Path, Path],
     audio_dir: Path,  # noqa: F811
 ) -> None:
-    cert, key = tls_certificate
     # The carrier's certificate is self-signed; the engine trusts only the system's CAs.
-    trunk = TrunkSettings(
-        transport="tls",
-        tls_cert_file=cert,
-        tls_key_file=key,
-        tls_ca_file=Path("/etc/ssl/certs/ca-certificates.crt"),
-        tls_verify_server=True,
-    )
+    trunk = tls_trunk(tls_certificate, ca_file=Path("/etc/ssl/certs/ca-certificates.crt"))
     pair = make_asterisk_pair(trunk=trunk)
     async with open_rig(pair, audio_dir) as rig:
         record = await rig.call("01099990001", ring_timeout_s=3.0)
