@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.db_fixtures import db_engine, db_url, migrated_templates, sessions
+from tests.db_fixtures import db_engine, db_url, migrated_templates, pg_database, sessions
 from tests.fixtures_asterisk import (
     agi_port,
     asterisk_install,
@@ -38,6 +38,7 @@ __all__ = [
     "kannel_sender",
     "make_asterisk_pair",
     "migrated_templates",
+    "pg_database",
     "recognizer",
     "sessions",
     "solapi_server",

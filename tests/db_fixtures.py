@@ -15,6 +15,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from anbu.db.migrate import upgrade
+from anbu.db.migrate import alembic_config, upgrade
 from anbu.db.session import make_engine, make_sessionmaker
 
 PG_ADMIN_DSN = os.environ.get("ANBU_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -52,6 +53,59 @@ async def drop_pg_database(name: str) -> None:
 def pg_url(name: str) -> str:
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     return f"{base}/{name}"
+
+
+@asynccontextmanager
+async def empty_pg_database() -> AsyncIterator[str]:
+    """The URL of a new PostgreSQL database with no tables, dropped afterwards."""
+    name = await create_pg_database()
+    try:
+        yield pg_url(name)
+    finally:
+        await drop_pg_database(name)
+
+
+@pytest.fixture
+async def pg_database() -> AsyncIterator[str]:
+    """A PostgreSQL database of the test's own (not migrated): for what SQLite cannot show,
+    such as several workers' connections or a connection killed on the server."""
+    async with empty_pg_database() as url:
+        yield url
+
+
+@asynccontextmanager
+async def unmigrated_engine(
+    backend: str, tmp_path: Path, file: str = "m.db"
+) -> AsyncIterator[AsyncEngine]:
+    """An engine over an empty database of ``backend``, for a test that migrates it step by
+    step (the fixtures' databases are at head already)."""
+    if backend == "sqlite":
+        engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / file}")
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
+        return
+    async with empty_pg_database() as url:
+        engine = make_engine(url)
+        try:
+            yield engine
+        finally:
+            await engine.dispose()
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    """Down to ``revision``: what a release's rollback does, for a migration's test."""
+
+    def _down(conn: object) -> None:
+        from alembic import command
+
+        cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(_down)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
 import pytest
 from sqlalchemy import text
@@ -12,16 +10,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from anbu.db.session import make_engine
-from tests.db_fixtures import PG_ADMIN_DSN, create_pg_database, drop_pg_database, pg_url
-
-
-@pytest.fixture
-async def pg() -> AsyncIterator[str]:
-    name = await create_pg_database()
-    try:
-        yield pg_url(name)
-    finally:
-        await drop_pg_database(name)
+from tests.db_fixtures import PG_ADMIN_DSN
 
 
 async def _kill_pooled(url: str) -> None:
@@ -43,25 +32,29 @@ async def _use(engine: AsyncEngine) -> int:
         return int((await c.execute(text("SELECT 1"))).scalar_one())
 
 
-async def test_given_an_idle_pooled_connection_killed_then_the_ping_replaces_it(pg: str) -> None:
-    engine = make_engine(pg, ping_idle_s=0.0)  # every checkout counts as idle: always pinged
+async def test_given_an_idle_pooled_connection_killed_then_the_ping_replaces_it(
+    pg_database: str,
+) -> None:
+    engine = make_engine(
+        pg_database, ping_idle_s=0.0
+    )  # every checkout counts as idle: always pinged
     try:
         assert await _use(engine) == 1
-        await _kill_pooled(pg)
+        await _kill_pooled(pg_database)
         assert await _use(engine) == 1  # the dead one was discarded, a new one opened
     finally:
         await engine.dispose()
 
 
-async def test_given_a_recently_used_connection_then_it_is_not_pinged(pg: str) -> None:
+async def test_given_a_recently_used_connection_then_it_is_not_pinged(pg_database: str) -> None:
     # What the ping-when-idle trades: within the window a dead connection is found by the
     # statement itself, and the pool recovers after that one failure. The failure is not
     # always a recognisable disconnect (asyncpg may say "another operation is in progress"),
     # which is why PING_IDLE_S is 0 (ping on every checkout) by default.
-    engine = make_engine(pg, ping_idle_s=3600.0)
+    engine = make_engine(pg_database, ping_idle_s=3600.0)
     try:
         assert await _use(engine) == 1
-        await _kill_pooled(pg)
+        await _kill_pooled(pg_database)
         with pytest.raises(DBAPIError):
             await _use(engine)
         assert await _use(engine) == 1  # the pool dropped it after the failure
@@ -70,12 +63,12 @@ async def test_given_a_recently_used_connection_then_it_is_not_pinged(pg: str) -
 
 
 async def test_given_default_engine_when_pooled_connection_killed_then_next_use_works(
-    pg: str,
+    pg_database: str,
 ) -> None:
-    engine = make_engine(pg)  # the default: pinged on every checkout
+    engine = make_engine(pg_database)  # the default: pinged on every checkout
     try:
         assert await _use(engine) == 1
-        await _kill_pooled(pg)
+        await _kill_pooled(pg_database)
         assert await _use(engine) == 1  # no request sees the dead connection
     finally:
         await engine.dispose()

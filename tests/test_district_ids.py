@@ -14,12 +14,16 @@ import pytest
 from sqlalchemy import select, text
 
 from anbu.container import Container
-from anbu.db.migrate import alembic_config, upgrade
+from anbu.db.migrate import upgrade
 from anbu.db.models import ApiKey, District
 from anbu.db.models_signals import Device, SignalEvent
-from anbu.db.session import make_engine, make_sessionmaker
+from anbu.db.session import make_sessionmaker
 from anbu.services.admin import hash_key
-from tests.db_fixtures import BACKENDS, create_pg_database, drop_pg_database, pg_url
+from tests.db_fixtures import (
+    BACKENDS,
+    downgrade,
+    unmigrated_engine,
+)
 from tests.test_risk_api import T0, Clock, _call, _resident, api  # noqa: F401  (the fixture)
 
 Api = tuple[httpx.AsyncClient, Clock, Container]
@@ -173,14 +177,7 @@ async def test_given_stored_devices_and_events_when_migrated_then_ids_are_qualif
 ) -> None:
     """0012 gives each device its owner's district and qualifies each stored event id by it;
     down again, the ids are as they were."""
-    name = None
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
-    else:
-        name = await create_pg_database()
-        url = pg_url(name)
-    engine = make_engine(url)
-    try:
+    async with unmigrated_engine(backend, tmp_path) as engine:
         await upgrade(engine, "0011_console_accounts")
         t = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
         t0 = t if backend == "postgresql" else t.replace(tzinfo=None)
@@ -202,20 +199,8 @@ async def test_given_stored_devices_and_events_when_migrated_then_ids_are_qualif
             event = (await s.execute(select(SignalEvent))).scalar_one()
         assert (device.district_id, event.event_id) == (7, "7/c1")
 
-        def down(conn: object) -> None:
-            from alembic import command
-
-            cfg = alembic_config(url)
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0011_console_accounts")
-
-        async with engine.begin() as conn:
-            await conn.run_sync(down)
+        await downgrade(engine, "0011_console_accounts")
         async with engine.connect() as conn:
             assert (await conn.execute(text("SELECT event_id FROM signal_events"))).all() == [
                 ("c1",)
             ]
-    finally:
-        await engine.dispose()
-        if name:
-            await drop_pg_database(name)

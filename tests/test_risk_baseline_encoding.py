@@ -12,9 +12,13 @@ from sqlalchemy import select, text
 
 from anbu.db.migrate import upgrade
 from anbu.db.models_signals import SignalState, pack_floats, unpack_floats
-from anbu.db.session import make_engine, make_sessionmaker
+from anbu.db.session import make_sessionmaker
 from anbu.domain.risk import Channel
-from tests.db_fixtures import BACKENDS, create_pg_database, drop_pg_database, pg_url
+from tests.db_fixtures import (
+    BACKENDS,
+    downgrade,
+    unmigrated_engine,
+)
 
 HOURLY = [0.0, 0.1234, 1e-05, 3.0, 1234.5678, *[0.5] * 19]
 RING = [float(i % 3) / 7 for i in range(56)]  # values JSON prints with all their digits
@@ -31,14 +35,7 @@ def test_given_float_lists_when_packed_then_unpacked_exactly_as_big_endian_doubl
 async def test_given_json_baselines_when_migrated_up_and_down_then_values_kept(
     backend: str, tmp_path: Path
 ) -> None:
-    name = None
-    if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
-    else:
-        name = await create_pg_database()
-        url = pg_url(name)
-    engine = make_engine(url)
-    try:
+    async with unmigrated_engine(backend, tmp_path) as engine:
         await upgrade(engine, "0005_status_due")
         t = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
         t0 = t if backend == "postgresql" else t.replace(tzinfo=None)
@@ -66,22 +63,8 @@ async def test_given_json_baselines_when_migrated_up_and_down_then_values_kept(
             state = (await s.execute(select(SignalState))).scalar_one()
             assert (state.channel, state.hourly, state.ring) == (Channel.CALLS, HOURLY, RING)
 
-        def down(conn: object) -> None:
-            from alembic import command
-
-            from anbu.db.migrate import alembic_config
-
-            cfg = alembic_config(url)
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0005_status_due")
-
-        async with engine.begin() as conn:
-            await conn.run_sync(down)
+        await downgrade(engine, "0005_status_due")
         async with engine.connect() as conn:
             h, g = (await conn.execute(text("SELECT hourly, ring FROM signal_states"))).one()
         parse = (lambda v: v) if isinstance(h, list) else json.loads
         assert (parse(h), parse(g)) == (HOURLY, RING)
-    finally:
-        await engine.dispose()
-        if name is not None:
-            await drop_pg_database(name)

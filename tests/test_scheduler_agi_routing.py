@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,7 +42,6 @@ from ivr.prompts import PromptLibrary
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
 from scheduler.service import build_scheduler
 from scheduler.worker import agi_address_for
-from tests.db_fixtures import create_pg_database, drop_pg_database, pg_url
 from tests.dispatch_worker import DispatchWorker
 from tests.fixtures_asterisk import AsteriskPair, free_ports
 
@@ -60,15 +59,6 @@ _IVR_REPLY = re.compile(r"agi (\S+): reply (\w+)")
 def real_prompts() -> None:
     missing = PromptLibrary(AUDIO_DIR).missing()
     assert not missing, f"render the prompts first (anbu prompts render): {missing}"
-
-
-@pytest.fixture
-async def pg_database() -> AsyncIterator[str]:
-    name = await create_pg_database()
-    try:
-        yield pg_url(name)
-    finally:
-        await drop_pg_database(name)
 
 
 class Worker(DispatchWorker):

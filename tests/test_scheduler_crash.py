@@ -31,7 +31,6 @@ from anbu.ports import SystemClock
 from anbu.services.checkins import open_checkin
 from ivr.ami import AmiClient, AmiMessage
 from scheduler.dispatcher import AmiChannelProbe
-from tests.db_fixtures import create_pg_database, drop_pg_database, pg_url
 from tests.dispatch_worker import DispatchWorker
 from tests.fixtures_asterisk import (
     AsteriskPair,
@@ -219,15 +218,6 @@ async def test_given_worker_killed_at_random_moments_when_restarted_then_no_case
         print(f"kills={kills} attempts={stats}")
     finally:
         await engine.dispose()
-
-
-@pytest.fixture
-async def pg_database() -> AsyncIterator[str]:
-    name = await create_pg_database()
-    try:
-        yield pg_url(name)
-    finally:
-        await drop_pg_database(name)
 
 
 async def test_given_two_workers_on_postgres_when_sharing_a_run_then_no_attempt_dialed_twice(

@@ -15,11 +15,11 @@ from sqlalchemy import column, insert, select, table
 from anbu.db.base import UtcDateTime
 from anbu.db.migrate import upgrade
 from anbu.db.models_escalation import AckLink, FindingAmendment, Incident, IncidentEvent
-from anbu.db.session import make_engine, make_sessionmaker
+from anbu.db.session import make_sessionmaker
 from anbu.domain.escalation import Finding
 from anbu.domain.incidents import IncidentStatus
 from escalation.service import EscalationConfig, EscalationService
-from tests.db_fixtures import create_pg_database, drop_pg_database, pg_url
+from tests.db_fixtures import unmigrated_engine
 from tests.test_escalation_api import Api, _incident, api  # noqa: F401
 from tests.test_escalation_service import FakeClock
 
@@ -116,14 +116,7 @@ async def test_given_plain_tokens_when_migrating_then_hashed_and_the_old_link_wo
 ) -> None:
     """0006 moves existing incidents' plain tokens into ack_links as SHA-256 (both backends)."""
     for backend in ("sqlite", "postgresql"):
-        name = None
-        if backend == "sqlite":
-            url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-        else:
-            name = await create_pg_database()
-            url = pg_url(name)
-        engine = make_engine(url)
-        try:
+        async with unmigrated_engine(backend, tmp_path, "old.db") as engine:
             await upgrade(engine, "0005_status_due")
             t = dt.datetime(2026, 11, 30, 1, 0, tzinfo=dt.UTC)
             districts = table(
@@ -238,7 +231,3 @@ async def test_given_plain_tokens_when_migrating_then_hashed_and_the_old_link_wo
             )
             view = await service.view("plain-old-token")
             assert view.incident.id == "i1"
-        finally:
-            await engine.dispose()
-            if name is not None:
-                await drop_pg_database(name)
