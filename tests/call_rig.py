@@ -17,7 +17,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from anbu.db.models import CallAttempt, Checkin
 from anbu.domain.calls import CallResult
+from anbu.domain.checkin import CheckinStatus
 from anbu.domain.replies import Prompt, Reply
 from anbu.ports import CallRecord, CallRequest, IvrOutcome
 from ivr.agi import AgiServer
@@ -128,3 +132,22 @@ def assert_answered(record: CallRecord, reply: Reply, keys: str) -> None:
     assert (record.result, record.reply, record.keys) == (CallResult.ANSWERED, reply, keys)
     assert record.answered_at is not None
     assert record.originated_at <= record.answered_at <= record.ended_at
+
+
+async def new_attempt(
+    sessions: async_sessionmaker[AsyncSession],
+    resident_id: str,
+    number: str,
+    reason: str = "전화 기록 52시간 없음",
+) -> CallAttempt:
+    """A check-in of ``resident_id`` being dialed and its first attempt at ``number``, as the
+    dispatcher leaves them just before it originates the call."""
+    async with sessions() as s:
+        checkin = Checkin(resident_id=resident_id, reason=reason)
+        checkin.status = CheckinStatus.DIALING
+        s.add(checkin)
+        await s.flush()
+        attempt = CallAttempt(checkin_id=checkin.id, attempt_no=1, number=number)
+        s.add(attempt)
+        await s.commit()
+        return attempt

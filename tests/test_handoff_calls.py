@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.app.parts import Telephony, build_container, handoff_desk, speech_listener
-from anbu.db.models import CallAttempt, Checkin, District, Resident
+from anbu.db.models import CallAttempt, District, Resident
 from anbu.db.models_escalation import (
     EscalationChain,
     EscalationStep,
@@ -28,12 +28,12 @@ from anbu.db.models_escalation import (
 )
 from anbu.db.models_scheduling import DoNotCall
 from anbu.domain.calls import CallResult
-from anbu.domain.checkin import CheckinStatus
 from anbu.domain.incidents import AckChannel, IncidentEventKind, IncidentStatus, OfficialRole
 from anbu.domain.replies import Reply
 from anbu.ports import CallRecord, CallRequest
 from anbu.settings import HandoffSettings
 from escalation.service import EscalationConfig, EscalationService
+from tests.call_rig import new_attempt
 from tests.fixtures_asterisk import AmiProbe, AsteriskPair
 
 pytestmark = [pytest.mark.asterisk]
@@ -92,20 +92,6 @@ async def make_world(
         )
         await s.commit()
         return World(resident.id, {p: o.id for p, o in officials.items()})
-
-
-async def new_attempt(
-    sessions: async_sessionmaker[AsyncSession], resident_id: str, number: str
-) -> CallAttempt:
-    async with sessions() as s:
-        checkin = Checkin(resident_id=resident_id, reason="전화 기록 52시간 없음")
-        checkin.status = CheckinStatus.DIALING
-        s.add(checkin)
-        await s.flush()
-        attempt = CallAttempt(checkin_id=checkin.id, attempt_no=1, number=number)
-        s.add(attempt)
-        await s.commit()
-        return attempt
 
 
 @dataclass

@@ -16,7 +16,8 @@ from anbu.domain.handoff import LegResult
 from anbu.domain.incidents import AckChannel, IncidentStatus
 from escalation.handoff import HandoffDesk
 from escalation.service import EscalationConfig, EscalationService
-from tests.test_handoff_calls import make_world, new_attempt
+from tests.call_rig import new_attempt
+from tests.test_handoff_calls import make_world
 
 FIRST, SECOND = "01099990050", "01099990051"
 BUDGET = dt.timedelta(seconds=120)

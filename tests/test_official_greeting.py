@@ -19,17 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.app.parts import Telephony, build_container, recording_store, voice_profiles
 from anbu.app.processes import prompts_upload
-from anbu.db.models import CallAttempt, Checkin, District, Resident
+from anbu.db.models import District, Resident
 from anbu.db.models_escalation import EscalationChain, EscalationStep, Official
-from anbu.domain.checkin import CheckinStatus
 from anbu.domain.incidents import OfficialRole
 from anbu.domain.replies import Prompt, Reply
-from anbu.ports import CallRequest, IvrOutcome
+from anbu.ports import IvrOutcome
 from anbu.settings import Settings
 from ivr.recording import RecordingStore
 from tests.api_support import api_over, h
 from tests.fixtures_asterisk import AsteriskPair
-from tests.test_repeat_calls import KeepingRegistry
+from tests.test_repeat_calls import KeepingRegistry, dial
 
 GREETING = "안녕하세요, 신림동 주민센터 김복지입니다."
 PRESSES_1 = "01099990001"
@@ -193,18 +192,9 @@ class Rig:
             )
             s.add(resident)
             await s.flush()
-            checkin = Checkin(resident_id=resident.id, reason="test")
-            checkin.status = CheckinStatus.DIALING
-            s.add(checkin)
-            await s.flush()
-            attempt = CallAttempt(checkin_id=checkin.id, attempt_no=1, number=PRESSES_1)
-            s.add(attempt)
+            resident_id = resident.id
             await s.commit()
-        record = await self.tel.dialer.call(
-            CallRequest(channel_id=attempt.channel_id, number=PRESSES_1, ring_timeout_s=10)
-        )
-        assert record.reply is not None, record
-        return self.registry.outcomes[attempt.channel_id]
+        return await dial(self.tel, self.registry, self.sessions, resident_id, PRESSES_1)
 
 
 @contextlib.asynccontextmanager

@@ -18,13 +18,13 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.app.parts import Telephony, build_container, voice_profiles
-from anbu.db.models import CallAttempt, Checkin, District, Resident
-from anbu.domain.checkin import CheckinStatus
+from anbu.db.models import District, Resident
 from anbu.domain.replies import Prompt, Reply
 from anbu.domain.voice import VoiceProfile
 from anbu.ports import CallRequest, IvrOutcome
 from anbu.services.voice import put_voice
 from ivr.dialer import CallRegistry
+from tests.call_rig import new_attempt
 from tests.fixtures_asterisk import AsteriskPair
 
 pytestmark = [pytest.mark.asterisk]
@@ -62,18 +62,26 @@ class Rig:
             await s.flush()
             if profile is not None:
                 await put_voice(s, resident.id, profile, resident.created_at)
-            checkin = Checkin(resident_id=resident.id, reason="test")
-            checkin.status = CheckinStatus.DIALING
-            s.add(checkin)
-            await s.flush()
-            attempt = CallAttempt(checkin_id=checkin.id, attempt_no=1, number=number)
-            s.add(attempt)
+            resident_id = resident.id
             await s.commit()
-        record = await self.tel.dialer.call(
-            CallRequest(channel_id=attempt.channel_id, number=number, ring_timeout_s=10)
-        )
-        assert record.reply is not None, record
-        return self.registry.outcomes[attempt.channel_id]
+        return await dial(self.tel, self.registry, self.sessions, resident_id, number)
+
+
+async def dial(
+    tel: Telephony,
+    registry: KeepingRegistry,
+    sessions: async_sessionmaker[AsyncSession],
+    resident_id: str,
+    number: str,
+) -> IvrOutcome:
+    """Ring ``resident_id`` at ``number`` through the engine as the dispatcher would; the
+    IVR's outcome of the call."""
+    attempt = await new_attempt(sessions, resident_id, number, reason="test")
+    record = await tel.dialer.call(
+        CallRequest(channel_id=attempt.channel_id, number=number, ring_timeout_s=10)
+    )
+    assert record.reply is not None, record
+    return registry.outcomes[attempt.channel_id]
 
 
 @contextlib.asynccontextmanager
