@@ -48,6 +48,7 @@ from bench.common import stop_on_sigterm, write_results
 from devstack.asterisk import install_asterisk
 from ivr.prompts import PromptLibrary
 from scheduler.dispatcher import Dispatcher
+from tests.call_rig import dispatching
 
 OK = "01099990040"
 HELP = "01099990041"
@@ -115,9 +116,8 @@ async def campaign(
     dispatcher.add_listener(on_closed)
     load_before = load()
     t0 = time.perf_counter()
-    runner = asyncio.create_task(dispatcher.run(0.2))
     downtime = 0.0
-    try:
+    async with dispatching(dispatcher, then=[tel.stop, carrier.close]):
         if kill is not None:
             async with asyncio.timeout(300), progress:
                 await progress.wait_for(lambda: len(closed) >= calls // 4)
@@ -133,13 +133,6 @@ async def campaign(
         async with asyncio.timeout(900), progress:
             await progress.wait_for(lambda: len(closed) >= calls)
         wall = time.perf_counter() - t0
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-        await dispatcher.drain()
-        await dispatcher.close()
-        await tel.stop()
-        await carrier.close()
     async with sessions() as s:
         cases = (await s.execute(select(Checkin))).scalars().all()
         attempts = (await s.execute(select(CallAttempt))).scalars().all()

@@ -13,7 +13,7 @@ import math
 import struct
 import uuid
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from ivr.ami import AmiClient, AmiState
 from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow, ReplyListener
 from ivr.prompts import PromptLibrary
+from scheduler.dispatcher import Dispatcher
 from tests.fixtures_asterisk import AsteriskPair
 
 
@@ -151,3 +152,25 @@ async def new_attempt(
         s.add(attempt)
         await s.commit()
         return attempt
+
+
+@contextlib.asynccontextmanager
+async def dispatching(
+    dispatcher: Dispatcher,
+    poll_interval_s: float = 0.2,
+    *,
+    then: Sequence[Callable[[], Awaitable[object]]] = (),
+) -> AsyncIterator[Dispatcher]:
+    """``dispatcher``'s loop running for the block; after it (also on a failure) the loop
+    stopped, the calls in flight finished, the dispatcher closed, and ``then`` awaited in
+    order (the dialer, the AMI client... that the dispatcher used)."""
+    runner = asyncio.create_task(dispatcher.run(poll_interval_s))
+    try:
+        yield dispatcher
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await dispatcher.drain()
+        await dispatcher.close()
+        for close in then:
+            await close()

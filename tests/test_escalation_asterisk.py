@@ -6,7 +6,6 @@ exact Korean text."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import pytest
@@ -23,6 +22,7 @@ from devstack.kannel import KannelInstance, ReceivedSms
 from ivr.ami import AmiClient
 from ivr.dialer import AmiDialer, CallRegistry
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
+from tests.call_rig import dispatching
 from tests.test_escalation_e2e import (  # noqa: F401  (fixtures used by name)
     Stack,
     StackFactory,
@@ -96,17 +96,10 @@ async def ring_out_until_sms(
         listeners=[record, stack.service.on_checkin_closed],
         engine=db_engine,
     )
-    runner = asyncio.create_task(dispatcher.run(poll_interval_s=0.2))
-    try:
+    async with dispatching(dispatcher, then=[dialer.close]):
         sms = await kannel.wait_received(
             lambda m: m.receiver == world.officials["primary"].phone, timeout_s=40
         )
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-        await dispatcher.drain()
-        await dispatcher.close()
-        await dialer.close()
 
     [event] = closed
     return RingOut(world, checkin_id, event, sms)

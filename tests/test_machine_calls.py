@@ -40,7 +40,7 @@ from ivr.listen import SpeechListener
 from ivr.speech import VoskRecognizer
 from ivr.stream import StreamListener
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
-from tests.call_rig import Rig, open_rig, tone_prompts
+from tests.call_rig import Rig, dispatching, open_rig, tone_prompts
 from tests.fixtures_asterisk import AmiProbe, AsteriskPair
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.voice]
@@ -275,14 +275,8 @@ async def test_given_phone_always_on_voicemail_when_dispatched_then_retried_and_
             )
             checkin_id = checkin.id
             await s.commit()
-        runner = asyncio.create_task(dispatcher.run(poll_interval_s=0.2))
-        try:
+        async with dispatching(dispatcher):
             await asyncio.wait_for(done.wait(), 60)
-        finally:
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
-            await dispatcher.drain()
-            await dispatcher.close()
 
     async with sessions() as s:
         case = await s.get(Checkin, checkin_id)

@@ -28,6 +28,7 @@ from anbu.db.models_scheduling import Program
 from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus, Outcome
 from anbu.services.checkins import CheckinClosed, open_checkin
 from devstack.asterisk import AsteriskInstall
+from tests.call_rig import dispatching
 from tests.fixtures_asterisk import AmiProbe, AsteriskPair, build_nodes, free_ports
 from tests.test_agi_correlation import short_prompts  # noqa: F401 (fixture)
 
@@ -124,8 +125,7 @@ async def test_given_two_nodes_when_one_is_killed_mid_campaign_then_no_case_lost
     await tel.start()
     dispatcher = build_dispatcher(container, tel, escalation.service)
     dispatcher.add_listener(on_closed)
-    runner = asyncio.create_task(dispatcher.run(0.2))
-    try:
+    async with dispatching(dispatcher, then=[tel.stop, escalation.aclose, carrier.close]):
         await until_closed(10, 120)
         # Mid-call: wait until the node has calls in flight, most of them not yet answered
         # by a key (the carrier presses 1.5 s after answering).
@@ -140,14 +140,6 @@ async def test_given_two_nodes_when_one_is_killed_mid_campaign_then_no_case_lost
         await asyncio.to_thread(killed.start)
         restarted_at = clock.now()
         await until_closed(CASES, 240)
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-        await dispatcher.drain()
-        await dispatcher.close()
-        await tel.stop()
-        await escalation.aclose()
-        await carrier.close()
 
     async with sessions() as s:
         cases = (await s.execute(select(Checkin))).scalars().all()

@@ -20,6 +20,7 @@ from anbu.services.checkins import CheckinClosed, open_checkin
 from ivr.ami import AmiClient
 from ivr.dialer import AmiDialer, CallRegistry
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
+from tests.call_rig import dispatching
 
 NEVER_ANSWERS = "01099990004"
 BUSY = "01099990005"
@@ -85,15 +86,8 @@ async def test_given_carrier_numbers_when_dispatched_then_retries_follow_the_pol
             )
             ids[number] = checkin.id
         await s.commit()
-    runner = asyncio.create_task(dispatcher.run(poll_interval_s=0.2))
-    try:
+    async with dispatching(dispatcher, then=[dialer.close]):
         await asyncio.wait_for(all_closed.wait(), 40)
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-        await dispatcher.drain()
-        await dispatcher.close()
-        await dialer.close()
 
     async with sessions() as s:
         cases = {n: await s.get(Checkin, cid) for n, cid in ids.items()}

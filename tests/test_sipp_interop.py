@@ -38,7 +38,7 @@ from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow
 from ivr.prompts import PromptLibrary
 from scheduler.dispatcher import Dispatcher
-from tests.call_rig import tone_prompts
+from tests.call_rig import dispatching, tone_prompts
 from tests.fixtures_asterisk import asterisk_processes, free_ports, instance_settings
 from tests.sipp import Phone, Sipp, dtmf_pcap, running, uas_scenario
 
@@ -351,16 +351,8 @@ async def test_given_trunk_down_when_three_residents_dialed_then_network_failure
         for person in people:
             await open_checkin(s, person, source=CheckinSource.API, reason="t", now=clock.now())
         await s.commit()
-    runner = asyncio.create_task(dispatcher.run(poll_interval_s=0.2))
-    try:
+    async with dispatching(dispatcher, then=[dialer.close, ami.close]):
         await asyncio.wait_for(paged.wait(), 30)
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-        await dispatcher.drain()
-        await dispatcher.close()
-        await dialer.close()
-        await ami.close()
     assert pages == [3]
     async with sessions() as s:
         attempts = (await s.execute(select(CallAttempt).order_by(CallAttempt.attempt_no))).scalars()
