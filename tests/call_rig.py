@@ -17,11 +17,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.models import CallAttempt, Checkin
 from anbu.domain.calls import CallResult
-from anbu.domain.checkin import CheckinStatus
+from anbu.domain.checkin import AttemptStatus, CheckinStatus
 from anbu.domain.replies import Prompt, Reply
 from anbu.ports import CallRecord, CallRequest, IvrOutcome
 from ivr.agi import AgiServer
@@ -152,6 +153,17 @@ async def new_attempt(
         s.add(attempt)
         await s.commit()
         return attempt
+
+
+async def scheduled_attempt(session: AsyncSession, checkin_id: str) -> CallAttempt:
+    """The attempt ``checkin_id`` waits on (the one the dispatcher would claim next)."""
+    attempt = await session.scalar(
+        select(CallAttempt).where(
+            CallAttempt.checkin_id == checkin_id, CallAttempt.status == AttemptStatus.SCHEDULED
+        )
+    )
+    assert attempt is not None, f"check-in {checkin_id} has no scheduled attempt"
+    return attempt
 
 
 @contextlib.asynccontextmanager

@@ -5,18 +5,18 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from anbu.db.models import CallAttempt, District, Resident
+from anbu.db.models import District, Resident
 from anbu.domain.call_time import best_time, learned_hour
 from anbu.domain.calling_hours import CallingWindow
 from anbu.domain.calls import CallResult
-from anbu.domain.checkin import AttemptStatus, CheckinSource
+from anbu.domain.checkin import CheckinSource
 from anbu.domain.replies import Reply
 from anbu.domain.retry import RetryPolicy
 from anbu.ports import CallRecord
 from anbu.services.checkins import claim_attempts, open_checkin, record_attempt
+from tests.call_rig import scheduled_attempt
 
 KST = dt.timezone(dt.timedelta(hours=9))
 
@@ -74,13 +74,7 @@ async def _attempt(
     policy: RetryPolicy,
 ) -> None:
     async with sessions() as s:
-        attempt_id = await s.scalar(
-            select(CallAttempt.id).where(
-                CallAttempt.checkin_id == checkin_id,
-                CallAttempt.status == AttemptStatus.SCHEDULED,
-            )
-        )
-        assert attempt_id is not None
+        attempt_id = (await scheduled_attempt(s, checkin_id)).id
         assert await claim_attempts(s, [attempt_id], at) == {attempt_id}
         answered = result is CallResult.ANSWERED
         record = CallRecord(
@@ -94,14 +88,7 @@ async def _attempt(
 
 async def _next_attempt(sessions: async_sessionmaker[AsyncSession], checkin_id: str) -> dt.datetime:
     async with sessions() as s:
-        at = await s.scalar(
-            select(CallAttempt.scheduled_for).where(
-                CallAttempt.checkin_id == checkin_id,
-                CallAttempt.status == AttemptStatus.SCHEDULED,
-            )
-        )
-        assert at is not None
-        return at
+        return (await scheduled_attempt(s, checkin_id)).scheduled_for
 
 
 async def test_given_answers_at_two_when_a_routine_call_is_unanswered_then_retried_at_two(
