@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from anbu.db.models import CallAttempt, District, Resident
+from anbu.db.models import District, Resident
 from anbu.db.models_escalation import (
     EscalationChain,
     EscalationStep,
@@ -26,7 +26,7 @@ from anbu.db.models_escalation import (
     ResidentFinding,
 )
 from anbu.domain.calls import CallResult
-from anbu.domain.checkin import AttemptStatus, CheckinSource, Outcome
+from anbu.domain.checkin import CheckinSource, Outcome
 from anbu.domain.escalation import Finding
 from anbu.domain.incidents import DeliveryStatus, IncidentStatus, OfficialRole, OutboxStatus
 from anbu.domain.replies import Reply
@@ -43,6 +43,7 @@ from anbu.services.checkins import (
 from escalation.dlr import DeliveryReport, InboundSms
 from escalation.outbox import OutboxConfig, OutboxWorker, enqueue
 from escalation.service import EscalationConfig, EscalationService, ReplyOutcome
+from tests.call_rig import scheduled_attempt
 
 OUR_NUMBER = "0212345678"
 # 2026-11-25 (Wednesday) 10:00 in Seoul: office hours.
@@ -173,13 +174,7 @@ async def close_case(
     for n, item in enumerate(results):
         at = now + dt.timedelta(seconds=30 * n)
         async with sessions() as s:
-            attempt_id = await s.scalar(
-                select(CallAttempt.id).where(
-                    CallAttempt.checkin_id == checkin_id,
-                    CallAttempt.status == AttemptStatus.SCHEDULED,
-                )
-            )
-            assert attempt_id is not None
+            attempt_id = (await scheduled_attempt(s, checkin_id)).id
             assert await claim_attempts(s, [attempt_id], at)
             answered = isinstance(item, Reply)
             record = CallRecord(
@@ -510,11 +505,8 @@ async def test_given_backup_queued_when_primary_acks_first_then_backup_sms_is_ca
 async def test_given_link_when_official_records_finding_then_resident_record_has_it(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    world = await make_world(sessions)
-    event = await close_case(sessions, world.resident_id, [CallResult.NO_ANSWER], T0)
-    clock = FakeClock(event.at)
-    service = EscalationService(sessions, config(), clock=clock)
-    await service.on_checkin_closed(event)
+    a = await alerted(sessions)
+    event, clock, service = a.event, a.clock, a.service
     incident = await incident_of(sessions, event.checkin_id)
     clock.advance(1800)
     token = await link_token(sessions, incident.id)
@@ -552,11 +544,8 @@ async def test_given_link_when_official_records_finding_then_resident_record_has
 async def test_given_final_report_when_late_accepted_arrives_then_status_stays_final(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    world = await make_world(sessions)
-    event = await close_case(sessions, world.resident_id, [CallResult.NO_ANSWER], T0)
-    clock = FakeClock(event.at)
-    service = EscalationService(sessions, config(), clock=clock)
-    await service.on_checkin_closed(event)
+    a = await alerted(sessions)
+    clock, service = a.clock, a.service
     [msg] = await messages(sessions)
 
     def report(status: DeliveryStatus) -> DeliveryReport:
