@@ -43,20 +43,28 @@ def h(key: str) -> dict[str, str]:
     return {"X-API-Key": key}
 
 
-@asynccontextmanager
-async def api_over(db_url: str, settings: Settings | None = None) -> AsyncIterator[Api]:
-    clock = MovableClock()
-    container = build_container(settings or Settings(database_url=db_url), clock=clock)
+async def seed_keys(container: Container, *, read_only_key: bool = False) -> Keys:
+    """관악구 (11620) and 강남구 (11680), and the API keys ``admin`` (every district),
+    ``gwanak``, ``gangnam`` and, with ``read_only_key``, ``gwanak-read`` (read scope only)."""
     async with container.sessions() as s:
         await ensure_district(s, "11620", "관악구")
         await ensure_district(s, "11680", "강남구")
         keys = {
             "admin": await create_api_key(s, "admin", admin=True, key=ADMIN),
             "gwanak": await create_api_key(s, "gwanak", ["11620"]),
-            "gwanak-read": await create_api_key(s, "gwanak-read", ["11620"], scopes=["read"]),
             "gangnam": await create_api_key(s, "gangnam", ["11680"]),
         }
+        if read_only_key:
+            keys["gwanak-read"] = await create_api_key(s, "gwanak-read", ["11620"], scopes=["read"])
         await s.commit()
+    return keys
+
+
+@asynccontextmanager
+async def api_over(db_url: str, settings: Settings | None = None) -> AsyncIterator[Api]:
+    clock = MovableClock()
+    container = build_container(settings or Settings(database_url=db_url), clock=clock)
+    keys = await seed_keys(container, read_only_key=True)
     app = build_api(container)
     transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://anbu") as client:
@@ -82,15 +90,7 @@ async def api_client(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
     """A client of ``container``'s API and the keys ``admin`` (every district), ``gwanak``
     (11620) and ``gangnam`` (11680); closes the container afterwards."""
-    async with container.sessions() as s:
-        await ensure_district(s, "11620", "관악구")
-        await ensure_district(s, "11680", "강남구")
-        keys = {
-            "admin": await create_api_key(s, "admin", admin=True, key=ADMIN),
-            "gwanak": await create_api_key(s, "gwanak", ["11620"]),
-            "gangnam": await create_api_key(s, "gangnam", ["11680"]),
-        }
-        await s.commit()
+    keys = await seed_keys(container)
     transport = httpx.ASGITransport(app=build_api(container))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://anbu") as client:
