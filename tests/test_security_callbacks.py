@@ -38,6 +38,7 @@ from tests.test_escalation_service import (
     link_token,
     make_world,
 )
+from tests.test_security_headers import PRODUCTION
 
 PRIMARY = "01055550001"  # the first step's official in _setup_chain
 
@@ -172,17 +173,8 @@ async def test_given_no_or_wrong_key_or_address_when_calling_back_then_refused(
 
 
 def test_given_production_without_callback_token_then_settings_refused() -> None:
-    secrets = {
-        "engine": {
-            "sip_port": 1,
-            "ami_port": 2,
-            "rtp_start": 3,
-            "rtp_end": 4,
-            "ami_secret": "a-real-ami-secret",
-        },
-        "sms": {"kannel_password": "a-real-kannel-password"},
-        "bootstrap_api_key": None,
-    }
+    # Every other production setting as it should be: the token is what is refused.
+    secrets = {k: v for k, v in PRODUCTION.items() if k not in ("environment", "escalation")}
     with pytest.raises(SettingsError, match="ANBU_ESCALATION__CALLBACK_TOKEN"):
         Settings(environment="production", **secrets)  # type: ignore[arg-type]
     with pytest.raises(SettingsError, match="ANBU_ESCALATION__CALLBACK_TOKEN"):
