@@ -23,6 +23,7 @@ from tests.fixtures_kannel import (
     solapi_server,
 )
 from tests.fixtures_speech import recognizer
+from tests.ivr_fakes import fake_ami
 
 __all__ = [
     "agi_port",
@@ -33,6 +34,7 @@ __all__ = [
     "db_engine",
     "db_url",
     "engine_ami",
+    "fake_ami",
     "kannel",
     "kannel_factory",
     "kannel_sender",

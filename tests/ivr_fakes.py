@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+
+import pytest
 
 from ivr.ami import AmiMessage, encode_message, read_message
 
@@ -168,6 +170,15 @@ class FakeAmi:
         if self.boot_delay_s:
             await asyncio.sleep(self.boot_delay_s)
         conn.send(Event="FullyBooted", Privilege="system,all", Status="Fully Booted")
+
+
+@pytest.fixture
+async def fake_ami() -> AsyncIterator[FakeAmi]:
+    """A started FakeAmi, stopped after the test."""
+    server = FakeAmi()
+    await server.start()
+    yield server
+    await server.stop()
 
 
 # ---------------------------------------------------------------------------------------------

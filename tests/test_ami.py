@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,14 +19,6 @@ from ivr.ami import (
     read_message,
 )
 from tests.ivr_fakes import FakeAmi, FakeAmiConn, eventually
-
-
-@pytest.fixture
-async def fake_ami() -> AsyncIterator[FakeAmi]:
-    server = FakeAmi()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def make_client(server: FakeAmi, **kwargs: float | str) -> AmiClient:

@@ -266,14 +266,6 @@ def response(ok: bool, reason: str, delay: float = 0.01) -> Step:
 
 
 @pytest.fixture
-async def fake_ami() -> AsyncIterator[FakeAmi]:
-    server = FakeAmi()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def ami(fake_ami: FakeAmi) -> AsyncIterator[AmiClient]:
     client = AmiClient(
         "127.0.0.1",
