@@ -45,6 +45,12 @@ M = dt.timedelta(minutes=1)
         (CallResult.UNREACHABLE, 3, GiveUp(Outcome.UNREACHABLE)),
         (CallResult.NETWORK_FAILURE, 1, RetryAt(DIALED + 2 * M)),
         (CallResult.REJECTED, 3, GiveUp(Outcome.DECLINED)),
+        # A voicemail box or an answering machine: as if nobody answered.
+        (CallResult.VOICEMAIL, 1, RetryAt(DIALED + 10 * M)),
+        (CallResult.VOICEMAIL, 2, RetryAt(DIALED + 10 * M)),
+        (CallResult.VOICEMAIL, 3, GiveUp(Outcome.UNREACHABLE)),
+        (CallResult.MACHINE, 1, RetryAt(DIALED + 10 * M)),
+        (CallResult.MACHINE, 3, GiveUp(Outcome.UNREACHABLE)),
     ],
 )
 def test_given_unanswered_result_when_deciding_then_table_holds(
