@@ -17,9 +17,9 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, exists, func, select, text, update
+from sqlalchemy import ColumnElement, Select, delete, exists, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.models import CallAttempt, Checkin
@@ -82,27 +82,38 @@ def _cutoff(now: dt.datetime, days: int | None) -> dt.datetime | None:
     return None if days is None else now - dt.timedelta(days=days)
 
 
+async def _chunk_ids(session: AsyncSession, query: Select[Any], chunk: int) -> list[Any]:
+    """The ids of the next chunk ``query`` selects."""
+    return list((await session.execute(query.limit(chunk))).scalars())
+
+
+async def _delete_where(session: AsyncSession, table: Any, condition: ColumnElement[bool]) -> int:
+    """A bulk DELETE, not synchronised into the session (none of the rows is loaded in it);
+    returns how many rows went."""
+    result = await session.execute(
+        delete(table).where(condition).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def _erase_transcripts(
     session: AsyncSession, cutoff: dt.datetime, chunk: int
 ) -> tuple[int, ...]:
-    ids = list(
-        (
-            await session.execute(
-                select(CallAttempt.id)
-                .join(Checkin, Checkin.id == CallAttempt.checkin_id)
-                .where(
-                    CallAttempt.transcript.is_not(None),
-                    func.coalesce(CallAttempt.ended_at, CallAttempt.scheduled_for) < cutoff,
-                    Checkin.status.in_(FINAL_CHECKIN),
-                    # Evidence an official may still need: the case's incident waits.
-                    ~exists().where(
-                        Incident.checkin_id == Checkin.id,
-                        Incident.status != IncidentStatus.ACKNOWLEDGED,
-                    ),
-                )
-                .limit(chunk)
-            )
-        ).scalars()
+    ids = await _chunk_ids(
+        session,
+        select(CallAttempt.id)
+        .join(Checkin, Checkin.id == CallAttempt.checkin_id)
+        .where(
+            CallAttempt.transcript.is_not(None),
+            func.coalesce(CallAttempt.ended_at, CallAttempt.scheduled_for) < cutoff,
+            Checkin.status.in_(FINAL_CHECKIN),
+            # Evidence an official may still need: the case's incident waits.
+            ~exists().where(
+                Incident.checkin_id == Checkin.id,
+                Incident.status != IncidentStatus.ACKNOWLEDGED,
+            ),
+        ),
+        chunk,
     )
     if ids:
         await session.execute(
@@ -117,17 +128,13 @@ async def _erase_transcripts(
 async def _delete_incidents(
     session: AsyncSession, cutoff: dt.datetime, chunk: int
 ) -> tuple[int, ...]:
-    ids = list(
-        (
-            await session.execute(
-                select(Incident.id)
-                .where(
-                    Incident.status == IncidentStatus.ACKNOWLEDGED,
-                    func.coalesce(Incident.closed_at, Incident.acknowledged_at) < cutoff,
-                )
-                .limit(chunk)
-            )
-        ).scalars()
+    ids = await _chunk_ids(
+        session,
+        select(Incident.id).where(
+            Incident.status == IncidentStatus.ACKNOWLEDGED,
+            func.coalesce(Incident.closed_at, Incident.acknowledged_at) < cutoff,
+        ),
+        chunk,
     )
     if ids:
         for table, column in (
@@ -140,91 +147,57 @@ async def _delete_incidents(
             (AckLink, AckLink.incident_id),
             (FindingAmendment, FindingAmendment.incident_id),
         ):
-            await session.execute(
-                delete(table).where(column.in_(ids)).execution_options(synchronize_session=False)
-            )
-        await session.execute(
-            delete(Incident)
-            .where(Incident.id.in_(ids))
-            .execution_options(synchronize_session=False)
-        )
+            await _delete_where(session, table, column.in_(ids))
+        await _delete_where(session, Incident, Incident.id.in_(ids))
     return (len(ids),)
 
 
 async def _delete_checkins(
     session: AsyncSession, cutoff: dt.datetime, chunk: int
 ) -> tuple[int, ...]:
-    ids = list(
-        (
-            await session.execute(
-                select(Checkin.id)
-                .where(
-                    Checkin.status.in_(FINAL_CHECKIN),
-                    func.coalesce(Checkin.closed_at, Checkin.updated_at) < cutoff,
-                    ~exists().where(Incident.checkin_id == Checkin.id),
-                )
-                .limit(chunk)
-            )
-        ).scalars()
+    ids = await _chunk_ids(
+        session,
+        select(Checkin.id).where(
+            Checkin.status.in_(FINAL_CHECKIN),
+            func.coalesce(Checkin.closed_at, Checkin.updated_at) < cutoff,
+            ~exists().where(Incident.checkin_id == Checkin.id),
+        ),
+        chunk,
     )
     attempts = 0
     if ids:
-        result = await session.execute(
-            delete(CallAttempt)
-            .where(CallAttempt.checkin_id.in_(ids))
-            .execution_options(synchronize_session=False)
-        )
-        attempts = int(result.rowcount)  # type: ignore[attr-defined]
-        await session.execute(
-            delete(Checkin).where(Checkin.id.in_(ids)).execution_options(synchronize_session=False)
-        )
+        attempts = await _delete_where(session, CallAttempt, CallAttempt.checkin_id.in_(ids))
+        await _delete_where(session, Checkin, Checkin.id.in_(ids))
     return len(ids), attempts
 
 
 async def _delete_webhooks(
     session: AsyncSession, cutoff: dt.datetime, chunk: int
 ) -> tuple[int, ...]:
-    ids = list(
-        (
-            await session.execute(
-                select(WebhookDelivery.id)
-                .where(
-                    WebhookDelivery.status.not_in([DeliveryState.PENDING, DeliveryState.SENDING]),
-                    WebhookDelivery.created_at < cutoff,
-                )
-                .limit(chunk)
-            )
-        ).scalars()
+    ids = await _chunk_ids(
+        session,
+        select(WebhookDelivery.id).where(
+            WebhookDelivery.status.not_in([DeliveryState.PENDING, DeliveryState.SENDING]),
+            WebhookDelivery.created_at < cutoff,
+        ),
+        chunk,
     )
     if ids:
-        await session.execute(
-            delete(WebhookDelivery)
-            .where(WebhookDelivery.id.in_(ids))
-            .execution_options(synchronize_session=False)
-        )
+        await _delete_where(session, WebhookDelivery, WebhookDelivery.id.in_(ids))
     return (len(ids),)
 
 
 async def _delete_audit(session: AsyncSession, cutoff: dt.datetime, chunk: int) -> tuple[int, ...]:
-    ids = list(
-        (
-            await session.execute(
-                select(AuditEntry.id)
-                .where(AuditEntry.at < cutoff)
-                .order_by(AuditEntry.id)
-                .limit(chunk)
-            )
-        ).scalars()
+    ids = await _chunk_ids(
+        session,
+        select(AuditEntry.id).where(AuditEntry.at < cutoff).order_by(AuditEntry.id),
+        chunk,
     )
     if ids:
         if session.get_bind().dialect.name == "postgresql":
             # The append-only trigger lets this transaction, and only it, delete old rows.
             await session.execute(text("SET LOCAL anbu.audit_purge = 'on'"))
-        await session.execute(
-            delete(AuditEntry)
-            .where(AuditEntry.id.in_(ids))
-            .execution_options(synchronize_session=False)
-        )
+        await _delete_where(session, AuditEntry, AuditEntry.id.in_(ids))
     return (len(ids),)
 
 
