@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+import pytest
 
 from anbu.app.parts import build_api, build_container
 from anbu.container import Container
@@ -70,6 +71,13 @@ async def api_over(db_url: str, settings: Settings | None = None) -> AsyncIterat
     async with httpx.AsyncClient(transport=transport, base_url="http://anbu") as client:
         yield Api(client, keys, container, clock)
     await container.aclose()
+
+
+@pytest.fixture
+async def api(db_url: str) -> AsyncIterator[Api]:
+    """``api_over`` the test's database (a module with an ``api`` fixture of its own uses that)."""
+    async with api_over(db_url) as made:
+        yield made
 
 
 async def new_resident(

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.api_support import api
 from tests.db_fixtures import db_engine, db_url, migrated_templates, pg_database, sessions
 from tests.fixtures_asterisk import (
     agi_port,
@@ -27,6 +28,7 @@ from tests.ivr_fakes import fake_ami
 
 __all__ = [
     "agi_port",
+    "api",
     "asterisk_install",
     "asterisk_pair",
     "bench_prompt",

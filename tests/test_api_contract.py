@@ -4,18 +4,11 @@ take their own type only, a new resident has a monitoring state."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.api_support import Api, api_over, h, new_resident
-
-
-@pytest.fixture
-async def api(db_url: str) -> AsyncIterator[Api]:
-    async with api_over(db_url) as a:
-        yield a
+from tests.api_support import Api, h, new_resident
 
 
 def _operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

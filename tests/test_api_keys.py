@@ -4,7 +4,6 @@ the CLI, on both databases."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -21,15 +20,9 @@ from anbu.domain.access import (
 )
 from anbu.services.admin import hash_key
 from anbu.settings import Settings
-from tests.api_support import START, Api, api_over, h, new_resident
+from tests.api_support import START, Api, h, new_resident
 
 T = START
-
-
-@pytest.fixture
-async def api(db_url: str) -> AsyncIterator[Api]:
-    async with api_over(db_url) as a:
-        yield a
 
 
 @pytest.mark.parametrize(

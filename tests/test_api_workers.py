@@ -11,22 +11,14 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from anbu.app.processes import start_api_workers, stop_api_workers
 from anbu.settings import Settings
-from tests.api_support import Api, api_over, h, new_resident
+from tests.api_support import Api, h, new_resident
 from tests.fixtures_asterisk import free_port
-
-
-@pytest.fixture
-async def api(db_url: str) -> AsyncIterator[Api]:
-    async with api_over(db_url) as a:
-        yield a
 
 
 def _listening() -> socket.socket:

@@ -4,7 +4,6 @@ finding says who, when, from where and what; refused tries too; append-only; adm
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,9 @@ from sqlalchemy.exc import DBAPIError
 from anbu.db.models import ApiKey, CallAttempt
 from anbu.db.models_audit import AuditEntry
 from anbu.domain.audit import AuditAction, action_for
-from tests.api_support import Api, api_over, h, new_resident
+from tests.api_support import Api, h, new_resident
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-async def api(db_url: str) -> AsyncIterator[Api]:
-    async with api_over(db_url) as a:
-        yield a
 
 
 async def _log(api: Api, **query: Any) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from anbu.container import Container
 from anbu.db.models_escalation import Incident, OutboxMessage
 from anbu.domain.escalation import Finding
 from anbu.domain.incidents import AckChannel, IncidentStatus
-from tests.api_support import api_over
+from tests.api_support import Api
 from tests.console_support import PASSWORD, make_account, recent_incident
 from tests.fixtures_asterisk import free_port
 
@@ -103,79 +103,79 @@ async def save_shot(page: Page, db_url: str, name: str, *, full_page: bool = Tru
 
 
 async def test_given_unanswered_resident_when_official_acts_in_browser_then_chain_stops(
+    api: Api,
     db_url: str,
 ) -> None:
-    async with api_over(db_url) as api:
-        sessions = api.container.sessions
-        seeded = await recent_incident(api)
-        primary = seeded.world.officials["primary"]
-        now = api.clock.now()
-        await make_account(sessions, now, "kim", name="김주무관", official_id=primary.id)
-        await make_account(sessions, now, "gangnam", district="11680", name="강남 주무관")
-        await make_account(sessions, now, "lee", name="이주무관")
+    sessions = api.container.sessions
+    seeded = await recent_incident(api)
+    primary = seeded.world.officials["primary"]
+    now = api.clock.now()
+    await make_account(sessions, now, "kim", name="김주무관", official_id=primary.id)
+    await make_account(sessions, now, "gangnam", district="11680", name="강남 주무관")
+    await make_account(sessions, now, "lee", name="이주무관")
 
-        async with console_in_browser(api.container) as (base, browser, page):
-            await page.goto(f"{base}/console/login")
-            await save_shot(page, db_url, "login")
-            await log_in(page, base, "kim")
-            assert page.url == f"{base}/console"
-            row = page.locator(f'a[href="/console/incidents/{seeded.incident_id}"]')
-            assert await row.inner_text() == "김안부"
-            assert await page.get_by_text("남음").count() >= 1
-            await save_shot(page, db_url, "today")
+    async with console_in_browser(api.container) as (base, browser, page):
+        await page.goto(f"{base}/console/login")
+        await save_shot(page, db_url, "login")
+        await log_in(page, base, "kim")
+        assert page.url == f"{base}/console"
+        row = page.locator(f'a[href="/console/incidents/{seeded.incident_id}"]')
+        assert await row.inner_text() == "김안부"
+        assert await page.get_by_text("남음").count() >= 1
+        await save_shot(page, db_url, "today")
 
-            await row.click()
-            await page.wait_for_load_state()
-            assert page.url.endswith(f"/console/incidents/{seeded.incident_id}")
-            assert await page.get_by_text("받지 않음").count() == 3
-            await save_shot(page, db_url, "incident")
-            await page.get_by_label("방문 확인").check()
-            await page.get_by_label("메모").fill("방문, 건강함")
-            await page.get_by_role("button", name="확인하고 기록").click()
-            await page.wait_for_load_state()
-            assert await page.locator("#finding").inner_text() == "방문 확인 · 방문, 건강함"
-            assert await page.locator("#status").inner_text() == "확인됨"
-            await save_shot(page, db_url, "incident-acknowledged")
+        await row.click()
+        await page.wait_for_load_state()
+        assert page.url.endswith(f"/console/incidents/{seeded.incident_id}")
+        assert await page.get_by_text("받지 않음").count() == 3
+        await save_shot(page, db_url, "incident")
+        await page.get_by_label("방문 확인").check()
+        await page.get_by_label("메모").fill("방문, 건강함")
+        await page.get_by_role("button", name="확인하고 기록").click()
+        await page.wait_for_load_state()
+        assert await page.locator("#finding").inner_text() == "방문 확인 · 방문, 건강함"
+        assert await page.locator("#status").inner_text() == "확인됨"
+        await save_shot(page, db_url, "incident-acknowledged")
 
-            await page.get_by_role("link", name="김안부").click()
-            await page.wait_for_load_state()
-            assert "01012345678" not in await page.content()
-            await page.get_by_role("button", name="번호 보기 (기록됨)").click()
-            await page.wait_for_load_state()
-            assert await page.locator("#phone").inner_text() == "01012345678"
-            await save_shot(page, db_url, "resident")
-            await page.get_by_role("link", name="대상자").click()
-            await page.wait_for_load_state()
-            await save_shot(page, db_url, "residents")
+        await page.get_by_role("link", name="김안부").click()
+        await page.wait_for_load_state()
+        assert "01012345678" not in await page.content()
+        await page.get_by_role("button", name="번호 보기 (기록됨)").click()
+        await page.wait_for_load_state()
+        assert await page.locator("#phone").inner_text() == "01012345678"
+        await save_shot(page, db_url, "resident")
+        await page.get_by_role("link", name="대상자").click()
+        await page.wait_for_load_state()
+        await save_shot(page, db_url, "residents")
 
-            other = await (await browser.new_context()).new_page()
-            await log_in(other, base, "gangnam")
-            assert other.url == f"{base}/console"
-            assert "김안부" not in await other.content()
-            await other.goto(f"{base}/console/incidents/{seeded.incident_id}")
-            assert "김안부" not in await other.content()
-            await other.goto(f"{base}/console/residents?q=김")
-            assert "김안부" not in await other.content()
-            await save_shot(other, db_url, "other-district")
+        other = await (await browser.new_context()).new_page()
+        await log_in(other, base, "gangnam")
+        assert other.url == f"{base}/console"
+        assert "김안부" not in await other.content()
+        await other.goto(f"{base}/console/incidents/{seeded.incident_id}")
+        assert "김안부" not in await other.content()
+        await other.goto(f"{base}/console/residents?q=김")
+        assert "김안부" not in await other.content()
+        await save_shot(other, db_url, "other-district")
 
-            locked = await (await browser.new_context()).new_page()
-            for _ in range(5):
-                await log_in(locked, base, "lee", "wrong-password-x")
-            assert await locked.get_by_role("alert").inner_text() == (
-                "비밀번호를 5번 틀려 계정이 잠겼습니다. 구 관리자에게 잠금 해제를 요청하세요."
-            )
-            await log_in(locked, base, "lee")
-            assert locked.url.endswith("/console/login")
-            await save_shot(locked, db_url, "locked")
+        locked = await (await browser.new_context()).new_page()
+        for _ in range(5):
+            await log_in(locked, base, "lee", "wrong-password-x")
+        assert await locked.get_by_role("alert").inner_text() == (
+            "비밀번호를 5번 틀려 계정이 잠겼습니다. 구 관리자에게 잠금 해제를 요청하세요."
+        )
+        await log_in(locked, base, "lee")
+        assert locked.url.endswith("/console/login")
+        await save_shot(locked, db_url, "locked")
 
-        async with sessions() as s:
-            incident = await s.get(Incident, seeded.incident_id)
-            assert incident is not None
-            assert incident.status is IncidentStatus.ACKNOWLEDGED
-            assert incident.ack_channel is AckChannel.CONSOLE
-            assert incident.finding is Finding.VISITED
-        assert await seeded.service.escalate_due(api.clock.now() + dt.timedelta(hours=2)) == 0
-        async with sessions() as s:
-            backup = seeded.world.officials["backup"].id
-            rows = await s.execute(select(OutboxMessage).where(OutboxMessage.official_id == backup))
-            assert rows.all() == []
+    async with sessions() as s:
+        incident = await s.get(Incident, seeded.incident_id)
+        assert incident is not None
+        assert incident.status is IncidentStatus.ACKNOWLEDGED
+        assert incident.ack_channel is AckChannel.CONSOLE
+        assert incident.finding is Finding.VISITED
+    assert await seeded.service.escalate_due(api.clock.now() + dt.timedelta(hours=2)) == 0
+    async with sessions() as s:
+        backup = seeded.world.officials["backup"].id
+        rows = await s.execute(select(OutboxMessage).where(OutboxMessage.official_id == backup))
+        assert rows.all() == []

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from anbu.app.parts import build_api
 from anbu.console.oidc import OidcError, check_claims, read_id_token
 from anbu.settings import ConsoleSettings, Settings
-from tests.api_support import api_over
+from tests.api_support import Api, api_over
 from tests.console_support import log_in, make_account
 from tests.fakes.oidc_provider import FakeOidcProvider, hs256_token
 from tests.test_console_browser import chromium, save_shot, serving
@@ -160,10 +160,9 @@ async def test_given_provider_signs_with_wrong_secret_when_callback_then_refused
         forged.stop()
 
 
-async def test_given_oidc_not_configured_when_start_then_korean_404(db_url: str) -> None:
-    async with api_over(db_url) as api:
-        r = await api.client.get("/console/oidc/start")
-        assert r.status_code == 404
-        assert "통합 로그인이 설정되지 않았습니다." in r.text
-        login = await api.client.get("/console/login")
-        assert "/console/oidc/start" not in login.text
+async def test_given_oidc_not_configured_when_start_then_korean_404(api: Api) -> None:
+    r = await api.client.get("/console/oidc/start")
+    assert r.status_code == 404
+    assert "통합 로그인이 설정되지 않았습니다." in r.text
+    login = await api.client.get("/console/login")
+    assert "/console/oidc/start" not in login.text

@@ -16,7 +16,7 @@ from anbu.settings import ROOT
 from ivr.prompts import PromptLibrary
 from ivr.tts import PEAK_CEILING_DBFS, read_samples, speech_levels, wav_duration
 from ivr.voice import VoicedPrompts, render_variant
-from tests.api_support import api_over, h, new_resident
+from tests.api_support import Api, h, new_resident
 
 QUESTION = Path(PromptLibrary(ROOT / "audio").path(Prompt.QUESTION) + ".wav")
 
@@ -135,20 +135,19 @@ async def test_given_profile_when_prompt_path_then_variant_rendered_once_default
 
 
 async def test_given_resident_when_voice_put_then_read_back_and_default_before(
-    db_url: str,
+    api: Api,
 ) -> None:
-    async with api_over(db_url) as api:
-        rid = await new_resident(api)
-        key = h(api.keys["gwanak"])
-        r = await api.client.get(f"/v1/residents/{rid}/voice", headers=key)
-        assert r.status_code == 200
-        assert r.json() == {"resident_id": rid, "gain_db": 0.0, "tempo": 1.0, "extra_repeats": 0}
+    rid = await new_resident(api)
+    key = h(api.keys["gwanak"])
+    r = await api.client.get(f"/v1/residents/{rid}/voice", headers=key)
+    assert r.status_code == 200
+    assert r.json() == {"resident_id": rid, "gain_db": 0.0, "tempo": 1.0, "extra_repeats": 0}
 
-        body = {"gain_db": 6, "tempo": 0.8, "extra_repeats": 1}
-        r = await api.client.put(f"/v1/residents/{rid}/voice", headers=key, json=body)
-        assert r.status_code == 200, r.text
-        r = await api.client.get(f"/v1/residents/{rid}/voice", headers=key)
-        assert r.json() == {"resident_id": rid, "gain_db": 6.0, "tempo": 0.8, "extra_repeats": 1}
+    body = {"gain_db": 6, "tempo": 0.8, "extra_repeats": 1}
+    r = await api.client.put(f"/v1/residents/{rid}/voice", headers=key, json=body)
+    assert r.status_code == 200, r.text
+    r = await api.client.get(f"/v1/residents/{rid}/voice", headers=key)
+    assert r.json() == {"resident_id": rid, "gain_db": 6.0, "tempo": 0.8, "extra_repeats": 1}
 
 
 @pytest.mark.parametrize(
@@ -156,31 +155,24 @@ async def test_given_resident_when_voice_put_then_read_back_and_default_before(
     [{"gain_db": 20}, {"tempo": 0.3}, {"extra_repeats": 5}, {"volume": 3}],
 )
 async def test_given_bad_voice_when_put_then_422_with_reason(
-    db_url: str, body: dict[str, float]
+    api: Api, body: dict[str, float]
 ) -> None:
-    async with api_over(db_url) as api:
-        rid = await new_resident(api)
-        r = await api.client.put(
-            f"/v1/residents/{rid}/voice", headers=h(api.keys["gwanak"]), json=body
-        )
-        assert r.status_code == 422
-        assert r.json()
+    rid = await new_resident(api)
+    r = await api.client.put(f"/v1/residents/{rid}/voice", headers=h(api.keys["gwanak"]), json=body)
+    assert r.status_code == 422
+    assert r.json()
 
 
-async def test_given_other_district_key_when_voice_read_then_404(db_url: str) -> None:
-    async with api_over(db_url) as api:
-        rid = await new_resident(api)
-        r = await api.client.get(f"/v1/residents/{rid}/voice", headers=h(api.keys["gangnam"]))
-        assert r.status_code == 404
+async def test_given_other_district_key_when_voice_read_then_404(api: Api) -> None:
+    rid = await new_resident(api)
+    r = await api.client.get(f"/v1/residents/{rid}/voice", headers=h(api.keys["gangnam"]))
+    assert r.status_code == 404
 
 
 @pytest.mark.parametrize("body", [{"extra_repeats": False}, {"gain_db": True}, {"tempo": "0.8"}])
 async def test_given_other_types_when_voice_put_then_refused_not_coerced(
-    db_url: str, body: dict[str, object]
+    api: Api, body: dict[str, object]
 ) -> None:
-    async with api_over(db_url) as api:
-        rid = await new_resident(api)
-        r = await api.client.put(
-            f"/v1/residents/{rid}/voice", headers=h(api.keys["gwanak"]), json=body
-        )
-        assert r.status_code == 422
+    rid = await new_resident(api)
+    r = await api.client.put(f"/v1/residents/{rid}/voice", headers=h(api.keys["gwanak"]), json=body)
+    assert r.status_code == 422
