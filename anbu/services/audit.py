@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -102,18 +103,17 @@ async def entries(
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit + 1)
     if before_id is not None:
         query = query.where(AuditEntry.id < before_id)
-    if where.actor_kind is not None:
-        query = query.where(AuditEntry.actor_kind == where.actor_kind)
-    if where.actor_id is not None:
-        query = query.where(AuditEntry.actor_id == where.actor_id)
-    if where.resource_type is not None:
-        query = query.where(AuditEntry.resource_type == where.resource_type)
-    if where.resource_id is not None:
-        query = query.where(AuditEntry.resource_id == where.resource_id)
-    if where.action is not None:
-        query = query.where(AuditEntry.action == where.action)
-    if where.district_id is not None:
-        query = query.where(AuditEntry.district_id == where.district_id)
+    equal_to: list[tuple[Any, object]] = [
+        (AuditEntry.actor_kind, where.actor_kind),
+        (AuditEntry.actor_id, where.actor_id),
+        (AuditEntry.resource_type, where.resource_type),
+        (AuditEntry.resource_id, where.resource_id),
+        (AuditEntry.action, where.action),
+        (AuditEntry.district_id, where.district_id),
+    ]
+    for column, value in equal_to:
+        if value is not None:  # a filter left out matches every row
+            query = query.where(column == value)
     if where.since is not None:
         query = query.where(AuditEntry.at >= where.since)
     if where.until is not None:
