@@ -170,9 +170,7 @@ async def record_attempt(
     attempt.originated_at = record.originated_at
     attempt.answered_at = record.answered_at
     attempt.ended_at = record.ended_at
-    checkin = await session.get(Checkin, attempt.checkin_id)
-    assert checkin is not None  # FK
-    return await _advance(session, checkin, attempt, policy, now)
+    return await _advance_case(session, attempt, policy, now)
 
 
 async def lose_attempt(
@@ -191,9 +189,7 @@ async def lose_attempt(
         return None
     attempt.status = AttemptStatus.UNKNOWN
     attempt.ended_at = now
-    checkin = await session.get(Checkin, attempt.checkin_id)
-    assert checkin is not None  # FK
-    return await _advance(session, checkin, attempt, policy, now)
+    return await _advance_case(session, attempt, policy, now)
 
 
 async def close_undialable(
@@ -254,6 +250,15 @@ def _counts(checkin: Checkin, current: CallAttempt) -> tuple[int, int]:
         elif a.reply is Reply.CALLBACK and a.id != current.id:
             callbacks += 1
     return unanswered, callbacks
+
+
+async def _advance_case(
+    session: AsyncSession, attempt: CallAttempt, policy: RetryPolicy, now: dt.datetime
+) -> CheckinClosed | None:
+    """:func:`_advance` the case ``attempt`` belongs to, now that the attempt is settled."""
+    checkin = await session.get(Checkin, attempt.checkin_id)
+    assert checkin is not None  # FK
+    return await _advance(session, checkin, attempt, policy, now)
 
 
 async def _advance(
