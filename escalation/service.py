@@ -551,18 +551,8 @@ class EscalationService:
         now: dt.datetime,
         detail: str,
     ) -> bool:
-        """Acknowledge in the caller's transaction (the transfer's accepted leg)."""
-        return await self._acknowledge(session, incident, channel, official_id, now, detail)
-
-    async def _acknowledge(
-        self,
-        session: AsyncSession,
-        incident: Incident,
-        channel: AckChannel,
-        official_id: str | None,
-        now: dt.datetime,
-        detail: str,
-    ) -> bool:
+        """Acknowledge in the caller's transaction (an SMS reply, a link, the console, the
+        transfer's accepted leg); the caller commits."""
         won = await session.execute(
             update(Incident)
             .where(
@@ -692,7 +682,7 @@ class EscalationService:
         if match is not None and match[0].sms_failures < limit:
             incident, official_id = match
             detail = f"{who} 회신"
-            await self._acknowledge(session, incident, AckChannel.SMS, official_id, now, detail)
+            await self.acknowledge_in(session, incident, AckChannel.SMS, official_id, now, detail)
             if parsed is not None and parsed.finding is not None:
                 await self._record_finding(session, incident, parsed.finding, "", official_id, now)
             return ReplyResult(ReplyOutcome.ACKNOWLEDGED, (incident.id,))
@@ -808,7 +798,7 @@ class EscalationService:
         async with self._sessions() as session:
             link, incident = await self._by_token(session, token, now)
             if incident.finding is None and link.used_at is None:
-                await self._acknowledge(
+                await self.acknowledge_in(
                     session, incident, AckChannel.LINK, link.official_id, now, ""
                 )
                 await self._record_finding(session, incident, finding, note, link.official_id, now)
@@ -869,7 +859,7 @@ class EscalationService:
                 raise NotFoundError("incident", incident_id)
             if incident.finding is not None:
                 raise ConflictError(f"the finding is already recorded ({incident.finding})")
-            await self._acknowledge(
+            await self.acknowledge_in(
                 session, incident, AckChannel.CONSOLE, official_id, now, by.strip()
             )
             await self._record_finding(session, incident, finding, note, official_id, now)
