@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -127,46 +128,30 @@ def build_scheduler(
     scheduler = AsyncIOScheduler(timezone=tz)
     common: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
 
+    def add(job_id: str, hook: Hook, trigger: BaseTrigger, **extra: Any) -> None:
+        scheduler.add_job(
+            _guard(job_id, hook, container.sessions), trigger, id=job_id, **extra, **common
+        )
+
+    def every(seconds: float) -> IntervalTrigger:
+        return IntervalTrigger(seconds=seconds, timezone=tz)
+
+    def daily(hhmm: str) -> CronTrigger:
+        hour, minute = _hhmm(hhmm)
+        return CronTrigger(hour=hour, minute=minute, timezone=tz)
+
     async def wake() -> None:
         dispatcher.wake()
 
-    scheduler.add_job(
-        _guard("dispatch", wake, container.sessions),
-        IntervalTrigger(seconds=sc.poll_interval_s, timezone=tz),
-        id="dispatch",
-        name="dispatch",
-        **common,
-    )
+    add("dispatch", wake, every(sc.poll_interval_s), name="dispatch")
     if risk_sweep is not None:
-        scheduler.add_job(
-            _guard("risk-sweep", risk_sweep, container.sessions),
-            IntervalTrigger(seconds=sc.risk_sweep_interval_s, timezone=tz),
-            id="risk-sweep",
-            **common,
-        )
+        add("risk-sweep", risk_sweep, every(sc.risk_sweep_interval_s))
     if risk_retention is not None:
-        hour, minute = _hhmm(sc.signal_retention_time)
-        scheduler.add_job(
-            _guard("signal-retention", risk_retention, container.sessions),
-            CronTrigger(hour=hour, minute=minute, timezone=tz),
-            id="signal-retention",
-            **common,
-        )
+        add("signal-retention", risk_retention, daily(sc.signal_retention_time))
     if record_retention is not None:
-        hour, minute = _hhmm(cfg.retention.time)
-        scheduler.add_job(
-            _guard("record-retention", record_retention, container.sessions),
-            CronTrigger(hour=hour, minute=minute, timezone=tz),
-            id="record-retention",
-            **common,
-        )
+        add("record-retention", record_retention, daily(cfg.retention.time))
     if escalation_tick is not None:
-        scheduler.add_job(
-            _guard("escalation", escalation_tick, container.sessions),
-            IntervalTrigger(seconds=sc.escalation_interval_s, timezone=tz),
-            id="escalation",
-            **common,
-        )
+        add("escalation", escalation_tick, every(sc.escalation_interval_s))
 
     async def routine() -> None:
         async with container.sessions() as session:
@@ -175,16 +160,10 @@ def build_scheduler(
             log.info("routine check-ins opened: %d", len(opened))
             dispatcher.wake()
 
-    scheduler.add_job(
-        _guard("routine", routine, container.sessions),
-        IntervalTrigger(seconds=sc.routine_interval_s, timezone=tz),
-        id="routine",
-        name="routine",
-        **common,
-    )
+    add("routine", routine, every(sc.routine_interval_s), name="routine")
     if sc.self_test_number:
         number = normalize_phone(sc.self_test_number)
-        hour, minute = _hhmm(sc.self_test_time)
+        at = daily(sc.self_test_time)
 
         async def self_test() -> None:
             await run_self_test(
@@ -196,10 +175,5 @@ def build_scheduler(
                 on_failure=on_self_test_failed,
             )
 
-        scheduler.add_job(
-            _guard("self-test", self_test, container.sessions),
-            CronTrigger(hour=hour, minute=minute, timezone=tz),
-            id="self-test",
-            **common,
-        )
+        add("self-test", self_test, at)
     return SchedulerService(scheduler, dispatcher, poll_interval_s=sc.poll_interval_s)
