@@ -22,7 +22,6 @@ from tests.call_rig import Rig, assert_answered, tone_prompts
 from tests.call_rig import open_rig as open_call_rig
 from tests.fixtures_asterisk import (
     AsteriskPair,
-    free_ports,
 )
 from tests.ivr_fakes import eventually
 
@@ -142,8 +141,7 @@ async def test_given_engine_restarted_while_idle_when_next_call_then_ami_reconne
     make_asterisk_pair: Callable[..., AsteriskPair],
     audio_dir: Path,
 ) -> None:
-    (port,) = free_ports(1)
-    pair = make_asterisk_pair(agi_port=port)
+    pair = make_asterisk_pair()  # its own: the test restarts the engine
     async with open_rig(pair, audio_dir) as rig:
         first = await rig.call(BUSY)
         assert first.result is CallResult.BUSY
@@ -159,8 +157,7 @@ async def test_given_engine_stopped_mid_call_when_it_comes_back_then_call_ends_a
     make_asterisk_pair: Callable[..., AsteriskPair],
     audio_dir: Path,
 ) -> None:
-    (port,) = free_ports(1)
-    pair = make_asterisk_pair(agi_port=port)
+    pair = make_asterisk_pair()  # its own: the test restarts the engine
     async with open_rig(pair, audio_dir) as rig:
         call = asyncio.create_task(rig.call(SILENT))
         await eventually(lambda: rig.agi.active_sessions, timeout_s=10.0)
