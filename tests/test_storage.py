@@ -28,6 +28,14 @@ async def _resident(session: AsyncSession, phone: str = "01012345678") -> Reside
     return resident
 
 
+async def _new_case(session: AsyncSession) -> Checkin:
+    """A check-in asked through the API at T0 for a new resident (one attempt scheduled)."""
+    checkin, _ = await open_checkin(
+        session, await _resident(session), source=CheckinSource.API, reason="r", now=T0
+    )
+    return checkin
+
+
 def _record(channel: str, result: CallResult, reply: Reply | None = None) -> CallRecord:
     return CallRecord(
         channel_id=channel,
@@ -82,9 +90,7 @@ async def test_given_scheduled_attempt_when_claimed_twice_then_only_one_claim_wi
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     async with sessions() as s:
-        checkin, _ = await open_checkin(
-            s, await _resident(s), source=CheckinSource.API, reason="r", now=T0
-        )
+        checkin = await _new_case(s)
         await s.commit()
         attempt_id = checkin.attempts[0].id
     async with sessions() as s1:
@@ -102,9 +108,7 @@ async def test_given_answered_ok_when_recorded_then_case_completes_ok(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     async with sessions() as s:
-        checkin, _ = await open_checkin(
-            s, await _resident(s), source=CheckinSource.API, reason="r", now=T0
-        )
+        checkin = await _new_case(s)
         attempt = checkin.attempts[0]
         assert await claim_attempts(s, [attempt.id], T0)
         closed = await record_attempt(
@@ -136,9 +140,7 @@ async def test_given_no_answer_when_attempts_run_out_then_case_is_exhausted(
 ) -> None:
     policy = RetryPolicy(max_attempts=2)
     async with sessions() as s:
-        checkin, _ = await open_checkin(
-            s, await _resident(s), source=CheckinSource.API, reason="r", now=T0
-        )
+        checkin = await _new_case(s)
         await s.commit()
         first = checkin.attempts[0]
     async with sessions() as s:
