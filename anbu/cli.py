@@ -26,53 +26,42 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 async def _db_upgrade(settings: Settings, _a: argparse.Namespace) -> int:
-    from anbu.app.parts import build_container
+    from anbu.app.parts import one_off
     from anbu.db.migrate import upgrade
 
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    c = build_container(settings)
-    try:
+    async with one_off(settings) as c:
         await upgrade(c.engine)
-    finally:
-        await c.aclose()
     print(f"database at head: {c.engine.url.render_as_string(hide_password=True)}")
     return 0
 
 
 async def _district_add(settings: Settings, a: argparse.Namespace) -> int:
-    from anbu.app.parts import build_container
+    from anbu.app.parts import one_off
     from anbu.services.admin import ensure_district
 
-    c = build_container(settings)
-    try:
-        async with c.sessions() as s:
-            d = await ensure_district(s, a.code, a.name)
-            await s.commit()
-            print(f"district {d.code} {d.name} (id {d.id})")
-    finally:
-        await c.aclose()
+    async with one_off(settings) as c, c.sessions() as s:
+        d = await ensure_district(s, a.code, a.name)
+        await s.commit()
+        print(f"district {d.code} {d.name} (id {d.id})")
     return 0
 
 
 async def _key_create(settings: Settings, a: argparse.Namespace) -> int:
     import datetime as dt
 
-    from anbu.app.parts import build_container
+    from anbu.app.parts import one_off
     from anbu.services.admin import add_api_key
 
-    c = build_container(settings)
-    now = c.clock.now()
     scopes = ["admin"] if a.admin else (a.scope or ["write"])
-    expires = now + dt.timedelta(days=a.expires_days) if a.expires_days else None
-    try:
-        async with c.sessions() as s:
-            row, key = await add_api_key(
-                s, a.name, a.district or [], scopes=scopes, expires_at=expires, now=now
-            )
-            await s.commit()
-            key_id = row.id
-    finally:
-        await c.aclose()
+    async with one_off(settings) as c, c.sessions() as s:
+        now = c.clock.now()
+        expires = now + dt.timedelta(days=a.expires_days) if a.expires_days else None
+        row, key = await add_api_key(
+            s, a.name, a.district or [], scopes=scopes, expires_at=expires, now=now
+        )
+        await s.commit()
+        key_id = row.id
     print(key)
     print(f"(key {key_id}; shown once: only its hash is stored)", file=sys.stderr)
     return 0
@@ -80,15 +69,11 @@ async def _key_create(settings: Settings, a: argparse.Namespace) -> int:
 
 async def _key_list(settings: Settings, _a: argparse.Namespace) -> int:
     from anbu.api.keys import ApiKeyOut
-    from anbu.app.parts import build_container
+    from anbu.app.parts import one_off
     from anbu.services.admin import list_api_keys
 
-    c = build_container(settings)
-    try:
-        async with c.sessions() as s:
-            rows = [ApiKeyOut.of(r, c.clock.now()) for r in await list_api_keys(s)]
-    finally:
-        await c.aclose()
+    async with one_off(settings) as c, c.sessions() as s:
+        rows = [ApiKeyOut.of(r, c.clock.now()) for r in await list_api_keys(s)]
 
     def when(t: object) -> str:
         return "-" if t is None else f"{t:%Y-%m-%d %H:%M}"
@@ -104,17 +89,13 @@ async def _key_list(settings: Settings, _a: argparse.Namespace) -> int:
 
 
 async def _key_revoke(settings: Settings, a: argparse.Namespace) -> int:
-    from anbu.app.parts import build_container
+    from anbu.app.parts import one_off
     from anbu.services.admin import revoke_api_key
 
-    c = build_container(settings)
-    try:
-        async with c.sessions() as s:
-            row = await revoke_api_key(s, a.id, c.clock.now())
-            await s.commit()
-            print(f"key {row.id} ({row.name}) revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S}Z")
-    finally:
-        await c.aclose()
+    async with one_off(settings) as c, c.sessions() as s:
+        row = await revoke_api_key(s, a.id, c.clock.now())
+        await s.commit()
+        print(f"key {row.id} ({row.name}) revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S}Z")
     return 0
 
 
@@ -124,35 +105,29 @@ async def _key_revoke(settings: Settings, a: argparse.Namespace) -> int:
 async def _signals_prune(settings: Settings, a: argparse.Namespace) -> int:
     import datetime as dt
 
-    from anbu.app.parts import build_container
+    from anbu.app.parts import one_off
     from anbu.risk.retention import oldest_event, prune_events
 
     days = a.days if a.days is not None else settings.scheduling.signal_retention_days
     if days is None:
         print("anbu: no retention is set (ANBU_SCHEDULING__SIGNAL_RETENTION_DAYS); pass --days")
         return 2
-    c = build_container(settings)
-    try:
+    async with one_off(settings) as c:
         deleted = await prune_events(c.sessions, c.clock.now(), dt.timedelta(days=days))
         oldest = await oldest_event(c.sessions)
-    finally:
-        await c.aclose()
     kept = f"oldest kept received {oldest.isoformat()}" if oldest else "none kept"
     print(f"deleted {deleted} raw signal event(s) older than {days} days; {kept}")
     return 0
 
 
 async def _retention_run(settings: Settings, _a: argparse.Namespace) -> int:
-    from anbu.app.parts import build_container
+    from anbu.app.parts import one_off
     from anbu.services.retention import RetentionPolicy, apply_retention
 
-    c = build_container(settings)
-    try:
+    async with one_off(settings) as c:
         report = await apply_retention(
             c.sessions, c.clock.now(), RetentionPolicy.from_settings(settings)
         )
-    finally:
-        await c.aclose()
     print(report.line())
     return 0
 

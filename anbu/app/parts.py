@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import FastAPI
@@ -79,6 +80,17 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         sessions=make_sessionmaker(engine),
         clock=clock or SystemClock(),
     )
+
+
+@contextlib.asynccontextmanager
+async def one_off(settings: Settings) -> AsyncIterator[Container]:
+    """The container of a one-off command (the CLI's administration commands), closed with its
+    pools when the command is done, also when it fails."""
+    container = build_container(settings)
+    try:
+        yield container
+    finally:
+        await container.aclose()
 
 
 @dataclass

@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 async def _create(settings: Settings, a: argparse.Namespace) -> int:
-    from anbu.app.parts import build_container
+    from anbu.app.parts import one_off
     from anbu.console import accounts
 
     role = ROLES[a.role]
@@ -54,52 +54,41 @@ async def _create(settings: Settings, a: argparse.Namespace) -> int:
         raise ValidationError(f"--district is required for the role {a.role}")
     password = os.environ.get(a.password_env) or getpass.getpass("password: ")
     accounts.check_password(password)
-    c = build_container(settings)
-    try:
-        async with c.sessions() as s:
-            account = await accounts.create_account(
-                s,
-                login=a.login,
-                name=a.name,
-                role=role,
-                password=password,
-                district_code=a.district,
-                dong=a.dong,
-                now=c.clock.now(),
-            )
-            await s.commit()
-            print(f"account {account.login} ({role}) created: {settings.public_url}/console")
-    finally:
-        await c.aclose()
+    async with one_off(settings) as c, c.sessions() as s:
+        account = await accounts.create_account(
+            s,
+            login=a.login,
+            name=a.name,
+            role=role,
+            password=password,
+            district_code=a.district,
+            dong=a.dong,
+            now=c.clock.now(),
+        )
+        await s.commit()
+        print(f"account {account.login} ({role}) created: {settings.public_url}/console")
     return 0
 
 
 async def _invite(settings: Settings, a: argparse.Namespace) -> int:
-    from anbu.app.parts import build_container
+    from anbu.app.parts import one_off
     from anbu.console import accounts
 
-    c = build_container(settings)
-    try:
+    async with one_off(settings) as c:
         async with c.sessions() as s:
             token = await accounts.invite_official(s, a.official, login=a.login, now=c.clock.now())
             await s.commit()
         # Printed once; only its hash is stored. Send it to the official yourself.
         print(f"{settings.public_url.rstrip('/')}/console/invite/{token}")
-    finally:
-        await c.aclose()
     return 0
 
 
 async def _unlock(settings: Settings, a: argparse.Namespace) -> int:
-    from anbu.app.parts import build_container
+    from anbu.app.parts import one_off
     from anbu.console import accounts
 
-    c = build_container(settings)
-    try:
-        async with c.sessions() as s:
-            account = await accounts.unlock(s, a.login)
-            await s.commit()
-            print(f"account {account.login} unlocked")
-    finally:
-        await c.aclose()
+    async with one_off(settings) as c, c.sessions() as s:
+        account = await accounts.unlock(s, a.login)
+        await s.commit()
+        print(f"account {account.login} unlocked")
     return 0
