@@ -269,13 +269,24 @@ async def alerted(
 ) -> Alerted:
     """make_world + one unanswered attempt + the listener: the first alert is in the outbox
     (``wake``: the service wakes the worker, as the app wires it)."""
+    a = await unanswered(sessions, timeouts=timeouts, wake=wake)
+    await a.service.on_checkin_closed(a.event)
+    return a
+
+
+async def unanswered(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    timeouts: Sequence[int] = (600, 600, 900),
+    wake: bool = False,
+) -> Alerted:
+    """make_world + one unanswered attempt: the case is closed, the listener not yet told."""
     world = await make_world(sessions, timeouts=timeouts)
     event = await close_case(sessions, world.resident_id, [CallResult.NO_ANSWER], T0)
     clock = FakeClock(event.at)
     kannel = ScriptedSender("kannel", clock)
     worker = worker_for(sessions, clock, kannel)
     service = EscalationService(sessions, config(), clock=clock, wake=worker.wake if wake else None)
-    await service.on_checkin_closed(event)
     return Alerted(world, event, clock, kannel, worker, service)
 
 
@@ -346,9 +357,8 @@ async def test_given_help_reply_when_closed_then_urgent_alert_with_priority(
 async def test_given_listener_twice_and_sweep_when_opening_then_one_incident(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    world = await make_world(sessions)
-    event = await close_case(sessions, world.resident_id, [CallResult.NO_ANSWER], T0)
-    service = EscalationService(sessions, config(), clock=FakeClock(event.at))
+    a = await unanswered(sessions)
+    event, service = a.event, a.service
     await asyncio.gather(service.on_checkin_closed(event), service.on_checkin_closed(event))
     await service.escalate_due(event.at + dt.timedelta(minutes=1))
     async with sessions() as s:
@@ -359,9 +369,8 @@ async def test_given_listener_twice_and_sweep_when_opening_then_one_incident(
 async def test_given_listener_lost_in_crash_when_tick_runs_then_sweep_opens_incident(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    world = await make_world(sessions)
-    event = await close_case(sessions, world.resident_id, [CallResult.NO_ANSWER], T0)
-    service = EscalationService(sessions, config(), clock=FakeClock(event.at))
+    a = await unanswered(sessions)
+    event, service = a.event, a.service
     # Within the grace the listener may still be running: the sweep leaves the case alone.
     assert await service.escalate_due(event.at + dt.timedelta(seconds=2)) == 0
     assert await service.escalate_due(event.at + dt.timedelta(seconds=11)) == 1
