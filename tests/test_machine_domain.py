@@ -12,16 +12,10 @@ from anbu.domain.checkin import AttemptStatus, Outcome, attempt_outcome
 from anbu.domain.escalation import AlertFacts, AttemptFacts, Urgency, render_alert
 from anbu.domain.machine import MACHINE_WORDS, Answerer, Evidence, MachineRules, judge
 from anbu.domain.replies import Reply
-from anbu.domain.retry import RetryPolicy, decide_retry
+from anbu.domain.retry import decide_retry
 from anbu.domain.speech_intent import UNK, VOCABULARY
+from tests.test_retry_policy import DIALED, POLICY
 
-DIALED = dt.datetime(2026, 12, 2, 1, 0, tzinfo=dt.UTC)
-POLICY = RetryPolicy(
-    max_attempts=3,
-    interval=dt.timedelta(minutes=10),
-    busy_interval=dt.timedelta(minutes=3),
-    failure_interval=dt.timedelta(minutes=2),
-)
 M = dt.timedelta(minutes=1)
 
 
