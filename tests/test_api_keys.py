@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import httpx
 import pytest
 
 from anbu.cli import build_parser
@@ -139,14 +140,19 @@ async def test_given_admin_when_creating_listing_and_revoking_a_key_then_401_aft
     assert again.json()["revoked_at"] == first["revoked_at"]  # the first revocation stands
 
 
+async def _key_for_an_hour(api: Api, name: str) -> httpx.Response:
+    """The admin creates a Gwanak key ``name`` that expires an hour from now."""
+    expires = api.clock.now() + dt.timedelta(hours=1)
+    return await api.client.post(
+        "/v1/api-keys",
+        headers=h(api.keys["admin"]),
+        json={"name": name, "district_codes": ["11620"], "expires_at": expires.isoformat()},
+    )
+
+
 async def test_given_a_key_with_expiry_when_time_passes_then_401(api: Api) -> None:
     admin = h(api.keys["admin"])
-    expires = api.clock.now() + dt.timedelta(hours=1)
-    r = await api.client.post(
-        "/v1/api-keys",
-        headers=admin,
-        json={"name": "short", "district_codes": ["11620"], "expires_at": expires.isoformat()},
-    )
+    r = await _key_for_an_hour(api, "short")
     assert r.status_code == 201, r.text
     secret = r.json()["key"]
     assert r.json()["scopes"] == ["read", "write"]
@@ -282,12 +288,7 @@ async def test_given_a_verified_key_when_revoked_through_the_api_then_401_at_onc
     api: Api,
 ) -> None:
     admin = h(api.keys["admin"])
-    expires = api.clock.now() + dt.timedelta(hours=1)
-    r = await api.client.post(
-        "/v1/api-keys",
-        headers=admin,
-        json={"name": "cached", "district_codes": ["11620"], "expires_at": expires.isoformat()},
-    )
+    r = await _key_for_an_hour(api, "cached")
     secret, key_id = r.json()["key"], r.json()["id"]
     assert (await api.client.get("/v1/residents", headers=h(secret))).status_code == 200
     assert api.container.verified_keys.get(hash_key(secret)) is not None  # now cached
