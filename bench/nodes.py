@@ -36,22 +36,18 @@ from sqlalchemy import select
 
 from anbu.app.parts import Telephony
 from anbu.db.migrate import upgrade
-from anbu.db.models import CallAttempt, Checkin, District, Resident
-from anbu.db.models_scheduling import Program
+from anbu.db.models import CallAttempt, Checkin
 from anbu.db.session import make_engine, make_sessionmaker
-from anbu.domain.checkin import CheckinSource, CheckinStatus, Outcome
+from anbu.domain.checkin import CheckinStatus
 from anbu.domain.replies import Prompt
 from anbu.ports import SystemClock
-from anbu.services.checkins import CheckinClosed, open_checkin
+from anbu.services.checkins import CheckinClosed
 from anbu.settings import ROOT, Settings
 from bench.common import stop_on_sigterm, write_results
 from devstack.asterisk import install_asterisk
 from ivr.prompts import PromptLibrary
 from scheduler.dispatcher import Dispatcher
-from tests.call_rig import dispatching
-
-OK = "01099990040"
-HELP = "01099990041"
+from tests.call_rig import dispatching, seed_campaign
 
 
 def load() -> list[float]:
@@ -77,27 +73,9 @@ async def campaign(
     await upgrade(db)
     sessions = make_sessionmaker(db)
     clock = SystemClock()
-    async with sessions() as s:
-        s.add(
-            Program.any_hour(
-                tag,
-                max_attempts=max_attempts,
-                interval_s=1,
-                failure_interval_s=1,
-                max_callbacks=0,
-            )
-        )
-        district = District(code="11620", name="관악구")
-        people = [
-            Resident(district=district, name=f"주민{i}", phone=(OK, HELP)[i % 2], dong="신림동")
-            for i in range(calls)
-        ]
-        s.add_all(people)
-        await s.flush()
-        for person in people:
-            await open_checkin(s, person, source=CheckinSource.API, reason=tag, now=clock.now())
-        await s.commit()
-    expected = {p.id: (Outcome.OK if p.phone == OK else Outcome.HELP) for p in people}
+    expected = await seed_campaign(
+        sessions, calls, tag=tag, max_attempts=max_attempts, now=clock.now()
+    )
     port, user, secret = carrier_ami
     carrier = await AmiProbe.connect("127.0.0.1", port, user, secret)
     closed: Counter[str] = Counter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import math
 import struct
 import uuid
@@ -20,11 +21,13 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from anbu.db.models import CallAttempt, Checkin
+from anbu.db.models import CallAttempt, Checkin, District, Resident
+from anbu.db.models_scheduling import Program
 from anbu.domain.calls import CallResult
-from anbu.domain.checkin import AttemptStatus, CheckinStatus
+from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus, Outcome
 from anbu.domain.replies import Prompt, Reply
 from anbu.ports import CallRecord, CallRequest, IvrOutcome
+from anbu.services.checkins import open_checkin
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient, AmiState
 from ivr.dialer import AmiDialer, CallRegistry
@@ -186,3 +189,43 @@ async def dispatching(
         await dispatcher.close()
         for close in then:
             await close()
+
+
+# The carrier stand-in's campaign numbers: both answer and report the call id, then press 1 / 2.
+CAMPAIGN_OK = "01099990040"
+CAMPAIGN_HELP = "01099990041"
+
+
+async def seed_campaign(
+    sessions: async_sessionmaker[AsyncSession],
+    n: int,
+    *,
+    tag: str,
+    max_attempts: int,
+    now: dt.datetime,
+) -> dict[str, Outcome]:
+    """A campaign: one any-hour programme ``tag`` and ``n`` residents, every other one on the
+    number that presses 1 (ok) or 2 (help), each with a check-in asked through the API at
+    ``now``. Returns the outcome each resident's case must close with."""
+    async with sessions() as s:
+        s.add(
+            Program.any_hour(
+                tag, max_attempts=max_attempts, interval_s=1, failure_interval_s=1, max_callbacks=0
+            )
+        )
+        district = District(code="11620", name="관악구")
+        people = [
+            Resident(
+                district=district,
+                name=f"주민{i}",
+                phone=(CAMPAIGN_OK, CAMPAIGN_HELP)[i % 2],
+                dong="신림동",
+            )
+            for i in range(n)
+        ]
+        s.add_all(people)
+        await s.flush()
+        for person in people:
+            await open_checkin(s, person, source=CheckinSource.API, reason=tag, now=now)
+        await s.commit()
+    return {p.id: (Outcome.OK if p.phone == CAMPAIGN_OK else Outcome.HELP) for p in people}

@@ -22,20 +22,17 @@ from sqlalchemy import select
 
 from anbu.app.parts import Telephony, build_container, build_dispatcher, build_escalation
 from anbu.db.migrate import upgrade
-from anbu.db.models import CallAttempt, Checkin, District, Resident
+from anbu.db.models import CallAttempt, Checkin
 from anbu.db.models_escalation import OutboxMessage
-from anbu.db.models_scheduling import Program
-from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus, Outcome
-from anbu.services.checkins import CheckinClosed, open_checkin
+from anbu.domain.checkin import AttemptStatus, CheckinStatus
+from anbu.services.checkins import CheckinClosed
 from devstack.asterisk import AsteriskInstall
-from tests.call_rig import dispatching
+from tests.call_rig import dispatching, seed_campaign
 from tests.fixtures_asterisk import AmiProbe, AsteriskPair, build_nodes, free_ports
 from tests.test_agi_correlation import short_prompts  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.asterisk
 
-OK = "01099990040"  # answers, reports the call id, presses 1
-HELP = "01099990041"  # same, presses 2
 ADMIN = "01055550001"  # the administrator paged when a node dies
 CASES = 100
 CAP = 10  # per node
@@ -88,23 +85,7 @@ async def test_given_two_nodes_when_one_is_killed_mid_campaign_then_no_case_lost
     await upgrade(container.engine)
     sessions, clock = container.sessions, container.clock
     escalation = build_escalation(container, send=False)
-    async with sessions() as s:
-        s.add(
-            Program.any_hour(
-                "test", max_attempts=3, interval_s=1, failure_interval_s=1, max_callbacks=0
-            )
-        )
-        district = District(code="11620", name="관악구")
-        people = [
-            Resident(district=district, name=f"주민{i}", phone=(OK, HELP)[i % 2], dong="신림동")
-            for i in range(CASES)
-        ]
-        s.add_all(people)
-        await s.flush()
-        for person in people:
-            await open_checkin(s, person, source=CheckinSource.API, reason="test", now=clock.now())
-        await s.commit()
-    expected = {p.id: (Outcome.OK if p.phone == OK else Outcome.HELP) for p in people}
+    expected = await seed_campaign(sessions, CASES, tag="test", max_attempts=3, now=clock.now())
 
     closed: Counter[str] = Counter()
     progress = asyncio.Condition()
