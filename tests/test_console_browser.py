@@ -94,6 +94,17 @@ async def console_in_browser(
         yield base, browser, page
 
 
+async def acknowledge_visit(page: Page) -> None:
+    """On an incident's page: the official records a visit (방문, 건강함) and acknowledges;
+    the page shows the finding and the acknowledged status."""
+    await page.get_by_label("방문 확인").check()
+    await page.get_by_label("메모").fill("방문, 건강함")
+    await page.get_by_role("button", name="확인하고 기록").click()
+    await page.wait_for_load_state()
+    assert await page.locator("#finding").inner_text() == "방문 확인 · 방문, 건강함"
+    assert await page.locator("#status").inner_text() == "확인됨"
+
+
 async def save_shot(page: Page, db_url: str, name: str, *, full_page: bool = True) -> None:
     """The SQLite run keeps a screenshot for docs/console/; the PostgreSQL run would only
     overwrite the same picture."""
@@ -129,12 +140,7 @@ async def test_given_unanswered_resident_when_official_acts_in_browser_then_chai
         assert page.url.endswith(f"/console/incidents/{seeded.incident_id}")
         assert await page.get_by_text("받지 않음").count() == 3
         await save_shot(page, db_url, "incident")
-        await page.get_by_label("방문 확인").check()
-        await page.get_by_label("메모").fill("방문, 건강함")
-        await page.get_by_role("button", name="확인하고 기록").click()
-        await page.wait_for_load_state()
-        assert await page.locator("#finding").inner_text() == "방문 확인 · 방문, 건강함"
-        assert await page.locator("#status").inner_text() == "확인됨"
+        await acknowledge_visit(page)
         await save_shot(page, db_url, "incident-acknowledged")
 
         await page.get_by_role("link", name="김안부").click()

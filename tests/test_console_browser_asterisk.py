@@ -22,7 +22,7 @@ from anbu.ports import SystemClock
 from devstack.kannel import KannelInstance
 from ivr.ami import AmiClient
 from tests.console_support import make_account
-from tests.test_console_browser import chromium, desk_page, log_in
+from tests.test_console_browser import acknowledge_visit, chromium, desk_page, log_in
 from tests.test_escalation_asterisk import ring_out_until_sms
 from tests.test_escalation_e2e import (  # noqa: F401  (fixtures used by name)
     StackFactory,
@@ -62,12 +62,7 @@ async def test_given_real_unanswered_call_when_official_acknowledges_in_browser_
         timeline = await page.locator("ol.timeline").inner_text()
         assert "1차 전화: 받지 않음" in timeline  # the real call, as the dialer recorded it
         assert "전화 기록 52시간 없음" in timeline
-        await page.get_by_label("방문 확인").check()
-        await page.get_by_label("메모").fill("방문, 건강함")
-        await page.get_by_role("button", name="확인하고 기록").click()
-        await page.wait_for_load_state()
-        assert await page.locator("#status").inner_text() == "확인됨"
-        assert await page.locator("#finding").inner_text() == "방문 확인 · 방문, 건강함"
+        await acknowledge_visit(page)
 
     async with sessions() as s:
         stored = await s.get(Incident, incident.id)
