@@ -18,6 +18,7 @@ from ivr.tts import (
     GttsSynthesizer,
     PromptRenderError,
     PromptSpec,
+    RenderReport,
     Synthesizer,
     TtsEngine,
     cache_key,
@@ -164,11 +165,9 @@ def test_given_another_district_when_rendered_then_only_the_greeting_is_synthesi
     assert "서초구" in synth.calls[0]
 
 
-def test_given_a_prompt_no_engine_can_render_when_rendered_then_it_plays_the_generic_prompt(
-    tmp_path: Path,
-) -> None:
-    synth = CountingSynthesizer(fail_when="일번")  # only the question contains 일번
-    report = render_catalogue(
+def _render_with(synth: Synthesizer, tmp_path: Path) -> RenderReport:
+    """The catalogue rendered into ``tmp_path/out`` by ``synth`` as the only (espeak) engine."""
+    return render_catalogue(
         CATALOGUE,
         tmp_path / "out",
         None,
@@ -176,6 +175,13 @@ def test_given_a_prompt_no_engine_can_render_when_rendered_then_it_plays_the_gen
         cache_dir=tmp_path,
         synthesizers={TtsEngine.ESPEAK: synth},
     )
+
+
+def test_given_a_prompt_no_engine_can_render_when_rendered_then_it_plays_the_generic_prompt(
+    tmp_path: Path,
+) -> None:
+    synth = CountingSynthesizer(fail_when="일번")  # only the question contains 일번
+    report = _render_with(synth, tmp_path)
 
     question = next(p for p in report.prompts if p.prompt is Prompt.QUESTION)
     assert question.fallback is Prompt.GENERIC
@@ -191,14 +197,7 @@ def test_given_nothing_renders_and_no_earlier_file_when_rendered_then_it_raises(
 ) -> None:
     synth = CountingSynthesizer(fail_when="")  # every text
     with pytest.raises(PromptRenderError, match="generic"):
-        render_catalogue(
-            CATALOGUE,
-            tmp_path / "out",
-            None,
-            ESPEAK_ONLY,
-            cache_dir=tmp_path,
-            synthesizers={TtsEngine.ESPEAK: synth},
-        )
+        _render_with(synth, tmp_path)
 
 
 def test_given_google_reachable_when_rendered_then_gtts_renders_korean_through_its_protocol(
