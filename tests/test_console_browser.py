@@ -19,6 +19,7 @@ from pathlib import Path
 import uvicorn
 from playwright.async_api import Browser, Page, async_playwright
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.app.parts import build_api
 from anbu.container import Container
@@ -105,6 +106,25 @@ async def acknowledge_visit(page: Page) -> None:
     assert await page.locator("#status").inner_text() == "확인됨"
 
 
+async def assert_visit_stored(sessions: async_sessionmaker[AsyncSession], incident_id: str) -> None:
+    """The incident is stored acknowledged in the console, with the visit as its finding."""
+    async with sessions() as s:
+        incident = await s.get(Incident, incident_id)
+        assert incident is not None
+        assert incident.status is IncidentStatus.ACKNOWLEDGED
+        assert incident.ack_channel is AckChannel.CONSOLE
+        assert incident.finding is Finding.VISITED
+
+
+async def assert_nothing_for(sessions: async_sessionmaker[AsyncSession], official_id: str) -> None:
+    """No message was ever queued for ``official_id`` (the chain stopped before them)."""
+    async with sessions() as s:
+        rows = await s.execute(
+            select(OutboxMessage).where(OutboxMessage.official_id == official_id)
+        )
+        assert rows.all() == []
+
+
 async def save_shot(page: Page, db_url: str, name: str, *, full_page: bool = True) -> None:
     """The SQLite run keeps a screenshot for docs/console/; the PostgreSQL run would only
     overwrite the same picture."""
@@ -174,14 +194,6 @@ async def test_given_unanswered_resident_when_official_acts_in_browser_then_chai
         assert locked.url.endswith("/console/login")
         await save_shot(locked, db_url, "locked")
 
-    async with sessions() as s:
-        incident = await s.get(Incident, seeded.incident_id)
-        assert incident is not None
-        assert incident.status is IncidentStatus.ACKNOWLEDGED
-        assert incident.ack_channel is AckChannel.CONSOLE
-        assert incident.finding is Finding.VISITED
+    await assert_visit_stored(sessions, seeded.incident_id)
     assert await seeded.service.escalate_due(api.clock.now() + dt.timedelta(hours=2)) == 0
-    async with sessions() as s:
-        backup = seeded.world.officials["backup"].id
-        rows = await s.execute(select(OutboxMessage).where(OutboxMessage.official_id == backup))
-        assert rows.all() == []
+    await assert_nothing_for(sessions, seeded.world.officials["backup"].id)

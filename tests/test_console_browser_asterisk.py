@@ -11,18 +11,21 @@ import asyncio
 import datetime as dt
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from anbu.db.models_escalation import Incident, OutboxMessage
 from anbu.domain.checkin import Outcome
-from anbu.domain.escalation import Finding
-from anbu.domain.incidents import AckChannel, IncidentStatus
 from anbu.ports import SystemClock
 from devstack.kannel import KannelInstance
 from ivr.ami import AmiClient
 from tests.console_support import make_account
-from tests.test_console_browser import acknowledge_visit, chromium, desk_page, log_in
+from tests.test_console_browser import (
+    acknowledge_visit,
+    assert_nothing_for,
+    assert_visit_stored,
+    chromium,
+    desk_page,
+    log_in,
+)
 from tests.test_escalation_asterisk import ring_out_until_sms
 from tests.test_escalation_e2e import (  # noqa: F401  (fixtures used by name)
     StackFactory,
@@ -64,17 +67,9 @@ async def test_given_real_unanswered_call_when_official_acknowledges_in_browser_
         assert "전화 기록 52시간 없음" in timeline
         await acknowledge_visit(page)
 
-    async with sessions() as s:
-        stored = await s.get(Incident, incident.id)
-        assert stored is not None
-        assert stored.status is IncidentStatus.ACKNOWLEDGED
-        assert stored.ack_channel is AckChannel.CONSOLE
-        assert stored.finding is Finding.VISITED
+    await assert_visit_stored(sessions, incident.id)
     # Long past the primary's clock: the chain has stopped, the backup is never told.
     assert await stack.service.escalate_due(clock.now() + dt.timedelta(hours=2)) == 0
-    async with sessions() as s:
-        backup = world.officials["backup"].id
-        rows = await s.execute(select(OutboxMessage).where(OutboxMessage.official_id == backup))
-        assert rows.all() == []
+    await assert_nothing_for(sessions, world.officials["backup"].id)
     received = await asyncio.to_thread(esc_kannel.received)
     assert [m for m in received if m.receiver == world.officials["backup"].phone] == []
