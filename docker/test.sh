@@ -184,26 +184,30 @@ if [ "$NODES" = 2 ]; then
     [ "$carrier" = "$((before + n))" ] || die "the carrier took $((carrier - before)) calls for $n check-ins"
     [ "${e1:-0}" -gt 0 ] && [ "${e2:-0}" -gt 0 ] || die "one engine dialled nothing"
 
-    log "two nodes: engine2 SIGKILLed; 10 check-ins must go through engine"
+    # Every one of 10 check-ins placed right after the kill must end ok after one attempt: no
+    # call goes to the dead engine. Docker restarts engine2 within seconds (restart policy), so
+    # it may take some of them again once it is back.
+    log "two nodes: engine2 SIGKILLed; 10 check-ins, none may be lost to it"
     pid=$(docker inspect -f '{{.State.Pid}}' "$(compose ps -q asterisk2)")
     kill -9 "$pid"
-    sleep 2  # the dispatchers see the AMI connection drop at once; let the kill land
-    python3 docker/smoke.py "$api" "$key" campaign 10 || die "campaign with engine2 dead"
-    e1_after=$(calls_processed asterisk)
-    [ "$e1_after" = "$((e1 + 10))" ] || die "engine took $((e1_after - e1)) of the 10 calls"
-
-    log "two nodes: waiting for Docker to restart engine2, then it must take calls again"
+    python3 docker/smoke.py "$api" "$key" campaign 10 || die "campaign with engine2 killed"
     for _ in $(seq 1 60); do
         health=$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q asterisk2)" 2>/dev/null || true)
         [ "$health" = healthy ] && break
         sleep 1
     done
     [ "$health" = healthy ] || die "engine2 not restarted (status: ${health:-none})"
-    rejoin=0
-    for round in 1 2 3; do
+    restarts=$(docker inspect -f '{{.RestartCount}}' "$(compose ps -q asterisk2)")
+    [ "$restarts" -ge 1 ] || die "engine2 was not restarted after the kill"
+    took1=$(($(calls_processed asterisk) - e1))
+    rejoin=$(calls_processed asterisk2)  # counted since its restart
+    log "after the kill: engine took $took1, engine2 (restarted $restarts time) ${rejoin:-0}"
+    [ "$((took1 + ${rejoin:-0}))" = 10 ] || die "the engines took $((took1 + rejoin)) of 10 calls"
+    [ "$(calls_processed carrier)" = "$((carrier + 10))" ] || die "the carrier did not get 10 calls"
+    for _ in 1 2 3; do  # it rejoins by itself: a campaign reaches it again
+        [ "${rejoin:-0}" -gt 0 ] && break
         python3 docker/smoke.py "$api" "$key" campaign "$n" || die "campaign after engine2's restart"
         rejoin=$(calls_processed asterisk2)
-        [ "${rejoin:-0}" -gt 0 ] && break
     done
     log "engine2 took ${rejoin:-0} calls after its restart"
     [ "${rejoin:-0}" -gt 0 ] || die "engine2 did not rejoin"
