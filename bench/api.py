@@ -9,8 +9,8 @@ bench key (the default 50 req/s per key would answer most of 500 req/s with 429,
 limit working, not the API's speed).
 
 The load generator is open-loop and bounded, and cheap (it shares the two cores with the server
-and PostgreSQL): every request is made as bytes before the clock starts and sent on a keep-
-alive HTTP/1.1 connection of its own small client (asyncio streams): ~0.1 ms of CPU per
+and PostgreSQL): every request is made as bytes before the clock starts and sent on a
+keep-alive HTTP/1.1 connection of its own small client (asyncio streams): ~0.1 ms of CPU per
 request, where httpx spent ~4 ms (50 connections, measured side by side): at 500 req/s httpx
 alone wanted two cores, the whole machine. Requests start on a fixed schedule (one every 1/rate
 s) whether or not earlier ones have finished; at most ``--max-inflight`` are in flight, and a
@@ -426,6 +426,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "seconds_per_rate": args.seconds,
             "max_inflight": args.max_inflight,
             "api_workers": args.workers,
+            "server_max_inflight": _settings(url).limits.max_inflight,
             "server_loop": "uvloop" if find_spec("uvloop") else "asyncio",
             "server_http": "httptools" if find_spec("httptools") else "h11",
             "generator": "asyncio streams, keep-alive HTTP/1.1, requests made before the clock",

@@ -1,8 +1,10 @@
 """What one API request costs the database and the process (issue 15, bench/api.py): the
-check-in path's round trips, and FastAPI's per-request work. Counted, never timed."""
+check-in path's round trips, FastAPI's per-request work, and the bound on requests in flight.
+Counted, never timed."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +16,7 @@ from anbu.app.parts import build_api
 from anbu.db.models import Checkin
 from anbu.db.models_audit import AuditEntry
 from anbu.domain.audit import AuditAction, AuditResource
+from anbu.settings import LimitSettings, Settings
 from tests.api_support import Api, api_over, h, new_resident
 
 
@@ -87,3 +90,46 @@ async def test_given_the_built_api_then_no_dependency_overrides(api: Api) -> Non
     app = build_api(api.container)
     assert app.dependency_overrides == {}
     assert app.state.recording_store is not None
+
+
+async def test_given_the_inflight_bound_reached_when_another_request_then_503_busy_at_once(
+    db_url: str,
+) -> None:
+    settings = Settings(database_url=db_url, limits=LimitSettings(max_inflight=1))
+    async with api_over(db_url, settings) as api:
+        held, other = await new_resident(api), await new_resident(api, phone="010-2222-3333")
+        inside, release = asyncio.Event(), asyncio.Event()
+        gwanak = h(api.keys["gwanak"])
+
+        async def slow_body() -> AsyncIterator[bytes]:
+            # The request is admitted and in flight while its body is still arriving.
+            yield b'{"resident_id": "%s", ' % held.encode()
+            inside.set()
+            await release.wait()
+            yield b'"reason": "held"}'
+
+        first = asyncio.create_task(
+            api.client.post(
+                "/v1/checkins",
+                headers=h(api.keys["gwanak"]) | {"content-type": "application/json"},
+                content=slow_body(),
+            )
+        )
+        await inside.wait()
+        busy = await api.client.post(
+            "/v1/checkins", headers=gwanak, json={"resident_id": other, "reason": "t"}
+        )
+        assert busy.status_code == 503, busy.text
+        assert busy.json()["error"] == "busy"
+        assert busy.headers["Retry-After"] == "1"
+        # Probes are not bounded: a busy process is alive and ready.
+        assert (await api.client.get("/health/live")).status_code == 200
+        release.set()
+        assert (await first).status_code == 202
+        async with api.container.sessions() as s:
+            stored = (await s.execute(select(Checkin.resident_id))).scalars().all()
+        assert stored == [held]  # the refused request stored nothing
+        again = await api.client.post(
+            "/v1/checkins", headers=gwanak, json={"resident_id": other, "reason": "t"}
+        )
+        assert again.status_code == 202, again.text
