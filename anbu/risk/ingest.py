@@ -14,10 +14,12 @@ a few statements per batch straight to the driver, whatever the batch size.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import gc
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +103,56 @@ async def ingest(
     residents = {r.resident_id: r for r in resident_rows}
     devices, ambiguous = visible_devices(device_rows, residents, can_see)
 
+    with collector_paused():
+        rows = _accepted(items, devices, ambiguous, residents, can_see, now, report)
+
+    try:
+        stored = await _store(session, store, rows, devices, device_rows, residents, now, rules)
+    except DuplicateEvents:
+        # Some events were stored before (a resent batch, a redelivered MQTT message): the fast
+        # insert failed as a whole. Store again, skipping what is there.
+        await session.rollback()
+        store = await bulk_store(session)
+        stored = await _store(
+            session, store, rows, devices, device_rows, residents, now, rules, fast=False
+        )
+    report.accepted = len(stored.rows)
+    report.duplicates += len(rows) - len(stored.rows)
+    await session.commit()
+    if evaluate and stored.rows:
+        work = stored.work
+        try:
+            report.evaluations = await act(
+                session, work.subjects, work.assessments, work.context, now, rules
+            )
+            await session.commit()  # nothing to commit unless a level or a device task changed
+        except Exception:
+            # The events and baselines are stored; only recording the grades failed (a check-in
+            # that could not be opened, say). Make these residents due, so the next sweep
+            # grades them again, rather than fail a request whose events are safe.
+            log.exception("recording the grades of %d resident(s) failed", len(work.subjects))
+            await session.rollback()
+            await session.execute(
+                update(SignalState)
+                .where(SignalState.resident_id.in_([s.resident_id for s in work.subjects]))
+                .values(status_due_at=now)
+            )
+            await session.commit()
+            report.evaluations = []
+    return report
+
+
+def _accepted(
+    items: Sequence[tuple[int, SignalEventIn]],
+    devices: dict[str, DeviceRow],
+    ambiguous: set[str],
+    residents: dict[str, ResidentRow],
+    can_see: Callable[[int], bool],
+    now: dt.datetime,
+    report: IngestReport,
+) -> list[SignalRow]:
+    """The events to store, as rows; the others are counted in ``report`` (refused, or sent
+    twice in the batch)."""
     rows: list[SignalRow] = []
     seen: set[tuple[str, str]] = set()
     latest_allowed = now + MAX_CLOCK_SKEW
@@ -141,41 +193,7 @@ async def ingest(
         rows.append(
             SignalRow(e.source, key[1], resident_id, e.device_id, e.kind, e.at, e.value, *attrs)
         )
-
-    try:
-        stored = await _store(session, store, rows, devices, device_rows, residents, now, rules)
-    except DuplicateEvents:
-        # Some events were stored before (a resent batch, a redelivered MQTT message): the fast
-        # insert failed as a whole. Store again, skipping what is there.
-        await session.rollback()
-        store = await bulk_store(session)
-        stored = await _store(
-            session, store, rows, devices, device_rows, residents, now, rules, fast=False
-        )
-    report.accepted = len(stored.rows)
-    report.duplicates += len(rows) - len(stored.rows)
-    await session.commit()
-    if evaluate and stored.rows:
-        work = stored.work
-        try:
-            report.evaluations = await act(
-                session, work.subjects, work.assessments, work.context, now, rules
-            )
-            await session.commit()  # nothing to commit unless a level or a device task changed
-        except Exception:
-            # The events and baselines are stored; only recording the grades failed (a check-in
-            # that could not be opened, say). Make these residents due, so the next sweep
-            # grades them again, rather than fail a request whose events are safe.
-            log.exception("recording the grades of %d resident(s) failed", len(work.subjects))
-            await session.rollback()
-            await session.execute(
-                update(SignalState)
-                .where(SignalState.resident_id.in_([s.resident_id for s in work.subjects]))
-                .values(status_due_at=now)
-            )
-            await session.commit()
-            report.evaluations = []
-    return report
+    return rows
 
 
 @dataclass(slots=True)
@@ -227,13 +245,15 @@ async def _store(
     inserting = asyncio.create_task(store.insert_events(rows, now, fast=fast))
     await asyncio.sleep(0)  # let the insert reach the database before the CPU-bound work
     try:
-        work = _compute(rows, stored, devices, device_rows, residents, context, now, rules)
+        with collector_paused():
+            work = _compute(rows, stored, devices, device_rows, residents, context, now, rules)
     except BaseException:
         await asyncio.wait([inserting])  # the connection must be idle before the rollback
         raise
     new_rows = await inserting
     if len(new_rows) < len(rows):
-        work = _compute(new_rows, stored, devices, device_rows, residents, context, now, rules)
+        with collector_paused():
+            work = _compute(new_rows, stored, devices, device_rows, residents, context, now, rules)
     if not new_rows:
         return _Stored([], _nothing())
     await store.save_states(work.states, work.texts, now)
@@ -247,6 +267,27 @@ async def _store(
         log.info("%d device(s) reported again; their open tasks were resolved", len(work.recovered))
         context.open_tasks.difference_update(work.recovered)
     return _Stored(new_rows, work)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Run a synchronous, CPU-bound stretch without the cyclic garbage collector.
+
+    Why: such a stretch allocates tens of thousands of objects (a baseline, its subject, its
+    state row per resident) that all stay alive until it ends, so every collection it triggers
+    walks them and frees nothing: measured on a carrier's feed, a third of the batch's
+    computation. Nothing else runs meanwhile (there is no ``await`` inside), so no other
+    request's garbage is held back, and whatever cycles the stretch leaves are collected by
+    the next pass after it.
+    """
+    if not gc.isenabled():  # paused already (an outer stretch, a caller's choice): leave it
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _nothing() -> _Work:
