@@ -14,12 +14,10 @@ a few statements per batch straight to the driver, whatever the batch size.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-import gc
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +52,7 @@ from anbu.risk.bulk import (
 )
 from anbu.risk.evaluate import Context, Evaluation, Subject, act, assess_unless_none, subjects_of
 from anbu.risk.feedback import strict_low_by_district
+from anbu.risk.gcpause import collector_paused
 from anbu.risk.schemas import SignalEventIn
 
 log = logging.getLogger(__name__)
@@ -267,27 +266,6 @@ async def _store(
         log.info("%d device(s) reported again; their open tasks were resolved", len(work.recovered))
         context.open_tasks.difference_update(work.recovered)
     return _Stored(new_rows, work)
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Run a synchronous, CPU-bound stretch without the cyclic garbage collector.
-
-    Why: such a stretch allocates tens of thousands of objects (a baseline, its subject, its
-    state row per resident) that all stay alive until it ends, so every collection it triggers
-    walks them and frees nothing: measured on a carrier's feed, a third of the batch's
-    computation. Nothing else runs meanwhile (there is no ``await`` inside), so no other
-    request's garbage is held back, and whatever cycles the stretch leaves are collected by
-    the next pass after it.
-    """
-    if not gc.isenabled():  # paused already (an outer stretch, a caller's choice): leave it
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _nothing() -> _Work:
