@@ -472,7 +472,11 @@ class _PostgresBulk:
         # Binary COPY into a per-connection scratch table, then one upsert from it. Measured
         # on a carrier's feed (4,000 baselines a batch): sending them as unnest() arrays cost
         # ~5x more client CPU, as asyncpg's array encoder checks every element of every array
-        # against collections.abc.
+        # against collections.abc. Measured again 2026-12-05 (4,238 of 20,000 baselines, client
+        # / server CPU per batch): this 12 / 53 ms; one UPDATE ... FROM the scratch table
+        # 12 / 71; unnest() arrays 25 / 102; executemany of the upsert 18 / 117; the rows as
+        # one JSON document unpacked by the server (bytea as base64) 37 / 261. The server's
+        # part is the rows' new versions and index entries, which no statement shape avoids.
         await self._db.execute(
             "CREATE TEMP TABLE IF NOT EXISTS signal_states_in"
             " (LIKE signal_states INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"

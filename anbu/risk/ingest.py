@@ -282,7 +282,15 @@ def _compute(
     now: dt.datetime,
     rules: Rules,
 ) -> _Work:
-    """Everything a batch changes, without I/O."""
+    """Everything a batch changes, without I/O.
+
+    Why in this process, not spread over worker processes (one of issue 15's candidates):
+    measured on a carrier's batch (5,000 events, 4,300 baselines), this takes ~68 ms of CPU,
+    while handing it to another process would cost this one ~34 ms to pickle the inputs and
+    ~21 ms to unpickle the result (states, packed rows, subjects), and the worker ~64 ms more:
+    this process would save a fifth of its time and the machine spend twice the CPU, on 2
+    cores that PostgreSQL needs too.
+    """
     baselines = stored.baselines()
     states = _fold(rows, baselines, residents, rules)
     texts = [stored.packed(s) for s in states]
