@@ -608,10 +608,10 @@ async def hand_over(incident_id: str, request: Request) -> Response:
 
 
 async def _settings(ctx: Ctx, status: int = 200, error: str = "", notice: str = "") -> Response:
-    admin = ctx.account.role is ConsoleRole.DISTRICT_ADMIN
-    programs = await settings_page.programs(ctx.db) if admin else None
     phone = await settings_page.my_phone(ctx.db, ctx.account)
     district = _admin_district(ctx)
+    # The programmes as the admin's district applies them (shared ones it has no version of).
+    programs = await settings_page.programs(ctx.db, district.id) if district else None
     officials: list[directory_page.OfficialRow] | None = None
     chains: list[directory_page.ChainRow] | None = None
     if district is not None:
@@ -770,6 +770,7 @@ async def chain_page(request: Request, dong: str = "") -> Response:
         return _chain_html(ctx, dong, directory_page.form_rows(chain), officials)
 
 
+_RACED_PROGRAM = "다른 관리자가 같은 전화 규칙을 동시에 바꿨습니다. 다시 불러와서 저장하세요."
 _RACED = "다른 관리자가 같은 알림 순서를 동시에 바꿨습니다. 다시 불러와서 저장하세요."
 
 
@@ -856,10 +857,25 @@ async def change_settings(request: Request, what: str = "", program_id: str = ""
         account = ctx.account
         try:
             if program_id:
-                if account.role is not ConsoleRole.DISTRICT_ADMIN:
+                district = _admin_district(ctx)
+                if district is None:
                     raise ConsoleRefusedError(403, "전화 규칙은 구 관리자만 바꿀 수 있습니다.")
-                program = await settings_page.update_program(db, program_id, form)
-                notice = f"{program.name}의 전화 규칙을 저장했습니다."
+                try:
+                    program = await settings_page.update_program(db, district, program_id, form)
+                except IntegrityError as exc:
+                    # Two admins making the district's version of one programme at once.
+                    await db.rollback()
+                    raise ConsoleRefusedError(409, _RACED_PROGRAM) from exc
+                await ctx.audit(
+                    [
+                        Access(
+                            AuditResource.PROGRAM, str(program.id), AuditAction.UPDATE, district.id
+                        )
+                    ],
+                    "calling hours and retries",
+                    commit=False,
+                )
+                notice = f"{program.name}의 전화 규칙을 저장했습니다 (우리 구에만 적용)."
             elif what == "password":
                 await settings_page.change_password(db, account, form)
                 # Every other session of this account ends (a stolen one among them).
