@@ -38,7 +38,7 @@ from anbu.domain.console import ROLE_LABELS, ConsoleRole, may_act
 from anbu.domain.enrolment import SheetError
 from anbu.domain.escalation import FINDING_LABELS, SEOUL, Finding
 from anbu.domain.risk import Level
-from anbu.errors import AnbuError
+from anbu.errors import AnbuError, ChainInUseError
 from anbu.report import Period, ReportArgumentError, build_report
 from anbu.report.render import html_body, render
 from anbu.services import audit as audit_service
@@ -736,12 +736,14 @@ def _chain_html(
     status: int = 200,
     error: str = "",
     notice: str = "",
+    chain_id: str = "",
 ) -> Response:
     return _html(
         "chain.html",
         status,
         **ctx.base(
             dong=dong,
+            chain_id=chain_id,
             rows=rows,
             officials=[o for o in officials if o.active],
             weekdays=directory_page.WEEKDAYS,
@@ -767,7 +769,13 @@ async def chain_page(request: Request, dong: str = "") -> Response:
         officials = await directory_page.officials(db, district.id)
         reads = [(chain.id, district.id)] if chain else []
         await ctx.audit(_reads(AuditResource.ESCALATION_CHAIN, reads))
-        return _chain_html(ctx, dong, directory_page.form_rows(chain), officials)
+        return _chain_html(
+            ctx,
+            dong,
+            directory_page.form_rows(chain),
+            officials,
+            chain_id=chain.id if chain else "",
+        )
 
 
 _RACED_PROGRAM = "다른 관리자가 같은 전화 규칙을 동시에 바꿨습니다. 다시 불러와서 저장하세요."
@@ -819,11 +827,46 @@ async def save_chain(request: Request) -> Response:
                 directory_page.form_rows(saved),
                 officials,
                 notice=f"{where} 알림 순서를 저장했습니다.",
+                chain_id=saved.id if saved else "",
             )
         await db.commit()  # nothing was changed (the checks come first): the session touch only
         # The form comes back as it was posted, so nothing typed is lost.
         posted = _posted_rows(form)
         return _chain_html(ctx, dong, posted, officials, 422, error=error)
+
+
+@router.post("/settings/chain/delete")
+async def delete_chain(request: Request) -> Response:
+    """Delete one of the district's chains: the form's confirmation box must be ticked (no
+    script needed), and a chain residents or open incidents are still alerted along is kept
+    with the reason. Both the deletion and a refusal are written to the access log."""
+    async with _container(request).sessions() as db:
+        try:
+            ctx, district, form = await _admin_form(request, db)
+        except _Login:
+            return _to_login()
+        officials = await directory_page.officials(db, district.id)
+        try:
+            chain = await directory_page.chain_in(db, district.id, form.get("chain", ""))
+        except settings_page.SettingsRefusedError as exc:
+            await db.commit()
+            return await _settings(ctx, 404, error=str(exc))
+        dong, chain_id = chain.dong, chain.id
+        where = dong or "구 기본"
+        rows = directory_page.form_rows(await directory_page.chain_of(db, district.id, dong))
+        access = [Access(AuditResource.ESCALATION_CHAIN, chain_id, AuditAction.DELETE, district.id)]
+        if form.get("confirm", "") != "1":
+            await db.commit()
+            error = f"{where} 알림 순서를 지우려면 확인란을 고르세요."
+            return _chain_html(ctx, dong, rows, officials, 422, error=error, chain_id=chain_id)
+        try:
+            await _directory(request).delete_chain(db, chain)
+        except ChainInUseError as exc:  # raised before anything was deleted
+            await ctx.audit(access, "refused: in use")
+            error = directory_page.in_use_reason(where, exc.residents, exc.open_incidents)
+            return _chain_html(ctx, dong, rows, officials, 409, error=error, chain_id=chain_id)
+        await ctx.audit(access, "deleted")
+        return await _settings(ctx, notice=f"{where} 알림 순서를 지웠습니다.")
 
 
 def _posted_rows(form: dict[str, str]) -> list[directory_page.StepRow]:
