@@ -846,6 +846,8 @@ class HoldRow:
     ends: str  # "" = until lifted
     note: str
     current: bool
+    kind: str = ""  # "monitoring" or "call" (anbu.console.resident_edits.HoldKind): its end form
+    id: str = ""
 
 
 def _hhmm(minutes: int) -> str:
@@ -958,6 +960,8 @@ async def resident_page(
             local(h.ends_at),
             h.note if scope.names else "",
             h.starts_at <= at < h.ends_at,
+            "monitoring",
+            h.id,
         )
         for h in await session.scalars(
             select(MonitoringHold)
@@ -971,6 +975,8 @@ async def resident_page(
             local(h.ends_at) if h.ends_at else "",
             h.reason if scope.names else "",
             h.starts_at <= at and (h.ends_at is None or at < h.ends_at),
+            "call",
+            str(h.id),
         )
         for h in await session.scalars(
             select(CallHold)

@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import hmac
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,9 +29,17 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
-from anbu.console import accounts, directory_page, enrolment, oidc, pages, settings_page
+from anbu.console import (
+    accounts,
+    directory_page,
+    enrolment,
+    oidc,
+    pages,
+    resident_edits,
+    settings_page,
+)
 from anbu.container import Container
-from anbu.db.models import District
+from anbu.db.models import District, Resident
 from anbu.db.models_console import ConsoleAccount, ConsoleSession
 from anbu.domain.audit import ActorKind, AuditAction, AuditResource
 from anbu.domain.console import ROLE_LABELS, ConsoleRole, may_act
@@ -1273,29 +1281,137 @@ async def _resident(
             ctx.check_csrf(form)
             if not may_act(ctx.account.role):
                 raise ConsoleRefusedError(403, "읽기 전용 계정입니다.")
-        page = await pages.resident_page(db, ctx.scope, resident_id, reveal=reveal, now=ctx.now)
-        if page is None:
+        return await _resident_view(ctx, resident_id, reveal=reveal, notice=notice)
+
+
+async def _resident_view(
+    ctx: Ctx,
+    resident_id: str,
+    *,
+    reveal: bool = False,
+    notice: str = "",
+    error: str = "",
+    status: int = 200,
+) -> Response:
+    """The resident's page in ``ctx``'s session (its read logged), with a notice or an error."""
+    db = ctx.db
+    page = await pages.resident_page(db, ctx.scope, resident_id, reveal=reveal, now=ctx.now)
+    if page is None:
+        await ctx.audit(
+            [Access(AuditResource.RESIDENT, resident_id[:64], AuditAction.READ)],
+            "refused: not found or another district",
+        )
+        return _html(
+            "message.html", 404, title="대상자", text="대상자를 찾을 수 없습니다.", **ctx.base()
+        )
+    r = page.resident
+    await ctx.audit(
+        [Access(AuditResource.RESIDENT, r.id, AuditAction.READ, r.district_id)],
+        "phone revealed" if reveal else "",
+    )
+    return _html(
+        "resident.html",
+        status,
+        **ctx.base(
+            p=page,
+            revealed=reveal,
+            notice=notice,
+            error=error,
+            hold_words=pages.HOLD_WORDS,
+            device_words=pages.DEVICE_KIND_WORDS,
+            today=ctx.now.astimezone(SEOUL).date().isoformat(),
+            nav="residents",
+        ),
+    )
+
+
+@router.get("/residents/{resident_id}")
+async def resident(
+    resident_id: str, request: Request, enrolled: str = "", done: str = ""
+) -> Response:
+    notice = "대상자를 등록했습니다." if enrolled == "1" else resident_edits.NOTICES.get(done, "")
+    return await _resident(request, resident_id, reveal=False, notice=notice)
+
+
+# A change to a resident's holds or devices: (session, resident, form, ctx) -> what was done.
+_Edit = Callable[[AsyncSession, Resident, dict[str, str], Ctx], Awaitable[resident_edits.Changed]]
+
+
+async def _edit_resident(request: Request, resident_id: str, edit: _Edit) -> Response:
+    """One form of the resident page that changes something: logged in, CSRF, may act, the
+    resident in the official's scope (else "not found", the refusal logged); a Korean 422 with
+    the page when the form is wrong; the change in the access log; then back to the page."""
+    form = await _form(request)
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _acting_ctx(request, db, form)
+        except _Login:
+            return _to_login()
+        resident = await db.get(Resident, resident_id[:32])
+        if resident is None or not ctx.scope.allows(resident):
             await ctx.audit(
-                [Access(AuditResource.RESIDENT, resident_id[:64], AuditAction.READ)],
+                [Access(AuditResource.RESIDENT, resident_id[:64], AuditAction.UPDATE)],
                 "refused: not found or another district",
             )
             return _html(
                 "message.html", 404, title="대상자", text="대상자를 찾을 수 없습니다.", **ctx.base()
             )
-        r = page.resident
+        try:
+            changed = await edit(db, resident, form, ctx)
+        except resident_edits.ResidentEditRefusedError as exc:
+            # A refused device may have reached the database (a race on its id): start over.
+            await db.rollback()
+            ctx = await _ctx(request, db)
+            return await _resident_view(ctx, resident_id, error=str(exc), status=422)
         await ctx.audit(
-            [Access(AuditResource.RESIDENT, r.id, AuditAction.READ, r.district_id)],
-            "phone revealed" if reveal else "",
+            [Access(AuditResource.RESIDENT, resident.id, AuditAction.UPDATE, resident.district_id)],
+            changed.outcome,
         )
-        return _html(
-            "resident.html", **ctx.base(p=page, revealed=reveal, notice=notice, nav="residents")
-        )
+    return RedirectResponse(
+        f"/console/residents/{resident_id}?done={changed.done}", status_code=303
+    )
 
 
-@router.get("/residents/{resident_id}")
-async def resident(resident_id: str, request: Request, enrolled: str = "") -> Response:
-    notice = "대상자를 등록했습니다." if enrolled == "1" else ""
-    return await _resident(request, resident_id, reveal=False, notice=notice)
+@router.post("/residents/{resident_id}/holds")
+async def add_hold(resident_id: str, request: Request) -> Response:
+    async def edit(
+        db: AsyncSession, resident: Resident, form: dict[str, str], ctx: Ctx
+    ) -> resident_edits.Changed:
+        return await resident_edits.add_hold(db, resident, form, ctx.now)
+
+    return await _edit_resident(request, resident_id, edit)
+
+
+@router.post("/residents/{resident_id}/holds/{kind}/{hold_id}/end")
+async def end_hold(resident_id: str, kind: str, hold_id: str, request: Request) -> Response:
+    async def edit(
+        db: AsyncSession, resident: Resident, form: dict[str, str], ctx: Ctx
+    ) -> resident_edits.Changed:
+        return await resident_edits.end_hold(db, resident, kind, hold_id, ctx.now)
+
+    return await _edit_resident(request, resident_id, edit)
+
+
+@router.post("/residents/{resident_id}/devices")
+async def add_device(resident_id: str, request: Request) -> Response:
+    rules = _container(request).settings.risk.rules
+
+    async def edit(
+        db: AsyncSession, resident: Resident, form: dict[str, str], ctx: Ctx
+    ) -> resident_edits.Changed:
+        return await resident_edits.add_device(db, resident, form, ctx.now, rules)
+
+    return await _edit_resident(request, resident_id, edit)
+
+
+@router.post("/residents/{resident_id}/devices/{device_id}/retire")
+async def retire_device(resident_id: str, device_id: str, request: Request) -> Response:
+    async def edit(
+        db: AsyncSession, resident: Resident, form: dict[str, str], ctx: Ctx
+    ) -> resident_edits.Changed:
+        return await resident_edits.retire_device(db, resident, device_id, ctx.now)
+
+    return await _edit_resident(request, resident_id, edit)
 
 
 @router.post("/residents/{resident_id}/reveal")
