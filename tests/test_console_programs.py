@@ -5,23 +5,28 @@ programme is "not found" in the console and the API; the resolution itself, tabl
 
 from __future__ import annotations
 
+import datetime as dt
 import html
+from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from anbu.db.migrate import upgrade
 from anbu.db.models import District
 from anbu.db.models_audit import AuditEntry
 from anbu.db.models_scheduling import Program, ResidentSchedule, RoutineSchedule
+from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.audit import AuditResource
 from anbu.domain.calling_hours import CallingWindow
 from anbu.domain.console import ConsoleRole
 from anbu.domain.program_scope import ProgramBook, ProgramKey
 from anbu.domain.retry import RetryPolicy
-from anbu.services.rules import load_rules
+from anbu.services.rules import followed_programs, load_rules
 from tests.api_support import Api, api_over, h, new_resident
 from tests.console_support import csrf_of, log_in, make_account
+from tests.db_fixtures import BACKENDS, create_pg_database, drop_pg_database, pg_url
 
 GWANAK, GANGNAM = "11620", "11680"
 GOOD = {"start": "10:00", "end": "12:00", "max_attempts": "2", "interval_min": "15"}
@@ -299,3 +304,65 @@ async def test_given_residents_own_hours_when_admin_narrows_programme_then_refus
         )
         assert status == 200, text
         assert await _hours(api, late, "01011112222") == ("14:00", "20:00", 2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_given_programmes_before_0013_when_migrated_then_shared_and_followed_as_before(
+    backend: str, tmp_path: Path
+) -> None:
+    name = None
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    else:
+        name = await create_pg_database()
+        url = pg_url(name)
+    engine = make_engine(url)
+    try:
+        await upgrade(engine, "0012_voice_accessibility")
+        t = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
+        t0 = t if backend == "postgresql" else t.replace(tzinfo=None)
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("INSERT INTO districts (id, code, name, created_at) VALUES (1, '1', 'g', :t)"),
+                {"t": t0},
+            )
+            for rid in ("r1", "r2"):
+                await conn.execute(
+                    text(
+                        "INSERT INTO residents (id, district_id, name, phone, dong, active,"
+                        " created_at, updated_at) VALUES (:r, 1, 'n', '010', '', true, :t, :t)"
+                    ),
+                    {"r": rid, "t": t0},
+                )
+            for pid, pname, default, start in ((1, "기본", True, 540), (2, "오후", False, 780)):
+                await conn.execute(
+                    text(
+                        "INSERT INTO programs (id, name, is_default, max_attempts, interval_s,"
+                        " busy_interval_s, failure_interval_s, max_callbacks, callback_delay_s,"
+                        " tz, start_min, end_min, weekdays, call_on_holidays, severe_start_min,"
+                        " severe_end_min, created_at, updated_at) VALUES (:id, :n, :d, 3, 600,"
+                        " 180, 120, 1, 3600, 'Asia/Seoul', :s, 1080, '01234', false, 420,"
+                        " 1320, :t, :t)"
+                    ),
+                    {"id": pid, "n": pname, "d": default, "s": start, "t": t0},
+                )
+            await conn.execute(
+                text(
+                    "INSERT INTO resident_schedules (resident_id, program_id, updated_at)"
+                    " VALUES ('r2', 2, :t)"
+                ),
+                {"t": t0},
+            )
+        await upgrade(engine)
+        async with make_sessionmaker(engine)() as s:
+            rows = (await s.execute(select(Program.id, Program.district_id))).all()
+            assert sorted(tuple(r) for r in rows) == [(1, None), (2, None)]
+            followed = await followed_programs(s, ["r1", "r2"])
+        assert {rid: f.program.id for rid, f in followed.items() if f.program} == {
+            "r1": 1,
+            "r2": 2,
+        }
+    finally:
+        await engine.dispose()
+        if name is not None:
+            await drop_pg_database(name)
