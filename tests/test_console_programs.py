@@ -12,23 +12,30 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.migrate import upgrade
-from anbu.db.models import District
+from anbu.db.models import Checkin, District, Resident
 from anbu.db.models_audit import AuditEntry
-from anbu.db.models_scheduling import Program, ResidentSchedule, RoutineSchedule
+from anbu.db.models_scheduling import DispatcherWorker, Program, ResidentSchedule, RoutineSchedule
 from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.audit import AuditResource
 from anbu.domain.calling_hours import CallingWindow
+from anbu.domain.checkin import CheckinSource
 from anbu.domain.console import ConsoleRole
+from anbu.domain.escalation import SEOUL
 from anbu.domain.program_scope import ProgramBook, ProgramKey
 from anbu.domain.retry import RetryPolicy
+from anbu.services.checkins import open_checkin
 from anbu.services.rules import followed_programs, load_rules
+from scheduler.claims import claim_due
+from scheduler.dispatcher import SEVERE_PRIORITY
 from tests.api_support import Api, api_over, h, new_resident
 from tests.console_support import csrf_of, log_in, make_account
 from tests.db_fixtures import BACKENDS, create_pg_database, drop_pg_database, pg_url
 
 GWANAK, GANGNAM = "11620", "11680"
+WED_10 = dt.datetime(2026, 11, 25, 10, tzinfo=SEOUL).astimezone(dt.UTC)  # not a holiday
 GOOD = {"start": "10:00", "end": "12:00", "max_attempts": "2", "interval_min": "15"}
 
 
@@ -366,3 +373,56 @@ async def test_given_programmes_before_0013_when_migrated_then_shared_and_follow
         await engine.dispose()
         if name is not None:
             await drop_pg_database(name)
+
+
+async def test_given_a_districts_version_when_the_dispatcher_claims_then_each_district_its_hours(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Wednesday 10:00 KST. The shared default calls 09:00-18:00; 관악구's version of it only
+    # 13:00-18:00 with one try: 관악구's check-in waits for 13:00, 강남구's rings now.
+    async with sessions() as s:
+        gwanak = District(code=GWANAK, name="관악구")
+        gangnam = District(code=GANGNAM, name="강남구")
+        in_a = Resident(district=gwanak, name="관악", phone="01011112222", dong="신림동")
+        in_b = Resident(district=gangnam, name="강남", phone="01033334444", dong="역삼동")
+        shared = Program(name="기본", is_default=True, start_min=9 * 60, end_min=18 * 60)
+        s.add_all([in_a, in_b, shared])
+        await s.flush()
+        s.add(
+            Program(
+                name="기본 (관악구)",
+                district_id=gwanak.id,
+                replaces_id=shared.id,
+                start_min=13 * 60,
+                end_min=18 * 60,
+                max_attempts=1,
+            )
+        )
+        a, _ = await open_checkin(s, in_a, source=CheckinSource.API, reason="a", now=WED_10)
+        b, _ = await open_checkin(s, in_b, source=CheckinSource.API, reason="b", now=WED_10)
+        worker = DispatcherWorker(host="test", pid=1)
+        s.add(worker)
+        await s.commit()
+        worker_id = worker.id
+    async with sessions() as s:
+        out = await claim_due(
+            s,
+            worker_id=worker_id,
+            now=WED_10,
+            global_cap=10,
+            can_start=lambda _t: "engine",
+            limit=10,
+            trunk_of=lambda _n: "trunk",
+            severe_priority=SEVERE_PRIORITY,
+            default_policy=RetryPolicy(),
+            default_window=CallingWindow(),
+        )
+        await s.commit()
+    assert [c.checkin_id for c in out.claimed] == [b.id]
+    assert [c.policy.max_attempts for c in out.claimed] == [3]
+    async with sessions() as s:
+        waiting = await s.get(Checkin, a.id)
+        assert waiting is not None
+        assert waiting.attempts[0].scheduled_for == dt.datetime(
+            2026, 11, 25, 13, tzinfo=SEOUL
+        ).astimezone(dt.UTC)
