@@ -30,6 +30,21 @@ class ConflictError(AnbuError):
     """The request contradicts stored state (e.g. a duplicate)."""
 
 
+class ChainInUseError(ConflictError):
+    """An escalation chain residents' alerts still go to, or open incidents still escalate
+    along: deleting it would leave them with nobody to tell."""
+
+    def __init__(self, chain_id: str, residents: int, open_incidents: int) -> None:
+        super().__init__(
+            f"escalation chain {chain_id} is still in use: {residents} active resident(s) and"
+            f" {open_incidents} open incident(s) are alerted along it; give them another chain"
+            " or acknowledge the incidents first"
+        )
+        self.chain_id = chain_id
+        self.residents = residents
+        self.open_incidents = open_incidents
+
+
 class GoneError(AnbuError):
     """The thing existed but is no longer usable (an expired link)."""
 

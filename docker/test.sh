@@ -11,9 +11,11 @@
 # collides with `make run` (15060..., 14000..., 8080) or the host's PostgreSQL (5432).
 #
 # ANBU_DOCKER_NODES=2 runs the two-node variant (compose.two-node.yml) and adds a campaign of
-# ANBU_DOCKER_CAMPAIGN (40) check-ins that both dispatchers race for: every one must end ok after
-# one attempt, the carrier must count exactly one call per check-in, and both engines must have
-# dialled. ANBU_DOCKER_KEEP=1 leaves the stack up for a look (then: compose ... down -v).
+# ANBU_DOCKER_CAMPAIGN (40) check-ins that both dispatchers race for and spread over both engines
+# (ANBU_NODES): every one must end ok after one attempt, the carrier must count exactly one call
+# per check-in, and both engines must have dialled. Then engine 2 is SIGKILLed: 10 check-ins
+# must all go through engine 1 (one attempt each); Docker restarts engine 2 and a last campaign
+# must reach it again (it rejoins by itself). ANBU_DOCKER_KEEP=1 leaves the stack up for a look (then: compose ... down -v).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -109,6 +111,12 @@ if [ "$NODES" = 2 ]; then
     # A carrier's per-engine call rate (CPS): one dispatcher alone cannot take the whole
     # campaign, so both engines must dial.
     echo "ANBU_SCHEDULING__CALLS_PER_SECOND=2" >>"$ENV_FILE"
+    # Both engines as nodes of both dispatchers (engine 2's AMI port is compose.two-node.yml's),
+    # with one AMI secret.
+    secret=$(sed -n 's/^ANBU_ENGINE__AMI_SECRET=//p' "$ENV_FILE")
+    ami1=$(sed -n 's/^ANBU_ENGINE__AMI_PORT=//p' "$ENV_FILE")
+    node='{"name":"%s","ami_port":%s,"ami_secret":"%s","max_calls":15}'
+    printf "ANBU_NODES=[$node,$node]\n" engine "$ami1" "$secret" engine2 25040 "$secret" >>"$ENV_FILE"
 fi
 chmod 600 "$ENV_FILE"
 api_port=$(sed -n 's/^ANBU_API_PORT=//p' "$ENV_FILE")
@@ -164,13 +172,44 @@ calls_processed() {  # what an Asterisk container counted itself
 }
 if [ "$NODES" = 2 ]; then
     n=${ANBU_DOCKER_CAMPAIGN:-40}
+    # The carrier's count before: the two check-ins above and the help call's transfer leg
+    # to the official (who does not answer there).
+    before=$(calls_processed carrier)
     log "two nodes: $n check-ins for two dispatchers"
     python3 docker/smoke.py "$api" "$key" campaign "$n" || die "campaign"
     carrier=$(calls_processed carrier)
     e1=$(calls_processed asterisk)
     e2=$(calls_processed asterisk2)
-    log "calls processed: carrier $carrier, engine $e1, engine2 $e2"
-    [ "$carrier" = "$((n + 2))" ] || die "the carrier took $carrier calls for $((n + 2)) check-ins"
+    log "calls processed: carrier $before + $((carrier - before)), engine $e1, engine2 $e2"
+    [ "$carrier" = "$((before + n))" ] || die "the carrier took $((carrier - before)) calls for $n check-ins"
     [ "${e1:-0}" -gt 0 ] && [ "${e2:-0}" -gt 0 ] || die "one engine dialled nothing"
+
+    # Every one of 10 check-ins placed right after the kill must end ok after one attempt: no
+    # call goes to the dead engine. Docker restarts engine2 within seconds (restart policy), so
+    # it may take some of them again once it is back.
+    log "two nodes: engine2 SIGKILLed; 10 check-ins, none may be lost to it"
+    pid=$(docker inspect -f '{{.State.Pid}}' "$(compose ps -q asterisk2)")
+    kill -9 "$pid"
+    python3 docker/smoke.py "$api" "$key" campaign 10 || die "campaign with engine2 killed"
+    for _ in $(seq 1 60); do
+        health=$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q asterisk2)" 2>/dev/null || true)
+        [ "$health" = healthy ] && break
+        sleep 1
+    done
+    [ "$health" = healthy ] || die "engine2 not restarted (status: ${health:-none})"
+    restarts=$(docker inspect -f '{{.RestartCount}}' "$(compose ps -q asterisk2)")
+    [ "$restarts" -ge 1 ] || die "engine2 was not restarted after the kill"
+    took1=$(($(calls_processed asterisk) - e1))
+    rejoin=$(calls_processed asterisk2)  # counted since its restart
+    log "after the kill: engine took $took1, engine2 (restarted $restarts time) ${rejoin:-0}"
+    [ "$((took1 + ${rejoin:-0}))" = 10 ] || die "the engines took $((took1 + rejoin)) of 10 calls"
+    [ "$(calls_processed carrier)" = "$((carrier + 10))" ] || die "the carrier did not get 10 calls"
+    for _ in 1 2 3; do  # it rejoins by itself: a campaign reaches it again
+        [ "${rejoin:-0}" -gt 0 ] && break
+        python3 docker/smoke.py "$api" "$key" campaign "$n" || die "campaign after engine2's restart"
+        rejoin=$(calls_processed asterisk2)
+    done
+    log "engine2 took ${rejoin:-0} calls after its restart"
+    [ "${rejoin:-0}" -gt 0 ] || die "engine2 did not rejoin"
 fi
 log "PASSED"

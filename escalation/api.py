@@ -153,7 +153,8 @@ async def delete_chain(chain_id: str, principal: PrincipalDep, session: SessionD
     if chain is None:
         raise NotFoundError("escalation chain", chain_id)
     principal.require_district(chain.district_id, "escalation chain", chain_id)
-    await session.delete(chain)
+    # Refused (409) while residents or open incidents are still alerted along it.
+    await directory.delete_chain(session, chain)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

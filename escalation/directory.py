@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.console.directory_page import StepForm
-from anbu.db.models import District
+from anbu.db.models import District, Resident
 from anbu.db.models_escalation import (
     EscalationChain,
     EscalationStep,
@@ -21,7 +21,7 @@ from anbu.db.models_escalation import (
 )
 from anbu.domain.incidents import IncidentStatus, OfficialRole
 from anbu.domain.phone import mask_phone
-from anbu.errors import NotFoundError, ValidationError
+from anbu.errors import ChainInUseError, NotFoundError, ValidationError
 from escalation.schemas import (
     ChainIn,
     ChainOut,
@@ -124,6 +124,42 @@ async def put_chain(
         )
     await session.flush()
     return chain
+
+
+async def chain_users(session: AsyncSession, chain: EscalationChain) -> tuple[int, int]:
+    """How many active residents are alerted along ``chain``, and how many incidents not yet
+    acknowledged escalate along it: a dong's chain serves that dong's residents, the district
+    default (dong "") those of every dong without a chain of its own (as the service picks)."""
+    served = select(Resident.id).where(Resident.district_id == chain.district_id)
+    if chain.dong:
+        served = served.where(Resident.dong == chain.dong)
+    else:
+        own = select(EscalationChain.dong).where(
+            EscalationChain.district_id == chain.district_id, EscalationChain.dong != ""
+        )
+        served = served.where(Resident.dong.not_in(own))
+    residents = await session.scalar(
+        select(func.count()).select_from(served.where(Resident.active.is_(True)).subquery())
+    )
+    incidents = await session.scalar(
+        select(func.count())
+        .select_from(Incident)
+        .where(
+            Incident.district_id == chain.district_id,
+            Incident.status != IncidentStatus.ACKNOWLEDGED,
+            Incident.resident_id.in_(served),
+        )
+    )
+    return residents or 0, incidents or 0
+
+
+async def delete_chain(session: AsyncSession, chain: EscalationChain) -> None:
+    """Delete a chain nobody is alerted along any more (else :class:`ChainInUseError`)."""
+    residents, incidents = await chain_users(session, chain)
+    if residents or incidents:
+        raise ChainInUseError(chain.id, residents, incidents)
+    await session.delete(chain)
+    await session.flush()
 
 
 def chain_out(chain: EscalationChain, district_code: str) -> ChainOut:
@@ -295,3 +331,6 @@ class ConsoleDirectory:
             ],
         )
         return await put_chain(session, district, body, self.default_timeout_s, now)
+
+    async def delete_chain(self, session: AsyncSession, chain: EscalationChain) -> None:
+        await delete_chain(session, chain)

@@ -24,8 +24,15 @@ router = APIRouter(prefix="/v1", tags=["prompts"])
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a 30 s WAV at 48 kHz stereo is ~5.8 MB
 
 
-def get_store() -> RecordingStore:
-    raise RuntimeError("the recording store is wired by anbu.app.parts.build_api")
+async def get_store(request: Request) -> RecordingStore:
+    """Bound by the composition root (``anbu.app.build_api``) on ``app.state``: a
+    ``dependency_overrides`` entry made FastAPI rebuild every route's dependency graph
+    (signature inspection, annotations evaluated) on every request of the whole API, ~2 ms of
+    CPU each (bench/api.py)."""
+    store = getattr(request.app.state, "recording_store", None)
+    if not isinstance(store, RecordingStore):
+        raise RuntimeError("the recording routes need anbu.app.build_api to bind their store")
+    return store
 
 
 StoreDep = Annotated[RecordingStore, Depends(get_store)]

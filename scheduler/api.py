@@ -1,8 +1,11 @@
 """Scheduling API: calling programmes, a resident's schedule, call holds, do-not-call and
 routine (standing weekly) check-ins.
 
-Programmes are readable by every key and changed by administrators only. Everything about a
-resident is scoped to the key's districts (another district's resident answers 404). A
+Programmes are shared (changed by administrators only) or a district's own (changed by a key
+of that district; another district's answers 404); a key sees the shared ones and its
+districts' own. A district programme may stand in for a shared one in its district
+(``replaces_id``): one district's change never moves another district's calls. Everything
+about a resident is scoped to the key's districts (another district's resident answers 404). A
 do-not-call entry is by number: a district key sees and changes only its residents' numbers.
 
 What is stored is checked as a whole before it is committed, because the dispatcher applies it
@@ -34,6 +37,7 @@ from anbu.api.deps import (
     Principal,
     PrincipalDep,
     SessionDep,
+    district_by_code,
     resident_in_scope,
 )
 from anbu.api.schemas_scheduling import (
@@ -75,14 +79,13 @@ from anbu.domain.phone import mask_phone, normalize_phone
 from anbu.domain.retry import RetryPolicy
 from anbu.errors import ConflictError, NotFoundError, ValidationError
 from anbu.services.rules import (
+    followed_programs,
     format_weekdays,
     load_rules,
     parse_weekdays,
     program_policy,
     program_window,
-    programs,
     resident_hours,
-    schedules_of,
     time_to_minutes,
 )
 from scheduler.routine import latest_slot
@@ -160,8 +163,7 @@ async def _resident_problems(
     if not resident_ids:
         return {}
     ids = list(resident_ids)
-    by_id, default = await programs(session)
-    schedules = await schedules_of(session, ids)
+    followed = await followed_programs(session, ids)
     routines: dict[str, list[RoutineSchedule]] = {}
     for r in (
         await session.execute(
@@ -172,11 +174,8 @@ async def _resident_problems(
     ).scalars():
         routines.setdefault(r.resident_id, []).append(r)
     out: dict[str, tuple[str | None, list[str]]] = {}
-    for rid in ids:
-        sched = schedules.get(rid)
-        program = (
-            by_id.get(sched.program_id) if sched and sched.program_id is not None else None
-        ) or default
+    for rid, found in followed.items():
+        sched, program = found.schedule, found.program
         base = program_window(program) if program else CallingWindow()
         try:
             window = resolve_window(base, resident_hours(sched) if sched else None)
@@ -210,6 +209,8 @@ def _program_out(p: Program) -> ProgramOut:
     return ProgramOut(
         id=p.id,
         name=p.name,
+        district_code=p.district.code if p.district is not None else None,
+        replaces_id=p.replaces_id,
         is_default=p.is_default,
         retry=_retry_out(program_policy(p)),
         calling_hours=CallingHoursOut(
@@ -254,23 +255,54 @@ async def _store_program(
     try:
         await session.flush()
     except IntegrityError as exc:
-        raise ConflictError(f"a programme named {name!r} already exists") from exc
+        raise ConflictError(
+            f"a programme named {name!r} already exists, or the district already has its own"
+            " version of that shared programme"
+        ) from exc
     if program.is_default:
+        # One default per scope: the district's, or the shared one.
         await session.execute(
             update(Program)
-            .where(Program.id != program.id, Program.is_default.is_(True))
+            .where(
+                Program.id != program.id,
+                Program.is_default.is_(True),
+                Program.district_id.is_(None)
+                if program.district_id is None
+                else Program.district_id == program.district_id,
+            )
             .values(is_default=False)
         )
+    chosen = [program.id] + ([program.replaces_id] if program.replaces_id is not None else [])
     followers = set(
         (
             await session.execute(
-                select(ResidentSchedule.resident_id).where(
-                    ResidentSchedule.program_id == program.id
-                )
+                select(ResidentSchedule.resident_id).where(ResidentSchedule.program_id.in_(chosen))
             )
         ).scalars()
     )
-    if program.is_default or was_default:
+    if program.district_id is not None:
+        # A district's programme governs only its residents: those with hours or routines of
+        # their own may conflict with it (_resident_problems reads what each one follows).
+        in_district = select(Resident.id).where(Resident.district_id == program.district_id)
+        followers |= set(
+            (
+                await session.execute(
+                    select(ResidentSchedule.resident_id).where(
+                        ResidentSchedule.resident_id.in_(in_district)
+                    )
+                )
+            ).scalars()
+        )
+        followers |= set(
+            (
+                await session.execute(
+                    select(RoutineSchedule.resident_id).where(
+                        RoutineSchedule.resident_id.in_(in_district)
+                    )
+                )
+            ).scalars()
+        )
+    elif program.is_default or was_default:
         # Residents on the default programme: no schedule row, or one without a programme.
         # Only those with own hours or routines can conflict with it.
         followers |= set(
@@ -296,11 +328,23 @@ async def _store_program(
 async def create_program(
     body: ProgramIn, principal: PrincipalDep, session: SessionDep
 ) -> ProgramOut:
-    principal.require_admin()
     hours, retry = body.calling_hours, body.retry
+    district_id: int | None = None
+    if body.district_code is None:
+        principal.require_admin()
+        if body.replaces_id is not None:
+            raise ValidationError("replaces_id: only a district programme stands in for another")
+    else:
+        district_id = (await district_by_code(session, principal, body.district_code)).id
+    if body.replaces_id is not None:
+        replaced = await session.get(Program, body.replaces_id)
+        if replaced is None or replaced.district_id is not None:
+            raise ValidationError(f"replaces_id: no shared programme {body.replaces_id}")
     await _check_tz(hours.tz, "calling_hours.tz")
     program = Program(
         name=body.name,
+        district_id=district_id,
+        replaces_id=body.replaces_id,
         is_default=body.is_default,
         max_attempts=retry.max_attempts,
         interval_s=retry.interval_s,
@@ -319,35 +363,47 @@ async def create_program(
     _check_program(program)
     session.add(program)
     await _store_program(session, program, was_default=False, name=body.name)
+    await session.refresh(program)
     return _program_out(program)
 
 
 @router.get("/programs", response_model=list[ProgramOut])
-async def list_programs(_principal: PrincipalDep, session: SessionDep) -> list[ProgramOut]:
-    rows = (await session.execute(select(Program).order_by(Program.id))).scalars().all()
+async def list_programs(principal: PrincipalDep, session: SessionDep) -> list[ProgramOut]:
+    query = select(Program).order_by(Program.id)
+    if not principal.is_admin:
+        query = query.where(
+            or_(Program.district_id.is_(None), Program.district_id.in_(principal.district_ids))
+        )
+    rows = (await session.execute(query)).scalars().all()
     return [_program_out(p) for p in rows]
 
 
-async def _program(session: AsyncSession, program_id: int) -> Program:
+async def _program(session: AsyncSession, principal: Principal, program_id: int) -> Program:
+    """The programme, if the key may see it (shared, or of one of its districts)."""
     program = await session.get(Program, program_id)
     if program is None:
         raise NotFoundError("programme", program_id)
+    if program.district_id is not None:
+        principal.require_district(program.district_id, "programme", program_id)
     return program
 
 
 @router.get("/programs/{program_id}", response_model=ProgramOut)
 async def get_program(
-    program_id: ProgramId, _principal: PrincipalDep, session: SessionDep
+    program_id: ProgramId, principal: PrincipalDep, session: SessionDep
 ) -> ProgramOut:
-    return _program_out(await _program(session, program_id))
+    return _program_out(await _program(session, principal, program_id))
 
 
 @router.patch("/programs/{program_id}", response_model=ProgramOut)
 async def update_program(
     program_id: ProgramId, body: ProgramPatch, principal: PrincipalDep, session: SessionDep
 ) -> ProgramOut:
-    principal.require_admin()
-    program = await _program(session, program_id)
+    program = await _program(session, principal, program_id)
+    if program.district_id is None:
+        # A shared programme moves every district's calls; a district keeps its own version
+        # (POST /v1/programs with district_code and replaces_id).
+        principal.require_admin()
     was_default = program.is_default
     given = body.model_dump(exclude_unset=True)
     nulls = [k for k, v in given.items() if v is None]
@@ -389,11 +445,8 @@ async def update_program(
 
 
 async def _schedule_out(session: AsyncSession, resident: Resident, now: dt.datetime) -> ScheduleOut:
-    sched = await session.get(ResidentSchedule, resident.id)
-    by_id, default = await programs(session)
-    program = (
-        by_id.get(sched.program_id) if sched and sched.program_id is not None else None
-    ) or default
+    found = (await followed_programs(session, [resident.id]))[resident.id]
+    sched, program = found.schedule, found.program
     # The dispatcher's own reading, holds and do-not-call included; the built-in defaults are
     # the dispatcher's (RetryPolicy(), CallingWindow()) when no programme exists.
     rules = (
@@ -448,8 +501,11 @@ async def put_schedule(
     container: ContainerDep,
 ) -> ScheduleOut:
     resident = await resident_in_scope(session, principal, resident_id)
-    if body.program_id is not None and await session.get(Program, body.program_id) is None:
-        raise ValidationError(f"program_id: unknown programme {body.program_id}")
+    if body.program_id is not None:
+        chosen = await session.get(Program, body.program_id)
+        # Another district's programme is as unknown as a missing one.
+        if chosen is None or chosen.district_id not in (None, resident.district_id):
+            raise ValidationError(f"program_id: unknown programme {body.program_id}")
     if body.tz is not None:
         await _check_tz(body.tz, "tz")
     now = container.clock.now()

@@ -20,6 +20,7 @@ from anbu.db.models_scheduling import RoutineSchedule
 from anbu.db.models_signals import Device, MonitoringHold
 from anbu.domain.audit import AuditAction, AuditResource
 from anbu.domain.console import ConsoleRole
+from anbu.domain.escalation import SEOUL
 from anbu.domain.risk import DeviceKind, HoldReason
 from tests.api_support import Api
 from tests.console_support import csrf_of, log_in, make_account
@@ -185,4 +186,24 @@ async def test_given_official_in_browser_when_enrolling_one_then_resident_page_s
         assert await page.locator("tr.device-stale td").nth(3).inner_text() == "보고 없음"
         assert "보라매병원" in await page.locator("#holds + ul").inner_text()
         assert await page.locator("#routines").inner_text() == "월 10:00"
+
+        # The official adds a travel hold from the page's own form (a plain post).
+        await page.locator("#hold-kind").select_option("travel")
+        await page.locator("#hold-ends").fill(
+            (now.astimezone(SEOUL).date() + dt.timedelta(days=4)).isoformat()
+        )
+        await page.locator("#hold-note").fill("제주 여행")
+        await page.get_by_role("button", name="보류 추가").click()
+        await page.wait_for_load_state()
+        assert await page.get_by_role("status").inner_text() == "보류를 추가했습니다."
+        holds = await page.locator("#holds + ul").inner_text()
+        assert "여행·외출" in holds
+        assert "제주 여행" in holds
+        async with sessions() as s:
+            stored = (
+                await s.scalars(
+                    select(MonitoringHold.reason).where(MonitoringHold.resident_id == resident_id)
+                )
+            ).all()
+        assert sorted(stored) == [HoldReason.HOSPITAL, HoldReason.TRAVEL]
         await save_shot(page, db_url, "resident-details")

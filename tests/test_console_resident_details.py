@@ -114,10 +114,10 @@ async def test_given_resident_details_when_viewing_and_filtering_then_shown_in_s
 
     page = html.unescape((await api.client.get(f"/console/residents/{lee}")).text)
     assert '<tr class="device-stale"><td>plug-7</td><td>스마트 플러그</td>' in page
-    assert "보고 없음</td></tr>" in page
+    assert '<td class="device-status">보고 없음</td>' in page
     assert "입원 · " in page
     assert "(지금 보류 중)</b> · 보라매병원" in page
-    assert "여행·외출" not in page
+    assert "여행·외출 · " not in page  # the ended hold (the add form still offers the kind)
     assert "통화 보류 · " in page
     assert "해제할 때까지 · 가족 방문" in page
     assert "<b>수신 거부 번호</b> · 본인 요청" in page

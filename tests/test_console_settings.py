@@ -1,8 +1,8 @@
 """설정 and the rest of 오늘 over real HTTP on SQLite and PostgreSQL, and in a real browser:
 an official changes their password (other sessions end) and their SMS number; a district
-admin changes a programme's calling hours and retries; bad input is a Korean message (422),
-never a 500; 오늘 shows the open device tasks of the official's district only and the last
-daily self-test."""
+admin changes a programme's calling hours and retries (their district's version of it); bad
+input is a Korean message (422), never a 500; 오늘 shows the open device tasks of the
+official's district only and the last daily self-test."""
 
 from __future__ import annotations
 
@@ -19,7 +19,14 @@ from anbu.db.models_signals import Device, DeviceTask
 from anbu.domain.console import ConsoleRole
 from anbu.domain.risk import DeviceIssueKind, DeviceKind
 from tests.api_support import Api
-from tests.console_support import PASSWORD, csrf_of, log_in, make_account, recent_incident, sign_in
+from tests.console_support import (
+    PASSWORD,
+    csrf_of,
+    log_in,
+    make_account,
+    recent_incident,
+    sign_in,
+)
 from tests.test_console_browser import console_in_browser, save_shot
 
 NEW_PASSWORD = "새-비밀번호-2026-12"
@@ -123,9 +130,11 @@ async def test_given_admin_when_changing_calling_hours_then_stored_or_korean_err
     assert "프로그램을 찾을 수 없습니다." in text
     status, text = await post(api.client, path, **good)
     assert status == 200
-    assert "기본 안부의 전화 규칙을 저장했습니다." in text
+    # A shared programme: the district's own version of it takes the change
+    # (tests/test_console_programs.py: other districts keep theirs).
+    assert "기본 안부 (관악구)의 전화 규칙을 저장했습니다 (우리 구에만 적용)." in text
     async with sessions() as s:
-        stored = await s.get(Program, pid)
+        stored = await s.scalar(select(Program).where(Program.replaces_id == pid))
         assert stored is not None
         assert (stored.start_min, stored.end_min) == (510, 1200)
         assert (stored.max_attempts, stored.interval_s) == (2, 900)

@@ -249,3 +249,20 @@ def test_given_attempt_and_refusals_when_choosing_provider_then_failover_rotates
 def test_given_attempts_when_backing_off_then_doubles_up_to_the_cap() -> None:
     cfg = OutboxConfig(retry_initial_s=1, retry_max_s=10)
     assert [cfg.backoff(n).total_seconds() for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
+
+
+@pytest.mark.parametrize(
+    ("status", "result", "words"),
+    [
+        (AttemptStatus.DIALING, None, "통화 진행 중"),
+        (AttemptStatus.SCHEDULED, None, "미발신"),
+        (AttemptStatus.UNKNOWN, None, "결과 불명"),
+        (AttemptStatus.FINISHED, CallResult.BUSY, "통화중"),
+    ],
+)
+def test_given_a_help_call_still_on_the_line_when_paging_then_its_attempt_is_not_undialled(
+    status: AttemptStatus, result: CallResult | None, words: str
+) -> None:
+    # Seen in `make docker-test`: a resident pressed 2, nobody took the transfer, and the SMS
+    # listed the live call as "미발신" (never dialled).
+    assert AttemptFacts(1, status, result, None, T0).words() == words

@@ -7,15 +7,16 @@ hold it to what the ORM would have stored and to exact idempotency when a batch 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 
-from sqlalchemy import String, cast, select
+from sqlalchemy import LargeBinary, String, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.models import District, Resident
 from anbu.db.models_signals import Device, SignalEvent, SignalState
-from anbu.domain.risk import DeviceKind, RiskCategory, SignalKind, Tier
+from anbu.domain.risk import Channel, DeviceKind, RiskCategory, SignalKind, Tier
 from anbu.risk import registry
-from anbu.risk.bulk import SQLITE_INSERT_ROWS
+from anbu.risk.bulk import SQLITE_INSERT_ROWS, StateRow, StoredStates, bulk_store
 from anbu.risk.ingest import ingest, stored_event_id
 from anbu.risk.schemas import SignalEventIn
 
@@ -188,3 +189,65 @@ async def test_given_a_batch_beyond_one_statement_when_ingested_then_every_event
     async with sessions() as s:
         ids = (await s.execute(select(SignalEvent.event_id))).scalars().all()
     assert sorted(ids) == sorted(stored_event_id(did, e.event_id) for e in events)
+
+
+async def test_given_stored_baselines_when_read_by_the_bulk_store_then_as_the_orm_reads_them(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # The bulk store reads hourly profiles and rings into array('d') straight from their bytes
+    # (the ORM into lists): the same doubles, and written back as the same bytes.
+    await _residents(sessions, "r1")
+    async with sessions() as s:
+        await ingest(s, list(enumerate(_calls("r1", "c", range(0, 130, 3)))),
+                     now=T0 + dt.timedelta(hours=131), evaluate=False)  # fmt: skip
+    async with sessions() as s:
+        (state,) = (await s.execute(select(SignalState))).scalars()
+        orm = (state.hourly, state.ring, state.days)
+        raw = (await s.execute(select(cast(SignalState.hourly, LargeBinary),
+                                      cast(SignalState.ring, LargeBinary)))).one()  # fmt: skip
+        stored = await (await bulk_store(s)).load_states(["r1"])
+        b = stored.baselines()["r1"][Channel.CALLS]
+        await s.rollback()
+    hourly, ring, days = orm
+    assert days >= 3  # days were folded into the profile: not all zeros
+    assert (list(b.hourly), list(b.ring), b.days) == (hourly, ring, days)
+    assert any(hourly)
+    assert any(ring)
+    assert StoredStates.packed(StateRow("r1", b, None)) == (bytes(raw[0]), bytes(raw[1]))
+
+
+async def test_given_resident_ids_with_quotes_commas_and_hangul_when_ingested_then_each_found(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # Id lists go to the database as one JSON text (not a bound array or IN list): whatever
+    # characters an id holds, it must be looked up, locked and stored as itself.
+    ids = ['a"b', "c,d", "e'f", "g\\h", "주민{1}", " sp ", "NULL"]
+    await _residents(sessions, *ids)
+    events = [e for i, rid in enumerate(ids) for e in _calls(rid, f"{i}-", range(3))]
+    async with sessions() as s:
+        report = await ingest(s, list(enumerate(events)), now=T0 + dt.timedelta(hours=4))
+    assert report.errors == []
+    assert report.accepted == len(events)
+    assert sorted(e.resident_id for e in report.evaluations) == sorted(ids)
+    async with sessions() as s:
+        stored = (await s.execute(select(SignalState.resident_id))).scalars().all()
+    assert sorted(stored) == sorted(ids)
+
+
+async def test_given_a_batch_when_ingested_then_the_garbage_collector_is_as_it_was(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # The batch's computation pauses the collector; it must run again afterwards, and stay
+    # paused for a caller that had paused it.
+    await _residents(sessions, "r1")
+    calls = _calls("r1", "c", range(6))
+    async with sessions() as s:
+        await ingest(s, list(enumerate(calls[:3])), now=T0 + dt.timedelta(hours=7))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        async with sessions() as s:
+            await ingest(s, list(enumerate(calls[3:])), now=T0 + dt.timedelta(hours=7))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

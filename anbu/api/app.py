@@ -20,7 +20,7 @@ from anbu.api import audit, feedback, keys, openapi, routes, signals, voice, web
 from anbu.api.deps import UnauthenticatedError
 from anbu.api.gate import InputGate
 from anbu.api.headers import SecurityHeaders
-from anbu.api.limits import RateLimits
+from anbu.api.limits import InflightLimit, RateLimits
 from anbu.container import Container
 from anbu.db.outage import RETRY_AFTER_S, DatabaseMonitor, is_unavailable, monitor_of, ping
 from anbu.errors import (
@@ -125,11 +125,13 @@ def create_app(
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.container = container
-    # Outermost last: headers on every answer, rate limits, then the input gate (body size,
-    # NUL, surrogates), then the database-outage translation closest to the routes.
+    # Outermost last: headers on every answer, the in-flight bound (refusing costs least),
+    # rate limits, then the input gate (body size, NUL, surrogates), then the database-outage
+    # translation closest to the routes.
     app.add_middleware(DatabaseOutageMiddleware, monitor=monitor_of(container.engine))
     app.add_middleware(InputGate, max_body_bytes=container.settings.limits.max_body_bytes)
     app.add_middleware(RateLimits, settings=container.settings.limits)
+    app.add_middleware(InflightLimit, limit=container.settings.limits.max_inflight)
     app.add_middleware(SecurityHeaders)
     app.include_router(routes.router)
     app.include_router(signals.router)

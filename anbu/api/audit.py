@@ -6,6 +6,8 @@ Every route that names a personal record in its path (``{resident_id}``, ``{chec
 does not say (the residents a list returned, a created record, the transcripts a check-in
 carried). Rows are written in the request's own session, after the handler and before the
 response leaves: a read whose log line cannot be written is not served (fail closed). A
+handler that writes commits through :meth:`Auditor.commit`, so the write and its log rows are
+one transaction (not the write's, then a second checkout, BEGIN and COMMIT for the log's). A
 refused request (another district's record, a read key writing) is logged as refused.
 """
 
@@ -35,8 +37,25 @@ log = logging.getLogger(__name__)
 class Auditor:
     """What this request touched, beyond what its path says."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        request: Request | None = None,
+        session: AsyncSession | None = None,
+        container: Container | None = None,
+    ) -> None:
         self.accesses: list[Access] = []
+        self._request = request
+        self._session = session
+        self._container = container
+        self._paths_written = False  # the path's own accesses are in a committed transaction
+
+    async def commit(self) -> None:
+        """Add the log rows of what this request touched so far to the session's transaction,
+        then commit it: the handler's write and its log rows commit together, or neither."""
+        if self._request is None or self._session is None or self._container is None:
+            raise RuntimeError("Auditor.commit needs the request's audit_trail dependency")
+        await _write(self._request, self._session, self._container, self)
+        await self._session.commit()
 
     def note(
         self,
@@ -131,10 +150,29 @@ async def _record_refused(
         await session.commit()
 
 
+async def _write(
+    request: Request, session: AsyncSession, container: Container, auditor: Auditor
+) -> bool:
+    """Add the rows of what the request touched and was not logged yet; True if any."""
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):
+        return False  # an unauthenticated route (health, the ack link: logged by its service)
+    paths = [] if auditor._paths_written else await _path_accesses(request, session)
+    accesses = _merge(paths, auditor.accesses)
+    auditor._paths_written = True
+    auditor.accesses = []
+    if not accesses:
+        return False
+    await audit_service.record(
+        session, _actor(principal), accesses, at=container.clock.now(), origin=_origin(request)
+    )
+    return True
+
+
 async def audit_trail(
     request: Request, session: SessionDep, container: ContainerDep
 ) -> AsyncIterator[Auditor]:
-    auditor = Auditor()
+    auditor = Auditor(request, session, container)
     try:
         yield auditor
     except Exception as exc:
@@ -146,14 +184,7 @@ async def audit_trail(
                 # The request fails anyway; its own error, not the log's, is the answer.
                 log.exception("access log: could not record a refused request")
         raise
-    principal = getattr(request.state, "principal", None)
-    if not isinstance(principal, Principal):
-        return  # an unauthenticated route (health, the ack link: logged by its service)
-    accesses = _merge(await _path_accesses(request, session), auditor.accesses)
-    if accesses:
-        await audit_service.record(
-            session, _actor(principal), accesses, at=container.clock.now(), origin=_origin(request)
-        )
+    if await _write(request, session, container, auditor):
         await session.commit()
 
 

@@ -1,5 +1,6 @@
 """Rate limits: a token bucket per API key, and per client address on the routes anyone can
-reach (the ack link, Kannel's callbacks, health and docs).
+reach (the ack link, Kannel's callbacks, health and docs); and a bound on the integrators'
+requests one process works on at once (:class:`InflightLimit`).
 
 The buckets live in this process. Several API replicas behind a balancer each allow the full
 rate: they would need a shared store (Redis, the database) to limit together. Keys are kept
@@ -96,3 +97,46 @@ class RateLimits:
             b'{"error":"rate_limited","detail":"too many requests; retry after %d s"}' % retry,
             [(b"retry-after", str(retry).encode())],
         )
+
+
+# Bounded by InflightLimit: the integrators' API. Kannel's delivery reports are not refused
+# (smsbox would drop them), nor health probes, the ack page or the console's live stream.
+INFLIGHT_PREFIX = "/v1/"
+INFLIGHT_EXEMPT = ("/v1/sms/",)
+BUSY_RETRY_S = 1
+
+
+class InflightLimit:
+    """ASGI middleware: at most ``limit`` requests under ``/v1/`` in this process at once; one
+    more is answered 503 with ``Retry-After`` before any work is done (nothing stored), so
+    what is admitted is served while its client still waits, instead of everything queueing
+    past the client's timeout while the process works on answers nobody reads."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.inflight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or not path.startswith(INFLIGHT_PREFIX)
+            or path.startswith(INFLIGHT_EXEMPT)
+        ):
+            await self.app(scope, receive, send)
+            return
+        if self.inflight >= self.limit:
+            await send_json(
+                send,
+                503,
+                b'{"error":"busy","detail":"this API process has %d requests in flight;'
+                b' retry after %d s"}' % (self.limit, BUSY_RETRY_S),
+                [(b"retry-after", str(BUSY_RETRY_S).encode())],
+            )
+            return
+        self.inflight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1

@@ -39,8 +39,10 @@ EXTRA_RESPONSES: dict[str, str] = {
     "413": "the request body is larger than the configured limit (ANBU_LIMITS__MAX_BODY_BYTES)",
     # anbu.api.limits: per key, and per client address on unauthenticated routes.
     "429": "too many requests: wait for `Retry-After` seconds",
-    # anbu.api.app.DatabaseOutageMiddleware: nothing was stored; retry.
-    "503": "the database is unreachable: nothing was stored; retry after `Retry-After` seconds",
+    # anbu.api.app.DatabaseOutageMiddleware and anbu.api.limits.InflightLimit: nothing was
+    # stored; retry.
+    "503": "the database is unreachable (`database_unavailable`) or this API process is busy"
+    " (`busy`): nothing was stored; retry after `Retry-After` seconds",
 }
 
 

@@ -151,10 +151,10 @@ async def create_checkin(
         priority=body.priority,
         now=container.clock.now(),
     )
-    await session.commit()
-    container.wake_dispatcher()
     if created:
         audit.note(AuditResource.CHECKIN, checkin.id, AuditAction.CREATE, resident.district_id)
+    await audit.commit()  # the case and its log row: one transaction
+    container.wake_dispatcher()
     return CheckinAccepted(id=checkin.id, status=checkin.status, joined_existing=not created)
 
 

@@ -172,8 +172,23 @@ class CallingHoursPatch(BaseModel):
 class ProgramIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100, examples=["관악구 안부확인"])
+    district_code: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]{5}$",
+        description="the district whose own programme this is; null: a shared programme (every"
+        " district may use it; administrators only)",
+    )
+    replaces_id: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ROW_ID,
+        description="a shared programme this district programme stands in for in its district:"
+        " its residents on that programme follow this one (district programmes only)",
+    )
     is_default: StrictBool = Field(
-        default=False, description="residents without a program of their own use it"
+        default=False,
+        description="residents without a program of their own use it: a district programme for"
+        " its district, a shared one where the district has no default of its own",
     )
     retry: RetryIn = Field(default_factory=RetryIn)
     calling_hours: CallingHoursIn = Field(default_factory=CallingHoursIn)
@@ -209,6 +224,8 @@ class CallingHoursOut(BaseModel):
 class ProgramOut(BaseModel):
     id: int
     name: str
+    district_code: str | None = Field(description="null: shared by every district")
+    replaces_id: int | None
     is_default: bool
     retry: RetryOut
     calling_hours: CallingHoursOut
@@ -221,7 +238,9 @@ class ProgramOut(BaseModel):
 
 class ScheduleIn(BaseModel):
     """A resident's programme and own hours. Every field left out (or null) keeps the
-    programme's value; ``program_id`` null means the default programme. Replaces what was set."""
+    programme's value; ``program_id`` null means the district's default programme (else the
+    shared one). The programme must be shared or the resident's district's own; a shared one the
+    district has its own version of is followed in that version. Replaces what was set."""
 
     model_config = ConfigDict(extra="forbid")
     program_id: StrictInt | None = Field(default=None, ge=1, le=MAX_ROW_ID)

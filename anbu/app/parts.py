@@ -347,8 +347,9 @@ def build_api(container: Container, escalation: EscalationService | None = None)
         container,
         routers=[scheduling_api.router, escalation_api.router, recording_api.router],
     )
-    store = recording_store(container.settings)
-    app.dependency_overrides[recording_api.get_store] = lambda: store
+    # On app.state, never in ``app.dependency_overrides``: while that dict is not empty,
+    # FastAPI re-inspects every dependency of every route on every request.
+    app.state.recording_store = recording_store(container.settings)
     service = escalation or build_escalation(container, send=False).service
     app.state.escalation = service
     # The officials' console (anbu.console): acknowledges through this same service.

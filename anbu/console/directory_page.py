@@ -83,6 +83,9 @@ class Directory(Protocol):
         now: dt.datetime,
     ) -> EscalationChain: ...
 
+    async def delete_chain(self, session: AsyncSession, chain: EscalationChain) -> None:
+        """Raises :class:`anbu.errors.ChainInUseError` while anyone is alerted along it."""
+
 
 @dataclass
 class OfficialRow:
@@ -161,6 +164,27 @@ async def chain_of(session: AsyncSession, district_id: int, dong: str) -> ChainR
     if chain is None:
         return None
     return ChainRow(chain.id, chain.dong, [_step_row(s) for s in chain.steps])
+
+
+async def chain_in(session: AsyncSession, district_id: int, chain_id: str) -> EscalationChain:
+    """The district's chain by id; another district's is "not found"."""
+    chain = await session.get(EscalationChain, chain_id[:32])
+    if chain is None or chain.district_id != district_id:
+        raise SettingsRefusedError("알림 순서를 찾을 수 없습니다.")
+    return chain
+
+
+def in_use_reason(where: str, residents: int, open_incidents: int) -> str:
+    """Why a chain cannot be deleted, in Korean."""
+    users = []
+    if residents:
+        users.append(f"대상자 {residents}명의 알림이 이 순서로 갑니다")
+    if open_incidents:
+        users.append(f"확인 대기 중인 사건 {open_incidents}건이 이 순서로 알립니다")
+    return (
+        f"{where} 알림 순서는 지울 수 없습니다: {', '.join(users)}."
+        " 알림 순서를 고치거나 사건을 먼저 확인하세요."
+    )
 
 
 async def official_in(session: AsyncSession, district_id: int, official_id: str) -> Official:

@@ -28,8 +28,6 @@ from anbu.db.models_feedback import FeedbackStep
 from anbu.db.models_scheduling import (
     CallHold,
     DoNotCall,
-    Program,
-    ResidentSchedule,
     RoutineSchedule,
     SelfTestRun,
 )
@@ -55,6 +53,7 @@ from anbu.domain.incidents import IncidentEventKind, IncidentStatus
 from anbu.domain.phone import mask_phone
 from anbu.domain.risk import DeviceIssueKind, DeviceKind, HoldReason, Level, TaskStatus
 from anbu.risk import feedback
+from anbu.services import rules
 
 PAGE_SIZE = 50
 S = TypeVar("S", bound=Select[*tuple[Any, ...]])
@@ -847,6 +846,8 @@ class HoldRow:
     ends: str  # "" = until lifted
     note: str
     current: bool
+    kind: str = ""  # "monitoring" or "call" (anbu.console.resident_edits.HoldKind): its end form
+    id: str = ""
 
 
 def _hhmm(minutes: int) -> str:
@@ -858,12 +859,12 @@ def _days(weekdays: str) -> str:
 
 
 async def _calling_hours(session: AsyncSession, resident_id: str) -> str:
-    """The resident's own hours over their programme's over the default programme's, as the
-    scheduler resolves them; "" when nothing is set anywhere (the scheduler's defaults)."""
-    own = await session.get(ResidentSchedule, resident_id)
-    program = own.program if own is not None and own.program is not None else None
-    if program is None:
-        program = await session.scalar(select(Program).where(Program.is_default.is_(True)))
+    """The resident's own hours over their programme's (as their district applies it) over
+    the default programme's, as the scheduler resolves them; "" when nothing is set anywhere
+    (the scheduler's defaults)."""
+    found = (await rules.followed_programs(session, [resident_id])).get(resident_id)
+    own = found.schedule if found is not None else None
+    program = found.program if found is not None else None
     start = own.start_min if own is not None and own.start_min is not None else None
     end = own.end_min if own is not None and own.end_min is not None else None
     weekdays = own.weekdays if own is not None and own.weekdays is not None else None
@@ -959,6 +960,8 @@ async def resident_page(
             local(h.ends_at),
             h.note if scope.names else "",
             h.starts_at <= at < h.ends_at,
+            "monitoring",
+            h.id,
         )
         for h in await session.scalars(
             select(MonitoringHold)
@@ -972,6 +975,8 @@ async def resident_page(
             local(h.ends_at) if h.ends_at else "",
             h.reason if scope.names else "",
             h.starts_at <= at and (h.ends_at is None or at < h.ends_at),
+            "call",
+            str(h.id),
         )
         for h in await session.scalars(
             select(CallHold)

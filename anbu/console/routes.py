@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import hmac
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,16 +29,24 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
-from anbu.console import accounts, directory_page, enrolment, oidc, pages, settings_page
+from anbu.console import (
+    accounts,
+    directory_page,
+    enrolment,
+    oidc,
+    pages,
+    resident_edits,
+    settings_page,
+)
 from anbu.container import Container
-from anbu.db.models import District
+from anbu.db.models import District, Resident
 from anbu.db.models_console import ConsoleAccount, ConsoleSession
 from anbu.domain.audit import ActorKind, AuditAction, AuditResource
 from anbu.domain.console import ROLE_LABELS, ConsoleRole, may_act
 from anbu.domain.enrolment import SheetError
 from anbu.domain.escalation import FINDING_LABELS, SEOUL, Finding
 from anbu.domain.risk import Level
-from anbu.errors import AnbuError
+from anbu.errors import AnbuError, ChainInUseError
 from anbu.report import Period, ReportArgumentError, build_report
 from anbu.report.render import html_body, render
 from anbu.services import audit as audit_service
@@ -608,10 +616,10 @@ async def hand_over(incident_id: str, request: Request) -> Response:
 
 
 async def _settings(ctx: Ctx, status: int = 200, error: str = "", notice: str = "") -> Response:
-    admin = ctx.account.role is ConsoleRole.DISTRICT_ADMIN
-    programs = await settings_page.programs(ctx.db) if admin else None
     phone = await settings_page.my_phone(ctx.db, ctx.account)
     district = _admin_district(ctx)
+    # The programmes as the admin's district applies them (shared ones it has no version of).
+    programs = await settings_page.programs(ctx.db, district.id) if district else None
     officials: list[directory_page.OfficialRow] | None = None
     chains: list[directory_page.ChainRow] | None = None
     if district is not None:
@@ -736,12 +744,14 @@ def _chain_html(
     status: int = 200,
     error: str = "",
     notice: str = "",
+    chain_id: str = "",
 ) -> Response:
     return _html(
         "chain.html",
         status,
         **ctx.base(
             dong=dong,
+            chain_id=chain_id,
             rows=rows,
             officials=[o for o in officials if o.active],
             weekdays=directory_page.WEEKDAYS,
@@ -767,9 +777,16 @@ async def chain_page(request: Request, dong: str = "") -> Response:
         officials = await directory_page.officials(db, district.id)
         reads = [(chain.id, district.id)] if chain else []
         await ctx.audit(_reads(AuditResource.ESCALATION_CHAIN, reads))
-        return _chain_html(ctx, dong, directory_page.form_rows(chain), officials)
+        return _chain_html(
+            ctx,
+            dong,
+            directory_page.form_rows(chain),
+            officials,
+            chain_id=chain.id if chain else "",
+        )
 
 
+_RACED_PROGRAM = "다른 관리자가 같은 전화 규칙을 동시에 바꿨습니다. 다시 불러와서 저장하세요."
 _RACED = "다른 관리자가 같은 알림 순서를 동시에 바꿨습니다. 다시 불러와서 저장하세요."
 
 
@@ -818,11 +835,46 @@ async def save_chain(request: Request) -> Response:
                 directory_page.form_rows(saved),
                 officials,
                 notice=f"{where} 알림 순서를 저장했습니다.",
+                chain_id=saved.id if saved else "",
             )
         await db.commit()  # nothing was changed (the checks come first): the session touch only
         # The form comes back as it was posted, so nothing typed is lost.
         posted = _posted_rows(form)
         return _chain_html(ctx, dong, posted, officials, 422, error=error)
+
+
+@router.post("/settings/chain/delete")
+async def delete_chain(request: Request) -> Response:
+    """Delete one of the district's chains: the form's confirmation box must be ticked (no
+    script needed), and a chain residents or open incidents are still alerted along is kept
+    with the reason. Both the deletion and a refusal are written to the access log."""
+    async with _container(request).sessions() as db:
+        try:
+            ctx, district, form = await _admin_form(request, db)
+        except _Login:
+            return _to_login()
+        officials = await directory_page.officials(db, district.id)
+        try:
+            chain = await directory_page.chain_in(db, district.id, form.get("chain", ""))
+        except settings_page.SettingsRefusedError as exc:
+            await db.commit()
+            return await _settings(ctx, 404, error=str(exc))
+        dong, chain_id = chain.dong, chain.id
+        where = dong or "구 기본"
+        rows = directory_page.form_rows(await directory_page.chain_of(db, district.id, dong))
+        access = [Access(AuditResource.ESCALATION_CHAIN, chain_id, AuditAction.DELETE, district.id)]
+        if form.get("confirm", "") != "1":
+            await db.commit()
+            error = f"{where} 알림 순서를 지우려면 확인란을 고르세요."
+            return _chain_html(ctx, dong, rows, officials, 422, error=error, chain_id=chain_id)
+        try:
+            await _directory(request).delete_chain(db, chain)
+        except ChainInUseError as exc:  # raised before anything was deleted
+            await ctx.audit(access, "refused: in use")
+            error = directory_page.in_use_reason(where, exc.residents, exc.open_incidents)
+            return _chain_html(ctx, dong, rows, officials, 409, error=error, chain_id=chain_id)
+        await ctx.audit(access, "deleted")
+        return await _settings(ctx, notice=f"{where} 알림 순서를 지웠습니다.")
 
 
 def _posted_rows(form: dict[str, str]) -> list[directory_page.StepRow]:
@@ -856,10 +908,25 @@ async def change_settings(request: Request, what: str = "", program_id: str = ""
         account = ctx.account
         try:
             if program_id:
-                if account.role is not ConsoleRole.DISTRICT_ADMIN:
+                district = _admin_district(ctx)
+                if district is None:
                     raise ConsoleRefusedError(403, "전화 규칙은 구 관리자만 바꿀 수 있습니다.")
-                program = await settings_page.update_program(db, program_id, form)
-                notice = f"{program.name}의 전화 규칙을 저장했습니다."
+                try:
+                    program = await settings_page.update_program(db, district, program_id, form)
+                except IntegrityError as exc:
+                    # Two admins making the district's version of one programme at once.
+                    await db.rollback()
+                    raise ConsoleRefusedError(409, _RACED_PROGRAM) from exc
+                await ctx.audit(
+                    [
+                        Access(
+                            AuditResource.PROGRAM, str(program.id), AuditAction.UPDATE, district.id
+                        )
+                    ],
+                    "calling hours and retries",
+                    commit=False,
+                )
+                notice = f"{program.name}의 전화 규칙을 저장했습니다 (우리 구에만 적용)."
             elif what == "password":
                 await settings_page.change_password(db, account, form)
                 # Every other session of this account ends (a stolen one among them).
@@ -1214,29 +1281,137 @@ async def _resident(
             ctx.check_csrf(form)
             if not may_act(ctx.account.role):
                 raise ConsoleRefusedError(403, "읽기 전용 계정입니다.")
-        page = await pages.resident_page(db, ctx.scope, resident_id, reveal=reveal, now=ctx.now)
-        if page is None:
+        return await _resident_view(ctx, resident_id, reveal=reveal, notice=notice)
+
+
+async def _resident_view(
+    ctx: Ctx,
+    resident_id: str,
+    *,
+    reveal: bool = False,
+    notice: str = "",
+    error: str = "",
+    status: int = 200,
+) -> Response:
+    """The resident's page in ``ctx``'s session (its read logged), with a notice or an error."""
+    db = ctx.db
+    page = await pages.resident_page(db, ctx.scope, resident_id, reveal=reveal, now=ctx.now)
+    if page is None:
+        await ctx.audit(
+            [Access(AuditResource.RESIDENT, resident_id[:64], AuditAction.READ)],
+            "refused: not found or another district",
+        )
+        return _html(
+            "message.html", 404, title="대상자", text="대상자를 찾을 수 없습니다.", **ctx.base()
+        )
+    r = page.resident
+    await ctx.audit(
+        [Access(AuditResource.RESIDENT, r.id, AuditAction.READ, r.district_id)],
+        "phone revealed" if reveal else "",
+    )
+    return _html(
+        "resident.html",
+        status,
+        **ctx.base(
+            p=page,
+            revealed=reveal,
+            notice=notice,
+            error=error,
+            hold_words=pages.HOLD_WORDS,
+            device_words=pages.DEVICE_KIND_WORDS,
+            today=ctx.now.astimezone(SEOUL).date().isoformat(),
+            nav="residents",
+        ),
+    )
+
+
+@router.get("/residents/{resident_id}")
+async def resident(
+    resident_id: str, request: Request, enrolled: str = "", done: str = ""
+) -> Response:
+    notice = "대상자를 등록했습니다." if enrolled == "1" else resident_edits.NOTICES.get(done, "")
+    return await _resident(request, resident_id, reveal=False, notice=notice)
+
+
+# A change to a resident's holds or devices: (session, resident, form, ctx) -> what was done.
+_Edit = Callable[[AsyncSession, Resident, dict[str, str], Ctx], Awaitable[resident_edits.Changed]]
+
+
+async def _edit_resident(request: Request, resident_id: str, edit: _Edit) -> Response:
+    """One form of the resident page that changes something: logged in, CSRF, may act, the
+    resident in the official's scope (else "not found", the refusal logged); a Korean 422 with
+    the page when the form is wrong; the change in the access log; then back to the page."""
+    form = await _form(request)
+    async with _container(request).sessions() as db:
+        try:
+            ctx = await _acting_ctx(request, db, form)
+        except _Login:
+            return _to_login()
+        resident = await db.get(Resident, resident_id[:32])
+        if resident is None or not ctx.scope.allows(resident):
             await ctx.audit(
-                [Access(AuditResource.RESIDENT, resident_id[:64], AuditAction.READ)],
+                [Access(AuditResource.RESIDENT, resident_id[:64], AuditAction.UPDATE)],
                 "refused: not found or another district",
             )
             return _html(
                 "message.html", 404, title="대상자", text="대상자를 찾을 수 없습니다.", **ctx.base()
             )
-        r = page.resident
+        try:
+            changed = await edit(db, resident, form, ctx)
+        except resident_edits.ResidentEditRefusedError as exc:
+            # A refused device may have reached the database (a race on its id): start over.
+            await db.rollback()
+            ctx = await _ctx(request, db)
+            return await _resident_view(ctx, resident_id, error=str(exc), status=422)
         await ctx.audit(
-            [Access(AuditResource.RESIDENT, r.id, AuditAction.READ, r.district_id)],
-            "phone revealed" if reveal else "",
+            [Access(AuditResource.RESIDENT, resident.id, AuditAction.UPDATE, resident.district_id)],
+            changed.outcome,
         )
-        return _html(
-            "resident.html", **ctx.base(p=page, revealed=reveal, notice=notice, nav="residents")
-        )
+    return RedirectResponse(
+        f"/console/residents/{resident_id}?done={changed.done}", status_code=303
+    )
 
 
-@router.get("/residents/{resident_id}")
-async def resident(resident_id: str, request: Request, enrolled: str = "") -> Response:
-    notice = "대상자를 등록했습니다." if enrolled == "1" else ""
-    return await _resident(request, resident_id, reveal=False, notice=notice)
+@router.post("/residents/{resident_id}/holds")
+async def add_hold(resident_id: str, request: Request) -> Response:
+    async def edit(
+        db: AsyncSession, resident: Resident, form: dict[str, str], ctx: Ctx
+    ) -> resident_edits.Changed:
+        return await resident_edits.add_hold(db, resident, form, ctx.now)
+
+    return await _edit_resident(request, resident_id, edit)
+
+
+@router.post("/residents/{resident_id}/holds/{kind}/{hold_id}/end")
+async def end_hold(resident_id: str, kind: str, hold_id: str, request: Request) -> Response:
+    async def edit(
+        db: AsyncSession, resident: Resident, form: dict[str, str], ctx: Ctx
+    ) -> resident_edits.Changed:
+        return await resident_edits.end_hold(db, resident, kind, hold_id, ctx.now)
+
+    return await _edit_resident(request, resident_id, edit)
+
+
+@router.post("/residents/{resident_id}/devices")
+async def add_device(resident_id: str, request: Request) -> Response:
+    rules = _container(request).settings.risk.rules
+
+    async def edit(
+        db: AsyncSession, resident: Resident, form: dict[str, str], ctx: Ctx
+    ) -> resident_edits.Changed:
+        return await resident_edits.add_device(db, resident, form, ctx.now, rules)
+
+    return await _edit_resident(request, resident_id, edit)
+
+
+@router.post("/residents/{resident_id}/devices/{device_id}/retire")
+async def retire_device(resident_id: str, device_id: str, request: Request) -> Response:
+    async def edit(
+        db: AsyncSession, resident: Resident, form: dict[str, str], ctx: Ctx
+    ) -> resident_edits.Changed:
+        return await resident_edits.retire_device(db, resident, device_id, ctx.now)
+
+    return await _edit_resident(request, resident_id, edit)
 
 
 @router.post("/residents/{resident_id}/reveal")

@@ -13,20 +13,33 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, Unique
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from anbu.db.base import Base, UtcDateTime
-from anbu.db.models import Resident, utcnow
+from anbu.db.models import District, Resident, utcnow
 
 
 class Program(Base):
     """A calling programme: how often to retry and when calls are allowed.
 
-    Exactly one program may be the default (``is_default``); residents without an override use
-    it, and with no program row at all the built-in defaults apply.
+    A programme is shared (``district_id`` NULL: built in, every district may use it, changed
+    by administrators) or a district's own. A district's own programme may stand in for a
+    shared one in that district (``replaces_id``): a district admin who edits a shared
+    programme edits their district's copy, so other districts keep their hours. One default per
+    scope (``is_default``): a resident without a programme of their own follows their
+    district's default, else the shared default; with no program row at all the built-in
+    defaults apply (:class:`anbu.domain.program_scope.ProgramBook`).
     """
 
     __tablename__ = "programs"
+    __table_args__ = (
+        # One stand-in per shared programme and district (two admins saving at once: one wins).
+        Index("ux_programs_district_replaces", "district_id", "replaces_id", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    district_id: Mapped[int | None] = mapped_column(
+        ForeignKey("districts.id"), nullable=True, index=True
+    )
+    replaces_id: Mapped[int | None] = mapped_column(ForeignKey("programs.id"), nullable=True)
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     interval_s: Mapped[int] = mapped_column(Integer, default=600)
@@ -43,6 +56,7 @@ class Program(Base):
     severe_end_min: Mapped[int] = mapped_column(Integer, default=22 * 60)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    district: Mapped[District | None] = relationship(lazy="joined")
 
     @classmethod
     def any_hour(cls, name: str, **columns: object) -> Program:

@@ -20,6 +20,7 @@ class AuditResource(enum.StrEnum):
     FINDING = "finding"  # what an official found on a visit
     OFFICIAL = "official"  # an official of the escalation directory (their mobile number)
     ESCALATION_CHAIN = "escalation_chain"  # who is told, in what order, when on duty
+    PROGRAM = "program"  # a calling programme: when a district's residents are called
 
 
 class AuditAction(enum.StrEnum):

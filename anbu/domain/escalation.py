@@ -285,7 +285,10 @@ class AttemptFacts:
         if self.status is AttemptStatus.UNKNOWN:
             return "결과 불명"
         if self.result is None:
-            return "미발신"
+            # A resident who asked for help is still on the line when the person-on-the-line
+            # fallback pages the chain: the attempt has no result yet, but it was dialled.
+            # ("통화중" is the busy signal's word, hence "진행 중".)
+            return "통화 진행 중" if self.status is AttemptStatus.DIALING else "미발신"
         if self.result is CallResult.ANSWERED:
             return REPLY_WORDS.get(self.reply, "받음") if self.reply else "받음"
         return RESULT_WORDS.get(self.result, str(self.result))

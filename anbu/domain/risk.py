@@ -23,7 +23,7 @@ import datetime as dt
 import enum
 import functools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -475,12 +475,17 @@ class Baseline:
     days; ``ring`` holds the last ``RING_H`` hours of activity (slot ``h % RING_H``, valid for
     hours in ``(ring_end - RING_H, ring_end]``). Updated one event at a time by :func:`observe`;
     a finished day is folded into ``hourly`` when the first event of a later hour arrives.
+
+    ``hourly`` and ``ring`` are any mutable sequence of floats: a list, or the ``array('d')``
+    the ingestion path reads them into straight from their stored bytes (a carrier's feed reads
+    and writes thousands of baselines per batch; making 80 float objects of each, and two lists
+    for the garbage collector to walk, was the largest part of reading one).
     """
 
     channel: Channel
-    hourly: list[float] = field(default_factory=lambda: [0.0] * 24)
+    hourly: MutableSequence[float] = field(default_factory=lambda: [0.0] * 24)
     days: int = 0
-    ring: list[float] = field(default_factory=lambda: [0.0] * RING_H)
+    ring: MutableSequence[float] = field(default_factory=lambda: [0.0] * RING_H)
     ring_end: int | None = None
     first_hour: int | None = None
     last_activity_at: dt.datetime | None = None
@@ -1151,7 +1156,7 @@ def status_due_at(b: Baseline, window_h: float, rules: Rules = DEFAULT_RULES) ->
             observed -= ring[gone % RING_H]
 
 
-def _ring_sum(ring: list[float], lo: int, hi: int) -> float:
+def _ring_sum(ring: Sequence[float], lo: int, hi: int) -> float:
     """Sum of the ring's slots for epoch hours ``[lo, hi]`` (at most ``RING_H`` of them)."""
     if hi < lo:
         return 0.0

@@ -35,6 +35,7 @@ from anbu.domain.risk import (
 from anbu.domain.risk import MonitoringProfile as ProfileRules
 from anbu.risk.bulk import DeviceRow, DeviceUpdate, ResidentRow, StoredStates, bulk_store
 from anbu.risk.feedback import strict_low_by_district
+from anbu.risk.gcpause import collector_paused
 from anbu.services.checkins import open_checkin
 
 log = logging.getLogger(__name__)
@@ -261,19 +262,30 @@ async def act(
     concurrent batch) may have graded a resident since their level was read. Then theirs stands
     and ours is dropped: the next event or sweep grades again from the stored state.
     """
-    pairs = list(zip(subjects, assessments, strict=True))
-    changes = [(s.resident_id, s.level, a.level) for s, a in pairs if a and a.level is not s.level]
+    graded = [(i, a) for i, a in enumerate(assessments) if a is not None]
+    changes = [
+        (subjects[i].resident_id, subjects[i].level, a.level)
+        for i, a in graded
+        if a.level is not subjects[i].level
+    ]
     moved = await (await bulk_store(session)).set_levels(changes, now) if changes else set()
+    with collector_paused():
+        out = _not_graded(subjects, context, now, rules)
+    for i, a in graded:
+        out[i] = await _act(session, subjects[i], a, moved, context.open_tasks, now)
+    return out
+
+
+def _not_graded(
+    subjects: Sequence[Subject], context: Context, now: dt.datetime, rules: Rules
+) -> list[Evaluation]:
+    """Every subject as one not graded: level none, the explanation made only if read. Made for
+    all (thousands, in a carrier's batch) in one synchronous pass; the graded few are replaced."""
+    none = Level.NONE
+    partial = functools.partial
     return [
-        await _act(session, s, a, moved, context.open_tasks, now)
-        if a is not None
-        else Evaluation(
-            s.resident_id,
-            Level.NONE,
-            Level.NONE,
-            functools.partial(_explain_later, s, context, now, rules),
-        )
-        for s, a in pairs
+        Evaluation(s.resident_id, none, none, partial(_explain_later, s, context, now, rules))
+        for s in subjects
     ]
 
 

@@ -1,19 +1,22 @@
 """Per-resident rules read from the database: the retry policy and the calling window.
 
 Program rows become :class:`~anbu.domain.retry.RetryPolicy` and
-:class:`~anbu.domain.calling_hours.CallingWindow`; a resident's schedule, holds and the
-do-not-call list narrow them. With no program rows at all the dispatcher's defaults apply.
+:class:`~anbu.domain.calling_hours.CallingWindow`; which programme a resident follows depends
+on their district (:class:`~anbu.domain.program_scope.ProgramBook`); a resident's schedule,
+holds and the do-not-call list narrow them. With no program rows at all the dispatcher's
+defaults apply.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from anbu.db.models import Resident
 from anbu.db.models_scheduling import CallHold, DoNotCall, Program, ResidentSchedule
 from anbu.db.models_signals import MonitoringHold
 from anbu.domain.calling_hours import (
@@ -23,6 +26,7 @@ from anbu.domain.calling_hours import (
     ResidentHours,
     resolve_window,
 )
+from anbu.domain.program_scope import ProgramBook, ProgramKey
 from anbu.domain.retry import RetryPolicy
 
 
@@ -86,11 +90,66 @@ def resident_hours(s: ResidentSchedule) -> ResidentHours:
     )
 
 
-async def programs(session: AsyncSession) -> tuple[dict[int, Program], Program | None]:
-    """Every programme by id and the default one (the lowest id wins if several claim it)."""
-    rows = (await session.execute(select(Program))).scalars().all()
-    default = min((p for p in rows if p.is_default), key=lambda p: p.id, default=None)
-    return {p.id: p for p in rows}, default
+class Programs:
+    """Programme rows with their :class:`ProgramBook`: which row a district's resident follows."""
+
+    def __init__(self, rows: Iterable[Program]) -> None:
+        self.by_id = {p.id: p for p in rows}
+        self.book = ProgramBook(
+            ProgramKey(p.id, p.district_id, p.replaces_id, p.is_default)
+            for p in self.by_id.values()
+        )
+
+    def resolve(self, district_id: int, chosen: int | None) -> Program | None:
+        found = self.book.resolve(district_id, chosen)
+        return self.by_id[found] if found is not None else None
+
+
+async def program_book(
+    session: AsyncSession, district_ids: Collection[int] | None = None
+) -> Programs:
+    """The shared programmes and those of ``district_ids`` (None: every district's)."""
+    query = select(Program)
+    if district_ids is not None:
+        query = query.where(
+            or_(Program.district_id.is_(None), Program.district_id.in_(set(district_ids)))
+        )
+    return Programs((await session.execute(query)).scalars().all())
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """One resident's district, own schedule (None: none stored) and the programme they follow
+    (None: no programme applies, the built-in defaults do)."""
+
+    district_id: int
+    schedule: ResidentSchedule | None
+    program: Program | None
+
+
+async def followed_programs(
+    session: AsyncSession, resident_ids: Collection[str]
+) -> dict[str, Followed]:
+    """For each resident: district, own schedule and programme, in two queries whatever the
+    count. A resident id that is not stored is left out."""
+    if not resident_ids:
+        return {}
+    rows = (
+        await session.execute(
+            select(Resident.id, Resident.district_id, ResidentSchedule)
+            .outerjoin(ResidentSchedule, ResidentSchedule.resident_id == Resident.id)
+            .where(Resident.id.in_(set(resident_ids)))
+        )
+    ).all()
+    book = await program_book(session, {district for _, district, _ in rows})
+    return {
+        rid: Followed(
+            district,
+            sched,
+            book.resolve(district, sched.program_id if sched is not None else None),
+        )
+        for rid, district, sched in rows
+    }
 
 
 async def schedules_of(
@@ -111,13 +170,13 @@ async def load_rules(
     default_policy: RetryPolicy,
     default_window: CallingWindow,
 ) -> dict[str, ResidentRules]:
-    """Rules for each ``(resident_id, phone)``, read in four queries whatever the count."""
+    """Rules for each ``(resident_id, phone)``, read in five queries whatever the count; each
+    resident follows their own district's programme."""
     pairs = dict(residents)
     if not pairs:
         return {}
     ids = list(pairs)
-    by_id, default = await programs(session)
-    schedules = await schedules_of(session, ids)
+    followed = await followed_programs(session, ids)
     holds: dict[str, list[Hold]] = {}
     for h in (
         await session.execute(
@@ -149,10 +208,9 @@ async def load_rules(
     )
     out: dict[str, ResidentRules] = {}
     for resident_id, phone in pairs.items():
-        sched = schedules.get(resident_id)
-        program = (
-            by_id.get(sched.program_id) if sched and sched.program_id is not None else None
-        ) or default
+        found = followed.get(resident_id)
+        sched = found.schedule if found is not None else None
+        program = found.program if found is not None else None
         policy = program_policy(program) if program else default_policy
         base = program_window(program) if program else default_window
         window = resolve_window(
