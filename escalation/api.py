@@ -241,8 +241,15 @@ async def _raw_query(request: Request) -> str:
 @router.api_route(
     "/v1/sms/kannel/dlr", methods=["GET", "POST"], include_in_schema=False, tags=["sms"]
 )
-async def kannel_dlr(request: Request, container: ContainerDep, service: EscalationDep) -> Response:
-    """A delivery report (``dlr-url``): stored against its message, never moved backwards."""
+async def kannel_dlr(request: Request) -> Response:
+    """A delivery report (``dlr-url``): stored against its message, never moved backwards.
+
+    No ``Depends`` here, on purpose: two reports come per alert, and while the app holds any
+    ``dependency_overrides`` entry FastAPI rebuilds every dependency of a route (signature
+    inspection, ~10 per report here) on each request; in the 1,000-alert burst
+    (bench/escalation.py) that was about a tenth of this process's CPU."""
+    container: Container = request.app.state.container
+    service = get_escalation(request)
     query = await _raw_query(request)
     _check_callback_key(container, request, query)
     report = parse_delivery_report(query)

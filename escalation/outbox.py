@@ -140,27 +140,61 @@ def enqueue(
 ) -> OutboxMessage:
     """Store one message to send (validated now: a message that cannot be built never lands in
     the outbox). The caller commits; wake the worker after the commit."""
-    OutgoingSms(reference, to, sender, text, kind, subject)  # raises on a malformed message
     row = OutboxMessage(
-        id=uuid.uuid4().hex,
-        reference=reference,
-        incident_id=incident_id,
-        official_id=official_id,
-        to=to,
-        sender=sender,
-        kind=kind,
-        subject=subject,
-        text=text,
-        priority=priority,
-        ack_timeout_s=ack_timeout_s,
-        status=OutboxStatus.PENDING,
-        attempts=0,
-        next_attempt_at=now,
-        refused_by="",
-        created_at=now,
+        **outbox_values(
+            reference=reference,
+            to=to,
+            sender=sender,
+            text=text,
+            kind=kind,
+            subject=subject,
+            now=now,
+            incident_id=incident_id,
+            official_id=official_id,
+            priority=priority,
+            ack_timeout_s=ack_timeout_s,
+        )
     )
     session.add(row)
     return row
+
+
+def outbox_values(
+    *,
+    reference: str,
+    to: str,
+    sender: str,
+    text: str,
+    kind: SmsKind,
+    subject: str | None,
+    now: dt.datetime,
+    incident_id: str | None = None,
+    official_id: str | None = None,
+    priority: int = 0,
+    ack_timeout_s: int | None = None,
+    message_id: str | None = None,
+) -> dict[str, Any]:
+    """The columns of one message to send, validated now (see :func:`enqueue`): for a Core
+    insert of many rows at once (incident openings in a burst)."""
+    OutgoingSms(reference, to, sender, text, kind, subject)  # raises on a malformed message
+    return {
+        "id": message_id or uuid.uuid4().hex,
+        "reference": reference,
+        "incident_id": incident_id,
+        "official_id": official_id,
+        "to": to,
+        "sender": sender,
+        "kind": kind,
+        "subject": subject,
+        "text": text,
+        "priority": priority,
+        "ack_timeout_s": ack_timeout_s,
+        "status": OutboxStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "refused_by": "",
+        "created_at": now,
+    }
 
 
 async def log_event(
@@ -175,7 +209,7 @@ async def log_event(
 ) -> None:
     """One line of the incident log, written now (Core insert: this is on the hot path).
     The integrator's webhook hears the steps and acknowledgements, in the same transaction."""
-    await _core(
+    await execute_core(
         session,
         insert(IncidentEvent).values(
             incident_id=incident_id,
@@ -191,11 +225,13 @@ async def log_event(
     )
 
 
-async def _core(session: AsyncSession, statement: Executable) -> CursorResult[Any]:
+async def execute_core(
+    session: AsyncSession, statement: Executable, params: list[dict[str, Any]] | None = None
+) -> CursorResult[Any]:
     """Run a statement on the session's connection, past the ORM's bookkeeping: the hot
-    paths (claims, sends, reports) spent most of their CPU there."""
+    paths (claims, sends, reports) spent most of their CPU there. ``params``: many rows."""
     conn = await session.connection()
-    return await conn.execute(statement)
+    return await conn.execute(statement, params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +279,7 @@ async def _start_ack_clock(session: AsyncSession, msg: _Msg, sent_at: dt.datetim
     )
     if msg.ack_timeout_s is None:
         return
-    await _core(
+    await execute_core(
         session,
         update(Incident)
         .where(
@@ -270,7 +306,7 @@ async def _move_chain_on(session: AsyncSession, msg: _Msg, at: dt.datetime, why:
         official_id=msg.official_id,
         detail=why[:500],
     )
-    await _core(
+    await execute_core(
         session,
         update(Incident)
         .where(
@@ -313,13 +349,21 @@ class GroupCommit(Generic[T, R]):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        work: Callable[[AsyncSession, T], Awaitable[R]],
+        work: Callable[[AsyncSession, T], Awaitable[R]] | None,
         name: str,
         order: Callable[[T], str],
         parallel: int = GROUP_PARALLEL,
+        *,
+        batch_work: Callable[[AsyncSession, list[T]], Awaitable[list[R]]] | None = None,
     ) -> None:
+        """``work`` handles one item; ``batch_work`` (instead) all of a batch at once, in
+        ``order``, answering one result per item: set-based statements, one per table per
+        batch rather than one per item."""
+        if (work is None) == (batch_work is None):
+            raise ValueError("GroupCommit needs exactly one of work and batch_work")
         self._sessions = sessions
         self._work = work
+        self._batch_work = batch_work
         self._name = name
         self._order = order
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
@@ -390,8 +434,14 @@ class GroupCommit(Generic[T, R]):
         ranked = sorted(range(len(batch)), key=lambda i: self._order(batch[i][0]))
         out: list[R | None] = [None] * len(batch)
         async with self._sessions() as session:
-            for i in ranked:
-                out[i] = await self._work(session, batch[i][0])
+            if self._batch_work is not None:
+                results = await self._batch_work(session, [batch[i][0] for i in ranked])
+                for i, result in zip(ranked, results, strict=True):
+                    out[i] = result
+            else:
+                assert self._work is not None
+                for i in ranked:
+                    out[i] = await self._work(session, batch[i][0])
             await session.commit()
         return out  # type: ignore[return-value]  # every slot was filled
 
@@ -421,7 +471,7 @@ async def record_delivery(
     if report.status is DeliveryStatus.ACCEPTED:
         values["accepted_report_at"] = func.coalesce(OutboxMessage.accepted_report_at, at)
     moved = (
-        await _core(
+        await execute_core(
             session,
             update(OutboxMessage)
             .where(
@@ -435,7 +485,7 @@ async def record_delivery(
     ).first()
     if moved is None:
         found = (
-            await _core(
+            await execute_core(
                 session,
                 select(OutboxMessage.id, OutboxMessage.delivery).where(
                     OutboxMessage.reference == report.reference
@@ -478,7 +528,7 @@ async def record_delivery(
 
 async def cancel_pending(session: AsyncSession, incident_id: str) -> int:
     """Drop the incident's messages not yet handed to a provider (it was acknowledged)."""
-    result = await _core(
+    result = await execute_core(
         session,
         update(OutboxMessage)
         .where(
@@ -564,12 +614,12 @@ class OutboxWorker:
         )
         claimed: list[_Claimed] = []
         async with self._sessions() as session:
-            ids = list((await _core(session, due)).scalars())
+            ids = list((await execute_core(session, due)).scalars())
             if not ids:
                 await session.commit()
                 return claimed
             result = (
-                await _core(
+                await execute_core(
                     session,
                     update(OutboxMessage)
                     .where(
@@ -611,7 +661,7 @@ class OutboxWorker:
                     )
                 except ValidationError as exc:
                     # Validated at enqueue; a row edited by hand may still be malformed.
-                    await _core(
+                    await execute_core(
                         session,
                         update(OutboxMessage)
                         .where(OutboxMessage.id == row.id)
@@ -644,7 +694,7 @@ class OutboxWorker:
         """Record one accepted send (compare-and-set on our claim) and start its ack clock."""
         item, receipt = sent
         done = (
-            await _core(
+            await execute_core(
                 session,
                 update(OutboxMessage)
                 .where(
