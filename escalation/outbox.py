@@ -45,7 +45,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from sqlalchemy import CursorResult, Executable, func, insert, select, update
+from sqlalchemy import CursorResult, Executable, case, func, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.models_escalation import Incident, IncidentEvent, OutboxMessage
@@ -293,6 +293,86 @@ async def _start_ack_clock(session: AsyncSession, msg: _Msg, sent_at: dt.datetim
     )
 
 
+async def _start_ack_clocks(session: AsyncSession, sent: list[tuple[_Msg, dt.datetime]]) -> None:
+    """:func:`_start_ack_clock` for many messages: one insert of their log lines, one UPDATE
+    of their incidents (each its own due time, by CASE on the incident's id)."""
+    told = [(m, at) for m, at in sent if m.incident_id is not None]
+    if not told:
+        return
+    await execute_core(
+        session,
+        insert(IncidentEvent),
+        [
+            {
+                "incident_id": m.incident_id,
+                "kind": IncidentEventKind.SENT,
+                "at": at,
+                "message_id": m.id,
+                "official_id": m.official_id,
+                "detail": m.provider or "",
+            }
+            for m, at in told
+        ],
+    )
+    for m, at in told:  # a no-op unless the integrator hears "sent" (not today)
+        assert m.incident_id is not None
+        await webhooks.incident_event(
+            session,
+            m.incident_id,
+            IncidentEventKind.SENT,
+            at,
+            official_id=m.official_id,
+            detail=m.provider or "",
+        )
+    due = {
+        m.incident_id: at + dt.timedelta(seconds=m.ack_timeout_s)
+        for m, at in told
+        if m.ack_timeout_s is not None and m.incident_id is not None
+    }
+    if not due:
+        return
+    pairs = [(m.incident_id, m.id) for m, _ in told if m.incident_id in due]
+    await execute_core(
+        session,
+        update(Incident)
+        .where(
+            tuple_(Incident.id, Incident.current_message_id).in_(pairs),
+            Incident.status == IncidentStatus.OPEN,
+            Incident.ack_due_at.is_(None),
+        )
+        .values(ack_due_at=_case(Incident.id, Incident.ack_due_at, due))
+        .execution_options(synchronize_session=False),
+    )
+
+
+def _case(key: Any, column: Any, values: dict[Any, Any]) -> Any:
+    """``column``'s new value per row, chosen by ``key`` (CASE key WHEN ... THEN ...), each
+    bound with the column's own type (UtcDateTime stores UTC on SQLite); one plain value
+    when they are all the same."""
+    distinct = set(values.values())
+    if len(distinct) == 1:
+        return literal(distinct.pop(), column.type)
+    return case({k: literal(v, column.type) for k, v in values.items()}, value=key)
+
+
+def _per_row(key: Any, column: Any, receipts: dict[str, SendReceipt], field: str) -> Any:
+    return _case(key, column, {i: getattr(r, field) for i, r in receipts.items()})
+
+
+async def _lock_in_id_order(session: AsyncSession, where: Any) -> None:
+    """Lock the batch's outbox rows in id order before a set-based UPDATE (PostgreSQL; SQLite
+    has one writer anyway): an UPDATE ... IN locks in the order it scans, which differs
+    between the marked-sent batch (by id) and a delivery-report batch (by reference), and
+    the two race for the same rows (Kannel's "accepted" report comes with its HTTP answer).
+    Two batches that lock in different orders can deadlock; one order cannot."""
+    if (await session.connection()).dialect.name == "sqlite":
+        return
+    await execute_core(
+        session,
+        select(OutboxMessage.id).where(where).order_by(OutboxMessage.id).with_for_update(),
+    )
+
+
 async def _move_chain_on(session: AsyncSession, msg: _Msg, at: dt.datetime, why: str) -> None:
     """The alert cannot reach its recipient: tell the next step at the next tick."""
     if msg.incident_id is None:
@@ -456,74 +536,144 @@ async def record_delivery(
     session: AsyncSession, report: DeliveryReport, now: dt.datetime
 ) -> DeliveryOutcome:
     """Store a delivery report against its message (forward only). The caller commits.
+    An unknown reference is answered 2xx all the same: Kannel would retry it forever."""
+    return (await record_deliveries(session, [(report, now)]))[0]
 
-    An unknown reference is answered 2xx all the same: Kannel would retry it forever.
-    One UPDATE ... RETURNING on the hot path (two reports per SMS).
-    """
-    lower = [s for s, rank in _RANK.items() if rank < _RANK[report.status]]
-    if not report.status.final:
-        lower.append(report.status)  # buffered after buffered: harmless, keeps the latest time
-    # Our own receipt time: Kannel's %T has whole seconds only and would sort the report
-    # before the send it reports on. Kannel's time goes into the log's detail.
-    at = now
-    kannel_time = f"kannel {report.at:%H:%M:%S}" if report.at else ""
-    values: dict[str, Any] = {"delivery": report.status, "delivery_at": at}
-    if report.status is DeliveryStatus.ACCEPTED:
-        values["accepted_report_at"] = func.coalesce(OutboxMessage.accepted_report_at, at)
-    moved = (
+
+async def record_deliveries(
+    session: AsyncSession, reports: list[tuple[DeliveryReport, dt.datetime]]
+) -> list[DeliveryOutcome]:
+    """Store many delivery reports (each forward only), set-based: one UPDATE ... RETURNING
+    per report type in the batch, then one insert of the "delivered" log lines. The caller
+    commits.
+
+    Reports for the same message are applied in the order given (rounds: a message once per
+    round), so "delivered" then a late "accepted" leaves "delivered", as one by one.
+    Why set-based: two reports come per alert, and in the 1,000-alert burst one UPDATE, one
+    insert and a webhook look-up per report were the largest part of the statements per
+    alert (bench/escalation.py)."""
+    out: list[DeliveryOutcome | None] = [None] * len(reports)
+    pending = list(range(len(reports)))
+    events: list[tuple[_Msg, dt.datetime, str]] = []
+    while pending:
+        round_: dict[str, int] = {}
+        later: list[int] = []
+        for i in pending:
+            ref = reports[i][0].reference
+            if ref in round_:
+                later.append(i)
+            else:
+                round_[ref] = i
+        pending = later
+        by_status: dict[DeliveryStatus, list[int]] = {}
+        for i in round_.values():
+            by_status.setdefault(reports[i][0].status, []).append(i)
+        for status, idx in by_status.items():
+            moved = await _store_reports(session, status, [reports[i] for i in idx])
+            for i in idx:
+                report, now = reports[i]
+                msg = moved.get(report.reference)
+                if msg is None:
+                    continue
+                out[i] = DeliveryOutcome.STORED
+                if msg.incident_id is not None and status is DeliveryStatus.DELIVERED:
+                    kannel_time = f"kannel {report.at:%H:%M:%S}" if report.at else ""
+                    events.append((msg, now, kannel_time))
+                elif status in (DeliveryStatus.UNDELIVERABLE, DeliveryStatus.REJECTED):
+                    log.warning(
+                        "SMS %s to %s %s by the network: %s",
+                        report.reference,
+                        mask_phone(msg.to),
+                        report.status,
+                        report.detail,
+                    )
+                    await _move_chain_on(session, msg, now, f"{report.status}: {report.detail}")
+    missing = sorted({reports[i][0].reference for i, o in enumerate(out) if o is None})
+    if missing:
+        found: Any = await execute_core(
+            session,
+            select(OutboxMessage.reference, OutboxMessage.delivery).where(
+                OutboxMessage.reference.in_(missing)
+            ),
+        )
+        known: dict[str, Any] = dict(found.all())
+        for i, o in enumerate(out):
+            if o is not None:
+                continue
+            report = reports[i][0]
+            if report.reference not in known:
+                log.warning(
+                    "delivery report %s for unknown SMS %s", report.status, report.reference
+                )
+                out[i] = DeliveryOutcome.UNKNOWN
+            else:
+                log.info(
+                    "delivery report %s for SMS %s ignored (already %s)",
+                    report.status,
+                    report.reference,
+                    known[report.reference],
+                )
+                out[i] = DeliveryOutcome.IGNORED
+    if events:
         await execute_core(
             session,
-            update(OutboxMessage)
-            .where(
-                OutboxMessage.reference == report.reference,
-                OutboxMessage.delivery.is_(None) | OutboxMessage.delivery.in_(lower),
-            )
-            .values(**values)
-            .returning(*_MSG_COLUMNS)
-            .execution_options(synchronize_session=False),
+            insert(IncidentEvent),
+            [
+                {
+                    "incident_id": m.incident_id,
+                    "kind": IncidentEventKind.DELIVERED,
+                    "at": at,
+                    "message_id": m.id,
+                    "official_id": m.official_id,
+                    "detail": detail,
+                }
+                for m, at, detail in events
+            ],
         )
-    ).first()
-    if moved is None:
-        found = (
-            await execute_core(
+        for m, at, detail in events:  # a no-op unless the integrator hears "delivered"
+            assert m.incident_id is not None
+            await webhooks.incident_event(
                 session,
-                select(OutboxMessage.id, OutboxMessage.delivery).where(
-                    OutboxMessage.reference == report.reference
-                ),
+                m.incident_id,
+                IncidentEventKind.DELIVERED,
+                at,
+                official_id=m.official_id,
+                detail=detail,
             )
-        ).first()
-        exists, known = found is not None, found.delivery if found is not None else None
-        if not exists:
-            log.warning("delivery report %s for unknown SMS %s", report.status, report.reference)
-            return DeliveryOutcome.UNKNOWN
-        log.info(
-            "delivery report %s for SMS %s ignored (already %s)",
-            report.status,
-            report.reference,
-            known,
+    return [o for o in out if o is not None]
+
+
+async def _store_reports(
+    session: AsyncSession,
+    status: DeliveryStatus,
+    reports: list[tuple[DeliveryReport, dt.datetime]],
+) -> dict[str, _Msg]:
+    """One report type for distinct messages: the rows it moved forward, by reference."""
+    lower = [s for s, rank in _RANK.items() if rank < _RANK[status]]
+    if not status.final:
+        lower.append(status)  # buffered after buffered: harmless, keeps the latest time
+    # Our own receipt time: Kannel's %T has whole seconds only and would sort the report
+    # before the send it reports on. Kannel's time goes into the log's detail.
+    at = {report.reference: now for report, now in reports}
+    refs = sorted(at)
+    when = _case(OutboxMessage.reference, OutboxMessage.delivery_at, at)
+    values: dict[str, Any] = {"delivery": status, "delivery_at": when}
+    if status is DeliveryStatus.ACCEPTED:
+        values["accepted_report_at"] = func.coalesce(OutboxMessage.accepted_report_at, when)
+    await _lock_in_id_order(session, OutboxMessage.reference.in_(refs))
+    moved = await execute_core(
+        session,
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.reference.in_(refs),
+            OutboxMessage.delivery.is_(None) | OutboxMessage.delivery.in_(lower),
         )
-        return DeliveryOutcome.IGNORED
-    msg = _msg(moved)
-    if msg.incident_id is not None and report.status is DeliveryStatus.DELIVERED:
-        await log_event(
-            session,
-            msg.incident_id,
-            IncidentEventKind.DELIVERED,
-            at,
-            message_id=msg.id,
-            official_id=msg.official_id,
-            detail=kannel_time,
-        )
-    elif report.status in (DeliveryStatus.UNDELIVERABLE, DeliveryStatus.REJECTED):
-        log.warning(
-            "SMS %s to %s %s by the network: %s",
-            report.reference,
-            mask_phone(msg.to),
-            report.status,
-            report.detail,
-        )
-        await _move_chain_on(session, msg, now, f"{report.status}: {report.detail}")
-    return DeliveryOutcome.STORED
+        .values(**values)
+        .returning(OutboxMessage.reference, *_MSG_COLUMNS)
+        .execution_options(synchronize_session=False),
+    )
+    rows: Any = moved
+    return {row[0]: _msg(row[1:]) for row in rows}
 
 
 async def cancel_pending(session: AsyncSession, incident_id: str) -> int:
@@ -578,7 +728,11 @@ class OutboxWorker:
         self.on_sent: Callable[[str, dt.datetime], None] | None = None
         # Accepted sends are marked sent in shared transactions (a burst's sends end together).
         self._sent: GroupCommit[tuple[_Claimed, SendReceipt], bool] = GroupCommit(
-            sessions, self._mark_sent, "outbox-mark-sent", order=lambda sent: sent[0].reference
+            sessions,
+            None,
+            "outbox-mark-sent",
+            order=lambda sent: sent[0].id,
+            batch_work=self._mark_sent,
         )
 
     def wake(self) -> None:
@@ -690,39 +844,59 @@ class OutboxWorker:
         if await self._sent.submit((item, receipt)) and self.on_sent is not None:
             self.on_sent(item.reference, receipt.accepted_at)
 
-    async def _mark_sent(self, session: AsyncSession, sent: tuple[_Claimed, SendReceipt]) -> bool:
-        """Record one accepted send (compare-and-set on our claim) and start its ack clock."""
-        item, receipt = sent
+    async def _mark_sent(
+        self, session: AsyncSession, batch: list[tuple[_Claimed, SendReceipt]]
+    ) -> list[bool]:
+        """Record accepted sends (compare-and-set on our claim) and start their ack clocks:
+        one UPDATE for the batch (each row's own time, provider and id by CASE on its id), one
+        insert for their log lines, one UPDATE for their incidents' clocks."""
+        receipts = {item.id: receipt for item, receipt in batch}
+        ids = sorted(receipts)
+        await _lock_in_id_order(session, OutboxMessage.id.in_(ids))
         done = (
             await execute_core(
                 session,
                 update(OutboxMessage)
                 .where(
-                    OutboxMessage.id == item.id,
+                    OutboxMessage.id.in_(ids),
                     OutboxMessage.status == OutboxStatus.SENDING,
                     OutboxMessage.claim_token == self._token,
                 )
                 .values(
                     status=OutboxStatus.SENT,
-                    sent_at=receipt.accepted_at,
-                    provider=receipt.provider,
-                    provider_message_id=receipt.provider_message_id,
+                    sent_at=_per_row(
+                        OutboxMessage.id, OutboxMessage.sent_at, receipts, "accepted_at"
+                    ),
+                    provider=_per_row(
+                        OutboxMessage.id, OutboxMessage.provider, receipts, "provider"
+                    ),
+                    provider_message_id=_per_row(
+                        OutboxMessage.id,
+                        OutboxMessage.provider_message_id,
+                        receipts,
+                        "provider_message_id",
+                    ),
                     last_error=None,
                 )
                 .returning(*_MSG_COLUMNS)
                 .execution_options(synchronize_session=False),
             )
-        ).first()
-        if done is None:
-            # Recovery took the row back: the lease was shorter than this send took.
-            log.error(
-                "SMS %s accepted by %s after its lease ran out: it may go out twice",
-                item.reference,
-                item.provider,
-            )
-            return False
-        await _start_ack_clock(session, _msg(done), receipt.accepted_at)
-        return True
+        ).all()
+        marked = {row[0]: _msg(row) for row in done}
+        await _start_ack_clocks(
+            session, [(marked[i], receipts[i].accepted_at) for i in ids if i in marked]
+        )
+        out = []
+        for item, _receipt in batch:
+            if item.id not in marked:
+                # Recovery took the row back: the lease was shorter than this send took.
+                log.error(
+                    "SMS %s accepted by %s after its lease ran out: it may go out twice",
+                    item.reference,
+                    item.provider,
+                )
+            out.append(item.id in marked)
+        return out
 
     async def _failed(self, item: _Claimed, exc: SmsError) -> None:
         now = self._clock.now()

@@ -87,7 +87,7 @@ from escalation.outbox import (
     execute_core,
     log_event,
     outbox_values,
-    record_delivery,
+    record_deliveries,
 )
 
 log = logging.getLogger(__name__)
@@ -301,12 +301,6 @@ async def _free_codes(session: AsyncSession, n: int) -> list[str]:
     return chosen
 
 
-async def _record_report(
-    session: AsyncSession, item: tuple[dlr.DeliveryReport, dt.datetime]
-) -> DeliveryOutcome:
-    return await record_delivery(session, *item)
-
-
 class EscalationService:
     def __init__(
         self,
@@ -324,7 +318,11 @@ class EscalationService:
         # all that wait, each answered after the commit (escalation.outbox.GroupCommit).
         self._reports: GroupCommit[tuple[dlr.DeliveryReport, dt.datetime], DeliveryOutcome] = (
             GroupCommit(
-                sessions, _record_report, "delivery-reports", order=lambda r: r[0].reference
+                sessions,
+                None,
+                "delivery-reports",
+                order=lambda r: r[0].reference,
+                batch_work=record_deliveries,
             )
         )
         self._openings: GroupCommit[tuple[str, dt.datetime], str | None] = GroupCommit(
