@@ -45,7 +45,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from sqlalchemy import CursorResult, Executable, case, func, insert, literal, select, tuple_, update
+from sqlalchemy import (
+    CursorResult,
+    Executable,
+    case,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.models_escalation import Incident, IncidentEvent, OutboxMessage
@@ -359,6 +369,13 @@ def _per_row(key: Any, column: Any, receipts: dict[str, SendReceipt], field: str
     return _case(key, column, {i: getattr(r, field) for i, r in receipts.items()})
 
 
+async def _in_id_order(session: AsyncSession, query: Any) -> Any:
+    """``query`` locking its outbox rows in id order (see :func:`_lock_in_id_order`)."""
+    if (await session.connection()).dialect.name == "sqlite":
+        return query
+    return query.order_by(OutboxMessage.id).with_for_update()
+
+
 async def _lock_in_id_order(session: AsyncSession, where: Any) -> None:
     """Lock the batch's outbox rows in id order before a set-based UPDATE (PostgreSQL; SQLite
     has one writer anyway): an UPDATE ... IN locks in the order it scans, which differs
@@ -406,6 +423,9 @@ R = TypeVar("R")
 GROUP_MAX = 100
 # Batches of one GroupCommit in flight at once.
 GROUP_PARALLEL = 4
+# How long a batch waits for more items when fewer than GROUP_MAX wait (marked sent,
+# delivery reports: nobody is held up by it; see OutboxWorker._send).
+GROUP_LINGER_S = 0.02
 
 
 class GroupCommit(Generic[T, R]):
@@ -435,6 +455,7 @@ class GroupCommit(Generic[T, R]):
         parallel: int = GROUP_PARALLEL,
         *,
         batch_work: Callable[[AsyncSession, list[T]], Awaitable[list[R]]] | None = None,
+        linger_s: float = 0.0,
     ) -> None:
         """``work`` handles one item; ``batch_work`` (instead) all of a batch at once, in
         ``order``, answering one result per item: set-based statements, one per table per
@@ -444,6 +465,7 @@ class GroupCommit(Generic[T, R]):
         self._sessions = sessions
         self._work = work
         self._batch_work = batch_work
+        self._linger_s = linger_s
         self._name = name
         self._order = order
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue()
@@ -473,6 +495,9 @@ class GroupCommit(Generic[T, R]):
             if self._queue.empty():  # a batch already running took what waited
                 self._slots.release()
                 return
+            if self._linger_s and self._queue.qsize() < GROUP_MAX:
+                # Let more items join: each batch costs a checkout, a BEGIN and a COMMIT.
+                await asyncio.sleep(self._linger_s)
             batch = [self._queue.get_nowait()]
             while not self._queue.empty() and len(batch) < GROUP_MAX:
                 batch.append(self._queue.get_nowait())
@@ -554,6 +579,19 @@ async def record_deliveries(
     alert (bench/escalation.py)."""
     out: list[DeliveryOutcome | None] = [None] * len(reports)
     pending = list(range(len(reports)))
+    # Every row of the batch locked at once, in id order, before any UPDATE (the rounds and
+    # report types below would otherwise lock in several steps, and deadlock each other);
+    # the same read tells an unknown reference from a report that came too late.
+    found: Any = await execute_core(
+        session,
+        await _in_id_order(
+            session,
+            select(OutboxMessage.reference, OutboxMessage.delivery).where(
+                OutboxMessage.reference.in_(sorted({r.reference for r, _ in reports}))
+            ),
+        ),
+    )
+    known: dict[str, Any] = dict(found.all())
     events: list[tuple[_Msg, dt.datetime, str]] = []
     while pending:
         round_: dict[str, int] = {}
@@ -588,15 +626,7 @@ async def record_deliveries(
                         report.detail,
                     )
                     await _move_chain_on(session, msg, now, f"{report.status}: {report.detail}")
-    missing = sorted({reports[i][0].reference for i, o in enumerate(out) if o is None})
-    if missing:
-        found: Any = await execute_core(
-            session,
-            select(OutboxMessage.reference, OutboxMessage.delivery).where(
-                OutboxMessage.reference.in_(missing)
-            ),
-        )
-        known: dict[str, Any] = dict(found.all())
+    if None in out:
         for i, o in enumerate(out):
             if o is not None:
                 continue
@@ -660,7 +690,6 @@ async def _store_reports(
     values: dict[str, Any] = {"delivery": status, "delivery_at": when}
     if status is DeliveryStatus.ACCEPTED:
         values["accepted_report_at"] = func.coalesce(OutboxMessage.accepted_report_at, when)
-    await _lock_in_id_order(session, OutboxMessage.reference.in_(refs))
     moved = await execute_core(
         session,
         update(OutboxMessage)
@@ -733,7 +762,10 @@ class OutboxWorker:
             "outbox-mark-sent",
             order=lambda sent: sent[0].id,
             batch_work=self._mark_sent,
+            linger_s=GROUP_LINGER_S,
         )
+        # Sends waiting for the provider's answer (slots in use); their records may wait on.
+        self._busy = 0
 
     def wake(self) -> None:
         """Something was enqueued: look now rather than at the next poll."""
@@ -830,10 +862,17 @@ class OutboxWorker:
 
     # --- sending ----------------------------------------------------------------------------
 
-    async def _send(self, item: _Claimed) -> None:
-        sender = self._senders[item.provider]
+    async def _send(self, item: _Claimed, sent: Callable[[], None] | None = None) -> None:
+        """Send one claimed message and record the answer. ``sent`` is called as soon as the
+        provider has answered, before the answer is recorded: the slot it held is free for
+        the next message while the record waits for its group commit (the row stays
+        ``sending`` until then, which is what recovery expects of a send in flight)."""
         try:
-            receipt = await sender.send(item.message)
+            try:
+                receipt = await self._senders[item.provider].send(item.message)
+            finally:
+                if sent is not None:
+                    sent()
         except SmsError as exc:
             await self._failed(item, exc)
             return
@@ -1036,12 +1075,12 @@ class OutboxWorker:
                         report_failure(log, self._sessions, "outbox recovery", error)
                     next_recover = loop.time() + max(1.0, self.config.sending_lease_s / 4)
                 self._wake.clear()
-                free = self.config.concurrency - len(self._inflight)
+                free = self.config.concurrency - self._busy
                 got = 0
                 # Claim when half the slots are free (or none is busy), not for every slot
                 # that frees: a claim is a transaction of its own, and one per message was a
                 # good part of the CPU per alert in a burst (bench/escalation.py).
-                if free > 0 and (free * 2 >= self.config.concurrency or not self._inflight):
+                if free > 0 and (free * 2 >= self.config.concurrency or not self._busy):
                     try:
                         claimed = await self._claim(min(free, self.config.batch), self._clock.now())
                     except Exception as error:
@@ -1049,7 +1088,10 @@ class OutboxWorker:
                         claimed = []
                     got = len(claimed)
                     for item in claimed:
-                        task = asyncio.create_task(self._send(item), name=f"sms-{item.reference}")
+                        self._busy += 1
+                        task = asyncio.create_task(
+                            self._send(item, self._slot_freed), name=f"sms-{item.reference}"
+                        )
                         self._inflight.add(task)
                         task.add_done_callback(self._done)
                 if got and got == free:
@@ -1061,6 +1103,10 @@ class OutboxWorker:
                     await self._wait(self.config.poll_interval_s)
         finally:
             await self._cancel_inflight()
+
+    def _slot_freed(self) -> None:
+        self._busy -= 1
+        self._wake.set()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)

@@ -79,6 +79,7 @@ from anbu.services.checkins import CheckinClosed
 from anbu.settings import Settings
 from escalation import dlr
 from escalation.outbox import (
+    GROUP_LINGER_S,
     DeliveryOutcome,
     GroupCommit,
     OutboxWorker,
@@ -323,6 +324,7 @@ class EscalationService:
                 "delivery-reports",
                 order=lambda r: r[0].reference,
                 batch_work=record_deliveries,
+                linger_s=GROUP_LINGER_S,
             )
         )
         self._openings: GroupCommit[tuple[str, dt.datetime], str | None] = GroupCommit(
