@@ -36,7 +36,9 @@ drop the duplicate.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import enum
 import logging
@@ -726,6 +728,7 @@ class _Claimed:
     provider: str
     attempt_no: int
     message: OutgoingSms
+    claimed: float = 0.0  # the event loop's time when claimed (run()'s ready queue)
 
 
 class OutboxWorker:
@@ -766,6 +769,8 @@ class OutboxWorker:
         )
         # Sends waiting for the provider's answer (slots in use); their records may wait on.
         self._busy = 0
+        # Claimed, not yet sent (run()).
+        self._ready: collections.deque[_Claimed] = collections.deque()
 
     def wake(self) -> None:
         """Something was enqueued: look now rather than at the next poll."""
@@ -1063,9 +1068,18 @@ class OutboxWorker:
                 raise TimeoutError("outbox still busy")
 
     async def run(self) -> None:
-        """Send forever, ``concurrency`` messages in flight, claiming as slots free up."""
+        """Send forever, ``concurrency`` messages in flight, from a queue of claimed messages
+        that a claim in the background refills (up to ``batch``) when it runs low.
+
+        Why a queue: claiming only for the slots free (at most 8, when half were free) was a
+        transaction per four messages, and the sends waited on each claim's round trips; in
+        the 1,000-alert burst (bench/escalation.py) claims now come ~50 at a time while the
+        sends go on. A claimed message that waited in the queue longer than a tenth of the
+        lease is handed back (``pending``) instead of sent: its send could otherwise still
+        be running when recovery takes the row back and sends it again."""
         loop = asyncio.get_running_loop()
         next_recover = 0.0
+        refill: asyncio.Task[None] | None = None
         try:
             while not self._stopping:
                 if loop.time() >= next_recover:
@@ -1075,34 +1089,74 @@ class OutboxWorker:
                         report_failure(log, self._sessions, "outbox recovery", error)
                     next_recover = loop.time() + max(1.0, self.config.sending_lease_s / 4)
                 self._wake.clear()
-                free = self.config.concurrency - self._busy
-                got = 0
-                # Claim when half the slots are free (or none is busy), not for every slot
-                # that frees: a claim is a transaction of its own, and one per message was a
-                # good part of the CPU per alert in a burst (bench/escalation.py).
-                if free > 0 and (free * 2 >= self.config.concurrency or not self._busy):
-                    try:
-                        claimed = await self._claim(min(free, self.config.batch), self._clock.now())
-                    except Exception as error:
-                        report_failure(log, self._sessions, "outbox claim", error)
-                        claimed = []
-                    got = len(claimed)
-                    for item in claimed:
-                        self._busy += 1
-                        task = asyncio.create_task(
-                            self._send(item, self._slot_freed), name=f"sms-{item.reference}"
-                        )
-                        self._inflight.add(task)
-                        task.add_done_callback(self._done)
-                if got and got == free:
-                    # Slots full: wait for one to free up (its callback sets the event).
-                    await self._wait(self.config.poll_interval_s)
-                elif not got:
-                    # Nothing due, or too few slots free to claim: a send ending or an
-                    # enqueue wakes us.
-                    await self._wait(self.config.poll_interval_s)
+                await self._start_ready(loop.time())
+                if (refill is None or refill.done()) and len(self._ready) < self.config.concurrency:
+                    refill = asyncio.create_task(self._refill(), name="outbox-claim")
+                await self._wait(self.config.poll_interval_s)
         finally:
+            if refill is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refill
             await self._cancel_inflight()
+            await self._hand_back(list(self._ready))
+            self._ready.clear()
+
+    async def _refill(self) -> None:
+        try:
+            claimed = await self._claim(
+                max(1, self.config.batch - len(self._ready)), self._clock.now()
+            )
+        except Exception as error:
+            report_failure(log, self._sessions, "outbox claim", error)
+            return
+        if claimed:
+            now = asyncio.get_running_loop().time()
+            self._ready.extend(dataclasses.replace(item, claimed=now) for item in claimed)
+            self._wake.set()
+
+    async def _start_ready(self, now: float) -> None:
+        stale: list[_Claimed] = []
+        max_wait = self.config.sending_lease_s / 10
+        while self._ready and self._busy < self.config.concurrency:
+            item = self._ready.popleft()
+            if now - item.claimed > max_wait:
+                stale.append(item)
+                continue
+            self._busy += 1
+            task = asyncio.create_task(
+                self._send(item, self._slot_freed), name=f"sms-{item.reference}"
+            )
+            self._inflight.add(task)
+            task.add_done_callback(self._done)
+        if stale:
+            await self._hand_back(stale)
+
+    async def _hand_back(self, items: list[_Claimed]) -> None:
+        """Claimed, never sent: back to ``pending`` (the attempt not counted)."""
+        if not items:
+            return
+        try:
+            async with self._sessions() as session:
+                await execute_core(
+                    session,
+                    update(OutboxMessage)
+                    .where(
+                        OutboxMessage.id.in_([i.id for i in items]),
+                        OutboxMessage.status == OutboxStatus.SENDING,
+                        OutboxMessage.claim_token == self._token,
+                    )
+                    .values(
+                        status=OutboxStatus.PENDING,
+                        attempts=OutboxMessage.attempts - 1,
+                        claim_token=None,
+                        claimed_at=None,
+                    )
+                    .execution_options(synchronize_session=False),
+                )
+                await session.commit()
+        except Exception as error:
+            # The lease brings them back all the same (as after a crash).
+            report_failure(log, self._sessions, "outbox hand-back", error)
 
     def _slot_freed(self) -> None:
         self._busy -= 1
