@@ -497,8 +497,9 @@ class GroupCommit(Generic[T, R]):
             if self._queue.empty():  # a batch already running took what waited
                 self._slots.release()
                 return
-            if self._linger_s and self._queue.qsize() < GROUP_MAX:
-                # Let more items join: each batch costs a checkout, a BEGIN and a COMMIT.
+            if self._linger_s and self._batches and self._queue.qsize() < GROUP_MAX:
+                # Busy (another batch is running): let more items join, each batch costs a
+                # checkout, a BEGIN and a COMMIT. A lone item goes at once (latency).
                 await asyncio.sleep(self._linger_s)
             batch = [self._queue.get_nowait()]
             while not self._queue.empty() and len(batch) < GROUP_MAX:
@@ -771,9 +772,11 @@ class OutboxWorker:
         self._busy = 0
         # Claimed, not yet sent (run()).
         self._ready: collections.deque[_Claimed] = collections.deque()
+        self._enqueued = 0  # wake() calls: one during a claim may have missed its row
 
     def wake(self) -> None:
         """Something was enqueued: look now rather than at the next poll."""
+        self._enqueued += 1
         self._wake.set()
 
     @property
@@ -1102,6 +1105,7 @@ class OutboxWorker:
             self._ready.clear()
 
     async def _refill(self) -> None:
+        woken = self._enqueued
         try:
             claimed = await self._claim(
                 max(1, self.config.batch - len(self._ready)), self._clock.now()
@@ -1112,6 +1116,9 @@ class OutboxWorker:
         if claimed:
             now = asyncio.get_running_loop().time()
             self._ready.extend(dataclasses.replace(item, claimed=now) for item in claimed)
+        if claimed or self._enqueued != woken:
+            # Sends to start, or a message was enqueued while this claim ran (its SELECT may
+            # have come before that commit): look again now, not at the next poll.
             self._wake.set()
 
     async def _start_ready(self, now: float) -> None:

@@ -22,7 +22,13 @@ from anbu.domain.incidents import (
 from anbu.domain.replies import Reply
 from anbu.domain.sms_text import OutgoingSms, SendReceipt, SmsKind
 from escalation.dlr import DeliveryReport
-from escalation.outbox import DeliveryOutcome, OutboxWorker, enqueue, record_deliveries
+from escalation.outbox import (
+    DeliveryOutcome,
+    OutboxConfig,
+    OutboxWorker,
+    enqueue,
+    record_deliveries,
+)
 from escalation.service import EscalationService
 from tests.test_escalation_service import (
     T0,
@@ -181,3 +187,59 @@ async def test_given_many_cases_closing_together_when_opened_then_one_incident_a
             .where(IncidentEvent.kind == IncidentEventKind.SENT)
         )
     assert sent_events == 5
+
+
+class HeldSender(ScriptedSender):
+    """Holds every send until ``release`` is set (a slow gateway)."""
+
+    def __init__(self, name: str, clock: FakeClock) -> None:
+        super().__init__(name, clock)
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def send(self, message: OutgoingSms) -> SendReceipt:
+        self.started.set()
+        await self.release.wait()
+        return await super().send(message)
+
+
+async def test_given_claimed_messages_queued_when_the_worker_stops_then_unsent_ones_go_back(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # One slot, claims of five: one message in flight, four waiting in the worker's queue.
+    async with sessions() as s:
+        for n in range(5):
+            enqueue(
+                s,
+                reference=f"q.{n}",
+                to="01012345678",
+                sender="0212345678",
+                text="안부 확인",
+                kind=SmsKind.SMS,
+                subject=None,
+                now=T0,
+            )
+        await s.commit()
+    clock = FakeClock(T0)
+    sender = HeldSender("kannel", clock)
+    worker = OutboxWorker(
+        sessions, [sender], config=OutboxConfig(batch=5, concurrency=1), clock=clock
+    )
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(sender.started.wait(), 30)
+    async with sessions() as s:
+        statuses = (await s.execute(select(OutboxMessage.status))).scalars().all()
+    assert sorted(statuses) == sorted([OutboxStatus.SENDING] * 5)  # all five claimed at once
+    worker.stop()
+    sender.release.set()  # the send in flight finishes; the four queued are not sent
+    await asyncio.wait_for(task, 30)
+    await worker.aclose()
+    assert len(sender.sent) == 1
+    async with sessions() as s:
+        rows = {r.reference: r for r in (await s.execute(select(OutboxMessage))).scalars()}
+    (sent,) = [r for r in rows.values() if r.status is OutboxStatus.SENT]
+    assert sent.reference == sender.sent[0].reference
+    back = [r for r in rows.values() if r is not sent]
+    assert {r.status for r in back} == {OutboxStatus.PENDING}
+    assert {r.attempts for r in back} == {0}  # never sent: the attempt does not count
+    assert {r.claim_token for r in back} == {None}
