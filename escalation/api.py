@@ -239,16 +239,26 @@ async def _raw_query(request: Request) -> str:
     return query
 
 
-@router.api_route(
-    "/v1/sms/kannel/dlr", methods=["GET", "POST"], include_in_schema=False, tags=["sms"]
-)
-async def kannel_dlr(request: Request, container: ContainerDep, service: EscalationDep) -> Response:
-    """A delivery report (``dlr-url``): stored against its message, never moved backwards."""
+async def kannel_dlr(request: Request) -> Response:
+    """A delivery report (``dlr-url``): stored against its message, never moved backwards.
+
+    A plain Starlette route (mounted below), on purpose: two reports come per alert, and
+    FastAPI ran the app's dependencies (the access log's, which opens a session and logs
+    nothing for an unauthenticated caller like Kannel) for each, rebuilding them per request
+    while the app holds any ``dependency_overrides`` entry (signature inspection, ~8 per
+    report). In the 1,000-alert burst (bench/escalation.py) that was about a sixth of this
+    process's CPU. The middlewares (headers, limits, input gate, outage) and the app's error
+    handlers still apply; only Kannel calls here, with the callback key."""
+    container: Container = request.app.state.container
+    service = get_escalation(request)
     query = await _raw_query(request)
     _check_callback_key(container, request, query)
     report = parse_delivery_report(query)
     await service.record_delivery(report)
     return Response(content=b"", media_type="text/plain")
+
+
+router.add_route("/v1/sms/kannel/dlr", kannel_dlr, methods=["GET", "POST"], include_in_schema=False)
 
 
 @router.api_route(

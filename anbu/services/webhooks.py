@@ -126,6 +126,12 @@ async def _any_subscriber(session: AsyncSession) -> bool:
     return any_found
 
 
+async def any_subscriber(session: AsyncSession) -> bool:
+    """Whether any key has a webhook (kept for the transaction): escalation's batched incident
+    openings skip the per-event look-ups when nobody listens."""
+    return await _any_subscriber(session)
+
+
 async def _enqueue(
     session: AsyncSession,
     event_type: str,
