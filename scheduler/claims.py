@@ -2,7 +2,9 @@
 
 A claim pass, in one transaction:
 1. (PostgreSQL) take the claim-pass advisory lock, so the global cap is counted exactly;
-2. count attempts ``dialing`` anywhere (every worker) against the global cap;
+2. count attempts ``dialing`` anywhere (every worker) against the global cap, less this
+   worker's calls that have hung up and whose result is still being stored (their channel is
+   free: it is refilled at once, not after the write);
 3. read due attempts, severe first, then oldest due -- on PostgreSQL ``FOR UPDATE SKIP
    LOCKED`` so no two workers can hold the same row; on SQLite a compare-and-set update;
 4. per attempt apply the resident's calling hours: out of hours -> ``scheduled_for`` moves to
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, insert, select, update
@@ -76,19 +78,22 @@ async def claim_due(
     severe_priority: int,
     default_policy: RetryPolicy,
     default_window: CallingWindow,
+    hung_up: Collection[str] = (),
 ) -> ClaimPass:
     """One claim pass (see the module doc). ``limit`` is what this process may start now
     (its own cap and rate); ``can_start(trunk)`` is asked before each claim and names the engine
-    node that will dial it (None: no room now). Commits."""
+    node that will dial it (None: no room now). ``hung_up``: this worker's attempts still
+    ``dialing`` in the table whose call is over (result not stored yet); they hold no channel,
+    so the global cap does not count them. Commits."""
     out = ClaimPass()
     postgres = session.get_bind().dialect.name == "postgresql"
     await serialise_claims(session)
+    live = CallAttempt.status == AttemptStatus.DIALING
+    if hung_up:
+        # Excluded by id, not subtracted: one stored meanwhile is not counted twice.
+        live = live & CallAttempt.id.not_in(list(hung_up))
     dialing = (
-        await session.execute(
-            select(func.count())
-            .select_from(CallAttempt)
-            .where(CallAttempt.status == AttemptStatus.DIALING)
-        )
+        await session.execute(select(func.count()).select_from(CallAttempt).where(live))
     ).scalar_one()
     free = min(limit, global_cap - dialing)
     if free > 0:
