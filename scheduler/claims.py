@@ -4,7 +4,8 @@ A claim pass, in one transaction:
 1. (PostgreSQL) take the claim-pass advisory lock, so the global cap is counted exactly;
 2. count attempts ``dialing`` anywhere (every worker) against the global cap, less this
    worker's calls that have hung up and whose result is still being stored (their channel is
-   free: it is refilled at once, not after the write);
+   free: it is refilled at once, not after the write; up to the worker's share of the cap,
+   :func:`anbu.domain.pacing.refill_allowance`);
 3. read due attempts, severe first, then oldest due -- on PostgreSQL ``FOR UPDATE SKIP
    LOCKED`` so no two workers can hold the same row; on SQLite a compare-and-set update;
 4. per attempt apply the resident's calling hours: out of hours -> ``scheduled_for`` moves to

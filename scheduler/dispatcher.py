@@ -11,6 +11,12 @@ Pacing: a global cap on simultaneous calls (counted in the database over every w
 per trunk and a calls-per-second limit (per process), severe cases first, calling hours per
 resident when claiming (out-of-hours attempts move to the next allowed time).
 
+Refill: a call's channel is free at its hang-up. The next call is claimed then, before the
+result is written (the recorder runs that claim pass first; the table still says ``dialing``
+for the hung-up attempt, and the pass leaves it out of the global count, up to this worker's
+share of the cap when several workers run). A wave of calls ending together at the cap thus
+restarts at once instead of after its batch of results is stored.
+
 Engine nodes: calls go out through several Asterisk instances (:class:`EngineNode`). The
 process's :class:`~anbu.domain.pacing.Pacer` picks the healthy node with the most free channels
 within its cap, and the attempt records it. A node whose AMI is lost gets no new calls from the
@@ -25,6 +31,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import itertools
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -38,7 +45,7 @@ from anbu.db.models import CallAttempt, Checkin
 from anbu.db.outage import report_failure
 from anbu.domain.calling_hours import CallingWindow
 from anbu.domain.calls import CallResult, NetworkFailureWatch
-from anbu.domain.pacing import DEFAULT_TRUNK, Pacer
+from anbu.domain.pacing import DEFAULT_TRUNK, Pacer, refill_allowance
 from anbu.domain.phone import mask_phone
 from anbu.domain.retry import RetryPolicy
 from anbu.domain.risk import Level
@@ -175,6 +182,7 @@ class Dispatcher:
             raise TypeError("Dispatcher needs the AsyncEngine (pass engine=...)")
         self.life = WorkerLife(bind, sessions)
         self._sqlite = bind.dialect.name == "sqlite"
+        self._live_workers = 1  # dispatcher processes alive on this database, as last seen
         self._next_wait = 0.0
         # Seen by benchmarks: (check-in created_at, dial start) per attempt started here.
         self.on_originate: Callable[[Claimed, dt.datetime], None] | None = None
@@ -289,7 +297,12 @@ class Dispatcher:
                     severe_priority=self._severe_priority,
                     default_policy=self.policy,
                     default_window=self.window,
-                    hung_up=frozenset(self._hung_up),
+                    hung_up=frozenset(
+                        itertools.islice(
+                            self._hung_up,
+                            refill_allowance(self._max, self._live_workers, self.pacer.active),
+                        )
+                    ),
                 )
         except BaseException:
             for trunk, node in reserved:
@@ -420,6 +433,10 @@ class Dispatcher:
                 while not self._to_record.empty() and len(batch) < RECORD_BATCH:
                     batch.append(self._to_record.get_nowait())
                 results = await self._record_all(batch)
+            if self.pacer.available(asyncio.get_running_loop().time()) > 0:
+                # Stored: the table counts these calls no more. Channels the refill could not
+                # take (beyond this worker's share) are free now.
+                self._wake.set()
             for (_claimed, _record, fut), outcome in zip(batch, results, strict=True):
                 if fut.done():
                     continue
@@ -588,6 +605,7 @@ class Dispatcher:
         now = self._clock.now()
         async with self._sessions() as session:
             live = await self.life.live_workers(session)
+            self._live_workers = len(live)
             lost = await orphaned_attempts(
                 session, live_workers=live, own_inflight=set(self._inflight)
             )
