@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.db.models import CallAttempt, Checkin, Resident
@@ -80,22 +80,28 @@ async def claim_due(
     default_policy: RetryPolicy,
     default_window: CallingWindow,
     hung_up: Collection[str] = (),
+    refill_allowance: int | None = None,
 ) -> ClaimPass:
     """One claim pass (see the module doc). ``limit`` is what this process may start now
     (its own cap and rate); ``can_start(trunk)`` is asked before each claim and names the engine
-    node that will dial it (None: no room now). ``hung_up``: this worker's attempts still
-    ``dialing`` in the table whose call is over (result not stored yet); they hold no channel,
-    so the global cap does not count them. Commits."""
+    node that will dial it (None: no room now). ``hung_up``: this worker's attempts whose call
+    is over but whose result is not stored yet; those still ``dialing`` in the table hold no
+    channel, so the global cap does not count them (at most ``refill_allowance`` of them; None:
+    all). Commits."""
     out = ClaimPass()
     postgres = session.get_bind().dialect.name == "postgresql"
     await serialise_claims(session)
-    live = CallAttempt.status == AttemptStatus.DIALING
-    if hung_up:
-        # Excluded by id, not subtracted: one stored meanwhile is not counted twice.
-        live = live & CallAttempt.id.not_in(list(hung_up))
-    dialing = (
-        await session.execute(select(func.count()).select_from(CallAttempt).where(live))
-    ).scalar_one()
+    # The hung-up ones are counted by id in the same statement: one stored meanwhile is neither
+    # counted as dialing nor taken off a second time.
+    ended = case((CallAttempt.id.in_(list(hung_up)), 1), else_=0)
+    dialing, ended_n = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.sum(ended), 0)).where(
+                CallAttempt.status == AttemptStatus.DIALING
+            )
+        )
+    ).one()
+    dialing -= ended_n if refill_allowance is None else min(ended_n, refill_allowance)
     free = min(limit, global_cap - dialing)
     if free > 0:
         window = free * 2 + 8

@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
-import itertools
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -297,11 +296,9 @@ class Dispatcher:
                     severe_priority=self._severe_priority,
                     default_policy=self.policy,
                     default_window=self.window,
-                    hung_up=frozenset(
-                        itertools.islice(
-                            self._hung_up,
-                            refill_allowance(self._max, self._live_workers, self.pacer.active),
-                        )
+                    hung_up=frozenset(self._hung_up),
+                    refill_allowance=refill_allowance(
+                        self._max, self._live_workers, self.pacer.active
                     ),
                 )
         except BaseException:
