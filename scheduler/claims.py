@@ -86,8 +86,8 @@ async def claim_due(
     (its own cap and rate); ``can_start(trunk)`` is asked before each claim and names the engine
     node that will dial it (None: no room now). ``hung_up``: this worker's attempts whose call
     is over but whose result is not stored yet; those still ``dialing`` in the table hold no
-    channel, so the global cap does not count them (at most ``refill_allowance`` of them; None:
-    all). Commits."""
+    channel, so the global cap does not count them, as long as this worker fills at most
+    ``refill_allowance`` channels in all (its share left; None: no limit). Commits."""
     out = ClaimPass()
     postgres = session.get_bind().dialect.name == "postgresql"
     await serialise_claims(session)
@@ -101,8 +101,12 @@ async def claim_due(
             )
         )
     ).one()
-    dialing -= ended_n if refill_allowance is None else min(ended_n, refill_allowance)
-    free = min(limit, global_cap - dialing)
+    free_table = global_cap - dialing  # as every other worker sees it
+    free_now = free_table + ended_n
+    if refill_allowance is not None:
+        # Past its share a worker takes only what the table frees, like the others.
+        free_now = max(free_table, min(free_now, refill_allowance))
+    free = min(limit, free_now)
     if free > 0:
         window = free * 2 + 8
         query = (

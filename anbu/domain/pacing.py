@@ -142,8 +142,8 @@ def _decrement(counts: dict[str, int], key: str) -> None:
 
 
 def refill_allowance(global_cap: int, live_workers: int, own_calls: int) -> int:
-    """How many of a worker's calls that have hung up, results not stored yet, may be left out
-    of the global count so their channels are refilled at once.
+    """How many channels a worker may fill counting its calls that have hung up, results not
+    stored yet, as free (they are still ``dialing`` in the table the global cap is counted on).
 
     Up to the worker's fair share of the global cap (``own_calls``: its calls still up). Alone,
     that is the whole cap. With other workers, a channel beyond its share is handed back through
