@@ -253,7 +253,6 @@ class Dispatcher:
     async def dispatch_once(self) -> int:
         """Claim and start as many due attempts as pacing allows. Returns how many."""
         await self.start()
-        self.check_nodes()
         async with self._pass_lock:
             result = await self._pass()
         for event in result.closed:
@@ -264,6 +263,9 @@ class Dispatcher:
         """One claim pass, the pass lock held: claim, start the calls, note the next wait."""
         assert self.life.id is not None
         loop = asyncio.get_running_loop()
+        # Node health as of now, not of before the lock: on SQLite the lock may have been held
+        # by a batch of results for a while, and a node may have died meanwhile.
+        self.check_nodes()
         self._freed.clear()
         mono = loop.time()
         limit = self.pacer.available(mono)
@@ -452,7 +454,6 @@ class Dispatcher:
         for _ in range(REFILL_PASSES):
             if not self._freed.is_set():
                 break  # a pass began after the last hang-up: it claimed for that channel
-            self.check_nodes()
             try:
                 if self._sqlite:  # the write turn is the pass lock, held already
                     result = await self._pass()
@@ -511,22 +512,27 @@ class Dispatcher:
             await session.execute(
                 select(Checkin).where(Checkin.id.in_({c.checkin_id for c, _r, _f in batch}))
             )
-            for claimed, record, _fut in batch:
-                if record.lost:
-                    # The node died under the call: outcome unknown, counted and retried.
-                    self.lost_calls[claimed.node or DEFAULT_NODE] += 1
-                    log.warning(
-                        "call %s on node %s: outcome lost with the node; closing as unknown",
-                        claimed.channel_id,
-                        claimed.node,
-                    )
-                    out.append(await lose_attempt(session, claimed.attempt_id, claimed.policy, now))
-                    continue
-                out.append(
-                    await record_attempt(session, claimed.attempt_id, record, claimed.policy, now)
-                )
+            # No flush per result (each record_attempt reads its row again, which would flush
+            # the one before): the batch's updates go out together at the commit.
+            with session.no_autoflush:
+                for claimed, record, _f in batch:
+                    out.append(await self._store(session, claimed, record, now))
             await session.commit()
         return out
+
+    async def _store(
+        self, session: AsyncSession, claimed: Claimed, record: CallRecord, now: dt.datetime
+    ) -> CheckinClosed | None:
+        if record.lost:
+            # The node died under the call: outcome unknown, counted and retried.
+            self.lost_calls[claimed.node or DEFAULT_NODE] += 1
+            log.warning(
+                "call %s on node %s: outcome lost with the node; closing as unknown",
+                claimed.channel_id,
+                claimed.node,
+            )
+            return await lose_attempt(session, claimed.attempt_id, claimed.policy, now)
+        return await record_attempt(session, claimed.attempt_id, record, claimed.policy, now)
 
     async def _page_network_failure(self) -> None:
         residents = self.network_watch.residents()
