@@ -1,9 +1,11 @@
 """Scheduling benchmark: 300 check-ins through real Asterisk with at most 50 calls at once.
 
 Setup: a private engine + carrier pair on free ports, a fresh database, one dispatcher with the
-real AMI dialer. Runs on PostgreSQL (headline figures: the production backend) and on SQLite
-(``by_backend``), or once on ``--database-url``. Every resident's number is the
-carrier's "rings, never answers" line and the policy allows one attempt, so each check-in is
+real AMI dialer. One run measures both backends, PostgreSQL then SQLite (``by_backend``, and
+``ratio_to_floor_postgresql`` / ``ratio_to_floor_sqlite`` at the top); ``ratio_to_floor`` and
+the other top-level figures are PostgreSQL's, the production backend
+(``headline_backend``). ``--database-url`` runs once on that database. Every resident's number
+is the carrier's "rings, never answers" line and the policy allows one attempt, so each check-in is
 exactly one call whose length is the ring timeout: the floor is then exact,
 ``floor_s = ceil(N / cap) * mean call length`` (call length measured per call, Originate to
 hangup).
@@ -19,6 +21,17 @@ Figures (bench/results/schedule.json):
   wait for a free channel, by design);
 - ``max_simultaneous_calls``: the most calls up at once, seen on the engine's AMI.
 
+Where the wall time goes (``wall_s`` ~ ``first_originate_ms`` + ``dial_span_s`` +
+``last_hangup_to_stored_ms``):
+- ``first_originate_ms``: burst committed -> first Originate (wake-up, first claim pass);
+- ``dial_span_s``: first Originate -> last hang-up; above the floor by the channels' idle time:
+- ``channel_idle_p50_ms`` / ``_p99_ms`` / ``_mean_ms``: a hang-up -> the Originate that took its
+  channel again (the i-th hang-up of the run paired with the (cap + i)-th Originate): the claim
+  pass, and before the refill at hang-up, the write of the wave's results;
+- ``last_hangup_to_stored_ms``: the last hang-up -> the last case stored (result write-back).
+Each backend's run records the 1-minute load average at its start and end
+(``load_average_1m_start`` / ``_end``): on a shared machine the figures move with it.
+
 Run: ``python -m bench.schedule [--calls 300 --cap 50 --ring 3 --cps 0]``.
 """
 
@@ -28,6 +41,7 @@ import argparse
 import asyncio
 import datetime as dt
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -52,6 +66,12 @@ from scheduler.dispatcher import AmiChannelProbe, Dispatcher
 NEVER_ANSWERS = "01099990004"
 
 
+def _stamp(at: dt.datetime | None) -> dt.datetime:
+    if at is None:
+        raise RuntimeError("a burst call has no originate or hang-up time")
+    return at
+
+
 def _latency_ms(opened: dt.datetime, originated: dt.datetime | None) -> float:
     if originated is None:
         raise RuntimeError("an attempt was never dialed")
@@ -61,6 +81,7 @@ def _latency_ms(opened: dt.datetime, originated: dt.datetime | None) -> float:
 async def run(args: argparse.Namespace) -> dict[str, object]:
     from tests.fixtures_asterisk import build_pair, free_ports
 
+    load_start = round(os.getloadavg()[0], 2)
     work = Path(tempfile.mkdtemp(prefix="anbu-bench-schedule-"))
     install = await asyncio.to_thread(install_asterisk)
     prompt = await asyncio.to_thread(render_korean_wav, "확인", work / "prompt.wav")
@@ -139,10 +160,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         # The wall clock starts when the burst is visible to the dispatcher (committed): the
         # bench's own cost of writing 300 cases in one transaction is reported apart.
         t0 = time.perf_counter()
+        committed_at = clock.now()
         insert_s = t0 - t_insert
         dispatcher.wake()
         await asyncio.wait_for(done.wait(), args.calls * args.ring + 120)
         wall_s = time.perf_counter() - t0
+        stored_at = clock.now()
         peak_burst = peak
 
         # Phase 2: one at a time, a channel free and the hour allowed.
@@ -186,6 +209,12 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         queued = [_latency_ms(by_id[i][1], by_id[i][2]) for i in burst_ids]
         free = [_latency_ms(by_id[i][1], by_id[i][2]) for i in free_ids]
         results = {str(r[4]) for r in rows}
+        originates = sorted(_stamp(by_id[i][2]) for i in burst_ids)
+        hangups = sorted(_stamp(by_id[i][3]) for i in burst_ids)
+        idle_ms = [
+            (originates[args.cap + k] - hangups[k]).total_seconds() * 1000
+            for k in range(len(originates) - args.cap)
+        ]
         return {
             "calls": args.calls,
             "cap": args.cap,
@@ -204,6 +233,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             "free_channel_samples": len(free),
             "queued_signal_to_originate_p50_ms": round(percentile(queued, 50), 1),
             "queued_signal_to_originate_p99_ms": round(percentile(queued, 99), 1),
+            "first_originate_ms": round((originates[0] - committed_at).total_seconds() * 1000, 1),
+            "dial_span_s": round((hangups[-1] - originates[0]).total_seconds(), 3),
+            "channel_idle_p50_ms": round(percentile(idle_ms, 50), 1),
+            "channel_idle_p99_ms": round(percentile(idle_ms, 99), 1),
+            "channel_idle_mean_ms": round(statistics.fmean(idle_ms), 1) if idle_ms else None,
+            "last_hangup_to_stored_ms": round((stored_at - hangups[-1]).total_seconds() * 1000, 1),
+            "load_average_1m_start": load_start,
+            "load_average_1m_end": round(os.getloadavg()[0], 2),
         }
     finally:
         await watch.close()
@@ -238,7 +275,13 @@ async def _both_backends(args: argparse.Namespace) -> dict[str, object]:
     finally:
         await drop_pg_database(name)
     lite = await run(argparse.Namespace(**{**vars(args), "database_url": None}))
-    return {**pg, "by_backend": {"postgresql": pg, "sqlite": lite}}
+    return {
+        **pg,
+        "headline_backend": "postgresql",
+        "ratio_to_floor_postgresql": pg["ratio_to_floor"],
+        "ratio_to_floor_sqlite": lite["ratio_to_floor"],
+        "by_backend": {"postgresql": pg, "sqlite": lite},
+    }
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 A claim pass, in one transaction:
 1. (PostgreSQL) take the claim-pass advisory lock, so the global cap is counted exactly;
-2. count attempts ``dialing`` anywhere (every worker) against the global cap;
+2. count attempts ``dialing`` anywhere (every worker) against the global cap, less this
+   worker's calls that have hung up and whose result is still being stored (their channel is
+   free: it is refilled at once, not after the write; up to the worker's share of the cap,
+   :func:`anbu.domain.pacing.refill_allowance`);
 3. read due attempts, severe first, then oldest due -- on PostgreSQL ``FOR UPDATE SKIP
    LOCKED`` so no two workers can hold the same row; on SQLite a compare-and-set update;
 4. per attempt apply the resident's calling hours: out of hours -> ``scheduled_for`` moves to
@@ -16,10 +19,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.db.models import CallAttempt, Checkin, Resident
@@ -76,21 +79,34 @@ async def claim_due(
     severe_priority: int,
     default_policy: RetryPolicy,
     default_window: CallingWindow,
+    hung_up: Collection[str] = (),
+    refill_allowance: int | None = None,
 ) -> ClaimPass:
     """One claim pass (see the module doc). ``limit`` is what this process may start now
     (its own cap and rate); ``can_start(trunk)`` is asked before each claim and names the engine
-    node that will dial it (None: no room now). Commits."""
+    node that will dial it (None: no room now). ``hung_up``: this worker's attempts whose call
+    is over but whose result is not stored yet; those still ``dialing`` in the table hold no
+    channel, so the global cap does not count them, as long as this worker fills at most
+    ``refill_allowance`` channels in all (its share left; None: no limit). Commits."""
     out = ClaimPass()
     postgres = session.get_bind().dialect.name == "postgresql"
     await serialise_claims(session)
-    dialing = (
+    # The hung-up ones are counted by id in the same statement: one stored meanwhile is neither
+    # counted as dialing nor taken off a second time.
+    ended = case((CallAttempt.id.in_(list(hung_up)), 1), else_=0)
+    dialing, ended_n = (
         await session.execute(
-            select(func.count())
-            .select_from(CallAttempt)
-            .where(CallAttempt.status == AttemptStatus.DIALING)
+            select(func.count(), func.coalesce(func.sum(ended), 0)).where(
+                CallAttempt.status == AttemptStatus.DIALING
+            )
         )
-    ).scalar_one()
-    free = min(limit, global_cap - dialing)
+    ).one()
+    free_table = global_cap - dialing  # as every other worker sees it
+    free_now = free_table + ended_n
+    if refill_allowance is not None:
+        # Past its share a worker takes only what the table frees, like the others.
+        free_now = max(free_table, min(free_now, refill_allowance))
+    free = min(limit, free_now)
     if free > 0:
         window = free * 2 + 8
         query = (

@@ -11,6 +11,12 @@ Pacing: a global cap on simultaneous calls (counted in the database over every w
 per trunk and a calls-per-second limit (per process), severe cases first, calling hours per
 resident when claiming (out-of-hours attempts move to the next allowed time).
 
+Refill: a call's channel is free at its hang-up. The next call is claimed then, before the
+result is written (the recorder runs that claim pass first; the table still says ``dialing``
+for the hung-up attempt, and the pass leaves it out of the global count, up to this worker's
+share of the cap when several workers run). A wave of calls ending together at the cap thus
+restarts at once instead of after its batch of results is stored.
+
 Engine nodes: calls go out through several Asterisk instances (:class:`EngineNode`). The
 process's :class:`~anbu.domain.pacing.Pacer` picks the healthy node with the most free channels
 within its cap, and the attempt records it. A node whose AMI is lost gets no new calls from the
@@ -38,7 +44,7 @@ from anbu.db.models import CallAttempt, Checkin
 from anbu.db.outage import report_failure
 from anbu.domain.calling_hours import CallingWindow
 from anbu.domain.calls import CallResult, NetworkFailureWatch
-from anbu.domain.pacing import DEFAULT_TRUNK, Pacer
+from anbu.domain.pacing import DEFAULT_TRUNK, Pacer, refill_allowance
 from anbu.domain.phone import mask_phone
 from anbu.domain.retry import RetryPolicy
 from anbu.domain.risk import Level
@@ -62,6 +68,9 @@ log = logging.getLogger(__name__)
 # API callers choose 0-100.
 SEVERE_PRIORITY = Level.SERIOUS.priority
 RECORD_BATCH = 100  # finished calls stored in one transaction at most
+# Claim passes the recorder runs at most before storing a batch (hang-ups keep coming while a
+# pass runs; past this the loop's own passes take over and the results are stored).
+REFILL_PASSES = 3
 DEFAULT_NODE = "engine"  # the single engine's name when no nodes are configured
 
 
@@ -154,8 +163,14 @@ class Dispatcher:
         self._reconcile_interval_s = reconcile_interval_s
         self._listeners = list(listeners)
         self._inflight: dict[str, asyncio.Task[None]] = {}
-        self._slots: set[str] = set()  # attempts holding a pacer slot (until stored)
+        self._slots: set[str] = set()  # attempts holding a pacer slot (until hang-up)
+        # Attempts whose call is over but whose result is not stored yet: still ``dialing`` in
+        # the table, no longer on a channel (see claim_due's ``hung_up``).
+        self._hung_up: set[str] = set()
         self._wake = asyncio.Event()
+        # Set when a hang-up frees a channel, cleared when a pass starts: the recorder claims
+        # for freed channels before it stores their results (see _refill).
+        self._freed = asyncio.Event()
         self._pass_lock = asyncio.Lock()
         self._to_record: asyncio.Queue[
             tuple[Claimed, CallRecord, asyncio.Future[CheckinClosed | None]]
@@ -165,6 +180,8 @@ class Dispatcher:
         if not isinstance(bind, AsyncEngine):
             raise TypeError("Dispatcher needs the AsyncEngine (pass engine=...)")
         self.life = WorkerLife(bind, sessions)
+        self._sqlite = bind.dialect.name == "sqlite"
+        self._live_workers = 1  # dispatcher processes alive on this database, as last seen
         self._next_wait = 0.0
         # Seen by benchmarks: (check-in created_at, dial start) per attempt started here.
         self.on_originate: Callable[[Claimed, dt.datetime], None] | None = None
@@ -236,60 +253,77 @@ class Dispatcher:
     async def dispatch_once(self) -> int:
         """Claim and start as many due attempts as pacing allows. Returns how many."""
         await self.start()
-        assert self.life.id is not None
-        loop = asyncio.get_running_loop()
-        self.check_nodes()
         async with self._pass_lock:
-            mono = loop.time()
-            limit = self.pacer.available(mono)
-            reserved: list[tuple[str, str]] = []
-
-            def reserve(trunk: str) -> str | None:
-                node = self.pacer.choose_node()
-                if node is None or not self.pacer.trunk_free(trunk):
-                    return None
-                self.pacer.started(trunk, mono, node)
-                reserved.append((trunk, node))
-                return node
-
-            now = self._clock.now()
-            try:
-                async with self._sessions() as session:
-                    result = await claim_due(
-                        session,
-                        worker_id=self.life.id,
-                        now=now,
-                        global_cap=self._max,
-                        can_start=reserve,
-                        limit=limit,
-                        trunk_of=self._trunk_of,
-                        severe_priority=self._severe_priority,
-                        default_policy=self.policy,
-                        default_window=self.window,
-                    )
-            except BaseException:
-                for trunk, node in reserved:
-                    self.pacer.finished(trunk, node)
-                raise
-            # A reservation whose claim lost the race is given back.
-            unused = list(reserved)
-            for c in result.claimed:
-                unused.remove((c.trunk, c.node or ""))
-            for trunk, node in unused:
-                self.pacer.finished(trunk, node)
-            for claimed in result.claimed:
-                self._start_call(claimed, now)
-            log.debug(
-                "dispatch pass: %d claimed, %d deferred in %.1f ms (limit %d)",
-                len(result.claimed),
-                result.deferred,
-                (loop.time() - mono) * 1000,
-                limit,
-            )
-            self._next_wait = self._wait_after(result, mono)
+            result = await self._pass()
         for event in result.closed:
             await notify(self._listeners, event)
         return len(result.claimed)
+
+    async def _pass(self) -> ClaimPass:
+        """One claim pass, the pass lock held: claim, start the calls, note the next wait."""
+        assert self.life.id is not None
+        loop = asyncio.get_running_loop()
+        # Node health as of now, not of before the lock: on SQLite the lock may have been held
+        # by a batch of results for a while, and a node may have died meanwhile.
+        self.check_nodes()
+        self._freed.clear()
+        mono = loop.time()
+        limit = self.pacer.available(mono)
+        if limit == 0:
+            # Nothing may start: no claim transaction (the next chance is a hang-up's wake-up,
+            # or the next token when the rate, not the channels, holds it back).
+            self._next_wait = self._wait_after(ClaimPass(), mono)
+            return ClaimPass()
+        reserved: list[tuple[str, str]] = []
+
+        def reserve(trunk: str) -> str | None:
+            node = self.pacer.choose_node()
+            if node is None or not self.pacer.trunk_free(trunk):
+                return None
+            self.pacer.started(trunk, mono, node)
+            reserved.append((trunk, node))
+            return node
+
+        now = self._clock.now()
+        try:
+            async with self._sessions() as session:
+                result = await claim_due(
+                    session,
+                    worker_id=self.life.id,
+                    now=now,
+                    global_cap=self._max,
+                    can_start=reserve,
+                    limit=limit,
+                    trunk_of=self._trunk_of,
+                    severe_priority=self._severe_priority,
+                    default_policy=self.policy,
+                    default_window=self.window,
+                    hung_up=frozenset(self._hung_up),
+                    refill_allowance=refill_allowance(
+                        self._max, self._live_workers, self.pacer.active
+                    ),
+                )
+        except BaseException:
+            for trunk, node in reserved:
+                self.pacer.finished(trunk, node)
+            raise
+        # A reservation whose claim lost the race is given back.
+        unused = list(reserved)
+        for c in result.claimed:
+            unused.remove((c.trunk, c.node or ""))
+        for trunk, node in unused:
+            self.pacer.finished(trunk, node)
+        for claimed in result.claimed:
+            self._start_call(claimed, now)
+        log.debug(
+            "dispatch pass: %d claimed, %d deferred in %.1f ms (limit %d)",
+            len(result.claimed),
+            result.deferred,
+            (loop.time() - mono) * 1000,
+            limit,
+        )
+        self._next_wait = self._wait_after(result, mono)
+        return result
 
     def _wait_after(self, result: ClaimPass, mono: float) -> float:
         """How long the loop may sleep before the next pass (a wake-up cuts it short).
@@ -324,14 +358,16 @@ class Dispatcher:
 
     def _finished(self, claimed: Claimed, _task: asyncio.Task[None]) -> None:
         self._inflight.pop(claimed.attempt_id, None)
+        self._hung_up.discard(claimed.attempt_id)
         self._release(claimed)
 
     def _release(self, claimed: Claimed) -> None:
-        """The call's slot is free (once: after its result is stored, or when its task ends)."""
+        """The call's slot is free (once: at hang-up, or when its task ends)."""
         if claimed.attempt_id not in self._slots:
             return
         self._slots.discard(claimed.attempt_id)
         self.pacer.finished(claimed.trunk, claimed.node)
+        self._freed.set()
         self._wake.set()  # a channel is free again
 
     async def _run(self, claimed: Claimed, request: CallRequest) -> None:
@@ -353,15 +389,21 @@ class Dispatcher:
                 answered_at=None,
                 ended_at=now,
             )
+        # The channel is free from the hang-up on: the next call takes it now, while this
+        # result is being stored (a wave's results take a while to write under load, and the
+        # whole wave's channels would sit idle meanwhile). The claim pass leaves this attempt
+        # out of the global count, which it still sees ``dialing``, until it is stored.
+        self._hung_up.add(claimed.attempt_id)
+        self._release(claimed)
         if self.network_watch.observe(claimed.resident_id, record.result, self._clock.now()):
             await self._page_network_failure()
         done: asyncio.Future[CheckinClosed | None] = asyncio.get_running_loop().create_future()
         self._to_record.put_nowait((claimed, record, done))
         self._ensure_recorder()
-        closed = await done
-        # The result is stored, so the database no longer counts this call: free its slot
-        # now, not after the listeners (escalation opens an incident there) have run.
-        self._release(claimed)
+        try:
+            closed = await done
+        finally:
+            self._hung_up.discard(claimed.attempt_id)
         log.info(
             "call %s to %s: %s reply=%s",
             request.channel_id,
@@ -380,23 +422,20 @@ class Dispatcher:
         """Store finished calls in batches: one transaction for every result that is waiting.
 
         When many calls end together (a wave at the cap) one commit each would queue up on the
-        database and hold their channels' slots meanwhile; a batch frees them all at once.
+        database; a batch stores them in one. Their channels were freed at hang-up: the claim
+        pass for them goes first (:meth:`_refill`), the results after.
         """
         while True:
             batch = [await self._to_record.get()]
-            while not self._to_record.empty() and len(batch) < RECORD_BATCH:
-                batch.append(self._to_record.get_nowait())
-            try:
-                results = await self._record_batch(batch)
-            except Exception:
-                log.exception("recording %d results in one batch failed; one by one", len(batch))
-                results = []
-                for item in batch:
-                    try:
-                        results += await self._record_batch([item])
-                    except Exception as exc:
-                        log.exception("recording call %s failed", item[0].channel_id)
-                        results.append(exc)
+            async with self._write_turn():
+                closed = await self._refill()
+                while not self._to_record.empty() and len(batch) < RECORD_BATCH:
+                    batch.append(self._to_record.get_nowait())
+                results = await self._record_all(batch)
+            if self.pacer.available(asyncio.get_running_loop().time()) > 0:
+                # Stored: the table counts these calls no more. Channels the refill could not
+                # take (beyond this worker's share) are free now.
+                self._wake.set()
             for (_claimed, _record, fut), outcome in zip(batch, results, strict=True):
                 if fut.done():
                     continue
@@ -404,6 +443,55 @@ class Dispatcher:
                     fut.set_exception(outcome)
                 else:
                     fut.set_result(outcome)
+            for event in closed:
+                await notify(self._listeners, event)
+
+    async def _refill(self) -> list[CheckinClosed]:
+        """Claim for the channels hang-ups freed since the last pass began, before their results
+        are written: the channels are not idle for that write. Hang-ups that came during a pass
+        get another. Returns the cases the passes closed (listeners are told after the write)."""
+        closed: list[CheckinClosed] = []
+        for _ in range(REFILL_PASSES):
+            if not self._freed.is_set():
+                break  # a pass began after the last hang-up: it claimed for that channel
+            try:
+                if self._sqlite:  # the write turn is the pass lock, held already
+                    result = await self._pass()
+                else:
+                    async with self._pass_lock:
+                        result = await self._pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                # The loop's own pass retries; the results must be stored whatever happens.
+                report_failure(log, self._sessions, "refill pass", error)
+                break
+            closed += result.closed
+        return closed
+
+    def _write_turn(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """SQLite has one writer: claims and results take turns in this process (the pass lock),
+        claims first, instead of a claim sleeping in SQLite's busy handler behind a batch of
+        results. PostgreSQL writes them side by side."""
+        if self._sqlite:
+            return self._pass_lock
+        return contextlib.nullcontext()
+
+    async def _record_all(
+        self, batch: list[tuple[Claimed, CallRecord, asyncio.Future[CheckinClosed | None]]]
+    ) -> list[CheckinClosed | BaseException | None]:
+        try:
+            return await self._record_batch(batch)
+        except Exception:
+            log.exception("recording %d results in one batch failed; one by one", len(batch))
+        results: list[CheckinClosed | BaseException | None] = []
+        for item in batch:
+            try:
+                results += await self._record_batch([item])
+            except Exception as exc:
+                log.exception("recording call %s failed", item[0].channel_id)
+                results.append(exc)
+        return results
 
     async def _record_batch(
         self, batch: list[tuple[Claimed, CallRecord, asyncio.Future[CheckinClosed | None]]]
@@ -413,8 +501,8 @@ class Dispatcher:
         async with self._sessions() as session:
             # One read for all the batch's attempts (locked, in id order) and one for their
             # cases (with the resident and attempts the model loads with them): record_attempt
-            # then finds each case in the session instead of reading it again. When a wave of
-            # calls ends together this batch is what holds their slots, so it is kept short.
+            # then finds each case in the session instead of reading it again. On SQLite a
+            # claim pass waits for this batch, so it is kept short.
             await session.execute(
                 select(CallAttempt)
                 .where(CallAttempt.id.in_([c.attempt_id for c, _r, _f in batch]))
@@ -424,22 +512,27 @@ class Dispatcher:
             await session.execute(
                 select(Checkin).where(Checkin.id.in_({c.checkin_id for c, _r, _f in batch}))
             )
-            for claimed, record, _fut in batch:
-                if record.lost:
-                    # The node died under the call: outcome unknown, counted and retried.
-                    self.lost_calls[claimed.node or DEFAULT_NODE] += 1
-                    log.warning(
-                        "call %s on node %s: outcome lost with the node; closing as unknown",
-                        claimed.channel_id,
-                        claimed.node,
-                    )
-                    out.append(await lose_attempt(session, claimed.attempt_id, claimed.policy, now))
-                    continue
-                out.append(
-                    await record_attempt(session, claimed.attempt_id, record, claimed.policy, now)
-                )
+            # No flush per result (each record_attempt reads its row again, which would flush
+            # the one before): the batch's updates go out together at the commit.
+            with session.no_autoflush:
+                for claimed, record, _f in batch:
+                    out.append(await self._store(session, claimed, record, now))
             await session.commit()
         return out
+
+    async def _store(
+        self, session: AsyncSession, claimed: Claimed, record: CallRecord, now: dt.datetime
+    ) -> CheckinClosed | None:
+        if record.lost:
+            # The node died under the call: outcome unknown, counted and retried.
+            self.lost_calls[claimed.node or DEFAULT_NODE] += 1
+            log.warning(
+                "call %s on node %s: outcome lost with the node; closing as unknown",
+                claimed.channel_id,
+                claimed.node,
+            )
+            return await lose_attempt(session, claimed.attempt_id, claimed.policy, now)
+        return await record_attempt(session, claimed.attempt_id, record, claimed.policy, now)
 
     async def _page_network_failure(self) -> None:
         residents = self.network_watch.residents()
@@ -515,6 +608,7 @@ class Dispatcher:
         now = self._clock.now()
         async with self._sessions() as session:
             live = await self.life.live_workers(session)
+            self._live_workers = len(live)
             lost = await orphaned_attempts(
                 session, live_workers=live, own_inflight=set(self._inflight)
             )

@@ -70,6 +70,8 @@ async def _claim(
     limit: int = 10,
     cap: int = 50,
     window: CallingWindow = ANYTIME,
+    hung_up: frozenset[str] = frozenset(),
+    refill_allowance: int | None = None,
 ) -> ClaimPass:
     return await claim_due(
         session,
@@ -82,6 +84,8 @@ async def _claim(
         severe_priority=SEVERE_PRIORITY,
         default_policy=POLICY,
         default_window=window,
+        hung_up=hung_up,
+        refill_allowance=refill_allowance,
     )
 
 
@@ -211,6 +215,46 @@ async def test_given_cap_reached_by_other_workers_when_claiming_then_nothing_sta
     async with sessions() as s:
         second = await _claim(s, worker, WED_10, cap=3)
     assert (len(first.claimed), len(second.claimed)) == (3, 0)
+
+
+@pytest.mark.parametrize(("allowance", "expected"), [(None, 3), (2, 2), (0, 0)])
+async def test_given_hung_up_calls_unstored_when_claiming_then_their_channels_count_as_free(
+    sessions: async_sessionmaker[AsyncSession], allowance: int | None, expected: int
+) -> None:
+    async with sessions() as s:
+        people = await _residents(s, 8)
+        for p in people:
+            await open_checkin(s, p, source=CheckinSource.API, reason="a", now=WED_10)
+        worker = await _worker(s)
+        await s.commit()
+    async with sessions() as s:
+        first = await _claim(s, worker, WED_10, cap=4)
+    # Three of the four calls have hung up, results not stored: still dialing in the table.
+    ended = frozenset(c.attempt_id for c in first.claimed[:3]) | {"stored-meanwhile"}
+    async with sessions() as s:
+        second = await _claim(s, worker, WED_10, cap=4, hung_up=ended, refill_allowance=allowance)
+    assert (len(first.claimed), len(second.claimed)) == (4, expected)
+
+
+async def test_given_a_wave_refilled_in_two_passes_when_claiming_then_the_rest_is_free(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as s:
+        people = await _residents(s, 12)
+        for p in people:
+            await open_checkin(s, p, source=CheckinSource.API, reason="a", now=WED_10)
+        worker = await _worker(s)
+        await s.commit()
+    async with sessions() as s:
+        wave = await _claim(s, worker, WED_10, cap=4)
+    ended = frozenset(c.attempt_id for c in wave.claimed)  # all four hung up, none stored
+    async with sessions() as s:
+        # Alone: the allowance is the cap less its calls up (none yet).
+        first = await _claim(s, worker, WED_10, cap=4, limit=2, hung_up=ended, refill_allowance=4)
+    async with sessions() as s:
+        # The table now says six dialing; two calls are really up.
+        second = await _claim(s, worker, WED_10, cap=4, hung_up=ended, refill_allowance=2)
+    assert [len(p.claimed) for p in (wave, first, second)] == [4, 2, 2]
 
 
 async def test_given_two_claimers_at_once_when_claiming_then_no_attempt_is_claimed_twice(

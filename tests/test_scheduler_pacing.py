@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from anbu.domain.pacing import Pacer
+from anbu.domain.pacing import Pacer, refill_allowance
 
 
 def test_given_cap_when_calls_start_then_available_drops_to_zero_and_recovers() -> None:
@@ -61,3 +61,21 @@ def test_given_empty_bucket_when_asking_next_token_then_one_over_rate() -> None:
 def test_given_nonsense_when_built_then_it_refuses(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be"):
         Pacer(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("cap", "workers", "own_calls", "expected"),
+    [
+        (50, 1, 0, 50),  # alone: every channel it frees is refilled at once
+        (50, 1, 49, 1),
+        (10, 2, 0, 5),  # two workers: up to its half
+        (10, 2, 5, 0),  # at its share: freed channels go back through the table
+        (10, 2, 9, 0),  # above its share (it filled the cap first): never negative
+        (10, 3, 0, 4),  # shares round up
+        (10, 0, 0, 10),  # not yet seen itself in the table: counts as alone
+    ],
+)
+def test_given_workers_when_calls_hang_up_then_refill_stays_within_the_share(
+    cap: int, workers: int, own_calls: int, expected: int
+) -> None:
+    assert refill_allowance(cap, workers, own_calls) == expected

@@ -139,3 +139,16 @@ def _decrement(counts: dict[str, int], key: str) -> None:
         counts[key] = left
     else:
         counts.pop(key, None)
+
+
+def refill_allowance(global_cap: int, live_workers: int, own_calls: int) -> int:
+    """How many channels a worker may fill counting its calls that have hung up, results not
+    stored yet, as free (they are still ``dialing`` in the table the global cap is counted on).
+
+    Up to the worker's fair share of the global cap (``own_calls``: its calls still up). Alone,
+    that is the whole cap. With other workers, a channel beyond its share is handed back through
+    the table (the stored result), where every worker may take it: otherwise the worker that
+    filled the cap first would refill its own channels forever and the others never dial.
+    """
+    share = math.ceil(global_cap / max(1, live_workers))
+    return max(0, share - own_calls)
