@@ -24,15 +24,17 @@ sweep runs after each. Figures (bench/results/detection.json):
 The run is repeated under the plain ratio rule (``low_z = 0``, as Seoul's plugs): the
 difference is what the chance guard on LOW removes, and what it costs.
 
-Outcome feedback (``*_feedback``): the same district lives three more weeks first, everyone's
-story turning only in the sixth week (at the same hour of its day as in the plain run), and each
-week officials record a finding for every check-in and every resident flagged 관심 that week
-(crisis after the turn: hospitalised or died; away: false alarm; otherwise: safe, quiet by
-habit; a 관심 record about a crisis after its turn: visited, which changes nothing), through the
-call the acknowledgement link makes (:func:`anbu.risk.feedback.on_finding`). The ``_feedback``
-figures count weeks 4 to 6, which are the plain run's three weeks with three weeks of findings
-behind them (and baselines three weeks older: ``--control`` runs the six weeks without using
-any finding, to tell the two apart).
+Outcome feedback (``*_feedback``): the same district lives three more weeks first (another
+draw of everyone's normal life), then the plain run's three weeks again, event for event
+(:func:`_six_weeks`); each week officials record a finding for every check-in and every
+resident flagged 관심 that week (crisis after the turn: hospitalised or died; away: false alarm;
+otherwise: safe, quiet by habit; a 관심 record about a crisis after its turn: visited, which
+changes nothing), through the call the acknowledgement link makes
+(:func:`anbu.risk.feedback.on_finding`). The ``_feedback`` figures count weeks 4 to 6: the
+plain run's lives with three weeks of findings behind them (and baselines three weeks older:
+``--control`` runs the six weeks without using any finding, to tell the two apart).
+``false_calls`` lists every check-in counted as a false alarm, with what raised it and what
+officials had seen of that person before.
 
 Simulated people are regular in a way real people are not: these figures say how the rules
 behave on the stories they were written for, not how they do in a district.
