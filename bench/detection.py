@@ -24,15 +24,17 @@ sweep runs after each. Figures (bench/results/detection.json):
 The run is repeated under the plain ratio rule (``low_z = 0``, as Seoul's plugs): the
 difference is what the chance guard on LOW removes, and what it costs.
 
-Outcome feedback (``*_feedback``): the same district lives three more weeks first, everyone's
-story turning only in the sixth week (at the same hour of its day as in the plain run), and each
-week officials record a finding for every check-in and every resident flagged 관심 that week
-(crisis after the turn: hospitalised or died; away: false alarm; otherwise: safe, quiet by
-habit; a 관심 record about a crisis after its turn: visited, which changes nothing), through the
-call the acknowledgement link makes (:func:`anbu.risk.feedback.on_finding`). The ``_feedback``
-figures count weeks 4 to 6, which are the plain run's three weeks with three weeks of findings
-behind them (and baselines three weeks older: ``--control`` runs the six weeks without using
-any finding, to tell the two apart).
+Outcome feedback (``*_feedback``): the same district lives three more weeks first (another
+draw of everyone's normal life), then the plain run's three weeks again, event for event
+(:func:`_six_weeks`); each week officials record a finding for every check-in and every
+resident flagged 관심 that week (crisis after the turn: hospitalised or died; away: false alarm;
+otherwise: safe, quiet by habit; a 관심 record about a crisis after its turn: visited, which
+changes nothing), through the call the acknowledgement link makes
+(:func:`anbu.risk.feedback.on_finding`). The ``_feedback`` figures count weeks 4 to 6: the
+plain run's lives with three weeks of findings behind them (and baselines three weeks older:
+``--control`` runs the six weeks without using any finding, to tell the two apart).
+``false_calls`` lists every check-in counted as a false alarm, with what raised it and what
+officials had seen of that person before.
 
 Simulated people are regular in a way real people are not: these figures say how the rules
 behave on the stories they were written for, not how they do in a district.
@@ -61,6 +63,7 @@ from anbu.db.models_feedback import FeedbackStep
 from anbu.db.models_signals import DeviceTask, RiskAssessment
 from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.checkin import CheckinSource, CheckinStatus
+from anbu.domain.feedback import raised_by
 from anbu.domain.risk import DEFAULT_RULES, Level, Rules
 from anbu.risk.feedback import on_finding
 from anbu.risk.ingest import IngestReport
@@ -146,6 +149,7 @@ async def run(n: int, seed: int, rules: Rules = DEFAULT_RULES) -> dict[str, Any]
                 ).scalars()
             )
             tasks = set((await s.execute(select(DeviceTask.resident_id))).scalars())
+        false_calls = await _false_calls(sessions, calls, {p.resident_id: p for p in people}, turns)
     finally:
         await engine.dispose()
         await drop_pg_database(name)
@@ -177,7 +181,71 @@ async def run(n: int, seed: int, rules: Rules = DEFAULT_RULES) -> dict[str, Any]
         "detection_delay_h_p50": round(percentile(delays, 50), 1) if delays else None,
         "detection_delay_h_p90": round(percentile(delays, 90), 1) if delays else None,
         "by_story": {k: dict(v) for k, v in sorted(by_story.items())},
+        "false_calls": false_calls,
     }
+
+
+async def _false_calls(
+    sessions: async_sessionmaker[AsyncSession],
+    calls: dict[str, dt.datetime],
+    people: dict[str, SimResident],
+    turns: dict[str, dt.datetime],
+) -> list[dict[str, Any]]:
+    """Each check-in counted as a false alarm, told so a reader can judge what could have
+    prevented it: who (story, tier, usual calls a day), what raised it (the assessment's
+    explanation and rules), and what officials knew of the person before it (관심 records,
+    widening steps, and whether any step was in force)."""
+    out: list[dict[str, Any]] = []
+    async with sessions() as s:
+        for rid, at in sorted(calls.items(), key=lambda kv: kv[1]):
+            p = people[rid]
+            if p.story in CRISES and at >= turns[rid]:
+                continue
+            evidence, explanation = (
+                await s.execute(
+                    select(RiskAssessment.evidence, RiskAssessment.explanation)
+                    .join(Checkin, Checkin.id == RiskAssessment.checkin_id)
+                    .where(Checkin.resident_id == rid, Checkin.created_at == at)
+                )
+            ).one()
+            concern = (
+                (
+                    await s.execute(
+                        select(RiskAssessment.assessed_at).where(
+                            RiskAssessment.resident_id == rid,
+                            RiskAssessment.level == Level.CONCERN,
+                            RiskAssessment.assessed_at < at,
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            steps = (
+                await s.execute(
+                    select(FeedbackStep.created_at, FeedbackStep.reverted_at).where(
+                        FeedbackStep.resident_id == rid, FeedbackStep.created_at < at
+                    )
+                )
+            ).all()
+            out.append(
+                {
+                    "resident": rid,
+                    "story": p.story.value,
+                    "tier": p.tier.value,
+                    "calls_per_day": round(p.calls_per_day, 2),
+                    "at": at.isoformat(),
+                    "raised_by": sorted(f"{c}:{r}" for c, r in raised_by(evidence)),
+                    "explanation": explanation,
+                    "concern_records_before": len(concern),
+                    "last_concern_h_before": (
+                        round((at - max(concern)).total_seconds() / 3600, 1) if concern else None
+                    ),
+                    "widening_steps_before": len(steps),
+                    "widened_at_call": any(r is None or r > at for _c, r in steps),
+                }
+            )
+    return out
 
 
 async def main(argv: list[str] | None = None) -> int:
@@ -388,16 +456,42 @@ def _figures(
     }
 
 
+def _six_weeks(p: SimResident, turn: dt.datetime, seed: int) -> list[dict[str, Any]]:
+    """One person's six weeks: three of normal life, then :func:`run`'s three, event for event.
+
+    Weeks 4 to 6 replay the very events of the plain run (moved three weeks on, a whole number
+    of weeks, so each event keeps its local hour and weekday; ids suffixed so they are new
+    events), so that ``true_alarm_rate`` and ``true_alarm_rate_feedback`` count the same lives
+    and differ only by what three weeks of findings (and three weeks older baselines) do. A
+    fresh draw for weeks 4 to 6 would compare two samples of chance instead: a false call is a
+    normal person's chance gap of several days, one to three in a run, so a new draw moves the
+    rate by as much as any feedback could. Weeks 1 to 3 are another draw of the same people's
+    normal lives (their own seed, no turn): replaying the plain run there too would let a
+    person's findings foresee the very chance dips they are then measured on.
+    """
+    never = START + 3 * PHASE  # the story does not turn in weeks 1 to 3
+    first = simulate(p, start=START, end=START + PHASE, turn=never, seed=seed + _WEEKS_1_TO_3)
+    replay = [
+        {
+            **e,
+            "event_id": f"{e['event_id']}-w4",
+            "at": (dt.datetime.fromisoformat(e["at"]) + PHASE).isoformat(),
+        }
+        for e in simulate(p, start=START, end=START + PHASE, turn=turn, seed=seed)
+    ]
+    return first + replay
+
+
+_WEEKS_1_TO_3 = 1_000_003  # seed offset: another draw than the plain run's (seed + 1's, too)
+
+
 async def run_feedback(n: int, seed: int, *, with_feedback: bool = True) -> dict[str, Any]:
     """Three weeks of findings, then the three weeks of :func:`run` (see the module doc)."""
     people, base_turns = _people(n, seed)
     turns = {rid: t + PHASE for rid, t in base_turns.items()}  # the stories turn in week 6
     start2, end = START + PHASE, START + 2 * PHASE
     by_id = {p.resident_id: p for p in people}
-    events = [
-        e for p in people
-        for e in simulate(p, start=START, end=end, turn=turns[p.resident_id], seed=seed)
-    ]  # fmt: skip
+    events = [e for p in people for e in _six_weeks(p, base_turns[p.resident_id], seed)]
     name = await create_pg_database()
     reviewed: list[dict[str, int]] = []
     try:
@@ -423,6 +517,7 @@ async def run_feedback(n: int, seed: int, *, with_feedback: bool = True) -> dict
             await sweep(sessions, end)
             seconds = time.perf_counter() - t0
             calls, concern, tasks = await _outcomes(sessions, start2, end)
+            false_calls = await _false_calls(sessions, calls, by_id, turns)
             async with sessions() as s:
                 steps = (
                     await s.execute(
@@ -455,6 +550,7 @@ async def run_feedback(n: int, seed: int, *, with_feedback: bool = True) -> dict
             }
             for k, v in groups.items()
         },
+        "false_calls": false_calls,
         "findings_by_week": reviewed,
         "residents_widened_before_week_4": len({rid for _, rid in steps}),
         "channels_widened_before_week_4": dict(Counter(str(c) for c, _ in steps)),

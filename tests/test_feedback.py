@@ -110,7 +110,50 @@ def test_decide(
     current: dict[Channel, float],
     expected: Decision,
 ) -> None:
-    assert decide(finding, raised, base, current) == expected
+    assert decide(finding, {(c, "quiet") for c in raised}, base, current) == expected
+
+
+@pytest.mark.parametrize(
+    ("finding", "raised", "current", "expected"),
+    [
+        # A 관심 record raised by a lone LOW (no call) marks the channel for the stricter LOW
+        # guard (a step of 0 hours) and leaves its quiet window, a rule that calls, as it is.
+        ("quiet_habit", {(C, "low")}, {}, Decision(((C, 0.0),), False)),
+        ("false_alarm", {(C, "low")}, {C: 0.0}, Decision((), False)),  # marked already
+        ("false_alarm", {(C, "low")}, {C: 24.0}, Decision((), False)),  # widened: strict too
+        # A quiet channel widens its window; a LOW beside it is only marked.
+        ("false_alarm", {(C, "quiet"), (P, "low")}, {}, Decision(((C, 24.0), (P, 0.0)), False)),
+        ("false_alarm", {(C, "quiet_long"), (C, "low")}, {}, Decision(((C, 24.0),), False)),
+        ("died", {(C, "low")}, {C: 0.0}, Decision((), True)),  # a true alarm undoes the mark
+    ],
+)
+def test_given_a_finding_about_a_low_then_only_the_low_guard_tightens(
+    finding: str,
+    raised: set[tuple[Channel, str]],
+    current: dict[Channel, float],
+    expected: Decision,
+) -> None:
+    assert decide(finding, raised, 72.0, current) == expected
+
+
+def test_given_a_low_mark_then_it_is_in_force_without_widening_any_window() -> None:
+    steps = [(C, 0.0), (P, 24.0), (P, 0.0)]
+    assert effective(steps, 72.0) == ((C, 0.0), (P, 24.0))
+    assert effective(steps, 120.0) == ((C, 0.0), (P, 0.0))  # no room: the marks stay
+    assert encode(effective(steps, 72.0)) == "calls=0,power=24"
+    assert decode("calls=0,power=24") == ((C, 0.0), (P, 24.0))
+    marked = ProfileRules(
+        Tier.CALLS, RiskCategory.MEDIUM, None, frozenset({ConsentScope.CALL_RECORDS}),
+        widen_h=((C, 0.0),),
+    )  # fmt: skip
+    assert marked.window_for(C) == 72.0
+    # Quiet 80 h is 주의 as for anyone (the window is not widened), and says nothing of it...
+    last = dt.datetime(2026, 11, 20, 3, 0, tzinfo=dt.UTC)
+    a = assess(marked, {C: _quiet_calls_baseline(last)}, [], [], last + dt.timedelta(hours=80))
+    assert a.level is Level.CAUTION
+    assert "기준 완화" not in a.explanation
+    # ... while a lone LOW on that channel needs the stricter guard.
+    assert assess(marked, {C: _low_calls(2.0, NOW)}, [], [], NOW).level is Level.NONE
 
 
 def test_effective_sums_steps_and_keeps_the_bound_after_a_category_change() -> None:
@@ -295,9 +338,9 @@ async def test_given_the_api_when_listing_reverting_and_reporting_a_concern_then
     posted = await api.client.post(url, headers=api.h("gwanak"), json=body)
     assert posted.status_code == 200, posted.text
     view = posted.json()
-    assert view["widen_h"] == {"calls": 24.0}
+    assert view["widen_h"] == {"calls": 0.0}  # a lone LOW: its guard tightens, no window
     (step,) = view["steps"]
-    assert (step["channel"], step["hours"], step["assessment_id"]) == ("calls", 24.0, aid)
+    assert (step["channel"], step["hours"], step["assessment_id"]) == ("calls", 0.0, aid)
 
     # Another district's key sees nothing of it.
     assert (await api.client.get(url, headers=api.h("gangnam"))).status_code in (403, 404)
@@ -489,6 +532,11 @@ async def test_given_findings_about_low_alerts_then_the_district_tightens_that_c
     async with sessions() as s:
         assert await feedback.strict_low_by_district(s) == {d1_id: frozenset({C})}
         found = await gather(s, [ids[20], other_id], T0)
+        marked = await gather(s, [ids[0]], T0)
+    # Per person, a LOW's finding tightens that LOW and leaves the quiet window (a 0-hour step).
+    assert await _widen(sessions, ids[0]) == "calls=0"
+    assert marked.subjects[0].profile.widen_h == ((C, 0.0),)
+    assert marked.subjects[0].profile.window_for(C) == 72.0
     assert found.context.strict_low == {d1_id: frozenset({C})}
     assert {x.resident_id: x.district_id for x in found.subjects} == {
         ids[20]: d1_id,

@@ -1,14 +1,15 @@
 """Outcome feedback: what an official found tunes that person's rules (pure).
 
 A finding of "false alarm" or "safe, quiet by habit" about an alert raised by signals widens
-that person's thresholds for the sources (channels) that raised it, one step per finding: the
-quiet window of that channel grows by :data:`STEP_H` hours, never past the loosest risk
-category's window (:data:`anbu.domain.risk.MAX_WINDOW_H`, 5 days), and a LOW standing alone on
-it needs the stricter chance guard (:func:`anbu.domain.risk.strict_low_limit`). Each step is
-stored on its own and can be reverted. "Hospitalised" and "died" are true alarms: they widen
-nothing and undo the person's widenings, so a tuned person in a new crisis is judged by the
-plain rules again. "Safe" and "visited" change nothing (the official saw the person, but not
-why they were quiet).
+that person's thresholds for the sources (channels) that raised it, one step per finding, for
+the rule that raised it: a channel found quiet gets a quiet window longer by :data:`STEP_H`
+hours, never past the loosest risk category's window (:data:`anbu.domain.risk.MAX_WINDOW_H`,
+5 days); a channel found LOW gets the stricter chance guard for a LOW standing alone on it
+(:func:`anbu.domain.risk.strict_low_limit`; a step of 0 hours), and its quiet window stays.
+Each step is stored on its own and can be reverted. "Hospitalised" and "died" are true
+alarms: they widen nothing and undo the person's widenings, so a tuned person in a new crisis
+is judged by the plain rules again. "Safe" and "visited" change nothing (the official saw the
+person, but not why they were quiet).
 
 Per person is not enough (measured, ``bench/detection.py``): most 관심 records about people who
 are fine are chance, a LOW on a channel with few events (a 50-hour window of Poisson counts
@@ -71,23 +72,37 @@ class Decision:
 
 def decide(
     finding: str,
-    raised: Iterable[Channel],
+    raised: Iterable[tuple[Channel | str, str]],
     base_window_h: float,
     current: Mapping[Channel, float],
     step_h: float = STEP_H,
     cap_h: float = MAX_WINDOW_H,
 ) -> Decision:
     """What one finding does to a person whose window is ``base_window_h`` and whose channels
-    are widened by ``current`` hours: one step per channel that raised the alert, each
-    bounded so that the window never passes ``cap_h`` (nothing to add once it is reached)."""
+    are widened by ``current`` hours, given the (channel, rule) pairs that raised the alert
+    (:func:`raised_by`).
+
+    A channel the quiet rule raised gets one step, bounded so that the window never passes
+    ``cap_h`` (nothing to add once it is reached). A channel only a LOW raised gets a step of
+    0 hours, unless one is in force already: its lone LOW needs the stricter guard, and its
+    quiet window stays. Why: a LOW alone is a 관심 record that calls nobody, so a finding about
+    it says the person's dips are habit, not that their silences are; widening the quiet window
+    (a rule that calls) on it let such a record delay a real crisis's call (measured,
+    ``bench/detection.py``: a slow decline called after the run's end)."""
     effect = effect_of(finding)
     if effect is FindingEffect.TRUE_ALARM:
         return Decision((), revert_all=bool(current))
     if effect is not FindingEffect.WIDEN:
         return Decision((), revert_all=False)
+    quiet = {Channel(c) for c, rule in raised if rule != "low"}
+    low = {Channel(c) for c, rule in raised if rule == "low"} - quiet
     room = max(0.0, cap_h - base_window_h)
     out = []
-    for channel in sorted(set(raised)):
+    for channel in sorted(quiet | low):
+        if channel in low:
+            if channel not in current:
+                out.append((channel, 0.0))
+            continue
         add = min(step_h, room - current.get(channel, 0.0))
         if add > 0:
             out.append((channel, add))
@@ -98,12 +113,18 @@ def effective(
     steps: Iterable[tuple[Channel, float]], base_window_h: float, cap_h: float = MAX_WINDOW_H
 ) -> tuple[tuple[Channel, float], ...]:
     """The widening in force from the steps not reverted, per channel, bounded by the cap
-    (a category change may have moved the base since the steps were taken)."""
+    (a category change may have moved the base since the steps were taken). A channel with a
+    0-hour step (a LOW's finding) stays in force at 0 hours: its lone LOW is judged strictly."""
     total: dict[Channel, float] = {}
+    marked: set[Channel] = set()
     for channel, hours in steps:
         total[channel] = total.get(channel, 0.0) + hours
+        if hours == 0:
+            marked.add(channel)
     room = max(0.0, cap_h - base_window_h)
-    return tuple((c, min(h, room)) for c, h in sorted(total.items()) if min(h, room) > 0)
+    return tuple(
+        (c, min(h, room)) for c, h in sorted(total.items()) if min(h, room) > 0 or c in marked
+    )
 
 
 def encode(widen: Iterable[tuple[Channel, float]]) -> str | None:

@@ -62,13 +62,12 @@ async def on_finding(
         for evidence in (await session.execute(query)).scalars()
         for pair in raised_by(evidence)
     }
-    raised = {Channel(c) for c, _rule in pairs}
     await _count(session, resident_id, pairs, effect_of(finding), now)
     active = await _active(session, resident_id)
     current: dict[Channel, float] = {}
     for s in active:
         current[s.channel] = current.get(s.channel, 0.0) + s.hours
-    decision = decide(finding, raised, profile_rules(profile).window_h, current)
+    decision = decide(finding, pairs, profile_rules(profile).window_h, current)
     if decision.revert_all:
         for s in active:
             s.reverted_at = now
