@@ -97,6 +97,8 @@ CARRIER_SPEECH = {
     "ne": "네",
     "yeoboseyo": "여보세요",
     "dowajuseyo": "도와주세요",
+    # "say that again" (number 070): through the trunk's u-law its ㅅ is gone
+    "dasi": "다시",
     # The network's announcement for a switched-off phone, played as early media before 480.
     "phone_off": "고객님의 전화기가 꺼져 있어 연결할 수 없습니다",
 }
@@ -113,6 +115,9 @@ CARRIER_MACHINE_SPEECH = {
     "삐 소리가 나면 메시지를 남겨 주세요.",
 }
 CARRIER_BEEP = "beep"
+# A muffled 네 (number 071: the phone held away, a hand over it): low-passed at 600 Hz, the
+# model still hears 네 but at confidence 0.4-0.62, a doubtful yes that must never be an ok.
+CARRIER_MUFFLED_NE = "ne_muffled"
 _CARRIER_SOUNDS_VERSION = 1
 
 
@@ -506,6 +511,22 @@ def _render_synth_wav(dest: Path, what: str, *synth: str) -> Path:
     return dest
 
 
+def render_muffled_wav(dest: Path, *, text: str = "네", lowpass_hz: int = 600) -> Path:
+    """``text`` spoken as by ``render_korean_wav``, then low-passed: a muffled voice."""
+    with tempfile.TemporaryDirectory(prefix="anbu-tts.") as tmp:
+        clear = render_korean_wav(text, Path(tmp) / "clear.wav")
+        partial = Path(tmp) / "out.wav"
+        _run(
+            ["sox", str(clear), str(partial), "lowpass", str(lowpass_hz)],
+            "sox (lowpass)",
+            timeout=60,
+            env=os.environ,
+        )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(partial), dest)
+    return dest
+
+
 def render_noise_wav(dest: Path, *, seconds: float = 2.0, volume: float = 0.3) -> Path:
     """Pink noise at a moderate level, 8 kHz mono 16-bit WAV."""
     return _render_synth_wav(dest, "noise", f"{seconds}", "pinknoise", "vol", f"{volume}")
@@ -532,6 +553,7 @@ def carrier_sounds(cache_dir: Path) -> dict[str, Path]:
     with _file_lock(folder.parent / ".lock"):
         for name, text in {**CARRIER_SPEECH, **CARRIER_MACHINE_SPEECH}.items():
             cached(name, functools.partial(render_korean_wav, text))
+        cached(CARRIER_MUFFLED_NE, render_muffled_wav)
         cached(CARRIER_NOISE, render_noise_wav)
         cached(CARRIER_BEEP, render_tone_wav)
         cached(CARRIER_MELODY, render_melody_wav)

@@ -57,6 +57,8 @@ SAYS_NE = "01099990009"
 NOISE = "01099990010"
 SAYS_HELLO = "01099990011"  # 여보세요: what an answering machine or a puzzled person says
 SAYS_HELP = "01099990012"  # 도와주세요
+SAYS_DASI = "01099990070"  # 다시, then 1 during the repeated question
+SAYS_MUFFLED_NE = "01099990071"  # a muffled 네: heard at low confidence
 
 
 class HeardLog:
@@ -226,6 +228,43 @@ async def test_given_resident_says_dowajuseyo_when_called_then_never_ok(voice: V
     assert record.reply in (Reply.HELP, Reply.NO_RESPONSE)
     assert voice.heard.voiced
     assert voice.leftover_recordings() == []
+
+
+def questions(outcome: IvrOutcome) -> int:
+    return sum(1 for path in outcome.played if Path(path).name == "question")
+
+
+async def test_given_resident_says_dasi_when_called_then_the_question_is_repeated_never_ok(
+    voice: VoiceRig,
+) -> None:
+    # Through the trunk's u-law the ㅅ of 다시 is gone: with the earlier word list the model
+    # chose 네 and the call closed as ok on a resident who asked to hear the question again.
+    record, outcome, wall = await voice.call(SAYS_DASI)
+    report("다시", voice, outcome, wall)
+
+    assert [r.intent for r in voice.heard.voiced] == [Intent.REPEAT]
+    # The question was played again without counting a miss; the resident then pressed 1.
+    assert questions(outcome) == 2
+    assert outcome.asks == 1
+    assert_answered(record, Reply.OK, "1")
+
+
+async def test_given_a_doubtful_yes_when_called_then_asked_again_and_never_ok(
+    voice: VoiceRig,
+) -> None:
+    record, outcome, wall = await voice.call(SAYS_MUFFLED_NE)
+    report("muffled 네", voice, outcome, wall)
+
+    assert record.result is CallResult.ANSWERED
+    assert record.reply is Reply.NO_RESPONSE  # said once, then silent: never an ok
+    heard = voice.heard.voiced
+    assert heard
+    assert heard[0].intent in (Intent.DOUBTFUL, Intent.UNKNOWN)
+    # The model did hear a 네 (so the rule, not the decoder, kept it from being an ok) ...
+    assert "네" in heard[0].transcript.split()
+    # ... and a doubtful one was asked again without a miss: the question played once more.
+    if heard[0].intent is Intent.DOUBTFUL:
+        assert questions(outcome) == outcome.asks + 1
 
 
 # ---- the listener against a scripted Asterisk-side AGI peer ----------------------------------
