@@ -20,8 +20,9 @@ flow hands its AGI session to :class:`AgiTransfer`. The decisions and records ar
 Why Dial() on the resident's own channel and not an Originate plus a Bridge action: the
 channel the dialer placed stays where it is (its uniqueid, hangup handler and AGI session are
 unchanged, so the call's record is the same), and ``U()`` gives the pre-bridge whisper with
-accept or refuse in one place. The second channel is counted against the caps through the
-dialer's :meth:`ivr.dialer.AmiDialer.channel_slot`, the one cap check of the process.
+accept or refuse in one place. The second channel is counted against the node's cap through
+the dialer's :meth:`ivr.dialer.AmiDialer.leg_slot`, which also tells the dispatcher's Pacer
+(the global cap counts it too).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class NodeSlots:
         self, channel_id: str, wait_s: float | None = None
     ) -> contextlib.AbstractAsyncContextManager[None]:
         dialer = next((d for d in self._dialers if d.places(channel_id)), self._dialers[0])
-        return dialer.channel_slot(wait_s)
+        return dialer.leg_slot(wait_s)
 
     def extend_call(self, channel_id: str, seconds: float) -> bool:
         return any(d.extend_call(channel_id, seconds) for d in self._dialers)
