@@ -46,6 +46,7 @@ from typing import IO
 from anbu.domain.replies import Prompt
 from anbu.errors import TelephonyError
 from anbu.settings import AsteriskSettings, Settings, TrunkSettings, get_settings
+from ivr.handoff import render_hold_music
 
 logger = logging.getLogger(__name__)
 
@@ -660,6 +661,8 @@ class AsteriskInstance:
         bench_prompt: Path | None = None,
         engine_host: str = "127.0.0.1",
         sip_transport: str | None = None,
+        hold_text: str | None = None,
+        hold_class: str | None = None,
         templates_dir: Path = DIALPLANS_DIR,
         boot_timeout_s: float = 15.0,
         stop_grace_s: float = 5.0,
@@ -677,6 +680,9 @@ class AsteriskInstance:
         self.agi_port = agi_port
         self.bench_prompt = bench_prompt
         self.engine_host = engine_host
+        # The transfer's holding message as a music-on-hold class (engine only, ivr.handoff).
+        self.hold_text = hold_text
+        self.hold_class = hold_class
         transport = sip_transport if sip_transport is not None else self.trunk.transport
         if transport not in _SIP_TRANSPORTS:
             raise AsteriskConfigError(
@@ -834,6 +840,13 @@ class AsteriskInstance:
         checked["transport_tls_lines"] = self._tls_lines()
         if self.role is AsteriskRole.ENGINE:
             checked |= {k: v for k, v in self._trunk_lines().items() if k.endswith("_lines")}
+        checked["hold_class_section"] = ""
+        if self._holds_music():
+            assert self.hold_class is not None
+            name = _conf_value("hold_class", self.hold_class)
+            checked["hold_class_section"] = (
+                f"[{name}]\nmode = files\ndirectory = {checked['sounds_dir']}/hold\nsort = alpha"
+            )
         for key in ("bench_prompt", "bench_dir", "sounds_dir"):
             # Dialplan application arguments are split on commas.
             if "," in checked.get(key, ""):
@@ -943,6 +956,9 @@ class AsteriskInstance:
             self.sounds_dir,
         ):
             folder.mkdir(parents=True, exist_ok=True)
+        if self._holds_music():
+            assert self.hold_text is not None
+            render_hold_music(self.hold_text, self.sounds_dir / "hold")
         variables = self.variables()
         written: list[Path] = []
         templates = template_files(self.role, self.templates_dir)
@@ -963,6 +979,9 @@ class AsteriskInstance:
             if stale.name not in keep:
                 stale.unlink()
         return written
+
+    def _holds_music(self) -> bool:
+        return self.role is AsteriskRole.ENGINE and bool(self.hold_text and self.hold_class)
 
     def install_sounds(self, sounds: Mapping[str, Path]) -> None:
         """Copy sound files (name -> wav) into this instance's sounds dir."""
@@ -1254,6 +1273,8 @@ def provision_engine(
         agi_host=settings.agi_host,
         agi_port=settings.agi_port,
         bench_prompt=bench_prompt if bench_prompt is not None else default_bench_prompt(settings),
+        hold_text=settings.handoff.hold_text,
+        hold_class=settings.handoff.hold_class,
     )
     instance.render()
     return instance
@@ -1317,6 +1338,8 @@ def provision_engines(
             agi_host=agi_host,
             agi_port=agi_port,
             bench_prompt=prompt,
+            hold_text=settings.handoff.hold_text,
+            hold_class=settings.handoff.hold_class,
         )
         instance.render()
         out.append(instance)
