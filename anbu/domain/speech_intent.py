@@ -81,8 +81,13 @@ class Vocabulary:
     repeat: frozenset[str] = field(default_factory=frozenset)
     repeat_fillers: frozenset[str] = field(default_factory=frozenset)
 
-    def grammar(self) -> tuple[str, ...]:
-        """Every token for the recognizer's word list, sorted, ``<UNK>`` last."""
+    def grammar(self, *, repeat: bool = True) -> tuple[str, ...]:
+        """Every token for the recognizer's word list, sorted, ``<UNK>`` last.
+
+        ``repeat=False`` leaves the repeat words and their decoys out: the machine spotter
+        (``anbu.domain.machine``) listens to carriers' announcements, where a decoy took the
+        place of announcement words (a 소리샘 was then named a machine, not a voicemail).
+        """
         endings = frozenset().union(*self.ok_endings.values())
         words = (
             self.ok_anchors
@@ -91,9 +96,9 @@ class Vocabulary:
             | self.callback
             | self.callback_fillers
             | self.others
-            | self.repeat
-            | self.repeat_fillers
         )
+        if repeat:
+            words |= self.repeat | self.repeat_fillers
         return (*sorted(words - {UNK}), UNK)
 
     def is_ok(self, words: Sequence[str]) -> bool:
