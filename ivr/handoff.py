@@ -260,12 +260,11 @@ class AgiTransfer:
         self._slots.extend_call(session.uniqueid, len(plan.targets) * per_leg + cfg.max_talk_s)
         accepted = False
         try:
-            hold, whisper = await asyncio.gather(
-                self._voice.path(self.config.hold_text), self._voice.path(plan.whisper.spoken)
-            )
+            whisper = await self._voice.path(plan.whisper.spoken)
             agi_address = await session.get_variable(AGI_ADDRESS_VARIABLE) or ""
             if cfg.hold_class is None:
-                await session.stream_file(hold)
+                # No holding class on the engine: the message first, then the dial.
+                await session.stream_file(await self._voice.path(cfg.hold_text))
             for target in plan.targets:
                 result = await self._leg(session, plan, target, whisper, agi_address)
                 if result is LegResult.ACCEPTED:
