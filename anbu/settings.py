@@ -468,6 +468,10 @@ class HandoffSettings(BaseModel):
     max_talk_s: float = Field(default=3600.0, gt=0)
     # Rendered once per text into <var_dir>/handoff (espeak-ng, 8 kHz).
     hold_text: str = "담당 공무원에게 연결합니다. 잠시만요."
+    # The engine's music-on-hold class playing hold_text while the official's phone rings
+    # (devstack and docker/render.py render it into the engine); None: the message plays
+    # before the dial and the resident then hears the ring (~3.5 s later to the official).
+    hold_class: str | None = "anbu-hold"
 
 
 class Settings(BaseSettings):

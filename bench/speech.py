@@ -20,7 +20,10 @@ from bench.speechset import MachineSample, Sample, build, build_machines
 from ivr.speech import VoskRecognizer, load_model, read_wav
 from ivr.stream import USABLE, CallAudio, Machine, Spoken
 
-CLASSES = (Intent.OK, Intent.HELP, Intent.CALLBACK, Intent.UNKNOWN)
+# What a clip can be labelled, and what the recognizer can make of it (doubtful: an ok below
+# the sure confidence, asked again).
+LABELS = (Intent.OK, Intent.HELP, Intent.CALLBACK, Intent.REPEAT, Intent.UNKNOWN)
+CLASSES = (*LABELS[:-1], Intent.DOUBTFUL, Intent.UNKNOWN)
 
 
 def _rss_mb() -> float:
@@ -50,6 +53,7 @@ def run() -> dict[str, object]:
     audio_s = decoded_audio_s = decode_wall_s = decode_cpu_s = 0.0
     gated = Counter[str]()
     per_text: dict[str, Counter[str]] = defaultdict(Counter)
+    ok_confidence: list[float] = []
     for sample in samples:
         pcm, rate = read_wav(root / sample.file)
         wall, cpu = time.perf_counter(), time.process_time()
@@ -63,6 +67,8 @@ def run() -> dict[str, object]:
         else:
             gated[sample.kind] += 1
         confusion[sample.label][result.intent] += 1
+        if result.intent in (Intent.OK, Intent.DOUBTFUL) and sample.label is Intent.OK:
+            ok_confidence.append(min(w.confidence for w in result.words if w.in_speech))
         per_text[f"{sample.label}: {sample.text}"]["n"] += 1
         per_text[f"{sample.label}: {sample.text}"]["correct"] += result.intent is sample.label
         by_condition[sample.condition]["n"] += 1
@@ -73,14 +79,14 @@ def run() -> dict[str, object]:
         elif result.intent is not sample.label:
             misses[f"{sample.label}: {sample.text}"][str(result.intent)] += 1
 
-    not_ok = sum(sum(confusion[c].values()) for c in CLASSES if c is not Intent.OK)
+    not_ok = sum(sum(confusion[c].values()) for c in LABELS if c is not Intent.OK)
     totals = {c: sum(confusion[c].values()) for c in CLASSES}
     recall = {str(c): round(confusion[c][c] / totals[c], 3) if totals[c] else None for c in CLASSES}
     results: dict[str, object] = {
         "clips": len(samples),
         "set": str(root),
         "set_build_s": round(set_s, 2),
-        "confusion": {str(t): {str(p): confusion[t][p] for p in CLASSES} for t in CLASSES},
+        "confusion": {str(t): {str(p): confusion[t][p] for p in CLASSES} for t in LABELS},
         "false_ok": len(false_ok),
         "false_ok_rate": round(len(false_ok) / not_ok, 4) if not_ok else 0.0,
         "recall": recall,
@@ -102,6 +108,11 @@ def run() -> dict[str, object]:
             "min_voiced_s": recognizer.gate.min_voiced_s,
         },
         "min_ok_confidence": recognizer.min_ok_confidence,
+        "sure_ok_confidence": recognizer.sure_ok_confidence,
+        # The weakest word of every genuine yes heard as ok or doubtful, lowest first.
+        "ok_confidence": sorted(round(c, 2) for c in ok_confidence),
+        # A "다시" heard as ok would be the worst error: counted on its own.
+        "repeat_taken_for_ok": confusion[Intent.REPEAT][Intent.OK],
         "false_ok_clips": false_ok,
         "misses_by_text": {text: dict(got) for text, got in sorted(misses.items())},
     }
@@ -159,7 +170,7 @@ def streamed(recognizer: VoskRecognizer, root: Path, samples: list[Sample]) -> d
 
     # The same labelled replies, heard during the question (streaming, machine detection on
     # as in a call's first listen) and after it (recorded, the earlier path).
-    replies = [s for s in samples if s.kind == "speech" and s.label is not Intent.UNKNOWN]
+    replies = [s for s in samples if s.kind == "speech" and s.label in USABLE]
     people = [s for s in samples if s.kind == "speech"]
     during = after = recorded_right = 0
     by_offset: Counter[int] = Counter()
@@ -241,9 +252,9 @@ def print_table(results: dict[str, object]) -> None:
     print(f"{'said / heard':<14}" + "".join(f"{n:>10}" for n in names) + f"{'recall':>9}")
     recall = results["recall"]
     assert isinstance(recall, dict)
-    for t in names:
+    for t in (str(c) for c in LABELS):
         row = confusion[t]
-        print(f"{t:<14}" + "".join(f"{row[p]:>10}" for p in names) + f"{recall[t]:>9}")
+        print(f"{t:<14}" + "".join(f"{row[p]:>10}" for p in names) + f"{recall[t]!s:>9}")
     print(
         f"\nclips {results['clips']}  false ok {results['false_ok']} "
         f"(rate {results['false_ok_rate']})  gated {results['gated']}"

@@ -45,6 +45,8 @@ SPOKEN: dict[Intent, tuple[str, ...]] = {
     Intent.OK: ("네", "네 네", "네, 괜찮아요", "괜찮아요", "네, 괜찮습니다"),
     Intent.HELP: ("도와주세요", "살려 주세요", "아파요", "네, 도와주세요"),
     Intent.CALLBACK: ("바빠요", "나중에 전화해 주세요", "지금 바빠요"),
+    # "say that again": the question is repeated, never an ok (issue 16's must-show)
+    Intent.REPEAT: ("다시", "다시요", "다시 한번"),
     Intent.UNKNOWN: (
         "여보세요",
         "누구세요",

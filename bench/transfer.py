@@ -2,13 +2,14 @@
 
 Every part is the production code path, built by the composition root (``Telephony.build``
 with ``handoff_desk``): the AMI dialer calls the carrier stand-in's resident who presses 2,
-the FastAGI flow hands the call to ``ivr.handoff.AgiTransfer``, which plays the holding
-message and dials the official (010-9999-0050: answers at once, hears the whisper, presses 1).
+the FastAGI flow hands the call to ``ivr.handoff.AgiTransfer``, which dials the official
+(010-9999-0050: answers at once, hears the whisper, presses 1) while the resident hears the
+holding message (the engine's music-on-hold class, ``ANBU_HANDOFF__HOLD_CLASS``).
 
 Measured per transfer, on anbu's own clock: from the moment the help was heard (the help
 incident's ``opened_at``, a few ms after the key) to the acceptance (``acknowledged_at``). It
-includes the holding message, the dial, the official's answer and the whole whisper (its
-length is most of the figure).
+includes the dial, the official's answer and the whole whisper (its length is most of the
+figure); the holding message plays during them, no longer before.
 
 Figures (bench/results/transfer.json): ``help_to_official_p50_s`` / ``help_to_official_p99_s``
 (one transfer at a time; aim p99 < 15), ``concurrent_transfers`` at once with their

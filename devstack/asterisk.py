@@ -46,6 +46,7 @@ from typing import IO
 from anbu.domain.replies import Prompt
 from anbu.errors import TelephonyError
 from anbu.settings import AsteriskSettings, Settings, TrunkSettings, get_settings
+from ivr.handoff import render_hold_music
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ CARRIER_SPEECH = {
     "ne": "네",
     "yeoboseyo": "여보세요",
     "dowajuseyo": "도와주세요",
+    # "say that again" (number 070): through the trunk's u-law its ㅅ is gone
+    "dasi": "다시",
     # The network's announcement for a switched-off phone, played as early media before 480.
     "phone_off": "고객님의 전화기가 꺼져 있어 연결할 수 없습니다",
 }
@@ -113,6 +116,10 @@ CARRIER_MACHINE_SPEECH = {
     "삐 소리가 나면 메시지를 남겨 주세요.",
 }
 CARRIER_BEEP = "beep"
+# A muffled 네 (number 071: the phone held away, a hand over it): low-passed at 600 Hz, the
+# model still hears 네 but at confidence 0.48-0.62 in calls, a doubtful yes (the real-call test
+# sets the band above any decode: the confidence moves with where the recording starts).
+CARRIER_MUFFLED_NE = "ne_muffled"
 _CARRIER_SOUNDS_VERSION = 1
 
 
@@ -506,6 +513,22 @@ def _render_synth_wav(dest: Path, what: str, *synth: str) -> Path:
     return dest
 
 
+def render_muffled_wav(dest: Path, *, text: str = "네", lowpass_hz: int = 600) -> Path:
+    """``text`` spoken as by ``render_korean_wav``, then low-passed: a muffled voice."""
+    with tempfile.TemporaryDirectory(prefix="anbu-tts.") as tmp:
+        clear = render_korean_wav(text, Path(tmp) / "clear.wav")
+        partial = Path(tmp) / "out.wav"
+        _run(
+            ["sox", str(clear), str(partial), "lowpass", str(lowpass_hz)],
+            "sox (lowpass)",
+            timeout=60,
+            env=os.environ,
+        )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(partial), dest)
+    return dest
+
+
 def render_noise_wav(dest: Path, *, seconds: float = 2.0, volume: float = 0.3) -> Path:
     """Pink noise at a moderate level, 8 kHz mono 16-bit WAV."""
     return _render_synth_wav(dest, "noise", f"{seconds}", "pinknoise", "vol", f"{volume}")
@@ -532,6 +555,7 @@ def carrier_sounds(cache_dir: Path) -> dict[str, Path]:
     with _file_lock(folder.parent / ".lock"):
         for name, text in {**CARRIER_SPEECH, **CARRIER_MACHINE_SPEECH}.items():
             cached(name, functools.partial(render_korean_wav, text))
+        cached(CARRIER_MUFFLED_NE, render_muffled_wav)
         cached(CARRIER_NOISE, render_noise_wav)
         cached(CARRIER_BEEP, render_tone_wav)
         cached(CARRIER_MELODY, render_melody_wav)
@@ -638,6 +662,8 @@ class AsteriskInstance:
         bench_prompt: Path | None = None,
         engine_host: str = "127.0.0.1",
         sip_transport: str | None = None,
+        hold_text: str | None = None,
+        hold_class: str | None = None,
         templates_dir: Path = DIALPLANS_DIR,
         boot_timeout_s: float = 15.0,
         stop_grace_s: float = 5.0,
@@ -655,6 +681,9 @@ class AsteriskInstance:
         self.agi_port = agi_port
         self.bench_prompt = bench_prompt
         self.engine_host = engine_host
+        # The transfer's holding message as a music-on-hold class (engine only, ivr.handoff).
+        self.hold_text = hold_text
+        self.hold_class = hold_class
         transport = sip_transport if sip_transport is not None else self.trunk.transport
         if transport not in _SIP_TRANSPORTS:
             raise AsteriskConfigError(
@@ -812,6 +841,13 @@ class AsteriskInstance:
         checked["transport_tls_lines"] = self._tls_lines()
         if self.role is AsteriskRole.ENGINE:
             checked |= {k: v for k, v in self._trunk_lines().items() if k.endswith("_lines")}
+        checked["hold_class_section"] = ""
+        if self._holds_music():
+            assert self.hold_class is not None
+            name = _conf_value("hold_class", self.hold_class)
+            checked["hold_class_section"] = (
+                f"[{name}]\nmode = files\ndirectory = {checked['sounds_dir']}/hold\nsort = alpha"
+            )
         for key in ("bench_prompt", "bench_dir", "sounds_dir"):
             # Dialplan application arguments are split on commas.
             if "," in checked.get(key, ""):
@@ -921,6 +957,9 @@ class AsteriskInstance:
             self.sounds_dir,
         ):
             folder.mkdir(parents=True, exist_ok=True)
+        if self._holds_music():
+            assert self.hold_text is not None
+            render_hold_music(self.hold_text, self.sounds_dir / "hold")
         variables = self.variables()
         written: list[Path] = []
         templates = template_files(self.role, self.templates_dir)
@@ -941,6 +980,9 @@ class AsteriskInstance:
             if stale.name not in keep:
                 stale.unlink()
         return written
+
+    def _holds_music(self) -> bool:
+        return self.role is AsteriskRole.ENGINE and bool(self.hold_text and self.hold_class)
 
     def install_sounds(self, sounds: Mapping[str, Path]) -> None:
         """Copy sound files (name -> wav) into this instance's sounds dir."""
@@ -1232,6 +1274,8 @@ def provision_engine(
         agi_host=settings.agi_host,
         agi_port=settings.agi_port,
         bench_prompt=bench_prompt if bench_prompt is not None else default_bench_prompt(settings),
+        hold_text=settings.handoff.hold_text,
+        hold_class=settings.handoff.hold_class,
     )
     instance.render()
     return instance
@@ -1295,6 +1339,8 @@ def provision_engines(
             agi_host=agi_host,
             agi_port=agi_port,
             bench_prompt=prompt,
+            hold_text=settings.handoff.hold_text,
+            hold_class=settings.handoff.hold_class,
         )
         instance.render()
         out.append(instance)

@@ -60,6 +60,8 @@ def render_asterisk(settings: Settings, name: str, role: str) -> None:
             agi_host=settings.agi_host,
             agi_port=settings.agi_port,
             bench_prompt=default_bench_prompt(settings),
+            hold_text=settings.handoff.hold_text,
+            hold_class=settings.handoff.hold_class,
         )
         instance.render()
     elif role == "carrier":

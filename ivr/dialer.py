@@ -227,6 +227,9 @@ class AmiDialer:
         self._by_action: dict[str, _Call] = {}
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        # Told of every transfer leg this node opens (+1) and closes (-1): the dispatcher's
+        # Pacer counts it against the global cap too (anbu.domain.pacing), not only the node's.
+        self.leg_watchers: list[Callable[[int], None]] = []
 
     @classmethod
     def from_settings(
@@ -329,6 +332,19 @@ class AmiDialer:
             yield
         finally:
             self._slots.release()
+
+    @contextlib.asynccontextmanager
+    async def leg_slot(self, wait_s: float | None = None) -> AsyncIterator[None]:
+        """A transfer's second channel: a slot of this node (``channel_slot``), announced to
+        the ``leg_watchers`` while it is held."""
+        async with self.channel_slot(wait_s):
+            for watcher in self.leg_watchers:
+                watcher(1)
+            try:
+                yield
+            finally:
+                for watcher in self.leg_watchers:
+                    watcher(-1)
 
     @staticmethod
     def _validate(request: CallRequest) -> None:

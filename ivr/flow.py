@@ -61,6 +61,8 @@ class Heard:
     machine: Answerer | None = None
     # The resident asked to hear the question again ("다시"); key 9 says it by itself.
     again: bool = False
+    # A yes heard below the sure confidence: not an ok, the question is asked again.
+    doubtful: bool = False
 
     @property
     def asks_again(self) -> bool:
@@ -271,6 +273,14 @@ class CheckinFlow:
         if heard.machine is not None:
             state.machine = heard.machine
             return step
+        if heard.reply is None and heard.doubtful:
+            log.info(
+                "agi %s: a doubtful yes (confidence %s): asking again",
+                session.uniqueid,
+                heard.confidence,
+            )
+            state.dialogue, next_step = state.dialogue.doubted()
+            return next_step
         if heard.reply is None and heard.asks_again:
             log.info("agi %s: asked to hear the question again", session.uniqueid)
             state.dialogue, next_step = state.dialogue.asked_again()

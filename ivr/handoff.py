@@ -20,8 +20,9 @@ flow hands its AGI session to :class:`AgiTransfer`. The decisions and records ar
 Why Dial() on the resident's own channel and not an Originate plus a Bridge action: the
 channel the dialer placed stays where it is (its uniqueid, hangup handler and AGI session are
 unchanged, so the call's record is the same), and ``U()`` gives the pre-bridge whisper with
-accept or refuse in one place. The second channel is counted against the caps through the
-dialer's :meth:`ivr.dialer.AmiDialer.channel_slot`, the one cap check of the process.
+accept or refuse in one place. The second channel is counted against the node's cap through
+the dialer's :meth:`ivr.dialer.AmiDialer.leg_slot`, which also tells the dispatcher's Pacer
+(the global cap counts it too).
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ from anbu.settings import Settings
 from ivr.agi import AgiHangupError, AgiSession
 from ivr.dialer import AmiDialer
 from ivr.flow import KeypadListener, ReplyListener
-from ivr.tts import espeak, to_telephone
+from ivr.tts import espeak, run_sox, to_telephone
 
 log = logging.getLogger(__name__)
 
 ACCEPT_KEY = "1"
+# Korean ringback: 440 + 480 Hz, 1 s on, 2 s off (what the resident heard before, from Dial's r).
+RING_ON_S, RING_OFF_S = 1.0, 2.0
 # The caller's channel variable naming this process's FastAGI server (ivr.dialer).
 AGI_ADDRESS_VARIABLE = "ANBU_AGI"
 WHISPER_CONTEXT = "anbu-whisper"
@@ -77,10 +80,35 @@ class NodeSlots:
         self, channel_id: str, wait_s: float | None = None
     ) -> contextlib.AbstractAsyncContextManager[None]:
         dialer = next((d for d in self._dialers if d.places(channel_id)), self._dialers[0])
-        return dialer.channel_slot(wait_s)
+        return dialer.leg_slot(wait_s)
 
     def extend_call(self, channel_id: str, seconds: float) -> bool:
         return any(d.extend_call(channel_id, seconds) for d in self._dialers)
+
+
+def render_hold_music(text: str, folder: Path, *, voice: str = "ko", rate: int = 160) -> None:
+    """The holding class's files into ``folder``: ``1-hold.wav`` (``text`` spoken as
+    :class:`SpokenText` speaks it) and ``2-ring.wav`` (two rings). Music on hold loops them
+    while the official's phone rings, so the message no longer delays the dial. Blocking."""
+    folder.mkdir(parents=True, exist_ok=True)
+    hold, ring = folder / "1-hold.wav", folder / "2-ring.wav"
+    stamp = folder / "hold.txt"
+    wanted = f"{voice}|{rate}|{text}"
+    if hold.is_file() and ring.is_file() and stamp.is_file() and stamp.read_text() == wanted:
+        return
+    raw, partial = folder / ".raw.wav", folder / ".partial.wav"
+    try:
+        espeak(text, raw, voice=voice, rate=rate)
+        to_telephone(raw, partial, lead_in_s=0.2, tail_s=0.5)
+        partial.replace(hold)
+        ring_args = ("synth", f"{RING_ON_S}", "sine", "440", "sine", "mix", "480", "vol", "0.25")
+        pause = ("pad", "0", f"{RING_OFF_S}", "repeat", "1")
+        run_sox("-n", "-r", "8000", "-c", "1", "-b", "16", partial, *ring_args, *pause)
+        partial.replace(ring)
+        stamp.write_text(wanted)
+    finally:
+        raw.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
 
 
 class SpokenText:
@@ -182,6 +210,9 @@ class TransferConfig:
     channel_wait_s: float = 5.0
     max_talk_s: float = 3600.0
     hold_text: str = "담당 공무원에게 연결합니다. 잠시만요."
+    # The engine's music-on-hold class that plays the holding message during the ring (Dial's
+    # m option); None: the message plays first, then the resident hears the ring (Dial's r).
+    hold_class: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TransferConfig:
@@ -194,6 +225,7 @@ class TransferConfig:
             channel_wait_s=h.channel_wait_s,
             max_talk_s=h.max_talk_s,
             hold_text=h.hold_text,
+            hold_class=h.hold_class,
         )
 
 
@@ -228,11 +260,11 @@ class AgiTransfer:
         self._slots.extend_call(session.uniqueid, len(plan.targets) * per_leg + cfg.max_talk_s)
         accepted = False
         try:
-            hold, whisper = await asyncio.gather(
-                self._voice.path(self.config.hold_text), self._voice.path(plan.whisper.spoken)
-            )
+            whisper = await self._voice.path(plan.whisper.spoken)
             agi_address = await session.get_variable(AGI_ADDRESS_VARIABLE) or ""
-            await session.stream_file(hold)
+            if cfg.hold_class is None:
+                # No holding class on the engine: the message first, then the dial.
+                await session.stream_file(await self._voice.path(cfg.hold_text))
             for target in plan.targets:
                 result = await self._leg(session, plan, target, whisper, agi_address)
                 if result is LegResult.ACCEPTED:
@@ -277,12 +309,15 @@ class AgiTransfer:
                 # Told the moment the official presses 1 (the acknowledgement is then, not
                 # when the conversation ends).
                 watch = asyncio.create_task(self._on_accept(plan, target, pending))
-                options = f"U({WHISPER_CONTEXT}^{agi_address}^{token})"
+                # m(class): the holding message plays while the official's phone rings (the
+                # dial starts at once); r: the resident hears the ring (message played before).
+                ring = f"m({cfg.hold_class})" if cfg.hold_class else "r"
+                options = f"{ring}U({WHISPER_CONTEXT}^{agi_address}^{token})"
                 if cfg.caller_id:
                     options += f"f({cfg.caller_id})"
                 dial = (
                     f"PJSIP/{target.phone}@{cfg.trunk_endpoint},"
-                    f"{max(1, round(cfg.ring_timeout_s))},r{options}"
+                    f"{max(1, round(cfg.ring_timeout_s))},{options}"
                 )
                 try:
                     await session.exec(
@@ -350,4 +385,5 @@ __all__ = [
     "SpokenText",
     "TransferConfig",
     "WhisperFlow",
+    "render_hold_music",
 ]

@@ -212,6 +212,7 @@ class SpeechListener:
             transcript=speech.transcript,
             confidence=speech.confidence,
             again=speech.intent is Intent.REPEAT,
+            doubtful=speech.intent is Intent.DOUBTFUL,
         )
 
     async def _keypad(self, session: AgiSession, deadline: float) -> Heard:

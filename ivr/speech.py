@@ -48,6 +48,14 @@ log = logging.getLogger(__name__)
 # Every word of an "ok" must reach this confidence. Confidence alone does not reject noise
 # (the gate does), but it trims doubtful yeses for ~2 points of ok recall on the bench set.
 MIN_OK_CONFIDENCE = 0.5
+# Below this (and above the floor) an ok is doubtful: the question is asked again instead of
+# closing the check-in. A "다시" that lost its ㅅ on the phone line came out as a "네" at
+# 0.51-0.59 on some renditions (and at 1.0 on others: the repeat decoys catch those). It cannot
+# be higher: the carrier stand-in's clear 네 decoded at 0.63-1.0 in real calls and a muffled
+# one at 0.48-0.62 (the confidence of one clip moves by ~0.1 with where the recording starts),
+# so confidence does not tell a doubtful yes from a clear one much above this. On the bench
+# set 2 of 38 recognised yeses fall below it (``ok_confidence`` in bench/results/speech.json).
+SURE_OK_CONFIDENCE = 0.6
 
 
 class SpeechError(AnbuError):
@@ -219,11 +227,13 @@ class VoskRecognizer:
         vocabulary: Vocabulary = VOCABULARY,
         gate: EnergyGate | None = None,
         min_ok_confidence: float = MIN_OK_CONFIDENCE,
+        sure_ok_confidence: float = SURE_OK_CONFIDENCE,
     ) -> None:
         self._model = model
         self.vocabulary = vocabulary
         self.gate = gate or EnergyGate()
         self.min_ok_confidence = min_ok_confidence
+        self.sure_ok_confidence = sure_ok_confidence
         self._grammar = vocabulary.grammar()
         check_grammar(model, self._grammar)
         self._grammar_json = json.dumps(list(self._grammar), ensure_ascii=False)
@@ -311,6 +321,7 @@ class VoskRecognizer:
             voiced_s=voicing.voiced_s,
             vocabulary=self.vocabulary,
             min_ok_confidence=self.min_ok_confidence,
+            sure_ok_confidence=self.sure_ok_confidence,
         )
 
     def _decode(self, pcm: bytes, rate: int) -> list[HeardWord]:

@@ -531,6 +531,7 @@ def _heard(event: Spoken) -> Heard:
         transcript=result.transcript,
         confidence=result.confidence,
         again=result.intent is Intent.REPEAT,
+        doubtful=result.intent is Intent.DOUBTFUL,
     )
 
 

@@ -156,6 +156,12 @@ class Dispatcher:
             cps_burst if cps_burst is not None else max(1, int(calls_per_second or 1)),
             node_caps={n.name: n.cap for n in nodes},
         )
+        for node in nodes:
+            # A dialer that opens transfer legs (AmiDialer) announces them: each is a channel
+            # of this process's share of the global cap, counted by the Pacer.
+            watchers = getattr(node.dialer, "leg_watchers", None)
+            if isinstance(watchers, list):
+                watchers.append(functools.partial(self._leg, node.name))
         self._trunk_of = trunk_of or (lambda _number: DEFAULT_TRUNK)
         self._ring_timeout_s = ring_timeout_s
         self._severe_priority = severe_priority
@@ -547,6 +553,13 @@ class Dispatcher:
                 await self.on_network_failure(residents)
             except Exception:
                 log.exception("network failure page failed")
+
+    def _leg(self, node: str, delta: int) -> None:
+        if delta > 0:
+            self.pacer.leg_started(node)
+        else:
+            self.pacer.leg_finished(node)
+            self._wake.set()  # a channel is free again
 
     async def dial_direct(self, request: CallRequest, *, trunk: str = DEFAULT_TRUNK) -> CallRecord:
         """Dial outside the queue (the daily self-test) while still keeping to the pacing."""

@@ -797,3 +797,21 @@ async def test_given_a_bug_in_the_listener_when_flow_runs_then_error_outcome_rep
     (outcome,) = sink.outcomes
     assert outcome.reply is None
     assert "listener bug" in (outcome.error or "")
+
+
+async def test_given_a_transfer_leg_when_its_slot_is_held_then_the_watchers_count_it(
+    ami: AmiClient,
+) -> None:
+    # The dispatcher's Pacer listens here: a leg counts against the global cap too.
+    dialer = make_dialer(ami, max_concurrent_calls=1)
+    seen: list[int] = []
+    dialer.leg_watchers.append(seen.append)
+    async with dialer.leg_slot():
+        assert seen == [1]
+        # the leg holds the node's only slot: nothing else opens a channel meanwhile
+        with pytest.raises(TimeoutError):
+            async with dialer.channel_slot(wait_s=0.05):
+                pass
+    assert seen == [1, -1]
+    async with dialer.channel_slot(wait_s=0.05):
+        pass

@@ -331,3 +331,19 @@ async def test_given_call_cap_shorter_than_the_conversation_when_connected_then_
         assert timeline[-1].kind is IncidentEventKind.TALKED
         assert float(timeline[-1].detail.split()[0]) >= 2.5  # the official's whole 3 s
         assert rig.carrier_events("CarrierTalked", ACCEPTS)
+
+
+def test_given_the_engine_when_provisioned_then_the_holding_message_is_its_hold_class(
+    asterisk_pair: AsteriskPair,
+) -> None:
+    # Dial(...,m(anbu-hold)) plays this class to the resident while the official's phone
+    # rings: the holding message no longer delays the dial (bench transfer).
+    hold_class = asterisk_pair.settings.handoff.hold_class
+    assert hold_class == "anbu-hold"
+    files = asterisk_pair.engine.rx("moh show files")
+    assert f"Class: {hold_class}" in files, files
+    lines = files.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == f"Class: {hold_class}")
+    shown = " ".join(lines[start : start + 3])
+    assert "1-hold" in shown, files
+    assert "2-ring" in shown, files

@@ -2,8 +2,7 @@
 repeats the question without counting as a miss; a resident's profile with one more ask gets
 it, in their own (louder, slower) voice variant.
 
-The spoken "다시" is tested on the decision rule only (tests/test_voice_profile.py): Vosk's
-small Korean model hears espeak-ng's "다시" as "네" (README, what is not done).
+The spoken "다시" through a real call: tests/test_voice_calls.py (carrier number 070).
 
 Wired through the composition root (``Telephony.build`` with ``voice_profiles``)."""
 

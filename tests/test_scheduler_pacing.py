@@ -79,3 +79,20 @@ def test_given_workers_when_calls_hang_up_then_refill_stays_within_the_share(
     cap: int, workers: int, own_calls: int, expected: int
 ) -> None:
     assert refill_allowance(cap, workers, own_calls) == expected
+
+
+def test_given_a_transfer_leg_when_counted_then_it_takes_a_global_slot_and_a_node_slot() -> None:
+    # The global cap (3) is below the node's (10): only the global cap can stop the next call.
+    pacer = Pacer(max_concurrent=3, node_caps={"a": 10, "b": 10})
+    pacer.started("trunk", 0.0, "a")
+    pacer.leg_started("a")  # the resident asked for a person: a second channel on node a
+    assert (pacer.active, pacer.legs, pacer.node_active("a")) == (2, 1, 2)
+    assert pacer.available(0.0) == 1
+    pacer.started("trunk", 0.0, "b")
+    assert pacer.available(0.0) == 0  # 2 calls + 1 leg = the global cap, nodes have room
+    # the node's free channels steer the choice: a has the leg too
+    pacer.finished("trunk", "b")
+    pacer.started("trunk", 0.0, pacer.choose_node())
+    assert pacer.node_active("b") == 1
+    pacer.leg_finished("a")
+    assert (pacer.legs, pacer.node_active("a"), pacer.available(0.0)) == (0, 1, 1)

@@ -79,6 +79,56 @@ def test_given_a_doubtful_yes_when_below_the_confidence_floor_then_it_is_not_ok(
     assert decide(heard, min_ok_confidence=0.3) is OK
 
 
+@pytest.mark.parametrize(
+    ("confidences", "expected"),
+    [
+        ((1.0,), OK),
+        ((0.8,), OK),
+        ((0.79,), Intent.DOUBTFUL),
+        ((0.51,), Intent.DOUBTFUL),  # what espeak-ng's "다시" was heard as through u-law
+        ((0.5,), Intent.DOUBTFUL),
+        ((0.49,), UNKNOWN),  # below the floor: a miss, as before
+        ((1.0, 0.6), Intent.DOUBTFUL),  # the weakest word decides
+    ],
+)
+def test_given_a_yes_when_below_the_sure_confidence_then_doubtful_never_ok(
+    confidences: tuple[float, ...], expected: Intent
+) -> None:
+    heard = [HeardWord("네", c) for c in confidences]
+    decided = decide(heard, min_ok_confidence=0.5, sure_ok_confidence=0.8)
+    assert decided is expected
+    assert reply_for_intent(decided) is (Reply.OK if expected is OK else None)
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        # what "다시" sounds like to the model through the telephone band (bench/speechset.py)
+        ("나비", Intent.REPEAT),
+        ("라디 요", Intent.REPEAT),
+        ("해 라기 요", Intent.REPEAT),
+        ("다시한번", Intent.REPEAT),
+        ("라디 안 어", Intent.REPEAT),  # 다시 한번: the ㅎ of 한번 is lost too
+        ("나비 한번", Intent.REPEAT),
+        # never an ok, and help still wins
+        ("네 라디", UNKNOWN),
+        ("라기 도와주 세요", HELP),
+        ("나중에 다시 전화 해 주세요", CALLBACK),
+        ("다시 여보", UNKNOWN),
+    ],
+)
+def test_given_the_sound_of_dasi_through_the_phone_when_decided_then_repeat_never_ok(
+    words: str, expected: Intent
+) -> None:
+    assert decide(words.split()) is expected
+
+
+def test_given_the_repeat_decoys_then_they_are_in_the_grammar_and_not_ok_words() -> None:
+    grammar = set(VOCABULARY.grammar())
+    assert VOCABULARY.repeat <= grammar
+    assert not VOCABULARY.repeat & VOCABULARY.ok_anchors
+
+
 def test_given_a_doubtful_help_word_when_decided_then_help_still_wins() -> None:
     assert decide([HeardWord("도와주", 0.1)], min_ok_confidence=0.9) is HELP
 

@@ -57,6 +57,8 @@ SAYS_NE = "01099990009"
 NOISE = "01099990010"
 SAYS_HELLO = "01099990011"  # 여보세요: what an answering machine or a puzzled person says
 SAYS_HELP = "01099990012"  # 도와주세요
+SAYS_DASI = "01099990070"  # 다시, then 1 during the repeated question
+SAYS_MUFFLED_NE = "01099990071"  # a muffled 네: heard at low confidence
 
 
 class HeardLog:
@@ -226,6 +228,51 @@ async def test_given_resident_says_dowajuseyo_when_called_then_never_ok(voice: V
     assert record.reply in (Reply.HELP, Reply.NO_RESPONSE)
     assert voice.heard.voiced
     assert voice.leftover_recordings() == []
+
+
+def questions(outcome: IvrOutcome) -> int:
+    return sum(1 for path in outcome.played if Path(path).name == "question")
+
+
+async def test_given_resident_says_dasi_when_called_then_the_question_is_repeated_never_ok(
+    voice: VoiceRig,
+) -> None:
+    # Through the trunk's u-law the ㅅ of 다시 is gone: with the earlier word list the model
+    # chose 네 and the call closed as ok on a resident who asked to hear the question again.
+    record, outcome, wall = await voice.call(SAYS_DASI)
+    report("다시", voice, outcome, wall)
+
+    assert [r.intent for r in voice.heard.voiced] == [Intent.REPEAT]
+    # The question was played again without counting a miss; the resident then pressed 1.
+    assert questions(outcome) == 2
+    assert outcome.asks == 1
+    assert_answered(record, Reply.OK, "1")
+
+
+async def test_given_a_doubtful_yes_when_called_then_asked_again_and_never_ok(
+    asterisk_pair: AsteriskPair,
+    voice_audio_dir: Path,
+    recognizer: VoskRecognizer,
+    tmp_path: Path,
+) -> None:
+    # The confidence of one clip moves by ~0.1 with where the recording starts (the muffled 네
+    # decoded at 0.48-0.62 in calls): here every yes is doubtful (floor 0, sure above 1), so
+    # the call takes the doubtful path every time. With the old rule (no band) it was an ok.
+    strict = VoskRecognizer(recognizer.model, min_ok_confidence=0.0, sure_ok_confidence=1.01)
+    heard = HeardLog(strict)
+    async with open_voice_rig(asterisk_pair, voice_audio_dir, heard, tmp_path / "rec") as voice:
+        record, outcome, wall = await voice.call(SAYS_MUFFLED_NE)
+        report("muffled 네", voice, outcome, wall)
+
+    assert record.result is CallResult.ANSWERED
+    assert record.reply is Reply.NO_RESPONSE  # said once, then silent: never an ok
+    assert heard.voiced
+    first = heard.voiced[0]
+    assert first.intent is Intent.DOUBTFUL
+    assert "네" in first.transcript.split()
+    # Asked again without a miss counted: the question played once more than the asks.
+    assert questions(outcome) == outcome.asks + 1
+    assert outcome.transcript == first.transcript
 
 
 # ---- the listener against a scripted Asterisk-side AGI peer ----------------------------------

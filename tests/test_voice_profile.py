@@ -54,6 +54,21 @@ def test_given_extra_repeat_profile_then_one_more_ask_before_no_response() -> No
     assert step == Finish(Reply.NO_RESPONSE, (Prompt.GOODBYE,))
 
 
+def test_given_a_doubtful_yes_when_heard_then_asked_again_without_a_miss_and_never_ok() -> None:
+    d, _ = Dialogue(max_asks=2).start()
+    d, step = d.doubted()
+    assert step == Ask((Prompt.REPEAT, Prompt.QUESTION))
+    assert (d.asked, d.repeats) == (1, 1)
+    for _ in range(MAX_REPEATS_ASKED - 1):
+        d, step = d.doubted()
+    # past the repeats a doubtful yes counts as nothing heard: then no response, never ok
+    d, step = d.doubted()
+    assert step == Ask((Prompt.REPEAT, Prompt.QUESTION))
+    assert d.asked == 2
+    d, step = d.doubted()
+    assert step == Finish(Reply.NO_RESPONSE, (Prompt.GOODBYE,))
+
+
 @pytest.mark.parametrize(
     ("words", "intent"),
     [

@@ -58,7 +58,7 @@ class MachineWords:
     def grammar(self, replies: Vocabulary = VOCABULARY) -> tuple[str, ...]:
         """The spotting recognizer's word list: these words, the reply words (so a resident's
         "네" has somewhere to go) and ``<UNK>`` last."""
-        return (*sorted((self.all | frozenset(replies.grammar())) - {UNK}), UNK)
+        return (*sorted((self.all | frozenset(replies.grammar(repeat=False))) - {UNK}), UNK)
 
 
 MACHINE_WORDS = MachineWords(

@@ -9,6 +9,11 @@ originates so the carrier never sees a burst above ``calls_per_second``.
 Engine nodes (several Asterisk instances): each has a channel cap; a call goes to the healthy
 node with the most free channels (ties: the first configured), so load spreads evenly and a
 node that is down gets nothing. This class is the one place that counts channels in a process.
+
+A transfer (a resident put through to an official, ``ivr.handoff``) opens a second channel on
+the call's node: a *leg*. It is not a call (no attempt, no trunk slot of its own), but it is a
+channel: it counts against the node's cap and against this process's share of the global cap,
+so a dispatcher with every slot taken by calls and their legs starts nothing more.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class Pacer:
     node_caps: Mapping[str, int] = field(default_factory=dict)
     _active: dict[str, int] = field(default_factory=dict)
     _node_active: dict[str, int] = field(default_factory=dict)
+    _legs: int = 0
     _down: set[str] = field(default_factory=set)
     _tokens: float = 0.0
     _last: float | None = None
@@ -47,7 +53,12 @@ class Pacer:
 
     @property
     def active(self) -> int:
-        return sum(self._active.values())
+        """Channels open in this process: calls and transfer legs."""
+        return sum(self._active.values()) + self._legs
+
+    @property
+    def legs(self) -> int:
+        return self._legs
 
     def _refill(self, now: float) -> None:
         if self.calls_per_second is None:
@@ -121,6 +132,18 @@ class Pacer:
 
     def finished(self, trunk: str, node: str | None = None) -> None:
         _decrement(self._active, trunk)
+        if node is not None:
+            _decrement(self._node_active, node)
+
+    def leg_started(self, node: str | None = None) -> None:
+        """A transfer's second channel opened on ``node``: it takes a channel of the node and
+        of the process (global) cap, not a rate token (it is not an originate of a call)."""
+        self._legs += 1
+        if node is not None:
+            self._node_active[node] = self._node_active.get(node, 0) + 1
+
+    def leg_finished(self, node: str | None = None) -> None:
+        self._legs = max(0, self._legs - 1)
         if node is not None:
             _decrement(self._node_active, node)
 

@@ -74,7 +74,7 @@ class Dialogue:
 
     max_asks: int = 2
     asked: int = 0
-    repeats: int = 0  # repeats the resident asked for (key 9, "다시")
+    repeats: int = 0  # repeats the resident asked for (key 9, "다시") or a doubtful yes got
 
     def start(self) -> tuple[Dialogue, Step]:
         return Dialogue(self.max_asks, 1), Ask((Prompt.GREETING, Prompt.QUESTION))
@@ -85,6 +85,17 @@ class Dialogue:
         if self.repeats >= MAX_REPEATS_ASKED:
             return self.heard_nothing()
         return Dialogue(self.max_asks, self.asked, self.repeats + 1), Ask((Prompt.QUESTION,))
+
+    def doubted(self) -> tuple[Dialogue, Step]:
+        """A yes heard without enough confidence (it may have been "다시"): say that it was
+        not understood and ask again, without counting a miss (the resident did answer). Past
+        ``MAX_REPEATS_ASKED`` it counts as nothing heard: a doubtful yes never closes a
+        check-in as ok."""
+        if self.repeats >= MAX_REPEATS_ASKED:
+            return self.heard_nothing()
+        return Dialogue(self.max_asks, self.asked, self.repeats + 1), Ask(
+            (Prompt.REPEAT, Prompt.QUESTION)
+        )
 
     def replied(self, reply: Reply) -> tuple[Dialogue, Step]:
         """A key or a recognised word arrived."""
