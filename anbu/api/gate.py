@@ -27,8 +27,10 @@ RAW_BYTE_PREFIXES = ("/v1/sms/kannel/",)
 # keeps the good ones: refusing the whole batch of 10,000 for one bad id would lose data.
 PER_ITEM_BODIES = frozenset({"/v1/signals"})
 # File uploads are binary (an XLSX is a zip, full of NUL bytes): the route checks every cell
-# it reads from the file instead (anbu.console.enrolment).
-UPLOAD_BODIES = frozenset({"/console/residents/import"})
+# it reads from the file instead (anbu.console.enrolment). The console's 녹음 form carries
+# audio, which sox reads and ivr.recording refuses unless it is a voice; its text fields are
+# matched against fixed values (CSRF token, prompt names), never stored.
+UPLOAD_BODIES = frozenset({"/console/residents/import", "/console/recordings"})
 
 # Fast path: only a body with one of these can hold a NUL or a surrogate once parsed.
 _JSON_SUSPECT = re.compile(rb"\x00|\\u(?:0000|[dD][89a-fA-F])")

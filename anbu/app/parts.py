@@ -34,7 +34,7 @@ from escalation.pager import AdminPager
 from escalation.providers import sender_from_settings
 from escalation.service import EscalationConfig, EscalationRuntime, EscalationService
 from escalation.visitor import ChainVisitors
-from ivr import recording_api
+from ivr import recording_api, recording_console
 from ivr.agi import AgiHandler, AgiServer
 from ivr.ami import AmiClient, ami_client_from_settings
 from ivr.dialer import AmiDialer, CallRegistry
@@ -359,6 +359,8 @@ def build_api(container: Container, escalation: EscalationService | None = None)
         container.settings.escalation.default_ack_timeout_s
     )
     app.include_router(console_routes.router)
+    # 녹음 (the console's upload page): in ivr/, as it needs the recording store above.
+    app.include_router(recording_console.router)
     app.add_exception_handler(console_routes.ConsoleRefusedError, console_routes.refused_page)
     return app
 
