@@ -196,9 +196,7 @@ async def _upload(request: Request, parsed: FormData | None) -> Response:
             except ValueError:
                 await db.commit()
                 return await _page(ctx, store, limit, 422, error="없는 안내 문구입니다.")
-            access = Access(
-                AuditResource.PROGRAM, f"recording:{prompt.value}", AuditAction.UPDATE, district_id
-            )
+            access = Access(AuditResource.RECORDING, prompt.value, AuditAction.UPDATE, district_id)
             what = f"우리 구의 {PROMPT_LABELS[prompt]}"
         else:
             official = account.official_id

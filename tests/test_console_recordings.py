@@ -159,7 +159,7 @@ async def test_given_district_admins_when_uploading_then_only_their_own_district
     assert store.sources("11680")["question"] == "recording:district-11680"
     assert store.sources("11620")["question"] == "tts"
     [row] = await audit_rows(api)
-    assert row.resource_id == "recording:question"
+    assert (row.resource_type, row.resource_id) == (AuditResource.RECORDING, "question")
     async with api.container.sessions() as s:
         gangnam = (await s.execute(select(District).where(District.code == "11680"))).scalar_one()
     assert row.district_id == gangnam.id

@@ -21,6 +21,7 @@ class AuditResource(enum.StrEnum):
     OFFICIAL = "official"  # an official of the escalation directory (their mobile number)
     ESCALATION_CHAIN = "escalation_chain"  # who is told, in what order, when on duty
     PROGRAM = "program"  # a calling programme: when a district's residents are called
+    RECORDING = "recording"  # a district's recorded prompt (the id names the prompt)
 
 
 class AuditAction(enum.StrEnum):
