@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -101,7 +102,11 @@ def serve(url: str, port: int, workers: int) -> None:
             await stop_api_workers(others)
             await container.aclose()
 
-    asyncio.run(main())
+    # The parent stops this child with SIGINT; uvicorn handles it, shuts down, then raises it
+    # again once it has (so a plain `anbu serve` ends at once): that is the expected end here,
+    # not a failure to print as a traceback.
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
 
 
 async def _seed(url: str, residents: int) -> list[str]:
