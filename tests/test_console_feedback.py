@@ -106,3 +106,32 @@ async def test_given_widening_from_false_alarm_when_official_reverts_in_console_
     assert view.status_code == 200
     assert "통화 +24시간" in view.text
     assert "되돌리기" not in view.text
+
+
+async def test_given_a_finding_about_a_low_record_when_listed_then_a_stricter_guard_not_zero_hours(
+    api: Api,
+) -> None:
+    # A finding about a 관심 record (nobody called) is stored as a 0-hour step: it tightens the
+    # channel's lone-LOW guard and widens nothing, so "+0시간" would tell an official nothing.
+    sessions = api.container.sessions
+    now = api.clock.now()
+    seeded = await recent_incident(api)
+    resident_id = seeded.world.resident_id
+    async with sessions() as s:
+        s.add(MonitoringProfile(resident_id=resident_id, widen_h="calls=0"))
+        s.add(
+            FeedbackStep(
+                resident_id=resident_id,
+                channel=Channel.CALLS,
+                hours=0.0,
+                finding="quiet_habit",
+                created_at=now - dt.timedelta(days=1),
+            )
+        )
+        await s.commit()
+    await make_account(sessions, now, "kim", official_id=seeded.world.officials["primary"].id)
+    assert (await log_in(api.client, "kim")).status_code == 303
+    page = await api.client.get(f"/console/residents/{resident_id}")
+    assert page.status_code == 200
+    assert "통화 관심 기준 강화" in page.text
+    assert "+0시간" not in page.text
