@@ -74,6 +74,15 @@ def settings_for(args: argparse.Namespace, settings: Settings | None = None) -> 
     """The ``ANBU_*`` settings with this command line's overrides applied, so that every part
     the root builds from them (dialer, dispatcher, AMI client) sees the same values."""
     base = settings or load_settings()
+    if base.nodes and (args.ami_port or args.ami_secret):
+        # They set the single engine, which ANBU_NODES replaces: taken silently, the worker
+        # would dial with the nodes' settings while its operator believes otherwise.
+        raise SettingsError(
+            [
+                "--ami-port/--ami-secret set the single engine; ANBU_NODES is set, so each"
+                " node's own ami_port and ami_secret apply: change them there"
+            ]
+        )
     engine: dict[str, object] = {}
     if args.ami_port:
         engine["ami_port"] = args.ami_port

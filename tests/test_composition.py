@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from anbu.app.parts import Telephony, build_container, build_dispatcher, build_escalation
 from anbu.ports import SystemClock
-from anbu.settings import IvrSettings, Settings
+from anbu.settings import IvrSettings, Settings, SettingsError
 from scheduler.worker import build_parser, settings_for
 
 
@@ -21,6 +23,14 @@ def test_given_worker_flags_when_building_settings_then_every_part_sees_them() -
     assert settings.scheduling.calls_per_second is None  # 0: unlimited
     assert settings.engine.ami_port == 1234
     assert settings.trunk.ring_timeout_s == 3
+
+
+def test_given_nodes_when_worker_sets_the_single_engine_then_it_refuses_in_one_line() -> None:
+    nodes = Settings(nodes=[{"name": "a", "ami_port": 25038}, {"name": "b", "ami_port": 25040}])
+    for flags in (["--ami-port", "1234"], ["--ami-secret", "s3cret"]):
+        with pytest.raises(SettingsError, match="ANBU_NODES is set"):
+            settings_for(build_parser().parse_args(flags), nodes)
+    assert settings_for(build_parser().parse_args(["--cps", "2"]), nodes).nodes == nodes.nodes
 
 
 async def test_given_worker_settings_when_root_builds_dispatcher_then_tuned_and_listening(
