@@ -135,12 +135,16 @@ compose down -v --remove-orphans >/dev/null 2>&1 || true  # a run killed half-wa
 STACK_UP=1
 log "starting the stack"
 compose up -d >"$WORK/up.log" 2>&1 || die "up failed (see $WORK/up.log)"
-for _ in $(seq 1 120); do
-    health=$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q anbu)" 2>/dev/null || true)
-    [ "$health" = healthy ] && break
-    sleep 1
-done
-[ "$health" = healthy ] || die "anbu not healthy (status: ${health:-none})"
+# wait_healthy SERVICE SECONDS: until the service's health check passes; its last status in $health.
+wait_healthy() {
+    for _ in $(seq 1 "$2"); do
+        health=$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q "$1")" 2>/dev/null || true)
+        [ "$health" = healthy ] && return 0
+        sleep 1
+    done
+    return 1
+}
+wait_healthy anbu 120 || die "anbu not healthy (status: ${health:-none})"
 log "stack healthy: $(compose ps --services | tr '\n' ' ')"
 
 # --- 6. the first admin key comes from `anbu key create`, as in production -----------------------
@@ -191,12 +195,7 @@ if [ "$NODES" = 2 ]; then
     pid=$(docker inspect -f '{{.State.Pid}}' "$(compose ps -q asterisk2)")
     kill -9 "$pid"
     python3 docker/smoke.py "$api" "$key" campaign 10 || die "campaign with engine2 killed"
-    for _ in $(seq 1 60); do
-        health=$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q asterisk2)" 2>/dev/null || true)
-        [ "$health" = healthy ] && break
-        sleep 1
-    done
-    [ "$health" = healthy ] || die "engine2 not restarted (status: ${health:-none})"
+    wait_healthy asterisk2 60 || die "engine2 not restarted (status: ${health:-none})"
     restarts=$(docker inspect -f '{{.RestartCount}}' "$(compose ps -q asterisk2)")
     [ "$restarts" -ge 1 ] || die "engine2 was not restarted after the kill"
     took1=$(($(calls_processed asterisk) - e1))

@@ -321,6 +321,20 @@ class RecordingStore:
         tmp.replace(self.manifest_path)
         return result
 
+    def upload_bytes(
+        self,
+        prompt: Prompt,
+        data: bytes,
+        district_code: str | None = None,
+        official_id: str | None = None,
+    ) -> Ingested:
+        """:meth:`upload` of an uploaded body (the API's, the console's form): sox reads files,
+        so the bytes go through a private temporary directory. Blocking: run in a thread."""
+        with tempfile.TemporaryDirectory(prefix="anbu-upload-") as tmp:
+            src = Path(tmp) / "upload"
+            src.write_bytes(data)
+            return self.upload(prompt, src, district_code, official_id)
+
     def manifest(self) -> dict[str, Any]:
         try:
             data = json.loads(self.manifest_path.read_text("utf-8"))

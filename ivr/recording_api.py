@@ -5,8 +5,6 @@ plays."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -111,13 +109,9 @@ async def put_recording(
         raise ValidationError(f"a recording is at most {MAX_UPLOAD_BYTES // 1024 // 1024} MB")
 
     def run() -> RecordingOut:
-        with tempfile.TemporaryDirectory(prefix="anbu-upload-") as tmp:
-            src = Path(tmp) / "upload"
-            src.write_bytes(body)
-            if official is not None:
-                result = store.upload(which, src, official_id=official)
-            else:
-                result = store.upload(which, src, district_code)
+        # An official's own recording is stored under the official, whatever the district.
+        district = None if official is not None else district_code
+        result = store.upload_bytes(which, body, district, official)
         return RecordingOut(
             prompt=which.value,
             scope=scope_of(None if official else district_code, official),

@@ -11,17 +11,13 @@ size limit is the API's; a refused file is a Korean sentence with the store's re
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData, UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.formparsers import MultiPartException
 
-from anbu.console.routes import Ctx, _container, _ctx, _html, _Login, _to_login
+from anbu.console.routes import Ctx, _container, _ctx, _html, _Login, _to_login, with_upload
 from anbu.db.models_console import ConsoleAccount
 from anbu.domain.audit import AuditAction, AuditResource
 from anbu.domain.console import ConsoleRole, may_act
@@ -154,15 +150,7 @@ async def recordings_page(request: Request) -> Response:
 
 @router.post("/recordings")
 async def upload_recording(request: Request) -> Response:
-    try:
-        parsed = await request.form(max_files=1, max_fields=10)
-    except (StarletteHTTPException, MultiPartException):
-        parsed = None  # a broken multipart body: the page says so
-    try:
-        return await _upload(request, parsed)
-    finally:
-        if parsed is not None:
-            await parsed.close()  # the upload's spooled temporary file
+    return await with_upload(request, _upload)
 
 
 async def _upload(request: Request, parsed: FormData | None) -> Response:
@@ -217,16 +205,10 @@ async def _upload(request: Request, parsed: FormData | None) -> Response:
             error = f"녹음 파일은 {limit // 1024 // 1024}MB까지 올릴 수 있습니다."
             return await _page(ctx, store, limit, 422, error=error)
 
-        def run() -> Ingested:
-            with tempfile.TemporaryDirectory(prefix="anbu-console-upload-") as tmp:
-                src = Path(tmp) / "upload"
-                src.write_bytes(data)
-                if official is not None:
-                    return store.upload(prompt, src, official_id=official)
-                return store.upload(prompt, src, code)
-
+        # An official's own greeting is stored under the official, whatever the district.
+        district = None if official is not None else code
         try:
-            result = await asyncio.to_thread(run)
+            result = await asyncio.to_thread(store.upload_bytes, prompt, data, district, official)
         except RecordingRefusedError as exc:
             await db.commit()
             error = f"{REFUSALS[exc.reason]} (이유: {exc.reason.value})"

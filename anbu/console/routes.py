@@ -1141,17 +1141,25 @@ async def import_page(request: Request) -> Response:
         return _html("import.html", **ctx.base(result=None, error="", nav="residents"))
 
 
-@router.post("/residents/import")
-async def import_sheet(request: Request) -> Response:
+async def with_upload(
+    request: Request, handle: Callable[[Request, FormData | None], Awaitable[Response]]
+) -> Response:
+    """A one-file form (multipart): ``handle`` gets it parsed, or None when the body is broken
+    (its page says so); the upload's spooled temporary file is closed whatever happens."""
     try:
         parsed = await request.form(max_files=1, max_fields=10)
     except (StarletteHTTPException, MultiPartException):
-        parsed = None  # a broken multipart body: the page says so
+        parsed = None
     try:
-        return await _import(request, parsed)
+        return await handle(request, parsed)
     finally:
         if parsed is not None:
-            await parsed.close()  # the upload's spooled temporary file
+            await parsed.close()
+
+
+@router.post("/residents/import")
+async def import_sheet(request: Request) -> Response:
+    return await with_upload(request, _import)
 
 
 async def _import(request: Request, parsed: FormData | None) -> Response:
@@ -1374,44 +1382,42 @@ async def _edit_resident(request: Request, resident_id: str, edit: _Edit) -> Res
 
 @router.post("/residents/{resident_id}/holds")
 async def add_hold(resident_id: str, request: Request) -> Response:
-    async def edit(
-        db: AsyncSession, resident: Resident, form: dict[str, str], ctx: Ctx
-    ) -> resident_edits.Changed:
-        return await resident_edits.add_hold(db, resident, form, ctx.now)
-
-    return await _edit_resident(request, resident_id, edit)
+    return await _edit_resident(
+        request,
+        resident_id,
+        lambda db, resident, form, ctx: resident_edits.add_hold(db, resident, form, ctx.now),
+    )
 
 
 @router.post("/residents/{resident_id}/holds/{kind}/{hold_id}/end")
 async def end_hold(resident_id: str, kind: str, hold_id: str, request: Request) -> Response:
-    async def edit(
-        db: AsyncSession, resident: Resident, form: dict[str, str], ctx: Ctx
-    ) -> resident_edits.Changed:
-        return await resident_edits.end_hold(db, resident, kind, hold_id, ctx.now)
-
-    return await _edit_resident(request, resident_id, edit)
+    return await _edit_resident(
+        request,
+        resident_id,
+        lambda db, resident, _, ctx: resident_edits.end_hold(db, resident, kind, hold_id, ctx.now),
+    )
 
 
 @router.post("/residents/{resident_id}/devices")
 async def add_device(resident_id: str, request: Request) -> Response:
     rules = _container(request).settings.risk.rules
 
-    async def edit(
-        db: AsyncSession, resident: Resident, form: dict[str, str], ctx: Ctx
-    ) -> resident_edits.Changed:
-        return await resident_edits.add_device(db, resident, form, ctx.now, rules)
-
-    return await _edit_resident(request, resident_id, edit)
+    return await _edit_resident(
+        request,
+        resident_id,
+        lambda db, resident, form, ctx: resident_edits.add_device(
+            db, resident, form, ctx.now, rules
+        ),
+    )
 
 
 @router.post("/residents/{resident_id}/devices/{device_id}/retire")
 async def retire_device(resident_id: str, device_id: str, request: Request) -> Response:
-    async def edit(
-        db: AsyncSession, resident: Resident, form: dict[str, str], ctx: Ctx
-    ) -> resident_edits.Changed:
-        return await resident_edits.retire_device(db, resident, device_id, ctx.now)
-
-    return await _edit_resident(request, resident_id, edit)
+    return await _edit_resident(
+        request,
+        resident_id,
+        lambda db, resident, _, ctx: resident_edits.retire_device(db, resident, device_id, ctx.now),
+    )
 
 
 @router.post("/residents/{resident_id}/reveal")
