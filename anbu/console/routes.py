@@ -1021,34 +1021,15 @@ async def residents(
     # in English JSON).
     number = int(page) if page.isdecimal() and len(page) < 6 else 1
     q, page_no = q.strip()[:50], max(1, min(number, 10_000))
+    # The filters, passed on as they are to the list, the template and the page links.
+    filters = {"dong": dong.strip()[:50], "case": case, "device": device, "contact": contact}
     async with _container(request).sessions() as db:
         ctx = await _ctx(request, db)
-        dong = dong.strip()[:50]
-        found = await pages.residents(
-            db,
-            ctx.scope,
-            q,
-            level,
-            page_no,
-            dong=dong,
-            case=case,
-            device=device,
-            contact=contact,
-            now=ctx.now,
-        )
+        found = await pages.residents(db, ctx.scope, q, level, page_no, **filters, now=ctx.now)
         await ctx.audit(_reads(AuditResource.RESIDENT, [(r.id, r.district_id) for r in found.rows]))
         levels = [(lv.value, lv.label) for lv in Level]
         # Every filter again in the previous/next page links.
-        query = urlencode(
-            {
-                "q": q,
-                "level": level,
-                "dong": dong,
-                "case": case,
-                "device": device,
-                "contact": contact,
-            }
-        )
+        query = urlencode({"q": q, "level": level, **filters})
         return _html(
             "residents.html",
             **ctx.base(
@@ -1056,10 +1037,7 @@ async def residents(
                 q=q,
                 level=level,
                 levels=levels,
-                dong=dong,
-                case=case,
-                device=device,
-                contact=contact,
+                **filters,
                 query=query,
                 nav="residents",
             ),
@@ -1077,14 +1055,23 @@ def _enrol_refused(ctx: Ctx, title: str) -> Response | None:
     return _html("message.html", 403, title=title, text="등록 권한이 없습니다.", **ctx.base())
 
 
-@router.get("/residents/import")
-async def import_page(request: Request) -> Response:
+async def _enrol_form(request: Request, title: str, show: Callable[[Ctx], Response]) -> Response:
+    """An enrolment form (GET): the session's touch committed, then the form, or the 403 page
+    for an account that may not enrol."""
     async with _container(request).sessions() as db:
         ctx = await _ctx(request, db)
         await db.commit()
-        if (refused := _enrol_refused(ctx, "일괄 등록")) is not None:
-            return refused
-        return _html("import.html", **ctx.base(result=None, error="", nav="residents"))
+        refused = _enrol_refused(ctx, title)
+        return refused if refused is not None else show(ctx)
+
+
+@router.get("/residents/import")
+async def import_page(request: Request) -> Response:
+    return await _enrol_form(
+        request,
+        "일괄 등록",
+        lambda ctx: _html("import.html", **ctx.base(result=None, error="", nav="residents")),
+    )
 
 
 async def with_upload(
@@ -1168,12 +1155,9 @@ def _enrol_page(ctx: Ctx, status: int = 200, error: str = "", **values: str) -> 
 
 @router.get("/residents/new")
 async def enrol_one_page(request: Request) -> Response:
-    async with _container(request).sessions() as db:
-        ctx = await _ctx(request, db)
-        await db.commit()
-        if (refused := _enrol_refused(ctx, "대상자 등록")) is not None:
-            return refused
-        return _enrol_page(ctx, dong=ctx.account.dong)
+    return await _enrol_form(
+        request, "대상자 등록", lambda ctx: _enrol_page(ctx, dong=ctx.account.dong)
+    )
 
 
 @router.post("/residents/new")
