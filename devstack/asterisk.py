@@ -1261,18 +1261,26 @@ def provision_engine(
     install: AsteriskInstall | None = None,
     name: str = "engine",
     bench_prompt: Path | None = None,
+    ports: AsteriskSettings | None = None,
+    agi_address: str | None = None,
 ) -> AsteriskInstance:
-    """Install if needed and render the engine instance (trunk, AGI and bench contexts)."""
+    """Install if needed and render the engine instance (trunk, AGI and bench contexts):
+    ``settings.engine``'s ports unless ``ports`` are given, the AGI server of ``settings``
+    unless an ``agi_address`` (``host:port``, a node's) is."""
     install = install if install is not None else install_asterisk(settings.cache_dir)
+    agi_host, agi_port = settings.agi_host, settings.agi_port
+    if agi_address:
+        host, _, port = agi_address.rpartition(":")
+        agi_host, agi_port = host.strip("[]"), int(port)
     instance = AsteriskInstance(
         name,
         AsteriskRole.ENGINE,
         settings.var_dir / "asterisk",
-        settings.engine,
+        ports if ports is not None else settings.engine,
         install=install,
         trunk=settings.trunk,
-        agi_host=settings.agi_host,
-        agi_port=settings.agi_port,
+        agi_host=agi_host,
+        agi_port=agi_port,
         bench_prompt=bench_prompt if bench_prompt is not None else default_bench_prompt(settings),
         hold_text=settings.handoff.hold_text,
         hold_class=settings.handoff.hold_class,
@@ -1323,28 +1331,17 @@ def provision_engines(
     install = install if install is not None else install_asterisk(settings.cache_dir)
     ports = list(ports) if ports is not None else node_instance_settings(settings)
     prompt = bench_prompt if bench_prompt is not None else default_bench_prompt(settings)
-    out: list[AsteriskInstance] = []
-    for node, own in zip(settings.nodes, ports, strict=True):
-        agi_host, agi_port = settings.agi_host, settings.agi_port
-        if node.agi_address:
-            host, _, port = node.agi_address.rpartition(":")
-            agi_host, agi_port = host.strip("[]"), int(port)
-        instance = AsteriskInstance(
-            node.name if node.name.startswith("engine") else f"engine-{node.name}",
-            AsteriskRole.ENGINE,
-            settings.var_dir / "asterisk",
-            own,
+    return [
+        provision_engine(
+            settings,
             install=install,
-            trunk=settings.trunk,
-            agi_host=agi_host,
-            agi_port=agi_port,
+            name=node.name if node.name.startswith("engine") else f"engine-{node.name}",
             bench_prompt=prompt,
-            hold_text=settings.handoff.hold_text,
-            hold_class=settings.handoff.hold_class,
+            ports=own,
+            agi_address=node.agi_address,
         )
-        instance.render()
-        out.append(instance)
-    return out
+        for node, own in zip(settings.nodes, ports, strict=True)
+    ]
 
 
 def provision_carrier(

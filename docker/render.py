@@ -23,13 +23,7 @@ from pathlib import Path
 
 from anbu.errors import AnbuError
 from anbu.settings import ROOT, Settings, load_settings
-from devstack.asterisk import (
-    AsteriskInstall,
-    AsteriskInstance,
-    AsteriskRole,
-    carrier_sounds,
-    default_bench_prompt,
-)
+from devstack.asterisk import AsteriskInstall, provision_carrier, provision_engine
 from devstack.kannel import KannelConfig
 
 # Debian's asterisk package: modules, data and binaries under the system root.
@@ -48,34 +42,10 @@ def render_audio(settings: Settings) -> None:
 
 
 def render_asterisk(settings: Settings, name: str, role: str) -> None:
-    base = settings.var_dir / "asterisk"
     if role == "engine":
-        instance = AsteriskInstance(
-            name,
-            AsteriskRole.ENGINE,
-            base,
-            settings.engine,
-            install=DEBIAN_ASTERISK,
-            trunk=settings.trunk,
-            agi_host=settings.agi_host,
-            agi_port=settings.agi_port,
-            bench_prompt=default_bench_prompt(settings),
-            hold_text=settings.handoff.hold_text,
-            hold_class=settings.handoff.hold_class,
-        )
-        instance.render()
+        instance = provision_engine(settings, install=DEBIAN_ASTERISK, name=name)
     elif role == "carrier":
-        instance = AsteriskInstance(
-            name,
-            AsteriskRole.CARRIER,
-            base,
-            settings.carrier,
-            install=DEBIAN_ASTERISK,
-            trunk=settings.trunk,
-            engine_host=settings.engine.bind_host,
-        )
-        instance.render()
-        instance.install_sounds(carrier_sounds(settings.cache_dir))
+        instance = provision_carrier(settings, install=DEBIAN_ASTERISK, name=name)
     else:
         raise SystemExit(f"render.py: role must be engine or carrier, not {role!r}")
     print(f"asterisk {name} ({role}) rendered: SIP {instance.sip_port}, AMI {instance.ami_port}")

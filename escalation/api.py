@@ -17,13 +17,16 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.api.audit import AuditDep
 from anbu.api.deps import (
     ContainerDep,
+    Principal,
     PrincipalDep,
     SessionDep,
     district_by_code,
+    in_scope,
     resident_in_scope,
 )
 from anbu.container import Container
@@ -66,7 +69,13 @@ def get_escalation(request: Request) -> EscalationService:
 EscalationDep = Annotated[EscalationService, Depends(get_escalation)]
 
 
-def _scope(principal: PrincipalDep) -> frozenset[int] | None:
+async def _scope(
+    session: AsyncSession, principal: Principal, district_code: str | None
+) -> frozenset[int] | None:
+    """The districts a list shows: the one asked for (if the key may see it), else all the
+    key's (None: every district, for an admin key)."""
+    if district_code is not None:
+        return frozenset({(await district_by_code(session, principal, district_code)).id})
     return None if principal.is_admin else principal.district_ids
 
 
@@ -92,9 +101,7 @@ async def create_official(
 async def list_officials(
     principal: PrincipalDep, session: SessionDep, district_code: str | None = None
 ) -> list[OfficialOut]:
-    scope = _scope(principal)
-    if district_code is not None:
-        scope = frozenset({(await district_by_code(session, principal, district_code)).id})
+    scope = await _scope(session, principal, district_code)
     return [OfficialOut.of(o) for o in await directory.list_officials(session, scope)]
 
 
@@ -137,9 +144,7 @@ async def put_chain(
 async def list_chains(
     principal: PrincipalDep, session: SessionDep, district_code: str | None = None
 ) -> list[ChainOut]:
-    scope = _scope(principal)
-    if district_code is not None:
-        scope = frozenset({(await district_by_code(session, principal, district_code)).id})
+    scope = await _scope(session, principal, district_code)
     return [directory.chain_out(c, code) for c, code in await directory.list_chains(session, scope)]
 
 
@@ -149,10 +154,7 @@ async def list_chains(
     tags=["escalation"],
 )
 async def delete_chain(chain_id: str, principal: PrincipalDep, session: SessionDep) -> Response:
-    chain = await session.get(EscalationChain, chain_id)
-    if chain is None:
-        raise NotFoundError("escalation chain", chain_id)
-    principal.require_district(chain.district_id, "escalation chain", chain_id)
+    chain = await in_scope(session, principal, EscalationChain, chain_id, "escalation chain")
     # Refused (409) while residents or open incidents are still alerted along it.
     await directory.delete_chain(session, chain)
     await session.commit()
@@ -171,9 +173,7 @@ async def list_incidents(
     status_: Annotated[IncidentStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[Incident]:
-    scope = _scope(principal)
-    if district_code is not None:
-        scope = frozenset({(await district_by_code(session, principal, district_code)).id})
+    scope = await _scope(session, principal, district_code)
     rows = await directory.list_incidents(session, scope, status_, limit)
     audit.note_many(AuditResource.INCIDENT, ((i.id, i.district_id) for i in rows))
     return rows
@@ -184,10 +184,7 @@ async def get_incident(
     incident_id: str, principal: PrincipalDep, session: SessionDep
 ) -> IncidentDetail:
     """The incident with its log (every step, timed) and its messages."""
-    incident = await session.get(Incident, incident_id)
-    if incident is None:
-        raise NotFoundError("incident", incident_id)
-    principal.require_district(incident.district_id, "incident", incident_id)
+    incident = await in_scope(session, principal, Incident, incident_id, "incident")
     return await directory.incident_detail(session, incident)
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection
+from dataclasses import asdict
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from anbu.console.directory_page import StepForm
+from anbu.console.directory_page import OfficialForm, StepForm
 from anbu.db.models import District, Resident
 from anbu.db.models_escalation import (
     EscalationChain,
@@ -19,7 +20,7 @@ from anbu.db.models_escalation import (
     OutboxMessage,
     ResidentFinding,
 )
-from anbu.domain.incidents import IncidentStatus, OfficialRole
+from anbu.domain.incidents import IncidentStatus
 from anbu.domain.phone import mask_phone
 from anbu.errors import ChainInUseError, NotFoundError, ValidationError
 from escalation.schemas import (
@@ -284,31 +285,15 @@ class ConsoleDirectory:
         self.default_timeout_s = default_timeout_s
 
     async def add_official(
-        self,
-        session: AsyncSession,
-        district: District,
-        *,
-        name: str,
-        phone: str,
-        role: OfficialRole,
-        dong: str,
-        now: dt.datetime,
+        self, session: AsyncSession, district: District, checked: OfficialForm, now: dt.datetime
     ) -> Official:
-        body = OfficialIn(district_code=district.code, dong=dong, name=name, phone=phone, role=role)
+        fields = asdict(checked)
+        del fields["active"]  # a new official is active
+        body = OfficialIn(district_code=district.code, **fields)
         return await create_official(session, district, body, now)
 
-    async def edit_official(
-        self,
-        official: Official,
-        *,
-        name: str,
-        phone: str,
-        role: OfficialRole,
-        dong: str,
-        active: bool,
-    ) -> None:
-        patch = OfficialPatch(dong=dong, name=name, phone=phone, role=role, active=active)
-        update_official(official, patch)
+    async def edit_official(self, official: Official, checked: OfficialForm) -> None:
+        update_official(official, OfficialPatch(**asdict(checked)))
 
     async def put_chain(
         self,

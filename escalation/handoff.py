@@ -136,16 +136,8 @@ class HandoffDesk:
         return incident
 
     async def calling(self, incident_id: str, target: HandoffTarget) -> None:
-        async with self._sessions() as session:
-            await log_event(
-                session,
-                incident_id,
-                IncidentEventKind.CALLING,
-                self._now(),
-                official_id=target.official_id,
-                detail=f"{target.role} {mask_phone(target.phone)}",
-            )
-            await session.commit()
+        detail = f"{target.role} {mask_phone(target.phone)}"
+        await self._log(incident_id, IncidentEventKind.CALLING, target, detail)
 
     async def leg_ended(
         self, incident_id: str, target: HandoffTarget, result: LegResult, rang: bool
@@ -180,14 +172,20 @@ class HandoffDesk:
             await session.commit()
 
     async def talked(self, incident_id: str, target: HandoffTarget, seconds: float) -> None:
+        await self._log(incident_id, IncidentEventKind.TALKED, target, f"{seconds:.1f} s")
+
+    async def _log(
+        self, incident_id: str, kind: IncidentEventKind, target: HandoffTarget, detail: str
+    ) -> None:
+        """One line of the incident's log about ``target``'s leg, in a transaction of its own."""
         async with self._sessions() as session:
             await log_event(
                 session,
                 incident_id,
-                IncidentEventKind.TALKED,
+                kind,
                 self._now(),
                 official_id=target.official_id,
-                detail=f"{seconds:.1f} s",
+                detail=detail,
             )
             await session.commit()
 

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from anbu.errors import TelephonyError
 from anbu.settings import Settings
+from ivr.tcp import bound_port
 
 log = logging.getLogger(__name__)
 
@@ -467,9 +468,7 @@ class AgiServer:
     @property
     def port(self) -> int:
         """The bound port (useful with port 0)."""
-        if self._server is not None and self._server.sockets:
-            return int(self._server.sockets[0].getsockname()[1])
-        return self._port
+        return bound_port(self._server, self._port)
 
     @property
     def active_sessions(self) -> int:

@@ -25,11 +25,13 @@ import random
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from anbu.errors import AmiError
 from anbu.settings import AsteriskSettings, NodeSettings, Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BANNER_PREFIX = b"Asterisk Call Manager"
 # A message longer than this is a broken peer, not a big event (the largest real ones, e.g.
@@ -618,13 +620,8 @@ class AmiClient:
                 self.port,
                 message.get("Shutdown"),
             )
-        for sub, handler in [*self._handlers.get(name.lower(), ()), *self._any_handlers]:
-            if not sub.active:
-                continue
-            try:
-                handler(message)
-            except Exception:
-                log.exception("AMI event handler failed on %s", name)
+        handlers = [*self._handlers.get(name.lower(), ()), *self._any_handlers]
+        _deliver(handlers, message, "event", name)
 
     async def _ping_loop(self, writer: asyncio.StreamWriter) -> None:
         # A half-open TCP connection (Asterisk killed, network gone) never reads EOF: a Ping
@@ -647,13 +644,21 @@ class AmiClient:
         if state is self._state:
             return
         self._state = state
-        for sub, handler in list(self._state_handlers):
-            if not sub.active:
-                continue
-            try:
-                handler(state)
-            except Exception:
-                log.exception("AMI state handler failed on %s", state)
+        _deliver(list(self._state_handlers), state, "state", state)
+
+
+def _deliver(
+    handlers: Iterable[tuple[Subscription, Callable[[T], None]]], arg: T, what: str, about: object
+) -> None:
+    """Call each still active subscriber with ``arg``; a handler that fails is logged and the
+    others still run (a subscriber's bug must not stop the reader)."""
+    for sub, handler in handlers:
+        if not sub.active:
+            continue
+        try:
+            handler(arg)
+        except Exception:
+            log.exception("AMI %s handler failed on %s", what, about)
 
 
 def ami_client_from_settings(

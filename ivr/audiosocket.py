@@ -24,6 +24,8 @@ import struct
 import uuid
 from dataclasses import dataclass
 
+from ivr.tcp import bound_port
+
 log = logging.getLogger(__name__)
 
 FRAME_BYTES = 320  # 20 ms of 8 kHz 16-bit mono
@@ -108,9 +110,7 @@ class AudioSocketServer:
 
     @property
     def port(self) -> int:
-        if self._server is not None and self._server.sockets:
-            return int(self._server.sockets[0].getsockname()[1])
-        return self._port
+        return bound_port(self._server, self._port)
 
     @property
     def address(self) -> str:

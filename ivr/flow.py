@@ -30,6 +30,7 @@ from anbu.domain.replies import (
     Step,
     reply_for_key,
 )
+from anbu.domain.speech_intent import Intent, SpeechResult
 from anbu.ports import CallVoice, Clock, IvrOutcome, OutcomeSink, SystemClock, VoiceProfiles
 from anbu.settings import Settings
 from ivr.agi import AgiError, AgiHangupError, AgiSession
@@ -67,6 +68,17 @@ class Heard:
     @property
     def asks_again(self) -> bool:
         return self.again or self.key == REPEAT_KEY
+
+    @classmethod
+    def of(cls, speech: SpeechResult) -> Heard:
+        """What a recognised utterance says (the FastAGI recording's, or the streamed one's)."""
+        return cls(
+            reply=speech.reply,
+            transcript=speech.transcript,
+            confidence=speech.confidence,
+            again=speech.intent is Intent.REPEAT,
+            doubtful=speech.intent is Intent.DOUBTFUL,
+        )
 
 
 class Transfer(Protocol):

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from anbu.domain.replies import reply_for_key
-from anbu.domain.speech_intent import Intent, SpeechResult
+from anbu.domain.speech_intent import SpeechResult
 from anbu.errors import AnbuError, ValidationError
 from anbu.ports import SpeechRecognizer
 from anbu.settings import Settings
@@ -207,13 +207,7 @@ class SpeechListener:
         )
         # transcript "" = speech energy but no word recognised; None (a gated recording, or a
         # key) leaves the flow's earlier transcript in place.
-        return Heard(
-            reply=speech.reply,
-            transcript=speech.transcript,
-            confidence=speech.confidence,
-            again=speech.intent is Intent.REPEAT,
-            doubtful=speech.intent is Intent.DOUBTFUL,
-        )
+        return Heard.of(speech)
 
     async def _keypad(self, session: AgiSession, deadline: float) -> Heard:
         remaining = deadline - time.monotonic()

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from anbu.api.deps import Principal, PrincipalDep, SessionDep, district_by_code
+from anbu.api.deps import Principal, PrincipalDep, SessionDep, district_by_code, in_scope
 from anbu.db.models_escalation import Official
 from anbu.domain.replies import Prompt
 from anbu.errors import NotFoundError, ValidationError
@@ -61,11 +61,7 @@ def _prompt(name: str) -> Prompt:
 async def _official(session: SessionDep, principal: Principal, official_id: str) -> Official:
     """The official, if the key may see their district (404 otherwise: another district's
     officials are not revealed)."""
-    official = await session.get(Official, official_id)
-    if official is None:
-        raise NotFoundError("official", official_id)
-    principal.require_district(official.district_id, "official", official_id)
-    return official
+    return await in_scope(session, principal, Official, official_id, "official")
 
 
 async def _scope(

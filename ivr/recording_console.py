@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData, UploadFile
 
-from anbu.console.routes import Ctx, _container, _ctx, _html, _Login, _to_login, with_upload
+from anbu.console.routes import Ctx, _container, _ctx, _html, with_upload
 from anbu.db.models_console import ConsoleAccount
 from anbu.domain.audit import AuditAction, AuditResource
 from anbu.domain.console import ConsoleRole, may_act
@@ -138,10 +138,7 @@ def _refused(ctx: Ctx) -> Response:
 async def recordings_page(request: Request) -> Response:
     store, limit = await get_store(request), max_bytes(request)
     async with _container(request).sessions() as db:
-        try:
-            ctx = await _ctx(request, db)
-        except _Login:
-            return _to_login()
+        ctx = await _ctx(request, db)
         await db.commit()  # the session's last_seen_at; the page shows no person
         if not _may_record(ctx.account):
             return _refused(ctx)
@@ -156,10 +153,7 @@ async def upload_recording(request: Request) -> Response:
 async def _upload(request: Request, parsed: FormData | None) -> Response:
     store, limit = await get_store(request), max_bytes(request)
     async with _container(request).sessions() as db:
-        try:
-            ctx = await _ctx(request, db)
-        except _Login:
-            return _to_login()
+        ctx = await _ctx(request, db)
         if parsed is None:
             await db.commit()
             return await _page(ctx, store, limit, 400, error="올린 양식을 읽을 수 없습니다.")

@@ -216,8 +216,8 @@ def _samples(pcm: bytes) -> array.array[int]:
 class VoskRecognizer:
     """``SpeechRecognizer`` on Vosk's small Korean model with a fixed word list.
 
-    Build it with ``await VoskRecognizer.start()`` (model load off the loop) or ``load()``
-    from synchronous code; both check every grammar token against the model first.
+    Build it with ``await VoskRecognizer.from_settings()`` (model load off the loop) or
+    ``load()`` from synchronous code; both check every grammar token against the model first.
     """
 
     def __init__(
@@ -256,24 +256,6 @@ class VoskRecognizer:
         )
 
     @classmethod
-    async def start(
-        cls,
-        model_dir: Path | None = None,
-        *,
-        vocabulary: Vocabulary = VOCABULARY,
-        gate: EnergyGate | None = None,
-        min_ok_confidence: float = MIN_OK_CONFIDENCE,
-    ) -> VoskRecognizer:
-        """Load the model in a worker thread; call once from the composition root."""
-        return await asyncio.to_thread(
-            cls.load,
-            model_dir,
-            vocabulary=vocabulary,
-            gate=gate,
-            min_ok_confidence=min_ok_confidence,
-        )
-
-    @classmethod
     async def from_settings(cls, settings: SpeechSettings) -> VoskRecognizer:
         """The composition root's constructor: ``await VoskRecognizer.from_settings(s.speech)``."""
         gate = EnergyGate(
@@ -281,8 +263,9 @@ class VoskRecognizer:
             above_noise_db=settings.gate_above_noise_db,
             min_voiced_s=settings.gate_min_voiced_s,
         )
-        return await cls.start(
-            settings.model_dir, gate=gate, min_ok_confidence=settings.min_ok_confidence
+        # The model loads in a worker thread: off the loop.
+        return await asyncio.to_thread(
+            cls.load, settings.model_dir, gate=gate, min_ok_confidence=settings.min_ok_confidence
         )
 
     @property

@@ -466,7 +466,7 @@ class StreamListener:
                     for event in await asyncio.to_thread(audio.flush):
                         if isinstance(event, Machine):
                             return self._machine(cid, event)
-                    return _heard(said) if said else Heard()
+                    return Heard.of(said.result) if said else Heard()
                 if message.kind == Kind.DTMF:
                     digit = message.payload[:1].decode("ascii", "replace")
                     if digit and digit in self.escape_digits:
@@ -495,16 +495,16 @@ class StreamListener:
                     )
                     if event.result.intent in USABLE:
                         audio.stop_detecting()
-                        return _heard(event)
+                        return Heard.of(event.result)
                     if over:
-                        return _heard(event)
+                        return Heard.of(event.result)
                     said = event
             for event in await asyncio.to_thread(audio.flush):
                 if isinstance(event, Machine):
                     return self._machine(cid, event)
-                return _heard(event)
+                return Heard.of(event.result)
             log.info("agi %s: nothing usable said within %.1f s", cid, timeout_s)
-            return _heard(said) if said else Heard()
+            return Heard.of(said.result) if said else Heard()
         finally:
             player.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -522,17 +522,6 @@ class StreamListener:
             event.evidence.longest_sound_s,
         )
         return Heard(machine=event.answerer)
-
-
-def _heard(event: Spoken) -> Heard:
-    result = event.result
-    return Heard(
-        reply=result.reply,
-        transcript=result.transcript,
-        confidence=result.confidence,
-        again=result.intent is Intent.REPEAT,
-        doubtful=result.intent is Intent.DOUBTFUL,
-    )
 
 
 async def _play(stream: AudioStream, pcm: bytes, over: asyncio.Event) -> None:

@@ -81,11 +81,11 @@ from anbu.errors import ConflictError, NotFoundError, ValidationError
 from anbu.services.rules import (
     followed_programs,
     format_weekdays,
-    load_rules,
     parse_weekdays,
     program_policy,
     program_window,
     resident_hours,
+    resident_rules,
     time_to_minutes,
 )
 from scheduler.routine import latest_slot
@@ -449,15 +449,7 @@ async def _schedule_out(session: AsyncSession, resident: Resident, now: dt.datet
     sched, program = found.schedule, found.program
     # The dispatcher's own reading, holds and do-not-call included; the built-in defaults are
     # the dispatcher's (RetryPolicy(), CallingWindow()) when no programme exists.
-    rules = (
-        await load_rules(
-            session,
-            [(resident.id, resident.phone)],
-            now,
-            default_policy=RetryPolicy(),
-            default_window=CallingWindow(),
-        )
-    )[resident.id]
+    rules = await resident_rules(session, resident.id, resident.phone, now)
     window = rules.window
     blocked = blocked_reason(now, window)
     return ScheduleOut(
@@ -800,15 +792,7 @@ async def add_routine(
         raise ValidationError(f"at most {MAX_ROUTINES} routine calls a week per resident")
     now = container.clock.now()
     # The call rings in the resident's own time zone, the one their calling hours use.
-    window = (
-        await load_rules(
-            session,
-            [(resident.id, resident.phone)],
-            now,
-            default_policy=RetryPolicy(),
-            default_window=CallingWindow(),
-        )
-    )[resident.id].window
+    window = (await resident_rules(session, resident.id, resident.phone, now)).window
     routine = RoutineSchedule(
         resident_id=resident.id,
         weekday=body.weekday,

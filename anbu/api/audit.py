@@ -108,7 +108,8 @@ async def _path_accesses(request: Request, session: AsyncSession) -> list[Access
     return found
 
 
-def _origin(request: Request) -> Origin:
+def origin_of(request: Request) -> Origin:
+    """Where a request came from, for its access-log lines (the API's and the console's)."""
     route = request.scope.get("route")
     return Origin(
         client=request.client.host if request.client else "",
@@ -144,7 +145,7 @@ async def _record_refused(
             _actor(principal),
             accesses,
             at=container.clock.now(),
-            origin=_origin(request),
+            origin=origin_of(request),
             outcome=f"refused: {why}",
         )
         await session.commit()
@@ -164,7 +165,7 @@ async def _write(
     if not accesses:
         return False
     await audit_service.record(
-        session, _actor(principal), accesses, at=container.clock.now(), origin=_origin(request)
+        session, _actor(principal), accesses, at=container.clock.now(), origin=origin_of(request)
     )
     return True
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
@@ -155,12 +155,29 @@ async def district_by_code(session: AsyncSession, principal: Principal, code: st
     return district
 
 
+class InDistrict(Protocol):
+    """A row that belongs to one district (a resident, an official, an incident...)."""
+
+    @property
+    def district_id(self) -> int: ...
+
+
+R = TypeVar("R", bound=InDistrict)
+
+
+async def in_scope(
+    session: AsyncSession, principal: Principal, model: type[R], ident: str, kind: str
+) -> R:
+    """The row, if the key may see its district (404 otherwise, existence not leaked)."""
+    row = await session.get(model, ident)
+    if row is None:
+        raise NotFoundError(kind, ident)
+    principal.require_district(row.district_id, kind, ident)
+    return row
+
+
 async def resident_in_scope(
     session: AsyncSession, principal: Principal, resident_id: str
 ) -> Resident:
     """The resident, if the key may see their district (404 otherwise, existence not leaked)."""
-    resident = await session.get(Resident, resident_id)
-    if resident is None:
-        raise NotFoundError("resident", resident_id)
-    principal.require_district(resident.district_id, "resident", resident_id)
-    return resident
+    return await in_scope(session, principal, Resident, resident_id, "resident")

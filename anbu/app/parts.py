@@ -362,6 +362,7 @@ def build_api(container: Container, escalation: EscalationService | None = None)
     # 녹음 (the console's upload page): in ivr/, as it needs the recording store above.
     app.include_router(recording_console.router)
     app.add_exception_handler(console_routes.ConsoleRefusedError, console_routes.refused_page)
+    app.add_exception_handler(console_routes.LoginRequiredError, console_routes.login_redirect)
     return app
 
 

@@ -47,32 +47,25 @@ class StepForm:
     on_holidays: bool
 
 
+@dataclass
+class OfficialForm:
+    name: str
+    phone: str
+    role: OfficialRole
+    dong: str
+    active: bool
+
+
 class Directory(Protocol):
     """The escalation directory's writing use cases (escalation.directory, bound by the
     composition root)."""
 
     async def add_official(
-        self,
-        session: AsyncSession,
-        district: District,
-        *,
-        name: str,
-        phone: str,
-        role: OfficialRole,
-        dong: str,
-        now: dt.datetime,
-    ) -> Official: ...
+        self, session: AsyncSession, district: District, checked: OfficialForm, now: dt.datetime
+    ) -> Official:
+        """A new (active) official; ``checked.active`` is not read."""
 
-    async def edit_official(
-        self,
-        official: Official,
-        *,
-        name: str,
-        phone: str,
-        role: OfficialRole,
-        dong: str,
-        active: bool,
-    ) -> None: ...
+    async def edit_official(self, official: Official, checked: OfficialForm) -> None: ...
 
     async def put_chain(
         self,
@@ -192,15 +185,6 @@ async def official_in(session: AsyncSession, district_id: int, official_id: str)
     if official is None or official.district_id != district_id:
         raise SettingsRefusedError("담당자를 찾을 수 없습니다.")
     return official
-
-
-@dataclass
-class OfficialForm:
-    name: str
-    phone: str
-    role: OfficialRole
-    dong: str
-    active: bool
 
 
 def _dong(form: dict[str, str]) -> str:

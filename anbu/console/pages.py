@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from anbu.db.models import CallAttempt, Checkin, District, Resident
 from anbu.db.models_console import ConsoleAccount
@@ -57,6 +59,7 @@ from anbu.services import rules
 
 PAGE_SIZE = 50
 S = TypeVar("S", bound=Select[*tuple[Any, ...]])
+R = TypeVar("R")
 TODAY_LIMIT = 100  # per list; the rest by the clock's order next time
 
 STATUS_WORDS = {
@@ -301,6 +304,18 @@ async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
     )
     open_ = Incident.status.in_((IncidentStatus.OPEN, IncidentStatus.EXHAUSTED))
     # Plain columns, not entities: no eager loads of districts and attempts per row.
+    rows_of = select(
+        Incident.id,
+        Incident.urgency,
+        Incident.outcome,
+        Incident.status,
+        Incident.ack_due_at,
+        Incident.opened_at,
+        Resident.id,
+        Resident.district_id,
+        Resident.name,
+        Resident.dong,
+    ).join(Resident, Resident.id == Incident.resident_id)
     if not scope.dong:
         # incidents.district_id says the district: sort and cut the open incidents alone,
         # then fetch their 100 residents by primary key.
@@ -308,39 +323,10 @@ async def today(session: AsyncSession, scope: Scope, now: dt.datetime) -> Today:
         if scope.district_id is not None:
             cut = cut.where(Incident.district_id == scope.district_id)
         ids = list((await session.execute(cut.order_by(*order).limit(TODAY_LIMIT))).scalars())
-        query = select(
-            Incident.id,
-            Incident.urgency,
-            Incident.outcome,
-            Incident.status,
-            Incident.ack_due_at,
-            Incident.opened_at,
-            Resident.id,
-            Resident.district_id,
-            Resident.name,
-            Resident.dong,
-        ).join(Resident, Resident.id == Incident.resident_id)
-        rows = {r[0]: r for r in (await session.execute(query.where(Incident.id.in_(ids))))}
+        rows = {r[0]: r for r in (await session.execute(rows_of.where(Incident.id.in_(ids))))}
         found = [rows[i] for i in ids if i in rows]
     else:
-        query = (
-            select(
-                Incident.id,
-                Incident.urgency,
-                Incident.outcome,
-                Incident.status,
-                Incident.ack_due_at,
-                Incident.opened_at,
-                Resident.id,
-                Resident.district_id,
-                Resident.name,
-                Resident.dong,
-            )
-            .join(Resident, Resident.id == Incident.resident_id)
-            .where(open_)
-            .order_by(*order)
-            .limit(TODAY_LIMIT)
-        )
+        query = rows_of.where(open_).order_by(*order).limit(TODAY_LIMIT)
         found = list((await session.execute(scope.residents(query))).all())
     messaged = await _messaged(session, [row[0] for row in found])
     held = await holders(session, [row[0] for row in found])
@@ -898,6 +884,16 @@ def _finding_label(value: str) -> str:
         return value
 
 
+async def _recent(
+    session: AsyncSession,
+    model: type[R],
+    where: ColumnElement[bool],
+    at: InstrumentedAttribute[dt.datetime],
+) -> Sequence[R]:
+    """The resident page's last 20 rows of one kind, newest (by column ``at``) first."""
+    return (await session.scalars(select(model).where(where).order_by(at.desc()).limit(20))).all()
+
+
 async def resident_page(
     session: AsyncSession,
     scope: Scope,
@@ -911,41 +907,14 @@ async def resident_page(
         return None
     district = await session.get(District, resident.district_id)
     profile = await session.get(MonitoringProfile, resident.id)
-    checkins = (
-        (
-            await session.execute(
-                select(Checkin)
-                .where(Checkin.resident_id == resident.id)
-                .order_by(Checkin.created_at.desc())
-                .limit(20)
-            )
-        )
-        .scalars()
-        .all()
+    checkins = await _recent(
+        session, Checkin, Checkin.resident_id == resident.id, Checkin.created_at
     )
-    incidents = (
-        (
-            await session.execute(
-                select(Incident)
-                .where(Incident.resident_id == resident.id)
-                .order_by(Incident.opened_at.desc())
-                .limit(20)
-            )
-        )
-        .scalars()
-        .all()
+    incidents = await _recent(
+        session, Incident, Incident.resident_id == resident.id, Incident.opened_at
     )
-    findings = (
-        (
-            await session.execute(
-                select(ResidentFinding)
-                .where(ResidentFinding.resident_id == resident.id)
-                .order_by(ResidentFinding.at.desc())
-                .limit(20)
-            )
-        )
-        .scalars()
-        .all()
+    findings = await _recent(
+        session, ResidentFinding, ResidentFinding.resident_id == resident.id, ResidentFinding.at
     )
     at = now or dt.datetime.now(dt.UTC)
     devices = (

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request
@@ -29,6 +29,7 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
+from anbu.api.audit import origin_of
 from anbu.console import (
     accounts,
     directory_page,
@@ -120,8 +121,21 @@ def _escalation(request: Request) -> Acknowledger:
     return service
 
 
-def _secure(request: Request) -> bool:
-    return _container(request).settings.public_url.lower().startswith("https://")
+def _set_cookie(
+    request: Request,
+    resp: Response,
+    name: str,
+    value: str,
+    *,
+    samesite: Literal["strict", "lax"] = "strict",
+    path: str = "/console",
+    max_age: int | None = None,
+) -> None:
+    """Every console cookie: HttpOnly, and Secure when the public URL is https."""
+    secure = _container(request).settings.public_url.lower().startswith("https://")
+    resp.set_cookie(
+        name, value, max_age=max_age, httponly=True, samesite=samesite, secure=secure, path=path
+    )
 
 
 def _html(template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -179,22 +193,20 @@ class Ctx:
             await self.db.commit()
 
 
-def _origin(request: Request) -> Origin:
-    route = request.scope.get("route")
-    return Origin(
-        client=request.client.host if request.client else "",
-        method=request.method,
-        route=str(getattr(route, "path", request.url.path)),
-    )
+class LoginRequiredError(Exception):
+    """Not logged in (or the session ended): the browser goes to the login page (see
+    :func:`login_redirect`), whichever page asked."""
 
 
-class _Login(Exception):
-    """Not logged in (or the session ended): go to the login page."""
+async def login_redirect(request: Request, exc: Exception) -> Response:
+    """Exception handler (mounted by the composition root with the router)."""
+    assert isinstance(exc, LoginRequiredError)
+    return _to_login()
 
 
 async def _acting_ctx(request: Request, db: AsyncSession, form: dict[str, str]) -> Ctx:
-    """The context of a form that changes something: logged in (else _Login), the form's CSRF
-    token checked, and an account that may act (a read-only one gets a Korean 403)."""
+    """The context of a form that changes something: logged in (else LoginRequiredError), the
+    form's CSRF token checked, and an account that may act (a read-only one: a Korean 403)."""
     ctx = await _ctx(request, db)
     ctx.check_csrf(form)
     if not may_act(ctx.account.role):
@@ -208,15 +220,33 @@ async def _ctx(request: Request, db: AsyncSession) -> Ctx:
     row = await accounts.current(db, token, now) if token else None
     if row is None:
         await db.commit()  # an expired session's row is gone
-        raise _Login
+        raise LoginRequiredError
     # A touched last_seen_at is committed with the page's access-log lines (every page logs).
-    return Ctx(db, row, now, _origin(request))
+    return Ctx(db, row, now, origin_of(request))
 
 
 def _to_login() -> RedirectResponse:
     resp = RedirectResponse("/console/login", status_code=303)
     resp.delete_cookie(COOKIE, path="/console")
     return resp
+
+
+_NOT_FOUND = {
+    AuditResource.INCIDENT: ("사건", "사건을 찾을 수 없습니다."),
+    AuditResource.RESIDENT: ("대상자", "대상자를 찾을 수 없습니다."),
+}
+
+
+async def _not_found(
+    ctx: Ctx, resource: AuditResource, ident: str, action: AuditAction
+) -> Response:
+    """A 404 page for a record that is not there or in another district; the refusal is
+    logged as well (a probe for another district's ids leaves a trace)."""
+    await ctx.audit(
+        [Access(resource, ident[:64], action)], "refused: not found or another district"
+    )
+    title, text = _NOT_FOUND[resource]
+    return _html("message.html", 404, title=title, text=text, **ctx.base())
 
 
 def _reads(resource: AuditResource, rows: Sequence[tuple[str, int | None]]) -> list[Access]:
@@ -251,14 +281,7 @@ def _login_page(request: Request, status: int = 200, error: str = "") -> HTMLRes
         error=error,
         sso=_sso(request),
     )
-    resp.set_cookie(
-        LOGIN_CSRF,
-        token,
-        httponly=True,
-        samesite="strict",
-        secure=_secure(request),
-        path="/console",
-    )
+    _set_cookie(request, resp, LOGIN_CSRF, token)
     return resp
 
 
@@ -296,14 +319,7 @@ async def login(request: Request) -> Response:
             return _html("login.html", 401, csrf=cookie, error=msg, sso=_sso(request))
         await db.commit()
     resp = RedirectResponse("/console", status_code=303)
-    resp.set_cookie(
-        COOKIE,
-        new.token,
-        httponly=True,
-        samesite="strict",
-        secure=_secure(request),
-        path="/console",
-    )
+    _set_cookie(request, resp, COOKIE, new.token)
     resp.delete_cookie(LOGIN_CSRF, path="/console")
     return resp
 
@@ -332,14 +348,14 @@ async def oidc_start(request: Request) -> Response:
     redirect_uri = str(request.url_for("oidc_callback"))
     resp = RedirectResponse(oidc.authorize_url(cfg, redirect_uri, state, nonce), status_code=303)
     # Lax, not Strict: the provider sends the browser back here from another site.
-    resp.set_cookie(
+    _set_cookie(
+        request,
+        resp,
         OIDC_COOKIE,
         f"{state}.{nonce}",
-        max_age=600,
-        httponly=True,
         samesite="lax",
-        secure=_secure(request),
         path="/console/oidc",
+        max_age=600,
     )
     return resp
 
@@ -371,14 +387,7 @@ async def oidc_callback(request: Request, code: str = "", state: str = "") -> Re
     # A page of our own that moves on to /console: a redirect here would still belong to the
     # provider's cross-site navigation, and the browser would hold back the Strict cookie.
     resp = _html("message.html", title="로그인", text="로그인되었습니다.", next_url="/console")
-    resp.set_cookie(
-        COOKIE,
-        new.token,
-        httponly=True,
-        samesite="strict",
-        secure=_secure(request),
-        path="/console",
-    )
+    _set_cookie(request, resp, COOKIE, new.token)
     resp.delete_cookie(OIDC_COOKIE, path="/console/oidc")
     return resp
 
@@ -386,10 +395,7 @@ async def oidc_callback(request: Request, code: str = "", state: str = "") -> Re
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     async with _container(request).sessions() as db:
-        try:
-            ctx = await _ctx(request, db)
-        except _Login:
-            return _to_login()
+        ctx = await _ctx(request, db)
         ctx.check_csrf(await _form(request))
         await accounts.logout(db, request.cookies.get(COOKIE, ""))
         await db.commit()
@@ -398,21 +404,17 @@ async def logout(request: Request) -> Response:
 
 @router.get("/invite/{token}")
 async def invite_page(token: str, request: Request) -> HTMLResponse:
-    container = _container(request)
-    async with container.sessions() as db:
-        try:
-            account = await accounts.invited(db, token, container.clock.now())
-        except AnbuError:
-            return _html(
-                "message.html", 404, title="초대", text="유효하지 않거나 만료된 초대입니다."
-            )
-        return _html("invite.html", login=account.login, name=account.name, error="")
+    return await _invite(request, token, None)
 
 
 @router.post("/invite/{token}")
 async def accept_invite(token: str, request: Request) -> HTMLResponse:
     # The token itself is the CSRF defence here: a forger cannot know it.
-    form = await _form(request)
+    return await _invite(request, token, await _form(request))
+
+
+async def _invite(request: Request, token: str, form: dict[str, str] | None) -> HTMLResponse:
+    """The invitation's page (``form`` None), or the password its form posted."""
     container = _container(request)
     async with container.sessions() as db:
         try:
@@ -421,6 +423,8 @@ async def accept_invite(token: str, request: Request) -> HTMLResponse:
             return _html(
                 "message.html", 404, title="초대", text="유효하지 않거나 만료된 초대입니다."
             )
+        if form is None:
+            return _html("invite.html", login=account.login, name=account.name, error="")
         password = form.get("password", "")
         error = ""
         if password != form.get("password2", ""):
@@ -442,10 +446,7 @@ async def accept_invite(token: str, request: Request) -> HTMLResponse:
 @router.get("")
 async def today(request: Request) -> Response:
     async with _container(request).sessions() as db:
-        try:
-            ctx = await _ctx(request, db)
-        except _Login:
-            return _to_login()
+        ctx = await _ctx(request, db)
         page = await pages.today(db, ctx.scope, ctx.now)
         people = {(i.resident_id, i.district_id) for i in page.incidents}
         people |= {(c.resident_id, c.district_id) for c in page.checkins}
@@ -504,13 +505,7 @@ async def _incident(
 ) -> Response:
     page = await pages.incident_page(ctx.db, ctx.scope, incident_id, ctx.now)
     if page is None:
-        await ctx.audit(
-            [Access(AuditResource.INCIDENT, incident_id[:64], AuditAction.READ)],
-            "refused: not found or another district",
-        )
-        return _html(
-            "message.html", 404, title="사건", text="사건을 찾을 수 없습니다.", **ctx.base()
-        )
+        return await _not_found(ctx, AuditResource.INCIDENT, incident_id, AuditAction.READ)
     await ctx.audit(
         [
             Access(
@@ -540,10 +535,7 @@ async def _incident(
 @router.get("/incidents/{incident_id}")
 async def incident(incident_id: str, request: Request) -> Response:
     async with _container(request).sessions() as db:
-        try:
-            ctx = await _ctx(request, db)
-        except _Login:
-            return _to_login()
+        ctx = await _ctx(request, db)
         return await _incident(request, ctx, incident_id)
 
 
@@ -551,10 +543,7 @@ async def incident(incident_id: str, request: Request) -> Response:
 async def acknowledge(incident_id: str, request: Request) -> Response:
     form = await _form(request)
     async with _container(request).sessions() as db:
-        try:
-            ctx = await _acting_ctx(request, db, form)
-        except _Login:
-            return _to_login()
+        ctx = await _acting_ctx(request, db, form)
         page = await pages.incident_page(db, ctx.scope, incident_id, ctx.now)
         if page is None:
             return await _incident(request, ctx, incident_id)
@@ -589,10 +578,7 @@ async def acknowledge(incident_id: str, request: Request) -> Response:
 async def hand_over(incident_id: str, request: Request) -> Response:
     form = await _form(request)
     async with _container(request).sessions() as db:
-        try:
-            ctx = await _acting_ctx(request, db, form)
-        except _Login:
-            return _to_login()
+        ctx = await _acting_ctx(request, db, form)
         try:
             incident = await pages.hand_over(
                 db,
@@ -651,10 +637,7 @@ async def _settings(ctx: Ctx, status: int = 200, error: str = "", notice: str = 
 @router.get("/settings")
 async def settings(request: Request) -> Response:
     async with _container(request).sessions() as db:
-        try:
-            ctx = await _ctx(request, db)
-        except _Login:
-            return _to_login()
+        ctx = await _ctx(request, db)
         return await _settings(ctx)
 
 
@@ -691,10 +674,7 @@ def _refused_by_directory(exc: Exception) -> str:
 @router.post("/settings/officials/{official_id}")
 async def save_official(request: Request, official_id: str = "") -> Response:
     async with _container(request).sessions() as db:
-        try:
-            ctx, district, form = await _admin_form(request, db)
-        except _Login:
-            return _to_login()
+        ctx, district, form = await _admin_form(request, db)
         port = _directory(request)
         try:
             # Another district's official is "not found" whatever the form says.
@@ -706,25 +686,10 @@ async def save_official(request: Request, official_id: str = "") -> Response:
             checked = directory_page.official_form(form)
             if found is not None:
                 official = found
-                await port.edit_official(
-                    official,
-                    name=checked.name,
-                    phone=checked.phone,
-                    role=checked.role,
-                    dong=checked.dong,
-                    active=checked.active,
-                )
+                await port.edit_official(official, checked)
                 action, notice = AuditAction.UPDATE, f"{official.name}님의 정보를 저장했습니다."
             else:
-                official = await port.add_official(
-                    db,
-                    district,
-                    name=checked.name,
-                    phone=checked.phone,
-                    role=checked.role,
-                    dong=checked.dong,
-                    now=ctx.now,
-                )
+                official = await port.add_official(db, district, checked, ctx.now)
                 action, notice = AuditAction.CREATE, f"{official.name}님을 추가했습니다."
             await db.flush()
         # Raised before any change (the form, then the API's own bodies, are checked first).
@@ -765,10 +730,7 @@ def _chain_html(
 @router.get("/settings/chain")
 async def chain_page(request: Request, dong: str = "") -> Response:
     async with _container(request).sessions() as db:
-        try:
-            ctx = await _ctx(request, db)
-        except _Login:
-            return _to_login()
+        ctx = await _ctx(request, db)
         district = _admin_district(ctx)
         if district is None:
             raise ConsoleRefusedError(403, "알림 순서는 구 관리자만 볼 수 있습니다.")
@@ -793,10 +755,7 @@ _RACED = "다른 관리자가 같은 알림 순서를 동시에 바꿨습니다.
 @router.post("/settings/chain")
 async def save_chain(request: Request) -> Response:
     async with _container(request).sessions() as db:
-        try:
-            ctx, district, form = await _admin_form(request, db)
-        except _Login:
-            return _to_login()
+        ctx, district, form = await _admin_form(request, db)
         dong = form.get("dong", "").strip()[:50]
         officials = await directory_page.officials(db, district.id)
         try:
@@ -849,10 +808,7 @@ async def delete_chain(request: Request) -> Response:
     script needed), and a chain residents or open incidents are still alerted along is kept
     with the reason. Both the deletion and a refusal are written to the access log."""
     async with _container(request).sessions() as db:
-        try:
-            ctx, district, form = await _admin_form(request, db)
-        except _Login:
-            return _to_login()
+        ctx, district, form = await _admin_form(request, db)
         officials = await directory_page.officials(db, district.id)
         try:
             chain = await directory_page.chain_in(db, district.id, form.get("chain", ""))
@@ -900,10 +856,7 @@ def _posted_rows(form: dict[str, str]) -> list[directory_page.StepRow]:
 async def change_settings(request: Request, what: str = "", program_id: str = "") -> Response:
     form = await _form(request)
     async with _container(request).sessions() as db:
-        try:
-            ctx = await _ctx(request, db)
-        except _Login:
-            return _to_login()
+        ctx = await _ctx(request, db)
         ctx.check_csrf(form)
         account = ctx.account
         try:
@@ -988,10 +941,7 @@ async def _report_args(
 async def _report(request: Request, export: str = "") -> Response:
     container = _container(request)
     async with container.sessions() as db:
-        try:
-            ctx = await _ctx(request, db)
-        except _Login:
-            return _to_login()
+        ctx = await _ctx(request, db)
         await db.commit()
         if not _may_report(ctx.account):
             return _html(
@@ -1071,37 +1021,15 @@ async def residents(
     # in English JSON).
     number = int(page) if page.isdecimal() and len(page) < 6 else 1
     q, page_no = q.strip()[:50], max(1, min(number, 10_000))
+    # The filters, passed on as they are to the list, the template and the page links.
+    filters = {"dong": dong.strip()[:50], "case": case, "device": device, "contact": contact}
     async with _container(request).sessions() as db:
-        try:
-            ctx = await _ctx(request, db)
-        except _Login:
-            return _to_login()
-        dong = dong.strip()[:50]
-        found = await pages.residents(
-            db,
-            ctx.scope,
-            q,
-            level,
-            page_no,
-            dong=dong,
-            case=case,
-            device=device,
-            contact=contact,
-            now=ctx.now,
-        )
+        ctx = await _ctx(request, db)
+        found = await pages.residents(db, ctx.scope, q, level, page_no, **filters, now=ctx.now)
         await ctx.audit(_reads(AuditResource.RESIDENT, [(r.id, r.district_id) for r in found.rows]))
         levels = [(lv.value, lv.label) for lv in Level]
         # Every filter again in the previous/next page links.
-        query = urlencode(
-            {
-                "q": q,
-                "level": level,
-                "dong": dong,
-                "case": case,
-                "device": device,
-                "contact": contact,
-            }
-        )
+        query = urlencode({"q": q, "level": level, **filters})
         return _html(
             "residents.html",
             **ctx.base(
@@ -1109,10 +1037,7 @@ async def residents(
                 q=q,
                 level=level,
                 levels=levels,
-                dong=dong,
-                case=case,
-                device=device,
-                contact=contact,
+                **filters,
                 query=query,
                 nav="residents",
             ),
@@ -1122,23 +1047,31 @@ async def residents(
 # --- 일괄 등록 (bulk enrolment) --------------------------------------------------------------
 
 
-def _may_enrol(account: ConsoleAccount) -> bool:
-    return may_act(account.role) and account.district_id is not None
+def _enrol_refused(ctx: Ctx, title: str) -> Response | None:
+    """The 403 page when the account may not enrol (read-only, or in no district), else None."""
+    account = ctx.account
+    if may_act(account.role) and account.district_id is not None:
+        return None
+    return _html("message.html", 403, title=title, text="등록 권한이 없습니다.", **ctx.base())
+
+
+async def _enrol_form(request: Request, title: str, show: Callable[[Ctx], Response]) -> Response:
+    """An enrolment form (GET): the session's touch committed, then the form, or the 403 page
+    for an account that may not enrol."""
+    async with _container(request).sessions() as db:
+        ctx = await _ctx(request, db)
+        await db.commit()
+        refused = _enrol_refused(ctx, title)
+        return refused if refused is not None else show(ctx)
 
 
 @router.get("/residents/import")
 async def import_page(request: Request) -> Response:
-    async with _container(request).sessions() as db:
-        try:
-            ctx = await _ctx(request, db)
-        except _Login:
-            return _to_login()
-        await db.commit()
-        if not _may_enrol(ctx.account):
-            return _html(
-                "message.html", 403, title="일괄 등록", text="등록 권한이 없습니다.", **ctx.base()
-            )
-        return _html("import.html", **ctx.base(result=None, error="", nav="residents"))
+    return await _enrol_form(
+        request,
+        "일괄 등록",
+        lambda ctx: _html("import.html", **ctx.base(result=None, error="", nav="residents")),
+    )
 
 
 async def with_upload(
@@ -1164,10 +1097,7 @@ async def import_sheet(request: Request) -> Response:
 
 async def _import(request: Request, parsed: FormData | None) -> Response:
     async with _container(request).sessions() as db:
-        try:
-            ctx = await _ctx(request, db)
-        except _Login:
-            return _to_login()
+        ctx = await _ctx(request, db)
         if parsed is None:
             await db.commit()
             return _html(
@@ -1177,11 +1107,9 @@ async def _import(request: Request, parsed: FormData | None) -> Response:
             )
         form = {k: v for k, v in parsed.items() if isinstance(v, str)}
         ctx.check_csrf(form)
-        if not _may_enrol(ctx.account):
+        if (refused := _enrol_refused(ctx, "일괄 등록")) is not None:
             await db.commit()
-            return _html(
-                "message.html", 403, title="일괄 등록", text="등록 권한이 없습니다.", **ctx.base()
-            )
+            return refused
         upload = parsed.get("file")
         dry_run = form.get("mode", "dry") != "apply"
         error, filename = "", ""
@@ -1200,7 +1128,7 @@ async def _import(request: Request, parsed: FormData | None) -> Response:
             await db.commit()
             return _html("import.html", 422, **ctx.base(result=None, error=error, nav="residents"))
         district_id = ctx.account.district_id
-        assert district_id is not None  # _may_enrol
+        assert district_id is not None  # _enrol_refused
         result = await enrolment.enrol(db, district_id, sheet, dry_run=dry_run)
         if dry_run:
             await db.commit()
@@ -1227,35 +1155,22 @@ def _enrol_page(ctx: Ctx, status: int = 200, error: str = "", **values: str) -> 
 
 @router.get("/residents/new")
 async def enrol_one_page(request: Request) -> Response:
-    async with _container(request).sessions() as db:
-        try:
-            ctx = await _ctx(request, db)
-        except _Login:
-            return _to_login()
-        await db.commit()
-        if not _may_enrol(ctx.account):
-            return _html(
-                "message.html", 403, title="대상자 등록", text="등록 권한이 없습니다.", **ctx.base()
-            )
-        return _enrol_page(ctx, dong=ctx.account.dong)
+    return await _enrol_form(
+        request, "대상자 등록", lambda ctx: _enrol_page(ctx, dong=ctx.account.dong)
+    )
 
 
 @router.post("/residents/new")
 async def enrol_one(request: Request) -> Response:
     form = await _form(request)
     async with _container(request).sessions() as db:
-        try:
-            ctx = await _ctx(request, db)
-        except _Login:
-            return _to_login()
+        ctx = await _ctx(request, db)
         ctx.check_csrf(form)
-        if not _may_enrol(ctx.account):
+        if (refused := _enrol_refused(ctx, "대상자 등록")) is not None:
             await db.commit()
-            return _html(
-                "message.html", 403, title="대상자 등록", text="등록 권한이 없습니다.", **ctx.base()
-            )
+            return refused
         district_id = ctx.account.district_id
-        assert district_id is not None  # _may_enrol
+        assert district_id is not None  # _enrol_refused
         values = {k: form.get(k, "")[:200] for k in enrolment.ONE_COLUMNS}
         # The bulk enrolment's own row checks; a one-person form never updates silently.
         sheet = enrolment.one_row(form, dong_scope=ctx.account.dong)
@@ -1281,10 +1196,7 @@ async def _resident(
 ) -> Response:
     form = await _form(request) if reveal else {}
     async with _container(request).sessions() as db:
-        try:
-            ctx = await _ctx(request, db)
-        except _Login:
-            return _to_login()
+        ctx = await _ctx(request, db)
         if reveal:
             ctx.check_csrf(form)
             if not may_act(ctx.account.role):
@@ -1305,13 +1217,7 @@ async def _resident_view(
     db = ctx.db
     page = await pages.resident_page(db, ctx.scope, resident_id, reveal=reveal, now=ctx.now)
     if page is None:
-        await ctx.audit(
-            [Access(AuditResource.RESIDENT, resident_id[:64], AuditAction.READ)],
-            "refused: not found or another district",
-        )
-        return _html(
-            "message.html", 404, title="대상자", text="대상자를 찾을 수 없습니다.", **ctx.base()
-        )
+        return await _not_found(ctx, AuditResource.RESIDENT, resident_id, AuditAction.READ)
     r = page.resident
     await ctx.audit(
         [Access(AuditResource.RESIDENT, r.id, AuditAction.READ, r.district_id)],
@@ -1351,19 +1257,10 @@ async def _edit_resident(request: Request, resident_id: str, edit: _Edit) -> Res
     the page when the form is wrong; the change in the access log; then back to the page."""
     form = await _form(request)
     async with _container(request).sessions() as db:
-        try:
-            ctx = await _acting_ctx(request, db, form)
-        except _Login:
-            return _to_login()
+        ctx = await _acting_ctx(request, db, form)
         resident = await db.get(Resident, resident_id[:32])
         if resident is None or not ctx.scope.allows(resident):
-            await ctx.audit(
-                [Access(AuditResource.RESIDENT, resident_id[:64], AuditAction.UPDATE)],
-                "refused: not found or another district",
-            )
-            return _html(
-                "message.html", 404, title="대상자", text="대상자를 찾을 수 없습니다.", **ctx.base()
-            )
+            return await _not_found(ctx, AuditResource.RESIDENT, resident_id, AuditAction.UPDATE)
         try:
             changed = await edit(db, resident, form, ctx)
         except resident_edits.ResidentEditRefusedError as exc:
@@ -1430,10 +1327,7 @@ async def revert_widening(resident_id: str, step_id: str, request: Request) -> R
     """Undo how a finding widened this person's thresholds (outcome feedback is reversible)."""
     form = await _form(request)
     async with _container(request).sessions() as db:
-        try:
-            ctx = await _acting_ctx(request, db, form)
-        except _Login:
-            return _to_login()
+        ctx = await _acting_ctx(request, db, form)
         try:
             resident = await pages.revert_widening(
                 db, ctx.scope, resident_id, step_id, ctx.now, ctx.account.login

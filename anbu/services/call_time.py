@@ -14,9 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.db.models import CallAttempt, Checkin
 from anbu.domain.call_time import best_time, learned_hour
-from anbu.domain.calling_hours import CallingWindow, zone
-from anbu.domain.retry import RetryPolicy
-from anbu.services.rules import load_rules
+from anbu.domain.calling_hours import zone
+from anbu.services.rules import resident_rules
 
 HISTORY = 30  # the person's last answered calls that count
 
@@ -39,12 +38,5 @@ async def routine_retry_at(
     answered = await answered_times(session, resident_id)
     if not answered:
         return at
-    rules = await load_rules(
-        session,
-        [(resident_id, phone)],
-        now,
-        default_policy=RetryPolicy(),
-        default_window=CallingWindow(),
-    )
-    window = rules[resident_id].window
+    window = (await resident_rules(session, resident_id, phone, now)).window
     return best_time(at, learned_hour(answered, zone(window.tz)), window)

@@ -221,3 +221,18 @@ async def load_rules(
         )
         out[resident_id] = ResidentRules(policy, window)
     return out
+
+
+async def resident_rules(
+    session: AsyncSession, resident_id: str, phone: str, now: dt.datetime
+) -> ResidentRules:
+    """One resident's rules, with the dispatcher's built-in defaults (``RetryPolicy()``,
+    ``CallingWindow()``) where no programme applies."""
+    rules = await load_rules(
+        session,
+        [(resident_id, phone)],
+        now,
+        default_policy=RetryPolicy(),
+        default_window=CallingWindow(),
+    )
+    return rules[resident_id]
