@@ -8,29 +8,29 @@ Create Date: 2026-11-25 12:54:36.383063
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
 
-import anbu.db.base
+from anbu.db.migrations.helpers import References, create_table, drop_table, enum, timestamp
 
 revision = "0004_escalation"
 down_revision = "0003_scheduling"
 branch_labels = None
 depends_on = None
 
+_FINDING = "safe visited hospitalised died false_alarm"
+
 
 def upgrade() -> None:
-    op.create_table(
+    create_table(
         "sms_inbound",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("message_id", sa.String(length=64), nullable=True),
         sa.Column("sender", sa.String(length=24), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
-        sa.Column("received_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
+        timestamp("received_at"),
         sa.Column("incident_id", sa.String(length=32), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_sms_inbound")),
-        sa.UniqueConstraint("message_id", name=op.f("uq_sms_inbound_message_id")),
+        unique=[["message_id"]],
     )
-    op.create_table(
+    create_table(
         "sms_outbox",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("reference", sa.String(length=64), nullable=False),
@@ -38,100 +38,60 @@ def upgrade() -> None:
         sa.Column("official_id", sa.String(length=32), nullable=True),
         sa.Column("to", sa.String(length=16), nullable=False),
         sa.Column("sender", sa.String(length=16), nullable=False),
-        sa.Column(
-            "kind",
-            sa.Enum("SMS", "LMS", name="smskind", native_enum=False, length=32),
-            nullable=False,
-        ),
+        enum("kind", "smskind", "SMS LMS"),
         sa.Column("subject", sa.String(length=100), nullable=True),
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
         sa.Column("ack_timeout_s", sa.Integer(), nullable=True),
-        sa.Column(
-            "status",
-            sa.Enum(
-                "pending",
-                "sending",
-                "sent",
-                "failed",
-                name="outboxstatus",
-                native_enum=False,
-                length=32,
-            ),
-            nullable=False,
-        ),
+        enum("status", "outboxstatus", "pending sending sent failed"),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("next_attempt_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
+        timestamp("next_attempt_at"),
         sa.Column("claim_token", sa.String(length=32), nullable=True),
-        sa.Column("claimed_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True),
+        timestamp("claimed_at", nullable=True),
         sa.Column("provider", sa.String(length=20), nullable=True),
         sa.Column("provider_message_id", sa.String(length=100), nullable=True),
         sa.Column("refused_by", sa.String(length=100), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
-        sa.Column("created_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
-        sa.Column("sent_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True),
-        sa.Column(
+        timestamp("created_at"),
+        timestamp("sent_at", nullable=True),
+        enum(
             "delivery",
-            sa.Enum(
-                "delivered",
-                "undeliverable",
-                "buffered",
-                "accepted",
-                "rejected",
-                name="deliverystatus",
-                native_enum=False,
-                length=32,
-            ),
+            "deliverystatus",
+            "delivered undeliverable buffered accepted rejected",
             nullable=True,
         ),
-        sa.Column("delivery_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True),
-        sa.Column("accepted_report_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_sms_outbox")),
-        sa.UniqueConstraint("reference", name=op.f("uq_sms_outbox_reference")),
+        timestamp("delivery_at", nullable=True),
+        timestamp("accepted_report_at", nullable=True),
+        unique=[["reference"]],
+        indexes=[
+            ("ix_sms_outbox_due", ["status", "next_attempt_at"]),
+            ("ix_sms_outbox_incident", ["incident_id"]),
+        ],
     )
-    with op.batch_alter_table("sms_outbox", schema=None) as batch_op:
-        batch_op.create_index("ix_sms_outbox_due", ["status", "next_attempt_at"], unique=False)
-        batch_op.create_index("ix_sms_outbox_incident", ["incident_id"], unique=False)
-
-    op.create_table(
+    create_table(
         "escalation_chains",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("district_id", sa.Integer(), nullable=False),
         sa.Column("dong", sa.String(length=50), nullable=False),
-        sa.Column("created_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["district_id"],
-            ["districts.id"],
-            name=op.f("fk_escalation_chains_district_id_districts"),
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_escalation_chains")),
-        sa.UniqueConstraint("district_id", "dong", name=op.f("uq_escalation_chains_district_id")),
+        timestamp("created_at"),
+        timestamp("updated_at"),
+        foreign_keys=[References("district_id", "districts")],
+        unique=[["district_id", "dong"]],
     )
-    op.create_table(
+    create_table(
         "officials",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("district_id", sa.Integer(), nullable=False),
         sa.Column("dong", sa.String(length=50), nullable=False),
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("phone", sa.String(length=16), nullable=False),
-        sa.Column(
-            "role",
-            sa.Enum("dong", "gu", "centre", name="officialrole", native_enum=False, length=32),
-            nullable=False,
-        ),
+        enum("role", "officialrole", "dong gu centre"),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["district_id"], ["districts.id"], name=op.f("fk_officials_district_id_districts")
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_officials")),
+        timestamp("created_at"),
+        foreign_keys=[References("district_id", "districts")],
+        indexes=[("ix_officials_district_dong", ["district_id", "dong"]), "phone"],
     )
-    with op.batch_alter_table("officials", schema=None) as batch_op:
-        batch_op.create_index("ix_officials_district_dong", ["district_id", "dong"], unique=False)
-        batch_op.create_index(batch_op.f("ix_officials_phone"), ["phone"], unique=False)
-
-    op.create_table(
+    create_table(
         "escalation_steps",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("chain_id", sa.String(length=32), nullable=False),
@@ -142,220 +102,98 @@ def upgrade() -> None:
         sa.Column("duty_start_min", sa.Integer(), nullable=False),
         sa.Column("duty_end_min", sa.Integer(), nullable=False),
         sa.Column("duty_on_holidays", sa.Boolean(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["chain_id"],
-            ["escalation_chains.id"],
-            name=op.f("fk_escalation_steps_chain_id_escalation_chains"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["official_id"],
-            ["officials.id"],
-            name=op.f("fk_escalation_steps_official_id_officials"),
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_escalation_steps")),
-        sa.UniqueConstraint("chain_id", "position", name=op.f("uq_escalation_steps_chain_id")),
+        foreign_keys=[
+            References("chain_id", "escalation_chains", ondelete="CASCADE"),
+            References("official_id", "officials"),
+        ],
+        unique=[["chain_id", "position"]],
     )
-    op.create_table(
+    create_table(
         "incidents",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("checkin_id", sa.String(length=32), nullable=False),
         sa.Column("resident_id", sa.String(length=32), nullable=False),
         sa.Column("district_id", sa.Integer(), nullable=False),
-        sa.Column(
-            "outcome",
-            sa.Enum(
-                "ok",
-                "help",
-                "callback",
-                "no_response",
-                "unreachable",
-                "declined",
-                "invalid_number",
-                name="outcome",
-                native_enum=False,
-                length=32,
-            ),
-            nullable=False,
+        enum(
+            "outcome", "outcome", "ok help callback no_response unreachable declined invalid_number"
         ),
-        sa.Column(
-            "urgency",
-            sa.Enum("urgent", "normal", name="urgency", native_enum=False, length=32),
-            nullable=False,
-        ),
-        sa.Column(
-            "status",
-            sa.Enum(
-                "open",
-                "acknowledged",
-                "exhausted",
-                name="incidentstatus",
-                native_enum=False,
-                length=32,
-            ),
-            nullable=False,
-        ),
+        enum("urgency", "urgency", "urgent normal"),
+        enum("status", "incidentstatus", "open acknowledged exhausted"),
         sa.Column("code", sa.String(length=8), nullable=False),
         sa.Column("token", sa.String(length=64), nullable=False),
         sa.Column("step_position", sa.Integer(), nullable=True),
         sa.Column("step_count", sa.Integer(), nullable=False),
         sa.Column("current_message_id", sa.String(length=32), nullable=True),
-        sa.Column("ack_due_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True),
-        sa.Column("case_closed_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
-        sa.Column("opened_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
-        sa.Column("acknowledged_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True),
+        timestamp("ack_due_at", nullable=True),
+        timestamp("case_closed_at"),
+        timestamp("opened_at"),
+        timestamp("acknowledged_at", nullable=True),
         sa.Column("acknowledged_by", sa.String(length=32), nullable=True),
-        sa.Column(
-            "ack_channel",
-            sa.Enum("sms", "link", name="ackchannel", native_enum=False, length=32),
-            nullable=True,
-        ),
-        sa.Column(
-            "finding",
-            sa.Enum(
-                "safe",
-                "visited",
-                "hospitalised",
-                "died",
-                "false_alarm",
-                name="finding",
-                native_enum=False,
-                length=32,
-            ),
-            nullable=True,
-        ),
+        enum("ack_channel", "ackchannel", "sms link", nullable=True),
+        enum("finding", "finding", _FINDING, nullable=True),
         sa.Column("finding_note", sa.Text(), nullable=True),
-        sa.Column("finding_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True),
-        sa.Column("closed_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["acknowledged_by"],
-            ["officials.id"],
-            name=op.f("fk_incidents_acknowledged_by_officials"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["checkin_id"], ["checkins.id"], name=op.f("fk_incidents_checkin_id_checkins")
-        ),
-        sa.ForeignKeyConstraint(
-            ["district_id"], ["districts.id"], name=op.f("fk_incidents_district_id_districts")
-        ),
-        sa.ForeignKeyConstraint(
-            ["resident_id"], ["residents.id"], name=op.f("fk_incidents_resident_id_residents")
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_incidents")),
-        sa.UniqueConstraint("checkin_id", name=op.f("uq_incidents_checkin_id")),
-        sa.UniqueConstraint("token", name=op.f("uq_incidents_token")),
+        timestamp("finding_at", nullable=True),
+        timestamp("closed_at", nullable=True),
+        foreign_keys=[
+            References("acknowledged_by", "officials"),
+            References("checkin_id", "checkins"),
+            References("district_id", "districts"),
+            References("resident_id", "residents"),
+        ],
+        unique=[["checkin_id"], ["token"]],
+        indexes=[
+            ("ix_incidents_code_status", ["code", "status"]),
+            "district_id",
+            "resident_id",
+            ("ix_incidents_status_due", ["status", "ack_due_at"]),
+        ],
     )
-    with op.batch_alter_table("incidents", schema=None) as batch_op:
-        batch_op.create_index("ix_incidents_code_status", ["code", "status"], unique=False)
-        batch_op.create_index(batch_op.f("ix_incidents_district_id"), ["district_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_incidents_resident_id"), ["resident_id"], unique=False)
-        batch_op.create_index("ix_incidents_status_due", ["status", "ack_due_at"], unique=False)
-
-    op.create_table(
+    create_table(
         "incident_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("incident_id", sa.String(length=32), nullable=False),
-        sa.Column("at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
-        sa.Column(
+        timestamp("at"),
+        enum(
             "kind",
-            sa.Enum(
-                "opened",
-                "queued",
-                "sent",
-                "delivered",
-                "failed",
-                "escalated",
-                "acknowledged",
-                "finding",
-                "exhausted",
-                "no_chain",
-                "reply",
-                name="incidenteventkind",
-                native_enum=False,
-                length=32,
-            ),
-            nullable=False,
+            "incidenteventkind",
+            "opened queued sent delivered failed escalated acknowledged finding exhausted"
+            " no_chain reply",
         ),
         sa.Column("official_id", sa.String(length=32), nullable=True),
         sa.Column("message_id", sa.String(length=32), nullable=True),
         sa.Column("detail", sa.Text(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["incident_id"],
-            ["incidents.id"],
-            name=op.f("fk_incident_events_incident_id_incidents"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_incident_events")),
+        foreign_keys=[References("incident_id", "incidents", ondelete="CASCADE")],
+        indexes=[("ix_incident_events_incident_at", ["incident_id", "at"])],
     )
-    with op.batch_alter_table("incident_events", schema=None) as batch_op:
-        batch_op.create_index("ix_incident_events_incident_at", ["incident_id", "at"], unique=False)
-
-    op.create_table(
+    create_table(
         "resident_findings",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("resident_id", sa.String(length=32), nullable=False),
         sa.Column("incident_id", sa.String(length=32), nullable=False),
         sa.Column("official_id", sa.String(length=32), nullable=True),
-        sa.Column(
-            "finding",
-            sa.Enum(
-                "safe",
-                "visited",
-                "hospitalised",
-                "died",
-                "false_alarm",
-                name="finding",
-                native_enum=False,
-                length=32,
-            ),
-            nullable=False,
-        ),
+        enum("finding", "finding", _FINDING),
         sa.Column("note", sa.Text(), nullable=False),
-        sa.Column("at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["incident_id"],
-            ["incidents.id"],
-            name=op.f("fk_resident_findings_incident_id_incidents"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["resident_id"],
-            ["residents.id"],
-            name=op.f("fk_resident_findings_resident_id_residents"),
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_resident_findings")),
+        timestamp("at"),
+        foreign_keys=[
+            References("incident_id", "incidents"),
+            References("resident_id", "residents"),
+        ],
+        indexes=[("ix_resident_findings_resident_at", ["resident_id", "at"])],
     )
-    with op.batch_alter_table("resident_findings", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_resident_findings_resident_at", ["resident_id", "at"], unique=False
-        )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("resident_findings", schema=None) as batch_op:
-        batch_op.drop_index("ix_resident_findings_resident_at")
-
-    op.drop_table("resident_findings")
-    with op.batch_alter_table("incident_events", schema=None) as batch_op:
-        batch_op.drop_index("ix_incident_events_incident_at")
-
-    op.drop_table("incident_events")
-    with op.batch_alter_table("incidents", schema=None) as batch_op:
-        batch_op.drop_index("ix_incidents_status_due")
-        batch_op.drop_index(batch_op.f("ix_incidents_resident_id"))
-        batch_op.drop_index(batch_op.f("ix_incidents_district_id"))
-        batch_op.drop_index("ix_incidents_code_status")
-
-    op.drop_table("incidents")
-    op.drop_table("escalation_steps")
-    with op.batch_alter_table("officials", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_officials_phone"))
-        batch_op.drop_index("ix_officials_district_dong")
-
-    op.drop_table("officials")
-    op.drop_table("escalation_chains")
-    with op.batch_alter_table("sms_outbox", schema=None) as batch_op:
-        batch_op.drop_index("ix_sms_outbox_incident")
-        batch_op.drop_index("ix_sms_outbox_due")
-
-    op.drop_table("sms_outbox")
-    op.drop_table("sms_inbound")
+    drop_table("resident_findings", "ix_resident_findings_resident_at")
+    drop_table("incident_events", "ix_incident_events_incident_at")
+    drop_table(
+        "incidents",
+        "ix_incidents_status_due",
+        "ix_incidents_resident_id",
+        "ix_incidents_district_id",
+        "ix_incidents_code_status",
+    )
+    drop_table("escalation_steps")
+    drop_table("officials", "ix_officials_phone", "ix_officials_district_dong")
+    drop_table("escalation_chains")
+    drop_table("sms_outbox", "ix_sms_outbox_incident", "ix_sms_outbox_due")
+    drop_table("sms_inbound")
