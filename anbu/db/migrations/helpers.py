@@ -7,8 +7,10 @@ statements. A revision that needs something else gets a new function (or a new k
 default keeps the old output). tests/test_migration_history.py compares each revision's schema
 with its committed snapshot, on SQLite and PostgreSQL, and fails on a changed helper.
 
-The names are spelled here, after the naming convention the models use (anbu.db.base.NAMING),
-rather than taken from it: a later change of the convention must not rename old constraints.
+Revisions import it as ``from anbu.db.migrations import helpers as mig``, beside ``sa`` and
+``op``. Constraint and index names are spelled here, after the naming convention of the models
+(anbu.db.base.NAMING), rather than taken from it: a later change of the convention must not
+rename old constraints.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ import anbu.db.base
 # An index: a column alone is the one ``index=True`` gives (``ix_<table>_<column>``), a pair
 # (name, columns) an index the model names itself.
 IndexSpec = str | tuple[str, Sequence[str]]
+
+
+def id_column(name: str, *, nullable: bool = False) -> sa.Column[Any]:
+    """A row's id, its own or another row's: 32 characters (anbu.db.models.new_id)."""
+    return sa.Column(name, sa.String(length=32), nullable=nullable)
 
 
 def timestamp(name: str, *, nullable: bool = False) -> sa.Column[Any]:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import anbu.db.base
-from anbu.db.migrations.helpers import create_indexes
+from anbu.db.migrations import helpers as mig
 
 revision = "0005_status_due"
 down_revision = "0004_escalation"
@@ -32,7 +32,7 @@ def _rename_due_column(old: str, new: str) -> None:
     with op.batch_alter_table("signal_states", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f(f"ix_signal_states_{old}"))
         batch_op.alter_column(old, new_column_name=new)
-    create_indexes("signal_states", new)
+    mig.create_indexes("signal_states", new)
 
 
 def upgrade() -> None:

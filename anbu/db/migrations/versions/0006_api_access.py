@@ -11,13 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from anbu.db.migrations.helpers import (
-    References,
-    add_columns,
-    create_table,
-    drop_columns,
-    timestamp,
-)
+from anbu.db.migrations import helpers as mig
 
 revision = "0006_api_access"
 down_revision = "0005_status_due"
@@ -26,44 +20,44 @@ depends_on = None
 
 
 def upgrade() -> None:
-    add_columns(
+    mig.add_columns(
         "api_keys",
         sa.Column("scopes", sa.String(length=64), nullable=False, server_default="read,write"),
-        timestamp("expires_at", nullable=True),
-        timestamp("last_used_at", nullable=True),
+        mig.timestamp("expires_at", nullable=True),
+        mig.timestamp("last_used_at", nullable=True),
         sa.Column("webhook_url", sa.String(length=2000), nullable=True),
         sa.Column("webhook_secret", sa.String(length=64), nullable=True),
     )
     keys = sa.table("api_keys", sa.column("is_admin", sa.Boolean()), sa.column("scopes"))
     op.execute(keys.update().where(keys.c.is_admin.is_(True)).values(scopes="read,write,admin"))
 
-    create_table(
+    mig.create_table(
         "webhook_outbox",
-        sa.Column("id", sa.String(length=32), nullable=False),
-        sa.Column("event_id", sa.String(length=32), nullable=False),
+        mig.id_column("id"),
+        mig.id_column("event_id"),
         sa.Column("api_key_id", sa.Integer(), nullable=False),
         sa.Column("event_type", sa.String(length=40), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("status", sa.String(length=32), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        timestamp("next_attempt_at"),
+        mig.timestamp("next_attempt_at"),
         sa.Column("claim_token", sa.String(length=32), nullable=True),
-        timestamp("claimed_at", nullable=True),
-        timestamp("created_at"),
-        timestamp("delivered_at", nullable=True),
+        mig.timestamp("claimed_at", nullable=True),
+        mig.timestamp("created_at"),
+        mig.timestamp("delivered_at", nullable=True),
         sa.Column("last_status", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
-        foreign_keys=[References("api_key_id", "api_keys", ondelete="CASCADE")],
+        foreign_keys=[mig.References("api_key_id", "api_keys", ondelete="CASCADE")],
         unique=[["event_id", "api_key_id"]],
     )
     op.create_index(
         "ix_webhook_outbox_due", "webhook_outbox", ["status", "next_attempt_at"], unique=False
     )
 
-    create_table(
+    mig.create_table(
         "audit_log",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        timestamp("at"),
+        mig.timestamp("at"),
         sa.Column("actor_kind", sa.String(length=32), nullable=False),
         sa.Column("actor_id", sa.String(length=64), nullable=False),
         sa.Column("actor_name", sa.String(length=100), nullable=False),
@@ -123,6 +117,6 @@ def downgrade() -> None:
     op.drop_table("audit_log")
     op.drop_index("ix_webhook_outbox_due", table_name="webhook_outbox")
     op.drop_table("webhook_outbox")
-    drop_columns(
+    mig.drop_columns(
         "api_keys", "webhook_secret", "webhook_url", "last_used_at", "expires_at", "scopes"
     )

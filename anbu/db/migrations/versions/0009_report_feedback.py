@@ -12,15 +12,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from anbu.db.migrations.helpers import (
-    References,
-    add_columns,
-    create_table,
-    drop_columns,
-    drop_table,
-    enum,
-    timestamp,
-)
+from anbu.db.migrations import helpers as mig
 
 revision = "0009_report_feedback"
 down_revision = "0008_perf_baseline_binary"
@@ -29,24 +21,26 @@ depends_on = None
 
 
 def upgrade() -> None:
-    add_columns("monitoring_profiles", sa.Column("widen_h", sa.String(length=200), nullable=True))
-    create_table(
+    mig.add_columns(
+        "monitoring_profiles", sa.Column("widen_h", sa.String(length=200), nullable=True)
+    )
+    mig.create_table(
         "feedback_steps",
-        sa.Column("id", sa.String(length=32), nullable=False),
-        sa.Column("resident_id", sa.String(length=32), nullable=False),
-        enum("channel", "channel", "calls steps power light motion"),
+        mig.id_column("id"),
+        mig.id_column("resident_id"),
+        mig.enum("channel", "channel", "calls steps power light motion"),
         sa.Column("hours", sa.Float(), nullable=False),
         sa.Column("finding", sa.String(length=32), nullable=False),
-        sa.Column("incident_id", sa.String(length=32), nullable=True),
-        sa.Column("assessment_id", sa.String(length=32), nullable=True),
-        timestamp("created_at"),
-        timestamp("reverted_at", nullable=True),
+        mig.id_column("incident_id", nullable=True),
+        mig.id_column("assessment_id", nullable=True),
+        mig.timestamp("created_at"),
+        mig.timestamp("reverted_at", nullable=True),
         sa.Column("reverted_why", sa.String(length=200), nullable=True),
-        foreign_keys=[References("resident_id", "residents", ondelete="CASCADE")],
+        foreign_keys=[mig.References("resident_id", "residents", ondelete="CASCADE")],
         indexes=[("ix_feedback_steps_resident", ["resident_id", "reverted_at"])],
     )
 
 
 def downgrade() -> None:
-    drop_table("feedback_steps", "ix_feedback_steps_resident")
-    drop_columns("monitoring_profiles", "widen_h")
+    mig.drop_table("feedback_steps", "ix_feedback_steps_resident")
+    mig.drop_columns("monitoring_profiles", "widen_h")

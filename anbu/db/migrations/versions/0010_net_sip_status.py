@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from anbu.db.migrations.helpers import add_columns, drop_columns
+from anbu.db.migrations import helpers as mig
 
 revision = "0010_net_sip_status"
 down_revision = "0009_report_feedback"
@@ -22,8 +22,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    add_columns("call_attempts", sa.Column("sip_status", sa.Integer(), nullable=True))
+    mig.add_columns("call_attempts", sa.Column("sip_status", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
-    drop_columns("call_attempts", "sip_status")
+    mig.drop_columns("call_attempts", "sip_status")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from anbu.db.migrations.helpers import References, create_table, drop_table, enum, timestamp
+from anbu.db.migrations import helpers as mig
 
 revision = "0011_console_accounts"
 down_revision = "0010_net_sip_status"
@@ -23,38 +23,38 @@ depends_on = None
 
 
 def upgrade() -> None:
-    create_table(
+    mig.create_table(
         "console_accounts",
-        sa.Column("id", sa.String(length=32), nullable=False),
+        mig.id_column("id"),
         sa.Column("login", sa.String(length=64), nullable=False),
         sa.Column("name", sa.String(length=100), nullable=False),
-        enum("role", "consolerole", "official district_admin analyst"),
+        mig.enum("role", "consolerole", "official district_admin analyst"),
         sa.Column("district_id", sa.Integer(), nullable=True),
         sa.Column("dong", sa.String(length=50), nullable=False),
-        sa.Column("official_id", sa.String(length=32), nullable=True),
+        mig.id_column("official_id", nullable=True),
         sa.Column("password_hash", sa.String(length=200), nullable=True),
         sa.Column("invite_hash", sa.String(length=64), nullable=True),
-        timestamp("invite_expires_at", nullable=True),
+        mig.timestamp("invite_expires_at", nullable=True),
         sa.Column("failed_logins", sa.Integer(), nullable=False),
-        timestamp("locked_at", nullable=True),
+        mig.timestamp("locked_at", nullable=True),
         sa.Column("active", sa.Boolean(), nullable=False),
-        timestamp("created_at"),
-        timestamp("last_login_at", nullable=True),
+        mig.timestamp("created_at"),
+        mig.timestamp("last_login_at", nullable=True),
         foreign_keys=[
-            References("district_id", "districts"),
-            References("official_id", "officials"),
+            mig.References("district_id", "districts"),
+            mig.References("official_id", "officials"),
         ],
         unique=[["login"], ["invite_hash"]],
     )
-    create_table(
+    mig.create_table(
         "console_sessions",
         sa.Column("id", sa.String(length=64), nullable=False),
-        sa.Column("account_id", sa.String(length=32), nullable=False),
+        mig.id_column("account_id"),
         sa.Column("csrf", sa.String(length=64), nullable=False),
-        timestamp("created_at"),
-        timestamp("last_seen_at"),
+        mig.timestamp("created_at"),
+        mig.timestamp("last_seen_at"),
         sa.Column("client", sa.String(length=64), nullable=False),
-        foreign_keys=[References("account_id", "console_accounts", ondelete="CASCADE")],
+        foreign_keys=[mig.References("account_id", "console_accounts", ondelete="CASCADE")],
         indexes=["account_id"],
     )
 
@@ -65,5 +65,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_residents_district_name", table_name="residents")
-    drop_table("console_sessions", "ix_console_sessions_account_id")
-    drop_table("console_accounts")
+    mig.drop_table("console_sessions", "ix_console_sessions_account_id")
+    mig.drop_table("console_accounts")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from anbu.db.migrations.helpers import References, add_columns, create_table, enum, timestamp
+from anbu.db.migrations import helpers as mig
 
 revision = "0012_evidence_findings_id_scope"
 down_revision = "0012_nodes_attempt_node"
@@ -44,19 +44,19 @@ def _event_id_length(old: int, new: int) -> None:
 
 
 def upgrade() -> None:
-    create_table(
+    mig.create_table(
         "rule_findings",
         sa.Column("district_id", sa.Integer(), nullable=False),
-        enum("channel", "channel", "calls steps power light motion"),
+        mig.enum("channel", "channel", "calls steps power light motion"),
         sa.Column("rule", sa.String(length=16), nullable=False),
         sa.Column("false_alarms", sa.Integer(), nullable=False),
         sa.Column("true_alarms", sa.Integer(), nullable=False),
-        timestamp("updated_at"),
+        mig.timestamp("updated_at"),
         primary_key=["district_id", "channel", "rule"],
-        foreign_keys=[References("district_id", "districts", ondelete="CASCADE")],
+        foreign_keys=[mig.References("district_id", "districts", ondelete="CASCADE")],
     )
 
-    add_columns("devices", sa.Column("district_id", sa.Integer(), nullable=True))
+    mig.add_columns("devices", sa.Column("district_id", sa.Integer(), nullable=True))
     op.execute(
         "UPDATE devices SET district_id ="
         " (SELECT r.district_id FROM residents r WHERE r.id = devices.resident_id)"

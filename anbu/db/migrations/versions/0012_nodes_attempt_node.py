@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from anbu.db.migrations.helpers import add_columns, drop_columns
+from anbu.db.migrations import helpers as mig
 
 revision = "0012_nodes_attempt_node"
 down_revision = "0011_console_accounts"
@@ -21,8 +21,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    add_columns("call_attempts", sa.Column("node", sa.String(length=32), nullable=True))
+    mig.add_columns("call_attempts", sa.Column("node", sa.String(length=32), nullable=True))
 
 
 def downgrade() -> None:
-    drop_columns("call_attempts", "node")
+    mig.drop_columns("call_attempts", "node")
