@@ -48,7 +48,7 @@ def enum(name: str, type_name: str, values: str, *, nullable: bool = False) -> s
 
 @dataclass(frozen=True)
 class References:
-    """A foreign key from ``column`` to ``table.id``, named ``fk_<table>_<column>_<target>``."""
+    """A foreign key from ``column`` to ``<target>.id``, named ``fk_<table>_<column>_<target>``."""
 
     column: str
     target: str
