@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import anbu.db.base
+from anbu.db.migrations import helpers as mig
 
 revision = "0005_status_due"
 down_revision = "0004_escalation"
@@ -24,16 +25,18 @@ branch_labels = None
 depends_on = None
 
 
+def _rename_due_column(old: str, new: str) -> None:
+    """``signal_states.<old>`` renamed ``<new>``, its index (``ix_signal_states_<column>``) with
+    it. Two batches: SQLite's batch mode (a table copy) cannot index a column renamed in the
+    same batch."""
+    with op.batch_alter_table("signal_states", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f(f"ix_signal_states_{old}"))
+        batch_op.alter_column(old, new_column_name=new)
+    mig.create_indexes("signal_states", new)
+
+
 def upgrade() -> None:
-    # Two batches: SQLite's batch mode (a table copy) cannot index a column renamed in the same
-    # batch.
-    with op.batch_alter_table("signal_states", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_signal_states_quiet_due_at"))
-        batch_op.alter_column("quiet_due_at", new_column_name="status_due_at")
-    with op.batch_alter_table("signal_states", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_signal_states_status_due_at"), ["status_due_at"], unique=False
-        )
+    _rename_due_column("quiet_due_at", "status_due_at")
     # The old values (last activity + window) can be later than the new due time, so keeping them
     # would hide residents who turned LOW in between until their next event. Recomputing here
     # would tie this migration to today's domain code. Instead every row is due now (earlier is
@@ -48,10 +51,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     # A status due time is never later than the quiet due time it replaces, so the old sweep
     # reading it as quiet_due_at only grades some residents earlier than it had to.
-    with op.batch_alter_table("signal_states", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_signal_states_status_due_at"))
-        batch_op.alter_column("status_due_at", new_column_name="quiet_due_at")
-    with op.batch_alter_table("signal_states", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_signal_states_quiet_due_at"), ["quiet_due_at"], unique=False
-        )
+    _rename_due_column("status_due_at", "quiet_due_at")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import anbu.db.base
+from anbu.db.migrations import helpers as mig
 
 revision = "0006_api_access"
 down_revision = "0005_status_due"
@@ -20,54 +20,44 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("api_keys", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("scopes", sa.String(length=64), nullable=False, server_default="read,write")
-        )
-        batch_op.add_column(
-            sa.Column("expires_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True)
-        )
-        batch_op.add_column(
-            sa.Column("last_used_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True)
-        )
-        batch_op.add_column(sa.Column("webhook_url", sa.String(length=2000), nullable=True))
-        batch_op.add_column(sa.Column("webhook_secret", sa.String(length=64), nullable=True))
+    mig.add_columns(
+        "api_keys",
+        sa.Column("scopes", sa.String(length=64), nullable=False, server_default="read,write"),
+        mig.timestamp("expires_at", nullable=True),
+        mig.timestamp("last_used_at", nullable=True),
+        sa.Column("webhook_url", sa.String(length=2000), nullable=True),
+        sa.Column("webhook_secret", sa.String(length=64), nullable=True),
+    )
     keys = sa.table("api_keys", sa.column("is_admin", sa.Boolean()), sa.column("scopes"))
     op.execute(keys.update().where(keys.c.is_admin.is_(True)).values(scopes="read,write,admin"))
 
-    op.create_table(
+    mig.create_table(
         "webhook_outbox",
-        sa.Column("id", sa.String(length=32), nullable=False),
-        sa.Column("event_id", sa.String(length=32), nullable=False),
+        mig.id_column("id"),
+        mig.id_column("event_id"),
         sa.Column("api_key_id", sa.Integer(), nullable=False),
         sa.Column("event_type", sa.String(length=40), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("status", sa.String(length=32), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("next_attempt_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
+        mig.timestamp("next_attempt_at"),
         sa.Column("claim_token", sa.String(length=32), nullable=True),
-        sa.Column("claimed_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
-        sa.Column("delivered_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True),
+        mig.timestamp("claimed_at", nullable=True),
+        mig.timestamp("created_at"),
+        mig.timestamp("delivered_at", nullable=True),
         sa.Column("last_status", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["api_key_id"],
-            ["api_keys.id"],
-            name=op.f("fk_webhook_outbox_api_key_id_api_keys"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_outbox")),
-        sa.UniqueConstraint("event_id", "api_key_id", name=op.f("uq_webhook_outbox_event_id")),
+        foreign_keys=[mig.References("api_key_id", "api_keys", ondelete="CASCADE")],
+        unique=[["event_id", "api_key_id"]],
     )
     op.create_index(
         "ix_webhook_outbox_due", "webhook_outbox", ["status", "next_attempt_at"], unique=False
     )
 
-    op.create_table(
+    mig.create_table(
         "audit_log",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
+        mig.timestamp("at"),
         sa.Column("actor_kind", sa.String(length=32), nullable=False),
         sa.Column("actor_id", sa.String(length=64), nullable=False),
         sa.Column("actor_name", sa.String(length=100), nullable=False),
@@ -79,7 +69,6 @@ def upgrade() -> None:
         sa.Column("action", sa.String(length=32), nullable=False),
         sa.Column("district_id", sa.Integer(), nullable=True),
         sa.Column("outcome", sa.String(length=100), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
     )
     op.create_index("ix_audit_log_resource", "audit_log", ["resource_type", "resource_id", "id"])
     op.create_index("ix_audit_log_actor", "audit_log", ["actor_kind", "actor_id", "id"])
@@ -128,9 +117,6 @@ def downgrade() -> None:
     op.drop_table("audit_log")
     op.drop_index("ix_webhook_outbox_due", table_name="webhook_outbox")
     op.drop_table("webhook_outbox")
-    with op.batch_alter_table("api_keys", schema=None) as batch_op:
-        batch_op.drop_column("webhook_secret")
-        batch_op.drop_column("webhook_url")
-        batch_op.drop_column("last_used_at")
-        batch_op.drop_column("expires_at")
-        batch_op.drop_column("scopes")
+    mig.drop_columns(
+        "api_keys", "webhook_secret", "webhook_url", "last_used_at", "expires_at", "scopes"
+    )

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import anbu.db.base
+from anbu.db.migrations import helpers as mig
 
 revision = "0007_sec_hardening"
 down_revision = "0006_api_access"
@@ -29,64 +30,42 @@ branch_labels = None
 depends_on = None
 
 _TS = anbu.db.base.UtcDateTime(timezone=True)
-_FINDING = sa.Enum(
-    "safe",
-    "visited",
-    "hospitalised",
-    "died",
-    "false_alarm",
-    name="finding",
-    native_enum=False,
-    length=32,
-)
+_FINDING = "safe visited hospitalised died false_alarm"
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("incidents", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("sms_failures", sa.Integer(), nullable=False, server_default="0")
-        )
+    mig.add_columns(
+        "incidents", sa.Column("sms_failures", sa.Integer(), nullable=False, server_default="0")
+    )
     with op.batch_alter_table("sms_inbound", schema=None) as batch_op:
         batch_op.add_column(sa.Column("outcome", sa.String(length=24), nullable=True))
         batch_op.create_index("ix_sms_inbound_sender_at", ["sender", "received_at"], unique=False)
 
-    links = op.create_table(
+    links = mig.create_table(
         "ack_links",
-        sa.Column("id", sa.String(length=32), nullable=False),
-        sa.Column("incident_id", sa.String(length=32), nullable=False),
-        sa.Column("official_id", sa.String(length=32), nullable=True),
+        mig.id_column("id"),
+        mig.id_column("incident_id"),
+        mig.id_column("official_id", nullable=True),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
-        sa.Column("created_at", _TS, nullable=False),
-        sa.Column("expires_at", _TS, nullable=False),
-        sa.Column("used_at", _TS, nullable=True),
-        sa.ForeignKeyConstraint(
-            ["incident_id"],
-            ["incidents.id"],
-            name=op.f("fk_ack_links_incident_id_incidents"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_ack_links")),
-        sa.UniqueConstraint("token_hash", name=op.f("uq_ack_links_token_hash")),
+        mig.timestamp("created_at"),
+        mig.timestamp("expires_at"),
+        mig.timestamp("used_at", nullable=True),
+        foreign_keys=[mig.References("incident_id", "incidents", ondelete="CASCADE")],
+        unique=[["token_hash"]],
     )
     op.create_index(op.f("ix_ack_links_incident_id"), "ack_links", ["incident_id"])
-    op.create_table(
+    mig.create_table(
         "finding_amendments",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("incident_id", sa.String(length=32), nullable=False),
-        sa.Column("link_id", sa.String(length=32), nullable=True),
-        sa.Column("official_id", sa.String(length=32), nullable=True),
-        sa.Column("at", _TS, nullable=False),
-        sa.Column("finding_before", _FINDING, nullable=True),
-        sa.Column("finding_after", _FINDING, nullable=False),
+        mig.id_column("incident_id"),
+        mig.id_column("link_id", nullable=True),
+        mig.id_column("official_id", nullable=True),
+        mig.timestamp("at"),
+        mig.enum("finding_before", "finding", _FINDING, nullable=True),
+        mig.enum("finding_after", "finding", _FINDING),
         sa.Column("note_before", sa.Text(), nullable=False),
         sa.Column("note_after", sa.Text(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["incident_id"],
-            ["incidents.id"],
-            name=op.f("fk_finding_amendments_incident_id_incidents"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_finding_amendments")),
+        foreign_keys=[mig.References("incident_id", "incidents", ondelete="CASCADE")],
     )
     op.create_index(
         op.f("ix_finding_amendments_incident_id"), "finding_amendments", ["incident_id"]
@@ -153,5 +132,4 @@ def downgrade() -> None:
     with op.batch_alter_table("sms_inbound", schema=None) as batch_op:
         batch_op.drop_index("ix_sms_inbound_sender_at")
         batch_op.drop_column("outcome")
-    with op.batch_alter_table("incidents", schema=None) as batch_op:
-        batch_op.drop_column("sms_failures")
+    mig.drop_columns("incidents", "sms_failures")

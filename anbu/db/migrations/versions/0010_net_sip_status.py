@@ -12,7 +12,8 @@ Create Date: 2026-12-02 11:30:00.000000
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+
+from anbu.db.migrations import helpers as mig
 
 revision = "0010_net_sip_status"
 down_revision = "0009_report_feedback"
@@ -21,10 +22,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("call_attempts", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("sip_status", sa.Integer(), nullable=True))
+    mig.add_columns("call_attempts", sa.Column("sip_status", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("call_attempts", schema=None) as batch_op:
-        batch_op.drop_column("sip_status")
+    mig.drop_columns("call_attempts", "sip_status")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import anbu.db.base
+from anbu.db.migrations import helpers as mig
 
 revision = "0011_console_accounts"
 down_revision = "0010_net_sip_status"
@@ -23,68 +23,40 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table(
+    mig.create_table(
         "console_accounts",
-        sa.Column("id", sa.String(length=32), nullable=False),
+        mig.id_column("id"),
         sa.Column("login", sa.String(length=64), nullable=False),
         sa.Column("name", sa.String(length=100), nullable=False),
-        sa.Column(
-            "role",
-            sa.Enum(
-                "official",
-                "district_admin",
-                "analyst",
-                name="consolerole",
-                native_enum=False,
-                length=32,
-            ),
-            nullable=False,
-        ),
+        mig.enum("role", "consolerole", "official district_admin analyst"),
         sa.Column("district_id", sa.Integer(), nullable=True),
         sa.Column("dong", sa.String(length=50), nullable=False),
-        sa.Column("official_id", sa.String(length=32), nullable=True),
+        mig.id_column("official_id", nullable=True),
         sa.Column("password_hash", sa.String(length=200), nullable=True),
         sa.Column("invite_hash", sa.String(length=64), nullable=True),
-        sa.Column("invite_expires_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True),
+        mig.timestamp("invite_expires_at", nullable=True),
         sa.Column("failed_logins", sa.Integer(), nullable=False),
-        sa.Column("locked_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True),
+        mig.timestamp("locked_at", nullable=True),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
-        sa.Column("last_login_at", anbu.db.base.UtcDateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["district_id"],
-            ["districts.id"],
-            name=op.f("fk_console_accounts_district_id_districts"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["official_id"],
-            ["officials.id"],
-            name=op.f("fk_console_accounts_official_id_officials"),
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_console_accounts")),
-        sa.UniqueConstraint("login", name=op.f("uq_console_accounts_login")),
-        sa.UniqueConstraint("invite_hash", name=op.f("uq_console_accounts_invite_hash")),
+        mig.timestamp("created_at"),
+        mig.timestamp("last_login_at", nullable=True),
+        foreign_keys=[
+            mig.References("district_id", "districts"),
+            mig.References("official_id", "officials"),
+        ],
+        unique=[["login"], ["invite_hash"]],
     )
-    op.create_table(
+    mig.create_table(
         "console_sessions",
         sa.Column("id", sa.String(length=64), nullable=False),
-        sa.Column("account_id", sa.String(length=32), nullable=False),
+        mig.id_column("account_id"),
         sa.Column("csrf", sa.String(length=64), nullable=False),
-        sa.Column("created_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
-        sa.Column("last_seen_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
+        mig.timestamp("created_at"),
+        mig.timestamp("last_seen_at"),
         sa.Column("client", sa.String(length=64), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["account_id"],
-            ["console_accounts.id"],
-            name=op.f("fk_console_sessions_account_id_console_accounts"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_console_sessions")),
+        foreign_keys=[mig.References("account_id", "console_accounts", ondelete="CASCADE")],
+        indexes=["account_id"],
     )
-    with op.batch_alter_table("console_sessions", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_console_sessions_account_id"), ["account_id"], unique=False
-        )
 
     op.create_index(
         "ix_residents_district_name", "residents", ["district_id", "name", "id"], unique=False
@@ -93,7 +65,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_residents_district_name", table_name="residents")
-    with op.batch_alter_table("console_sessions", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_console_sessions_account_id"))
-    op.drop_table("console_sessions")
-    op.drop_table("console_accounts")
+    mig.drop_table("console_sessions", "ix_console_sessions_account_id")
+    mig.drop_table("console_accounts")

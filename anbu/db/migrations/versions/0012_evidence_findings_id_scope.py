@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import anbu.db.base
+from anbu.db.migrations import helpers as mig
 
 revision = "0012_evidence_findings_id_scope"
 down_revision = "0012_nodes_attempt_node"
@@ -33,39 +33,30 @@ _QUALIFIED = (
 )
 
 
+def _event_id_length(old: int, new: int) -> None:
+    with op.batch_alter_table("signal_events", schema=None) as batch_op:
+        batch_op.alter_column(
+            "event_id",
+            existing_type=sa.String(length=old),
+            type_=sa.String(length=new),
+            existing_nullable=False,
+        )
+
+
 def upgrade() -> None:
-    op.create_table(
+    mig.create_table(
         "rule_findings",
         sa.Column("district_id", sa.Integer(), nullable=False),
-        sa.Column(
-            "channel",
-            sa.Enum(
-                "calls",
-                "steps",
-                "power",
-                "light",
-                "motion",
-                name="channel",
-                native_enum=False,
-                length=32,
-            ),
-            nullable=False,
-        ),
+        mig.enum("channel", "channel", "calls steps power light motion"),
         sa.Column("rule", sa.String(length=16), nullable=False),
         sa.Column("false_alarms", sa.Integer(), nullable=False),
         sa.Column("true_alarms", sa.Integer(), nullable=False),
-        sa.Column("updated_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["district_id"],
-            ["districts.id"],
-            name=op.f("fk_rule_findings_district_id_districts"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("district_id", "channel", "rule", name=op.f("pk_rule_findings")),
+        mig.timestamp("updated_at"),
+        primary_key=["district_id", "channel", "rule"],
+        foreign_keys=[mig.References("district_id", "districts", ondelete="CASCADE")],
     )
 
-    with op.batch_alter_table("devices", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("district_id", sa.Integer(), nullable=True))
+    mig.add_columns("devices", sa.Column("district_id", sa.Integer(), nullable=True))
     op.execute(
         "UPDATE devices SET district_id ="
         " (SELECT r.district_id FROM residents r WHERE r.id = devices.resident_id)"
@@ -80,13 +71,7 @@ def upgrade() -> None:
             batch_op.f("fk_devices_district_id_districts"), "districts", ["district_id"], ["id"]
         )
 
-    with op.batch_alter_table("signal_events", schema=None) as batch_op:
-        batch_op.alter_column(
-            "event_id",
-            existing_type=sa.String(length=128),
-            type_=sa.String(length=160),
-            existing_nullable=False,
-        )
+    _event_id_length(128, 160)
     op.execute(f"UPDATE signal_events SET event_id = {_QUALIFIED}")
 
 
@@ -96,13 +81,7 @@ def downgrade() -> None:
     # Back to global ids: strip the district qualifier (fails on a pair of districts that
     # used the same id, which the old schema cannot hold).
     op.execute(f"UPDATE signal_events SET event_id = SUBSTR(event_id, {slash} + 1)")
-    with op.batch_alter_table("signal_events", schema=None) as batch_op:
-        batch_op.alter_column(
-            "event_id",
-            existing_type=sa.String(length=160),
-            type_=sa.String(length=128),
-            existing_nullable=False,
-        )
+    _event_id_length(160, 128)
     with op.batch_alter_table("devices", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("fk_devices_district_id_districts"), type_="foreignkey")
         batch_op.drop_constraint(batch_op.f("uq_devices_district_id"), type_="unique")

@@ -11,7 +11,8 @@ Create Date: 2026-12-04 21:30:00.000000
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+
+from anbu.db.migrations import helpers as mig
 
 revision = "0012_nodes_attempt_node"
 down_revision = "0011_console_accounts"
@@ -20,10 +21,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("call_attempts", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("node", sa.String(length=32), nullable=True))
+    mig.add_columns("call_attempts", sa.Column("node", sa.String(length=32), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("call_attempts", schema=None) as batch_op:
-        batch_op.drop_column("node")
+    mig.drop_columns("call_attempts", "node")

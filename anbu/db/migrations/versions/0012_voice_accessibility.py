@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import anbu.db.base
+from anbu.db.migrations import helpers as mig
 
 revision = "0012_voice_accessibility"
 down_revision = "0012_evidence_findings_id_scope"
@@ -21,11 +21,13 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "resident_voice",
-        sa.Column("resident_id", sa.String(length=32), nullable=False),
+        mig.id_column("resident_id"),
         sa.Column("gain_db", sa.Float(), nullable=False),
         sa.Column("tempo", sa.Float(), nullable=False),
         sa.Column("extra_repeats", sa.Integer(), nullable=False),
-        sa.Column("updated_at", anbu.db.base.UtcDateTime(timezone=True), nullable=False),
+        mig.timestamp("updated_at"),
+        # Unnamed, as this revision was released (PostgreSQL named them itself); create_table
+        # would name them.
         sa.ForeignKeyConstraint(["resident_id"], ["residents.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("resident_id"),
     )
