@@ -276,8 +276,12 @@ class Rules:
     quiet_points: int = 2
     severe_points: int = 4
     low_points: int = 1
-    # An active channel at this share of its usual rate vouches for the person (one step down).
+    # An active channel at this share of its usual rate vouches for the person (one step down)
+    # ... if its count is also above half the usual by more than this many standard deviations
+    # of chance (:func:`vouch_limit`): a count that a life at half its usual rate gives often
+    # is no evidence of a normal day (0 = the plain ratio).
     vouch_ratio: float = 0.7
+    vouch_z: float = 2.0
     caution_points: int = 2
     serious_points: int = 4
     # Smart plug: a reading at or above this many watts means the appliance is in use.
@@ -306,6 +310,7 @@ class Rules:
                 ("low_z must be >= 0", self.low_z >= 0),
                 ("strict_low_z must be >= low_z", self.strict_low_z >= self.low_z),
                 ("vouch_ratio must be between 0 and 1", 0 < self.vouch_ratio <= 1),
+                ("vouch_z must be >= 0", self.vouch_z >= 0),
                 ("severe_factor must be >= 1", self.severe_factor >= 1),
                 (
                     "points must be > 0 with caution_points <= serious_points",
@@ -860,7 +865,8 @@ def assess(
 
     Points add up over channels: quiet = 2 (4 when quiet for ``severe_factor`` windows),
     low = 1; 1 point = 관심 (recorded, no call), 2 = 주의 (a call), 4 = 심각. A channel that is
-    active at a normal rate (at least ``vouch_ratio`` of usual) *vouches* for the person and
+    active at a normal rate (:func:`vouch_limit`: at least ``vouch_ratio`` of usual, and more
+    than chance gives at half the usual) *vouches* for the person and
     lowers the level one step, never below 관심: so one source quiet while another is active is
     관심, not a crisis, while several quiet sources still call even if one shows life. Channels
     whose devices are down and channels still learning carry no points and vouch for nothing;
@@ -1022,7 +1028,23 @@ def _vouches(e: ChannelEvidence, rules: Rules) -> bool:
     if e.status is not ChannelStatus.ACTIVE:
         return False
     need = rules.min_expected.get(e.channel, 1.0)
-    return e.expected < need or e.observed >= rules.vouch_ratio * e.expected
+    return e.expected < need or e.observed >= vouch_limit(e.expected, rules)
+
+
+def vouch_limit(expected: float, rules: Rules = DEFAULT_RULES) -> float:
+    """Observed activity at or above this, over the low window, vouches for the person: at least
+    ``vouch_ratio`` of the usual, and above half the usual (``low_ratio``, the LOW line) by
+    more than ``vouch_z`` standard deviations of chance (Poisson counts, as :func:`low_limit`).
+
+    Why the second condition: vouching steps a call down to a record, so it must show a normal
+    day, not merely a count a fading life also gives. Someone who usually switches a lamp 11
+    times in 50 hours and now lives at half that still switches it 8 times one time in four;
+    at the plain 70% that count vouched, and two declines with calls and steps already LOW
+    went uncalled (bench/detection.py). A large count (a day's steps, many hours of power)
+    needs no more than the ratio; a small one needs about its usual.
+    """
+    half = rules.low_ratio * expected
+    return max(rules.vouch_ratio * expected, half + rules.vouch_z * math.sqrt(max(half, 0.0)))
 
 
 def explain(
