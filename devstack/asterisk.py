@@ -824,6 +824,7 @@ class AsteriskInstance:
                 "trunk_port": trunk.port,
                 "codecs": trunk.codecs,
                 "dtmf_mode": trunk.dtmf_mode,
+                "trunk_qualify_s": trunk.qualify_s,
             }
             if trunk.username:
                 password = trunk.password.get_secret_value() if trunk.password else ""
