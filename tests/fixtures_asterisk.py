@@ -430,6 +430,31 @@ def build_nodes(
     return pair
 
 
+@contextlib.contextmanager
+def running_nodes(
+    install: AsteriskInstall,
+    var_dir: Path,
+    *,
+    bench_prompt: Path,
+    max_calls: int,
+    trunk: TrunkSettings | None = None,
+) -> Iterator[AsteriskPair]:
+    """:func:`build_nodes` (two nodes, their own AGI port) for a test's block, stopped after
+    it; the stop fails the test if an Asterisk process was left behind."""
+    pair = build_nodes(
+        install,
+        var_dir,
+        agi_port=free_ports(1)[0],
+        bench_prompt=bench_prompt,
+        max_calls=max_calls,
+        trunk=trunk,
+    )
+    try:
+        yield pair
+    finally:
+        pair.stop()
+
+
 @pytest.fixture(scope="session")
 def asterisk_install() -> AsteriskInstall:
     return install_asterisk()

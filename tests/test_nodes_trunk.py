@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,8 +29,8 @@ from anbu.settings import TrunkSettings
 from devstack.asterisk import AsteriskInstall
 from ivr.ami import ami_client_from_settings
 from ivr.trunk import TrunkWatch
-from tests.call_rig import dispatching, seed_campaign
-from tests.fixtures_asterisk import AsteriskPair, build_nodes, free_ports
+from tests.call_rig import campaign_settings, dispatching, seed_campaign
+from tests.fixtures_asterisk import AsteriskPair, free_ports, running_nodes
 from tests.test_agi_correlation import short_prompts  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.asterisk
@@ -46,19 +45,15 @@ BOUND_S = 60.0
 def nodes(
     tmp_path_factory: pytest.TempPathFactory, asterisk_install: AsteriskInstall, bench_prompt: Path
 ) -> Iterator[AsteriskPair]:
-    pair = build_nodes(
+    with running_nodes(
         asterisk_install,
         tmp_path_factory.mktemp("nodes"),
-        agi_port=free_ports(1)[0],
         bench_prompt=bench_prompt,
         max_calls=CAP,
         # A ping a second: a broken trunk is seen within a few seconds (production: 15 s).
         trunk=TrunkSettings(qualify_s=1),
-    )
-    try:
+    ) as pair:
         yield pair
-    finally:
-        pair.stop()
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
@@ -87,21 +82,12 @@ async def reopen(sessions: async_sessionmaker[AsyncSession], now: dt.datetime) -
 
 async def test_given_node_trunk_unreachable_when_checkins_come_then_other_node_takes_them(
     nodes: AsteriskPair,
-    short_prompts: Path,  # noqa: F811
     tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+    short_prompts: Path,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,  # the node's down and back lines: ERROR and WARNING
 ) -> None:
-    caplog.set_level(logging.INFO)
     broken = nodes.engine
-    escalation_settings = nodes.settings.escalation.model_copy(update={"admin_phones": [ADMIN]})
-    settings = nodes.settings.model_copy(
-        update={
-            "escalation": escalation_settings,
-            "audio_dir": short_prompts,
-            "reply_timeout_s": 1.0,
-            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'anbu.db'}",
-        }
-    )
+    settings = campaign_settings(nodes, short_prompts, tmp_path, admin=ADMIN)
     container = build_container(settings)
     await upgrade(container.engine)
     sessions, clock = container.sessions, container.clock
