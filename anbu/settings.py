@@ -72,6 +72,11 @@ class TrunkSettings(BaseModel):
         return value
 
     codecs: str = "ulaw,alaw"
+    # Seconds between SIP OPTIONS pings to the trunk (PJSIP qualify_frequency); each node
+    # reports the answers (AMI ContactStatus) and a node whose trunk stops answering gets no
+    # new calls (anbu.domain.node_health). 0 turns the pings off: for a carrier that drops
+    # OPTIONS unanswered (any answer, even 404 or 405, counts as reachable).
+    qualify_s: int = Field(default=15, ge=0, le=86400)
     # How long a call may ring before we call it "no answer" (Originate Timeout).
     ring_timeout_s: float = 30.0
     # Keypad: "auto" hears RFC 4733 on whatever payload type was negotiated and, when the phone
@@ -129,8 +134,12 @@ class NodeSettings(BaseModel):
     agi_address: str | None = None
     # Simultaneous calls on this node (its channels, its share of the trunk).
     max_calls: int = Field(default=50, ge=1)
-    # The node's PJSIP endpoint to the carrier.
+    # The node's PJSIP endpoint to the carrier (also the name of its AOR).
     trunk: str = "trunk"
+    # The trunk's answers to SIP OPTIONS count in this node's health: a node whose trunk stops
+    # answering gets no new calls. False for a carrier that takes calls but drops OPTIONS
+    # (better: render that node with ANBU_TRUNK__QUALIFY_S=0, so it sends none).
+    trunk_qualify: bool = True
 
 
 class SmsSettings(BaseModel):
@@ -546,6 +555,7 @@ class Settings(BaseSettings):
                 ami_secret=e.ami_secret,
                 max_calls=self.max_concurrent_calls,
                 trunk=self.ivr.trunk_endpoint,
+                trunk_qualify=self.trunk.qualify_s > 0,
             )
         ]
 

@@ -52,11 +52,12 @@ logger = logging.getLogger(__name__)
 
 DIALPLANS_DIR = Path(__file__).resolve().parent.parent / "dialplans"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
-# The AMI user's permissions: what anbu uses and nothing more. Events read: FullyBooted
-# (system), OriginateResponse, Newchannel, Newstate, Hangup (call); the call benchmark
-# (bench/calls.py) and the contract tests also watch DTMFEnd (dtmf) and our dialplan's
-# UserEvent (user) on the same calls. Read classes only deliver events; they allow no action.
-# Actions: Originate (originate), Hangup (call), CoreShowChannels (reporting), Ping and Login
+# The AMI user's permissions: what anbu uses and nothing more. Events read: FullyBooted and
+# the trunk's ContactStatus (system), OriginateResponse, Newchannel, Newstate, Hangup (call);
+# the call benchmark (bench/calls.py) and the contract tests also watch DTMFEnd (dtmf) and our
+# dialplan's UserEvent (user) on the same calls. Read classes only deliver events; they allow
+# no action. Actions: Originate (originate), Hangup and Getvar (call; Getvar reads the trunk
+# contact's state at connect, ivr/trunk.py), CoreShowChannels (reporting), Ping and Login
 # (no class needed); Asterisk allows an action when the user has one of its classes. Without
 # command, config or system write, Command, GetConfig/UpdateConfig, module loading and an
 # Originate to System/Exec are refused.
@@ -824,6 +825,7 @@ class AsteriskInstance:
                 "trunk_port": trunk.port,
                 "codecs": trunk.codecs,
                 "dtmf_mode": trunk.dtmf_mode,
+                "trunk_qualify_s": trunk.qualify_s,
             }
             if trunk.username:
                 password = trunk.password.get_secret_value() if trunk.password else ""

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.models_scheduling import SelfTestRun
+from anbu.domain.node_health import FAULT_KOREAN, NodeFault
 from anbu.domain.ops import OpsEvent, PageThrottle, ops_page
 from anbu.ports import Clock
 from escalation.outbox import enqueue
@@ -70,9 +71,11 @@ class AdminPager:
             self._wake()
         return len(self._phones)
 
-    async def node_down(self, name: str) -> None:
+    async def node_down(self, name: str, cause: NodeFault = NodeFault.AMI_LOST) -> None:
         await self.page(
-            OpsEvent.NODE_DOWN, name, "AMI 연결 끊김. 새 전화는 다른 서버로 갑니다. 확인 바랍니다."
+            OpsEvent.NODE_DOWN,
+            name,
+            f"{FAULT_KOREAN[cause]}. 새 전화는 다른 서버로 갑니다. 확인 바랍니다.",
         )
 
     async def network_failure(self, residents: int) -> None:

@@ -19,10 +19,12 @@ restarts at once instead of after its batch of results is stored.
 
 Engine nodes: calls go out through several Asterisk instances (:class:`EngineNode`). The
 process's :class:`~anbu.domain.pacing.Pacer` picks the healthy node with the most free channels
-within its cap, and the attempt records it. A node whose AMI is lost gets no new calls from the
-next pass on (an administrator is paged); its calls in flight end when the node's AMI returns
-and shows their channels gone, or after ``ivr.ami_lost_grace_s``, and are stored as
-``unknown`` (counted, retried as a new attempt). Crash recovery asks each attempt's own node.
+within its cap, and the attempt records it. A node whose AMI is lost, or whose trunk stops
+answering SIP OPTIONS (:mod:`anbu.domain.node_health`), gets no new calls from the next pass on
+(an administrator is paged, told which); after a lost AMI its calls in flight end when the
+node's AMI returns and shows their channels gone, or after ``ivr.ami_lost_grace_s``, and are
+stored as ``unknown`` (counted, retried as a new attempt). Crash recovery asks each attempt's
+own node.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from anbu.db.models import CallAttempt, Checkin
 from anbu.db.outage import report_failure
 from anbu.domain.calling_hours import CallingWindow
 from anbu.domain.calls import CallResult, NetworkFailureWatch
+from anbu.domain.node_health import NodeFault
 from anbu.domain.pacing import DEFAULT_TRUNK, Pacer, refill_allowance
 from anbu.domain.phone import mask_phone
 from anbu.domain.retry import RetryPolicy
@@ -72,22 +75,30 @@ RECORD_BATCH = 100  # finished calls stored in one transaction at most
 # pass runs; past this the loop's own passes take over and the results are stored).
 REFILL_PASSES = 3
 DEFAULT_NODE = "engine"  # the single engine's name when no nodes are configured
+_FAULT_WORDS = {
+    NodeFault.AMI_LOST: "AMI lost",
+    NodeFault.TRUNK_UNREACHABLE: "its trunk does not answer SIP OPTIONS",
+}
 
 
-def _always_up() -> bool:
-    return True
+def _never_faulty() -> NodeFault | None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class EngineNode:
     """One engine Asterisk as the dispatcher uses it: its dialer, its channel cap, how to ask
-    it which channels exist (crash recovery) and whether it is up (its AMI is connected)."""
+    it which channels exist (crash recovery) and why it may take no calls now (``fault``:
+    None when it may; see :func:`anbu.domain.node_health.node_fault`)."""
 
     name: str
     dialer: Dialer
     cap: int
     probe: ChannelProbe | None = None
-    healthy: Callable[[], bool] = _always_up
+    fault: Callable[[], NodeFault | None] = _never_faulty
+
+    def healthy(self) -> bool:
+        return self.fault() is None
 
 
 class AmiChannelProbe:
@@ -197,7 +208,8 @@ class Dispatcher:
         self.network_watch = NetworkFailureWatch()
         self.on_network_failure: Callable[[int], Awaitable[None]] | None = None
         # A node going down pages the administrator (ERROR line, and this hook if set).
-        self.on_node_down: Callable[[str], Awaitable[None]] | None = None
+        self.on_node_down: Callable[[str, NodeFault], Awaitable[None]] | None = None
+        self._faults: dict[str, NodeFault] = {}  # why each node that is down is down
         # Calls whose outcome a dying node took with it, per node (stored unknown, retried).
         self.lost_calls: Counter[str] = Counter()
         self._pages: set[asyncio.Task[None]] = set()
@@ -588,28 +600,39 @@ class Dispatcher:
         """Follow each node's health: a node that went down gets no new calls and pages the
         administrator; one that is back takes calls again (it rejoins by itself)."""
         for node in self.nodes.values():
-            if node.healthy():
+            fault = node.fault()
+            if fault is None:
                 if self.pacer.node_up(node.name):
-                    log.warning("engine node %s is back: taking calls again", node.name)
+                    was = self._faults.pop(node.name, None)
+                    log.warning(
+                        "engine node %s is back (was: %s): taking calls again", node.name, was
+                    )
                     self._wake.set()
             elif self.pacer.node_down(node.name):
+                self._faults[node.name] = fault
                 others = [n for n in self.nodes if self.pacer.is_up(n)]
                 log.error(
-                    "ENGINE NODE DOWN: %s (AMI lost); %d calls in flight there wait for it to"
-                    " return; new calls go to %s",
+                    "ENGINE NODE DOWN: %s (%s); %d calls in flight there go on or end with it;"
+                    " new calls go to %s",
                     node.name,
+                    _FAULT_WORDS[fault],
                     self.pacer.node_active(node.name),
                     ", ".join(others) or "no node (none is up)",
                 )
                 if self.on_node_down is not None:
-                    task = asyncio.create_task(self._page_node_down(node.name))
+                    task = asyncio.create_task(self._page_node_down(node.name, fault))
                     self._pages.add(task)
                     task.add_done_callback(self._pages.discard)
+            elif self._faults.get(node.name) is not fault:
+                # Still down, for another reason (its AMI is back, its trunk is not): logged,
+                # not paged again (the page already said the node is down).
+                self._faults[node.name] = fault
+                log.error("ENGINE NODE STILL DOWN: %s (%s)", node.name, _FAULT_WORDS[fault])
 
-    async def _page_node_down(self, name: str) -> None:
+    async def _page_node_down(self, name: str, fault: NodeFault) -> None:
         assert self.on_node_down is not None
         try:
-            await self.on_node_down(name)
+            await self.on_node_down(name, fault)
         except Exception:
             log.exception("node-down page failed")
 

@@ -28,6 +28,7 @@ from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus, Out
 from anbu.domain.replies import Prompt, Reply
 from anbu.ports import CallRecord, CallRequest, IvrOutcome
 from anbu.services.checkins import open_checkin
+from anbu.settings import Settings
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient, AmiState
 from ivr.dialer import AmiDialer, CallRegistry
@@ -189,6 +190,24 @@ async def dispatching(
         await dispatcher.close()
         for close in then:
             await close()
+
+
+def campaign_settings(
+    pair: AsteriskPair, audio_dir: Path, db_dir: Path, *, admin: str, **updates: object
+) -> Settings:
+    """``pair``'s settings for a campaign through the composition root: ``audio_dir``'s
+    prompts, a 1 s reply timeout, a SQLite database in ``db_dir``, ``admin`` paged by SMS (an
+    SMS in the outbox); ``updates`` override any of it."""
+    escalation = pair.settings.escalation.model_copy(update={"admin_phones": [admin]})
+    return pair.settings.model_copy(
+        update={
+            "escalation": escalation,
+            "audio_dir": audio_dir,
+            "reply_timeout_s": 1.0,
+            "database_url": f"sqlite+aiosqlite:///{db_dir / 'anbu.db'}",
+            **updates,
+        }
+    )
 
 
 # The carrier stand-in's campaign numbers: both answer and report the call id, then press 1 / 2.

@@ -376,11 +376,13 @@ def build_nodes(
     bench_prompt: Path,
     count: int = 2,
     max_calls: int = 20,
+    trunk: TrunkSettings | None = None,
 ) -> AsteriskPair:
     """Provision and start ``count`` engine nodes (``engine-a``, ``engine-b``, ...) and one
     carrier stand-in on free ports. ``settings.nodes`` lists the nodes (each capped at
     ``max_calls``, the global cap their sum); ``pair.engine`` is the first, ``pair.extra`` the
-    others. The dialers send ``X-Anbu-Call`` so the carrier reports each call's id."""
+    others. The dialers send ``X-Anbu-Call`` so the carrier reports each call's id. ``trunk``:
+    the nodes' trunk settings (pointed at the carrier stand-in)."""
     ports = [instance_settings() for _ in range(count)]
     # The carrier takes every node's calls, and keeps a killed node's calls up until its
     # script ends (nothing tells it the far end died): two RTP blocks per node.
@@ -399,7 +401,9 @@ def build_nodes(
         var_dir=var_dir,
         engine=ports[0],
         carrier=carrier,
-        trunk=TrunkSettings(host="127.0.0.1", port=carrier.sip_port),
+        trunk=(trunk or TrunkSettings()).model_copy(
+            update={"host": "127.0.0.1", "port": carrier.sip_port}
+        ),
         agi_host="127.0.0.1",
         agi_port=agi_port,
         nodes=nodes,
@@ -424,6 +428,31 @@ def build_nodes(
         pair.stop()
         raise
     return pair
+
+
+@contextlib.contextmanager
+def running_nodes(
+    install: AsteriskInstall,
+    var_dir: Path,
+    *,
+    bench_prompt: Path,
+    max_calls: int,
+    trunk: TrunkSettings | None = None,
+) -> Iterator[AsteriskPair]:
+    """:func:`build_nodes` (two nodes, their own AGI port) for a test's block, stopped after
+    it; the stop fails the test if an Asterisk process was left behind."""
+    pair = build_nodes(
+        install,
+        var_dir,
+        agi_port=free_ports(1)[0],
+        bench_prompt=bench_prompt,
+        max_calls=max_calls,
+        trunk=trunk,
+    )
+    try:
+        yield pair
+    finally:
+        pair.stop()
 
 
 @pytest.fixture(scope="session")

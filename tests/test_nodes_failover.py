@@ -27,8 +27,8 @@ from anbu.db.models_escalation import OutboxMessage
 from anbu.domain.checkin import AttemptStatus, CheckinStatus
 from anbu.services.checkins import CheckinClosed
 from devstack.asterisk import AsteriskInstall
-from tests.call_rig import dispatching, seed_campaign
-from tests.fixtures_asterisk import AmiProbe, AsteriskPair, build_nodes, free_ports
+from tests.call_rig import campaign_settings, dispatching, seed_campaign
+from tests.fixtures_asterisk import AmiProbe, AsteriskPair, running_nodes
 from tests.test_agi_correlation import short_prompts  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.asterisk
@@ -42,17 +42,10 @@ CAP = 10  # per node
 def nodes(
     tmp_path_factory: pytest.TempPathFactory, asterisk_install: AsteriskInstall, bench_prompt: Path
 ) -> Iterator[AsteriskPair]:
-    pair = build_nodes(
-        asterisk_install,
-        tmp_path_factory.mktemp("nodes"),
-        agi_port=free_ports(1)[0],
-        bench_prompt=bench_prompt,
-        max_calls=CAP,
-    )
-    try:
+    with running_nodes(
+        asterisk_install, tmp_path_factory.mktemp("nodes"), bench_prompt=bench_prompt, max_calls=CAP
+    ) as pair:
         yield pair
-    finally:
-        pair.stop()  # fails the test if an Asterisk process was left behind
 
 
 async def test_given_two_nodes_when_one_is_killed_mid_campaign_then_no_case_lost_or_dialled_twice(
@@ -68,18 +61,7 @@ async def test_given_two_nodes_when_one_is_killed_mid_campaign_then_no_case_lost
         # that its lost calls are reconciled on its return, not by the bound.
         update={"ami_reconnect_initial_s": 0.2, "ami_reconnect_max_s": 0.5, "ami_lost_grace_s": 60}
     )
-    escalation_settings = nodes.settings.escalation.model_copy(
-        update={"admin_phones": [ADMIN]}  # the root's pager: an SMS in the outbox
-    )
-    settings = nodes.settings.model_copy(
-        update={
-            "escalation": escalation_settings,
-            "audio_dir": short_prompts,
-            "reply_timeout_s": 1.0,
-            "ivr": ivr,
-            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'anbu.db'}",
-        }
-    )
+    settings = campaign_settings(nodes, short_prompts, tmp_path, admin=ADMIN, ivr=ivr)
     # Built by the composition root, as `anbu serve` and the dispatch workers are.
     container = build_container(settings)
     await upgrade(container.engine)

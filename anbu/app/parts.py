@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from anbu.console import routes as console_routes
 from anbu.container import Container
 from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.calling_hours import zone
+from anbu.domain.node_health import NodeFault, node_fault
 from anbu.errors import AnbuError
 from anbu.ports import Clock, HelpDesk, SmsSender, SystemClock, VoiceProfiles
 from anbu.risk.mqtt import MqttSignalSubscriber, subscriber_options
@@ -41,6 +41,7 @@ from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow, ReplyListener
 from ivr.handoff import AgiTransfer, NodeSlots, SpokenText, TransferConfig, WhisperFlow
 from ivr.recording import RecordingStore
+from ivr.trunk import TrunkWatch
 from scheduler import api as scheduling_api
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher, EngineNode
 from scheduler.service import SchedulerService, build_scheduler
@@ -95,15 +96,24 @@ async def one_off(settings: Settings) -> AsyncIterator[Container]:
 
 @dataclass
 class NodeLink:
-    """One engine node as this process reaches it: its AMI client and the dialer over it."""
+    """One engine node as this process reaches it: its AMI client, the dialer over it and
+    its trunk's state as that AMI reports it."""
 
     settings: NodeSettings
     ami: AmiClient
     dialer: AmiDialer
+    trunk: TrunkWatch
 
     @property
     def name(self) -> str:
         return self.settings.name
+
+    def fault(self) -> NodeFault | None:
+        """Why the node may take no calls now (None: it may)."""
+        counted = self.settings.trunk_qualify
+        return node_fault(
+            ami_booted=self.ami.booted, trunk_reachable=self.trunk.reachable if counted else None
+        )
 
 
 @dataclass
@@ -133,14 +143,14 @@ class Telephony:
         return any(link.ami.booted for link in self.links)
 
     def engine_nodes(self) -> list[EngineNode]:
-        """The nodes as the dispatcher uses them (health = the node's AMI is booted)."""
+        """The nodes as the dispatcher uses them (health = AMI booted and trunk reachable)."""
         return [
             EngineNode(
                 link.name,
                 link.dialer,
                 link.settings.max_calls,
                 AmiChannelProbe(link.ami),
-                healthy=functools.partial(getattr, link.ami, "booted"),
+                fault=link.fault,
             )
             for link in self.links
         ]
@@ -171,7 +181,7 @@ class Telephony:
             dialer = AmiDialer.from_settings(
                 settings, ami, registry, clock, agi_address=agi_address, node=node
             )
-            links.append(NodeLink(node, ami, dialer))
+            links.append(NodeLink(node, ami, dialer, TrunkWatch(ami, node.trunk)))
         flow = CheckinFlow.from_settings(settings, registry, listener=listener, clock=clock)
         if voice_profiles is not None:
             flow.profiles = voice_profiles
@@ -242,6 +252,7 @@ class Telephony:
         if self.agi is not None:
             await self.agi.stop()
         for link in self.links:
+            await link.trunk.close()
             await link.ami.close()
         stop = getattr(self.listener, "stop", None)  # the AudioSocket server of barge-in
         if stop is not None:
@@ -408,6 +419,7 @@ def build_dispatcher(
     for link in telephony.links:
         # A node going down or coming back is acted on by a pass at once, not at the next poll.
         link.ami.on_state(lambda _state: dispatcher.wake())
+        link.trunk.on_change = dispatcher.wake
     container.dispatcher = dispatcher
     container.readiness["asterisk"] = lambda: telephony.booted
     return dispatcher

@@ -20,7 +20,7 @@ from anbu.domain.sms_text import ComposedSms, compose
 
 
 class OpsEvent(enum.StrEnum):
-    NODE_DOWN = "node_down"  # an Asterisk engine node's AMI is gone: its calls wait or are lost
+    NODE_DOWN = "node_down"  # an engine node's AMI or trunk is gone: its calls wait or are lost
     NETWORK_FAILURE = "network_failure"  # calls to several residents got no answer from the network
     SELF_TEST_FAILED = "self_test_failed"  # the daily test call did not end with its key
 
