@@ -5,19 +5,24 @@ Counted, never timed."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, exc, select, text
 
 from anbu.app.parts import build_api
+from anbu.container import Container
 from anbu.db.models import Checkin
 from anbu.db.models_audit import AuditEntry
+from anbu.db.outage import monitor_of, report_failure
+from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.audit import AuditAction, AuditResource
+from anbu.ports import SystemClock
 from anbu.settings import LimitSettings, Settings
-from tests.api_support import Api, api_over, h, new_resident
+from tests.api_support import Api, api_client, api_over, h, new_resident
 
 
 @pytest.fixture
@@ -133,3 +138,36 @@ async def test_given_the_inflight_bound_reached_when_another_request_then_503_bu
             "/v1/checkins", headers=gwanak, json={"resident_id": other, "reason": "t"}
         )
         assert again.status_code == 202, again.text
+
+
+async def test_given_no_pooled_connection_free_when_a_request_then_503_busy_not_an_outage(
+    db_url: str,
+) -> None:
+    # The database is up; the process has more requests than connections. Was a 503
+    # database_unavailable, logged as the start of an outage.
+    engine = make_engine(db_url, pool_size=1, max_overflow=0, pool_timeout=0.1)
+    container = Container(
+        Settings(database_url=db_url), engine, make_sessionmaker(engine), SystemClock()
+    )
+    async with api_client(container) as (client, keys), engine.connect() as held:
+        await held.execute(text("SELECT 1"))  # the pool's one connection, taken
+        r = await client.get("/v1/districts", headers=h(keys["gwanak"]))
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == "busy"
+        assert r.headers["Retry-After"] == "1"
+        assert monitor_of(engine).available
+
+
+async def test_given_a_pool_timeout_in_a_job_then_a_warning_line_not_an_outage(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = make_engine(db_url)
+    try:
+        with caplog.at_level(logging.WARNING):
+            report_failure(logging.getLogger("job"), engine, "a job", exc.TimeoutError("pool"))
+        assert [(r.levelno, r.message) for r in caplog.records] == [
+            (logging.WARNING, "a job failed: no database connection was free in time")
+        ]
+        assert monitor_of(engine).available
+    finally:
+        await engine.dispose()
