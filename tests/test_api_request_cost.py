@@ -20,6 +20,7 @@ from anbu.db.models_audit import AuditEntry
 from anbu.db.outage import monitor_of, report_failure
 from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.audit import AuditAction, AuditResource
+from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus
 from anbu.ports import SystemClock
 from anbu.settings import LimitSettings, Settings
 from tests.api_support import Api, api_client, api_over, h, new_resident
@@ -60,7 +61,20 @@ async def test_given_a_checkin_request_then_the_case_and_its_log_row_commit_in_o
     assert commits == ["commit"]
     cid = r.json()["id"]
     async with api.container.sessions() as s:
-        assert (await s.get(Checkin, cid)) is not None
+        case = await s.get(Checkin, cid)
+        assert case is not None
+        # Written with plain INSERTs (services.checkins.request_checkin): the same case and
+        # first attempt as open_checkin's, due now, to the resident's number.
+        assert (case.resident_id, case.status, case.source, case.reason) == (
+            rid,
+            CheckinStatus.PENDING,
+            CheckinSource.API,
+            "t",
+        )
+        assert [(a.attempt_no, a.number, a.status) for a in case.attempts] == [
+            (1, "01012345678", AttemptStatus.SCHEDULED)
+        ]
+        assert case.attempts[0].scheduled_for == case.created_at
         rows = (
             (await s.execute(select(AuditEntry).where(AuditEntry.resource_id == cid)))
             .scalars()

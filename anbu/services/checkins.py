@@ -6,11 +6,12 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from anbu.db.models import CallAttempt, Checkin, Resident
+from anbu.db.models import CallAttempt, Checkin, Resident, new_id
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import (
     AttemptStatus,
@@ -37,6 +38,9 @@ from anbu.services.call_time import routine_retry_at
 log = logging.getLogger(__name__)
 
 OPEN_STATUSES = (CheckinStatus.PENDING, CheckinStatus.DIALING)
+# The tables, for plain Core INSERTs (their Python-side defaults apply, as through the ORM).
+_CHECKINS = cast(Table, Checkin.__table__)
+_ATTEMPTS = cast(Table, CallAttempt.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,33 +71,87 @@ async def open_checkin(
     Returns ``(checkin, created)``. Joining appends the new reason and raises the priority, so
     a second signal never makes a second call ring at the same time. The caller commits.
     """
-    existing = (
-        await session.execute(
-            select(Checkin)
-            .where(Checkin.resident_id == resident.id, Checkin.status.in_(OPEN_STATUSES))
-            .order_by(Checkin.created_at)
-            .limit(1)
-        )
-    ).scalar_one_or_none()
+    existing = (await session.execute(_open_case_of(Checkin, resident.id))).scalar_one_or_none()
     if existing is not None:
-        if reason and reason not in existing.reason:
-            existing.reason = f"{existing.reason}\n{reason}"
-        existing.priority = max(existing.priority, priority)
-        existing.updated_at = now
+        _join(existing, reason, priority, now)
         return existing, False
-    checkin = Checkin(
-        resident_id=resident.id,
-        source=source,
-        reason=reason,
-        priority=priority,
-        status=CheckinStatus.PENDING,
-        created_at=now,
-        updated_at=now,
-    )
-    checkin.attempts = [CallAttempt(attempt_no=1, number=resident.phone, scheduled_for=now)]
+    case, first = _new_case(resident.id, resident.phone, source, reason, priority, now)
+    checkin = Checkin(**case)
+    checkin.attempts = [CallAttempt(**first)]
     session.add(checkin)
     await session.flush()
     return checkin, True
+
+
+def _open_case_of(what: Any, resident_id: str) -> Select[Any]:
+    return (
+        select(what)
+        .where(Checkin.resident_id == resident_id, Checkin.status.in_(OPEN_STATUSES))
+        .order_by(Checkin.created_at)
+        .limit(1)
+    )
+
+
+def _new_case(
+    resident_id: str,
+    phone: str,
+    source: CheckinSource,
+    reason: str,
+    priority: int,
+    now: dt.datetime,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The columns of a new case and of its first attempt, due now."""
+    case = {
+        "resident_id": resident_id,
+        "source": source,
+        "reason": reason,
+        "priority": priority,
+        "status": CheckinStatus.PENDING,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return case, {"attempt_no": 1, "number": phone, "scheduled_for": now}
+
+
+def _join(existing: Checkin, reason: str, priority: int, now: dt.datetime) -> None:
+    if reason and reason not in existing.reason:
+        existing.reason = f"{existing.reason}\n{reason}"
+    existing.priority = max(existing.priority, priority)
+    existing.updated_at = now
+
+
+@dataclass(frozen=True, slots=True)
+class CheckinRequested:
+    id: str
+    status: CheckinStatus
+    created: bool
+
+
+async def request_checkin(
+    session: AsyncSession,
+    resident_id: str,
+    phone: str,
+    *,
+    source: CheckinSource,
+    reason: str,
+    now: dt.datetime,
+    priority: int = 0,
+) -> CheckinRequested:
+    """:func:`open_checkin` for a caller that needs the case's id only (the API, under load):
+    the same case and first attempt written with two plain INSERTs instead of ORM objects and a
+    unit-of-work flush (~1.5 ms of CPU less per request, bench/api.py), the open case looked up
+    by id. Joining an open case is :func:`open_checkin`'s. The caller commits."""
+    found = (await session.execute(_open_case_of(Checkin.id, resident_id))).scalar_one_or_none()
+    if found is not None:
+        existing = await session.get(Checkin, found)
+        if existing is not None:  # closed meanwhile: open a new one
+            _join(existing, reason, priority, now)
+            return CheckinRequested(existing.id, existing.status, False)
+    checkin_id = new_id()
+    case, first = _new_case(resident_id, phone, source, reason, priority, now)
+    await session.execute(insert(_CHECKINS).values(id=checkin_id, **case))
+    await session.execute(insert(_ATTEMPTS).values(checkin_id=checkin_id, **first))
+    return CheckinRequested(checkin_id, CheckinStatus.PENDING, True)
 
 
 async def get_checkin(session: AsyncSession, checkin_id: str) -> Checkin:
