@@ -6,11 +6,12 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Select, Table, delete, func, insert, select, update
+from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from anbu.db.base import table_of
 from anbu.db.models import CallAttempt, Checkin, Resident, new_id
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import (
@@ -38,9 +39,8 @@ from anbu.services.call_time import routine_retry_at
 log = logging.getLogger(__name__)
 
 OPEN_STATUSES = (CheckinStatus.PENDING, CheckinStatus.DIALING)
-# The tables, for plain Core INSERTs (their Python-side defaults apply, as through the ORM).
-_CHECKINS = cast(Table, Checkin.__table__)
-_ATTEMPTS = cast(Table, CallAttempt.__table__)
+_CHECKINS = table_of(Checkin)
+_ATTEMPTS = table_of(CallAttempt)
 
 
 @dataclass(frozen=True, slots=True)
