@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from anbu.api.audit import AuditDep
@@ -127,6 +127,13 @@ async def update_resident(
     return ResidentOut.of(resident)
 
 
+# Three columns, not the resident and its district as ORM objects (~1 ms of CPU less); built
+# once, executed with the id (see services.checkins).
+_RESIDENT_TO_CALL = select(Resident.district_id, Resident.active, Resident.phone).where(
+    Resident.id == bindparam("resident_id")
+)
+
+
 @router.post(
     "/checkins",
     status_code=status.HTTP_202_ACCEPTED,
@@ -140,13 +147,8 @@ async def create_checkin(
     container: ContainerDep,
     audit: AuditDep,
 ) -> CheckinAccepted:
-    # Three columns, not the resident and its district as ORM objects (~1 ms of CPU less).
     resident = (
-        await session.execute(
-            select(Resident.district_id, Resident.active, Resident.phone).where(
-                Resident.id == body.resident_id
-            )
-        )
+        await session.execute(_RESIDENT_TO_CALL, {"resident_id": body.resident_id})
     ).one_or_none()
     if resident is None:
         raise NotFoundError("resident", body.resident_id)

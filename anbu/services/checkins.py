@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from anbu.db.base import table_of
@@ -39,8 +39,23 @@ from anbu.services.call_time import routine_retry_at
 log = logging.getLogger(__name__)
 
 OPEN_STATUSES = (CheckinStatus.PENDING, CheckinStatus.DIALING)
-_CHECKINS = table_of(Checkin)
-_ATTEMPTS = table_of(CallAttempt)
+
+
+def _open_case_of(what: Any) -> Select[Any]:
+    return (
+        select(what)
+        .where(Checkin.resident_id == bindparam("resident_id"), Checkin.status.in_(OPEN_STATUSES))
+        .order_by(Checkin.created_at)
+        .limit(1)
+    )
+
+
+# Built once: a statement built per request costs more CPU than its round trip (SQLAlchemy's
+# coercion of every clause and value, then its cache key); these are executed with parameters.
+_OPEN_CASE = _open_case_of(Checkin)
+_OPEN_CASE_ID = _open_case_of(Checkin.id)
+_INSERT_CASE = insert(table_of(Checkin))
+_INSERT_ATTEMPT = insert(table_of(CallAttempt))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +86,9 @@ async def open_checkin(
     Returns ``(checkin, created)``. Joining appends the new reason and raises the priority, so
     a second signal never makes a second call ring at the same time. The caller commits.
     """
-    existing = (await session.execute(_open_case_of(Checkin, resident.id))).scalar_one_or_none()
+    existing = (
+        await session.execute(_OPEN_CASE, {"resident_id": resident.id})
+    ).scalar_one_or_none()
     if existing is not None:
         _join(existing, reason, priority, now)
         return existing, False
@@ -81,15 +98,6 @@ async def open_checkin(
     session.add(checkin)
     await session.flush()
     return checkin, True
-
-
-def _open_case_of(what: Any, resident_id: str) -> Select[Any]:
-    return (
-        select(what)
-        .where(Checkin.resident_id == resident_id, Checkin.status.in_(OPEN_STATUSES))
-        .order_by(Checkin.created_at)
-        .limit(1)
-    )
 
 
 def _new_case(
@@ -141,7 +149,9 @@ async def request_checkin(
     the same case and first attempt written with two plain INSERTs instead of ORM objects and a
     unit-of-work flush (~1.5 ms of CPU less per request, bench/api.py), the open case looked up
     by id. Joining an open case is :func:`open_checkin`'s. The caller commits."""
-    found = (await session.execute(_open_case_of(Checkin.id, resident_id))).scalar_one_or_none()
+    found = (
+        await session.execute(_OPEN_CASE_ID, {"resident_id": resident_id})
+    ).scalar_one_or_none()
     if found is not None:
         existing = await session.get(Checkin, found)
         if existing is not None:  # closed meanwhile: open a new one
@@ -149,8 +159,8 @@ async def request_checkin(
             return CheckinRequested(existing.id, existing.status, False)
     checkin_id = new_id()
     case, first = _new_case(resident_id, phone, source, reason, priority, now)
-    await session.execute(insert(_CHECKINS).values(id=checkin_id, **case))
-    await session.execute(insert(_ATTEMPTS).values(checkin_id=checkin_id, **first))
+    await session.execute(_INSERT_CASE, {"id": checkin_id, **case})
+    await session.execute(_INSERT_ATTEMPT, {"checkin_id": checkin_id, **first})
     return CheckinRequested(checkin_id, CheckinStatus.PENDING, True)
 
 
