@@ -172,8 +172,8 @@ async def request_checkin(
 ) -> CheckinRequested:
     """:func:`open_checkin` for a caller that needs the case's id only (the API, under load):
     the same case and first attempt written with two plain INSERTs instead of ORM objects and a
-    unit-of-work flush (~1.5 ms of CPU less per request, bench/api.py), the open case looked up
-    by id. Joining an open case is :func:`open_checkin`'s. The caller commits."""
+    unit-of-work flush (~1.5 ms of CPU less per request, bench/api.py), the first of them only
+    if no case is open. Joining an open case is :func:`open_checkin`'s. The caller commits."""
     case, first = _new_case(resident_id, phone, source, reason, priority, now)
     while True:
         checkin_id = (
