@@ -5,19 +5,25 @@ Counted, never timed."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, exc, select, text
 
 from anbu.app.parts import build_api
+from anbu.container import Container
 from anbu.db.models import Checkin
 from anbu.db.models_audit import AuditEntry
+from anbu.db.outage import monitor_of, report_failure
+from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.audit import AuditAction, AuditResource
+from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus
+from anbu.ports import SystemClock
 from anbu.settings import LimitSettings, Settings
-from tests.api_support import Api, api_over, h, new_resident
+from tests.api_support import Api, api_client, api_over, h, new_resident
 
 
 @pytest.fixture
@@ -55,7 +61,20 @@ async def test_given_a_checkin_request_then_the_case_and_its_log_row_commit_in_o
     assert commits == ["commit"]
     cid = r.json()["id"]
     async with api.container.sessions() as s:
-        assert (await s.get(Checkin, cid)) is not None
+        case = await s.get(Checkin, cid)
+        assert case is not None
+        # Written with plain INSERTs (services.checkins.request_checkin): the same case and
+        # first attempt as open_checkin's, due now, to the resident's number.
+        assert (case.resident_id, case.status, case.source, case.reason) == (
+            rid,
+            CheckinStatus.PENDING,
+            CheckinSource.API,
+            "t",
+        )
+        assert [(a.attempt_no, a.number, a.status) for a in case.attempts] == [
+            (1, "01012345678", AttemptStatus.SCHEDULED)
+        ]
+        assert case.attempts[0].scheduled_for == case.created_at
         rows = (
             (await s.execute(select(AuditEntry).where(AuditEntry.resource_id == cid)))
             .scalars()
@@ -133,3 +152,36 @@ async def test_given_the_inflight_bound_reached_when_another_request_then_503_bu
             "/v1/checkins", headers=gwanak, json={"resident_id": other, "reason": "t"}
         )
         assert again.status_code == 202, again.text
+
+
+async def test_given_no_pooled_connection_free_when_a_request_then_503_busy_not_an_outage(
+    db_url: str,
+) -> None:
+    # The database is up; the process has more requests than connections. Was a 503
+    # database_unavailable, logged as the start of an outage.
+    engine = make_engine(db_url, pool_size=1, max_overflow=0, pool_timeout=0.1)
+    container = Container(
+        Settings(database_url=db_url), engine, make_sessionmaker(engine), SystemClock()
+    )
+    async with api_client(container) as (client, keys), engine.connect() as held:
+        await held.execute(text("SELECT 1"))  # the pool's one connection, taken
+        r = await client.get("/v1/districts", headers=h(keys["gwanak"]))
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == "busy"
+        assert r.headers["Retry-After"] == "1"
+        assert monitor_of(engine).available
+
+
+async def test_given_a_pool_timeout_in_a_job_then_a_warning_line_not_an_outage(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = make_engine(db_url)
+    try:
+        with caplog.at_level(logging.WARNING):
+            report_failure(logging.getLogger("job"), engine, "a job", exc.TimeoutError("pool"))
+        assert [(r.levelno, r.message) for r in caplog.records] == [
+            (logging.WARNING, "a job failed: no database connection was free in time")
+        ]
+        assert monitor_of(engine).available
+    finally:
+        await engine.dispose()

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 from sqlalchemy import text
@@ -70,5 +72,26 @@ async def test_given_default_engine_when_pooled_connection_killed_then_next_use_
         assert await _use(engine) == 1
         await _kill_pooled(pg_database)
         assert await _use(engine) == 1  # no request sees the dead connection
+    finally:
+        await engine.dispose()
+
+
+async def test_given_a_pooled_connection_when_checked_out_then_one_statement_pings_it(
+    pg_database: str,
+) -> None:
+    # SQLAlchemy's asyncpg ping is BEGIN, ``;``, ROLLBACK: three round trips per checkout.
+    engine = make_engine(pg_database, pool_size=1, max_overflow=0)
+    seen: list[str] = []
+    try:
+        async with engine.connect() as c:
+            raw = (await c.get_raw_connection()).driver_connection
+            assert isinstance(raw, asyncpg.Connection)
+            raw.add_query_logger(lambda q: seen.append(q.query))
+        await asyncio.sleep(0)  # asyncpg calls its query loggers soon, not at once
+        seen.clear()  # the check-in's reset (a rollback) is not the ping
+        async with engine.connect() as c:  # the same pooled connection, pinged at checkout
+            await asyncio.sleep(0)
+            assert seen == ["SELECT 1"]
+            await c.execute(text("SELECT 1"))
     finally:
         await engine.dispose()

@@ -20,9 +20,16 @@ from anbu.api import audit, feedback, keys, openapi, routes, signals, voice, web
 from anbu.api.deps import UnauthenticatedError
 from anbu.api.gate import InputGate
 from anbu.api.headers import SecurityHeaders
-from anbu.api.limits import InflightLimit, RateLimits
+from anbu.api.limits import BUSY_RETRY_S, InflightLimit, RateLimits
 from anbu.container import Container
-from anbu.db.outage import RETRY_AFTER_S, DatabaseMonitor, is_unavailable, monitor_of, ping
+from anbu.db.outage import (
+    RETRY_AFTER_S,
+    DatabaseMonitor,
+    is_pool_exhausted,
+    is_unavailable,
+    monitor_of,
+    ping,
+)
 from anbu.errors import (
     AnbuError,
     ConflictError,
@@ -49,10 +56,19 @@ def unavailable_response() -> JSONResponse:
     return resp
 
 
+def pool_busy_response() -> JSONResponse:
+    # The database is up: this process had more requests than pooled connections for the
+    # pool's whole timeout. The in-flight bound's answer (busy), not an outage.
+    resp = _problem(503, "busy", "no database connection was free in time; retry shortly")
+    resp.headers["Retry-After"] = str(BUSY_RETRY_S)
+    return resp
+
+
 class DatabaseOutageMiddleware:
     """Turns "the database is unreachable" from any route or dependency into a 503 with
     ``Retry-After`` and a JSON reason, counted by the engine's monitor (one log line per
-    outage), instead of a 500 with a traceback per request. Anything else passes through."""
+    outage), instead of a 500 with a traceback per request; a pool with no connection free
+    into a 503 ``busy``, which is not an outage. Anything else passes through."""
 
     def __init__(self, app: ASGIApp, monitor: DatabaseMonitor) -> None:
         self.app = app
@@ -73,7 +89,12 @@ class DatabaseOutageMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as error:
-            if started or not is_unavailable(error):
+            if started:
+                raise
+            if is_pool_exhausted(error):
+                await pool_busy_response()(scope, receive, send)
+                return
+            if not is_unavailable(error):
                 raise
             self.monitor.failed(error, f"{scope['method']} {scope['path']}")
             await unavailable_response()(scope, receive, send)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from anbu.api.audit import AuditDep
@@ -30,7 +30,7 @@ from anbu.api.schemas import (
 from anbu.db.models import District, Resident
 from anbu.domain.audit import AuditAction, AuditResource
 from anbu.domain.checkin import CheckinSource
-from anbu.errors import ConflictError, ValidationError
+from anbu.errors import ConflictError, NotFoundError, ValidationError
 from anbu.services import checkins as checkin_service
 
 router = APIRouter(prefix="/v1")
@@ -127,6 +127,13 @@ async def update_resident(
     return ResidentOut.of(resident)
 
 
+# Three columns, not the resident and its district as ORM objects (~1 ms of CPU less); built
+# once, executed with the id (see services.checkins).
+_RESIDENT_TO_CALL = select(Resident.district_id, Resident.active, Resident.phone).where(
+    Resident.id == bindparam("resident_id")
+)
+
+
 @router.post(
     "/checkins",
     status_code=status.HTTP_202_ACCEPTED,
@@ -140,22 +147,30 @@ async def create_checkin(
     container: ContainerDep,
     audit: AuditDep,
 ) -> CheckinAccepted:
-    resident = await resident_in_scope(session, principal, body.resident_id)
+    resident = (
+        await session.execute(_RESIDENT_TO_CALL, {"resident_id": body.resident_id})
+    ).one_or_none()
+    if resident is None:
+        raise NotFoundError("resident", body.resident_id)
+    principal.require_district(resident.district_id, "resident", body.resident_id)
     if not resident.active:
-        raise ValidationError(f"resident {resident.id} is inactive")
-    checkin, created = await checkin_service.open_checkin(
+        raise ValidationError(f"resident {body.resident_id} is inactive")
+    checkin = await checkin_service.request_checkin(
         session,
-        resident,
+        body.resident_id,
+        resident.phone,
         source=CheckinSource.API,
         reason=body.reason,
         priority=body.priority,
         now=container.clock.now(),
     )
-    if created:
+    if checkin.created:
         audit.note(AuditResource.CHECKIN, checkin.id, AuditAction.CREATE, resident.district_id)
     await audit.commit()  # the case and its log row: one transaction
     container.wake_dispatcher()
-    return CheckinAccepted(id=checkin.id, status=checkin.status, joined_existing=not created)
+    return CheckinAccepted(
+        id=checkin.id, status=checkin.status, joined_existing=not checkin.created
+    )
 
 
 @router.get("/checkins/{checkin_id}", response_model=CheckinOut)

@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -46,25 +47,33 @@ class DatabaseUnavailableError(AnbuError):
     """The database cannot be reached right now; the operation may be retried later."""
 
 
-def is_unavailable(error: BaseException) -> bool:
-    """True when ``error`` (or what it wraps) says the database is unreachable, as opposed to
-    a statement that failed on a healthy database (a constraint, a bug)."""
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and what it wraps (its cause, or the error it was raised while handling)."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if _unavailable_here(current):
-            return True
+        yield current
         current = current.__cause__ or current.__context__
-    return False
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True when ``error`` (or what it wraps) says the database is unreachable, as opposed to
+    a statement that failed on a healthy database (a constraint, a bug) or a pool with no
+    connection free (:func:`is_pool_exhausted`)."""
+    return any(_unavailable_here(e) for e in _chain(error))
+
+
+def is_pool_exhausted(error: BaseException) -> bool:
+    """True when the pool found no free connection within its timeout: the database answers,
+    this process has more work than connections (a load to refuse, not an outage to log)."""
+    return any(isinstance(e, exc.TimeoutError) for e in _chain(error))
 
 
 def _unavailable_here(error: BaseException) -> bool:
     if isinstance(error, DatabaseUnavailableError):
         return True
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
-        return True
-    if isinstance(error, exc.TimeoutError):  # the pool found no connection in time
         return True
     if isinstance(error, _PG_UNAVAILABLE):
         return True
@@ -153,8 +162,10 @@ def report_failure(
     error: BaseException,
 ) -> None:
     """Log a failed job or loop pass: one line per outage when the database is unreachable,
-    the full traceback for anything else."""
-    if is_unavailable(error):
+    one line when the pool had no connection free, the full traceback for anything else."""
+    if is_pool_exhausted(error):
+        logger.warning("%s failed: no database connection was free in time", what)
+    elif is_unavailable(error):
         try:
             monitor = monitor_of(bind)
         except TypeError:  # a sessionmaker bound per session: no engine to watch

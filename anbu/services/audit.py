@@ -15,8 +15,11 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from anbu.db.base import table_of
 from anbu.db.models_audit import AuditEntry
 from anbu.domain.audit import ActorKind, AuditAction, AuditResource
+
+_INSERT_ROWS = insert(table_of(AuditEntry))  # built once (see services.checkins)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +84,8 @@ async def record(
         }
         for a in accesses
     ]
-    await session.execute(insert(AuditEntry), rows)
+    # The table, not the model: an ORM bulk insert costs ~0.3 ms more per API request.
+    await session.execute(_INSERT_ROWS, rows[0] if len(rows) == 1 else rows)
 
 
 @dataclass(frozen=True, slots=True)

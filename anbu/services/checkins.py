@@ -6,11 +6,13 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from anbu.db.models import CallAttempt, Checkin, Resident
+from anbu.db.base import table_of
+from anbu.db.models import CallAttempt, Checkin, Resident, new_id
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import (
     AttemptStatus,
@@ -37,6 +39,48 @@ from anbu.services.call_time import routine_retry_at
 log = logging.getLogger(__name__)
 
 OPEN_STATUSES = (CheckinStatus.PENDING, CheckinStatus.DIALING)
+
+
+# A new case's columns (:func:`_new_case`), its id aside.
+_new_case_columns = (
+    "resident_id",
+    "source",
+    "reason",
+    "priority",
+    "status",
+    "created_at",
+    "updated_at",
+)
+
+
+def _open_case_of(what: Any) -> Select[Any]:
+    return (
+        select(what)
+        .where(Checkin.resident_id == bindparam("resident_id"), Checkin.status.in_(OPEN_STATUSES))
+        .order_by(Checkin.created_at)
+        .limit(1)
+    )
+
+
+# Built once: a statement built per request costs more CPU than its round trip (SQLAlchemy's
+# coercion of every clause and value, then its cache key); these are executed with parameters.
+_OPEN_CASE = _open_case_of(Checkin)
+_OPEN_CASE_ID = _open_case_of(Checkin.id)
+_CASES = table_of(Checkin)
+_CASE_COLUMNS = ("id", *_new_case_columns)
+# The new case unless the resident has an open one: one round trip for the look-up and the
+# INSERT (it returns the new id, or nothing).
+_INSERT_CASE_UNLESS_OPEN = (
+    insert(_CASES)
+    .from_select(
+        _CASE_COLUMNS,
+        select(*(bindparam(c, type_=_CASES.c[c].type) for c in _CASE_COLUMNS)).where(
+            ~exists(_open_case_of(Checkin.id))
+        ),
+    )
+    .returning(_CASES.c.id)
+)
+_INSERT_ATTEMPT = insert(table_of(CallAttempt))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,32 +112,83 @@ async def open_checkin(
     a second signal never makes a second call ring at the same time. The caller commits.
     """
     existing = (
-        await session.execute(
-            select(Checkin)
-            .where(Checkin.resident_id == resident.id, Checkin.status.in_(OPEN_STATUSES))
-            .order_by(Checkin.created_at)
-            .limit(1)
-        )
+        await session.execute(_OPEN_CASE, {"resident_id": resident.id})
     ).scalar_one_or_none()
     if existing is not None:
-        if reason and reason not in existing.reason:
-            existing.reason = f"{existing.reason}\n{reason}"
-        existing.priority = max(existing.priority, priority)
-        existing.updated_at = now
+        _join(existing, reason, priority, now)
         return existing, False
-    checkin = Checkin(
-        resident_id=resident.id,
-        source=source,
-        reason=reason,
-        priority=priority,
-        status=CheckinStatus.PENDING,
-        created_at=now,
-        updated_at=now,
-    )
-    checkin.attempts = [CallAttempt(attempt_no=1, number=resident.phone, scheduled_for=now)]
+    case, first = _new_case(resident.id, resident.phone, source, reason, priority, now)
+    checkin = Checkin(**case)
+    checkin.attempts = [CallAttempt(**first)]
     session.add(checkin)
     await session.flush()
     return checkin, True
+
+
+def _new_case(
+    resident_id: str,
+    phone: str,
+    source: CheckinSource,
+    reason: str,
+    priority: int,
+    now: dt.datetime,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The columns of a new case and of its first attempt, due now."""
+    case = {
+        "resident_id": resident_id,
+        "source": source,
+        "reason": reason,
+        "priority": priority,
+        "status": CheckinStatus.PENDING,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return case, {"attempt_no": 1, "number": phone, "scheduled_for": now}
+
+
+def _join(existing: Checkin, reason: str, priority: int, now: dt.datetime) -> None:
+    if reason and reason not in existing.reason:
+        existing.reason = f"{existing.reason}\n{reason}"
+    existing.priority = max(existing.priority, priority)
+    existing.updated_at = now
+
+
+@dataclass(frozen=True, slots=True)
+class CheckinRequested:
+    id: str
+    status: CheckinStatus
+    created: bool
+
+
+async def request_checkin(
+    session: AsyncSession,
+    resident_id: str,
+    phone: str,
+    *,
+    source: CheckinSource,
+    reason: str,
+    now: dt.datetime,
+    priority: int = 0,
+) -> CheckinRequested:
+    """:func:`open_checkin` for a caller that needs the case's id only (the API, under load):
+    the same case and first attempt written with two plain INSERTs instead of ORM objects and a
+    unit-of-work flush (~1.5 ms of CPU less per request, bench/api.py), the first of them only
+    if no case is open. Joining an open case is :func:`open_checkin`'s. The caller commits."""
+    case, first = _new_case(resident_id, phone, source, reason, priority, now)
+    while True:
+        checkin_id = (
+            await session.execute(_INSERT_CASE_UNLESS_OPEN, {"id": new_id(), **case})
+        ).scalar_one_or_none()
+        if checkin_id is not None:
+            await session.execute(_INSERT_ATTEMPT, {"checkin_id": checkin_id, **first})
+            return CheckinRequested(checkin_id, CheckinStatus.PENDING, True)
+        found = (
+            await session.execute(_OPEN_CASE_ID, {"resident_id": resident_id})
+        ).scalar_one_or_none()
+        existing = None if found is None else await session.get(Checkin, found)
+        if existing is not None:  # else closed meanwhile: open a new one
+            _join(existing, reason, priority, now)
+            return CheckinRequested(existing.id, existing.status, False)
 
 
 async def get_checkin(session: AsyncSession, checkin_id: str) -> Checkin:
