@@ -24,6 +24,10 @@ def plain(status: str = "202 Accepted", body: bytes = b"0: Accepted for delivery
     )
 
 
+def raw(answer: bytes) -> Answerer:
+    return lambda _head, _body: answer
+
+
 @dataclass
 class Server:
     answer: Answerer
@@ -79,26 +83,27 @@ async def server() -> AsyncIterator[Server]:
         await listener.wait_closed()
 
 
-def client_for(server: Server) -> KeepAliveClient:
-    return KeepAliveClient(f"http://127.0.0.1:{server.port}/cgi-bin/sendsms")
+@pytest.fixture
+async def client(server: Server) -> AsyncIterator[KeepAliveClient]:
+    keep_alive = KeepAliveClient(f"http://127.0.0.1:{server.port}/cgi-bin/sendsms")
+    try:
+        yield keep_alive
+    finally:
+        await keep_alive.aclose()
 
 
 async def test_given_requests_in_turn_when_sent_then_one_connection_carries_them_all(
-    server: Server,
+    server: Server, client: KeepAliveClient
 ) -> None:
-    client = client_for(server)
-    try:
-        for i in range(3):
-            answer = await client.request(
-                "POST", "/cgi-bin/sendsms", {"X-Kannel-To": "0101234567"}, f"m{i}".encode(), 5
-            )
-            assert (answer.status, answer.body, answer.ok) == (
-                202,
-                b"0: Accepted for delivery",
-                True,
-            )
-    finally:
-        await client.aclose()
+    for i in range(3):
+        answer = await client.request(
+            "POST", "/cgi-bin/sendsms", {"X-Kannel-To": "0101234567"}, f"m{i}".encode(), 5
+        )
+        assert (answer.status, answer.body, answer.ok) == (
+            202,
+            b"0: Accepted for delivery",
+            True,
+        )
     assert server.connections == 1
     head, body = server.requests[2]
     assert head.startswith(b"POST /cgi-bin/sendsms HTTP/1.1\r\n")
@@ -108,7 +113,7 @@ async def test_given_requests_in_turn_when_sent_then_one_connection_carries_them
 
 
 async def test_given_requests_at_once_when_sent_then_each_gets_its_own_answer(
-    server: Server,
+    server: Server, client: KeepAliveClient
 ) -> None:
     server.answer = lambda _head, body: (
         b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
@@ -117,102 +122,74 @@ async def test_given_requests_at_once_when_sent_then_each_gets_its_own_answer(
             body,
         )
     )
-    client = client_for(server)
-    try:
-        answers = await asyncio.gather(
-            *(client.request("POST", "/x", {}, b"body-%d" % i, 5) for i in range(8))
-        )
-    finally:
-        await client.aclose()
+    answers = await asyncio.gather(
+        *(client.request("POST", "/x", {}, b"body-%d" % i, 5) for i in range(8))
+    )
     assert [a.body for a in answers] == [b"body-%d" % i for i in range(8)]
 
 
 async def test_given_server_closed_idle_connection_when_sending_then_a_new_one_is_opened(
-    server: Server,
+    server: Server, client: KeepAliveClient
 ) -> None:
-    client = client_for(server)
-    try:
-        await client.request("POST", "/x", {}, b"one", 5)
-        server.hang_up_idle()
-        await asyncio.sleep(0.05)  # the loop hears the close
-        answer = await client.request("POST", "/x", {}, b"two", 5)
-    finally:
-        await client.aclose()
+    await client.request("POST", "/x", {}, b"one", 5)
+    server.hang_up_idle()
+    await asyncio.sleep(0.05)  # the loop hears the close
+    answer = await client.request("POST", "/x", {}, b"two", 5)
     assert answer.status == 202
     assert server.connections == 2
 
 
-async def test_given_connection_close_answer_when_sent_then_not_reused(server: Server) -> None:
-    server.answer = lambda _h, _b: (
-        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
-    )
+async def test_given_connection_close_answer_when_sent_then_not_reused(
+    server: Server, client: KeepAliveClient
+) -> None:
+    server.answer = raw(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
     server.close_after_answer = True
-    client = client_for(server)
-    try:
-        for _ in range(2):
-            assert (await client.request("POST", "/x", {}, b"", 5)).body == b"ok"
-    finally:
-        await client.aclose()
+    for _ in range(2):
+        assert (await client.request("POST", "/x", {}, b"", 5)).body == b"ok"
     assert server.connections == 2
 
 
 async def test_given_chunked_or_unframed_answer_when_sent_then_whole_body_read(
-    server: Server,
+    server: Server, client: KeepAliveClient
 ) -> None:
-    server.answer = lambda _h, _b: (
+    server.answer = raw(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"3\r\n0: \r\n8\r\nAccepted\r\n0\r\n\r\n"
     )
-    client = client_for(server)
-    try:
-        assert (await client.request("POST", "/x", {}, b"", 5)).body == b"0: Accepted"
-        # HTTP/1.0 style: no length, the answer ends when the server closes.
-        server.answer = lambda _h, _b: b"HTTP/1.0 200 OK\r\n\r\n0: Accepted"
-        server.close_after_answer = True
-        assert (await client.request("POST", "/x", {}, b"", 5)).body == b"0: Accepted"
-    finally:
-        await client.aclose()
+    assert (await client.request("POST", "/x", {}, b"", 5)).body == b"0: Accepted"
+    # HTTP/1.0 style: no length, the answer ends when the server closes.
+    server.answer = raw(b"HTTP/1.0 200 OK\r\n\r\n0: Accepted")
+    server.close_after_answer = True
+    assert (await client.request("POST", "/x", {}, b"", 5)).body == b"0: Accepted"
 
 
 async def test_given_server_hangs_up_without_answer_when_sent_then_unreachable(
-    server: Server,
+    server: Server, client: KeepAliveClient
 ) -> None:
     server.answer = lambda _h, _b: None
-    client = client_for(server)
-    try:
-        with pytest.raises(GatewayUnreachableError):
-            await client.request("POST", "/x", {}, b"", 5)
-    finally:
-        await client.aclose()
+    with pytest.raises(GatewayUnreachableError):
+        await client.request("POST", "/x", {}, b"", 5)
 
 
 async def test_given_garbage_answer_when_sent_then_protocol_error_and_connection_dropped(
-    server: Server,
+    server: Server, client: KeepAliveClient
 ) -> None:
-    server.answer = lambda _h, _b: b"SMTP ready\r\n\r\n"
-    client = client_for(server)
-    try:
-        with pytest.raises(GatewayProtocolError):
-            await client.request("POST", "/x", {}, b"", 5)
-        server.answer = plain()
-        assert (await client.request("POST", "/x", {}, b"", 5)).status == 202
-    finally:
-        await client.aclose()
+    server.answer = raw(b"SMTP ready\r\n\r\n")
+    with pytest.raises(GatewayProtocolError):
+        await client.request("POST", "/x", {}, b"", 5)
+    server.answer = plain()
+    assert (await client.request("POST", "/x", {}, b"", 5)).status == 202
     assert server.connections == 2
 
 
 async def test_given_no_answer_in_time_when_sent_then_timeout_and_connection_dropped(
-    server: Server,
+    server: Server, client: KeepAliveClient
 ) -> None:
     server.stall = True
-    client = client_for(server)
-    try:
-        with pytest.raises(TimeoutError):
-            await client.request("POST", "/x", {}, b"", 0.2)
-        server.stall = False
-        assert (await client.request("POST", "/x", {}, b"", 5)).status == 202
-    finally:
-        await client.aclose()
+    with pytest.raises(TimeoutError):
+        await client.request("POST", "/x", {}, b"", 0.2)
+    server.stall = False
+    assert (await client.request("POST", "/x", {}, b"", 5)).status == 202
     assert server.connections == 2
 
 
@@ -231,9 +208,8 @@ async def test_given_nothing_listening_when_sent_then_unreachable() -> None:
     [{"X-Kannel-To": "010\r\nX-Kannel-To: 0109999"}, {"X-Kannel-From": "a\nb"}, {"X-A": "한"}],
 )
 async def test_given_header_that_would_break_request_when_sent_then_refused_unsent(
-    server: Server, headers: dict[str, str]
+    server: Server, client: KeepAliveClient, headers: dict[str, str]
 ) -> None:
-    client = client_for(server)
     with pytest.raises(ValueError, match=r"CR or LF|not latin-1"):
         await client.request("POST", "/x", headers, b"", 5)
     assert server.requests == []
