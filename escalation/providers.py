@@ -17,6 +17,7 @@ import hmac
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
@@ -32,6 +33,7 @@ from anbu.domain.sms_text import (
 from anbu.errors import SmsError, ValidationError
 from anbu.ports import Clock, SmsSender, SystemClock
 from escalation.dlr import kannel_dlr_url, with_callback_key
+from escalation.http11 import GatewayError, KeepAliveClient
 
 if TYPE_CHECKING:
     from anbu.settings import Settings
@@ -58,48 +60,26 @@ def _status_error(provider: str, reference: str, status: int, detail: str) -> Sm
     )
 
 
-class _HttpSender:
-    """Shared plumbing: one AsyncClient, a timeout on every call, errors translated."""
+class _Sender:
+    """What every sender shares: its clock, its timeout, the receipt of an accepted message."""
 
-    name = "http"
+    name = "sender"
 
-    def __init__(
-        self,
-        *,
-        timeout_s: float,
-        client: httpx.AsyncClient | None,
-        clock: Clock | None,
-    ) -> None:
-        self._timeout = httpx.Timeout(timeout_s)
+    def __init__(self, *, timeout_s: float, clock: Clock | None) -> None:
         self._timeout_s = timeout_s
-        self._own_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=self._timeout)
         self._clock = clock or SystemClock()
 
-    async def aclose(self) -> None:
-        if self._own_client:
-            await self._client.aclose()
+    def _no_answer(self, reference: str) -> SmsError:
+        return SmsError(
+            f"{self.name}: no answer within {self._timeout_s:g} s for SMS {reference}",
+            retryable=True,
+        )
 
-    async def _request(
-        self, reference: str, method: str, url: str, **kwargs: Any
-    ) -> httpx.Response:
-        try:
-            return await self._client.request(method, url, timeout=self._timeout, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise SmsError(
-                f"{self.name}: no answer within {self._timeout_s:g} s for SMS {reference}",
-                retryable=True,
-            ) from exc
-        except httpx.TransportError as exc:
-            raise SmsError(
-                f"{self.name}: cannot reach the gateway for SMS {reference} ({type(exc).__name__})",
-                retryable=True,
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise SmsError(
-                f"{self.name}: bad exchange for SMS {reference} ({type(exc).__name__})",
-                retryable=False,
-            ) from exc
+    def _unreachable(self, reference: str, exc: Exception) -> SmsError:
+        return SmsError(
+            f"{self.name}: cannot reach the gateway for SMS {reference} ({type(exc).__name__})",
+            retryable=True,
+        )
 
     def _receipt(
         self, message: OutgoingSms, status: SendStatus, provider_message_id: str | None
@@ -121,7 +101,45 @@ class _HttpSender:
         )
 
 
-class KannelSmsSender(_HttpSender):
+class _HttpSender(_Sender):
+    """Shared plumbing of the httpx senders: one AsyncClient, a timeout on every call, errors
+    translated."""
+
+    name = "http"
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float,
+        client: httpx.AsyncClient | None,
+        clock: Clock | None,
+    ) -> None:
+        super().__init__(timeout_s=timeout_s, clock=clock)
+        self._timeout = httpx.Timeout(timeout_s)
+        self._own_client = client is None
+        self._client = client or httpx.AsyncClient(timeout=self._timeout)
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self._client.aclose()
+
+    async def _request(
+        self, reference: str, method: str, url: str, **kwargs: Any
+    ) -> httpx.Response:
+        try:
+            return await self._client.request(method, url, timeout=self._timeout, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise self._no_answer(reference) from exc
+        except httpx.TransportError as exc:
+            raise self._unreachable(reference, exc) from exc
+        except httpx.HTTPError as exc:
+            raise SmsError(
+                f"{self.name}: bad exchange for SMS {reference} ({type(exc).__name__})",
+                retryable=False,
+            ) from exc
+
+
+class KannelSmsSender(_Sender):
     """Kannel's smsbox sendsms interface.
 
     POST with the text as a UTF-8 body and the parameters in ``X-Kannel-*`` headers, so the
@@ -129,6 +147,9 @@ class KannelSmsSender(_HttpSender):
     (``coding=2``) and splits long text into at most ``max_parts`` concatenated parts: it would
     cut the rest silently, so longer text is refused here. A concatenated SMS has no subject;
     ``sms_text.compose`` keeps the key line first in the body for that reason.
+
+    Through :class:`escalation.http11.KeepAliveClient`, not httpx: see there for why (the
+    alert burst's CPU per alert).
     """
 
     name = "kannel"
@@ -142,20 +163,19 @@ class KannelSmsSender(_HttpSender):
         dlr_url: str | None = None,
         max_parts: int = 10,
         timeout_s: float = DEFAULT_TIMEOUT_S,
-        client: httpx.AsyncClient | None = None,
         clock: Clock | None = None,
     ) -> None:
-        super().__init__(timeout_s=timeout_s, client=client, clock=clock)
-        self._url = sendsms_url
+        super().__init__(timeout_s=timeout_s, clock=clock)
+        parts = urlsplit(sendsms_url)
+        self._target = parts.path + (f"?{parts.query}" if parts.query else "") or "/"
+        self._client = KeepAliveClient(sendsms_url)
         self._username = username
         self._password = password
         self.dlr_url = dlr_url
         self.max_parts = max_parts
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, client: httpx.AsyncClient | None = None
-    ) -> KannelSmsSender:
+    def from_settings(cls, settings: Settings) -> KannelSmsSender:
         sms = settings.sms
         return cls(
             sendsms_url=sms.kannel_url,
@@ -170,8 +190,10 @@ class KannelSmsSender(_HttpSender):
             ),
             max_parts=sms.kannel_max_parts,
             timeout_s=sms.timeout_s,
-            client=client,
         )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
     async def send(self, message: OutgoingSms) -> SendReceipt:
         parts = ucs2_parts(message.text)
@@ -191,12 +213,19 @@ class KannelSmsSender(_HttpSender):
         if self.dlr_url:
             headers["X-Kannel-DLR-Mask"] = "31"  # accepted, rejected, buffered, delivered, failed
             headers["X-Kannel-DLR-Url"] = kannel_dlr_url(self.dlr_url, message.reference)
-        response = await self._request(
-            message.reference, "POST", self._url, headers=headers, content=message.text.encode()
-        )
-        body = response.text.strip()
-        if not response.is_success:
-            raise _status_error(self.name, message.reference, response.status_code, body)
+        try:
+            answer = await self._client.request(
+                "POST", self._target, headers, message.text.encode(), self._timeout_s
+            )
+        except TimeoutError as exc:
+            raise self._no_answer(message.reference) from exc
+        except GatewayError as exc:
+            raise self._unreachable(message.reference, exc) from exc
+        except ValueError as exc:  # a header that would break the request: not sent
+            raise SmsError(f"kannel: SMS {message.reference}: {exc}", retryable=False) from exc
+        body = answer.body.decode("utf-8", errors="replace").strip()
+        if not answer.ok:
+            raise _status_error(self.name, message.reference, answer.status, body)
         # "0: Accepted for delivery" / "3: Queued for later delivery" (no SMSC online yet).
         if body.startswith("0:"):
             return self._receipt(message, SendStatus.ACCEPTED, None)
@@ -369,7 +398,7 @@ def sender_from_settings(
     """Build the configured sender (``settings.sms.provider``, or ``provider`` if given)."""
     name = (provider or settings.sms.provider).strip().lower()
     if name == "kannel":
-        return KannelSmsSender.from_settings(settings, client)
+        return KannelSmsSender.from_settings(settings)
     if name == "solapi":
         return SolapiSmsSender.from_settings(settings, client)
     if name == "webhook":

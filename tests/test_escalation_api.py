@@ -16,6 +16,7 @@ from anbu.app.parts import build_container
 from anbu.container import Container
 from anbu.domain.calls import CallResult
 from anbu.settings import EscalationSettings, Settings
+from escalation.api import DLR_ROUTE
 from escalation.service import EscalationConfig, EscalationService
 from tests.api_support import api_client
 from tests.test_escalation_service import (
@@ -277,3 +278,28 @@ async def test_given_kannel_callbacks_when_key_and_query_valid_then_stored(api: 
     assert r.headers["X-Anbu-Reply"] == "acknowledged"
     r = await api.client.post(inbound)
     assert r.headers["X-Anbu-Reply"] == "duplicate"
+
+
+async def test_given_report_route_matched_first_when_misused_then_4xx_through_the_middlewares(
+    api: Api,
+) -> None:
+    """The delivery-report route is matched ahead of every router (the alert burst): the
+    app's middlewares and error handlers still answer for it, never with a 500."""
+    assert isinstance(api.client._transport, httpx.ASGITransport)
+    app = api.client._transport.app
+    assert app.router.routes[0] is DLR_ROUTE  # type: ignore[attr-defined]
+    dlr = "/v1/sms/kannel/dlr?key=cb-secret"
+    bad = await api.client.get(f"{dlr}&ref=inc1.1&status=99")
+    assert bad.status_code == 422
+    assert bad.headers["X-Content-Type-Options"] == "nosniff"  # SecurityHeaders ran
+    assert (await api.client.get(f"{dlr}&ref=has%20space&status=1")).status_code == 422
+    assert (await api.client.get(f"{dlr}&ref=inc1.1&status=1&ts=soon")).status_code == 422
+    assert (await api.client.put(f"{dlr}&ref=inc1.1&status=1")).status_code == 405
+    assert (await api.client.get("/v1/sms/kannel/dlr?ref=inc1.1&status=1")).status_code == 404
+    # smsbox's post-url form: the same parameters in the body.
+    form = await api.client.post(
+        "/v1/sms/kannel/dlr",
+        content=b"key=cb-secret&ref=unknown-ref&status=1",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert form.status_code == 200

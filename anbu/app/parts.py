@@ -358,6 +358,8 @@ def build_api(container: Container, escalation: EscalationService | None = None)
         container,
         routers=[scheduling_api.router, escalation_api.router, recording_api.router],
     )
+    # Kannel's delivery reports (two per alert sent) are matched before every other route.
+    app.router.routes.insert(0, escalation_api.DLR_ROUTE)
     # On app.state, never in ``app.dependency_overrides``: while that dict is not empty,
     # FastAPI re-inspects every dependency of every route on every request.
     app.state.recording_store = recording_store(container.settings)

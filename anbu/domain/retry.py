@@ -141,3 +141,9 @@ def decide_callback(
     if requested_at is not None and requested_at > answered_at:
         at = requested_at
     return RetryAt(at)
+
+
+def doubling_backoff(initial_s: float, max_s: float, attempts: int) -> dt.timedelta:
+    """The wait before attempt ``attempts + 1`` of a delivery (SMS outbox, webhooks): initial,
+    2x, 4x ... capped at ``max_s``."""
+    return dt.timedelta(seconds=min(max_s, initial_s * 2 ** max(0, attempts - 1)))

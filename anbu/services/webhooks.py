@@ -46,6 +46,7 @@ from anbu.db.outage import report_failure
 from anbu.db.session import transaction_cache
 from anbu.domain.access import KeyState, key_state
 from anbu.domain.incidents import IncidentEventKind
+from anbu.domain.retry import doubling_backoff
 from anbu.ports import Clock, SystemClock
 
 if TYPE_CHECKING:
@@ -313,9 +314,7 @@ class WebhookConfig:
         )
 
     def backoff(self, attempts: int) -> dt.timedelta:
-        return dt.timedelta(
-            seconds=min(self.retry_max_s, self.retry_initial_s * 2 ** max(0, attempts - 1))
-        )
+        return doubling_backoff(self.retry_initial_s, self.retry_max_s, attempts)
 
 
 @dataclass(frozen=True, slots=True)
