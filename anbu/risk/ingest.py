@@ -93,52 +93,63 @@ async def ingest(
     (profiles, the folded baselines, devices with their new liveness): reading it all back
     would cost more than storing the events.
     """
-    report = IngestReport()
-    store = await bulk_store(session)
-    device_rows, resident_rows = await store.load_senders(
-        sorted({e.device_id for _, e in items if e.device_id}),
-        sorted({e.resident_id for _, e in items if e.resident_id}),
-    )
-    residents = {r.resident_id: r for r in resident_rows}
-    devices, ambiguous = visible_devices(device_rows, residents, can_see)
-
+    # The collector is paused for the whole batch, across its awaits, not only over its
+    # synchronous stretches (as before): the rows read back (asyncpg records, residents,
+    # baselines) and the rows written are tens of thousands of live objects, and every
+    # collection while the driver decodes or encodes them walked them all and freed nothing.
+    # Measured on a carrier's batch (5,000 events, 4,400 residents): ~20% of this process's
+    # CPU (reading senders 19 -> 12 ms, baselines 17 -> 11, writing them 43 -> 27). The cost:
+    # reference cycles made meanwhile by other requests wait for the next collection, a
+    # batch later (memory freed by reference counting is freed at once, as ever).
     with collector_paused():
+        report = IngestReport()
+        store = await bulk_store(session)
+        # The senders are locked as they are read (a batch's owners are among them), so their
+        # baselines can be read next without a statement of their own to lock them.
+        device_rows, resident_rows = await store.load_senders(
+            sorted({e.device_id for _, e in items if e.device_id}),
+            sorted({e.resident_id for _, e in items if e.resident_id}),
+            lock=True,
+        )
+        residents = {r.resident_id: r for r in resident_rows}
+        devices, ambiguous = visible_devices(device_rows, residents, can_see)
+
         rows = _accepted(items, devices, ambiguous, residents, can_see, now, report)
 
-    try:
-        stored = await _store(session, store, rows, devices, device_rows, residents, now, rules)
-    except DuplicateEvents:
-        # Some events were stored before (a resent batch, a redelivered MQTT message): the fast
-        # insert failed as a whole. Store again, skipping what is there.
-        await session.rollback()
-        store = await bulk_store(session)
-        stored = await _store(
-            session, store, rows, devices, device_rows, residents, now, rules, fast=False
-        )
-    report.accepted = len(stored.rows)
-    report.duplicates += len(rows) - len(stored.rows)
-    await session.commit()
-    if evaluate and stored.rows:
-        work = stored.work
         try:
-            report.evaluations = await act(
-                session, work.subjects, work.assessments, work.context, now, rules
+            stored = await _store(session, store, rows, devices, device_rows, residents, now, rules)
+        except DuplicateEvents:
+            # Some events were stored before (a resent batch, a redelivered MQTT message): the
+            # fast insert failed as a whole. Store again, skipping what is there.
+            await session.rollback()  # which released the residents' locks: taken again
+            store = await bulk_store(session)
+            stored = await _store(
+                session, store, rows, devices, device_rows, residents, now, rules, fast=False
             )
-            await session.commit()  # nothing to commit unless a level or a device task changed
-        except Exception:
-            # The events and baselines are stored; only recording the grades failed (a check-in
-            # that could not be opened, say). Make these residents due, so the next sweep
-            # grades them again, rather than fail a request whose events are safe.
-            log.exception("recording the grades of %d resident(s) failed", len(work.subjects))
-            await session.rollback()
-            await session.execute(
-                update(SignalState)
-                .where(SignalState.resident_id.in_([s.resident_id for s in work.subjects]))
-                .values(status_due_at=now)
-            )
-            await session.commit()
-            report.evaluations = []
-    return report
+        report.accepted = len(stored.rows)
+        report.duplicates += len(rows) - len(stored.rows)
+        await session.commit()
+        if evaluate and stored.rows:
+            work = stored.work
+            try:
+                report.evaluations = await act(
+                    session, work.subjects, work.assessments, work.context, now, rules
+                )
+                await session.commit()  # nothing to commit unless a level or a device task changed
+            except Exception:
+                # The events and baselines are stored; only recording the grades failed (a
+                # check-in that could not be opened, say). Make these residents due, so the next
+                # sweep grades them again, rather than fail a request whose events are safe.
+                log.exception("recording the grades of %d resident(s) failed", len(work.subjects))
+                await session.rollback()
+                await session.execute(
+                    update(SignalState)
+                    .where(SignalState.resident_id.in_([s.resident_id for s in work.subjects]))
+                    .values(status_due_at=now)
+                )
+                await session.commit()
+                report.evaluations = []
+        return report
 
 
 def _accepted(
@@ -229,6 +240,10 @@ async def _store(
     """Store the events that are new, fold exactly those into baselines and device liveness,
     and grade their residents.
 
+    ``fast``: :func:`ingest`'s first try, which locked the residents as it read them and
+    stores the events the fast way; otherwise (after a rollback) the residents are locked
+    here and the events stored skipping those stored before.
+
     The events go to the database first; while it stores them, the baselines, device
     liveness and the residents' grades are computed here (for all the rows: usually every
     event of a batch is new; on the slow path they are computed again if some were not).
@@ -238,7 +253,8 @@ async def _store(
     owners = sorted({r.resident_id for r in rows})
     # Baselines are read-modify-write: two batches for one resident (API and MQTT at once) must
     # not interleave, so the residents are locked before their baselines are read.
-    await store.lock_residents(owners)
+    if not fast:
+        await store.lock_residents(owners)
     stored = await store.load_states(owners)
     context = Context(*await store.load_context(owners, now), await strict_low_by_district(session))
     inserting = asyncio.create_task(store.insert_events(rows, now, fast=fast))
