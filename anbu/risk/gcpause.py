@@ -16,8 +16,7 @@ def collector_paused() -> Iterator[None]:
     walks them and frees nothing: measured on a carrier's feed, a third of the batch's
     computation. Nothing else runs meanwhile (there is no ``await`` inside), so no other
     request's garbage is held back, and whatever cycles the stretch leaves are collected by
-    the next pass after it. (:func:`anbu.risk.ingest.ingest` holds it across a whole batch,
-    awaits included: see why there.)
+    the next pass after it.
     """
     if not gc.isenabled():  # paused already (an outer stretch, a caller's choice): leave it
         yield

@@ -93,63 +93,55 @@ async def ingest(
     (profiles, the folded baselines, devices with their new liveness): reading it all back
     would cost more than storing the events.
     """
-    # The collector is paused for the whole batch, across its awaits, not only over its
-    # synchronous stretches (as before): the rows read back (asyncpg records, residents,
-    # baselines) and the rows written are tens of thousands of live objects, and every
-    # collection while the driver decodes or encodes them walked them all and freed nothing.
-    # Measured on a carrier's batch (5,000 events, 4,400 residents): ~20% of this process's
-    # CPU (reading senders 19 -> 12 ms, baselines 17 -> 11, writing them 43 -> 27). The cost:
-    # reference cycles made meanwhile by other requests wait for the next collection, a
-    # batch later (memory freed by reference counting is freed at once, as ever).
-    with collector_paused():
-        report = IngestReport()
-        store = await bulk_store(session)
-        # The senders are locked as they are read (a batch's owners are among them), so their
-        # baselines can be read next without a statement of their own to lock them.
-        device_rows, resident_rows = await store.load_senders(
-            sorted({e.device_id for _, e in items if e.device_id}),
-            sorted({e.resident_id for _, e in items if e.resident_id}),
-            lock=True,
-        )
-        residents = {r.resident_id: r for r in resident_rows}
-        devices, ambiguous = visible_devices(device_rows, residents, can_see)
+    report = IngestReport()
+    store = await bulk_store(session)
+    # The senders are locked as they are read (a batch's owners are among them), so their
+    # baselines can be read next without a statement of their own to lock them.
+    device_rows, resident_rows = await store.load_senders(
+        sorted({e.device_id for _, e in items if e.device_id}),
+        sorted({e.resident_id for _, e in items if e.resident_id}),
+        lock=True,
+    )
+    residents = {r.resident_id: r for r in resident_rows}
+    devices, ambiguous = visible_devices(device_rows, residents, can_see)
 
+    with collector_paused():
         rows = _accepted(items, devices, ambiguous, residents, can_see, now, report)
 
+    try:
+        stored = await _store(session, store, rows, devices, device_rows, residents, now, rules)
+    except DuplicateEvents:
+        # Some events were stored before (a resent batch, a redelivered MQTT message): the fast
+        # insert failed as a whole. Store again, skipping what is there.
+        await session.rollback()  # which released the residents' locks: taken again
+        store = await bulk_store(session)
+        stored = await _store(
+            session, store, rows, devices, device_rows, residents, now, rules, fast=False
+        )
+    report.accepted = len(stored.rows)
+    report.duplicates += len(rows) - len(stored.rows)
+    await session.commit()
+    if evaluate and stored.rows:
+        work = stored.work
         try:
-            stored = await _store(session, store, rows, devices, device_rows, residents, now, rules)
-        except DuplicateEvents:
-            # Some events were stored before (a resent batch, a redelivered MQTT message): the
-            # fast insert failed as a whole. Store again, skipping what is there.
-            await session.rollback()  # which released the residents' locks: taken again
-            store = await bulk_store(session)
-            stored = await _store(
-                session, store, rows, devices, device_rows, residents, now, rules, fast=False
+            report.evaluations = await act(
+                session, work.subjects, work.assessments, work.context, now, rules
             )
-        report.accepted = len(stored.rows)
-        report.duplicates += len(rows) - len(stored.rows)
-        await session.commit()
-        if evaluate and stored.rows:
-            work = stored.work
-            try:
-                report.evaluations = await act(
-                    session, work.subjects, work.assessments, work.context, now, rules
-                )
-                await session.commit()  # nothing to commit unless a level or a device task changed
-            except Exception:
-                # The events and baselines are stored; only recording the grades failed (a
-                # check-in that could not be opened, say). Make these residents due, so the next
-                # sweep grades them again, rather than fail a request whose events are safe.
-                log.exception("recording the grades of %d resident(s) failed", len(work.subjects))
-                await session.rollback()
-                await session.execute(
-                    update(SignalState)
-                    .where(SignalState.resident_id.in_([s.resident_id for s in work.subjects]))
-                    .values(status_due_at=now)
-                )
-                await session.commit()
-                report.evaluations = []
-        return report
+            await session.commit()  # nothing to commit unless a level or a device task changed
+        except Exception:
+            # The events and baselines are stored; only recording the grades failed (a check-in
+            # that could not be opened, say). Make these residents due, so the next sweep
+            # grades them again, rather than fail a request whose events are safe.
+            log.exception("recording the grades of %d resident(s) failed", len(work.subjects))
+            await session.rollback()
+            await session.execute(
+                update(SignalState)
+                .where(SignalState.resident_id.in_([s.resident_id for s in work.subjects]))
+                .values(status_due_at=now)
+            )
+            await session.commit()
+            report.evaluations = []
+    return report
 
 
 def _accepted(
