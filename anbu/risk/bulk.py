@@ -48,7 +48,7 @@ from anbu.domain.risk import (
     Tier,
 )
 from anbu.domain.risk import MonitoringProfile as ProfileRules
-from anbu.risk.store import IN_CHUNK, chunks, rules_from
+from anbu.risk.store import chunks, rules_from
 
 
 class SignalRow(NamedTuple):
@@ -335,6 +335,16 @@ def _same(v: Any) -> Any:
     return v
 
 
+def _micros(at: dt.datetime | None) -> int | None:
+    """Exact integer microseconds since the epoch (None stays None)."""
+    return None if at is None else (at - _EPOCH) // _US
+
+
+def _at_micros(column: str) -> str:
+    """SQL: the timestamptz of a column of :func:`_micros` values (NULL stays NULL)."""
+    return f"timestamptz 'epoch' + {column} * interval '1 microsecond'"
+
+
 def _pg_list(n: int) -> str:
     """Parameter ``$n``, a list of ids sent as one JSON text (:func:`_ids`), as a text array.
 
@@ -353,10 +363,12 @@ def _ids(ids: Sequence[str]) -> str:
 # The senders' residents with their profiles, the profiles locked (lock_residents) by the
 # statement that reads them. The profile rows are the residents' lock: locked in id order, so
 # two batches for overlapping residents cannot deadlock.
-# Why one statement (measured 2026-12-05 on a carrier's batch, 4,400 residents): reading the
-# profiles and then locking them looked each one up twice and sent the id list twice; locking
-# them where they are read saves the server ~10 ms a batch (of 13 the lock took alone) and a
-# round trip. (FOR UPDATE cannot lock the nullable side of the outer join, hence the CTE.)
+# Why (issue 15, measured 2026-12-05 on a carrier's batch of 4,421 residents, load ~10, min of
+# 7): reading the residents, locking their profiles and reading their baselines took three
+# statements, the profiles looked up twice: 48-56 ms of the server's CPU and 21 of ours. Locked
+# where they are read, then the baselines: 37-38 and 14. The baselines in the same statement
+# too (a LATERAL join: a plain join made the planner scan the whole table) cost more: 44-47
+# and 16. (FOR UPDATE cannot lock the nullable side of the outer join, hence the CTE.)
 _SENDERS_LOCKED = (
     f"WITH p AS MATERIALIZED (SELECT {_PROFILE_COLUMNS} FROM monitoring_profiles"
     " WHERE resident_id {res} ORDER BY resident_id FOR UPDATE) "
@@ -418,20 +430,9 @@ class _PostgresBulk:
                 await self._db.copy_records_to_table(
                     "signal_events",
                     columns=_EVENT_COLUMNS.split(", "),
-                    records=(
-                        (
-                            r.source,
-                            r.event_id,
-                            r.resident_id,
-                            r.device_id,
-                            r.kind,
-                            r.at,
-                            r.value,
-                            r.attrs_json,
-                            received_at,
-                        )
-                        for r in rows
-                    ),
+                    # A SignalRow starts with the columns as stored: (source, event_id,
+                    # resident_id, device_id, kind, at, value), the kind a str enum.
+                    records=((*r[:7], r.attrs_json, received_at) for r in rows),
                 )
             except asyncpg.UniqueViolationError as e:
                 raise DuplicateEvents(str(e)) from e
@@ -441,25 +442,11 @@ class _PostgresBulk:
         # cost more than the whole insert; json.dumps is one C call, and the parsing happens in
         # the server process, in parallel with the baselines computed here meanwhile.
         # Timestamps travel as exact integer microseconds since the epoch.
-        doc = json.dumps(
-            [
-                (
-                    r.source,
-                    r.event_id,
-                    r.resident_id,
-                    r.device_id,
-                    r.kind,
-                    (r.at - _EPOCH) // _US,
-                    r.value,
-                    r.attrs,
-                )
-                for r in rows
-            ]
-        )
+        doc = json.dumps([(*r[:5], _micros(r.at), r.value, r.attrs) for r in rows])
         inserted = await self._db.fetch(
             f"INSERT INTO signal_events ({_EVENT_COLUMNS})"
             " SELECT j->>0, j->>1, j->>2, j->>3, j->>4,"
-            " timestamptz 'epoch' + (j->>5)::bigint * interval '1 microsecond',"
+            f" {_at_micros('(j->>5)::bigint')},"
             " (j->>6)::float8, j->7, $2::timestamptz"
             " FROM json_array_elements($1::json) AS j"
             " ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id",
@@ -496,25 +483,38 @@ class _PostgresBulk:
         # 12 / 71; unnest() arrays 25 / 102; executemany of the upsert 18 / 117; the rows as
         # one JSON document unpacked by the server (bytea as base64) 37 / 261. The server's
         # part is the rows' new versions and index entries, which no statement shape avoids.
+        #
+        # The timestamps travel as integer microseconds since the epoch, turned back into
+        # timestamptz by the upsert (exactly, as the slow event insert does), and updated_at
+        # once as a parameter: asyncpg's timestamptz encoder does several datetime operations
+        # in Python objects per value, and the four timestamps were ~3/4 of this COPY's client
+        # CPU (4,421 baselines, load ~7, min of 9: 21 ms with them, 6 without; as integers
+        # from Python 16, and 2 per row of the 3 left when the last event was an activity).
         await self._db.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS signal_states_in"
-            " (LIKE signal_states INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS signal_states_us (resident_id text, channel text,"
+            " days integer, hourly bytea, ring bytea, ring_end integer, first_hour integer,"
+            " last_activity_us bigint, last_event_us bigint, last_value float8,"
+            " status_due_us bigint) ON COMMIT DELETE ROWS"
         )
         await self._db.copy_records_to_table(
-            "signal_states_in",
-            columns=_STATE_COLUMNS.split(", "),
+            "signal_states_us",
             records=[
                 (s.resident_id, b.channel.value, b.days, h, g, b.ring_end, b.first_hour,
-                 b.last_activity_at, b.last_event_at, b.last_value, s.status_due_at, now)
+                 event if b.last_activity_at is b.last_event_at else _micros(b.last_activity_at),
+                 event, b.last_value, _micros(s.status_due_at))
                 for s, (h, g) in zip(states, texts, strict=True)
                 for b in (s.baseline,)
+                for event in (_micros(b.last_event_at),)
             ],
         )  # fmt: skip
         await self._db.execute(
-            f"INSERT INTO signal_states ({_STATE_COLUMNS}) SELECT {_STATE_COLUMNS}"
-            " FROM signal_states_in" + _STATE_UPSERT
+            f"INSERT INTO signal_states ({_STATE_COLUMNS}) SELECT resident_id, channel, days,"
+            f" hourly, ring, ring_end, first_hour, {_at_micros('last_activity_us')},"
+            f" {_at_micros('last_event_us')}, last_value, {_at_micros('status_due_us')}, $1"
+            " FROM signal_states_us" + _STATE_UPSERT,
+            now,
         )
-        await self._db.execute("TRUNCATE signal_states_in")
+        await self._db.execute("TRUNCATE signal_states_us")
 
     async def update_devices(self, updates: Sequence[DeviceUpdate]) -> None:
         if not updates:
@@ -666,17 +666,7 @@ class _SqliteBulk:
                     f"INSERT INTO signal_events ({_EVENT_COLUMNS})"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (
-                            r.source,
-                            r.event_id,
-                            r.resident_id,
-                            r.device_id,
-                            r.kind.value,
-                            _ts(r.at),
-                            r.value,
-                            r.attrs_json,
-                            received,
-                        )
+                        (*r[:4], r.kind.value, _ts(r.at), r.value, r.attrs_json, received)
                         for r in rows
                     ],
                 )
@@ -687,17 +677,7 @@ class _SqliteBulk:
         for part in chunks(rows, SQLITE_INSERT_ROWS):
             params: list[Any] = []
             for r in part:
-                params += (
-                    r.source,
-                    r.event_id,
-                    r.resident_id,
-                    r.device_id,
-                    r.kind.value,
-                    _ts(r.at),
-                    r.value,
-                    r.attrs_json,
-                    received,
-                )
+                params += (*r[:4], r.kind.value, _ts(r.at), r.value, r.attrs_json, received)
             values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
             inserted += await self._db.execute_fetchall(
                 f"INSERT INTO signal_events ({_EVENT_COLUMNS}) VALUES {values}"
@@ -713,14 +693,12 @@ class _SqliteBulk:
         await self._db.execute("UPDATE monitoring_profiles SET level = level WHERE 0")
 
     async def load_states(self, resident_ids: Sequence[str]) -> StoredStates:
-        rows: list[Any] = []
-        for part in chunks(resident_ids, IN_CHUNK):
-            marks = ", ".join("?" * len(part))
-            rows += await self._db.execute_fetchall(
-                "SELECT " + _STATE_SELECT + f" WHERE resident_id IN ({marks})",
-                list(part),
-            )
-        return StoredStates(rows, _parse_ts)
+        # The ids as one JSON parameter, as the other reads here: no chunks of bound parameters.
+        query = f"SELECT {_STATE_SELECT} WHERE resident_id {_IN_LIST}"
+        return StoredStates(
+            list(await self._db.execute_fetchall(query, (json.dumps(list(resident_ids)),))),
+            _parse_ts,
+        )
 
     async def save_states(
         self, states: Sequence[StateRow], texts: Sequence[tuple[bytes, bytes]], now: dt.datetime
@@ -728,26 +706,19 @@ class _SqliteBulk:
         if not states:
             return
         updated = _ts(now)
+        # The last event is usually the last activity too (the same object): printed once.
+        rows = [
+            (s.resident_id, b.channel.value, b.days, *text, b.ring_end, b.first_hour,
+             event if b.last_activity_at is b.last_event_at else _ts_or_none(b.last_activity_at),
+             event, b.last_value, _ts_or_none(s.status_due_at), updated)
+            for s, text in zip(states, texts, strict=True)
+            for b in (s.baseline,)
+            for event in (_ts_or_none(b.last_event_at),)
+        ]  # fmt: skip
         await self._db.executemany(
             f"INSERT INTO signal_states ({_STATE_COLUMNS})"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _STATE_UPSERT,
-            [
-                (
-                    s.resident_id,
-                    b.channel.value,
-                    b.days,
-                    *text,
-                    b.ring_end,
-                    b.first_hour,
-                    _ts_or_none(b.last_activity_at),
-                    _ts_or_none(b.last_event_at),
-                    b.last_value,
-                    _ts_or_none(s.status_due_at),
-                    updated,
-                )
-                for s, text in zip(states, texts, strict=True)
-                for b in (s.baseline,)
-            ],
+            rows,
         )
 
     async def update_devices(self, updates: Sequence[DeviceUpdate]) -> None:
