@@ -456,6 +456,7 @@ class _PostgresBulk:
         return _only_inserted(rows, inserted)
 
     async def lock_residents(self, resident_ids: Sequence[str]) -> None:
+        # The profile rows in id order, as _SENDERS_LOCKED takes them (so no deadlock).
         await self._db.execute(
             f"SELECT 1 FROM monitoring_profiles WHERE resident_id = ANY({_pg_list(1)})"
             " ORDER BY resident_id FOR UPDATE",
