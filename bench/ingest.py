@@ -22,7 +22,12 @@ executemany of plain tuples straight through the driver (asyncpg / aiosqlite) in
 ``bare_events``, a copy of signal_events with the same columns, primary key, unique constraint
 and index -- and nothing else: no conflict handling, no baselines, no grading. For continuity
 with earlier results it also reports the same executemany through SQLAlchemy's text()
-(``baseline_sqlalchemy_*``). Writes bench/results/ingest.json.
+(``baseline_sqlalchemy_*``). CPU per event: ``cpu_us_per_event_*`` (this process during ours;
+with SQLite the database's work included), ``baseline_cpu_us_per_event_*`` (the same during
+the bare insert) and, with PostgreSQL on this machine, ``server_cpu_us_per_event_*`` /
+``baseline_server_cpu_us_per_event_*`` (its backends' CPU during each): on a loaded machine
+the ratio of wall times is noisy, and these say where the cost is. Writes
+bench/results/ingest.json.
 
     python -m bench.ingest [--residents 200] [--days 4] [--batch 5000] [--spread-residents N]
 """
@@ -38,6 +43,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -125,10 +131,15 @@ def _bare_rows(blob: bytes, pg: bool) -> list[tuple[Any, ...]]:
     ]  # fmt: skip
 
 
-async def _run(url: str, blobs: list[bytes]) -> dict[str, float]:
+async def _run(
+    url: str, blobs: list[bytes], server_cpu: Callable[[], Awaitable[float]] | None = None
+) -> dict[str, float]:
     """Each batch is held as its request body (bytes) and parsed just before it is stored, as
     a server holds one request at a time: holding 100k parsed events for the whole run would
-    make every garbage collection walk them, a cost no server pays."""
+    make every garbage collection walk them, a cost no server pays.
+
+    ``server_cpu``: the database server's CPU seconds so far (PostgreSQL's backends), read
+    between the timed stretches."""
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
     # As the server does once started (anbu.app.processes.serve): what exists now stays, so it is
@@ -143,6 +154,9 @@ async def _run(url: str, blobs: list[bytes]) -> dict[str, float]:
     ours = 0.0
     ours_cpu = 0.0  # this process's CPU (with SQLite: the database's too) during ours
     bare = 0.0
+    bare_cpu = 0.0
+    ours_server = bare_server = 0.0  # the database server's CPU during each (PostgreSQL)
+    probe = server_cpu or _no_server
     accepted = 0
     # Batch by batch, ours then the baseline's, so that both see the same machine and tables of
     # the same size (the database's background work, the other load on a 2-core machine).
@@ -150,18 +164,22 @@ async def _run(url: str, blobs: list[bytes]) -> dict[str, float]:
         batch = _events(blob)
         n += len(batch)
         now = max(e.at for _, e in batch)
+        s0 = await probe()
         t0 = time.perf_counter()
         c0 = cpu_seconds()
         async with sessions() as s:
             report = await ingest(s, batch, now=now)
         ours += time.perf_counter() - t0
         ours_cpu += cpu_seconds() - c0
+        ours_server += await probe() - s0
         accepted += report.accepted
         assert not report.errors, report.errors[:3]
         del batch
 
         rows = _bare_rows(blob, pg)
+        s0 = await probe()
         t0 = time.perf_counter()
+        c0 = cpu_seconds()
         async with engine.begin() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None
@@ -170,6 +188,8 @@ async def _run(url: str, blobs: list[bytes]) -> dict[str, float]:
                 await conn.exec_driver_sql("SELECT 1")
             await driver.executemany(bare_sql, rows)
         bare += time.perf_counter() - t0
+        bare_cpu += cpu_seconds() - c0
+        bare_server += await probe() - s0
     assert accepted == n, (accepted, n)
 
     async with engine.begin() as conn:
@@ -188,11 +208,68 @@ async def _run(url: str, blobs: list[bytes]) -> dict[str, float]:
         "events": n,
         "ours_s": ours,
         "ours_cpu_us_per_event": ours_cpu / n * 1e6,
+        "ours_server_us_per_event": ours_server / n * 1e6,
+        "bare_cpu_us_per_event": bare_cpu / n * 1e6,
+        "bare_server_us_per_event": bare_server / n * 1e6,
         "bare_s": bare,
         "ours_eps": n / ours,
         "bare_eps": n / bare,
         "bare_sqlalchemy_eps": n / bare_sa,
     }
+
+
+def _figures(r: dict[str, float], backend: str) -> dict[str, Any]:
+    """One backend's metrics (named ``*_<backend>``) from :func:`_run`'s figures."""
+    out = {
+        "events_per_s": round(r["ours_eps"]),
+        "baseline_events_per_s": round(r["bare_eps"]),
+        "ratio": round(r["ours_eps"] / r["bare_eps"], 3),
+        # Our process's CPU per event: what load on a shared machine does not change much.
+        "cpu_us_per_event": round(r["ours_cpu_us_per_event"], 1),
+        "baseline_cpu_us_per_event": round(r["bare_cpu_us_per_event"], 1),
+        "baseline_sqlalchemy_events_per_s": round(r["bare_sqlalchemy_eps"]),
+    }
+    if r["ours_server_us_per_event"]:
+        # PostgreSQL's backends' CPU per event, ours and the bare insert's: with our process's,
+        # the whole cost of a batch, which the ratio (wall time) shows only under load's noise.
+        out["server_cpu_us_per_event"] = round(r["ours_server_us_per_event"], 1)
+        out["baseline_server_cpu_us_per_event"] = round(r["bare_server_us_per_event"], 1)
+    return {f"{k}_{backend}": v for k, v in out.items()}
+
+
+async def _no_server() -> float:
+    return 0.0
+
+
+def _pg_cpu_probe(
+    admin: asyncpg.Connection, database: str
+) -> Callable[[], Awaitable[float]] | None:
+    """The CPU seconds so far of the PostgreSQL backends serving ``database``, asked through
+    ``admin`` (a connection to another database) between the timed stretches and read from
+    /proc/<pid>/schedstat: only with the server on this machine (None otherwise)."""
+    if not os.path.exists("/proc/self/schedstat"):
+        return None
+
+    async def probe() -> float:
+        pids = await admin.fetch(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = $1 AND backend_type = 'client backend'",
+            database,
+        )
+        return _schedstat_seconds([p for (p,) in pids])
+
+    return probe
+
+
+def _schedstat_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat", encoding="ascii") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:  # another machine's process, or the backend just left
+            continue
+    return total / 1e9
 
 
 def _db_time(at: dt.datetime, pg: bool) -> Any:
@@ -231,31 +308,22 @@ async def _scenario(people: list[SimResident], days: float, batch: int) -> dict[
     try:
         url = f"{base}/{name}"
         await _setup(url, people)
-        r = await _run(url, blobs)
+        probing = await asyncpg.connect(PG_ADMIN)
+        try:
+            r = await _run(url, blobs, _pg_cpu_probe(probing, name))
+        finally:
+            await probing.close()
     finally:
         admin = await asyncpg.connect(PG_ADMIN)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
-    out |= {
-        "events_per_s_postgresql": round(r["ours_eps"]),
-        "baseline_events_per_s_postgresql": round(r["bare_eps"]),
-        "ratio_postgresql": round(r["ours_eps"] / r["bare_eps"], 3),
-        # Our process's CPU per event: what load on a shared machine does not change much.
-        "cpu_us_per_event_postgresql": round(r["ours_cpu_us_per_event"], 1),
-        "baseline_sqlalchemy_events_per_s_postgresql": round(r["bare_sqlalchemy_eps"]),
-    }
+    out |= _figures(r, "postgresql")
     print("postgresql", r, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{tmp}/bench.db"
         await _setup(url, people)
         r = await _run(url, blobs)
-    out |= {
-        "events_per_s_sqlite": round(r["ours_eps"]),
-        "baseline_events_per_s_sqlite": round(r["bare_eps"]),
-        "ratio_sqlite": round(r["ours_eps"] / r["bare_eps"], 3),
-        "cpu_us_per_event_sqlite": round(r["ours_cpu_us_per_event"], 1),
-        "baseline_sqlalchemy_events_per_s_sqlite": round(r["bare_sqlalchemy_eps"]),
-    }
+    out |= _figures(r, "sqlite")
     print("sqlite", r, flush=True)
     return out
 

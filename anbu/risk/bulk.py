@@ -48,7 +48,7 @@ from anbu.domain.risk import (
     Tier,
 )
 from anbu.domain.risk import MonitoringProfile as ProfileRules
-from anbu.risk.store import IN_CHUNK, chunks, rules_from
+from anbu.risk.store import chunks, rules_from
 
 
 class SignalRow(NamedTuple):
@@ -117,11 +117,14 @@ class DeviceUpdate(NamedTuple):
 
 class BulkStore(Protocol):
     async def load_senders(
-        self, device_ids: Sequence[str], resident_ids: Sequence[str]
+        self, device_ids: Sequence[str], resident_ids: Sequence[str], *, lock: bool = False
     ) -> tuple[list[DeviceRow], list[ResidentRow]]:
         """Every device of the residents who own ``device_ids`` or are in ``resident_ids``
         (active or not: a deregistered device must be recognised to be refused), and those
-        residents with their profiles. One round trip each, whatever the batch size."""
+        residents with their profiles. One round trip each, whatever the batch size.
+
+        ``lock``: also lock those residents as :meth:`lock_residents` does (on PostgreSQL in
+        the statement that reads their profiles), so their baselines can be read next."""
         ...
 
     async def insert_events(
@@ -276,11 +279,14 @@ _SENDERS_DEVICES = (
     "SELECT id, device_id, resident_id, kind, active, online, last_seen_at, expected_interval_s,"
     " created_at FROM devices WHERE resident_id {owners}"
 )
+_PROFILE_COLUMNS = (
+    "resident_id, tier, category, window_h_override, consent_call_records, consent_app,"
+    " consent_iot, enabled, level, widen_h"
+)
 _SENDERS_RESIDENTS = (
-    "SELECT r.id, r.district_id, r.active, p.resident_id, p.tier, p.category,"
-    " p.window_h_override, p.consent_call_records, p.consent_app, p.consent_iot, p.enabled,"
-    " p.level, p.widen_h FROM residents r LEFT JOIN monitoring_profiles p ON p.resident_id = r.id"
-    " WHERE r.id {res}"
+    "SELECT r.id, r.district_id, r.active, "
+    + ", ".join(f"p.{c}" for c in _PROFILE_COLUMNS.split(", "))
+    + " FROM residents r LEFT JOIN monitoring_profiles p ON p.resident_id = r.id WHERE r.id {res}"
 )
 
 
@@ -329,6 +335,16 @@ def _same(v: Any) -> Any:
     return v
 
 
+def _micros(at: dt.datetime | None) -> int | None:
+    """Exact integer microseconds since the epoch (None stays None)."""
+    return None if at is None else (at - _EPOCH) // _US
+
+
+def _at_micros(column: str) -> str:
+    """SQL: the timestamptz of a column of :func:`_micros` values (NULL stays NULL)."""
+    return f"timestamptz 'epoch' + {column} * interval '1 microsecond'"
+
+
 def _pg_list(n: int) -> str:
     """Parameter ``$n``, a list of ids sent as one JSON text (:func:`_ids`), as a text array.
 
@@ -344,12 +360,28 @@ def _ids(ids: Sequence[str]) -> str:
     return json.dumps(ids if isinstance(ids, list) else list(ids))
 
 
+# The senders' residents with their profiles, the profiles locked (lock_residents) by the
+# statement that reads them. The profile rows are the residents' lock: locked in id order, so
+# two batches for overlapping residents cannot deadlock.
+# Why (issue 15, measured 2026-12-05 on a carrier's batch of 4,421 residents, load ~10, min of
+# 7): reading the residents, locking their profiles and reading their baselines took three
+# statements, the profiles looked up twice: 48-56 ms of the server's CPU and 21 of ours. Locked
+# where they are read, then the baselines: 37-38 and 14. The baselines in the same statement
+# too (a LATERAL join: a plain join made the planner scan the whole table) cost more: 44-47
+# and 16. (FOR UPDATE cannot lock the nullable side of the outer join, hence the CTE.)
+_SENDERS_LOCKED = (
+    f"WITH p AS MATERIALIZED (SELECT {_PROFILE_COLUMNS} FROM monitoring_profiles"
+    " WHERE resident_id {res} ORDER BY resident_id FOR UPDATE) "
+    + _SENDERS_RESIDENTS.replace("monitoring_profiles p", "p")
+)
+
+
 class _PostgresBulk:
     def __init__(self, driver: Any) -> None:
         self._db = driver  # asyncpg.Connection, in SQLAlchemy's transaction
 
     async def load_senders(
-        self, device_ids: Sequence[str], resident_ids: Sequence[str]
+        self, device_ids: Sequence[str], resident_ids: Sequence[str], *, lock: bool = False
     ) -> tuple[list[DeviceRow], list[ResidentRow]]:
         # One array of owners, so the planner looks each up in the resident index (an OR of
         # two conditions would scan the table).
@@ -367,7 +399,8 @@ class _PostgresBulk:
         ]
         owners = sorted({*resident_ids, *(d.resident_id for d in devices)})
         rows = await self._db.fetch(
-            _SENDERS_RESIDENTS.format(res=f"= ANY({_pg_list(1)})"), _ids(owners)
+            (_SENDERS_LOCKED if lock else _SENDERS_RESIDENTS).format(res=f"= ANY({_pg_list(1)})"),
+            _ids(owners),
         )
         return devices, [_resident_row(r) for r in rows]
 
@@ -397,20 +430,9 @@ class _PostgresBulk:
                 await self._db.copy_records_to_table(
                     "signal_events",
                     columns=_EVENT_COLUMNS.split(", "),
-                    records=(
-                        (
-                            r.source,
-                            r.event_id,
-                            r.resident_id,
-                            r.device_id,
-                            r.kind,
-                            r.at,
-                            r.value,
-                            r.attrs_json,
-                            received_at,
-                        )
-                        for r in rows
-                    ),
+                    # A SignalRow starts with the columns as stored: (source, event_id,
+                    # resident_id, device_id, kind, at, value), the kind a str enum.
+                    records=((*r[:7], r.attrs_json, received_at) for r in rows),
                 )
             except asyncpg.UniqueViolationError as e:
                 raise DuplicateEvents(str(e)) from e
@@ -420,25 +442,11 @@ class _PostgresBulk:
         # cost more than the whole insert; json.dumps is one C call, and the parsing happens in
         # the server process, in parallel with the baselines computed here meanwhile.
         # Timestamps travel as exact integer microseconds since the epoch.
-        doc = json.dumps(
-            [
-                (
-                    r.source,
-                    r.event_id,
-                    r.resident_id,
-                    r.device_id,
-                    r.kind,
-                    (r.at - _EPOCH) // _US,
-                    r.value,
-                    r.attrs,
-                )
-                for r in rows
-            ]
-        )
+        doc = json.dumps([(*r[:5], _micros(r.at), r.value, r.attrs) for r in rows])
         inserted = await self._db.fetch(
             f"INSERT INTO signal_events ({_EVENT_COLUMNS})"
             " SELECT j->>0, j->>1, j->>2, j->>3, j->>4,"
-            " timestamptz 'epoch' + (j->>5)::bigint * interval '1 microsecond',"
+            f" {_at_micros('(j->>5)::bigint')},"
             " (j->>6)::float8, j->7, $2::timestamptz"
             " FROM json_array_elements($1::json) AS j"
             " ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id",
@@ -448,8 +456,7 @@ class _PostgresBulk:
         return _only_inserted(rows, inserted)
 
     async def lock_residents(self, resident_ids: Sequence[str]) -> None:
-        # The profile rows, in id order, so two batches for overlapping residents cannot
-        # deadlock.
+        # The profile rows in id order, as _SENDERS_LOCKED takes them (so no deadlock).
         await self._db.execute(
             f"SELECT 1 FROM monitoring_profiles WHERE resident_id = ANY({_pg_list(1)})"
             " ORDER BY resident_id FOR UPDATE",
@@ -477,25 +484,38 @@ class _PostgresBulk:
         # 12 / 71; unnest() arrays 25 / 102; executemany of the upsert 18 / 117; the rows as
         # one JSON document unpacked by the server (bytea as base64) 37 / 261. The server's
         # part is the rows' new versions and index entries, which no statement shape avoids.
+        #
+        # The timestamps travel as integer microseconds since the epoch, turned back into
+        # timestamptz by the upsert (exactly, as the slow event insert does), and updated_at
+        # once as a parameter: asyncpg's timestamptz encoder does several datetime operations
+        # in Python objects per value, and the four timestamps were ~3/4 of this COPY's client
+        # CPU (4,421 baselines, load ~7, min of 9: 21 ms with them, 6 without; as integers
+        # from Python 16, and 2 per row of the 3 left when the last event was an activity).
         await self._db.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS signal_states_in"
-            " (LIKE signal_states INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS signal_states_us (resident_id text, channel text,"
+            " days integer, hourly bytea, ring bytea, ring_end integer, first_hour integer,"
+            " last_activity_us bigint, last_event_us bigint, last_value float8,"
+            " status_due_us bigint) ON COMMIT DELETE ROWS"
         )
         await self._db.copy_records_to_table(
-            "signal_states_in",
-            columns=_STATE_COLUMNS.split(", "),
+            "signal_states_us",
             records=[
                 (s.resident_id, b.channel.value, b.days, h, g, b.ring_end, b.first_hour,
-                 b.last_activity_at, b.last_event_at, b.last_value, s.status_due_at, now)
+                 event if b.last_activity_at is b.last_event_at else _micros(b.last_activity_at),
+                 event, b.last_value, _micros(s.status_due_at))
                 for s, (h, g) in zip(states, texts, strict=True)
                 for b in (s.baseline,)
+                for event in (_micros(b.last_event_at),)
             ],
         )  # fmt: skip
         await self._db.execute(
-            f"INSERT INTO signal_states ({_STATE_COLUMNS}) SELECT {_STATE_COLUMNS}"
-            " FROM signal_states_in" + _STATE_UPSERT
+            f"INSERT INTO signal_states ({_STATE_COLUMNS}) SELECT resident_id, channel, days,"
+            f" hourly, ring, ring_end, first_hour, {_at_micros('last_activity_us')},"
+            f" {_at_micros('last_event_us')}, last_value, {_at_micros('status_due_us')}, $1"
+            " FROM signal_states_us" + _STATE_UPSERT,
+            now,
         )
-        await self._db.execute("TRUNCATE signal_states_in")
+        await self._db.execute("TRUNCATE signal_states_us")
 
     async def update_devices(self, updates: Sequence[DeviceUpdate]) -> None:
         if not updates:
@@ -568,7 +588,13 @@ def _ts_or_none(at: dt.datetime | None) -> str | None:
 
 
 def _parse_ts(text: str | None) -> dt.datetime | None:
-    return None if text is None else dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+    """The inverse of :func:`_ts` (the text is naive UTC, as UtcDateTime stores it).
+
+    Parsed with its offset appended rather than parsed and then given one: three of these per
+    baseline of a carrier's batch (4,400), and ``replace(tzinfo=...)`` made a second object
+    through keyword arguments: measured 0.45 us against 2.5 (on a loaded machine).
+    """
+    return None if text is None else dt.datetime.fromisoformat(text + "+00:00")
 
 
 # A list goes in as one JSON parameter (json_each): no bound-parameter limit to chunk by.
@@ -580,8 +606,10 @@ class _SqliteBulk:
         self._db = driver  # aiosqlite.Connection, in the session's (implicit) transaction
 
     async def load_senders(
-        self, device_ids: Sequence[str], resident_ids: Sequence[str]
+        self, device_ids: Sequence[str], resident_ids: Sequence[str], *, lock: bool = False
     ) -> tuple[list[DeviceRow], list[ResidentRow]]:
+        if lock:
+            await self.lock_residents(resident_ids)
         in_list = _IN_LIST
         devs = await self._db.execute_fetchall(
             _SENDERS_DEVICES.format(
@@ -600,7 +628,7 @@ class _SqliteBulk:
                 bool(r[5]),
                 _parse_ts(r[6]),
                 r[7],
-                dt.datetime.fromisoformat(r[8]).replace(tzinfo=dt.UTC),
+                dt.datetime.fromisoformat(r[8] + "+00:00"),
             )
             for r in devs
         ]
@@ -639,17 +667,7 @@ class _SqliteBulk:
                     f"INSERT INTO signal_events ({_EVENT_COLUMNS})"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (
-                            r.source,
-                            r.event_id,
-                            r.resident_id,
-                            r.device_id,
-                            r.kind.value,
-                            _ts(r.at),
-                            r.value,
-                            r.attrs_json,
-                            received,
-                        )
+                        (*r[:4], r.kind.value, _ts(r.at), r.value, r.attrs_json, received)
                         for r in rows
                     ],
                 )
@@ -660,17 +678,7 @@ class _SqliteBulk:
         for part in chunks(rows, SQLITE_INSERT_ROWS):
             params: list[Any] = []
             for r in part:
-                params += (
-                    r.source,
-                    r.event_id,
-                    r.resident_id,
-                    r.device_id,
-                    r.kind.value,
-                    _ts(r.at),
-                    r.value,
-                    r.attrs_json,
-                    received,
-                )
+                params += (*r[:4], r.kind.value, _ts(r.at), r.value, r.attrs_json, received)
             values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
             inserted += await self._db.execute_fetchall(
                 f"INSERT INTO signal_events ({_EVENT_COLUMNS}) VALUES {values}"
@@ -686,14 +694,12 @@ class _SqliteBulk:
         await self._db.execute("UPDATE monitoring_profiles SET level = level WHERE 0")
 
     async def load_states(self, resident_ids: Sequence[str]) -> StoredStates:
-        rows: list[Any] = []
-        for part in chunks(resident_ids, IN_CHUNK):
-            marks = ", ".join("?" * len(part))
-            rows += await self._db.execute_fetchall(
-                "SELECT " + _STATE_SELECT + f" WHERE resident_id IN ({marks})",
-                list(part),
-            )
-        return StoredStates(rows, _parse_ts)
+        # The ids as one JSON parameter, as the other reads here: no chunks of bound parameters.
+        query = f"SELECT {_STATE_SELECT} WHERE resident_id {_IN_LIST}"
+        return StoredStates(
+            list(await self._db.execute_fetchall(query, (json.dumps(list(resident_ids)),))),
+            _parse_ts,
+        )
 
     async def save_states(
         self, states: Sequence[StateRow], texts: Sequence[tuple[bytes, bytes]], now: dt.datetime
@@ -701,26 +707,19 @@ class _SqliteBulk:
         if not states:
             return
         updated = _ts(now)
+        # The last event is usually the last activity too (the same object): printed once.
+        rows = [
+            (s.resident_id, b.channel.value, b.days, *text, b.ring_end, b.first_hour,
+             event if b.last_activity_at is b.last_event_at else _ts_or_none(b.last_activity_at),
+             event, b.last_value, _ts_or_none(s.status_due_at), updated)
+            for s, text in zip(states, texts, strict=True)
+            for b in (s.baseline,)
+            for event in (_ts_or_none(b.last_event_at),)
+        ]  # fmt: skip
         await self._db.executemany(
             f"INSERT INTO signal_states ({_STATE_COLUMNS})"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _STATE_UPSERT,
-            [
-                (
-                    s.resident_id,
-                    b.channel.value,
-                    b.days,
-                    *text,
-                    b.ring_end,
-                    b.first_hour,
-                    _ts_or_none(b.last_activity_at),
-                    _ts_or_none(b.last_event_at),
-                    b.last_value,
-                    _ts_or_none(s.status_due_at),
-                    updated,
-                )
-                for s, text in zip(states, texts, strict=True)
-                for b in (s.baseline,)
-            ],
+            rows,
         )
 
     async def update_devices(self, updates: Sequence[DeviceUpdate]) -> None:

@@ -95,9 +95,12 @@ async def ingest(
     """
     report = IngestReport()
     store = await bulk_store(session)
+    # The senders are locked as they are read (a batch's owners are among them), so their
+    # baselines can be read next without a statement of their own to lock them.
     device_rows, resident_rows = await store.load_senders(
         sorted({e.device_id for _, e in items if e.device_id}),
         sorted({e.resident_id for _, e in items if e.resident_id}),
+        lock=True,
     )
     residents = {r.resident_id: r for r in resident_rows}
     devices, ambiguous = visible_devices(device_rows, residents, can_see)
@@ -110,7 +113,7 @@ async def ingest(
     except DuplicateEvents:
         # Some events were stored before (a resent batch, a redelivered MQTT message): the fast
         # insert failed as a whole. Store again, skipping what is there.
-        await session.rollback()
+        await session.rollback()  # which released the residents' locks: taken again
         store = await bulk_store(session)
         stored = await _store(
             session, store, rows, devices, device_rows, residents, now, rules, fast=False
@@ -229,6 +232,10 @@ async def _store(
     """Store the events that are new, fold exactly those into baselines and device liveness,
     and grade their residents.
 
+    ``fast``: :func:`ingest`'s first try, which locked the residents as it read them and
+    stores the events the fast way; otherwise (after a rollback) the residents are locked
+    here and the events stored skipping those stored before.
+
     The events go to the database first; while it stores them, the baselines, device
     liveness and the residents' grades are computed here (for all the rows: usually every
     event of a batch is new; on the slow path they are computed again if some were not).
@@ -238,7 +245,8 @@ async def _store(
     owners = sorted({r.resident_id for r in rows})
     # Baselines are read-modify-write: two batches for one resident (API and MQTT at once) must
     # not interleave, so the residents are locked before their baselines are read.
-    await store.lock_residents(owners)
+    if not fast:
+        await store.lock_residents(owners)
     stored = await store.load_states(owners)
     context = Context(*await store.load_context(owners, now), await strict_low_by_district(session))
     inserting = asyncio.create_task(store.insert_events(rows, now, fast=fast))
