@@ -9,9 +9,12 @@ import re
 from dataclasses import dataclass
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.console import accounts
+from anbu.db.models_audit import AuditEntry
+from anbu.domain.audit import AuditAction, AuditResource
 from anbu.domain.calls import CallResult
 from anbu.domain.console import ConsoleRole
 from escalation.service import EscalationService
@@ -108,6 +111,18 @@ async def sign_in(
         official_id=official_id,
     )
     return await log_in(api.client, login)
+
+
+async def audit_trail(
+    session: AsyncSession, resource: AuditResource, action: AuditAction
+) -> list[tuple[str, str]]:
+    """The access log's (resource id, outcome) for one kind of change, oldest first."""
+    rows = await session.execute(
+        select(AuditEntry.resource_id, AuditEntry.outcome)
+        .where(AuditEntry.resource_type == resource, AuditEntry.action == action)
+        .order_by(AuditEntry.id)
+    )
+    return [(resource_id, outcome) for resource_id, outcome in rows]
 
 
 def csrf_of(html: str) -> str:
