@@ -5,11 +5,12 @@ and a transfer that never reports back (the process died mid-transfer) is paged 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from anbu.db.models import Checkin
+from anbu.db.models import CallAttempt, Checkin
 from anbu.db.models_escalation import Incident, OutboxMessage
 from anbu.domain.checkin import CheckinStatus, Outcome
 from anbu.domain.handoff import LegResult
@@ -31,14 +32,23 @@ class Clock:
         return self.at
 
 
-def build(
-    sessions: async_sessionmaker[AsyncSession],
-) -> tuple[EscalationService, HandoffDesk, Clock]:
+@dataclass
+class Desk:
+    service: EscalationService
+    desk: HandoffDesk
+    clock: Clock
+    attempt: CallAttempt  # the call in which the resident asks for help
+
+
+async def build(sessions: async_sessionmaker[AsyncSession]) -> Desk:
+    """The desk, and a resident (chain: FIRST then SECOND) on a call, about to ask for help."""
     clock = Clock()
     service = EscalationService(
         sessions, EscalationConfig(public_url="http://anbu.test", sender="0212345678"), clock=clock
     )
-    return service, HandoffDesk(sessions, service, budget=BUDGET, clock=clock), clock
+    world = await make_world(sessions, "01099990060", [FIRST, SECOND])
+    attempt = await new_attempt(sessions, world.resident_id, "01099990060")
+    return Desk(service, HandoffDesk(sessions, service, budget=BUDGET, clock=clock), clock, attempt)
 
 
 async def close_as_help(sessions: async_sessionmaker[AsyncSession], checkin_id: str) -> None:
@@ -61,9 +71,8 @@ async def counts(sessions: async_sessionmaker[AsyncSession]) -> tuple[int, int]:
 async def test_given_accepted_transfer_when_case_closes_then_one_incident_and_no_sms(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    service, desk, clock = build(sessions)
-    world = await make_world(sessions, "01099990060", [FIRST, SECOND])
-    attempt = await new_attempt(sessions, world.resident_id, "01099990060")
+    made = await build(sessions)
+    service, desk, clock, attempt = made.service, made.desk, made.clock, made.attempt
 
     plan = await desk.begin(attempt.channel_id)
     assert plan is not None
@@ -88,9 +97,8 @@ async def test_given_accepted_transfer_when_case_closes_then_one_incident_and_no
 async def test_given_transfer_that_never_reports_when_budget_runs_out_then_tick_pages(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    service, desk, clock = build(sessions)
-    world = await make_world(sessions, "01099990060", [FIRST, SECOND])
-    attempt = await new_attempt(sessions, world.resident_id, "01099990060")
+    made = await build(sessions)
+    service, desk, clock, attempt = made.service, made.desk, made.clock, made.attempt
     plan = await desk.begin(attempt.channel_id)
     assert plan is not None
 
