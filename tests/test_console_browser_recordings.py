@@ -12,8 +12,9 @@ import pytest
 from anbu.settings import Settings
 from tests.api_support import api_over
 from tests.console_support import make_account
+from tests.fixtures_speech import GREETING, speak
 from tests.test_console_browser import console_in_browser, save_shot
-from tests.test_console_recordings import GREETING, new_official
+from tests.test_console_recordings import new_official
 
 LABEL = "녹음 파일 (WAV, FLAC 등)"
 
@@ -22,7 +23,7 @@ LABEL = "녹음 파일 (WAV, FLAC 등)"
 def files(tmp_path: Path) -> tuple[Path, Path]:
     """A spoken greeting and the same one clipped (sox clips it at +18 dB)."""
     voice, clipped = tmp_path / "인사.wav", tmp_path / "찌그러진.wav"
-    subprocess.run(["espeak-ng", "-v", "ko", "-s", "140", "-w", str(voice), GREETING], check=True)
+    speak(GREETING, voice)
     subprocess.run(["sox", "-q", str(voice), str(clipped), "gain", "18"], check=True)
     return voice, clipped
 

@@ -26,16 +26,7 @@ from ivr.recording import RecordingStore
 from tests.api_support import Api, api_over
 from tests.console_support import csrf_of, sign_in
 
-GREETING = "안녕하세요, 신림동 주민센터 김복지입니다."
 WAV = "audio/wav"
-
-
-@pytest.fixture(scope="module")
-def voice(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A spoken greeting at espeak-ng's own rate and level (22.05 kHz)."""
-    out = tmp_path_factory.mktemp("voice") / "greeting.wav"
-    subprocess.run(["espeak-ng", "-v", "ko", "-s", "140", "-w", str(out), GREETING], check=True)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,15 +29,7 @@ from tests.api_support import api_over, h
 from tests.fixtures_asterisk import AsteriskPair
 from tests.test_repeat_calls import KeepingRegistry, dial
 
-GREETING = "안녕하세요, 신림동 주민센터 김복지입니다."
 PRESSES_1 = "01099990001"
-
-
-@pytest.fixture(scope="module")
-def voice(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("voice") / "greeting.wav"
-    subprocess.run(["espeak-ng", "-v", "ko", "-s", "140", "-w", str(out), GREETING], check=True)
-    return out
 
 
 def test_given_recordings_in_every_scope_when_resolved_then_official_district_default_tts(

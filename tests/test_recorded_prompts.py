@@ -31,19 +31,9 @@ from ivr.tts import PEAK_CEILING_DBFS, read_samples, wav_duration
 from tests.api_support import api_over, h
 from tests.ivr_fakes import FakeAgiPeer, FakeChannel, agi_env
 
-GREETING = "안녕하세요, 신림동 주민센터 김복지입니다."
-
 
 def sox(*args: str | Path) -> None:
     subprocess.run(["sox", "-q", *map(str, args)], check=True)
-
-
-@pytest.fixture(scope="module")
-def voice(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A spoken greeting at espeak-ng's own rate and level (22.05 kHz)."""
-    out = tmp_path_factory.mktemp("voice") / "greeting.wav"
-    subprocess.run(["espeak-ng", "-v", "ko", "-s", "140", "-w", str(out), GREETING], check=True)
-    return out
 
 
 def source(voice: Path, tmp: Path, name: str, *effects: str, fmt: tuple[str, ...] = ()) -> Path:
