@@ -217,6 +217,11 @@ class AmiProbe:
             raise AmiProbeError(f"login refused: {response}")
         return probe
 
+    def user_events(self, name: str, number: str) -> list[dict[str, str]]:
+        """The UserEvents ``name`` seen so far about ``number`` (the carrier stand-in's dialplan
+        reports what each number's line heard or did this way)."""
+        return [e for e in self.events if e.get("UserEvent") == name and e.get("Number") == number]
+
     async def _read_loop(self) -> None:
         block: dict[str, str] = {}
         while line := await self._reader.readline():

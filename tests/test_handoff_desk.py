@@ -15,6 +15,7 @@ from anbu.db.models_escalation import Incident, OutboxMessage
 from anbu.domain.checkin import CheckinStatus, Outcome
 from anbu.domain.handoff import LegResult
 from anbu.domain.incidents import AckChannel, IncidentStatus
+from anbu.ports import HandoffPlan
 from escalation.handoff import HandoffDesk
 from escalation.service import EscalationConfig, EscalationService
 from tests.call_rig import new_attempt
@@ -37,18 +38,23 @@ class Desk:
     service: EscalationService
     desk: HandoffDesk
     clock: Clock
-    attempt: CallAttempt  # the call in which the resident asks for help
+    attempt: CallAttempt  # the call in which the resident asked for help
+    plan: HandoffPlan  # the transfer the desk began for it
 
 
 async def build(sessions: async_sessionmaker[AsyncSession]) -> Desk:
-    """The desk, and a resident (chain: FIRST then SECOND) on a call, about to ask for help."""
+    """The desk, and a resident (chain: FIRST then SECOND) who asked for help on a call: the
+    desk has begun the transfer."""
     clock = Clock()
     service = EscalationService(
         sessions, EscalationConfig(public_url="http://anbu.test", sender="0212345678"), clock=clock
     )
     world = await make_world(sessions, "01099990060", [FIRST, SECOND])
     attempt = await new_attempt(sessions, world.resident_id, "01099990060")
-    return Desk(service, HandoffDesk(sessions, service, budget=BUDGET, clock=clock), clock, attempt)
+    desk = HandoffDesk(sessions, service, budget=BUDGET, clock=clock)
+    plan = await desk.begin(attempt.channel_id)
+    assert plan is not None
+    return Desk(service, desk, clock, attempt, plan)
 
 
 async def close_as_help(sessions: async_sessionmaker[AsyncSession], checkin_id: str) -> None:
@@ -72,10 +78,14 @@ async def test_given_accepted_transfer_when_case_closes_then_one_incident_and_no
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     made = await build(sessions)
-    service, desk, clock, attempt = made.service, made.desk, made.clock, made.attempt
+    service, desk, clock, attempt, plan = (
+        made.service,
+        made.desk,
+        made.clock,
+        made.attempt,
+        made.plan,
+    )
 
-    plan = await desk.begin(attempt.channel_id)
-    assert plan is not None
     assert [t.phone for t in plan.targets] == [FIRST, SECOND]
     assert plan.whisper.text == "안부확인 긴급 연결, 김○○ 어르신, 신림동"
     assert await desk.begin(attempt.channel_id) is None  # a second help: not run twice
@@ -98,9 +108,7 @@ async def test_given_transfer_that_never_reports_when_budget_runs_out_then_tick_
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     made = await build(sessions)
-    service, desk, clock, attempt = made.service, made.desk, made.clock, made.attempt
-    plan = await desk.begin(attempt.channel_id)
-    assert plan is not None
+    service, desk, clock, plan = made.service, made.desk, made.clock, made.plan
 
     clock.at += BUDGET - dt.timedelta(seconds=1)
     assert await service.escalate_due() == 0  # still within the transfer's time
