@@ -60,14 +60,8 @@ class DialLog:
 @pytest.fixture
 async def dial_log(asterisk_pair: AsteriskPair) -> AsyncIterator[DialLog]:
     log = DialLog()
-    ami = AmiClient(
-        "127.0.0.1", asterisk_pair.ami_port, asterisk_pair.ami_user, asterisk_pair.ami_secret
-    )
-    await ami.connect()
-    sub = ami.subscribe(log.on_event, "Newchannel")
-    yield log
-    sub.cancel()
-    await ami.close()
+    async with asterisk_pair.engine_events(log.on_event, "Newchannel"):
+        yield log
 
 
 async def _migrated(url: str) -> AsyncEngine:

@@ -59,14 +59,8 @@ class ChannelWatch:
 @pytest.fixture
 async def channel_watch(asterisk_pair: AsteriskPair) -> AsyncIterator[ChannelWatch]:
     watch = ChannelWatch()
-    ami = AmiClient(
-        "127.0.0.1", asterisk_pair.ami_port, asterisk_pair.ami_user, asterisk_pair.ami_secret
-    )
-    await ami.connect()
-    sub = ami.subscribe(watch.on_event, "Newchannel", "Hangup")
-    yield watch
-    sub.cancel()
-    await ami.close()
+    async with asterisk_pair.engine_events(watch.on_event, "Newchannel", "Hangup"):
+        yield watch
 
 
 async def _open(sessions: async_sessionmaker[AsyncSession], count: int) -> list[str]:
