@@ -11,10 +11,9 @@ import pytest
 
 from anbu.settings import Settings
 from tests.api_support import api_over
-from tests.console_support import make_account
+from tests.console_support import make_account, new_official
 from tests.fixtures_speech import GREETING, speak
 from tests.test_console_browser import console_in_browser, save_shot
-from tests.test_console_recordings import new_official
 
 LABEL = "녹음 파일 (WAV, FLAC 등)"
 
@@ -34,7 +33,7 @@ async def test_given_official_in_browser_when_greeting_uploaded_then_sources_sho
     voice, clipped = files
     settings = Settings(database_url=db_url, var_dir=tmp_path / "var")
     async with api_over(db_url, settings) as api:
-        official = await new_official(api)
+        official = await new_official(api.container.sessions)
         await make_account(
             api.container.sessions, api.clock.now(), "kim", name="김복지", official_id=official
         )
