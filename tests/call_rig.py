@@ -14,6 +14,7 @@ import math
 import struct
 import uuid
 import wave
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus, Out
 from anbu.domain.incidents import OfficialRole
 from anbu.domain.replies import Prompt, Reply
 from anbu.ports import CallRecord, CallRequest, IvrOutcome
-from anbu.services.checkins import open_checkin
+from anbu.services.checkins import CheckinClosed, open_checkin
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient, AmiState
 from ivr.dialer import AmiDialer, CallRegistry
@@ -227,6 +228,25 @@ async def dispatching(
 # The carrier stand-in's campaign numbers: both answer and report the call id, then press 1 / 2.
 CAMPAIGN_OK = "01099990040"
 CAMPAIGN_HELP = "01099990041"
+
+
+class Closings:
+    """The cases the dispatcher closed, counted per check-in (one closed twice is a bug), for
+    a test or a benchmark to wait on."""
+
+    def __init__(self) -> None:
+        self.count: Counter[str] = Counter()
+        self._changed = asyncio.Condition()
+
+    async def on_closed(self, event: CheckinClosed) -> None:
+        async with self._changed:
+            self.count[event.checkin_id] += 1
+            self._changed.notify_all()
+
+    async def until(self, cases: int, timeout_s: float) -> None:
+        """Waits until ``cases`` different cases have closed."""
+        async with asyncio.timeout(timeout_s), self._changed:
+            await self._changed.wait_for(lambda: len(self.count) >= cases)
 
 
 async def open_api_checkins(
