@@ -247,12 +247,12 @@ async def test_given_a_wave_refilled_in_two_passes_when_claiming_then_the_rest_i
     _, worker = await _due_now(sessions, 12)
     wave = await _claim_in(sessions, worker, WED_10, cap=4)
     ended = frozenset(c.attempt_id for c in wave.claimed)  # all four hung up, none stored
-    async with sessions() as s:
-        # Alone: the allowance is the cap less its calls up (none yet).
-        first = await _claim(s, worker, WED_10, cap=4, limit=2, hung_up=ended, refill_allowance=4)
-    async with sessions() as s:
-        # The table now says six dialing; two calls are really up.
-        second = await _claim(s, worker, WED_10, cap=4, hung_up=ended, refill_allowance=2)
+    # Alone: the allowance is the cap less its calls up (none yet).
+    first = await _claim_in(
+        sessions, worker, WED_10, cap=4, limit=2, hung_up=ended, refill_allowance=4
+    )
+    # The table now says six dialing; two calls are really up.
+    second = await _claim_in(sessions, worker, WED_10, cap=4, hung_up=ended, refill_allowance=2)
     assert [len(p.claimed) for p in (wave, first, second)] == [4, 2, 2]
 
 
