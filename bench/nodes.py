@@ -41,13 +41,12 @@ from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.checkin import CheckinStatus
 from anbu.domain.replies import Prompt
 from anbu.ports import SystemClock
-from anbu.services.checkins import CheckinClosed
 from anbu.settings import ROOT, Settings
 from bench.common import stop_on_sigterm, write_results
 from devstack.asterisk import install_asterisk
 from ivr.prompts import PromptLibrary
 from scheduler.dispatcher import Dispatcher
-from tests.call_rig import dispatching, seed_campaign
+from tests.call_rig import Closings, dispatching, seed_campaign
 
 
 def load() -> list[float]:
@@ -78,27 +77,20 @@ async def campaign(
     )
     port, user, secret = carrier_ami
     carrier = await AmiProbe.connect("127.0.0.1", port, user, secret)
-    closed: Counter[str] = Counter()
-    progress = asyncio.Condition()
-
-    async def on_closed(event: CheckinClosed) -> None:
-        async with progress:
-            closed[event.checkin_id] += 1
-            progress.notify_all()
+    closings = Closings()
 
     tel = Telephony.build(settings, clock)
     await tel.start()
     dispatcher = Dispatcher.from_settings(
         settings, db, sessions, tel.dialer, clock, nodes=tel.engine_nodes()
     )
-    dispatcher.add_listener(on_closed)
+    dispatcher.add_listener(closings.on_closed)
     load_before = load()
     t0 = time.perf_counter()
     downtime = 0.0
     async with dispatching(dispatcher, then=[tel.stop, carrier.close]):
         if kill is not None:
-            async with asyncio.timeout(300), progress:
-                await progress.wait_for(lambda: len(closed) >= calls // 4)
+            await closings.until(calls // 4, 300)
             on_killed = tel.links[0].dialer
             async with asyncio.timeout(120):
                 while on_killed.active_calls < tel.links[0].settings.max_calls // 2:  # noqa: ASYNC110 (another component's counter)
@@ -108,18 +100,13 @@ async def campaign(
             await asyncio.sleep(5.0)  # down for a while: the other node carries on alone
             await asyncio.to_thread(kill.start)
             downtime = time.perf_counter() - k0
-        async with asyncio.timeout(900), progress:
-            await progress.wait_for(lambda: len(closed) >= calls)
+        await closings.until(calls, 900)
         wall = time.perf_counter() - t0
     async with sessions() as s:
         cases = (await s.execute(select(Checkin))).scalars().all()
         attempts = (await s.execute(select(CallAttempt))).scalars().all()
     await db.dispose()
-    dials = Counter(
-        e.get("Call", "")
-        for e in carrier.events
-        if e.get("Event") == "UserEvent" and e.get("UserEvent") == "CarrierCall"
-    )
+    dials = carrier.carrier_dials()
     right = sum(
         1
         for c in cases
@@ -130,7 +117,7 @@ async def campaign(
         "wall_s": round(wall, 2),
         "calls_per_s": round(calls / wall, 3),
         "right": right,
-        "closed_more_than_once": sum(1 for n in closed.values() if n > 1),
+        "closed_more_than_once": sum(1 for n in closings.count.values() if n > 1),
         "attempts_per_node": dict(Counter(a.node or "" for a in attempts)),
         "attempts_by_node_and_result": {
             f"{node}/{status}/{result}": n

@@ -28,17 +28,15 @@ import os
 import re
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 from sqlalchemy import select
 
 from anbu.app.parts import Telephony, build_container, handoff_desk
 from anbu.db.migrate import upgrade
-from anbu.db.models import CallAttempt, Checkin, District, Resident
-from anbu.db.models_escalation import EscalationChain, EscalationStep, Incident, Official
-from anbu.domain.checkin import CheckinStatus
-from anbu.domain.incidents import AckChannel, OfficialRole
+from anbu.db.models import CallAttempt, District, Resident
+from anbu.db.models_escalation import Incident
+from anbu.domain.incidents import AckChannel
 from anbu.domain.replies import Prompt
 from anbu.ports import CallRequest
 from anbu.settings import ROOT, HandoffSettings
@@ -53,6 +51,7 @@ _COUNT = re.compile(r"(\d+) active channel")
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
+    from tests.call_rig import add_chain, new_attempt
     from tests.fixtures_asterisk import build_pair, free_ports
 
     work = Path(tempfile.mkdtemp(prefix="anbu-bench-transfer-"))
@@ -89,47 +88,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             district = District(code="11620", name="관악구")
             s.add(district)
             await s.flush()
-            official = Official(
-                district_id=district.id,
-                district=district,
-                dong="신림동",
-                name="김복지",
-                phone=OFFICIAL,
-                role=OfficialRole.DONG,
-            )
-            s.add(official)
-            await s.flush()
-            s.add(
-                EscalationChain(
-                    district_id=district.id,
-                    dong="신림동",
-                    steps=[EscalationStep(position=1, official_id=official.id, ack_timeout_s=600)],
-                )
-            )
-            attempts: list[CallAttempt] = []
-            for i in range(args.sequential + args.at_once):
-                resident = Resident(
-                    district_id=district.id,
-                    district=district,
-                    name=f"주민{i}",
-                    phone=RESIDENT,
-                    dong="신림동",
-                )
-                s.add(resident)
-                await s.flush()
-                checkin = Checkin(resident_id=resident.id, reason="bench")
-                checkin.status = CheckinStatus.DIALING
-                s.add(checkin)
-                await s.flush()
-                attempt = CallAttempt(
-                    checkin_id=checkin.id,
-                    attempt_no=1,
-                    number=RESIDENT,
-                    channel_id=uuid.uuid4().hex,
-                )
-                s.add(attempt)
-                attempts.append(attempt)
+            await add_chain(s, district, [OFFICIAL])
+            residents = [
+                Resident(district=district, name=f"주민{i}", phone=RESIDENT, dong="신림동")
+                for i in range(args.sequential + args.at_once)
+            ]
+            s.add_all(residents)
             await s.commit()
+        # Each resident's check-in being dialed, as the dispatcher leaves it before the call.
+        attempts = [await new_attempt(sessions, r.id, RESIDENT, reason="bench") for r in residents]
         escalation = EscalationService(
             sessions, EscalationConfig(public_url="http://anbu.bench", sender="0212345678")
         )

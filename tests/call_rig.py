@@ -14,6 +14,7 @@ import math
 import struct
 import uuid
 import wave
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.db.models import CallAttempt, Checkin, District, Resident
+from anbu.db.models_escalation import EscalationChain, EscalationStep, Official
 from anbu.db.models_scheduling import Program
 from anbu.domain.calls import CallResult
 from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus, Outcome
+from anbu.domain.incidents import OfficialRole
 from anbu.domain.replies import Prompt, Reply
 from anbu.ports import CallRecord, CallRequest, IvrOutcome
-from anbu.services.checkins import open_checkin
+from anbu.services.checkins import CheckinClosed, open_checkin
 from anbu.settings import Settings
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient, AmiState
@@ -140,6 +143,37 @@ def assert_answered(record: CallRecord, reply: Reply, keys: str) -> None:
     assert record.originated_at <= record.answered_at <= record.ended_at
 
 
+async def add_chain(
+    session: AsyncSession, district: District, phones: Sequence[str]
+) -> dict[str, str]:
+    """Officials of 신림동 on ``phones`` (the last one the centre's, the others the dong's) and the
+    dong's escalation chain calling them in that order. Returns phone -> official id."""
+    officials = {
+        phone: Official(
+            district_id=district.id,
+            district=district,
+            dong="신림동",
+            name=f"담당 {i}",
+            phone=phone,
+            role=OfficialRole.DONG if i < len(phones) - 1 else OfficialRole.CENTRE,
+        )
+        for i, phone in enumerate(phones)
+    }
+    session.add_all(officials.values())
+    await session.flush()
+    session.add(
+        EscalationChain(
+            district_id=district.id,
+            dong="신림동",
+            steps=[
+                EscalationStep(position=i, official_id=officials[p].id, ack_timeout_s=600)
+                for i, p in enumerate(phones, start=1)
+            ],
+        )
+    )
+    return {p: o.id for p, o in officials.items()}
+
+
 async def new_attempt(
     sessions: async_sessionmaker[AsyncSession],
     resident_id: str,
@@ -215,6 +249,43 @@ CAMPAIGN_OK = "01099990040"
 CAMPAIGN_HELP = "01099990041"
 
 
+class Closings:
+    """The cases the dispatcher closed, counted per check-in (one closed twice is a bug), for
+    a test or a benchmark to wait on."""
+
+    def __init__(self) -> None:
+        self.count: Counter[str] = Counter()
+        self._changed = asyncio.Condition()
+
+    async def on_closed(self, event: CheckinClosed) -> None:
+        async with self._changed:
+            self.count[event.checkin_id] += 1
+            self._changed.notify_all()
+
+    async def until(self, cases: int, timeout_s: float) -> None:
+        """Waits until ``cases`` different cases have closed."""
+        async with asyncio.timeout(timeout_s), self._changed:
+            await self._changed.wait_for(lambda: len(self.count) >= cases)
+
+
+async def open_api_checkins(
+    session: AsyncSession, phones: Sequence[str], *, reason: str, now: dt.datetime
+) -> list[Checkin]:
+    """A resident of 관악구 신림동 on each of ``phones``, each with a check-in asked through the
+    API at ``now`` (flushed, not committed), in the order of ``phones``."""
+    district = District(code="11620", name="관악구")
+    people = [
+        Resident(district=district, name=f"주민{i}", phone=phone, dong="신림동")
+        for i, phone in enumerate(phones)
+    ]
+    session.add_all(people)
+    await session.flush()
+    return [
+        (await open_checkin(session, person, source=CheckinSource.API, reason=reason, now=now))[0]
+        for person in people
+    ]
+
+
 async def seed_campaign(
     sessions: async_sessionmaker[AsyncSession],
     n: int,
@@ -232,19 +303,10 @@ async def seed_campaign(
                 tag, max_attempts=max_attempts, interval_s=1, failure_interval_s=1, max_callbacks=0
             )
         )
-        district = District(code="11620", name="관악구")
-        people = [
-            Resident(
-                district=district,
-                name=f"주민{i}",
-                phone=(CAMPAIGN_OK, CAMPAIGN_HELP)[i % 2],
-                dong="신림동",
-            )
-            for i in range(n)
-        ]
-        s.add_all(people)
-        await s.flush()
-        for person in people:
-            await open_checkin(s, person, source=CheckinSource.API, reason=tag, now=now)
+        phones = [(CAMPAIGN_OK, CAMPAIGN_HELP)[i % 2] for i in range(n)]
+        checkins = await open_api_checkins(s, phones, reason=tag, now=now)
         await s.commit()
-    return {p.id: (Outcome.OK if p.phone == CAMPAIGN_OK else Outcome.HELP) for p in people}
+    return {
+        c.resident_id: (Outcome.OK if phone == CAMPAIGN_OK else Outcome.HELP)
+        for c, phone in zip(checkins, phones, strict=True)
+    }

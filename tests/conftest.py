@@ -23,7 +23,7 @@ from tests.fixtures_kannel import (
     kannel_sender,
     solapi_server,
 )
-from tests.fixtures_speech import recognizer
+from tests.fixtures_speech import recognizer, voice
 from tests.ivr_fakes import fake_ami
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "recognizer",
     "sessions",
     "solapi_server",
+    "voice",
 ]
 
 

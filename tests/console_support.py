@@ -9,11 +9,18 @@ import re
 from dataclasses import dataclass
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.console import accounts
+from anbu.db.models import District
+from anbu.db.models_audit import AuditEntry
+from anbu.db.models_escalation import Official
+from anbu.db.models_signals import Device, MonitoringHold
+from anbu.domain.audit import AuditAction, AuditResource
 from anbu.domain.calls import CallResult
 from anbu.domain.console import ConsoleRole
+from anbu.domain.risk import DeviceKind, HoldReason
 from escalation.service import EscalationService
 from tests.api_support import Api
 from tests.test_escalation_service import (
@@ -64,6 +71,40 @@ async def recent_incident(api: Api, **resident: str) -> Seeded:
     return await seed_incident(api.container.sessions, now, **resident)
 
 
+async def new_official(sessions: async_sessionmaker[AsyncSession], code: str = "11620") -> str:
+    """An official (김복지, 신림동) of the district ``code``, which must exist. Returns the id."""
+    async with sessions() as s:
+        district = (await s.execute(select(District).where(District.code == code))).scalar_one()
+        official = Official(district_id=district.id, dong="신림동", name="김복지", phone="0299")
+        s.add(official)
+        await s.commit()
+        return official.id
+
+
+def stale_plug_and_hospital_stay(
+    district_id: int, resident_id: str, now: dt.datetime
+) -> list[Device | MonitoringHold]:
+    """What the API and the risk engine store for a resident whose plug (plug-7) went silent
+    past its clock (stale), and who is in 보라매병원 from yesterday for three more days."""
+    return [
+        Device(
+            device_id="plug-7",
+            district_id=district_id,
+            resident_id=resident_id,
+            kind=DeviceKind.PLUG,
+            last_seen_at=now - dt.timedelta(hours=30),
+            stale_due_at=now - dt.timedelta(hours=6),
+        ),
+        MonitoringHold(
+            resident_id=resident_id,
+            starts_at=now - dt.timedelta(days=1),
+            ends_at=now + dt.timedelta(days=3),
+            reason=HoldReason.HOSPITAL,
+            note="보라매병원",
+        ),
+    ]
+
+
 async def make_account(
     sessions: async_sessionmaker[AsyncSession],
     now: dt.datetime,
@@ -108,6 +149,18 @@ async def sign_in(
         official_id=official_id,
     )
     return await log_in(api.client, login)
+
+
+async def audit_trail(
+    session: AsyncSession, resource: AuditResource, action: AuditAction
+) -> list[tuple[str, str]]:
+    """The access log's (resource id, outcome) for one kind of change, oldest first."""
+    rows = await session.execute(
+        select(AuditEntry.resource_id, AuditEntry.outcome)
+        .where(AuditEntry.resource_type == resource, AuditEntry.action == action)
+        .order_by(AuditEntry.id)
+    )
+    return [(resource_id, outcome) for resource_id, outcome in rows]
 
 
 def csrf_of(html: str) -> str:

@@ -27,6 +27,7 @@ import itertools
 import os
 import random
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ from devstack.asterisk import (
     provision_engines,
     render_korean_wav,
 )
-from ivr.ami import AmiClient
+from ivr.ami import AmiClient, EventHandler
 
 BENCH_PROMPT_TEXT = "괜찮으시면 1번을 눌러 주세요."
 # RTP blocks come from below Linux's ephemeral range (32768-60999), where bind(0) hands out
@@ -217,6 +218,20 @@ class AmiProbe:
             raise AmiProbeError(f"login refused: {response}")
         return probe
 
+    def user_events(self, name: str, number: str) -> list[dict[str, str]]:
+        """The UserEvents ``name`` seen so far about ``number`` (the carrier stand-in's dialplan
+        reports what each number's line heard or did this way)."""
+        return [e for e in self.events if e.get("UserEvent") == name and e.get("Number") == number]
+
+    def carrier_dials(self) -> Counter[str]:
+        """How often the carrier stand-in was dialled with each call (its CarrierCall reports,
+        by the engine's channel id): a count above one is a call dialled twice."""
+        return Counter(
+            e.get("Call", "")
+            for e in self.events
+            if e.get("Event") == "UserEvent" and e.get("UserEvent") == "CarrierCall"
+        )
+
     async def _read_loop(self) -> None:
         block: dict[str, str] = {}
         while line := await self._reader.readline():
@@ -323,6 +338,19 @@ class AsteriskPair:
             yield probe
         finally:
             await probe.close()
+
+    @contextlib.asynccontextmanager
+    async def engine_events(self, handler: EventHandler, *events: str) -> AsyncIterator[None]:
+        """While inside, the engine's AMI ``events`` go to ``handler``, through anbu's own
+        client (as the dispatcher watches channels)."""
+        ami = AmiClient(self.ami_host, self.ami_port, self.ami_user, self.ami_secret)
+        await ami.connect()
+        sub = ami.subscribe(handler, *events)
+        try:
+            yield
+        finally:
+            sub.cancel()
+            await ami.close()
 
     def stop(self) -> None:
         for instance in (*self.extra, self.engine, self.carrier):

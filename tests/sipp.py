@@ -26,7 +26,8 @@ from pathlib import Path
 
 # --------------------------------------------------------------------------- scenarios
 
-_REPLY_HEAD = """      [last_Via:]
+# The headers every reply copies from the request it answers (RFC 3261 8.2.6.2).
+REPLY_HEAD = """      [last_Via:]
       [last_From:]
       [last_To:];tag=[pid]SIPpTag01[call_number]
       [last_Call-ID:]
@@ -80,7 +81,7 @@ def _response(
 ) -> str:
     head = f"""
       SIP/2.0 {code} {text}
-{_REPLY_HEAD}
+{REPLY_HEAD}
       Contact: <sip:[local_ip]:[local_port];transport=[transport]>
 {extra}"""
     if sdp is None:

@@ -40,6 +40,18 @@ async def stopper() -> AsyncIterator[list[AgiServer]]:
         await server.stop(grace_s=1.0)
 
 
+async def play_script(
+    stopper: list[AgiServer], handler: Handler, *steps: tuple[str, list[str]]
+) -> FakeAgiPeer:
+    """Serves ``handler`` at /checkin and plays Asterisk's side of one call against it to the
+    end, answering its commands with ``steps`` in order (see ``script``)."""
+    server = await serve({"/checkin": handler})
+    stopper.append(server)
+    peer = FakeAgiPeer(server.port, script(*steps), agi_env())
+    await peer.run()
+    return peer
+
+
 def script(*steps: tuple[str, list[str]]) -> Callable[[str], list[str]]:
     """Answer the n-th command with the n-th step's lines, checking its prefix."""
     queue = list(steps)
@@ -113,22 +125,17 @@ async def test_given_hangup_line_after_media_result_when_next_commands_then_resu
             await session.stream_file("/prompts/question")
         seen["end"] = True
 
-    server = await serve({"/checkin": handler})
-    stopper.append(server)
-    peer = FakeAgiPeer(
-        server.port,
-        script(
-            ("ANSWER", ["200 result=0"]),
-            # Asterisk: the media command returns -1, then the async HANGUP notice.
-            ("STREAM FILE", ["200 result=-1 endpos=1200", "HANGUP"]),
-            # Our probe reads the notice; a dead channel refuses CHANNEL STATUS.
-            ("CHANNEL STATUS", ["511 Command Not Permitted on a dead channel"]),
-            ("GET VARIABLE", ["200 result=1 (16)"]),
-            ("GET VARIABLE", ["200 result=1 (ANSWER)"]),
-        ),
-        agi_env(),
+    peer = await play_script(
+        stopper,
+        handler,
+        ("ANSWER", ["200 result=0"]),
+        # Asterisk: the media command returns -1, then the async HANGUP notice.
+        ("STREAM FILE", ["200 result=-1 endpos=1200", "HANGUP"]),
+        # Our probe reads the notice; a dead channel refuses CHANNEL STATUS.
+        ("CHANNEL STATUS", ["511 Command Not Permitted on a dead channel"]),
+        ("GET VARIABLE", ["200 result=1 (16)"]),
+        ("GET VARIABLE", ["200 result=1 (ANSWER)"]),
     )
-    await peer.run()
     assert seen == {"hung_up": True, "var": "16", "other": "ANSWER", "end": True}
     assert len(peer.commands) == 5  # the last STREAM FILE was never sent
 
@@ -143,17 +150,12 @@ async def test_given_hangup_line_before_result_when_command_then_hangup_raised_a
             await session.command("WAIT FOR DIGIT 5000")
         seen["var"] = await session.get_variable("X")
 
-    server = await serve({"/checkin": handler})
-    stopper.append(server)
-    peer = FakeAgiPeer(
-        server.port,
-        script(
-            ("WAIT FOR DIGIT", ["HANGUP", "200 result=-1"]),
-            ("GET VARIABLE", ["200 result=1 (x-value)"]),
-        ),
-        agi_env(),
+    await play_script(
+        stopper,
+        handler,
+        ("WAIT FOR DIGIT", ["HANGUP", "200 result=-1"]),
+        ("GET VARIABLE", ["200 result=1 (x-value)"]),
     )
-    await peer.run()
     assert seen == {"var": "x-value"}
 
 
@@ -170,19 +172,14 @@ async def test_given_hangup_between_commands_when_next_command_then_511_consumed
             seen.append(type(exc).__name__)
         seen.append(await session.get_variable("A"))
 
-    server = await serve({"/checkin": handler})
-    stopper.append(server)
-    peer = FakeAgiPeer(
-        server.port,
-        script(
-            # The result, then (channel hangs up between commands) the notice.
-            ("STREAM FILE", ["200 result=49 endpos=10", "HANGUP"]),
-            ("GET DATA", ["511 Command Not Permitted on a dead channel"]),
-            ("GET VARIABLE", ["200 result=1 (a)"]),
-        ),
-        agi_env(),
+    await play_script(
+        stopper,
+        handler,
+        # The result, then (channel hangs up between commands) the notice.
+        ("STREAM FILE", ["200 result=49 endpos=10", "HANGUP"]),
+        ("GET DATA", ["511 Command Not Permitted on a dead channel"]),
+        ("GET VARIABLE", ["200 result=1 (a)"]),
     )
-    await peer.run()
     assert seen == ["1", "AgiHangupError", "a"]
 
 
@@ -196,14 +193,12 @@ async def test_given_missing_file_on_live_channel_when_stream_file_then_command_
             await session.stream_file("/nope")
         seen.append("live" if not session.hung_up else "dead")
 
-    server = await serve({"/checkin": handler})
-    stopper.append(server)
-    peer = FakeAgiPeer(
-        server.port,
-        script(("STREAM FILE", ["200 result=-1 endpos=0"]), ("CHANNEL STATUS", ["200 result=6"])),
-        agi_env(),
+    await play_script(
+        stopper,
+        handler,
+        ("STREAM FILE", ["200 result=-1 endpos=0"]),
+        ("CHANNEL STATUS", ["200 result=6"]),
     )
-    await peer.run()
     assert seen == ["live"]
 
 
@@ -240,24 +235,19 @@ async def test_given_usage_error_when_command_then_multiline_520_consumed(
             await session.command("GET DATA")
         seen.append(await session.get_variable("B"))
 
-    server = await serve({"/checkin": handler})
-    stopper.append(server)
-    peer = FakeAgiPeer(
-        server.port,
-        script(
-            (
-                "GET DATA",
-                [
-                    "520-Invalid command syntax.  Proper usage follows:",
-                    "Usage: GET DATA <file to be streamed> [timeout] [maxdigits]",
-                    "520 End of proper usage.",
-                ],
-            ),
-            ("GET VARIABLE", ["200 result=1 (b)"]),
+    await play_script(
+        stopper,
+        handler,
+        (
+            "GET DATA",
+            [
+                "520-Invalid command syntax.  Proper usage follows:",
+                "Usage: GET DATA <file to be streamed> [timeout] [maxdigits]",
+                "520 End of proper usage.",
+            ],
         ),
-        agi_env(),
+        ("GET VARIABLE", ["200 result=1 (b)"]),
     )
-    await peer.run()
     assert seen == ["b"]
 
 

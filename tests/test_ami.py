@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -19,6 +20,17 @@ from ivr.ami import (
     read_message,
 )
 from tests.ivr_fakes import FakeAmi, FakeAmiConn, eventually
+
+
+@pytest.fixture
+async def client(fake_ami: FakeAmi) -> AsyncIterator[AmiClient]:
+    """A client logged in to the fake AMI, closed once the test is done."""
+    client = make_client(fake_ami)
+    await client.connect()
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 def make_client(server: FakeAmi, **kwargs: float | str) -> AmiClient:
@@ -188,6 +200,7 @@ async def test_given_unanswered_pings_when_interval_passes_then_connection_recyc
 
 async def test_given_responses_out_of_order_when_concurrent_actions_then_each_gets_its_own(
     fake_ami: FakeAmi,
+    client: AmiClient,
 ) -> None:
     held: list[tuple[FakeAmiConn, AmiMessage]] = []
 
@@ -198,61 +211,45 @@ async def test_given_responses_out_of_order_when_concurrent_actions_then_each_ge
                 c.respond(m, Value=m.get("Tag") or "")
 
     fake_ami.handlers["Echo"] = hold
-    client = make_client(fake_ami)
-    await client.connect()
-    try:
-        results = await asyncio.gather(
-            *(client.action("Echo", {"Tag": tag}) for tag in ("a", "b", "c"))
-        )
-        assert [r.get("Value") for r in results] == ["a", "b", "c"]
-    finally:
-        await client.close()
+    results = await asyncio.gather(
+        *(client.action("Echo", {"Tag": tag}) for tag in ("a", "b", "c"))
+    )
+    assert [r.get("Value") for r in results] == ["a", "b", "c"]
 
 
 async def test_given_silent_server_when_action_times_out_then_timeout_error_and_client_usable(
     fake_ami: FakeAmi,
+    client: AmiClient,
 ) -> None:
     fake_ami.silent_actions.add("Slow")
-    client = make_client(fake_ami)
-    await client.connect()
-    try:
-        with pytest.raises(AmiTimeoutError):
-            await client.action("Slow", timeout_s=0.2)
-        assert (await client.action("Ping")).get("Ping") == "Pong"
-    finally:
-        await client.close()
+    with pytest.raises(AmiTimeoutError):
+        await client.action("Slow", timeout_s=0.2)
+    assert (await client.action("Ping")).get("Ping") == "Pong"
 
 
-async def test_given_error_response_when_action_then_action_error(fake_ami: FakeAmi) -> None:
+async def test_given_error_response_when_action_then_action_error(
+    fake_ami: FakeAmi, client: AmiClient
+) -> None:
     async def refuse(conn: FakeAmiConn, msg: AmiMessage) -> None:
         conn.respond(msg, "Error", Message="Channel not specified")
 
     fake_ami.handlers["Hangup"] = refuse
-    client = make_client(fake_ami)
-    await client.connect()
-    try:
-        with pytest.raises(AmiActionError, match="Channel not specified"):
-            await client.action("Hangup")
-    finally:
-        await client.close()
+    with pytest.raises(AmiActionError, match="Channel not specified"):
+        await client.action("Hangup")
 
 
 async def test_given_connection_drops_when_action_pending_then_connection_error_not_resent(
     fake_ami: FakeAmi,
+    client: AmiClient,
 ) -> None:
     async def drop(conn: FakeAmiConn, msg: AmiMessage) -> None:
         conn.writer.transport.abort()
 
     fake_ami.handlers["Originate"] = drop
-    client = make_client(fake_ami)
-    await client.connect()
-    try:
-        with pytest.raises(AmiConnectionError):
-            await client.action("Originate", {"Channel": "PJSIP/1@trunk"})
-        await eventually(lambda: client.generation == 2)
-        assert len(fake_ami.actions_named("Originate")) == 1
-    finally:
-        await client.close()
+    with pytest.raises(AmiConnectionError):
+        await client.action("Originate", {"Channel": "PJSIP/1@trunk"})
+    await eventually(lambda: client.generation == 2)
+    assert len(fake_ami.actions_named("Originate")) == 1
 
 
 async def test_given_no_connection_when_action_then_not_connected_error(fake_ami: FakeAmi) -> None:
@@ -266,30 +263,23 @@ async def test_given_no_connection_when_action_then_not_connected_error(fake_ami
         await client.close()
 
 
-async def test_given_list_action_when_called_then_events_until_complete(fake_ami: FakeAmi) -> None:
+async def test_given_list_action_when_called_then_events_until_complete(
+    fake_ami: FakeAmi, client: AmiClient
+) -> None:
     fake_ami.live_channels = {"call-1", "call-2"}
-    client = make_client(fake_ami)
-    await client.connect()
-    try:
-        events = await client.action_list("CoreShowChannels")
-        assert sorted(e.get("Uniqueid") or "" for e in events) == ["call-1", "call-2"]
-        assert all(e.event == "CoreShowChannel" for e in events)
-    finally:
-        await client.close()
+    events = await client.action_list("CoreShowChannels")
+    assert sorted(e.get("Uniqueid") or "" for e in events) == ["call-1", "call-2"]
+    assert all(e.event == "CoreShowChannel" for e in events)
 
 
 async def test_given_multiline_variables_when_action_then_repeated_lines_sent(
     fake_ami: FakeAmi,
+    client: AmiClient,
 ) -> None:
-    client = make_client(fake_ami)
-    await client.connect()
-    try:
-        await client.action("Originate", {"Variable": ["A=1", "B=2"]})
-        assert fake_ami.actions_named("Originate")[0].getall("Variable") == ["A=1", "B=2"]
-        with pytest.raises(AmiError):
-            await client.action("Originate", {"Channel": "x\r\nAction: Hangup"})
-    finally:
-        await client.close()
+    await client.action("Originate", {"Variable": ["A=1", "B=2"]})
+    assert fake_ami.actions_named("Originate")[0].getall("Variable") == ["A=1", "B=2"]
+    with pytest.raises(AmiError):
+        await client.action("Originate", {"Channel": "x\r\nAction: Hangup"})
 
 
 # ---- events ----------------------------------------------------------------------------------
@@ -297,46 +287,38 @@ async def test_given_multiline_variables_when_action_then_repeated_lines_sent(
 
 async def test_given_subscription_when_events_arrive_then_only_named_ones_until_cancelled(
     fake_ami: FakeAmi,
+    client: AmiClient,
 ) -> None:
-    client = make_client(fake_ami)
-    await client.connect()
     got: list[str] = []
     every: list[str] = []
-    try:
-        sub = client.subscribe(lambda m: got.append(m.get("Uniqueid") or ""), "Newstate")
-        client.subscribe(lambda m: every.append(m.event or ""))
-        fake_ami.event("Newstate", Uniqueid="u1", ChannelState="5")
-        fake_ami.event("Hangup", Uniqueid="u1", Cause="16")
-        await eventually(lambda: "Hangup" in every)
-        assert got == ["u1"]
-        sub.cancel()
-        sub.cancel()  # idempotent
-        fake_ami.event("Newstate", Uniqueid="u2", ChannelState="6")
-        fake_ami.event("Hangup", Uniqueid="u2", Cause="16")
-        await eventually(lambda: every.count("Hangup") == 2)
-        assert got == ["u1"]
-    finally:
-        await client.close()
+    sub = client.subscribe(lambda m: got.append(m.get("Uniqueid") or ""), "Newstate")
+    client.subscribe(lambda m: every.append(m.event or ""))
+    fake_ami.event("Newstate", Uniqueid="u1", ChannelState="5")
+    fake_ami.event("Hangup", Uniqueid="u1", Cause="16")
+    await eventually(lambda: "Hangup" in every)
+    assert got == ["u1"]
+    sub.cancel()
+    sub.cancel()  # idempotent
+    fake_ami.event("Newstate", Uniqueid="u2", ChannelState="6")
+    fake_ami.event("Hangup", Uniqueid="u2", Cause="16")
+    await eventually(lambda: every.count("Hangup") == 2)
+    assert got == ["u1"]
 
 
 async def test_given_a_failing_handler_when_event_then_other_handlers_still_run(
     fake_ami: FakeAmi,
+    client: AmiClient,
 ) -> None:
-    client = make_client(fake_ami)
-    await client.connect()
     got: list[str] = []
 
     def boom(_: AmiMessage) -> None:
         raise RuntimeError("handler bug")
 
-    try:
-        client.subscribe(boom, "Hangup")
-        client.subscribe(lambda m: got.append(m.event or ""), "Hangup")
-        fake_ami.event("Hangup", Uniqueid="u1")
-        await eventually(lambda: got == ["Hangup"])
-        assert (await client.action("Ping")).ok
-    finally:
-        await client.close()
+    client.subscribe(boom, "Hangup")
+    client.subscribe(lambda m: got.append(m.event or ""), "Hangup")
+    fake_ami.event("Hangup", Uniqueid="u1")
+    await eventually(lambda: got == ["Hangup"])
+    assert (await client.action("Ping")).ok
 
 
 async def test_given_client_closed_then_no_task_left_behind(fake_ami: FakeAmi) -> None:

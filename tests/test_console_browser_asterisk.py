@@ -11,12 +11,10 @@ import asyncio
 import datetime as dt
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from anbu.domain.checkin import Outcome
 from anbu.ports import SystemClock
 from devstack.kannel import KannelInstance
-from ivr.ami import AmiClient
 from tests.console_support import make_account
 from tests.test_console_browser import (
     acknowledge_visit,
@@ -26,9 +24,11 @@ from tests.test_console_browser import (
     desk_page,
     log_in,
 )
-from tests.test_escalation_asterisk import ring_out_until_sms
+from tests.test_escalation_asterisk import (  # noqa: F401  (fixtures used by name)
+    RingOut,
+    rung_out,
+)
 from tests.test_escalation_e2e import (  # noqa: F401  (fixtures used by name)
-    StackFactory,
     api_port,
     esc_kannel,
     stack_factory,
@@ -39,15 +39,12 @@ pytestmark = [pytest.mark.asterisk, pytest.mark.kannel]
 
 
 async def test_given_real_unanswered_call_when_official_acknowledges_in_browser_then_chain_stops(
-    engine_ami: AmiClient,
-    db_engine: AsyncEngine,
-    stack_factory: StackFactory,  # noqa: F811
+    rung_out: RingOut,  # noqa: F811
     esc_kannel: KannelInstance,  # noqa: F811
 ) -> None:
-    stack = await stack_factory(kannel=esc_kannel)
+    stack, world, checkin_id = rung_out.stack, rung_out.world, rung_out.checkin_id
+    event, sms = rung_out.event, rung_out.sms
     sessions = stack.sessions
-    run = await ring_out_until_sms(engine_ami, db_engine, stack, esc_kannel)
-    world, checkin_id, event, sms = run.world, run.checkin_id, run.event, run.sms
     clock = SystemClock()
     assert event.outcome is Outcome.UNREACHABLE
     incident = await incident_of(sessions, checkin_id)

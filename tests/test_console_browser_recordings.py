@@ -11,9 +11,9 @@ import pytest
 
 from anbu.settings import Settings
 from tests.api_support import api_over
-from tests.console_support import make_account
+from tests.console_support import make_account, new_official
+from tests.fixtures_speech import GREETING, speak
 from tests.test_console_browser import console_in_browser, save_shot
-from tests.test_console_recordings import GREETING, new_official
 
 LABEL = "녹음 파일 (WAV, FLAC 등)"
 
@@ -22,7 +22,7 @@ LABEL = "녹음 파일 (WAV, FLAC 등)"
 def files(tmp_path: Path) -> tuple[Path, Path]:
     """A spoken greeting and the same one clipped (sox clips it at +18 dB)."""
     voice, clipped = tmp_path / "인사.wav", tmp_path / "찌그러진.wav"
-    subprocess.run(["espeak-ng", "-v", "ko", "-s", "140", "-w", str(voice), GREETING], check=True)
+    speak(GREETING, voice)
     subprocess.run(["sox", "-q", str(voice), str(clipped), "gain", "18"], check=True)
     return voice, clipped
 
@@ -33,7 +33,7 @@ async def test_given_official_in_browser_when_greeting_uploaded_then_sources_sho
     voice, clipped = files
     settings = Settings(database_url=db_url, var_dir=tmp_path / "var")
     async with api_over(db_url, settings) as api:
-        official = await new_official(api)
+        official = await new_official(api.container.sessions)
         await make_account(
             api.container.sessions, api.clock.now(), "kim", name="김복지", official_id=official
         )

@@ -14,12 +14,11 @@ import httpx
 from sqlalchemy import select, update
 
 from anbu.db.models import Resident
-from anbu.db.models_audit import AuditEntry
 from anbu.db.models_escalation import EscalationChain
 from anbu.domain.audit import AuditAction, AuditResource
 from anbu.domain.console import ConsoleRole
 from tests.api_support import api_over, h
-from tests.console_support import csrf_of, log_in, make_account, seed_incident
+from tests.console_support import audit_trail, csrf_of, log_in, make_account, seed_incident
 
 
 async def _delete(client: httpx.AsyncClient, chain_id: str, **more: str) -> tuple[int, str]:
@@ -105,17 +104,8 @@ async def test_given_chains_when_admin_deletes_one_then_only_an_unused_one_goes(
         async with sessions() as s:
             chains = set((await s.scalars(select(EscalationChain.id))).all())
             assert chains == {used_chain}
-            logged = (
-                await s.execute(
-                    select(AuditEntry.resource_id, AuditEntry.outcome)
-                    .where(
-                        AuditEntry.resource_type == AuditResource.ESCALATION_CHAIN,
-                        AuditEntry.action == AuditAction.DELETE,
-                    )
-                    .order_by(AuditEntry.id)
-                )
-            ).all()
-        assert [tuple(row) for row in logged] == [
+            logged = await audit_trail(s, AuditResource.ESCALATION_CHAIN, AuditAction.DELETE)
+        assert logged == [
             (used_chain, "refused: in use"),
             (used_chain, "refused: in use"),
             (empty_chain, "deleted"),

@@ -31,6 +31,16 @@ async def post(client: httpx.AsyncClient, path: str, **data: str) -> tuple[int, 
     return r.status_code, html.unescape(r.text)
 
 
+async def add_official(api: Api, *, name: str, **fields: str) -> Official:
+    """Adds an official through the console's form (signed in as a district admin)."""
+    status, text = await post(api.client, "/console/settings/officials", name=name, **fields)
+    assert status == 200, text
+    async with api.container.sessions() as s:
+        official = await s.scalar(select(Official).where(Official.name == name))
+    assert official is not None
+    return official
+
+
 def step(n: int, official_id: str, **more: str) -> dict[str, str]:
     """One row of the chain form: on duty Monday-Friday 09:00-18:00 unless told otherwise."""
     row = {
@@ -89,20 +99,10 @@ async def test_given_district_admin_when_editing_officials_and_chain_then_stored
     assert "박동주님을 추가했습니다." in text
     assert "*******1234" in text
     assert "01044441234" not in text
-    status, text = await post(
-        api.client,
-        "/console/settings/officials",
-        name="최당직",
-        phone="01099990000",
-        role="centre",
-        active="1",
-    )
-    assert status == 200, text
+    centre = await add_official(api, name="최당직", phone="01099990000", role="centre", active="1")
     async with sessions() as s:
         park = await s.scalar(select(Official).where(Official.name == "박동주"))
-        centre = await s.scalar(select(Official).where(Official.name == "최당직"))
         assert park is not None
-        assert centre is not None
         assert (park.phone, park.dong, park.role, park.active) == (
             "01044441234",
             "신림동",
@@ -231,18 +231,7 @@ async def test_given_admins_of_two_districts_when_browsing_settings_then_each_se
         sessions, now, "gangnam-boss", role=ConsoleRole.DISTRICT_ADMIN, district="11680"
     )
     await log_in(api.client, "boss")
-    status, text = await post(
-        api.client,
-        "/console/settings/officials",
-        name="한관악",
-        phone="01011112222",
-        role="dong",
-    )
-    assert status == 200, text
-    async with sessions() as s:
-        official = await s.scalar(select(Official).where(Official.name == "한관악"))
-        assert official is not None
-        official_id = official.id
+    official_id = (await add_official(api, name="한관악", phone="01011112222", role="dong")).id
     status, text = await post(
         api.client, "/console/settings/chain", dong="", **step(1, official_id)
     )

@@ -17,13 +17,13 @@ from anbu.db.models import Resident
 from anbu.db.models_audit import AuditEntry
 from anbu.db.models_console import ConsoleAccount
 from anbu.db.models_scheduling import RoutineSchedule
-from anbu.db.models_signals import Device, MonitoringHold
+from anbu.db.models_signals import MonitoringHold
 from anbu.domain.audit import AuditAction, AuditResource
 from anbu.domain.console import ConsoleRole
 from anbu.domain.escalation import SEOUL
-from anbu.domain.risk import DeviceKind, HoldReason
+from anbu.domain.risk import HoldReason
 from tests.api_support import Api
-from tests.console_support import csrf_of, log_in, make_account
+from tests.console_support import csrf_of, log_in, make_account, stale_plug_and_hospital_stay
 from tests.test_console_browser import console_in_browser, save_shot
 
 
@@ -163,21 +163,7 @@ async def test_given_official_in_browser_when_enrolling_one_then_resident_page_s
             assert resident is not None
             s.add_all(
                 [
-                    Device(
-                        device_id="plug-7",
-                        district_id=resident.district_id,
-                        resident_id=resident_id,
-                        kind=DeviceKind.PLUG,
-                        last_seen_at=now - dt.timedelta(hours=30),
-                        stale_due_at=now - dt.timedelta(hours=6),
-                    ),
-                    MonitoringHold(
-                        resident_id=resident_id,
-                        starts_at=now - dt.timedelta(days=1),
-                        ends_at=now + dt.timedelta(days=3),
-                        reason=HoldReason.HOSPITAL,
-                        note="보라매병원",
-                    ),
+                    *stale_plug_and_hospital_stay(resident.district_id, resident_id, now),
                     RoutineSchedule(resident_id=resident_id, weekday=0, time_min=10 * 60),
                 ]
             )

@@ -17,25 +17,15 @@ from sqlalchemy import select
 
 from anbu.db.models import District
 from anbu.db.models_audit import AuditEntry
-from anbu.db.models_escalation import Official
 from anbu.domain.audit import ActorKind, AuditAction, AuditResource
 from anbu.domain.console import ConsoleRole
 from anbu.domain.replies import Prompt
 from anbu.settings import Settings
 from ivr.recording import RecordingStore
 from tests.api_support import Api, api_over
-from tests.console_support import csrf_of, sign_in
+from tests.console_support import csrf_of, new_official, sign_in
 
-GREETING = "안녕하세요, 신림동 주민센터 김복지입니다."
 WAV = "audio/wav"
-
-
-@pytest.fixture(scope="module")
-def voice(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A spoken greeting at espeak-ng's own rate and level (22.05 kHz)."""
-    out = tmp_path_factory.mktemp("voice") / "greeting.wav"
-    subprocess.run(["espeak-ng", "-v", "ko", "-s", "140", "-w", str(out), GREETING], check=True)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +43,6 @@ async def api(db_url: str, tmp_path: Path) -> AsyncIterator[Api]:
 
 def store_of(api: Api) -> RecordingStore:
     return RecordingStore(api.container.settings.var_dir / "recordings")
-
-
-async def new_official(api: Api, code: str = "11620") -> str:
-    async with api.container.sessions() as s:
-        district = (await s.execute(select(District).where(District.code == code))).scalar_one()
-        official = Official(district_id=district.id, dong="신림동", name="김복지", phone="0299")
-        s.add(official)
-        await s.commit()
-        return official.id
 
 
 async def upload(
@@ -94,7 +75,7 @@ async def audit_rows(api: Api) -> list[AuditEntry]:
 async def test_given_official_when_own_greeting_uploaded_then_stored_and_sources_show_it(
     api: Api, voice: Path
 ) -> None:
-    official = await new_official(api)
+    official = await new_official(api.container.sessions)
     assert (await sign_in(api, "kim", official_id=official)).status_code == 303
     page = await api.client.get("/console")
     assert 'href="/console/recordings"' in page.text  # the nav link
@@ -128,7 +109,7 @@ async def test_given_bad_file_when_uploaded_then_korean_refusal_and_nothing_stor
     api: Api, request: pytest.FixtureRequest, fixture: str, reason: str, korean: str
 ) -> None:
     data = request.getfixturevalue(fixture).read_bytes() if fixture else b"not audio at all"
-    official = await new_official(api)
+    official = await new_official(api.container.sessions)
     await sign_in(api, "kim", official_id=official)
 
     status, text = await upload(api, data)
@@ -174,7 +155,7 @@ async def test_given_district_admins_when_uploading_then_only_their_own_district
     assert "없는 안내 문구입니다" in text
 
     # A plain official cannot record the district's voice.
-    official = await new_official(api)
+    official = await new_official(api.container.sessions)
     await sign_in(api, "kim", official_id=official)
     status, text = await upload(api, audio, target="district", prompt="goodbye")
     assert status == 403

@@ -23,7 +23,12 @@ from anbu.db.models_signals import Device, MonitoringHold
 from anbu.domain.replies import Reply
 from anbu.domain.risk import DeviceKind, HoldReason
 from tests.api_support import Api
-from tests.console_support import log_in, make_account, recent_incident
+from tests.console_support import (
+    log_in,
+    make_account,
+    recent_incident,
+    stale_plug_and_hospital_stay,
+)
 from tests.test_escalation_service import close_case
 
 
@@ -58,15 +63,7 @@ async def test_given_resident_details_when_viewing_and_filtering_then_shown_in_s
         lee = people["이플러그"]
         s.add_all(
             [
-                # Silent past its clock: stale.
-                Device(
-                    device_id="plug-7",
-                    district_id=gwanak.id,
-                    resident_id=lee,
-                    kind=DeviceKind.PLUG,
-                    last_seen_at=now - dt.timedelta(hours=30),
-                    stale_due_at=now - dt.timedelta(hours=6),
-                ),
+                *stale_plug_and_hospital_stay(gwanak.id, lee, now),
                 Device(
                     device_id="door-1",
                     district_id=gwanak.id,
@@ -81,13 +78,6 @@ async def test_given_resident_details_when_viewing_and_filtering_then_shown_in_s
                     resident_id=people["남강남"],
                     kind=DeviceKind.PLUG,
                     stale_due_at=now - dt.timedelta(hours=1),
-                ),
-                MonitoringHold(
-                    resident_id=lee,
-                    starts_at=now - dt.timedelta(days=1),
-                    ends_at=now + dt.timedelta(days=3),
-                    reason=HoldReason.HOSPITAL,
-                    note="보라매병원",
                 ),
                 # Over already: not shown.
                 MonitoringHold(

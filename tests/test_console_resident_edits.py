@@ -12,7 +12,6 @@ import html
 import httpx
 from sqlalchemy import select
 
-from anbu.db.models_audit import AuditEntry
 from anbu.db.models_scheduling import CallHold
 from anbu.db.models_signals import Device, MonitoringHold
 from anbu.domain.audit import AuditAction, AuditResource
@@ -22,7 +21,7 @@ from anbu.domain.escalation import SEOUL
 from anbu.domain.retry import RetryPolicy
 from anbu.services.rules import load_rules
 from tests.api_support import Api, api_over, new_resident
-from tests.console_support import csrf_of, log_in, make_account
+from tests.console_support import audit_trail, csrf_of, log_in, make_account
 
 
 async def _post(
@@ -168,17 +167,8 @@ async def test_given_official_when_editing_holds_and_devices_then_stored_audited
 
         # Every change in the access log, as an update of the resident.
         async with sessions() as s:
-            logged = (
-                await s.execute(
-                    select(AuditEntry.resource_id, AuditEntry.outcome)
-                    .where(
-                        AuditEntry.resource_type == AuditResource.RESIDENT,
-                        AuditEntry.action == AuditAction.UPDATE,
-                    )
-                    .order_by(AuditEntry.id)
-                )
-            ).all()
-        assert [tuple(row) for row in logged] == [
+            logged = await audit_trail(s, AuditResource.RESIDENT, AuditAction.UPDATE)
+        assert logged == [
             (mine, "hold added: hospital"),
             (mine, "call hold added"),
             (mine, "hold ended"),

@@ -445,18 +445,6 @@ async def test_given_answered_call_when_ivr_reports_then_record_carries_reply(
     await dialer.close()
 
 
-async def test_given_answered_call_when_ivr_never_reports_then_hung_up(
-    fake_ami: FakeAmi, ami: AmiClient
-) -> None:
-    fake_ami.handlers["Originate"] = events(
-        newchannel(), newstate("6"), response(True, "4"), hangup("16", "6")
-    )
-    dialer = make_dialer(ami)
-    record = await asyncio.wait_for(dialer.call(request()), 5.0)
-    assert (record.result, record.reply) == (CallResult.ANSWERED, Reply.HUNG_UP)
-    await dialer.close()
-
-
 async def test_given_answered_call_when_ivr_failed_before_a_reply_then_failed(
     fake_ami: FakeAmi, ami: AmiClient
 ) -> None:
@@ -477,33 +465,34 @@ async def test_given_answered_call_when_ivr_failed_before_a_reply_then_failed(
     await dialer.close()
 
 
-async def test_given_answered_call_when_bye_without_reason_then_answered_hung_up_not_failed(
-    fake_ami: FakeAmi, ami: AmiClient
-) -> None:
-    # Most phones send BYE without a Reason header: cause 0, but the channel driver's
-    # HangupRequest says the far end hung up.
-    fake_ami.handlers["Originate"] = events(
-        newchannel(), newstate("6"), response(True, "4"), hangup_request(), hangup("0", "6")
-    )
-    dialer = make_dialer(ami)
-    record = await asyncio.wait_for(dialer.call(request()), 5.0)
-    assert (record.result, record.reply, record.hangup_cause) == (
-        CallResult.ANSWERED,
-        Reply.HUNG_UP,
-        0,
-    )
-    await dialer.close()
+ANSWERED = (newchannel(), newstate("6"), response(True, "4"))
 
 
-async def test_given_answered_call_when_no_ivr_outcome_and_cause_0_then_failed(
-    fake_ami: FakeAmi, ami: AmiClient
+@pytest.mark.parametrize(
+    ("steps", "result", "reply", "cause"),
+    [
+        # The far end hung up (normal clearing) before the IVR reported anything.
+        ((*ANSWERED, hangup("16", "6")), CallResult.ANSWERED, Reply.HUNG_UP, 16),
+        # Most phones send BYE without a Reason header: cause 0, but the channel driver's
+        # HangupRequest says the far end hung up.
+        ((*ANSWERED, hangup_request(), hangup("0", "6")), CallResult.ANSWERED, Reply.HUNG_UP, 0),
+        # Cause 0 and nobody asked for the hangup: the call failed.
+        ((*ANSWERED, hangup("0", "6")), CallResult.FAILED, None, 0),
+    ],
+    ids=["ivr-never-reports", "bye-without-reason", "cause-0"],
+)
+async def test_given_answered_call_without_ivr_outcome_when_it_ends_then_hangup_decides(
+    fake_ami: FakeAmi,
+    ami: AmiClient,
+    steps: tuple[Step, ...],
+    result: CallResult,
+    reply: Reply | None,
+    cause: int,
 ) -> None:
-    fake_ami.handlers["Originate"] = events(
-        newchannel(), newstate("6"), response(True, "4"), hangup("0", "6")
-    )
+    fake_ami.handlers["Originate"] = events(*steps)
     dialer = make_dialer(ami)
     record = await asyncio.wait_for(dialer.call(request()), 5.0)
-    assert (record.result, record.reply) == (CallResult.FAILED, None)
+    assert (record.result, record.reply, record.hangup_cause) == (result, reply, cause)
     await dialer.close()
 
 

@@ -44,16 +44,23 @@ class RingOut:
     """A case whose one call rang out through the real engine, closed, and whose primary
     official's SMS arrived at Kannel's fake SMSC."""
 
+    stack: Stack
     world: World
     checkin_id: str
     event: CheckinClosed
     sms: ReceivedSms
 
 
-async def ring_out_until_sms(
-    engine_ami: AmiClient, db_engine: AsyncEngine, stack: Stack, kannel: KannelInstance
+@pytest.fixture
+async def rung_out(
+    engine_ami: AmiClient,
+    db_engine: AsyncEngine,
+    stack_factory: StackFactory,  # noqa: F811
+    esc_kannel: KannelInstance,  # noqa: F811
 ) -> RingOut:
     """One attempt to the never-answering number, dispatched for real, until the SMS is out."""
+    stack = await stack_factory(kannel=esc_kannel)
+    kannel = esc_kannel
     sessions = stack.sessions
     world = await make_world(sessions, resident_phone=NEVER_ANSWERS)
     clock = SystemClock()
@@ -102,19 +109,19 @@ async def ring_out_until_sms(
         )
 
     [event] = closed
-    return RingOut(world, checkin_id, event, sms)
+    return RingOut(stack, world, checkin_id, event, sms)
 
 
 async def test_given_resident_never_answers_when_attempt_rings_out_then_official_gets_sms(
-    engine_ami: AmiClient,
-    db_engine: AsyncEngine,
-    stack_factory: StackFactory,  # noqa: F811
-    esc_kannel: KannelInstance,  # noqa: F811
+    rung_out: RingOut,
 ) -> None:
-    stack = await stack_factory(kannel=esc_kannel)
+    stack, checkin_id, event, sms = (
+        rung_out.stack,
+        rung_out.checkin_id,
+        rung_out.event,
+        rung_out.sms,
+    )
     sessions = stack.sessions
-    run = await ring_out_until_sms(engine_ami, db_engine, stack, esc_kannel)
-    checkin_id, event, sms = run.checkin_id, run.event, run.sms
     assert event.outcome is Outcome.UNREACHABLE
     async with sessions() as s:
         case = (await s.execute(select(Checkin).where(Checkin.id == checkin_id))).scalar_one()

@@ -225,6 +225,15 @@ async def row(sessions: async_sessionmaker[AsyncSession], reference: str) -> Out
         ).scalar_one()
 
 
+async def outbox_counts(sessions: async_sessionmaker[AsyncSession]) -> dict[OutboxStatus, int]:
+    """How many outbox messages are in each status (a status with none is absent)."""
+    async with sessions() as s:
+        rows = await s.execute(
+            select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
+        )
+    return dict(rows.all())
+
+
 def local(at: dt.datetime) -> str:
     return at.astimezone(SEOUL).strftime("%m-%d %H:%M:%S")
 
@@ -377,13 +386,7 @@ async def test_given_kannel_stopped_when_alerts_close_then_they_wait_and_go_out_
         await kannel.start()
 
         async def all_sent() -> bool:
-            async with stack.sessions() as s:
-                n = await s.scalar(
-                    select(func.count())
-                    .select_from(OutboxMessage)
-                    .where(OutboxMessage.status == OutboxStatus.SENT)
-                )
-            return n == len(refs)
+            return (await outbox_counts(stack.sessions)).get(OutboxStatus.SENT) == len(refs)
 
         await wait_for(all_sent, 30)
 
@@ -437,13 +440,7 @@ async def test_given_worker_sigkilled_repeatedly_when_restarted_then_each_sms_se
         return proc
 
     async def sending_now() -> bool:
-        async with stack.sessions() as s:
-            n_sending = await s.scalar(
-                select(func.count())
-                .select_from(OutboxMessage)
-                .where(OutboxMessage.status == OutboxStatus.SENDING)
-            )
-        return bool(n_sending)
+        return bool((await outbox_counts(stack.sessions)).get(OutboxStatus.SENDING))
 
     rng = random.Random(6)
     mid_batch = 0
@@ -460,14 +457,7 @@ async def test_given_worker_sigkilled_repeatedly_when_restarted_then_each_sms_se
             await asyncio.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
-        async with stack.sessions() as s:
-            counts = dict(
-                (
-                    await s.execute(
-                        select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
-                    )
-                ).all()
-            )
+        counts = await outbox_counts(stack.sessions)
         if counts.get(OutboxStatus.SENDING):
             mid_batch += 1  # killed with a provider call in flight
         if not counts.get(OutboxStatus.PENDING):
@@ -477,13 +467,7 @@ async def test_given_worker_sigkilled_repeatedly_when_restarted_then_each_sms_se
     try:
 
         async def settled() -> bool:
-            async with stack.sessions() as s:
-                n_sent = await s.scalar(
-                    select(func.count())
-                    .select_from(OutboxMessage)
-                    .where(OutboxMessage.status == OutboxStatus.SENT)
-                )
-            return n_sent == n
+            return (await outbox_counts(stack.sessions)).get(OutboxStatus.SENT) == n
 
         await wait_for(settled, 40)
     finally:

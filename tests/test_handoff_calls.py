@@ -19,21 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from anbu.app.parts import Telephony, build_container, handoff_desk, speech_listener
 from anbu.db.models import CallAttempt, District, Resident
 from anbu.db.models_escalation import (
-    EscalationChain,
-    EscalationStep,
     Incident,
     IncidentEvent,
-    Official,
     OutboxMessage,
 )
 from anbu.db.models_scheduling import DoNotCall
 from anbu.domain.calls import CallResult
-from anbu.domain.incidents import AckChannel, IncidentEventKind, IncidentStatus, OfficialRole
+from anbu.domain.incidents import AckChannel, IncidentEventKind, IncidentStatus
 from anbu.domain.replies import Reply
 from anbu.ports import CallRecord, CallRequest
 from anbu.settings import HandoffSettings
 from escalation.service import EscalationConfig, EscalationService
-from tests.call_rig import new_attempt
+from tests.call_rig import add_chain, new_attempt
 from tests.fixtures_asterisk import AmiProbe, AsteriskPair
 
 pytestmark = [pytest.mark.asterisk]
@@ -67,31 +64,9 @@ async def make_world(
             dong="신림동",
         )
         s.add(resident)
-        officials = {
-            phone: Official(
-                district_id=district.id,
-                district=district,
-                dong="신림동",
-                name=f"담당 {i}",
-                phone=phone,
-                role=OfficialRole.DONG if i < len(chain) - 1 else OfficialRole.CENTRE,
-            )
-            for i, phone in enumerate(chain)
-        }
-        s.add_all(officials.values())
-        await s.flush()
-        s.add(
-            EscalationChain(
-                district_id=district.id,
-                dong="신림동",
-                steps=[
-                    EscalationStep(position=i, official_id=officials[p].id, ack_timeout_s=600)
-                    for i, p in enumerate(chain, start=1)
-                ],
-            )
-        )
+        officials = await add_chain(s, district, chain)
         await s.commit()
-        return World(resident.id, {p: o.id for p, o in officials.items()})
+        return World(resident.id, officials)
 
 
 @dataclass
@@ -123,13 +98,6 @@ class Rig:
     async def sms(self) -> list[OutboxMessage]:
         async with self.sessions() as s:
             return list((await s.execute(select(OutboxMessage))).scalars())
-
-    def carrier_events(self, name: str, number: str) -> list[dict[str, str]]:
-        return [
-            e
-            for e in self.carrier.events
-            if e.get("UserEvent") == name and e.get("Number") == number
-        ]
 
 
 @contextlib.asynccontextmanager
@@ -209,9 +177,9 @@ async def test_given_help_when_officials_refuse_ring_out_then_accept_then_bridge
     talked_s = float(timeline[-1].detail.split()[0])
     assert talked_s >= 2.5  # the official talks 3 s, then hangs up
     # The accepted official heard the whisper; nobody was paged by SMS.
-    assert rig.carrier_events("CarrierWhisper", ACCEPTS)
-    assert rig.carrier_events("CarrierTalked", ACCEPTS)
-    assert rig.carrier_events("CarrierWhisper", DOES_NOT_ACCEPT)
+    assert rig.carrier.user_events("CarrierWhisper", ACCEPTS)
+    assert rig.carrier.user_events("CarrierTalked", ACCEPTS)
+    assert rig.carrier.user_events("CarrierWhisper", DOES_NOT_ACCEPT)
     assert await rig.sms() == []
 
 
@@ -270,7 +238,7 @@ async def test_given_resident_on_do_not_call_when_help_then_never_connected_and_
         IncidentEventKind.NO_TRANSFER,
         IncidentEventKind.QUEUED,
     ]
-    assert not rig.carrier_events("CarrierWhisper", ACCEPTS)
+    assert not rig.carrier.user_events("CarrierWhisper", ACCEPTS)
     assert [m.to for m in await rig.sms()] == [ACCEPTS]
 
 
@@ -304,7 +272,7 @@ async def test_given_official_on_voicemail_when_help_then_detected_hung_up_and_n
     ]
     assert timeline[2].detail.startswith("voicemail")
     # Hung up on the 소리샘 before its beep: nothing recorded on the official's voicemail.
-    assert not rig.carrier_events("CarrierRecording", VOICEMAIL)
+    assert not rig.carrier.user_events("CarrierRecording", VOICEMAIL)
     assert incident.ack_channel is AckChannel.CALL
     assert await rig.sms() == []
 
@@ -330,7 +298,7 @@ async def test_given_call_cap_shorter_than_the_conversation_when_connected_then_
         timeline = await rig.timeline(incident.id)
         assert timeline[-1].kind is IncidentEventKind.TALKED
         assert float(timeline[-1].detail.split()[0]) >= 2.5  # the official's whole 3 s
-        assert rig.carrier_events("CarrierTalked", ACCEPTS)
+        assert rig.carrier.user_events("CarrierTalked", ACCEPTS)
 
 
 def test_given_the_engine_when_provisioned_then_the_holding_message_is_its_hold_class(

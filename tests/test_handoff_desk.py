@@ -5,15 +5,17 @@ and a transfer that never reports back (the process died mid-transfer) is paged 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from anbu.db.models import Checkin
+from anbu.db.models import CallAttempt, Checkin
 from anbu.db.models_escalation import Incident, OutboxMessage
 from anbu.domain.checkin import CheckinStatus, Outcome
 from anbu.domain.handoff import LegResult
 from anbu.domain.incidents import AckChannel, IncidentStatus
+from anbu.ports import HandoffPlan
 from escalation.handoff import HandoffDesk
 from escalation.service import EscalationConfig, EscalationService
 from tests.call_rig import new_attempt
@@ -31,14 +33,28 @@ class Clock:
         return self.at
 
 
-def build(
-    sessions: async_sessionmaker[AsyncSession],
-) -> tuple[EscalationService, HandoffDesk, Clock]:
+@dataclass
+class Desk:
+    service: EscalationService
+    desk: HandoffDesk
+    clock: Clock
+    attempt: CallAttempt  # the call in which the resident asked for help
+    plan: HandoffPlan  # the transfer the desk began for it
+
+
+async def build(sessions: async_sessionmaker[AsyncSession]) -> Desk:
+    """The desk, and a resident (chain: FIRST then SECOND) who asked for help on a call: the
+    desk has begun the transfer."""
     clock = Clock()
     service = EscalationService(
         sessions, EscalationConfig(public_url="http://anbu.test", sender="0212345678"), clock=clock
     )
-    return service, HandoffDesk(sessions, service, budget=BUDGET, clock=clock), clock
+    world = await make_world(sessions, "01099990060", [FIRST, SECOND])
+    attempt = await new_attempt(sessions, world.resident_id, "01099990060")
+    desk = HandoffDesk(sessions, service, budget=BUDGET, clock=clock)
+    plan = await desk.begin(attempt.channel_id)
+    assert plan is not None
+    return Desk(service, desk, clock, attempt, plan)
 
 
 async def close_as_help(sessions: async_sessionmaker[AsyncSession], checkin_id: str) -> None:
@@ -61,12 +77,15 @@ async def counts(sessions: async_sessionmaker[AsyncSession]) -> tuple[int, int]:
 async def test_given_accepted_transfer_when_case_closes_then_one_incident_and_no_sms(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    service, desk, clock = build(sessions)
-    world = await make_world(sessions, "01099990060", [FIRST, SECOND])
-    attempt = await new_attempt(sessions, world.resident_id, "01099990060")
+    made = await build(sessions)
+    service, desk, clock, attempt, plan = (
+        made.service,
+        made.desk,
+        made.clock,
+        made.attempt,
+        made.plan,
+    )
 
-    plan = await desk.begin(attempt.channel_id)
-    assert plan is not None
     assert [t.phone for t in plan.targets] == [FIRST, SECOND]
     assert plan.whisper.text == "안부확인 긴급 연결, 김○○ 어르신, 신림동"
     assert await desk.begin(attempt.channel_id) is None  # a second help: not run twice
@@ -88,11 +107,8 @@ async def test_given_accepted_transfer_when_case_closes_then_one_incident_and_no
 async def test_given_transfer_that_never_reports_when_budget_runs_out_then_tick_pages(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    service, desk, clock = build(sessions)
-    world = await make_world(sessions, "01099990060", [FIRST, SECOND])
-    attempt = await new_attempt(sessions, world.resident_id, "01099990060")
-    plan = await desk.begin(attempt.channel_id)
-    assert plan is not None
+    made = await build(sessions)
+    service, desk, clock, plan = made.service, made.desk, made.clock, made.plan
 
     clock.at += BUDGET - dt.timedelta(seconds=1)
     assert await service.escalate_due() == 0  # still within the transfer's time

@@ -25,9 +25,8 @@ from anbu.db.migrate import upgrade
 from anbu.db.models import CallAttempt, Checkin
 from anbu.db.models_escalation import OutboxMessage
 from anbu.domain.checkin import AttemptStatus, CheckinStatus
-from anbu.services.checkins import CheckinClosed
 from devstack.asterisk import AsteriskInstall
-from tests.call_rig import campaign_settings, dispatching, seed_campaign
+from tests.call_rig import Closings, campaign_settings, dispatching, seed_campaign
 from tests.fixtures_asterisk import AmiProbe, AsteriskPair, running_nodes
 from tests.test_agi_correlation import short_prompts  # noqa: F401 (fixture)
 
@@ -69,17 +68,7 @@ async def test_given_two_nodes_when_one_is_killed_mid_campaign_then_no_case_lost
     escalation = build_escalation(container, send=False)
     expected = await seed_campaign(sessions, CASES, tag="test", max_attempts=3, now=clock.now())
 
-    closed: Counter[str] = Counter()
-    progress = asyncio.Condition()
-
-    async def on_closed(event: CheckinClosed) -> None:
-        async with progress:
-            closed[event.checkin_id] += 1
-            progress.notify_all()
-
-    async def until_closed(n: int, timeout_s: float) -> None:
-        async with asyncio.timeout(timeout_s), progress:
-            await progress.wait_for(lambda: len(closed) >= n)
+    closings = Closings()
 
     carrier = await AmiProbe.connect(
         "127.0.0.1", nodes.carrier.ami_port, nodes.carrier.ami_user, nodes.carrier.ami_secret
@@ -87,9 +76,9 @@ async def test_given_two_nodes_when_one_is_killed_mid_campaign_then_no_case_lost
     tel = Telephony.build(settings, clock)
     await tel.start()
     dispatcher = build_dispatcher(container, tel, escalation.service)
-    dispatcher.add_listener(on_closed)
+    dispatcher.add_listener(closings.on_closed)
     async with dispatching(dispatcher, then=[tel.stop, escalation.aclose, carrier.close]):
-        await until_closed(10, 120)
+        await closings.until(10, 120)
         # Mid-call: wait until the node has calls in flight, most of them not yet answered
         # by a key (the carrier presses 1.5 s after answering).
         on_killed = tel.links[0].dialer
@@ -98,10 +87,10 @@ async def test_given_two_nodes_when_one_is_killed_mid_campaign_then_no_case_lost
                 await asyncio.sleep(0.02)
         in_flight = on_killed.active_calls
         await asyncio.to_thread(killed.kill)  # SIGKILL
-        await until_closed(len(closed) + 20, 120)  # carried on by the other node alone
+        await closings.until(len(closings.count) + 20, 120)  # carried on by the other node alone
         await asyncio.to_thread(killed.start)
         restarted_at = clock.now()
-        await until_closed(CASES, 240)
+        await closings.until(CASES, 240)
 
     async with sessions() as s:
         cases = (await s.execute(select(Checkin))).scalars().all()
@@ -117,14 +106,10 @@ async def test_given_two_nodes_when_one_is_killed_mid_campaign_then_no_case_lost
     assert len(cases) == CASES
     assert all(c.status is CheckinStatus.COMPLETED for c in cases), Counter(c.status for c in cases)
     assert {c.id: expected[c.resident_id] for c in cases} == {c.id: c.outcome for c in cases}
-    assert set(closed.values()) == {1}
+    assert set(closings.count.values()) == {1}
 
     # No call dialled twice, counted on the carrier's side; every answered attempt reached it.
-    dials = Counter(
-        e.get("Call", "")
-        for e in carrier.events
-        if e.get("Event") == "UserEvent" and e.get("UserEvent") == "CarrierCall"
-    )
+    dials = carrier.carrier_dials()
     assert dials
     assert max(dials.values()) == 1, dials.most_common(3)
     channel_ids = {a.channel_id for a in attempts}

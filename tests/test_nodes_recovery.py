@@ -12,16 +12,16 @@ import itertools
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from anbu.db.models import CallAttempt, District, Resident
+from anbu.db.models import CallAttempt
 from anbu.db.models_scheduling import DispatcherWorker
-from anbu.domain.checkin import AttemptStatus, CheckinSource
+from anbu.domain.checkin import AttemptStatus
 from anbu.domain.retry import RetryPolicy
 from anbu.errors import TelephonyError
 from anbu.ports import CallRecord, CallRequest
-from anbu.services.checkins import open_checkin
 from scheduler.claims import claim_due
 from scheduler.dispatcher import Dispatcher, EngineNode
 from tests.api_support import MovableClock
+from tests.call_rig import open_api_checkins
 from tests.test_scheduler_claims import ANYTIME, WED_10
 
 
@@ -47,15 +47,8 @@ async def _seed_claimed(
 ) -> dict[str, str]:
     """One case per node name, claimed by a worker that then died. Returns node -> channel id."""
     async with sessions() as s:
-        district = District(code="11620", name="관악구")
-        people = [
-            Resident(district=district, name=f"주민{i}", phone=f"010{i:08d}", dong="신림동")
-            for i in range(len(nodes))
-        ]
-        s.add_all(people)
-        await s.flush()
-        for person in people:
-            await open_checkin(s, person, source=CheckinSource.API, reason="t", now=WED_10)
+        phones = [f"010{i:08d}" for i in range(len(nodes))]
+        await open_api_checkins(s, phones, reason="t", now=WED_10)
         dead = DispatcherWorker(host="test", pid=1)
         s.add(dead)
         await s.commit()

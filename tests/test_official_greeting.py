@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.app.parts import Telephony, build_container, recording_store, voice_profiles
@@ -27,18 +25,11 @@ from anbu.ports import IvrOutcome
 from anbu.settings import Settings
 from ivr.recording import RecordingStore
 from tests.api_support import api_over, h
+from tests.console_support import new_official
 from tests.fixtures_asterisk import AsteriskPair
 from tests.test_repeat_calls import KeepingRegistry, dial
 
-GREETING = "안녕하세요, 신림동 주민센터 김복지입니다."
 PRESSES_1 = "01099990001"
-
-
-@pytest.fixture(scope="module")
-def voice(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("voice") / "greeting.wav"
-    subprocess.run(["espeak-ng", "-v", "ko", "-s", "140", "-w", str(out), GREETING], check=True)
-    return out
 
 
 def test_given_recordings_in_every_scope_when_resolved_then_official_district_default_tts(
@@ -64,22 +55,13 @@ def test_given_recordings_in_every_scope_when_resolved_then_official_district_de
     assert "official-kim" in store.manifest()["recordings"]
 
 
-async def _official(sessions: async_sessionmaker[AsyncSession], code: str) -> str:
-    async with sessions() as s:
-        district = (await s.execute(select(District).where(District.code == code))).scalar_one()
-        official = Official(district_id=district.id, dong="신림동", name="김복지", phone="0299")
-        s.add(official)
-        await s.commit()
-        return official.id
-
-
 async def test_given_api_when_official_greeting_uploaded_then_only_their_districts_keys(
     voice: Path, tmp_path: Path, db_url: str
 ) -> None:
     audio = voice.read_bytes()  # noqa: ASYNC240 (a test fixture's file)
     wav = {"content-type": "audio/wav"}
     async with api_over(db_url, Settings(database_url=db_url, var_dir=tmp_path)) as api:
-        kim = await _official(api.container.sessions, "11620")
+        kim = await new_official(api.container.sessions)
         gwanak, gangnam = h(api.keys["gwanak"]), h(api.keys["gangnam"])
         url = "/v1/prompts/greeting/recording"
 
@@ -125,7 +107,7 @@ async def test_given_cli_when_official_greeting_uploaded_then_stored_and_unknown
         async with container.sessions() as s:
             s.add(District(code="11620", name="관악구"))
             await s.commit()
-        kim = await _official(container.sessions, "11620")
+        kim = await new_official(container.sessions)
     finally:
         await container.aclose()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from ivr.agi import AgiServer
 from ivr.flow import CheckinFlow
 from ivr.prompts import PromptLibrary
 from ivr.recording import (
+    DEFAULT_MAX_S,
     LOUDNESS_TOLERANCE_LU,
     TARGET_LUFS,
     RecordingRefusedError,
@@ -31,19 +33,9 @@ from ivr.tts import PEAK_CEILING_DBFS, read_samples, wav_duration
 from tests.api_support import api_over, h
 from tests.ivr_fakes import FakeAgiPeer, FakeChannel, agi_env
 
-GREETING = "안녕하세요, 신림동 주민센터 김복지입니다."
-
 
 def sox(*args: str | Path) -> None:
     subprocess.run(["sox", "-q", *map(str, args)], check=True)
-
-
-@pytest.fixture(scope="module")
-def voice(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A spoken greeting at espeak-ng's own rate and level (22.05 kHz)."""
-    out = tmp_path_factory.mktemp("voice") / "greeting.wav"
-    subprocess.run(["espeak-ng", "-v", "ko", "-s", "140", "-w", str(out), GREETING], check=True)
-    return out
 
 
 def source(voice: Path, tmp: Path, name: str, *effects: str, fmt: tuple[str, ...] = ()) -> Path:
@@ -90,41 +82,51 @@ def test_given_padded_source_when_ingested_then_silence_trimmed(
     assert result.duration_s == pytest.approx(plain.duration_s, abs=0.15)
 
 
-def test_given_text_file_when_ingested_then_refused_not_audio(tmp_path: Path) -> None:
-    bogus = tmp_path / "greeting.wav"
+def _text_file(_voice: Path, tmp: Path) -> Path:
+    bogus = tmp / "greeting.wav"
     bogus.write_text("안녕하세요, 이건 소리가 아닙니다", encoding="utf-8")
-    with pytest.raises(RecordingRefusedError) as err:
-        ingest(bogus, tmp_path / "out.wav")
-    assert err.value.reason is Refusal.NOT_AUDIO
+    return bogus
 
 
-def test_given_clipped_recording_when_ingested_then_refused_clipped(
-    voice: Path, tmp_path: Path
-) -> None:
-    clipped = source(voice, tmp_path, "clipped.wav", "gain", "18")  # sox clips it
-    with pytest.raises(RecordingRefusedError) as err:
-        ingest(clipped, tmp_path / "out.wav")
-    assert err.value.reason is Refusal.CLIPPED
-    assert not (tmp_path / "out.wav").exists()
+def _clipped(voice: Path, tmp: Path) -> Path:
+    return source(voice, tmp, "clipped.wav", "gain", "18")  # sox clips it
 
 
-def test_given_silent_recording_when_ingested_then_refused_silent(tmp_path: Path) -> None:
-    hiss = tmp_path / "hiss.wav"
+def _hiss(_voice: Path, tmp: Path) -> Path:
+    hiss = tmp / "hiss.wav"
     sox("-n", "-r", "8000", "-c", "1", "-b", "16", hiss, "synth", "4", "whitenoise", "vol", "0.001")
-    with pytest.raises(RecordingRefusedError) as err:
-        ingest(hiss, tmp_path / "out.wav")
-    assert err.value.reason is Refusal.SILENT
+    return hiss
 
 
-def test_given_long_recording_when_ingested_then_refused_too_long(
-    voice: Path, tmp_path: Path
-) -> None:
-    long = tmp_path / "long.wav"
+def _eight_times_over(voice: Path, tmp: Path) -> Path:
+    long = tmp / "long.wav"
     sox(voice, voice, voice, voice, voice, voice, voice, voice, long)
+    return long
+
+
+@pytest.mark.parametrize(
+    ("make", "max_s", "reason", "says"),
+    [
+        (_text_file, DEFAULT_MAX_S, Refusal.NOT_AUDIO, ""),
+        (_clipped, DEFAULT_MAX_S, Refusal.CLIPPED, ""),
+        (_hiss, DEFAULT_MAX_S, Refusal.SILENT, ""),
+        (_eight_times_over, 10, Refusal.TOO_LONG, "at most 10 s"),
+    ],
+    ids=["text-file", "clipped", "silent", "too-long"],
+)
+def test_given_unfit_recording_when_ingested_then_refused_with_its_reason_and_nothing_written(
+    voice: Path,
+    tmp_path: Path,
+    make: Callable[[Path, Path], Path],
+    max_s: float,
+    reason: Refusal,
+    says: str,
+) -> None:
     with pytest.raises(RecordingRefusedError) as err:
-        ingest(long, tmp_path / "out.wav", max_s=10)
-    assert err.value.reason is Refusal.TOO_LONG
-    assert "at most 10 s" in str(err.value)
+        ingest(make(voice, tmp_path), tmp_path / "out.wav", max_s=max_s)
+    assert err.value.reason is reason
+    assert says in str(err.value)
+    assert not (tmp_path / "out.wav").exists()
 
 
 def test_given_uploads_when_manifest_read_then_each_prompt_names_its_source(

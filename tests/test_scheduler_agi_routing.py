@@ -24,15 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from anbu.app.parts import build_container
 from anbu.db.migrate import upgrade
-from anbu.db.models import CallAttempt, Checkin, District, Resident
+from anbu.db.models import CallAttempt, Checkin
 from anbu.db.models_scheduling import AttemptClaim, Program, SelfTestRun
 from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.calls import CallResult
-from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus, Outcome
+from anbu.domain.checkin import AttemptStatus, CheckinStatus, Outcome
 from anbu.domain.replies import Reply
 from anbu.errors import ValidationError
 from anbu.ports import SystemClock
-from anbu.services.checkins import open_checkin
 from anbu.settings import SchedulingSettings, Settings, TrunkSettings
 from ivr.agi import AgiServer
 from ivr.ami import AmiClient, AmiMessage
@@ -42,6 +41,7 @@ from ivr.prompts import PromptLibrary
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
 from scheduler.service import build_scheduler
 from scheduler.worker import agi_address_for
+from tests.call_rig import open_api_checkins
 from tests.dispatch_worker import DispatchWorker
 from tests.fixtures_asterisk import AsteriskPair, free_ports
 
@@ -96,18 +96,9 @@ async def _seed_program(sessions: async_sessionmaker[AsyncSession]) -> None:
 async def _open_cases(sessions: async_sessionmaker[AsyncSession], count: int) -> list[str]:
     now = SystemClock().now()
     async with sessions() as s:
-        district = District(code="11620", name="관악구")
-        ids = []
-        for i in range(count):
-            person = Resident(district=district, name=f"주민{i}", phone=PRESSES_1, dong="신림동")
-            s.add(person)
-            await s.flush()
-            checkin, _ = await open_checkin(
-                s, person, source=CheckinSource.API, reason="agi routing", now=now
-            )
-            ids.append(checkin.id)
+        checkins = await open_api_checkins(s, [PRESSES_1] * count, reason="agi routing", now=now)
         await s.commit()
-    return ids
+    return [c.id for c in checkins]
 
 
 async def _wait_closed(sessions: async_sessionmaker[AsyncSession], timeout_s: float) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -30,7 +31,7 @@ from anbu.domain.replies import Reply
 from anbu.domain.retry import RetryPolicy
 from anbu.domain.risk import HoldReason
 from anbu.ports import CallRecord
-from anbu.services.checkins import lose_attempt, open_checkin, record_attempt
+from anbu.services.checkins import CheckinClosed, lose_attempt, open_checkin, record_attempt
 from anbu.services.rules import load_rules
 from scheduler.claims import ClaimPass, claim_due, orphaned_attempts
 from scheduler.dispatcher import SEVERE_PRIORITY
@@ -62,6 +63,18 @@ async def _worker(session: AsyncSession) -> int:
     return row.id
 
 
+async def _due_now(sessions: async_sessionmaker[AsyncSession], n: int) -> tuple[list[Checkin], int]:
+    """``n`` residents, each with an API check-in due at WED_10, and one dispatcher worker."""
+    async with sessions() as s:
+        checkins = [
+            (await open_checkin(s, p, source=CheckinSource.API, reason="a", now=WED_10))[0]
+            for p in await _residents(s, n)
+        ]
+        worker = await _worker(s)
+        await s.commit()
+    return checkins, worker
+
+
 async def _claim(
     session: AsyncSession,
     worker: int,
@@ -89,6 +102,14 @@ async def _claim(
     )
 
 
+async def _claim_in(
+    sessions: async_sessionmaker[AsyncSession], worker: int, now: dt.datetime, **kw: Any
+) -> ClaimPass:
+    """One claiming pass in a session of its own, as the dispatcher runs it."""
+    async with sessions() as s:
+        return await _claim(s, worker, now, **kw)
+
+
 def _record(
     attempt: CallAttempt, result: CallResult, at: dt.datetime, reply: Reply | None = None
 ) -> CallRecord:
@@ -114,8 +135,7 @@ async def test_given_normal_and_severe_due_when_one_slot_then_severe_is_claimed_
         )
         worker = await _worker(s)
         await s.commit()
-    async with sessions() as s:
-        out = await _claim(s, worker, WED_10, limit=1)
+    out = await _claim_in(sessions, worker, WED_10, limit=1)
     assert [c.checkin_id for c in out.claimed] == [c2.id]
 
 
@@ -130,8 +150,7 @@ async def test_given_saturday_when_claiming_then_normal_waits_for_monday_and_sev
         )
         worker = await _worker(s)
         await s.commit()
-    async with sessions() as s:
-        out = await _claim(s, worker, SAT_12, window=CallingWindow())
+    out = await _claim_in(sessions, worker, SAT_12, window=CallingWindow())
     assert [c.checkin_id for c in out.claimed] == [c2.id]
     assert out.deferred == 1
     async with sessions() as s:
@@ -153,8 +172,7 @@ async def test_given_do_not_call_number_when_claiming_then_case_closes_for_an_of
         )
         worker = await _worker(s)
         await s.commit()
-    async with sessions() as s:
-        out = await _claim(s, worker, WED_10)
+    out = await _claim_in(sessions, worker, WED_10)
     assert out.claimed == []
     assert [(e.checkin_id, e.outcome) for e in out.closed] == [(checkin.id, Outcome.DECLINED)]
     async with sessions() as s:
@@ -195,8 +213,7 @@ async def test_given_hold_when_claiming_then_attempt_moves_to_hold_end(
         await open_checkin(s, person, source=CheckinSource.API, reason="a", now=WED_10)
         worker = await _worker(s)
         await s.commit()
-    async with sessions() as s:
-        out = await _claim(s, worker, WED_10)
+    out = await _claim_in(sessions, worker, WED_10)
     assert (out.claimed, out.deferred) == ([], 1)
     assert out.next_due == until
 
@@ -204,16 +221,9 @@ async def test_given_hold_when_claiming_then_attempt_moves_to_hold_end(
 async def test_given_cap_reached_by_other_workers_when_claiming_then_nothing_starts(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    async with sessions() as s:
-        people = await _residents(s, 4)
-        for p in people:
-            await open_checkin(s, p, source=CheckinSource.API, reason="a", now=WED_10)
-        worker = await _worker(s)
-        await s.commit()
-    async with sessions() as s:
-        first = await _claim(s, worker, WED_10, cap=3)
-    async with sessions() as s:
-        second = await _claim(s, worker, WED_10, cap=3)
+    _, worker = await _due_now(sessions, 4)
+    first = await _claim_in(sessions, worker, WED_10, cap=3)
+    second = await _claim_in(sessions, worker, WED_10, cap=3)
     assert (len(first.claimed), len(second.claimed)) == (3, 0)
 
 
@@ -221,50 +231,36 @@ async def test_given_cap_reached_by_other_workers_when_claiming_then_nothing_sta
 async def test_given_hung_up_calls_unstored_when_claiming_then_their_channels_count_as_free(
     sessions: async_sessionmaker[AsyncSession], allowance: int | None, expected: int
 ) -> None:
-    async with sessions() as s:
-        people = await _residents(s, 8)
-        for p in people:
-            await open_checkin(s, p, source=CheckinSource.API, reason="a", now=WED_10)
-        worker = await _worker(s)
-        await s.commit()
-    async with sessions() as s:
-        first = await _claim(s, worker, WED_10, cap=4)
+    _, worker = await _due_now(sessions, 8)
+    first = await _claim_in(sessions, worker, WED_10, cap=4)
     # Three of the four calls have hung up, results not stored: still dialing in the table.
     ended = frozenset(c.attempt_id for c in first.claimed[:3]) | {"stored-meanwhile"}
-    async with sessions() as s:
-        second = await _claim(s, worker, WED_10, cap=4, hung_up=ended, refill_allowance=allowance)
+    second = await _claim_in(
+        sessions, worker, WED_10, cap=4, hung_up=ended, refill_allowance=allowance
+    )
     assert (len(first.claimed), len(second.claimed)) == (4, expected)
 
 
 async def test_given_a_wave_refilled_in_two_passes_when_claiming_then_the_rest_is_free(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    async with sessions() as s:
-        people = await _residents(s, 12)
-        for p in people:
-            await open_checkin(s, p, source=CheckinSource.API, reason="a", now=WED_10)
-        worker = await _worker(s)
-        await s.commit()
-    async with sessions() as s:
-        wave = await _claim(s, worker, WED_10, cap=4)
+    _, worker = await _due_now(sessions, 12)
+    wave = await _claim_in(sessions, worker, WED_10, cap=4)
     ended = frozenset(c.attempt_id for c in wave.claimed)  # all four hung up, none stored
-    async with sessions() as s:
-        # Alone: the allowance is the cap less its calls up (none yet).
-        first = await _claim(s, worker, WED_10, cap=4, limit=2, hung_up=ended, refill_allowance=4)
-    async with sessions() as s:
-        # The table now says six dialing; two calls are really up.
-        second = await _claim(s, worker, WED_10, cap=4, hung_up=ended, refill_allowance=2)
+    # Alone: the allowance is the cap less its calls up (none yet).
+    first = await _claim_in(
+        sessions, worker, WED_10, cap=4, limit=2, hung_up=ended, refill_allowance=4
+    )
+    # The table now says six dialing; two calls are really up.
+    second = await _claim_in(sessions, worker, WED_10, cap=4, hung_up=ended, refill_allowance=2)
     assert [len(p.claimed) for p in (wave, first, second)] == [4, 2, 2]
 
 
 async def test_given_two_claimers_at_once_when_claiming_then_no_attempt_is_claimed_twice(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
+    _, w1 = await _due_now(sessions, 30)
     async with sessions() as s:
-        people = await _residents(s, 30)
-        for p in people:
-            await open_checkin(s, p, source=CheckinSource.API, reason="a", now=WED_10)
-        w1 = await _worker(s)
         w2 = await _worker(s)
         await s.commit()
 
@@ -286,11 +282,7 @@ async def test_given_two_claimers_at_once_when_claiming_then_no_attempt_is_claim
 async def test_given_attempt_of_dead_worker_when_reconciled_then_counted_and_retried_later(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    async with sessions() as s:
-        (person,) = await _residents(s, 1)
-        checkin, _ = await open_checkin(s, person, source=CheckinSource.API, reason="a", now=WED_10)
-        dead = await _worker(s)
-        await s.commit()
+    (checkin,), dead = await _due_now(sessions, 1)
     async with sessions() as s:
         (claimed,) = (await _claim(s, dead, WED_10)).claimed
     later = WED_10 + dt.timedelta(seconds=5)
@@ -327,11 +319,7 @@ async def test_given_lost_attempts_when_policy_used_up_then_case_is_exhausted(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     policy = RetryPolicy(max_attempts=2, interval=dt.timedelta(seconds=0))
-    async with sessions() as s:
-        (person,) = await _residents(s, 1)
-        await open_checkin(s, person, source=CheckinSource.API, reason="a", now=WED_10)
-        worker = await _worker(s)
-        await s.commit()
+    _, worker = await _due_now(sessions, 1)
     closed = None
     for _ in range(2):
         async with sessions() as s:
@@ -342,37 +330,31 @@ async def test_given_lost_attempts_when_policy_used_up_then_case_is_exhausted(
     assert (closed.status, closed.outcome) == (CheckinStatus.EXHAUSTED, Outcome.UNREACHABLE)
 
 
+async def _claim_and_ask_for_callback(
+    s: AsyncSession, worker: int, at: dt.datetime, policy: RetryPolicy
+) -> CheckinClosed | None:
+    """Claims the one due attempt; the resident answers and says "call me later"."""
+    (claimed,) = (await _claim(s, worker, at)).claimed
+    attempt = await s.get(CallAttempt, claimed.attempt_id)
+    assert attempt is not None
+    reply = _record(attempt, CallResult.ANSWERED, at, Reply.CALLBACK)
+    return await record_attempt(s, attempt.id, reply, policy, at)
+
+
 async def test_given_call_me_later_when_recorded_then_one_callback_then_official(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     policy = RetryPolicy(max_attempts=1, max_callbacks=1, callback_delay=dt.timedelta(hours=2))
+    (checkin,), worker = await _due_now(sessions, 1)
     async with sessions() as s:
-        (person,) = await _residents(s, 1)
-        checkin, _ = await open_checkin(s, person, source=CheckinSource.API, reason="a", now=WED_10)
-        worker = await _worker(s)
-        await s.commit()
-    async with sessions() as s:
-        (c1,) = (await _claim(s, worker, WED_10)).claimed
-        a1 = await s.get(CallAttempt, c1.attempt_id)
-        assert a1 is not None
-        assert (
-            await record_attempt(
-                s, a1.id, _record(a1, CallResult.ANSWERED, WED_10, Reply.CALLBACK), policy, WED_10
-            )
-            is None
-        )
+        assert await _claim_and_ask_for_callback(s, worker, WED_10, policy) is None
         await s.commit()
     later = WED_10 + dt.timedelta(hours=2)
     async with sessions() as s:
         stored = await s.get(Checkin, checkin.id)
         assert stored is not None
         assert stored.attempts[1].scheduled_for == later
-        (c2,) = (await _claim(s, worker, later)).claimed
-        a2 = await s.get(CallAttempt, c2.attempt_id)
-        assert a2 is not None
-        closed = await record_attempt(
-            s, a2.id, _record(a2, CallResult.ANSWERED, later, Reply.CALLBACK), policy, later
-        )
+        closed = await _claim_and_ask_for_callback(s, worker, later, policy)
         await s.commit()
     assert closed is not None
     assert (closed.status, closed.outcome) == (CheckinStatus.COMPLETED, Outcome.CALLBACK)

@@ -23,14 +23,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from anbu.db.migrate import upgrade
-from anbu.db.models import CallAttempt, Checkin, District, Resident
+from anbu.db.models import CallAttempt, Checkin
 from anbu.db.models_scheduling import AttemptClaim, Program
 from anbu.db.session import make_engine, make_sessionmaker
-from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus
+from anbu.domain.checkin import AttemptStatus, CheckinStatus
 from anbu.ports import SystemClock
-from anbu.services.checkins import open_checkin
 from ivr.ami import AmiClient, AmiMessage
 from scheduler.dispatcher import AmiChannelProbe
+from tests.call_rig import open_api_checkins
 from tests.dispatch_worker import DispatchWorker
 from tests.fixtures_asterisk import (
     AsteriskPair,
@@ -60,14 +60,8 @@ class DialLog:
 @pytest.fixture
 async def dial_log(asterisk_pair: AsteriskPair) -> AsyncIterator[DialLog]:
     log = DialLog()
-    ami = AmiClient(
-        "127.0.0.1", asterisk_pair.ami_port, asterisk_pair.ami_user, asterisk_pair.ami_secret
-    )
-    await ami.connect()
-    sub = ami.subscribe(log.on_event, "Newchannel")
-    yield log
-    sub.cancel()
-    await ami.close()
+    async with asterisk_pair.engine_events(log.on_event, "Newchannel"):
+        yield log
 
 
 async def _migrated(url: str) -> AsyncEngine:
@@ -89,20 +83,10 @@ async def _seed(sessions: async_sessionmaker[AsyncSession], count: int) -> list[
                 max_callbacks=0,
             )
         )
-        district = District(code="11620", name="관악구")
-        ids = []
-        for i in range(count):
-            person = Resident(
-                district=district, name=f"주민{i}", phone=NUMBERS[i % len(NUMBERS)], dong="신림동"
-            )
-            s.add(person)
-            await s.flush()
-            checkin, _ = await open_checkin(
-                s, person, source=CheckinSource.API, reason="kill test", now=clock.now()
-            )
-            ids.append(checkin.id)
+        phones = [NUMBERS[i % len(NUMBERS)] for i in range(count)]
+        checkins = await open_api_checkins(s, phones, reason="kill test", now=clock.now())
         await s.commit()
-    return ids
+    return [c.id for c in checkins]
 
 
 def _worker(pair: AsteriskPair, url: str, log_path: Path) -> DispatchWorker:

@@ -20,17 +20,18 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from anbu.db.migrate import upgrade
-from anbu.db.models import CallAttempt, Checkin, District, Resident
+from anbu.db.models import CallAttempt, Checkin
 from anbu.db.models_scheduling import AttemptClaim, Program
 from anbu.db.session import make_engine, make_sessionmaker
 from anbu.domain.calls import CallResult
-from anbu.domain.checkin import AttemptStatus, CheckinSource, CheckinStatus
+from anbu.domain.checkin import AttemptStatus, CheckinStatus
 from anbu.ports import SystemClock
-from anbu.services.checkins import CheckinClosed, open_checkin
+from anbu.services.checkins import CheckinClosed
 from ivr.ami import AmiClient, AmiMessage
 from ivr.dialer import AmiDialer, CallRegistry
 from scheduler.claims import Claimed
 from scheduler.dispatcher import AmiChannelProbe, Dispatcher
+from tests.call_rig import open_api_checkins
 from tests.db_fixtures import create_pg_database, drop_pg_database, pg_url
 from tests.fixtures_asterisk import AsteriskPair
 
@@ -58,34 +59,19 @@ class ChannelWatch:
 @pytest.fixture
 async def channel_watch(asterisk_pair: AsteriskPair) -> AsyncIterator[ChannelWatch]:
     watch = ChannelWatch()
-    ami = AmiClient(
-        "127.0.0.1", asterisk_pair.ami_port, asterisk_pair.ami_user, asterisk_pair.ami_secret
-    )
-    await ami.connect()
-    sub = ami.subscribe(watch.on_event, "Newchannel", "Hangup")
-    yield watch
-    sub.cancel()
-    await ami.close()
+    async with asterisk_pair.engine_events(watch.on_event, "Newchannel", "Hangup"):
+        yield watch
 
 
 async def _open(sessions: async_sessionmaker[AsyncSession], count: int) -> list[str]:
     clock = SystemClock()
     async with sessions() as s:
         s.add(Program.any_hour("test", max_attempts=1, max_callbacks=0))
-        district = District(code="11620", name="관악구")
-        ids = []
-        for i in range(count):
-            person = Resident(
-                district=district, name=f"주민{i}", phone=NEVER_ANSWERS, dong="신림동"
-            )
-            s.add(person)
-            await s.flush()
-            checkin, _ = await open_checkin(
-                s, person, source=CheckinSource.API, reason="test", now=clock.now()
-            )
-            ids.append(checkin.id)
+        checkins = await open_api_checkins(
+            s, [NEVER_ANSWERS] * count, reason="test", now=clock.now()
+        )
         await s.commit()
-    return ids
+    return [c.id for c in checkins]
 
 
 def _dispatcher(

@@ -22,14 +22,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from anbu.db.models import CallAttempt, District, Resident
+from anbu.db.models import CallAttempt
 from anbu.db.models_scheduling import Program
 from anbu.domain.calls import CallResult
-from anbu.domain.checkin import CheckinSource, Outcome, attempt_outcome
+from anbu.domain.checkin import Outcome, attempt_outcome
 from anbu.domain.replies import Reply
 from anbu.domain.retry import GiveUp, RetryAt, RetryPolicy, decide_retry
 from anbu.ports import CallRecord, CallRequest, SystemClock
-from anbu.services.checkins import open_checkin
 from anbu.settings import Settings, TrunkSettings
 from devstack.asterisk import AsteriskInstall, AsteriskInstance, provision_engine
 from ivr.agi import AgiServer
@@ -38,7 +37,7 @@ from ivr.dialer import AmiDialer, CallRegistry
 from ivr.flow import CheckinFlow
 from ivr.prompts import PromptLibrary
 from scheduler.dispatcher import Dispatcher
-from tests.call_rig import dispatching, tone_prompts
+from tests.call_rig import dispatching, open_api_checkins, tone_prompts
 from tests.fixtures_asterisk import asterisk_processes, free_ports, instance_settings
 from tests.sipp import Phone, Sipp, dtmf_pcap, running, uas_scenario
 
@@ -114,6 +113,13 @@ class Far:
             channel_id=f"sipp-{uuid.uuid4().hex[:12]}", number=NUMBER, ring_timeout_s=ring_timeout_s
         )
         return await asyncio.wait_for(self.dialer.call(request), 40.0)
+
+    async def call_phone(self, phone: Phone) -> CallRecord:
+        """One call to SIPp playing ``phone``, returned once SIPp has played its part out."""
+        with self.phone(phone) as sipp:
+            record = await self.call()
+            await sipp_done(sipp)
+        return record
 
 
 @pytest.fixture
@@ -220,9 +226,7 @@ async def test_given_bye_without_reason_after_answer_when_called_then_answered_h
     far: Far,
 ) -> None:
     phone = Phone(provisional=(180,), actions=(("pause", "600"),), phone_hangs_up=True)
-    with far.phone(phone) as sipp:
-        record = await far.call()
-        await sipp_done(sipp)
+    record = await far.call_phone(phone)
     assert (record.result, record.reply) == (CallResult.ANSWERED, Reply.HUNG_UP)
     assert decision(record) is Outcome.NO_RESPONSE
 
@@ -231,9 +235,7 @@ async def test_given_bye_with_reason_after_answer_when_called_then_answered_hung
     far: Far,
 ) -> None:
     phone = Phone(actions=(("pause", "600"),), phone_hangs_up=True, bye_reason="Q.850;cause=16")
-    with far.phone(phone) as sipp:
-        record = await far.call()
-        await sipp_done(sipp)
+    record = await far.call_phone(phone)
     assert (record.result, record.reply) == (CallResult.ANSWERED, Reply.HUNG_UP)
 
 
@@ -249,18 +251,14 @@ async def test_given_rfc4733_key_on_any_negotiated_payload_type_when_pressed_the
 ) -> None:
     pcap = dtmf_pcap(tmp_path / "k.pcap", "1", method="rfc4733", event_pt=101)
     phone = Phone(telephone_event_pt=answer_pt, actions=(("pause", "700"), ("pcap", str(pcap))))
-    with far.phone(phone) as sipp:
-        record = await far.call()
-        await sipp_done(sipp)
+    record = await far.call_phone(phone)
     assert (record.result, record.reply, record.keys) == (CallResult.ANSWERED, Reply.OK, "1")
 
 
 @pytest.mark.parametrize("style", ["dtmf-relay", "dtmf"])
 async def test_given_sip_info_key_when_pressed_then_heard(far: Far, style: str) -> None:
     phone = Phone(actions=(("pause", "900"), ("info", "2", style)))
-    with far.phone(phone) as sipp:
-        record = await far.call()
-        await sipp_done(sipp)
+    record = await far.call_phone(phone)
     assert (record.result, record.reply, record.keys) == (CallResult.ANSWERED, Reply.HELP, "2")
 
 
@@ -274,9 +272,7 @@ async def test_given_inband_tones_without_telephone_event_when_pressed_then_hear
         telephone_event_pt=None,
         actions=(("pause", "500"), ("pcap", str(pcap))),
     )
-    with far.phone(phone) as sipp:
-        record = await far.call()
-        await sipp_done(sipp)
+    record = await far.call_phone(phone)
     assert (record.result, record.reply, record.keys) == (CallResult.ANSWERED, Reply.OK, "1")
 
 
@@ -285,9 +281,7 @@ async def test_given_pcma_only_phone_when_pressed_then_answered_ok(
 ) -> None:
     pcap = dtmf_pcap(tmp_path / "k.pcap", "1", method="rfc4733", codec="PCMA")
     phone = Phone(codecs=("PCMA",), actions=(("pause", "700"), ("pcap", str(pcap))))
-    with far.phone(phone) as sipp:
-        record = await far.call()
-        await sipp_done(sipp)
+    record = await far.call_phone(phone)
     assert (record.result, record.reply, record.keys) == (CallResult.ANSWERED, Reply.OK, "1")
 
 
@@ -327,29 +321,17 @@ async def test_given_trunk_down_when_three_residents_dialed_then_network_failure
     dispatcher.on_network_failure = page
     async with sessions() as s:
         s.add(
-            Program(
-                name="all day",
-                is_default=True,
+            Program.any_hour(
+                "all day",
                 max_attempts=3,
                 interval_s=600,
                 busy_interval_s=180,
                 failure_interval_s=120,
                 max_callbacks=0,
-                start_min=0,
-                end_min=1440,
-                weekdays="0123456",
-                call_on_holidays=True,
             )
         )
-        district = District(code="11620", name="관악구")
-        people = [
-            Resident(district=district, name=f"주민{i}", phone=f"0109999002{i}", dong="신림동")
-            for i in range(3)
-        ]
-        s.add_all(people)
-        await s.flush()
-        for person in people:
-            await open_checkin(s, person, source=CheckinSource.API, reason="t", now=clock.now())
+        phones = [f"0109999002{i}" for i in range(3)]
+        await open_api_checkins(s, phones, reason="t", now=clock.now())
         await s.commit()
     async with dispatching(dispatcher, then=[dialer.close, ami.close]):
         await asyncio.wait_for(paged.wait(), 30)

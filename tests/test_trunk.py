@@ -38,7 +38,7 @@ from tests.fixtures_asterisk import (
     free_ports,
     instance_settings,
 )
-from tests.sipp import Sipp, running
+from tests.sipp import REPLY_HEAD, Sipp, running
 from tests.test_calls_integration import audio_dir, open_rig  # noqa: F401 (fixture)
 from tests.test_settings_production import KEEP, example_env, use
 
@@ -62,11 +62,7 @@ REGISTRAR_AND_CARRIER = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
   <send><![CDATA[
 
       SIP/2.0 401 Unauthorized
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
+{REPLY_HEAD}
       WWW-Authenticate: Digest realm="{DOMAIN}", nonce="[pid]n[call_number]", algorithm=MD5
       Content-Length: 0
 
@@ -82,11 +78,7 @@ REGISTRAR_AND_CARRIER = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
   <send next="end"><![CDATA[
 
       SIP/2.0 403 Forbidden
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
+{REPLY_HEAD}
       Content-Length: 0
 
     ]]></send>
@@ -94,11 +86,7 @@ REGISTRAR_AND_CARRIER = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
   <send next="end"><![CDATA[
 
       SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
+{REPLY_HEAD}
       [last_Contact:];expires=3600
       Expires: 3600
       Content-Length: 0
@@ -108,11 +96,7 @@ REGISTRAR_AND_CARRIER = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
   <send><![CDATA[
 
       SIP/2.0 486 Busy Here
-      [last_Via:]
-      [last_From:]
-      [last_To:];tag=[pid]SIPpTag01[call_number]
-      [last_Call-ID:]
-      [last_CSeq:]
+{REPLY_HEAD}
       Content-Length: 0
 
     ]]></send>
@@ -157,6 +141,14 @@ def engine_for(
     return settings, provision_engine(settings, install=install, bench_prompt=bench_prompt)
 
 
+def carrier_sipp(tmp_path: Path, calls: int) -> tuple[int, Sipp]:
+    """The carrier (registrar and proxy) for ``calls`` SIP dialogs, and the port it listens on."""
+    port, media = free_ports(2)
+    scenario = tmp_path / "carrier.xml"
+    scenario.write_text(REGISTRAR_AND_CARRIER, encoding="iso-8859-1")
+    return port, Sipp(scenario, port, media, tmp_path / "sipp", calls=calls)
+
+
 def registration_status(engine: AsteriskInstance, timeout_s: float = 15.0) -> str:
     """The trunk's registration line once it is no longer in progress."""
     deadline = time.monotonic() + timeout_s
@@ -173,11 +165,9 @@ def registration_status(engine: AsteriskInstance, timeout_s: float = 15.0) -> st
 async def test_given_carrier_trunk_when_engine_starts_then_registers_and_calls_as_registered_number(
     tmp_path: Path, var_dir: Path, asterisk_install: AsteriskInstall, bench_prompt: Path
 ) -> None:
-    port, media = free_ports(2)
-    scenario = tmp_path / "carrier.xml"
-    scenario.write_text(REGISTRAR_AND_CARRIER, encoding="iso-8859-1")
+    port, carrier = carrier_sipp(tmp_path, calls=2)
     settings, engine = engine_for(var_dir, asterisk_install, bench_prompt, carrier_trunk(port))
-    with running(Sipp(scenario, port, media, tmp_path / "sipp", calls=2)) as sipp:
+    with running(carrier) as sipp:
         await engine.start_async()
         try:
             assert "Registered" in await asyncio.to_thread(registration_status, engine)
@@ -207,12 +197,10 @@ async def test_given_carrier_trunk_when_engine_starts_then_registers_and_calls_a
 async def test_given_wrong_password_when_engine_starts_then_registration_rejected(
     tmp_path: Path, var_dir: Path, asterisk_install: AsteriskInstall, bench_prompt: Path
 ) -> None:
-    port, media = free_ports(2)
-    scenario = tmp_path / "carrier.xml"
-    scenario.write_text(REGISTRAR_AND_CARRIER, encoding="iso-8859-1")
+    port, carrier = carrier_sipp(tmp_path, calls=1)
     trunk = carrier_trunk(port, password="wrong")
     _settings, engine = engine_for(var_dir, asterisk_install, bench_prompt, trunk)
-    with running(Sipp(scenario, port, media, tmp_path / "sipp", calls=1)):
+    with running(carrier):
         await engine.start_async()
         try:
             status = await asyncio.to_thread(registration_status, engine)

@@ -100,11 +100,24 @@ class VoiceRig:
     heard: HeardLog
     recordings: Path
 
-    async def call(self, number: str) -> tuple[CallRecord, IvrOutcome, float]:
+    async def call(self, number: str, label: str) -> tuple[CallRecord, IvrOutcome]:
+        """Calls ``number`` and prints what happened under ``label``, for the record (shown
+        with -s; never asserted on time)."""
         started = time.monotonic()
         record = await self.rig.call(number)
         wall = time.monotonic() - started
-        return record, self.rig.sink.outcomes[record.channel_id], wall
+        outcome = self.rig.sink.outcomes[record.channel_id]
+        decode = ", ".join(f"{s * 1000:.0f} ms" for s in self.heard.decode_s)
+        heard = [
+            (r.transcript, r.intent.value, r.gated, round(r.duration_s, 2))
+            for r in self.heard.results
+        ]
+        print(
+            f"\n{label}: reply {outcome.reply} asks {outcome.asks} "
+            f"transcript {outcome.transcript!r} confidence {outcome.confidence} "
+            f"| call {wall:.1f} s | decodes [{decode}] | heard {heard}"
+        )
+        return record, outcome
 
     def leftover_recordings(self) -> list[Path]:
         return files_in(self.recordings)
@@ -131,24 +144,11 @@ async def voice(
         yield made
 
 
-def report(label: str, rig: VoiceRig, outcome: IvrOutcome, wall: float) -> None:
-    """What happened, for the record (printed with -s; never asserted on time)."""
-    decode = ", ".join(f"{s * 1000:.0f} ms" for s in rig.heard.decode_s)
-    heard = [
-        (r.transcript, r.intent.value, r.gated, round(r.duration_s, 2)) for r in rig.heard.results
-    ]
-    print(
-        f"\n{label}: reply {outcome.reply} asks {outcome.asks} transcript {outcome.transcript!r} "
-        f"confidence {outcome.confidence} | call {wall:.1f} s | decodes [{decode}] | heard {heard}"
-    )
-
-
 # ---- end to end: real Asterisk, real model -------------------------------------------------------
 
 
 async def test_given_resident_says_ne_when_called_then_ok_with_transcript(voice: VoiceRig) -> None:
-    record, outcome, wall = await voice.call(SAYS_NE)
-    report("네", voice, outcome, wall)
+    record, outcome = await voice.call(SAYS_NE, "네")
 
     assert_answered(record, Reply.OK, "")
     assert outcome.asks == 1
@@ -165,39 +165,42 @@ async def test_given_resident_says_ne_when_called_then_ok_with_transcript(voice:
     assert voice.leftover_recordings() == []
 
 
+def assert_asked_twice_then_no_response(
+    voice: VoiceRig, record: CallRecord, outcome: IvrOutcome
+) -> None:
+    """Nothing understood: the question asked again, then the call closed as no response, and
+    no recording left behind."""
+    assert_answered(record, Reply.NO_RESPONSE, "")
+    assert outcome.asks == 2
+    assert voice.leftover_recordings() == []
+
+
 async def test_given_only_noise_on_the_line_when_called_then_repeat_then_no_response(
     voice: VoiceRig,
 ) -> None:
-    record, outcome, wall = await voice.call(NOISE)
-    report("noise", voice, outcome, wall)
+    record, outcome = await voice.call(NOISE, "noise")
 
-    assert_answered(record, Reply.NO_RESPONSE, "")
-    assert outcome.asks == 2
+    assert_asked_twice_then_no_response(voice, record, outcome)
     # The noise did reach the recognizer (so this is not a silent line passing by accident).
     assert max(r.duration_s for r in voice.heard.results) >= 1.0
     assert Intent.OK not in [r.intent for r in voice.heard.results]
-    assert voice.leftover_recordings() == []
 
 
 async def test_given_silent_resident_when_called_then_repeat_then_no_response(
     voice: VoiceRig,
 ) -> None:
-    record, outcome, wall = await voice.call(SILENT)
-    report("silence", voice, outcome, wall)
+    record, outcome = await voice.call(SILENT, "silence")
 
-    assert_answered(record, Reply.NO_RESPONSE, "")
-    assert outcome.asks == 2
+    assert_asked_twice_then_no_response(voice, record, outcome)
     assert (record.transcript, record.confidence) == (None, None)
     assert len(voice.heard.results) >= 2
     assert all(r.gated for r in voice.heard.results)
-    assert voice.leftover_recordings() == []
 
 
 async def test_given_hello_like_an_answering_machine_when_called_then_never_ok(
     voice: VoiceRig,
 ) -> None:
-    record, outcome, wall = await voice.call(SAYS_HELLO)
-    report("여보세요", voice, outcome, wall)
+    record, outcome = await voice.call(SAYS_HELLO, "여보세요")
 
     assert record.result is CallResult.ANSWERED
     assert record.reply is Reply.NO_RESPONSE  # asked again, then no response: never ok
@@ -210,8 +213,7 @@ async def test_given_hello_like_an_answering_machine_when_called_then_never_ok(
 async def test_given_2_pressed_during_the_question_when_speech_on_then_help_without_recording(
     voice: VoiceRig,
 ) -> None:
-    record, outcome, wall = await voice.call(HELP_KEY)
-    report("key 2", voice, outcome, wall)
+    record, outcome = await voice.call(HELP_KEY, "key 2")
 
     assert_answered(record, Reply.HELP, "2")
     assert outcome.replied_at is not None
@@ -224,8 +226,7 @@ async def test_given_2_pressed_during_the_question_when_speech_on_then_help_with
 async def test_given_resident_says_dowajuseyo_when_called_then_never_ok(voice: VoiceRig) -> None:
     # The synthetic 도와주세요 is rarely recognised (0/9 on the bench set): whatever it becomes,
     # it must not become "ok". Help is the right answer; no response is the honest miss.
-    record, outcome, wall = await voice.call(SAYS_HELP)
-    report("도와주세요", voice, outcome, wall)
+    record, _ = await voice.call(SAYS_HELP, "도와주세요")
 
     assert record.result is CallResult.ANSWERED
     assert record.reply in (Reply.HELP, Reply.NO_RESPONSE)
@@ -242,8 +243,7 @@ async def test_given_resident_says_dasi_when_called_then_the_question_is_repeate
 ) -> None:
     # Through the trunk's u-law the ㅅ of 다시 is gone: with the earlier word list the model
     # chose 네 and the call closed as ok on a resident who asked to hear the question again.
-    record, outcome, wall = await voice.call(SAYS_DASI)
-    report("다시", voice, outcome, wall)
+    record, outcome = await voice.call(SAYS_DASI, "다시")
 
     assert [r.intent for r in voice.heard.voiced] == [Intent.REPEAT]
     # The question was played again without counting a miss; the resident then pressed 1.
@@ -264,8 +264,7 @@ async def test_given_a_doubtful_yes_when_called_then_asked_again_and_never_ok(
     strict = VoskRecognizer(recognizer.model, min_ok_confidence=0.0, sure_ok_confidence=1.01)
     heard = HeardLog(strict)
     async with open_voice_rig(asterisk_pair, voice_audio_dir, heard, tmp_path / "rec") as voice:
-        record, outcome, wall = await voice.call(SAYS_MUFFLED_NE)
-        report("muffled 네", voice, outcome, wall)
+        record, outcome = await voice.call(SAYS_MUFFLED_NE, "muffled 네")
 
     assert record.result is CallResult.ANSWERED
     assert record.reply is Reply.NO_RESPONSE  # said once, then silent: never an ok
