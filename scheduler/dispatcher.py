@@ -47,7 +47,7 @@ from anbu.db.outage import report_failure
 from anbu.domain.calling_hours import CallingWindow
 from anbu.domain.calls import CallResult, NetworkFailureWatch
 from anbu.domain.node_health import NodeFault
-from anbu.domain.pacing import DEFAULT_TRUNK, Pacer, refill_allowance
+from anbu.domain.pacing import DEFAULT_TRUNK, Pacer, fair_share, refill_allowance
 from anbu.domain.phone import mask_phone
 from anbu.domain.retry import RetryPolicy
 from anbu.domain.risk import Level
@@ -287,6 +287,9 @@ class Dispatcher:
         self._freed.clear()
         mono = loop.time()
         limit = self.pacer.available(mono)
+        if self._live_workers > 1:
+            share = fair_share(self._max, self._live_workers)
+            limit = min(limit, max(0, share - self.pacer.active))
         if limit == 0:
             # Nothing may start: no claim transaction (the next chance is a hang-up's wake-up,
             # or the next token when the rate, not the channels, holds it back).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from anbu.domain.pacing import Pacer, refill_allowance
+from anbu.domain.pacing import Pacer, fair_share, refill_allowance
 
 
 def test_given_cap_when_calls_start_then_available_drops_to_zero_and_recovers() -> None:
@@ -79,6 +79,18 @@ def test_given_workers_when_calls_hang_up_then_refill_stays_within_the_share(
     cap: int, workers: int, own_calls: int, expected: int
 ) -> None:
     assert refill_allowance(cap, workers, own_calls) == expected
+
+
+@pytest.mark.parametrize(
+    ("cap", "workers", "expected"),
+    [(10, 1, 10), (10, 2, 5), (10, 3, 4), (1, 2, 1), (10, 0, 10)],
+)
+def test_given_live_workers_when_claiming_then_each_holds_at_most_its_share(
+    cap: int, workers: int, expected: int
+) -> None:
+    # Every claim pass, not only a hang-up's refill: the worker that stores a result wakes
+    # first, and without the bound took every freed channel before another worker polled.
+    assert fair_share(cap, workers) == expected
 
 
 def test_given_a_transfer_leg_when_counted_then_it_takes_a_global_slot_and_a_node_slot() -> None:

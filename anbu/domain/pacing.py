@@ -164,6 +164,16 @@ def _decrement(counts: dict[str, int], key: str) -> None:
         counts.pop(key, None)
 
 
+def fair_share(global_cap: int, live_workers: int) -> int:
+    """The channels of the global cap one of ``live_workers`` dispatchers may hold at once.
+
+    Bounded in every claim pass, not only at hang-up: the worker that stores a result wakes at
+    once and would otherwise take the freed channel before any other worker polls, so the
+    first to fill the cap kept it for the whole run and the others never dialled (seen in
+    the two-worker crash test). A dead worker's share comes back when its lease expires."""
+    return math.ceil(global_cap / max(1, live_workers))
+
+
 def refill_allowance(global_cap: int, live_workers: int, own_calls: int) -> int:
     """How many channels a worker may fill counting its calls that have hung up, results not
     stored yet, as free (they are still ``dialing`` in the table the global cap is counted on).
@@ -173,5 +183,4 @@ def refill_allowance(global_cap: int, live_workers: int, own_calls: int) -> int:
     the table (the stored result), where every worker may take it: otherwise the worker that
     filled the cap first would refill its own channels forever and the others never dial.
     """
-    share = math.ceil(global_cap / max(1, live_workers))
-    return max(0, share - own_calls)
+    return max(0, fair_share(global_cap, live_workers) - own_calls)
