@@ -30,6 +30,9 @@ import httptools
 
 # Idle connections kept per gateway (the outbox sends 8 at once by default).
 MAX_IDLE = 16
+# Kannel answers a line of text; a longer answer is not from the gateway we post to, and is
+# not held in memory while it streams in.
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 class GatewayError(Exception):
@@ -63,6 +66,7 @@ class _Connection(asyncio.Protocol):
         self._parser: httptools.HttpResponseParser | None = None
         self._answer: asyncio.Future[tuple[Answer, bool]] | None = None
         self._body: list[bytes] = []
+        self._size = 0
         self._framed = False  # Content-Length or chunked: the answer ends by itself
         self._headers_done = False
 
@@ -81,7 +85,13 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(GatewayProtocolError(f"bad answer from the gateway: {exc}"))
+            # A callback's own error (the answer's bound) comes wrapped: keep its reason.
+            cause = exc.__cause__ or exc.__context__
+            self._fail(
+                cause
+                if isinstance(cause, GatewayError)
+                else GatewayProtocolError(f"bad answer from the gateway: {exc}")
+            )
             self.close()
 
     def eof_received(self) -> bool:
@@ -106,6 +116,11 @@ class _Connection(asyncio.Protocol):
         self._headers_done = True
 
     def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > MAX_ANSWER_BYTES:
+            # Raised inside feed_data: it comes back as a parser error, the exchange fails and
+            # the connection is closed (data_received).
+            raise GatewayProtocolError(f"answer longer than {MAX_ANSWER_BYTES} bytes")
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -130,6 +145,7 @@ class _Connection(asyncio.Protocol):
             raise GatewayUnreachableError("connection closed")
         self._parser = httptools.HttpResponseParser(self)
         self._body = []
+        self._size = 0
         self._framed = self._headers_done = False
         self._answer = asyncio.get_running_loop().create_future()
         try:

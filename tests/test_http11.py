@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from escalation.http11 import (
+    MAX_ANSWER_BYTES,
     GatewayProtocolError,
     GatewayUnreachableError,
     KeepAliveClient,
@@ -179,6 +180,17 @@ async def test_given_garbage_answer_when_sent_then_protocol_error_and_connection
         await client.request("POST", "/x", {}, b"", 5)
     server.answer = plain()
     assert (await client.request("POST", "/x", {}, b"", 5)).status == 202
+    assert server.connections == 2
+
+
+async def test_given_answer_longer_than_the_bound_when_sent_then_protocol_error_and_dropped(
+    server: Server, client: KeepAliveClient
+) -> None:
+    server.answer = plain(body=b"x" * (MAX_ANSWER_BYTES + 1))
+    with pytest.raises(GatewayProtocolError, match="longer than"):
+        await client.request("POST", "/x", {}, b"", 5)
+    server.answer = plain(body=b"x" * MAX_ANSWER_BYTES)  # at the bound: taken
+    assert len((await client.request("POST", "/x", {}, b"", 5)).body) == MAX_ANSWER_BYTES
     assert server.connections == 2
 
 
