@@ -66,6 +66,14 @@ def _open_case_of(what: Any) -> Select[Any]:
 # coercion of every clause and value, then its cache key); these are executed with parameters.
 _OPEN_CASE = _open_case_of(Checkin)
 _OPEN_CASE_ID = _open_case_of(Checkin.id)
+# The resident's row, locked before "is a case open?" is asked: two transactions asking at once
+# (the API and a rule, or two API calls) would otherwise both see none under PostgreSQL's READ
+# COMMITTED and open two cases, and the person would be rung twice. The second waits for the
+# first's commit and then joins its case. SQLite writes one transaction at a time already (no
+# FOR UPDATE there).
+_LOCK_RESIDENT = (
+    select(Resident.id).where(Resident.id == bindparam("resident_id")).with_for_update()
+)
 _CASES = table_of(Checkin)
 _CASE_COLUMNS = ("id", *_new_case_columns)
 # The new case unless the resident has an open one: one round trip for the look-up and the
@@ -111,6 +119,7 @@ async def open_checkin(
     Returns ``(checkin, created)``. Joining appends the new reason and raises the priority, so
     a second signal never makes a second call ring at the same time. The caller commits.
     """
+    await session.execute(_LOCK_RESIDENT, {"resident_id": resident.id})
     existing = (
         await session.execute(_OPEN_CASE, {"resident_id": resident.id})
     ).scalar_one_or_none()
@@ -175,6 +184,7 @@ async def request_checkin(
     unit-of-work flush (~1.5 ms of CPU less per request, bench/api.py), the first of them only
     if no case is open. Joining an open case is :func:`open_checkin`'s. The caller commits."""
     case, first = _new_case(resident_id, phone, source, reason, priority, now)
+    await session.execute(_LOCK_RESIDENT, {"resident_id": resident_id})
     while True:
         checkin_id = (
             await session.execute(_INSERT_CASE_UNLESS_OPEN, {"id": new_id(), **case})
