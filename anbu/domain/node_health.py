@@ -8,10 +8,13 @@ contact's state (AMI ``ContactStatus``); :class:`TrunkContacts` keeps those stat
 
 Not yet known counts as reachable: at start (Asterisk spreads the first OPTIONS over one
 period), after a reload (a new contact is ``NonQualified`` until pinged) and with the pings
-off (a carrier that drops OPTIONS unanswered). A node is taken out only on an answer that
-says so, never for lack of one, so a carrier that ignores OPTIONS is not fatal: its node
-keeps taking calls as before this check existed, and the network failure watch
-(:class:`anbu.domain.calls.NetworkFailureWatch`) still pages when its calls fail.
+off. A node is taken out only when Asterisk reports the contact Unreachable: a ping had no
+answer within ``qualify_timeout`` (any SIP answer, even 405 or 404, counts as reachable). A
+carrier that drops OPTIONS without answering would therefore take its node out: turn the
+pings off for it (``trunk.qualify_s = 0``, or the node's ``trunk_qualify = false``; the
+administrator's page names the cause). With the pings off the node takes calls as before this
+check existed, and the network failure watch (:class:`anbu.domain.calls.NetworkFailureWatch`)
+still pages when its calls fail.
 
 Pure: no I/O; the AMI side is ``ivr.trunk``.
 """
