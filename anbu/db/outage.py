@@ -96,6 +96,21 @@ class DatabaseMonitor:
         self.name = name
         self._down_since: float | None = None
         self._failures = 0
+        # A connection made during an outage is a candidate end, not the end: a server going
+        # down (PostgreSQL's immediate shutdown) still accepts a connection it then drops, and
+        # taking that for the recovery logged "reachable again after 0.0 s" and a second
+        # outage. The end is the first statement that runs on the new connection.
+        self._maybe_back = False
+
+    def connected(self) -> None:
+        """A new connection was made (SQLAlchemy's connect hook)."""
+        if self._down_since is not None:
+            self._maybe_back = True
+
+    def executed(self) -> None:
+        """A statement ran (SQLAlchemy's after_cursor_execute hook)."""
+        if self._maybe_back:
+            self.succeeded()
 
     @property
     def available(self) -> bool:
@@ -104,6 +119,7 @@ class DatabaseMonitor:
     def failed(self, error: BaseException, what: str = "") -> None:
         """Count a failure; only the first of an outage is logged."""
         self._failures += 1
+        self._maybe_back = False
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.error(
@@ -124,6 +140,7 @@ class DatabaseMonitor:
             )
             self._down_since = None
             self._failures = 0
+        self._maybe_back = False
 
 
 def _one_line(error: BaseException) -> str:
@@ -148,10 +165,15 @@ def monitor_of(bind: AsyncEngine | async_sessionmaker[AsyncSession]) -> Database
         _MONITORS[sync] = monitor
 
         def _connected(*_args: Any) -> None:
-            monitor.succeeded()
+            monitor.connected()
 
-        # A new connection after an outage is its end: the pool reconnects on checkout.
+        def _executed(*_args: Any) -> None:
+            monitor.executed()
+
+        # A new connection after an outage, once a statement has run on it, is its end: the
+        # pool reconnects on checkout.
         event.listen(sync, "connect", _connected)
+        event.listen(sync, "after_cursor_execute", _executed)
     return monitor
 
 
