@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from anbu.api.routes import _RESIDENT_TO_CALL
 from anbu.db.models import Checkin, District, Resident
 from anbu.domain.checkin import CheckinSource
 from anbu.services.checkins import open_checkin, request_checkin
@@ -31,8 +33,10 @@ async def _resident(sessions: async_sessionmaker[AsyncSession]) -> Resident:  # 
         return person
 
 
+@pytest.mark.parametrize("api_reads_first", [False, True])
 async def test_given_two_requests_at_once_when_opening_then_one_case(
     sessions: async_sessionmaker[AsyncSession],  # noqa: F811
+    api_reads_first: bool,
 ) -> None:
     person = await _resident(sessions)
     entered = asyncio.Barrier(2)
@@ -40,8 +44,16 @@ async def test_given_two_requests_at_once_when_opening_then_one_case(
     async def by_api() -> None:
         async with sessions() as s:
             await entered.wait()
+            if api_reads_first:  # as POST /v1/checkins: its read of the resident locks the row
+                await s.execute(_RESIDENT_TO_CALL, {"resident_id": person.id})
             await request_checkin(
-                s, person.id, person.phone, source=CheckinSource.API, reason="api", now=NOW
+                s,
+                person.id,
+                person.phone,
+                source=CheckinSource.API,
+                reason="api",
+                now=NOW,
+                resident_locked=api_reads_first,
             )
             await asyncio.sleep(0.2)  # both inside their transactions before either commits
             await s.commit()

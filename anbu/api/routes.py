@@ -128,9 +128,12 @@ async def update_resident(
 
 
 # Three columns, not the resident and its district as ORM objects (~1 ms of CPU less); built
-# once, executed with the id (see services.checkins).
-_RESIDENT_TO_CALL = select(Resident.district_id, Resident.active, Resident.phone).where(
-    Resident.id == bindparam("resident_id")
+# once, executed with the id (see services.checkins). The row is locked by this read, which
+# request_checkin would otherwise do in a round trip of its own (``resident_locked``).
+_RESIDENT_TO_CALL = (
+    select(Resident.district_id, Resident.active, Resident.phone)
+    .where(Resident.id == bindparam("resident_id"))
+    .with_for_update()
 )
 
 
@@ -163,6 +166,7 @@ async def create_checkin(
         reason=body.reason,
         priority=body.priority,
         now=container.clock.now(),
+        resident_locked=True,
     )
     if checkin.created:
         audit.note(AuditResource.CHECKIN, checkin.id, AuditAction.CREATE, resident.district_id)
